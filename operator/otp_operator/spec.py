@@ -1,0 +1,198 @@
+"""A typed, validated view of an OtpChannel (defaults re-applied in case the CRD lacks them)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from . import names
+
+INTEGRATIONS = ("phone-provider", "send-phone-message", "legacy-hook")
+REGIONS = ("ap", "us", "eu", "id")
+ENCODINGS = ("AUTO", "GSM7", "UCS2")
+_WINDOW = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+class SpecError(ValueError):
+    """The channel's spec cannot be acted on; the message names the field."""
+
+
+@dataclass(frozen=True)
+class SecretKeyRef:
+    name: str
+    key: str
+
+    def describe(self) -> str:
+        return f"Secret {self.name!r} key {self.key!r}"
+
+
+@dataclass(frozen=True)
+class Auth0Spec:
+    domain: str
+    credentials_secret: str
+    client_id_key: str
+    client_secret_key: str
+    integration: str
+    name: str
+    replace_foreign_provider: bool
+
+    @property
+    def client_id_ref(self) -> SecretKeyRef:
+        return SecretKeyRef(self.credentials_secret, self.client_id_key)
+
+    @property
+    def client_secret_ref(self) -> SecretKeyRef:
+        return SecretKeyRef(self.credentials_secret, self.client_secret_key)
+
+
+@dataclass(frozen=True)
+class SmsSpec:
+    subaccount_id: str
+    api_key: SecretKeyRef
+    region: str
+    base_url: str
+    sender: str
+    encoding: str
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    allowed_countries: tuple[str, ...]
+    per_recipient_limit: int
+    per_recipient_window: str
+
+
+@dataclass(frozen=True)
+class IngressSpec:
+    host: str
+    class_name: str
+    tls_secret_name: str
+
+
+@dataclass(frozen=True)
+class RelaySpec:
+    replicas: int
+    public_url: str
+    ingress: IngressSpec | None
+    resources: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def path_prefix(self) -> str:
+        """The path of the public URL without a trailing slash ('' for the root)."""
+        return urlsplit(self.public_url).path.rstrip("/")
+
+
+@dataclass(frozen=True)
+class ChannelSpec:
+    namespace: str
+    name: str
+    auth0: Auth0Spec
+    sms: SmsSpec
+    policy: PolicySpec
+    relay: RelaySpec
+    suspend: bool
+
+    @property
+    def owner(self) -> str:
+        return names.owner_of(self.namespace, self.name)
+
+    def referenced_secrets(self) -> frozenset[str]:
+        return frozenset({self.auth0.credentials_secret, self.sms.api_key.name})
+
+
+def _get(mapping: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
+    if mapping is None:
+        return default
+    value = mapping.get(key)
+    return default if value is None else value
+
+
+def _require(value: Any, path: str) -> Any:
+    if value in (None, ""):
+        raise SpecError(f"spec.{path} is required")
+    return value
+
+
+def _one_of(value: str, allowed: tuple[str, ...], path: str) -> str:
+    if value not in allowed:
+        raise SpecError(f"spec.{path} must be one of {', '.join(allowed)}, not {value!r}")
+    return value
+
+
+def window_seconds(window: str) -> int:
+    match = _WINDOW.match(window)
+    if not window or not match:
+        raise SpecError(f"spec.policy.perRecipient.window {window!r} is not a duration like 10m or 1h30m")
+    hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> ChannelSpec:
+    auth0 = _get(spec, "auth0", {})
+    creds = _get(auth0, "credentialsSecretRef", {})
+    sms = _get(spec, "sms", {})
+    api_key = _get(sms, "apiKeySecretRef", {})
+    policy = _get(spec, "policy", {})
+    per_recipient = _get(policy, "perRecipient", {})
+    relay = _get(spec, "relay", {})
+    ingress = _get(relay, "ingress")
+
+    domain = _require(_get(auth0, "domain"), "auth0.domain")
+    if "/" in domain:
+        raise SpecError(f"spec.auth0.domain must be host[:port] without scheme or path, not {domain!r}")
+
+    ingress_spec = None
+    if ingress:
+        ingress_spec = IngressSpec(
+            host=_require(_get(ingress, "host"), "relay.ingress.host"),
+            class_name=_get(ingress, "className", ""),
+            tls_secret_name=_get(ingress, "tlsSecretName", ""),
+        )
+    public_url = _get(relay, "publicUrl", "")
+    if not public_url:
+        if ingress_spec is None:
+            raise SpecError("spec.relay.publicUrl or spec.relay.ingress.host is required (how Auth0 reaches the relay)")
+        public_url = f"https://{ingress_spec.host}"
+    if urlsplit(public_url).scheme != "https":
+        raise SpecError(f"spec.relay.publicUrl must be an https URL, not {public_url!r}")
+
+    window = _get(per_recipient, "window", "10m")
+    window_seconds(window)
+    return ChannelSpec(
+        namespace=namespace,
+        name=name,
+        auth0=Auth0Spec(
+            domain=domain,
+            credentials_secret=_require(_get(creds, "name"), "auth0.credentialsSecretRef.name"),
+            client_id_key=_get(creds, "clientIdKey", "client_id"),
+            client_secret_key=_get(creds, "clientSecretKey", "client_secret"),
+            integration=_one_of(_get(auth0, "integration", "phone-provider"), INTEGRATIONS, "auth0.integration"),
+            name=_get(auth0, "name", "") or names.default_auth0_name(namespace, name),
+            replace_foreign_provider=bool(_get(auth0, "replaceForeignProvider", False)),
+        ),
+        sms=SmsSpec(
+            subaccount_id=_require(_get(sms, "subaccountId"), "sms.subaccountId"),
+            api_key=SecretKeyRef(
+                _require(_get(api_key, "name"), "sms.apiKeySecretRef.name"), _get(api_key, "key", "apikey")
+            ),
+            region=_one_of(_get(sms, "region", "ap"), REGIONS, "sms.region"),
+            base_url=_get(sms, "baseUrl", ""),
+            sender=_get(sms, "sender", ""),
+            encoding=_one_of(_get(sms, "encoding", "AUTO"), ENCODINGS, "sms.encoding"),
+        ),
+        policy=PolicySpec(
+            allowed_countries=tuple(_get(policy, "allowedCountries", [])),
+            per_recipient_limit=int(_get(per_recipient, "limit", 5)),
+            per_recipient_window=window,
+        ),
+        relay=RelaySpec(
+            replicas=int(_get(relay, "replicas", 2)),
+            public_url=public_url.rstrip("/"),
+            ingress=ingress_spec,
+            resources=dict(_get(relay, "resources", {})),
+        ),
+        suspend=bool(_get(spec, "suspend", False)),
+    )

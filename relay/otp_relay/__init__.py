@@ -1,0 +1,1 @@
+"""relay/otp_relay"""

@@ -1,0 +1,1 @@
+"""sandbox/otp_sandbox"""

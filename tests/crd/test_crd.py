@@ -1,0 +1,200 @@
+"""The OtpChannel CRD against the real API server: admission, defaults, printer columns."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.fixtures.crd import GROUP, PLURAL, VERSION
+
+pytestmark = pytest.mark.cluster
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "otpchannel.yaml"
+
+
+def example_channel(namespace: str, name: str = "prod") -> dict:
+    body = yaml.safe_load(EXAMPLE.read_text())
+    body["metadata"] = {"name": name, "namespace": namespace}
+    return body
+
+
+def minimal_channel(namespace: str, name: str = "minimal") -> dict:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "OtpChannel",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "auth0": {"domain": "tenant.eu.auth0.com", "credentialsSecretRef": {"name": "auth0"}},
+            "sms": {"subaccountId": "shop_otp", "apiKeySecretRef": {"name": "eightbyeight"}},
+            "relay": {"publicUrl": "https://otp.example.com/prod"},
+        },
+    }
+
+
+def create(api: client.ApiClient, namespace: str, body: dict) -> dict:
+    return client.CustomObjectsApi(api).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, body
+    )
+
+
+def test_crd_is_established_with_short_name_and_status(otpchannel_crd: dict) -> None:
+    conditions = {c["type"]: c["status"] for c in otpchannel_crd["status"]["conditions"]}
+    assert conditions["Established"] == "True"
+    assert otpchannel_crd["status"]["acceptedNames"]["shortNames"] == ["otpch"]
+    assert otpchannel_crd["status"]["acceptedNames"]["categories"] == ["otprelay"]
+    (version,) = otpchannel_crd["spec"]["versions"]
+    assert version["subresources"] == {"status": {}}
+
+
+def test_example_is_accepted(k8s_api, otpchannel_crd, namespace: str) -> None:
+    created = create(k8s_api, namespace, example_channel(namespace))
+    assert created["spec"]["auth0"]["domain"] == "shop.eu.auth0.com"
+    assert created["spec"]["policy"]["allowedCountries"] == ["SG", "MY"]
+
+
+def test_defaults_are_filled_in(k8s_api, otpchannel_crd, namespace: str) -> None:
+    spec = create(k8s_api, namespace, minimal_channel(namespace))["spec"]
+    assert spec["auth0"]["integration"] == "phone-provider"
+    assert spec["auth0"]["name"] == ""
+    assert spec["auth0"]["replaceForeignProvider"] is False
+    assert spec["auth0"]["credentialsSecretRef"] == {
+        "name": "auth0", "clientIdKey": "client_id", "clientSecretKey": "client_secret",
+    }
+    assert spec["sms"]["apiKeySecretRef"] == {"name": "eightbyeight", "key": "apikey"}
+    assert spec["sms"]["region"] == "ap"
+    assert spec["sms"]["encoding"] == "AUTO"
+    assert spec["policy"] == {"perRecipient": {"limit": 5, "window": "10m"}}
+    assert spec["relay"]["replicas"] == 2
+    assert spec["suspend"] is False
+
+
+def _set(body: dict, path: str, value) -> None:
+    *parents, leaf = path.split(".")
+    node = body["spec"]
+    for part in parents:
+        node = node.setdefault(part, {})
+    if value is _DELETE:
+        del node[leaf]
+    else:
+        node[leaf] = value
+
+
+_DELETE = object()
+
+# (change to the minimal valid spec, text the API server's message must contain)
+INVALID_SPECS = {
+    "domain missing": ("auth0.domain", _DELETE, "spec.auth0.domain: Required value"),
+    "domain with scheme": ("auth0.domain", "https://tenant.auth0.com", "spec.auth0.domain"),
+    "domain with path": ("auth0.domain", "tenant.auth0.com/api", "spec.auth0.domain"),
+    "unknown integration": ("auth0.integration", "sms-hook", "spec.auth0.integration"),
+    "credentials ref missing": ("auth0.credentialsSecretRef", _DELETE,
+                                "spec.auth0.credentialsSecretRef: Required value"),
+    "credentials secret name invalid": ("auth0.credentialsSecretRef",
+                                        {"name": "Auth0_Creds"}, "spec.auth0.credentialsSecretRef.name"),
+    "auth0 name invalid": ("auth0.name", "-otp relay", "spec.auth0.name"),
+    "subaccount too short": ("sms.subaccountId", "ab", "spec.sms.subaccountId"),
+    "api key ref missing": ("sms.apiKeySecretRef", _DELETE, "spec.sms.apiKeySecretRef: Required value"),
+    "unknown region": ("sms.region", "asia", "spec.sms.region"),
+    "unknown encoding": ("sms.encoding", "ASCII", "spec.sms.encoding"),
+    "sender too long": ("sms.sender", "S" * 17, "spec.sms.sender"),
+    "base url not http": ("sms.baseUrl", "ftp://sms.example", "spec.sms.baseUrl"),
+    "country lower case": ("policy.allowedCountries", ["sg"], "spec.policy.allowedCountries[0]"),
+    "country duplicated": ("policy.allowedCountries", ["SG", "SG"], "spec.policy.allowedCountries[1]"),
+    "limit zero": ("policy.perRecipient", {"limit": 0}, "spec.policy.perRecipient.limit"),
+    "window not a duration": ("policy.perRecipient", {"window": "10 minutes"},
+                              "spec.policy.perRecipient.window"),
+    "window too long": ("policy.perRecipient", {"window": "48h"},
+                        "window must be a duration between 1s and 24h"),
+    "replicas over 10": ("relay.replicas", 11, "spec.relay.replicas"),
+    "public url not https": ("relay.publicUrl", "http://otp.example.com", "spec.relay.publicUrl"),
+    "no way to reach the relay": ("relay.publicUrl", _DELETE,
+                                  "relay.publicUrl or relay.ingress.host is required"),
+    "public url off the ingress host": (
+        "relay.ingress", {"host": "otp.other.example"},
+        "relay.publicUrl must be on relay.ingress.host"),
+    "resource quantity invalid": ("relay.resources", {"limits": {"cpu": "lots"}},
+                                  "spec.relay.resources.limits.cpu"),
+    "suspend not boolean": ("suspend", "yes", "spec.suspend"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(INVALID_SPECS))
+def test_invalid_spec_is_rejected_naming_the_field(k8s_api, otpchannel_crd, namespace, case) -> None:
+    path, value, expected = INVALID_SPECS[case]
+    body = copy.deepcopy(minimal_channel(namespace, name="bad"))
+    _set(body, path, value)
+    with pytest.raises(ApiException) as raised:
+        create(k8s_api, namespace, body)
+    assert raised.value.status == 422, raised.value.body
+    message = json.loads(raised.value.body)["message"]
+    assert expected in message, message
+
+
+def test_channel_name_must_fit_child_names(k8s_api, otpchannel_crd, namespace) -> None:
+    with pytest.raises(ApiException) as raised:
+        create(k8s_api, namespace, minimal_channel(namespace, name="prod.v2"))
+    assert raised.value.status == 422
+    assert "metadata.name must be a DNS label" in json.loads(raised.value.body)["message"]
+
+
+def test_printer_columns_in_table_view(k8s_api, otpchannel_crd, namespace) -> None:
+    objects = client.CustomObjectsApi(k8s_api)
+    create(k8s_api, namespace, minimal_channel(namespace))
+    objects.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, "minimal",
+        {"status": {
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Ready",
+                            "message": "relay available, Auth0 in sync",
+                            "lastTransitionTime": "2026-11-25T00:00:00Z"}],
+            "relay": {"url": "https://otp.example.com/prod"},
+            "auth0": {"id": "7d2f6a3e-action"},
+        }},
+    )
+    table = k8s_api.call_api(
+        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", "GET",
+        header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
+        query_params=[("includeObject", "None")],
+        response_type="object", _return_http_data_only=True,
+    )
+    columns = [(c["name"], c["priority"]) for c in table["columnDefinitions"]]
+    assert columns == [
+        ("Name", 0), ("Ready", 0), ("Integration", 0), ("Relay-URL", 0), ("Age", 0),
+        ("Auth0-ID", 1), ("Message", 1),
+    ]
+    (row,) = table["rows"]
+    name, ready, integration, url, _age, auth0_id, message = row["cells"]
+    assert (name, ready, integration, url, auth0_id, message) == (
+        "minimal", "True", "phone-provider", "https://otp.example.com/prod",
+        "7d2f6a3e-action", "relay available, Auth0 in sync",
+    )
+
+
+def test_explain_has_descriptions(k8s_api, otpchannel_crd) -> None:
+    """`kubectl explain otpchannel.spec.sms` reads these descriptions from OpenAPI v3."""
+    doc = k8s_api.call_api(
+        f"/openapi/v3/apis/{GROUP}/{VERSION}", "GET",
+        response_type="object", _return_http_data_only=True,
+    )
+    schema = doc["components"]["schemas"]["io.otprelay.v1alpha1.OtpChannel"]
+
+    def walk(node: dict, path: str):
+        if path.startswith("metadata") or path in ("apiVersion", "kind", "metadata"):
+            return
+        yield path, node
+        for key, child in node.get("properties", {}).items():
+            yield from walk(child, f"{path}.{key}" if path else key)
+        if "items" in node:
+            yield from walk(node["items"], f"{path}[]")
+
+    fields = [(path, node) for path, node in walk(schema["properties"]["spec"], "spec")]
+    assert len(fields) > 30
+    undocumented = [path for path, node in fields if not path.endswith("[]") and not node.get("description")]
+    assert undocumented == []
+    sms = schema["properties"]["spec"]["properties"]["sms"]
+    assert "8x8" in sms["description"]
