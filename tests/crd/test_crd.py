@@ -37,6 +37,13 @@ def minimal_channel(namespace: str, name: str = "minimal") -> dict:
     }
 
 
+def get_json(api: client.ApiClient, path: str, accept: str = "application/json") -> dict:
+    response = api.call_api("GET", api.configuration.host + path, header_params={"Accept": accept})
+    response.read()
+    assert response.status == 200, response.data
+    return json.loads(response.data)
+
+
 def create(api: client.ApiClient, namespace: str, body: dict) -> dict:
     return client.CustomObjectsApi(api).create_namespaced_custom_object(
         GROUP, VERSION, namespace, PLURAL, body
@@ -156,12 +163,8 @@ def test_printer_columns_in_table_view(k8s_api, otpchannel_crd, namespace) -> No
             "auth0": {"id": "7d2f6a3e-action"},
         }},
     )
-    table = k8s_api.call_api(
-        f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}", "GET",
-        header_params={"Accept": "application/json;as=Table;v=v1;g=meta.k8s.io"},
-        query_params=[("includeObject", "None")],
-        response_type="object", _return_http_data_only=True,
-    )
+    table = get_json(k8s_api, f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
+                     "?includeObject=None", accept="application/json;as=Table;v=v1;g=meta.k8s.io")
     columns = [(c["name"], c["priority"]) for c in table["columnDefinitions"]]
     assert columns == [
         ("Name", 0), ("Ready", 0), ("Integration", 0), ("Relay-URL", 0), ("Age", 0),
@@ -177,10 +180,7 @@ def test_printer_columns_in_table_view(k8s_api, otpchannel_crd, namespace) -> No
 
 def test_explain_has_descriptions(k8s_api, otpchannel_crd) -> None:
     """`kubectl explain otpchannel.spec.sms` reads these descriptions from OpenAPI v3."""
-    doc = k8s_api.call_api(
-        f"/openapi/v3/apis/{GROUP}/{VERSION}", "GET",
-        response_type="object", _return_http_data_only=True,
-    )
+    doc = get_json(k8s_api, f"/openapi/v3/apis/{GROUP}/{VERSION}")
     schema = doc["components"]["schemas"]["io.otprelay.v1alpha1.OtpChannel"]
 
     def walk(node: dict, path: str):

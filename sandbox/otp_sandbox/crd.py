@@ -1,0 +1,41 @@
+"""Install the OtpChannel CRD from ``crds/`` (the one source) into a cluster."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "otpchannels.otprelay.io.yaml"
+
+
+def load_crd() -> dict[str, Any]:
+    return yaml.safe_load(CRD_PATH.read_text())
+
+
+def install_crd(api: client.ApiClient, timeout: float = 30.0) -> dict[str, Any]:
+    """Create or replace the CRD and wait until it is Established; returns the live object."""
+    ext = client.ApiextensionsV1Api(api)
+    body = load_crd()
+    name = body["metadata"]["name"]
+    try:
+        current = ext.read_custom_resource_definition(name)
+        body["metadata"]["resourceVersion"] = current.metadata.resource_version
+        ext.replace_custom_resource_definition(name, body)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        ext.create_custom_resource_definition(body)
+    deadline = time.monotonic() + timeout
+    while True:
+        crd = ext.read_custom_resource_definition(name)
+        conditions = {c.type: c.status for c in (crd.status.conditions or [])}
+        if conditions.get("Established") == "True" and conditions.get("NamesAccepted") == "True":
+            return api.sanitize_for_serialization(crd)
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"CRD {name} not Established after {timeout:.0f}s: {conditions}")
+        time.sleep(0.2)
