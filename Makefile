@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OTP_SANDBOX_CACHE ?= $(HOME)/.cache/otp-relay-operator
 
-.PHONY: help venv controlplane test test-fast demo bench clean
+.PHONY: help venv node controlplane test test-fast demo bench bench-tools clean
 
 help:
 	@echo "make demo   - run the whole system on the local sandbox (see README)"
@@ -23,8 +23,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-controlplane: $(STAMP)
+node:
+	@command -v node >/dev/null || { echo "error: Node.js not found; the Auth0 emulator runs the registered code in it: install Node.js >= 20 (apt-get install nodejs)"; exit 1; }
+
+controlplane: $(STAMP) node
 	$(BIN)/otp-sandbox build
+	$(BIN)/python -m tests.chart.helm
 
 test: controlplane
 	$(BIN)/python -m pytest -ra
@@ -35,7 +39,14 @@ test-fast: $(STAMP)
 demo: controlplane
 	$(BIN)/otp-sandbox demo $(ARGS)
 
-bench: controlplane
+# wrk (load generator) and nginx (reference proxy and canned upstream) come from Debian.
+bench-tools:
+	@command -v wrk >/dev/null && command -v nginx >/dev/null || { \
+	  echo ">> installing wrk and nginx-light from Debian for the relay benchmark"; \
+	  apt-get update -qq && apt-get install -y -qq wrk nginx-light; }
+
+bench: controlplane bench-tools
+	$(BIN)/python bench/controlplane.py
 	$(BIN)/python bench/relay/run.py
 	$(BIN)/python bench/operator/run.py
 

@@ -1,4 +1,4 @@
-// Builds the etcd server; upstream's main lives outside an importable module, so cmd/etcd wraps etcdmain.
+// Builds the etcd server; cmd/etcd calls etcdmain.Main exactly as upstream's own main package does.
 module otp-relay-operator/sandbox/controlplane/etcd
 
 go 1.26.0

@@ -25,6 +25,9 @@ class Client:
     # False models an application with no client grant for the Management API audience.
     granted: bool = True
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scopes", tuple(self.scopes))
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["scopes"] = list(self.scopes)

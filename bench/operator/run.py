@@ -1,0 +1,246 @@
+"""Operator benchmark (prints figures; not a test).
+
+    .venv/bin/python bench/operator/run.py [--counts 1,100,500] [--tenants-per-channel 3]
+
+Starts the full local control plane (kwok makes relay Deployments Available), the Auth0 emulator
+(100 ms latency, a per-tenant token-bucket rate limit) and ``otp-operator run`` as a process,
+then for each count applies that many channels (spread over tenants: one channel per integration
+point, three integration points per tenant) and measures:
+  * apply -> Ready per channel (p50/p95/max) and Ready minus relay-Available (target <= 3 s);
+  * Auth0 requests and operator Kubernetes API requests per channel at create;
+  * steady state: Auth0 requests/writes and Kubernetes requests per channel per hour
+    (measured with a short drift interval and scaled to the default 10 min one; target 0 writes);
+  * operator resident memory after the largest round (target <= 200 MB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from kubernetes import client, config, watch  # noqa: E402
+
+from otp_sandbox.auth0_emulator import Auth0Emulator, Client, RateLimit  # noqa: E402
+from otp_sandbox.controlplane import ControlPlane  # noqa: E402
+from otp_sandbox.pki import CertificateAuthority  # noqa: E402
+from otp_sandbox.crd import install_crd  # noqa: E402
+
+GROUP, VERSION, PLURAL = "otprelay.io", "v1alpha1", "otpchannels"
+INTEGRATIONS = ("phone-provider", "send-phone-message", "legacy-hook")
+LATENCY_MS = 100
+RATE_LIMIT = RateLimit(capacity=20, refill_per_second=10.0)
+MEASURED_DRIFT = 20.0
+DEFAULT_DRIFT = 600.0
+
+
+class Watcher:
+    """Records when each channel first reports Ready=True and each relay Deployment Available."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.ready: dict[tuple[str, str], float] = {}
+        self.available: dict[tuple[str, str], float] = {}
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._channels, daemon=True),
+                         threading.Thread(target=self._deployments, daemon=True)]
+        for thread in self._threads:
+            thread.start()
+
+    def _channels(self) -> None:
+        custom = client.CustomObjectsApi(self.api)
+        while not self._stop.is_set():
+            for event in watch.Watch().stream(custom.list_cluster_custom_object, GROUP, VERSION, PLURAL,
+                                              timeout_seconds=30):
+                obj = event["object"]
+                key = (obj["metadata"]["namespace"], obj["metadata"]["name"])
+                for cond in (obj.get("status") or {}).get("conditions") or []:
+                    if cond.get("type") == "Ready" and cond.get("status") == "True":
+                        self.ready.setdefault(key, time.time())
+
+    def _deployments(self) -> None:
+        apps = client.AppsV1Api(self.api)
+        while not self._stop.is_set():
+            for event in watch.Watch().stream(apps.list_deployment_for_all_namespaces, timeout_seconds=30,
+                                              label_selector="app.kubernetes.io/managed-by=otp-relay-operator"):
+                dep = event["object"]
+                wanted = dep.spec.replicas or 0
+                if wanted and (dep.status.available_replicas or 0) >= wanted and \
+                        (dep.status.updated_replicas or 0) >= wanted:
+                    channel = dep.metadata.labels.get("otprelay.io/channel")
+                    self.available.setdefault((dep.metadata.namespace, channel), time.time())
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def operator_metric(port: int, name: str) -> float:
+    import httpx
+    from prometheus_client.parser import text_string_to_metric_families
+
+    total = 0.0
+    for family in text_string_to_metric_families(httpx.get(f"http://127.0.0.1:{port}/metrics").text):
+        for sample in family.samples:
+            if sample.name == name:
+                total += sample.value
+    return total
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--counts", default="1,100,500")
+    parser.add_argument("--ready-timeout", type=float, default=900)
+    parser.add_argument("--steady-seconds", type=float, default=60)
+    args = parser.parse_args()
+    counts = [int(c) for c in args.counts.split(",")]
+
+    work = Path(tempfile.mkdtemp(prefix="bench-operator-"))
+    ca = CertificateAuthority(work / "ca")
+    bundle = ca.trust_bundle(work / "trust.pem") or work / "trust.pem"
+    os.environ["SSL_CERT_FILE"] = str(bundle)
+    print(f"workdir {work}")
+    plane = ControlPlane(profile="full")
+    started = time.monotonic()
+    plane.start()
+    print(f"control plane (full) up in {time.monotonic() - started:.1f}s")
+    emulator = Auth0Emulator.start(ca, work / "auth0")
+    api = config.new_client_from_config(config_file=str(plane.kubeconfig))
+    install_crd(api)
+    metrics_port = free_port()
+    log = open(work / "operator.log", "ab")
+    operator = subprocess.Popen(
+        [str(Path(sys.executable).with_name("otp-operator")), "run", "--all-namespaces",
+         "--metrics-port", str(metrics_port), "--drift-interval", str(MEASURED_DRIFT),
+         "--relay-image", "example.test/otp-relay:bench", "--log-level", "WARNING"],
+        env={**os.environ, "KUBECONFIG": str(plane.kubeconfig)}, stdout=log, stderr=subprocess.STDOUT)
+    watcher = Watcher(api)
+    core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)
+    all_tenants = []
+    rows = []
+    try:
+        time.sleep(3)
+        for round_no, count in enumerate(counts):
+            namespace = f"bench-{round_no}-{count}"
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+            tenants = []
+            for index in range((count + len(INTEGRATIONS) - 1) // len(INTEGRATIONS)):
+                creds = Client(f"bench{round_no}x{index}", secrets.token_urlsafe(24))
+                tenant = emulator.add_tenant([creds], latency_ms=LATENCY_MS, rate_limit=RATE_LIMIT,
+                                             build_seconds=0.3)
+                secret_name = f"auth0-{index}"
+                core.create_namespaced_secret(namespace, client.V1Secret(
+                    metadata=client.V1ObjectMeta(name=secret_name),
+                    string_data={"client_id": creds.client_id, "client_secret": creds.client_secret}))
+                tenants.append((tenant, secret_name))
+            all_tenants.extend(t for t, _ in tenants)
+            core.create_namespaced_secret(namespace, client.V1Secret(
+                metadata=client.V1ObjectMeta(name="eightbyeight"), string_data={"apikey": secrets.token_urlsafe(24)}))
+            kube_before = operator_metric(metrics_port, "otp_operator_kube_requests_total")
+            applied: dict[tuple[str, str], float] = {}
+            for i in range(count):
+                tenant, secret_name = tenants[i // len(INTEGRATIONS)]
+                name = f"ch{i}"
+                body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "OtpChannel",
+                        "metadata": {"name": name, "namespace": namespace},
+                        "spec": {"auth0": {"domain": tenant.domain, "integration": INTEGRATIONS[i % len(INTEGRATIONS)],
+                                           "credentialsSecretRef": {"name": secret_name}},
+                                 "sms": {"subaccountId": "bench_otp", "apiKeySecretRef": {"name": "eightbyeight"}},
+                                 "relay": {"replicas": 1, "publicUrl": f"https://otp.bench.example/{namespace}/{name}"}}}
+                custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+                applied[(namespace, name)] = time.time()
+            deadline = time.monotonic() + args.ready_timeout
+            while time.monotonic() < deadline and not all(k in watcher.ready for k in applied):
+                time.sleep(0.5)
+            done = [k for k in applied if k in watcher.ready]
+            to_ready = [watcher.ready[k] - applied[k] for k in done]
+            after_available = [watcher.ready[k] - watcher.available[k] for k in done if k in watcher.available]
+            time.sleep(2)
+            auth0_create = sum(len(t.requests()) for t, _ in tenants)
+            kube_create = operator_metric(metrics_port, "otp_operator_kube_requests_total") - kube_before
+            # Steady state.
+            for tenant, _ in tenants:
+                tenant.clear_requests()
+            kube_before = operator_metric(metrics_port, "otp_operator_kube_requests_total")
+            time.sleep(args.steady_seconds)
+            requests = [r for t, _ in tenants for r in t.requests()]
+            writes = [r for r in requests if r.method in ("POST", "PATCH", "PUT", "DELETE") and r.path != "/oauth/token"]
+            kube_steady = operator_metric(metrics_port, "otp_operator_kube_requests_total") - kube_before
+            scale = (3600 / args.steady_seconds) * (MEASURED_DRIFT / DEFAULT_DRIFT)
+            rows.append({
+                "channels": count, "ready": len(done),
+                "to_ready_p50": pct(to_ready, 0.5), "to_ready_p95": pct(to_ready, 0.95),
+                "to_ready_max": max(to_ready, default=float("nan")),
+                "after_available_p50": pct(after_available, 0.5),
+                "after_available_max": max(after_available, default=float("nan")),
+                "auth0_per_channel_create": auth0_create / count,
+                "kube_per_channel_create": kube_create / count,
+                "auth0_per_channel_hour": len(requests) / count * scale,
+                "auth0_writes_steady": len(writes),
+                "kube_per_channel_hour": kube_steady / count * scale,
+                "rss_mb": rss_mb(operator.pid),
+            })
+            row = rows[-1]
+            print(f"\n== {count} channel(s): {row['ready']}/{count} Ready")
+            print(f"  apply -> Ready        p50 {row['to_ready_p50']:.2f}s  p95 {row['to_ready_p95']:.2f}s  "
+                  f"max {row['to_ready_max']:.2f}s")
+            print(f"  relay Available -> Ready  p50 {row['after_available_p50']:.2f}s  "
+                  f"max {row['after_available_max']:.2f}s   (target <= 3 s)")
+            print(f"  at create: Auth0 requests/channel {row['auth0_per_channel_create']:.1f}, "
+                  f"operator Kubernetes requests/channel {row['kube_per_channel_create']:.1f}")
+            print(f"  steady state (scaled to a {DEFAULT_DRIFT:.0f}s drift interval): Auth0 requests/channel/h "
+                  f"{row['auth0_per_channel_hour']:.1f}, Auth0 writes {row['auth0_writes_steady']} (target 0), "
+                  f"Kubernetes requests/channel/h {row['kube_per_channel_hour']:.1f}")
+            print(f"  operator RSS {row['rss_mb']:.0f} MB (target <= 200 MB at 500)")
+    finally:
+        watcher.stop()
+        operator.send_signal(signal.SIGTERM)
+        try:
+            operator.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            operator.kill()
+            operator.wait()
+        emulator.stop()
+        api.close()
+        plane.stop()
+    print("\nchannels  ready  to-Ready p50/p95/max(s)  Avail->Ready max(s)  Auth0/ch create  K8s/ch create  "
+          "Auth0/ch/h  Auth0 writes steady  K8s/ch/h  RSS MB")
+    for r in rows:
+        print(f"{r['channels']:>8}  {r['ready']:>5}  {r['to_ready_p50']:.2f}/{r['to_ready_p95']:.2f}/{r['to_ready_max']:.2f}"
+              f"  {r['after_available_max']:>19.2f}  {r['auth0_per_channel_create']:>15.1f}  "
+              f"{r['kube_per_channel_create']:>13.1f}  {r['auth0_per_channel_hour']:>10.1f}  "
+              f"{r['auth0_writes_steady']:>19}  {r['kube_per_channel_hour']:>8.1f}  {r['rss_mb']:>6.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,208 @@
+"""The I/O edge: a Management API token source and the auth0-python `AsyncAuth0` client,
+with one bounded retry policy and every failure turned into an `Auth0Error`.
+
+The SDK's own retries are switched off (max_retries=0): they sleep until `x-ratelimit-reset`
+for up to 60 s per attempt and also retry 409s, which would hang `ensure()` in a 429 storm.
+`RetryPolicy` below waits for short resets only and hands long ones back as Auth0RateLimited.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import httpx
+from auth0.management.client import AsyncAuth0
+from auth0.management.core.api_error import ApiError
+from auth0.management.core.parse_error import ParsingError
+
+from .errors import (UNAUTHORIZED, UNAVAILABLE, Auth0Error, error_for_response, rate_limit_reset,
+                     redact)
+from .model import Auth0Credentials
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_RETRYABLE = {408, 429, 500, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """At most `attempts` tries per request; a 429 is retried only when its reset is no more
+    than `max_rate_limit_wait` away, otherwise it is returned at once with the reset time."""
+
+    attempts: int = 3
+    max_rate_limit_wait: float = 3.0
+    backoff: float = 0.25  # first wait after a 5xx/transport error; doubles per retry
+    timeout: float = 10.0  # per HTTP request
+
+    def delay(self, status: int | None, headers: dict[str, str], attempt: int, now: float) -> float | None:
+        """Seconds to wait before attempt `attempt + 1`, or None to give up now.
+        `status` None means the request never got an answer (connect error, timeout)."""
+        if attempt >= self.attempts:
+            return None
+        if status == 429:
+            reset = rate_limit_reset(headers, now)
+            wait = self.backoff * 2 ** (attempt - 1) if reset is None else reset
+            # A floor keeps a reset that is already due from turning into a hot loop.
+            wait = max(wait, 0.05)
+            return wait if wait <= self.max_rate_limit_wait else None
+        if status is None or status in _RETRYABLE:
+            return self.backoff * 2 ** (attempt - 1) * (1 + random.random() * 0.2)
+        return None
+
+
+class TokenSource:
+    """Client-credentials token for the Management API, cached until shortly before expiry."""
+
+    def __init__(self, credentials: Auth0Credentials, http: httpx.AsyncClient, policy: RetryPolicy,
+                 leeway: float = 60.0) -> None:
+        self._credentials = credentials
+        self._http = http
+        self._policy = policy
+        self._leeway = leeway
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+        self.granted_scopes: frozenset[str] | None = None
+        self.fetches = 0
+
+    def cached(self) -> str:
+        return self._token or ""
+
+    def invalidate(self) -> None:
+        self._token = None
+        self._expires_at = 0.0
+
+    async def token(self) -> str:
+        if self._token and time.time() < self._expires_at:
+            return self._token
+        async with self._lock:
+            if not (self._token and time.time() < self._expires_at):
+                await self._fetch()
+        assert self._token is not None
+        return self._token
+
+    async def _fetch(self) -> None:
+        creds = self._credentials
+        payload = {"grant_type": "client_credentials", "client_id": creds.client_id,
+                   "client_secret": creds.client_secret, "audience": creds.audience}
+        url = f"https://{creds.domain}/oauth/token"
+        attempt = 0
+        while True:
+            attempt += 1
+            self.fetches += 1
+            try:
+                response = await self._http.post(url, json=payload, timeout=self._policy.timeout)
+            except httpx.HTTPError as exc:
+                wait = self._policy.delay(None, {}, attempt, time.time())
+                if wait is None:
+                    raise Auth0Error(UNAVAILABLE, f"Auth0 tenant {creds.domain} is unreachable "
+                                     f"(token request: {type(exc).__name__})") from None
+                await asyncio.sleep(wait)
+                continue
+            if response.status_code == 200:
+                break
+            wait = self._policy.delay(response.status_code, dict(response.headers), attempt, time.time())
+            if wait is None:
+                raise self._token_error(response)
+            await asyncio.sleep(wait)
+        data = response.json()
+        issued = time.time()
+        self._token = data["access_token"]
+        expires_in = float(data.get("expires_in") or 86400)
+        self._expires_at = issued + max(expires_in - min(self._leeway, expires_in / 2), 0.0)
+        scope = data.get("scope")
+        self.granted_scopes = frozenset(scope.split()) if isinstance(scope, str) else None
+
+    def _token_error(self, response: httpx.Response) -> Auth0Error:
+        try:
+            body: Any = response.json()
+        except ValueError:
+            body = response.text
+        status = response.status_code
+        # Auth0 answers a wrong client id/secret with 401, and also with 403 access_denied for
+        # "Unauthorized"; a client without a grant for the Management API gets 403 too.
+        if status == 403 and isinstance(body, dict) and "grant" not in str(body.get("error_description", "")):
+            status = 401
+        error = error_for_response(status, body, dict(response.headers), now=time.time(),
+                                   what="token request", domain=self._credentials.domain)
+        error.message = redact(error.message, [self._credentials.client_secret])
+        return error
+
+
+class ManagementApi:
+    """`AsyncAuth0` for one tenant plus the retry/refresh/error policy around every call."""
+
+    def __init__(self, credentials: Auth0Credentials, policy: RetryPolicy | None = None,
+                 secrets: tuple[str, ...] = ()) -> None:
+        self.credentials = credentials
+        self.policy = policy or RetryPolicy()
+        self._http = httpx.AsyncClient(timeout=self.policy.timeout)
+        self.tokens = TokenSource(credentials, self._http, self.policy)
+        self.sdk = AsyncAuth0(
+            base_url=f"https://{credentials.domain}/api/v2",
+            token=self.tokens.cached,
+            async_token=self.tokens.token,
+            httpx_client=self._http,
+            timeout=self.policy.timeout,
+            max_retries=0,
+        )
+        self._secrets = (credentials.client_secret, *secrets)
+        self.requests = 0
+        self.writes = 0
+
+    def add_secret(self, value: str) -> None:
+        """Also keep `value` out of every error message."""
+        self._secrets = (*self._secrets, value)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def call(self, what: str, request: Callable[[], Awaitable[T]], *, write: bool = False,
+                   missing_scopes: tuple[str, ...] = ()) -> T | None:
+        """Run one SDK request. Returns its result, or None when Auth0 answers 404."""
+        attempt = 0
+        refreshed = False
+        while True:
+            attempt += 1
+            await self.tokens.token()  # token errors surface as themselves, not as this request's
+            self.requests += 1
+            self.writes += write
+            try:
+                return await request()
+            except ApiError as exc:
+                status = exc.status_code or 0
+                headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+                if status == 404:
+                    return None
+                if status == 401 and not refreshed:
+                    refreshed = True
+                    attempt -= 1
+                    self.tokens.invalidate()
+                    continue
+                wait = self.policy.delay(status, headers, attempt, time.time())
+                if wait is None:
+                    error = error_for_response(status, exc.body, headers, now=time.time(), what=what,
+                                               domain=self.credentials.domain, missing=missing_scopes)
+                    if status == 401:
+                        error = Auth0Error(UNAUTHORIZED, error.message
+                                           + " (a fresh token was rejected too)")
+                    raise Auth0Error(error.reason, redact(error.message, self._secrets),
+                                     error.retry_after) from None
+                log.debug("Auth0 %s answered %s; retrying in %.2f s", what, status, wait)
+                await asyncio.sleep(wait)
+            except ParsingError:
+                raise Auth0Error(UNAVAILABLE, f"Auth0 tenant {self.credentials.domain} answered "
+                                 f"{what} with a body the SDK could not parse") from None
+            except httpx.HTTPError as exc:
+                wait = self.policy.delay(None, {}, attempt, time.time())
+                if wait is None:
+                    raise Auth0Error(UNAVAILABLE, f"Auth0 tenant {self.credentials.domain} did not "
+                                     f"answer {what} ({type(exc).__name__})") from None
+                await asyncio.sleep(wait)

@@ -1,0 +1,305 @@
+"""`Auth0Sync`: read the tenant, decide with `model.py`, write only the difference.
+
+Every ensure reads what it manages (that is the drift check), refuses before any write when
+another channel holds the integration point, and returns a fingerprint of what it wrote; when
+that fingerprint equals the recorded one and Auth0 still matches, no write request is made.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from .client import ManagementApi, RetryPolicy
+from .errors import CONFLICT, FORBIDDEN, INVALID, UNAVAILABLE, Auth0Error
+from .gateway import Gateway
+from .model import (ACTION_TRIGGERS, CUSTOM_PROVIDER, INTEGRATIONS, REQUIRED_SCOPES,
+                    Auth0Credentials, Conflict, DesiredIntegration, Integration, ObservedAction,
+                    Recorded, Target, binding_conflict, build_target, describe_holder, is_ours,
+                    missing_scopes, pick_own_action, pick_own_hook, plan_action, plan_binding_add,
+                    plan_binding_removal, plan_hook, plan_provider, recorded_matches,
+                    validate_name)
+from .templates import render
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    integration: Integration
+    action_id: str | None
+    hook_id: str | None
+    provider_id: str | None
+    deployed_version: int | None
+    secrets_hash: str
+    fingerprint: str
+    repaired: list[str] = field(default_factory=list)
+    created: bool = False
+    updated: list[str] = field(default_factory=list)
+    writes: int = 0
+
+    def as_status(self) -> dict[str, Any]:
+        """The dict for status.auth0 (camelCase), as `Recorded.from_status` reads it back."""
+        status: dict[str, Any] = {"integration": self.integration}
+        if self.action_id is not None:
+            status["actionId"] = self.action_id
+        if self.hook_id is not None:
+            status["hookId"] = self.hook_id
+        if self.provider_id is not None:
+            status["providerId"] = self.provider_id
+        if self.deployed_version is not None:
+            status["deployedVersion"] = self.deployed_version
+        status["secretsHash"] = self.secrets_hash
+        status["fingerprint"] = self.fingerprint
+        return status
+
+
+def _refuse(conflict: Conflict, domain: str) -> Auth0Error:
+    return Auth0Error(CONFLICT, f"Auth0 tenant {domain}: {conflict.message}")
+
+
+class Auth0Sync:
+    """One per tenant and credentials; reusable across ensure/remove calls (keeps the token)."""
+
+    def __init__(self, credentials: Auth0Credentials, *, policy: RetryPolicy | None = None,
+                 build_timeout: float = 30.0) -> None:
+        self.credentials = credentials
+        self.api = ManagementApi(credentials, policy)
+        self.gateway = Gateway(self.api)
+        self.build_timeout = build_timeout
+        # Keyed with the client secret, so status readers cannot test guesses of the values.
+        self._hash_key = credentials.client_secret.encode()
+
+    async def __aenter__(self) -> Auth0Sync:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.api.aclose()
+
+    @property
+    def requests(self) -> int:
+        """Management API requests made so far (token requests excluded)."""
+        return self.api.requests
+
+    # --- public operations ---------------------------------------------------------------------
+
+    async def ensure(self, desired: DesiredIntegration,
+                     recorded: Mapping[str, Any] | None = None) -> SyncResult:
+        self.api.add_secret(desired.signing_key)
+        await self._check_scopes(desired.integration, "ensure")
+        target = build_target(desired, render(desired.integration, desired.owner), self._hash_key)
+        previous = Recorded.from_status(recorded)
+        if previous is not None and previous.integration not in (None, desired.integration):
+            previous = None  # the mode changed: nothing recorded applies to the new one
+        writes_before = self.api.writes
+        if desired.integration == "phone-provider":
+            result = await self._ensure_phone_provider(target, previous)
+        elif desired.integration == "send-phone-message":
+            result = await self._ensure_send_phone_message(target, previous)
+        else:
+            result = await self._ensure_legacy_hook(target, previous)
+        return _with_writes(result, self.api.writes - writes_before)
+
+    async def remove(self, owner: str, integration: Integration, name: str,
+                     recorded: Mapping[str, Any] | None = None) -> list[str]:
+        """Delete what `owner` owns for `integration` under `name`; [] when already gone."""
+        if integration not in INTEGRATIONS:
+            raise ValueError(f"integration must be one of {', '.join(INTEGRATIONS)}, got {integration!r}")
+        validate_name(name)
+        await self._check_scopes(integration, "remove")
+        previous = Recorded.from_status(recorded)
+        if integration == "legacy-hook":
+            return await self._remove_hook(owner, name, previous)
+        return await self._remove_action(owner, integration, name, previous)
+
+    # --- phone-provider ------------------------------------------------------------------------
+
+    async def _ensure_phone_provider(self, target: Target, recorded: Recorded | None) -> SyncResult:
+        gw = self.gateway
+        actions = await gw.list_actions(target.trigger[0])
+        own = pick_own_action(actions, target, recorded)
+        if isinstance(own, Conflict):
+            raise _refuse(own, self.credentials.domain)
+        providers = await gw.list_phone_providers()
+        provider_plan = plan_provider(providers, target.desired.replace_foreign_provider,
+                                      recorded_matches(target, recorded),
+                                      recorded.provider_id if recorded else None)
+        if isinstance(provider_plan, Conflict):
+            raise _refuse(provider_plan, self.credentials.domain)
+        action_id, version, repaired, updated, created = await self._apply_action(target, own, recorded)
+        provider_id = providers[0].id if providers else None
+        if provider_plan.create:
+            provider_id = (await gw.create_custom_phone_provider()).id
+        elif provider_plan.update and provider_id is not None:
+            await gw.update_to_custom_phone_provider(provider_id)
+        return SyncResult(
+            integration=target.integration, action_id=action_id, hook_id=None,
+            provider_id=provider_id, deployed_version=version, secrets_hash=target.secrets_hash,
+            fingerprint=target.fingerprint, created=created,
+            repaired=[*repaired, *(() if created else provider_plan.repaired)],
+            updated=[*updated, *provider_plan.updated])
+
+    # --- send-phone-message --------------------------------------------------------------------
+
+    async def _ensure_send_phone_message(self, target: Target, recorded: Recorded | None) -> SyncResult:
+        gw = self.gateway
+        trigger_id = target.trigger[0]
+        actions = await gw.list_actions(trigger_id)
+        own = pick_own_action(actions, target, recorded)
+        if isinstance(own, Conflict):
+            raise _refuse(own, self.credentials.domain)
+        bindings = await gw.list_bindings(trigger_id)
+        conflict = binding_conflict(bindings, {a.id: a.owner for a in actions}, target.owner)
+        if conflict is not None:
+            raise _refuse(conflict, self.credentials.domain)
+        action_id, version, repaired, updated, created = await self._apply_action(target, own, recorded)
+        chain = plan_binding_add(bindings, action_id, target.name)
+        if chain is not None:
+            await gw.set_bindings(trigger_id, chain)
+            if not created and recorded_matches(target, recorded):
+                repaired.append("action was unbound from send-phone-message")
+        return SyncResult(
+            integration=target.integration, action_id=action_id, hook_id=None, provider_id=None,
+            deployed_version=version, secrets_hash=target.secrets_hash,
+            fingerprint=target.fingerprint, created=created, repaired=repaired, updated=updated)
+
+    # --- shared action steps -------------------------------------------------------------------
+
+    async def _apply_action(self, target: Target, own: ObservedAction | None,
+                            recorded: Recorded | None
+                            ) -> tuple[str, int | None, list[str], list[str], bool]:
+        gw = self.gateway
+        plan = plan_action(target, own, recorded)
+        if own is None:
+            action_id = (await gw.create_action(target.name, target.trigger, target.code,
+                                                target.secrets)).id
+        else:
+            action_id = own.id
+            if plan.write_code or plan.write_secrets:
+                await gw.update_action(action_id,
+                                       code=target.code if plan.write_code else None,
+                                       secrets=target.secrets if plan.write_secrets else None)
+        version = own.deployed_version if own is not None else None
+        if plan.deploy:
+            await self._wait_until_built(action_id)
+            version = await gw.deploy_action(action_id)
+        created = own is None and not plan.repaired
+        return action_id, version, list(plan.repaired), list(plan.updated), created
+
+    async def _wait_until_built(self, action_id: str) -> None:
+        """Deploying a draft that is still building fails; poll with a growing pause."""
+        deadline = time.monotonic() + self.build_timeout
+        pause = 0.1
+        while True:
+            action = await self.gateway.get_action(action_id)
+            if action is None:
+                raise Auth0Error(CONFLICT, f"Auth0 tenant {self.credentials.domain}: action "
+                                 f"{action_id} disappeared while it was being built")
+            if action.status == "built":
+                return
+            if action.status == "failed":
+                raise Auth0Error(INVALID, f"Auth0 tenant {self.credentials.domain}: action "
+                                 f"{action.name!r} failed to build")
+            if time.monotonic() + pause > deadline:
+                raise Auth0Error(UNAVAILABLE, f"Auth0 tenant {self.credentials.domain}: action "
+                                 f"{action.name!r} still {action.status!r} after "
+                                 f"{self.build_timeout:.0f} s", retry_after=self.build_timeout)
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 1.0)
+
+    async def _remove_action(self, owner: str, integration: Integration, name: str,
+                             recorded: Recorded | None) -> list[str]:
+        gw = self.gateway
+        trigger_id = ACTION_TRIGGERS[integration][0]
+        recorded_id = recorded.action_id if recorded else None
+        actions = await gw.list_actions(trigger_id)
+        own = [a for a in actions if a.name == name and is_ours(a.owner, a.id, owner, recorded_id)]
+        for action in actions:
+            if action.name == name and action not in own:
+                log.warning("not removing action %r: %s", name,
+                            describe_holder("it", name, action.owner))
+        removed: list[str] = []
+        if integration == "phone-provider":
+            providers = await gw.list_phone_providers()
+            recorded_provider = recorded.provider_id if recorded else None
+            for provider in providers:
+                if provider.name == CUSTOM_PROVIDER and (own or provider.id == recorded_provider):
+                    await gw.delete_phone_provider(provider.id)
+                    removed.append(f"phone provider {provider.name} ({provider.id})")
+        elif own:
+            bindings = await gw.list_bindings(trigger_id)
+            for action in own:
+                chain = plan_binding_removal(bindings, action.id)
+                if chain is not None:
+                    await gw.set_bindings(trigger_id, chain)
+                    bindings = [b for b in bindings if b.action_id != action.id]
+                    removed.append(f"{trigger_id} binding of {action.name!r}")
+        for action in own:
+            if await gw.delete_action(action.id, force=True):
+                removed.append(f"action {action.name!r} ({action.id})")
+        return removed
+
+    # --- legacy-hook ---------------------------------------------------------------------------
+
+    async def _ensure_legacy_hook(self, target: Target, recorded: Recorded | None) -> SyncResult:
+        gw = self.gateway
+        own = pick_own_hook(await gw.list_hooks(), target, recorded)
+        if isinstance(own, Conflict):
+            raise _refuse(own, self.credentials.domain)
+        names = await gw.hook_secret_names(own.id) if own is not None else frozenset()
+        plan = plan_hook(target, own, names, recorded)
+        hook_id = own.id if own is not None else (await gw.create_hook(target.name, target.code)).id
+        secret_writes = plan.add_secrets or plan.change_secrets or plan.delete_secrets
+        # Enable last when secrets change, so the hook never runs without its secrets.
+        enable_now = plan.enable and not secret_writes and not plan.create
+        if plan.script or enable_now:
+            await gw.update_hook(hook_id, script=target.code if plan.script else None,
+                                 enabled=True if enable_now else None)
+        if plan.delete_secrets:
+            await gw.delete_hook_secrets(hook_id, plan.delete_secrets)
+        if plan.add_secrets:
+            await gw.add_hook_secrets(hook_id, {k: target.secrets[k] for k in plan.add_secrets})
+        if plan.change_secrets:
+            await gw.change_hook_secrets(hook_id, {k: target.secrets[k] for k in plan.change_secrets})
+        if plan.enable and not enable_now:
+            await gw.update_hook(hook_id, enabled=True)
+        return SyncResult(
+            integration=target.integration, action_id=None, hook_id=hook_id, provider_id=None,
+            deployed_version=None, secrets_hash=target.secrets_hash, fingerprint=target.fingerprint,
+            created=plan.create and not plan.repaired, repaired=list(plan.repaired),
+            updated=list(plan.updated))
+
+    async def _remove_hook(self, owner: str, name: str, recorded: Recorded | None) -> list[str]:
+        recorded_id = recorded.hook_id if recorded else None
+        removed: list[str] = []
+        for hook in await self.gateway.list_hooks():
+            if hook.name != name:
+                continue
+            if is_ours(hook.owner, hook.id, owner, recorded_id):
+                await self.gateway.delete_hook(hook.id)
+                removed.append(f"hook {hook.name!r} ({hook.id})")
+            else:
+                log.warning("not removing hook %r: %s", name, describe_holder("it", name, hook.owner))
+        return removed
+
+    # --- scopes --------------------------------------------------------------------------------
+
+    async def _check_scopes(self, integration: Integration, operation: str) -> None:
+        """Refuse before any Management API request when the token lacks scopes we need."""
+        await self.api.tokens.token()
+        missing = missing_scopes(REQUIRED_SCOPES[(integration, operation)], self.api.tokens.granted_scopes)
+        if missing:
+            raise Auth0Error(FORBIDDEN, f"Auth0 tenant {self.credentials.domain}: the client "
+                             f"{self.credentials.client_id} lacks scopes needed to {operation} the "
+                             f"{integration} integration; grant: {', '.join(missing)}")
+
+
+def _with_writes(result: SyncResult, writes: int) -> SyncResult:
+    return replace(result, writes=writes)

@@ -1,0 +1,80 @@
+"""``otp-operator run``: start the operator (kopf) with this project's handlers and settings."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from collections.abc import Sequence
+
+from . import names
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="otp-operator", description="Kubernetes operator for OtpChannels.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run the operator")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", default=[], metavar="NS",
+                       help="watch this namespace (repeatable; globs like 'team-*' work)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
+    run.add_argument("--peering", metavar="NAME",
+                     help="HA peering object name (needs kopf's peering CRDs); default: standalone")
+    run.add_argument("--priority", type=int, default=0, help="peering priority of this instance")
+    run.add_argument("--liveness", metavar="URL", help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
+    run.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
+    run.add_argument("--drift-interval", type=float, default=names.DEFAULT_DRIFT_INTERVAL_SECONDS,
+                     metavar="SECONDS", help="how often Auth0 is checked for drift (reads only)")
+    run.add_argument("--rotation-grace", type=float, default=30.0, metavar="SECONDS",
+                     help="how long the old signing key stays accepted after Auth0 has the new one")
+    run.add_argument("--relay-image", default=os.environ.get(names.RELAY_IMAGE_ENV) or names.default_relay_image(),
+                     help=f"relay container image (env {names.RELAY_IMAGE_ENV})")
+    run.add_argument("--auth0-concurrency", type=int, default=4, help="concurrent Auth0 syncs per tenant")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    return parser
+
+
+def _positive(parser: argparse.ArgumentParser, value: float, flag: str) -> None:
+    if value <= 0:
+        parser.error(f"{flag} must be a positive number of seconds, not {value}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _positive(parser, args.drift_interval, "--drift-interval")
+    _positive(parser, args.rotation_grace, "--rotation-grace")
+    if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
+        parser.error(f"--metrics-port must be a TCP port, not {args.metrics_port}")
+    import kopf  # imported late so `--help` stays fast
+
+    from . import handlers  # noqa: F401  (registers the handlers)
+    from . import metrics
+    from .runtime import OperatorConfig, Runtime
+
+    config = OperatorConfig(
+        relay_image=args.relay_image,
+        drift_interval=args.drift_interval,
+        rotation_grace=args.rotation_grace,
+        auth0_concurrency_per_tenant=args.auth0_concurrency,
+    )
+    if args.metrics_port is not None:
+        metrics.serve(args.metrics_port)
+    kopf.configure(verbose=args.log_level == "DEBUG")
+    logging.getLogger().setLevel(args.log_level)
+    if args.log_level != "DEBUG":
+        # kopf logs every successful watch handler at INFO; with a Secret watch that is noise.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        priority=args.priority,
+        liveness_endpoint=args.liveness,
+        memo=kopf.Memo(runtime=Runtime(config)),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""A thin async adapter to the Kubernetes API: GET, server-side apply, DELETE, status patch.
+
+kopf owns watching; this adapter only writes children and reads the few objects a reconcile
+needs. Credentials come from the same kubeconfig / in-cluster config kopf uses.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+
+from . import metrics, names
+
+_PLURALS = {
+    "Secret": "secrets",
+    "Service": "services",
+    "Deployment": "deployments",
+    "Ingress": "ingresses",
+    "PodDisruptionBudget": "poddisruptionbudgets",
+    names.KIND: names.PLURAL,
+}
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"Kubernetes API {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Applied:
+    obj: dict[str, Any]
+    created: bool
+
+
+def path_for(api_version: str, kind: str, namespace: str, name: str | None = None) -> str:
+    plural = _PLURALS[kind]
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    path = f"{base}/namespaces/{quote(namespace)}/{plural}"
+    return f"{path}/{quote(name)}" if name else path
+
+
+class KubeApi:
+    def __init__(self, configuration: k8s_client.Configuration, max_connections: int = 32) -> None:
+        self._config = configuration
+        self._host = configuration.host.rstrip("/")
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+        self._token_checked = 0.0
+
+    @classmethod
+    def from_environment(cls) -> "KubeApi":
+        configuration = k8s_client.Configuration()
+        try:
+            k8s_config.load_incluster_config(client_configuration=configuration)
+        except k8s_config.ConfigException:
+            k8s_config.load_kube_config(client_configuration=configuration)
+        return cls(configuration)
+
+    def _ssl_context(self) -> ssl.SSLContext | bool:
+        if not self._config.verify_ssl:
+            return False
+        context = ssl.create_default_context(cafile=self._config.ssl_ca_cert or None)
+        if self._config.cert_file:
+            context.load_cert_chain(self._config.cert_file, self._config.key_file)
+        return context
+
+    async def _session_(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=self._max_connections)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30))
+        return self._session
+
+    def _headers(self) -> dict[str, str]:
+        # Bound service-account tokens rotate: let the kubernetes client refresh them now and then.
+        hook = getattr(self._config, "refresh_api_key_hook", None)
+        if hook is not None and time.monotonic() - self._token_checked > 60:
+            hook(self._config)
+            self._token_checked = time.monotonic()
+        token = self._config.get_api_key_with_prefix("authorization") or self._config.get_api_key_with_prefix("BearerToken")
+        return {"Authorization": token} if token else {}
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _request(
+        self, verb: str, path: str, *, params: Mapping[str, str] | None = None,
+        body: Any = None, content_type: str = "application/json",
+    ) -> tuple[int, dict[str, Any] | None]:
+        session = await self._session_()
+        headers = {**self._headers(), "Accept": "application/json"}
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body)
+        metrics.KUBE_REQUESTS.labels(verb).inc()
+        async with session.request(verb, self._host + path, params=params, data=data, headers=headers) as response:
+            text = await response.text()
+            payload = json.loads(text) if text else None
+            if response.status >= 400 and response.status != 404:
+                message = (payload or {}).get("message", text[:300]) if isinstance(payload, dict) else text[:300]
+                raise KubeError(response.status, message)
+            return response.status, payload
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        status, payload = await self._request("GET", path_for(api_version, kind, namespace, name))
+        return None if status == 404 else payload
+
+    async def apply(self, manifest: Mapping[str, Any]) -> Applied:
+        """Server-side apply with our field manager, taking back fields someone edited by hand."""
+        meta = manifest["metadata"]
+        path = path_for(manifest["apiVersion"], manifest["kind"], meta["namespace"], meta["name"])
+        status, payload = await self._request(
+            "PATCH", path, params={"fieldManager": names.FIELD_MANAGER, "force": "true"},
+            body=manifest, content_type="application/apply-patch+yaml",
+        )
+        if status == 404 or payload is None:
+            raise KubeError(404, f"namespace {meta['namespace']} not found")
+        return Applied(payload, created=status == 201)
+
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
+        status, _ = await self._request("DELETE", path_for(api_version, kind, namespace, name))
+        return status != 404
+
+    async def patch_channel_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        path = path_for(names.API_VERSION, names.KIND, namespace, name) + "/status"
+        await self._request("PATCH", path, body={"status": status}, content_type="application/merge-patch+json")
+

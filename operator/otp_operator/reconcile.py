@@ -1,0 +1,357 @@
+"""One reconcile of a channel: read -> decide (pure modules) -> apply children -> Auth0 -> status.
+
+Level-triggered: every pass derives everything from the channel, its Secrets and its children,
+so a kick from any watch (or a restart) converges to the same result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from . import metrics, names, render, rotation, status
+from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration
+from .kube import Applied
+from .runtime import ChannelMemory, Runtime, child_token, digest, monotonic
+from .secrets import SecretProblem, checksum, new_signing_key, secret_value, signing_keys
+from .spec import ChannelSpec, SpecError, parse_channel
+
+# Retry delays after Auth0 failures that may clear by themselves, and for those that need a
+# human (a Secret change or spec change kicks the channel sooner).
+TRANSIENT_BACKOFF = (2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+STALLED_RECHECK = 300.0
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _creation_time(meta: Mapping[str, Any]) -> float | None:
+    stamp = meta.get("creationTimestamp")
+    if not stamp:
+        return None
+    return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.timezone.utc).timestamp()
+
+
+def auth0_backoff(error: Auth0Error, failures: int) -> float:
+    if error.reason in status.STALLED_REASONS:
+        return STALLED_RECHECK
+    base = TRANSIENT_BACKOFF[min(failures, len(TRANSIENT_BACKOFF)) - 1]
+    return max(base, error.retry_after or 0.0)
+
+
+def credentials_for(ch: ChannelSpec, secret: Mapping[str, Any] | None) -> Auth0Credentials:
+    return Auth0Credentials(
+        domain=ch.auth0.domain,
+        client_id=secret_value(secret, ch.auth0.client_id_ref, ch.namespace),
+        client_secret=secret_value(secret, ch.auth0.client_secret_ref, ch.namespace),
+    )
+
+
+def desired_integration(ch: ChannelSpec, signing_key: str) -> DesiredIntegration:
+    return DesiredIntegration(
+        owner=ch.owner,
+        integration=ch.auth0.integration,
+        name=ch.auth0.name,
+        relay_url=ch.relay.public_url,
+        signing_key=signing_key,
+        replace_foreign_provider=ch.auth0.replace_foreign_provider,
+    )
+
+
+def _event(body: Mapping[str, Any], reason: str, message: str, warning: bool = False) -> None:
+    (kopf.warn if warning else kopf.info)(dict(body), reason=reason, message=message)
+
+
+async def _apply_children(
+    rt: Runtime, mem: ChannelMemory, body: Mapping[str, Any], children: render.Children
+) -> dict[str, Any]:
+    """Apply in dependency order (the Secret before the Deployment); returns the live Deployment."""
+    assert rt.kube is not None
+    kube = rt.kube
+    mem.children_dirty = False  # events arriving during the apply set it again
+    secret, deployment, *rest = children.apply
+    results: list[tuple[dict[str, Any], Applied]] = [(secret, await kube.apply(secret))]
+    applied = await asyncio.gather(*(kube.apply(m) for m in (deployment, *rest)))
+    results.extend(zip((deployment, *rest), applied))
+    for manifest, outcome in results:
+        _record_child(mem, body, manifest, outcome)
+        meta = manifest["metadata"]
+        rt.cache.put(manifest["kind"], meta["namespace"], meta["name"], outcome.obj)
+    mem.children_applied_at = monotonic()
+    for ref in children.delete:
+        key = f"{ref.kind}/{ref.name}"
+        if key in mem.absent_confirmed:
+            continue
+        if await kube.delete(ref.api_version, ref.kind, ref.namespace, ref.name):
+            _event(body, "Deleted", f"deleted {ref.describe()} (no longer in the spec)")
+        mem.absent_confirmed.add(key)
+        mem.child_tokens.pop(key, None)
+    for manifest in children.apply:
+        mem.absent_confirmed.discard(f"{manifest['kind']}/{manifest['metadata']['name']}")
+    return rt.cache.get("Deployment", deployment["metadata"]["namespace"], deployment["metadata"]["name"]) \
+        or applied[0].obj
+
+
+def _record_child(mem: ChannelMemory, body: Mapping[str, Any], manifest: Mapping[str, Any], outcome: Applied) -> None:
+    meta = outcome.obj.get("metadata") or {}
+    key = f"{manifest['kind']}/{manifest['metadata']['name']}"
+    token = child_token(outcome.obj)
+    wanted = digest(manifest)
+    before, before_digest = mem.child_tokens.get(key), mem.child_digests.get(key)
+    describe = f"{manifest['kind']} {meta.get('namespace')}/{meta.get('name')}"
+    if outcome.created:
+        if before is None:
+            _event(body, "Created", f"created {describe}")
+        else:
+            _event(body, "Repaired", f"re-created {describe} (it was deleted)", warning=True)
+    elif before is not None and before != token:
+        if before_digest == wanted:
+            _event(body, "Repaired", f"restored {describe} (edited outside the operator)", warning=True)
+        else:
+            _event(body, "Updated", f"updated {describe}")
+    mem.child_tokens[key] = token
+    mem.child_digests[key] = wanted
+
+
+async def _write_status(
+    kube: KubeApi, body: Mapping[str, Any], new: Mapping[str, Any]
+) -> None:
+    current = body.get("status") or {}
+    changed = {key: value for key, value in new.items() if current.get(key) != value}
+    if changed:
+        meta = body["metadata"]
+        await kube.patch_channel_status(meta["namespace"], meta["name"], changed)
+
+
+def _observe_ready(mem: ChannelMemory, generation: int, conditions: list[dict[str, Any]]) -> None:
+    ready = (status.find(conditions, status.READY) or {}).get("status") == "True"
+    if ready and mem.ready_generation != generation:
+        started = mem.generation_seen_at.pop(generation, None)
+        if started is not None:
+            metrics.TIME_TO_READY.observe(max(0.0, time.time() - started))
+        if mem.ready_generation is None:
+            metrics.READY_CHANNELS.inc()
+        mem.ready_generation = generation
+    elif not ready and mem.ready_generation is not None:
+        metrics.READY_CHANNELS.dec()
+        mem.ready_generation = None
+
+
+async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger) -> float | None:
+    """Bring one channel to its desired state; returns seconds until it should run again."""
+    assert rt.kube is not None
+    kube, config = rt.kube, rt.config
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    generation = int(meta.get("generation") or 1)
+    current = body.get("status") or {}
+    previous_conditions = current.get("conditions") or []
+    mem = rt.memory(namespace, name)
+    if generation not in mem.generation_seen_at:
+        created = _creation_time(meta) if generation == 1 else None
+        mem.generation_seen_at[generation] = created or time.time()
+    stamp = now_iso()
+
+    try:
+        ch = parse_channel(namespace, name, body.get("spec") or {})
+    except SpecError as error:
+        verdict = status.false("InvalidSpec", str(error))
+        conds = status.conditions(previous_conditions, generation, verdict, verdict, stamp)
+        await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
+        _report(mem, body, "InvalidSpec", str(error))
+        return None
+
+    if ch.suspend:
+        conds = status.suspended_conditions(previous_conditions, generation, stamp)
+        await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
+        metrics.RECONCILES.labels("suspended").inc()
+        return None
+
+    sms_secret, creds_secret, signing_secret, deployment = await asyncio.gather(
+        rt.read("v1", "Secret", namespace, ch.sms.api_key.name),
+        rt.read("v1", "Secret", namespace, ch.auth0.credentials_secret),
+        rt.read("v1", "Secret", namespace, names.signing_key_secret_name(name)),
+        rt.read("apps/v1", "Deployment", namespace, names.relay_name(name)),
+    )
+    try:
+        api_key = secret_value(sms_secret, ch.sms.api_key, namespace)
+    except SecretProblem as problem:
+        relay_v = status.false(problem.reason, f"{problem.message} (8x8 API key)")
+        auth0_v = _auth0_waiting(previous_conditions)
+        conds = status.conditions(previous_conditions, generation, relay_v, auth0_v, stamp)
+        await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
+        _report(mem, body, problem.reason, relay_v.message)
+        return None  # the Secret index kicks this channel when the Secret appears or changes
+
+    keys_now = signing_keys(signing_secret)
+    rolled_out_now = render.relay_rollout(deployment, _checksum(api_key, keys_now))[0]
+    signing_plan = rotation.plan(
+        keys_now,
+        rotation.SigningState.from_status(current.get("signingKey")),
+        (meta.get("annotations") or {}).get(names.ANNOTATION_ROTATE_SIGNING_KEY),
+        rolled_out_now,
+        time.time(),
+        config.rotation_grace,
+        new_signing_key,
+    )
+    secrets_checksum = _checksum(api_key, list(signing_plan.keys))
+    children = render.render_children(
+        ch,
+        image=config.relay_image,
+        signing_keys=signing_plan.keys,
+        secrets_checksum=secrets_checksum,
+        owner=render.owner_reference(meta["uid"], name),
+    )
+    wanted_digests = {f"{m['kind']}/{m['metadata']['name']}": digest(m) for m in children.apply}
+    # Re-apply only when something changed, a child was touched by someone else, or on the
+    # drift timer (which also catches edits the watch cannot tell apart, e.g. labels).
+    if (mem.children_dirty or any(mem.child_digests.get(k) != d for k, d in wanted_digests.items())
+            or monotonic() - mem.children_applied_at >= config.drift_interval
+            or any(f"{ref.kind}/{ref.name}" not in mem.absent_confirmed for ref in children.delete)):
+        live_deployment = await _apply_children(rt, mem, body, children)
+    else:
+        live_deployment = deployment
+    if signing_plan.event:
+        _event(body, "SigningKey", signing_plan.event)
+
+    rolled_out, available, relay_message = render.relay_rollout(live_deployment, secrets_checksum)
+    relay_v = status.true("Available", relay_message) if rolled_out else status.false("Progressing", relay_message)
+    signing_state = signing_plan.state
+    auth0_status: dict[str, Any] | None = current.get("auth0")
+    delays: list[float] = []
+
+    try:
+        credentials = credentials_for(ch, creds_secret)
+        mem.last_credentials = credentials
+    except SecretProblem as problem:
+        credentials = None
+        auth0_v = status.false(problem.reason, f"{problem.message} (Auth0 credentials)")
+
+    if credentials is not None and not rolled_out:
+        auth0_v = _auth0_waiting(previous_conditions)
+        delays.append(config.progress_recheck)
+    elif credentials is not None:
+        desired = desired_integration(ch, signing_plan.auth0_key)
+        wanted = digest(ch.auth0, ch.relay.public_url, signing_plan.auth0_key, credentials.client_id)
+        since_check = monotonic() - mem.auth0_checked
+        if mem.auth0_input == wanted and since_check < config.drift_interval and auth0_status:
+            auth0_v = status.true("Synced", _synced_message(ch))
+            delays.append(config.drift_interval - since_check)
+        else:
+            try:
+                auth0_status = await _retire_previous_integration(rt, ch, credentials, auth0_status, body)
+                result = await rt.auth0.ensure(credentials, desired, auth0_status)
+            except ValueError as error:  # our own input refused by the library (name, URL)
+                metrics.AUTH0_CALLS.labels("ensure", "Auth0Invalid").inc()
+                auth0_v = status.false("Auth0Invalid", str(error))
+                delays.append(STALLED_RECHECK)
+            except Auth0Error as error:
+                mem.auth0_failures += 1
+                metrics.AUTH0_CALLS.labels("ensure", error.reason).inc()
+                auth0_v = status.false(error.reason, error.message)
+                delays.append(auth0_backoff(error, mem.auth0_failures))
+            else:
+                metrics.AUTH0_CALLS.labels("ensure", "ok").inc()
+                metrics.AUTH0_WRITES.inc(result.writes)
+                mem.auth0_failures = 0
+                mem.auth0_input, mem.auth0_checked = wanted, monotonic()
+                auth0_status = _auth0_status(ch, result, auth0_status, stamp)
+                _auth0_events(body, ch, result)
+                signing_state = rotation.after_auth0_synced(signing_plan, time.time())
+                auth0_v = status.true("Synced", _synced_message(ch))
+                delays.append(config.drift_interval)
+    rotation_delay = rotation.retry_after(
+        rotation.SigningPlan(signing_plan.keys, signing_plan.auth0_key, signing_state), time.time(),
+        config.rotation_grace,
+    )
+    if rotation_delay is not None:
+        delays.append(rotation_delay)
+
+    conds = status.conditions(previous_conditions, generation, relay_v, auth0_v, stamp)
+    new_status: dict[str, Any] = {
+        "observedGeneration": generation,
+        "conditions": conds,
+        "relay": {
+            "url": ch.relay.public_url,
+            "serviceUrl": render.service_url(ch),
+            "availableReplicas": available,
+            "secretsChecksum": secrets_checksum,
+        },
+        "signingKey": signing_state.as_status(len(signing_plan.keys)),
+    }
+    if auth0_status:
+        new_status["auth0"] = auth0_status
+    await _write_status(kube, body, new_status)
+    _observe_ready(mem, generation, conds)
+    ready = status.find(conds, status.READY) or {}
+    _report(mem, body, "ok" if ready.get("status") == "True" else str(ready.get("reason")), str(ready.get("message")))
+    return min(delays) if delays else None
+
+
+async def _retire_previous_integration(
+    rt: Runtime, ch: ChannelSpec, credentials: Auth0Credentials, recorded: dict[str, Any] | None,
+    body: Mapping[str, Any],
+) -> dict[str, Any] | None:
+    """When spec.auth0.integration or .name changed, remove what the old one registered first."""
+    if not recorded:
+        return recorded
+    old_integration, old_name = recorded.get("integration"), recorded.get("name")
+    if (old_integration, old_name) == (ch.auth0.integration, ch.auth0.name) or not old_integration or not old_name:
+        return recorded
+    removed = await rt.auth0.remove(credentials, owner=ch.owner, integration=old_integration, name=old_name,
+                                    recorded=recorded)
+    metrics.AUTH0_CALLS.labels("remove", "ok").inc()
+    if removed:
+        _event(body, "Auth0Removed", f"removed the previous {old_integration} {old_name!r}: {', '.join(removed)}")
+    return None
+
+
+def _checksum(api_key: str, keys: list[str]) -> str:
+    return checksum({"sms-api-key": api_key, "signing-keys": "\n".join(keys)})
+
+
+def _auth0_waiting(previous_conditions: list[dict[str, Any]]) -> status.Verdict:
+    before = status.find(previous_conditions, status.AUTH0_SYNCED)
+    if before and before.get("status") == "True":
+        return status.true(str(before.get("reason")), str(before.get("message")))
+    return status.false("WaitingForRelay", "waiting for the relay to be available before registering it in Auth0")
+
+
+def _synced_message(ch: ChannelSpec) -> str:
+    return f"Auth0 {ch.auth0.integration} {ch.auth0.name!r} on {ch.auth0.domain} calls {ch.relay.public_url}"
+
+
+def _auth0_status(ch: ChannelSpec, result: Any, before: Mapping[str, Any] | None, stamp: str) -> dict[str, Any]:
+    fields = dict(result.as_status())
+    fields["name"] = ch.auth0.name
+    if fields.get("deployedVersion") is not None:
+        fields["deployedVersion"] = str(fields["deployedVersion"])  # the CRD declares a string
+    fields["id"] = fields.get("actionId") or fields.get("hookId") or ""
+    fields["lastSyncTime"] = stamp
+    return {key: value for key, value in fields.items() if value not in (None, "")}
+
+
+def _auth0_events(body: Mapping[str, Any], ch: ChannelSpec, result: Any) -> None:
+    where = f"{ch.auth0.integration} {ch.auth0.name!r} on {ch.auth0.domain}"
+    if result.created:
+        _event(body, "Auth0Created", f"registered {where}")
+    elif result.repaired:
+        _event(body, "Auth0Repaired", f"repaired drift in {where}: {', '.join(result.repaired)}", warning=True)
+    elif result.updated:
+        _event(body, "Auth0Updated", f"updated {where}: {', '.join(result.updated)}")
+
+
+def _report(mem: ChannelMemory, body: Mapping[str, Any], result: str, message: str) -> None:
+    """Count the reconcile; post an Event when the failure reason changes (not on every retry)."""
+    metrics.RECONCILES.labels(result).inc()
+    failing = result not in ("ok", "Progressing", "WaitingForRelay")
+    if failing and mem.last_reason != result:
+        _event(body, result, message, warning=True)
+    mem.last_reason = result if failing else ""

@@ -1,0 +1,177 @@
+"""The 8x8 client: one pooled keep-alive aiohttp session, with a retry policy that never
+risks a second SMS.
+
+Retry policy (the SMS must never be sent twice, and 8x8 documents no idempotency key):
+- retried, with full-jitter exponential backoff: the connection could not be established
+  (refused, DNS, connect timeout) — the request never left; 503 — 8x8 refused to take it;
+  429 — waiting the ``Retry-After`` it names, if that fits in the deadline;
+- never retried: anything after the request may have reached 8x8 (reset or disconnect
+  mid-exchange, read timeout, an unreadable 2xx) — answered 503 with "outcome unknown";
+  any other answer (4xx, 500, 502, 504, 200 REJECTED) — 8x8 decided, the relay reports it.
+All attempts together stay within ``deadline`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+
+
+@dataclass(frozen=True)
+class Accepted:
+    umid: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """8x8 answered and refused (HTTP status >= 400 other than 429/503, or 200 REJECTED)."""
+
+    http_status: int
+    code: str
+    description: str
+
+
+@dataclass(frozen=True)
+class Unavailable:
+    """No verdict from 8x8: unreachable after retries, rate limited, or outcome unknown."""
+
+    reason: str
+    retry_after: float | None = None
+
+
+Outcome = Accepted | Rejected | Unavailable
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 3
+    base_delay: float = 0.1
+    max_delay: float = 1.0
+    deadline: float = 8.0
+    attempt_timeout: float = 5.0
+    connect_timeout: float = 2.0
+
+    def backoff(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
+        """Full jitter: uniform in [0, min(max_delay, base * 2^(attempt-1))]."""
+        return rng() * min(self.max_delay, self.base_delay * 2 ** (attempt - 1))
+
+
+def parse_retry_after(value: str | None, now: float) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def interpret(status: int, body: bytes) -> Outcome | None:
+    """What an 8x8 answer means; None for the answers worth another attempt (429, 503)."""
+    if status in (429, 503):
+        return None
+    try:
+        data: Any = json.loads(body)
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        data = {}
+    if 200 <= status < 300:
+        state = data.get("status") if isinstance(data.get("status"), dict) else {}
+        if str(state.get("code", "")).upper() == "REJECTED":
+            return Rejected(status, "REJECTED", str(state.get("description", ""))[:200])
+        umid = data.get("umid")
+        if not isinstance(umid, str) or not umid:
+            return Unavailable("8x8 answered without a message id; outcome unknown")
+        return Accepted(umid)
+    return Rejected(status, str(data.get("code", status)), str(data.get("message", ""))[:200])
+
+
+class EightByEight:
+    """Sends one message per call to ``{base_url}/api/v1/subaccounts/{id}/messages``."""
+
+    def __init__(self, base_url: str, subaccount: str, policy: RetryPolicy,
+                 observe: Callable[[str, float], None], pool_size: int = 100) -> None:
+        self.url = f"{base_url}/api/v1/subaccounts/{subaccount}/messages"
+        self.policy = policy
+        self._observe = observe  # (status label, seconds) per attempt, for metrics
+        self._pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        # create_default_context honours SSL_CERT_FILE, as the design requires.
+        connector = aiohttp.TCPConnector(
+            limit=self._pool_size, keepalive_timeout=10, ssl=ssl.create_default_context(),
+            ttl_dns_cache=60,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=self.policy.attempt_timeout,
+                                          sock_connect=self.policy.connect_timeout),
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            headers={"User-Agent": "otp-relay", "Content-Type": "application/json"},
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def send(self, api_key: str, payload: dict[str, Any]) -> tuple[Outcome, int]:
+        """The outcome and the number of attempts made."""
+        assert self._session is not None, "start() first"
+        policy = self.policy
+        body = json.dumps(payload).encode()
+        headers = {"Authorization": f"Bearer {api_key}"}
+        started = time.monotonic()
+        attempt = 0
+        while True:
+            attempt += 1
+            wait, outcome = await self._attempt(body, headers)
+            if outcome is not None:
+                return outcome, attempt
+            assert wait is not None
+            delay = wait.retry_after if wait.retry_after is not None else policy.backoff(attempt)
+            remaining = policy.deadline - (time.monotonic() - started)
+            if attempt >= policy.max_attempts or delay + policy.connect_timeout > remaining:
+                return wait, attempt
+            await asyncio.sleep(delay)
+
+    async def _attempt(self, body: bytes, headers: dict[str, str]) -> tuple[Unavailable | None, Outcome | None]:
+        """(retryable reason, None) or (None, final outcome) for one request."""
+        assert self._session is not None
+        t0 = time.perf_counter()
+        try:
+            async with self._session.post(self.url, data=body, headers=headers) as response:
+                content = await response.read()
+                status = response.status
+                retry_after = response.headers.get("Retry-After")
+        except aiohttp.ClientConnectorCertificateError:
+            self._observe("tls_error", time.perf_counter() - t0)
+            return None, Unavailable("8x8's TLS certificate is not trusted")
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+            self._observe("connect_error", time.perf_counter() - t0)
+            return Unavailable("8x8 unreachable"), None
+        except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
+            self._observe("no_answer", time.perf_counter() - t0)
+            return None, Unavailable("no answer from 8x8; outcome unknown, not retried")
+        self._observe(str(status), time.perf_counter() - t0)
+        outcome = interpret(status, content)
+        if outcome is not None:
+            return None, outcome
+        seconds = parse_retry_after(retry_after, time.time())
+        reason = "8x8 rate limit" if status == 429 else "8x8 unavailable (503)"
+        return Unavailable(reason, seconds), None

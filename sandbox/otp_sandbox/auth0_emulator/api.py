@@ -1,0 +1,369 @@
+"""The HTTP face of one tenant: ``/oauth/token``, ``/api/v2/...`` and ``/__sandbox/...``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable
+from urllib.parse import parse_qsl
+
+from aiohttp import web
+
+from .errors import RATE_LIMITED, ApiError
+from .events import PhoneMessage
+from .runner import NodeRunner
+from .tenant import PHONE_TRIGGERS, LoggedRequest, Tenant
+from .tokens import Grant, OAuthError, require_scope
+from .validation import page_params, query_bool
+
+API_PREFIX = "/api/v2"
+_log = logging.getLogger("otp_sandbox.auth0_emulator")
+_TENANT_KEY = web.AppKey("tenant", Tenant)
+_RUNNER_KEY = web.AppKey("runner", NodeRunner)
+
+
+@dataclass
+class Call:
+    """What a Management API handler gets: the tenant, the request and the parsed body."""
+
+    tenant: Tenant
+    request: web.Request
+    body: Any
+
+    def param(self, name: str) -> str:
+        return self.request.match_info[name]
+
+
+Handler = Callable[[Call], Awaitable[web.Response]]
+_ROUTES: list[tuple[str, str, str, Handler]] = []
+
+
+def route(method: str, path: str, scope: str) -> Callable[[Handler], Handler]:
+    def register(handler: Handler) -> Handler:
+        _ROUTES.append((method, API_PREFIX + path, scope, handler))
+        return handler
+    return register
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status)
+
+
+def _error(err: ApiError) -> web.Response:
+    return _json(err.body(), err.status)
+
+
+# ---- actions ------------------------------------------------------------------------------
+@route("GET", "/actions/actions", "read:actions")
+async def list_actions(call: Call) -> web.Response:
+    store, query = call.tenant.actions, call.request.query
+    page, per_page = page_params(query)
+    trigger, name = query.get("triggerId"), query.get("actionName")
+    deployed, installed = query_bool(query, "deployed"), query_bool(query, "installed")
+    found = [a for a in store.actions.values()
+             if (not trigger or trigger in a.trigger_ids())
+             and (not name or a.name == name)
+             and (deployed is None or (a.deployed() is not None) == deployed)
+             and installed is not True]
+    chunk = found[page * per_page:(page + 1) * per_page]
+    return _json({"actions": [store.action_json(a) for a in chunk], "total": len(found),
+                  "page": page, "per_page": per_page})
+
+
+@route("POST", "/actions/actions", "create:actions")
+async def create_action(call: Call) -> web.Response:
+    store = call.tenant.actions
+    return _json(store.action_json(store.create(call.body)), 201)
+
+
+@route("GET", "/actions/actions/{id}", "read:actions")
+async def get_action(call: Call) -> web.Response:
+    store = call.tenant.actions
+    return _json(store.action_json(store.get(call.param("id"))))
+
+
+@route("PATCH", "/actions/actions/{id}", "update:actions")
+async def update_action(call: Call) -> web.Response:
+    store = call.tenant.actions
+    return _json(store.action_json(store.update(call.param("id"), call.body)))
+
+
+@route("DELETE", "/actions/actions/{id}", "delete:actions")
+async def delete_action(call: Call) -> web.Response:
+    force = query_bool(call.request.query, "force") is True
+    call.tenant.actions.delete(call.param("id"), force)
+    return web.Response(status=204)
+
+
+@route("POST", "/actions/actions/{id}/deploy", "create:actions")
+async def deploy_action(call: Call) -> web.Response:
+    store = call.tenant.actions
+    version = store.deploy(call.param("id"))
+    return _json(store.version_json(store.get(call.param("id")), version), 200)
+
+
+@route("GET", "/actions/actions/{id}/versions", "read:actions")
+async def list_versions(call: Call) -> web.Response:
+    store = call.tenant.actions
+    action = store.get(call.param("id"))
+    page, per_page = page_params(call.request.query)
+    versions = sorted(action.versions, key=lambda ver: ver.number, reverse=True)
+    chunk = versions[page * per_page:(page + 1) * per_page]
+    return _json({"versions": [store.version_json(action, ver) for ver in chunk],
+                  "total": len(versions), "page": page, "per_page": per_page})
+
+
+@route("GET", "/actions/actions/{id}/versions/{version}", "read:actions")
+async def get_version(call: Call) -> web.Response:
+    store = call.tenant.actions
+    version = store.get_version(call.param("id"), call.param("version"))
+    return _json(store.version_json(store.get(call.param("id")), version))
+
+
+@route("POST", "/actions/actions/{id}/versions/{version}/deploy", "create:actions")
+async def deploy_version(call: Call) -> web.Response:
+    store = call.tenant.actions
+    version = store.deploy_version(call.param("id"), call.param("version"))
+    return _json(store.version_json(store.get(call.param("id")), version))
+
+
+@route("GET", "/actions/triggers/{trigger}/bindings", "read:actions")
+async def list_bindings(call: Call) -> web.Response:
+    store = call.tenant.actions
+    chain = store.list_bindings(call.param("trigger"))
+    page, per_page = page_params(call.request.query, default_per_page=20)
+    chunk = chain[page * per_page:(page + 1) * per_page]
+    return _json({"bindings": [store.binding_json(b) for b in chunk], "total": len(chain),
+                  "page": page, "per_page": per_page})
+
+
+@route("PATCH", "/actions/triggers/{trigger}/bindings", "update:actions")
+async def update_bindings(call: Call) -> web.Response:
+    store = call.tenant.actions
+    chain = store.replace_bindings(call.param("trigger"), call.body)
+    return _json({"bindings": [store.binding_json(b) for b in chain]})
+
+
+# ---- hooks --------------------------------------------------------------------------------
+@route("GET", "/hooks", "read:hooks")
+async def list_hooks(call: Call) -> web.Response:
+    query = call.request.query
+    page, per_page = page_params(query)
+    enabled, trigger = query_bool(query, "enabled"), query.get("triggerId")
+    found = [h.to_json() for h in call.tenant.hooks.hooks.values()
+             if (enabled is None or h.enabled == enabled)
+             and (not trigger or h.trigger_id == trigger)]
+    fields = [f for f in query.get("fields", "").split(",") if f]
+    if fields:
+        found = [{k: h[k] for k in fields if k in h} for h in found]
+    chunk = found[page * per_page:(page + 1) * per_page]
+    if query_bool(query, "include_totals") is True:
+        return _json({"hooks": chunk, "start": page * per_page, "limit": per_page,
+                      "total": len(found)})
+    return _json(chunk)
+
+
+@route("POST", "/hooks", "create:hooks")
+async def create_hook(call: Call) -> web.Response:
+    return _json(call.tenant.hooks.create(call.body).to_json(), 201)
+
+
+@route("GET", "/hooks/{id}", "read:hooks")
+async def get_hook(call: Call) -> web.Response:
+    data = call.tenant.hooks.get(call.param("id")).to_json()
+    fields = [f for f in call.request.query.get("fields", "").split(",") if f]
+    return _json({k: data[k] for k in fields if k in data} if fields else data)
+
+
+@route("PATCH", "/hooks/{id}", "update:hooks")
+async def update_hook(call: Call) -> web.Response:
+    return _json(call.tenant.hooks.update(call.param("id"), call.body).to_json())
+
+
+@route("DELETE", "/hooks/{id}", "delete:hooks")
+async def delete_hook(call: Call) -> web.Response:
+    call.tenant.hooks.delete(call.param("id"))
+    return web.Response(status=204)
+
+
+@route("GET", "/hooks/{id}/secrets", "read:hooks")
+async def get_hook_secrets(call: Call) -> web.Response:
+    return _json(call.tenant.hooks.get_secrets(call.param("id")))
+
+
+@route("POST", "/hooks/{id}/secrets", "create:hooks")
+async def add_hook_secrets(call: Call) -> web.Response:
+    call.tenant.hooks.add_secrets(call.param("id"), call.body)
+    return web.Response(status=201)
+
+
+@route("PATCH", "/hooks/{id}/secrets", "update:hooks")
+async def update_hook_secrets(call: Call) -> web.Response:
+    call.tenant.hooks.update_secrets(call.param("id"), call.body)
+    return web.Response(status=200)
+
+
+@route("DELETE", "/hooks/{id}/secrets", "delete:hooks")
+async def delete_hook_secrets(call: Call) -> web.Response:
+    call.tenant.hooks.delete_secrets(call.param("id"), call.body)
+    return web.Response(status=204)
+
+
+# ---- phone providers and the MFA SMS provider --------------------------------------------
+@route("GET", "/branding/phone/providers", "read:phone_providers")
+async def list_providers(call: Call) -> web.Response:
+    store = call.tenant.providers
+    disabled = query_bool(call.request.query, "disabled")
+    found = [p for p in store.providers.values() if disabled is None or p.disabled == disabled]
+    return _json({"providers": [store.to_json(p) for p in found]})
+
+
+@route("POST", "/branding/phone/providers", "create:phone_providers")
+async def create_provider(call: Call) -> web.Response:
+    store = call.tenant.providers
+    return _json(store.to_json(store.create(call.body)), 201)
+
+
+@route("GET", "/branding/phone/providers/{id}", "read:phone_providers")
+async def get_provider(call: Call) -> web.Response:
+    store = call.tenant.providers
+    return _json(store.to_json(store.get(call.param("id"))))
+
+
+@route("PATCH", "/branding/phone/providers/{id}", "update:phone_providers")
+async def update_provider(call: Call) -> web.Response:
+    store = call.tenant.providers
+    return _json(store.to_json(store.update(call.param("id"), call.body)))
+
+
+@route("DELETE", "/branding/phone/providers/{id}", "delete:phone_providers")
+async def delete_provider(call: Call) -> web.Response:
+    call.tenant.providers.delete(call.param("id"))
+    return web.Response(status=204)
+
+
+@route("GET", "/guardian/factors/phone/selected-provider", "read:guardian_factors")
+async def get_guardian_provider(call: Call) -> web.Response:
+    return _json({"provider": call.tenant.providers.guardian_phone_provider})
+
+
+@route("PUT", "/guardian/factors/phone/selected-provider", "update:guardian_factors")
+async def put_guardian_provider(call: Call) -> web.Response:
+    return _json({"provider": call.tenant.providers.select_guardian_provider(call.body)})
+
+
+# ---- plumbing -----------------------------------------------------------------------------
+def _wrap(scope: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
+    async def endpoint(request: web.Request) -> web.Response:
+        tenant = request.app[_TENANT_KEY]
+        grant: Grant = request["grant"]
+        require_scope(grant, scope)
+        body = None
+        if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.can_read_body:
+            raw = await request.read()
+            if raw.strip():
+                try:
+                    body = json.loads(raw)
+                except ValueError:
+                    raise ApiError(400, "Invalid request payload JSON format") from None
+        return await handler(Call(tenant, request, body))
+    return endpoint
+
+
+@web.middleware
+async def _management_api(request: web.Request, handler: Any) -> web.StreamResponse:
+    tenant = request.app[_TENANT_KEY]
+    if request.path.startswith("/__sandbox/"):
+        return await handler(request)
+    if tenant.latency_ms:
+        await asyncio.sleep(tenant.latency_ms / 1000)
+    if request.path == "/oauth/token":
+        return await _token(request, tenant)
+    client_id: str | None = None
+    headers: dict[str, str] = {}
+    try:
+        if not request.path.startswith(API_PREFIX + "/"):
+            raise ApiError(404, "Not Found")
+        decision = tenant.bucket.take()
+        headers = decision.headers()
+        if not decision.allowed:
+            raise RATE_LIMITED
+        fault = tenant.take_fault()
+        if fault is not None:
+            raise ApiError(fault, "Injected fault (otp-sandbox)")
+        grant = tenant.tokens.verify(request.headers.get("Authorization"))
+        client_id = grant.client_id
+        request["grant"] = grant
+        response = await handler(request)
+    except ApiError as err:
+        response = _error(err)
+    except web.HTTPNotFound:
+        response = _error(ApiError(404, "Not Found"))
+    except web.HTTPMethodNotAllowed:
+        response = _error(ApiError(405, "Method Not Allowed"))
+    except Exception:  # an emulator bug must still look like an Auth0 500, and be visible
+        _log.exception("unhandled error on %s %s", request.method, request.path)
+        response = _error(ApiError(500, "Internal Server Error"))
+    response.headers.update(headers)
+    tenant.requests.append(LoggedRequest(request.method, request.path, response.status,
+                                         client_id, request.query_string))
+    return response
+
+
+async def _token(request: web.Request, tenant: Tenant) -> web.Response:
+    raw = await request.read()
+    if request.content_type == "application/json":
+        try:
+            form = json.loads(raw or b"{}")
+        except ValueError:
+            form = None
+    else:
+        form = dict(parse_qsl(raw.decode(errors="replace")))
+    client_id = str(form.get("client_id")) if isinstance(form, dict) and form.get(
+        "client_id") else None
+    try:
+        if request.method != "POST":
+            raise OAuthError(404, "not_found", "Not Found")
+        if not isinstance(form, dict):
+            raise OAuthError(400, "invalid_request", "Invalid request body")
+        response = _json(tenant.tokens.issue(form))
+    except OAuthError as err:
+        response = _json(err.body(), err.status)
+    tenant.requests.append(LoggedRequest(request.method, request.path, response.status,
+                                         client_id))
+    return response
+
+
+async def fire(tenant: Tenant, runner: NodeRunner, body: Any) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise ApiError(400, "expected a JSON object")
+    trigger = body.get("trigger")
+    if trigger is not None and trigger not in PHONE_TRIGGERS:
+        raise ApiError(400, f"trigger must be one of {', '.join(PHONE_TRIGGERS)} or null")
+    message = PhoneMessage.from_dict(body)
+    timeout = float(body.get("timeout_seconds") or tenant.runner_timeout_seconds)
+    result = await runner.run_all(tenant.name, tenant.plan(trigger), message, timeout)
+    return result.to_dict()
+
+
+async def _sandbox_phone_message(request: web.Request) -> web.Response:
+    try:
+        body = await request.json()
+    except ValueError:
+        return _error(ApiError(400, "Invalid request payload JSON format"))
+    try:
+        return _json(await fire(request.app[_TENANT_KEY], request.app[_RUNNER_KEY], body))
+    except ApiError as err:
+        return _error(err)
+
+
+def tenant_app(tenant: Tenant, runner: NodeRunner) -> web.Application:
+    app = web.Application(middlewares=[_management_api], client_max_size=256 * 1024)
+    app[_TENANT_KEY] = tenant
+    app[_RUNNER_KEY] = runner
+    for method, path, scope, handler in _ROUTES:
+        app.router.add_route(method, path, _wrap(scope, handler))
+    app.router.add_post("/__sandbox/phone-message", _sandbox_phone_message)
+    return app

@@ -1,0 +1,216 @@
+"""Start the emulator as a subprocess and drive it from Python (tests, the demo, benchmarks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import httpx
+
+from ..pki import CertificateAuthority
+from .config import Client, RateLimit
+from .runner import PhoneMessageResult
+from .tenant import LoggedRequest
+
+_WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+_FIRE_GRACE_SECONDS = 15.0
+
+
+def _phone_message_body(recipient: str, text: str, code: str | None, message_type: str,
+                        trigger: str | None, extra: dict[str, Any]) -> dict[str, Any]:
+    return {"recipient": recipient, "text": text, "code": code, "message_type": message_type,
+            "trigger": trigger, **extra}
+
+
+class Auth0Tenant:
+    """A handle on one emulated tenant; ``domain`` is what goes in ``spec.auth0.domain``."""
+
+    def __init__(self, emulator: Auth0Emulator, name: str, port: int,
+                 clients: tuple[Client, ...]) -> None:
+        self._emulator = emulator
+        self.name = name
+        self.port = port
+        self.domain = f"localhost:{port}"
+        self.base_url = f"https://{self.domain}"
+        self.clients = clients
+
+    def _path(self, suffix: str) -> str:
+        return f"/tenants/{self.name}/{suffix}"
+
+    # ---- observation ---------------------------------------------------------------------
+    def requests(self) -> list[LoggedRequest]:
+        data = self._emulator._call("GET", self._path("requests")).json()
+        return [LoggedRequest(**item) for item in data]
+
+    def clear_requests(self) -> None:
+        self._emulator._call("DELETE", self._path("requests"))
+
+    def writes(self) -> list[LoggedRequest]:
+        """Requests that could change the tenant (token requests excluded)."""
+        return [r for r in self.requests()
+                if r.method in _WRITE_METHODS and r.path != "/oauth/token"]
+
+    def state(self) -> dict[str, Any]:
+        return self._emulator._call("GET", self._path("state")).json()
+
+    # ---- phone messages ------------------------------------------------------------------
+    def fire_phone_message(self, recipient: str = "+6591234567",
+                           text: str = "Your code is 123456", code: str | None = "123456",
+                           message_type: str = "otp_verify", trigger: str | None = None,
+                           **extra: Any) -> PhoneMessageResult:
+        """Run what Auth0 would run for this phone message (``trigger``: None picks like a
+        tenant would; or "custom-phone-provider" | "send-phone-message" | "hook")."""
+        body = _phone_message_body(recipient, text, code, message_type, trigger, extra)
+        response = self._emulator._call("POST", self._path("phone-message"), json=body,
+                                        timeout=self._emulator.fire_timeout)
+        return PhoneMessageResult(**response.json())
+
+    async def fire_phone_message_async(self, recipient: str = "+6591234567",
+                                       text: str = "Your code is 123456",
+                                       code: str | None = "123456",
+                                       message_type: str = "otp_verify",
+                                       trigger: str | None = None,
+                                       **extra: Any) -> PhoneMessageResult:
+        body = _phone_message_body(recipient, text, code, message_type, trigger, extra)
+        async with httpx.AsyncClient(base_url=self._emulator.admin_url,
+                                     verify=self._emulator._ssl_context,
+                                     timeout=self._emulator.fire_timeout) as client:
+            response = await client.post(self._path("phone-message"), json=body)
+        _raise_for_status(response)
+        return PhoneMessageResult(**response.json())
+
+    # ---- faults and knobs ----------------------------------------------------------------
+    def _settings(self, **settings: Any) -> None:
+        self._emulator._call("POST", self._path("settings"), json=settings)
+
+    def set_latency(self, ms: int) -> None:
+        self._settings(latency_ms=ms)
+
+    def set_rate_limit(self, limit: RateLimit | None = None, *, capacity: int | None = None,
+                       refill_per_second: float | None = None) -> None:
+        if limit is None:
+            limit = RateLimit(capacity or 50, refill_per_second or 10.0)
+        self._settings(rate_limit={"capacity": limit.capacity,
+                                   "refill_per_second": limit.refill_per_second})
+
+    def fail_next(self, status: int, count: int = 1) -> None:
+        """The next ``count`` Management API requests answer ``status`` (Auth0 error body)."""
+        self._settings(fail_next={"status": status, "count": count})
+
+    def revoke_tokens(self) -> None:
+        """Every token issued so far becomes invalid (401 on use), as after a key rotation."""
+        self._settings(revoke_tokens=True)
+
+    def set_build_seconds(self, seconds: float) -> None:
+        self._settings(build_seconds=seconds)
+
+    def set_runner_timeout(self, seconds: float) -> None:
+        self._settings(runner_timeout_seconds=seconds)
+
+    def remove(self) -> None:
+        self._emulator._call("DELETE", f"/tenants/{self.name}")
+
+
+class Auth0Emulator:
+    def __init__(self, process: subprocess.Popen, admin_url: str, ca: CertificateAuthority,
+                 log_path: Path) -> None:
+        self.process = process
+        self.admin_url = admin_url
+        self.ca = ca
+        self.log_path = log_path
+        self.fire_timeout = 10.0 + _FIRE_GRACE_SECONDS
+        self._ssl_context = ssl.create_default_context(cafile=str(ca.cert_path))
+        self._http = httpx.Client(base_url=admin_url, verify=self._ssl_context, timeout=30.0)
+        self._counter = 0
+
+    @classmethod
+    def start(cls, ca: CertificateAuthority, workdir: Path,
+              startup_timeout: float = 30.0) -> Auth0Emulator:
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        ready_path = workdir / "ready.json"
+        ready_path.unlink(missing_ok=True)
+        log_path = workdir / "auth0-emulator.log"
+        command = [sys.executable, "-m", "otp_sandbox.cli", "auth0-emulator",
+                   "--state-dir", str(workdir), "--ca-dir", str(ca.directory)]
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                       stdin=subprocess.DEVNULL, env=os.environ.copy())
+        deadline = time.monotonic() + startup_timeout
+        while time.monotonic() < deadline:
+            if ready_path.exists():
+                try:
+                    ready = json.loads(ready_path.read_text())
+                except ValueError:
+                    ready = None  # being written
+                if ready and ready.get("pid") == process.pid:
+                    return cls(process, ready["admin_url"], ca, log_path)
+            if process.poll() is not None:
+                raise RuntimeError(f"auth0 emulator exited with {process.returncode}: "
+                                   f"{_tail(log_path)}")
+            time.sleep(0.05)
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"auth0 emulator not ready after {startup_timeout} s: "
+                           f"{_tail(log_path)}")
+
+    def add_tenant(self, clients: Iterable[Client], latency_ms: int = 0,
+                   rate_limit: RateLimit = RateLimit(), build_seconds: float = 0.3,
+                   token_lifetime_seconds: int = 86400, runner_timeout_seconds: float = 10.0,
+                   name: str | None = None) -> Auth0Tenant:
+        clients = tuple(clients)
+        if name is None:
+            self._counter += 1
+            name = f"tenant{self._counter}"
+        body = {
+            "name": name,
+            "clients": [c.to_dict() for c in clients],
+            "latency_ms": latency_ms,
+            "rate_limit": {"capacity": rate_limit.capacity,
+                           "refill_per_second": rate_limit.refill_per_second},
+            "build_seconds": build_seconds,
+            "token_lifetime_seconds": token_lifetime_seconds,
+            "runner_timeout_seconds": runner_timeout_seconds,
+        }
+        self.fire_timeout = max(self.fire_timeout, runner_timeout_seconds + _FIRE_GRACE_SECONDS)
+        data = self._call("POST", "/tenants", json=body).json()
+        return Auth0Tenant(self, data["name"], data["port"], clients)
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = self._http.request(method, path, **kwargs)
+        _raise_for_status(response)
+        return response
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._http.close()
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> Auth0Emulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    if response.status_code >= 400:
+        raise RuntimeError(f"auth0 emulator admin API: {response.status_code} {response.text}")
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"

@@ -1,0 +1,272 @@
+"""Start and stop a local control plane: etcd + kube-apiserver ("minimal"), plus
+kube-controller-manager, kube-scheduler and kwok with one fake Node ("full")."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import httpx
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from ..pki import CertificateAuthority, CertPair
+from . import api, kubeconfig
+from .builder import locate
+from .gomodules import KWOK_STAGES_FILE
+from .process import Component, free_port, spawn, stop_all
+
+Profile = Literal["minimal", "full"]
+PROFILES: tuple[Profile, ...] = ("minimal", "full")
+ADMIN_USER = "otp-sandbox-admin"
+FAKE_NODE = "kwok-node-0"
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+# What the operator's workloads rely on: owner-reference GC, Deployments, tokens and
+# ServiceAccounts for new namespaces, namespace deletion, the kube-root-ca.crt ConfigMap.
+CONTROLLERS = (
+    "garbage-collector-controller", "deployment-controller", "replicaset-controller",
+    "serviceaccount-token-controller", "serviceaccount-controller", "namespace-controller",
+    "root-ca-certificate-publisher-controller",
+    # Signs CertificateSigningRequests with the sandbox CA, as kind and managed clusters do.
+    "certificatesigningrequest-signing-controller",
+)
+_MINIMAL_BINARIES = ("etcd", "kube-apiserver")
+_FULL_BINARIES = (*_MINIMAL_BINARIES, "kube-controller-manager", "kube-scheduler", "kwok")
+_POLL = 0.1
+
+
+class ControlPlaneError(RuntimeError):
+    """A component failed to start; the message names it and quotes its last log lines."""
+
+
+@dataclass
+class ControlPlane:
+    profile: Profile = "minimal"
+    startup_timeout: float = 60.0
+    stop_grace: float = 10.0
+    run_dir: Path | None = None
+    components: list[Component] = field(default_factory=list, init=False)
+    server: str = field(default="", init=False)
+
+    def __post_init__(self) -> None:
+        if self.profile not in PROFILES:
+            raise ValueError(f"unknown control plane profile {self.profile!r}; expected one of {PROFILES}")
+        self._own_run_dir = self.run_dir is None
+
+    # -- public API --------------------------------------------------------------------------
+    @property
+    def kubeconfig(self) -> Path:
+        return self._dir / "admin.kubeconfig"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self._ca.cert_path
+
+    def start(self) -> None:
+        binaries = locate(_FULL_BINARIES if self.profile == "full" else _MINIMAL_BINARIES)
+        self._dir = Path(tempfile.mkdtemp(prefix="otp-controlplane-")) if self.run_dir is None else self.run_dir
+        self._dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._ca = CertificateAuthority(self._dir / "pki")
+            self._start_minimal(binaries)
+            if self.profile == "full":
+                self._start_full(binaries)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the components (dependents first) and remove the run directory."""
+        dependents = [c for c in self.components if c.name not in _MINIMAL_BINARIES]
+        ordered = [dependents, *([c] for c in self.components if c.name == "kube-apiserver"),
+                   *([c] for c in self.components if c.name == "etcd")]
+        for group in ordered:
+            stop_all(group, self.stop_grace)
+        self.components.clear()
+        if getattr(self, "_admin", None) is not None:
+            self._admin.close()
+        if self._own_run_dir and getattr(self, "_dir", None) is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+
+    def user_kubeconfig(self, user: str, groups: Sequence[str] = (), path: Path | None = None) -> Path:
+        """A kubeconfig authenticating as ``user`` in ``groups`` (client certificate CN/O)."""
+        if not user or any(not g for g in groups):
+            raise ValueError("user and group names must be non-empty")
+        pair = self._user_ca().issue(user, client=True, organizations=tuple(groups))
+        return self._write_kubeconfig(pair, user, path or self._dir / "users" / f"{_file_stem(user)}.kubeconfig")
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "profile": self.profile, "server": self.server, "kubeconfig": str(self.kubeconfig),
+            "run_dir": str(self._dir), "components": {c.name: c.pid for c in self.components},
+        }
+
+    def __enter__(self) -> ControlPlane:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- start-up ----------------------------------------------------------------------------
+    def _start_minimal(self, binaries: dict[str, Path]) -> None:
+        client_port, peer_port, api_port = free_port(), free_port(), free_port()
+        etcd_url = f"http://127.0.0.1:{client_port}"
+        peer_url = f"http://127.0.0.1:{peer_port}"
+        etcd = self._spawn("etcd", [
+            str(binaries["etcd"]), "--name=default", f"--data-dir={self._dir / 'etcd'}",
+            f"--listen-client-urls={etcd_url}", f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}", f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=default={peer_url}", "--unsafe-no-fsync=true", "--log-level=warn",
+        ])
+        serving = self._ca.issue("kube-apiserver", hosts=(
+            "localhost", "127.0.0.1", "::1", "kubernetes", "kubernetes.default",
+            "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "10.0.0.1",
+        ))
+        self._sa_private, sa_public = self._service_account_keys()
+        self.server = f"https://127.0.0.1:{api_port}"
+        self._spawn("kube-apiserver", [
+            str(binaries["kube-apiserver"]), f"--etcd-servers={etcd_url}",
+            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
+            f"--tls-cert-file={serving.cert}", f"--tls-private-key-file={serving.key}",
+            f"--client-ca-file={self._ca.cert_path}", f"--cert-dir={self._dir / 'apiserver'}",
+            "--authorization-mode=RBAC",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={sa_public}", f"--service-account-signing-key-file={self._sa_private}",
+            f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}", "--profiling=false",
+            # A loopback advertise address cannot back the kubernetes Service endpoints.
+            "--endpoint-reconciler-type=none",
+            # It taints new Nodes not-ready and only the node-lifecycle controller lifts that taint;
+            # kwok reports the fake Node's readiness itself, so the controller is not run.
+            "--disable-admission-plugins=TaintNodesByCondition",
+        ])
+        admin = self._ca.issue(ADMIN_USER, client=True, organizations=("system:masters",))
+        self._write_kubeconfig(admin, ADMIN_USER, self.kubeconfig)
+        self._admin = api.client(self.server, self._ca.cert_path, admin.cert, admin.key)
+        with httpx.Client(timeout=2.0) as plain:
+            self._wait({"etcd": lambda: _http_ok(plain, f"{etcd_url}/health")}, [etcd])
+        self._wait({"kube-apiserver": lambda: api.is_ok(self._admin, "/readyz")})
+
+    def _start_full(self, binaries: dict[str, Path]) -> None:
+        kcm_port, scheduler_port, kwok_port = free_port(), free_port(), free_port()
+        kcm_config = self._component_kubeconfig("system:kube-controller-manager")
+        kcm_serving = self._ca.issue("kube-controller-manager-serving", hosts=("localhost", "127.0.0.1"))
+        self._spawn("kube-controller-manager", [
+            str(binaries["kube-controller-manager"]), f"--kubeconfig={kcm_config}",
+            f"--authentication-kubeconfig={kcm_config}", f"--authorization-kubeconfig={kcm_config}",
+            "--bind-address=127.0.0.1", f"--secure-port={kcm_port}",
+            f"--tls-cert-file={kcm_serving.cert}", f"--tls-private-key-file={kcm_serving.key}",
+            f"--controllers={','.join(CONTROLLERS)}", "--use-service-account-credentials=true",
+            f"--service-account-private-key-file={self._sa_private}", f"--root-ca-file={self._ca.cert_path}",
+            f"--cluster-signing-cert-file={self._ca.cert_path}", f"--cluster-signing-key-file={self._ca.key_path}",
+            "--leader-elect=false",
+        ])
+        scheduler_config = self._component_kubeconfig("system:kube-scheduler")
+        scheduler_serving = self._ca.issue("kube-scheduler-serving", hosts=("localhost", "127.0.0.1"))
+        self._spawn("kube-scheduler", [
+            str(binaries["kube-scheduler"]), f"--kubeconfig={scheduler_config}",
+            f"--authentication-kubeconfig={scheduler_config}", f"--authorization-kubeconfig={scheduler_config}",
+            "--bind-address=127.0.0.1", f"--secure-port={scheduler_port}",
+            f"--tls-cert-file={scheduler_serving.cert}", f"--tls-private-key-file={scheduler_serving.key}",
+            "--leader-elect=false",
+        ])
+        # kwok plays every kubelet of the Nodes it manages, so it gets kubelet-wide powers.
+        kwok_config = self._component_kubeconfig("kwok", groups=("system:masters",))
+        key, value = api.FAKE_NODE_ANNOTATION
+        self._spawn("kwok", [
+            str(binaries["kwok"]), f"--kubeconfig={kwok_config}",
+            f"--config={binaries['kwok'].parent / KWOK_STAGES_FILE}",
+            "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={key}={value}",
+            "--cidr=10.244.0.0/16", "--node-ip=10.0.1.1", f"--server-address=127.0.0.1:{kwok_port}",
+        ])
+        api.create(self._admin, "/api/v1/nodes", api.fake_node(FAKE_NODE))
+        scheduler = api.client(f"https://127.0.0.1:{scheduler_port}", self._ca.cert_path)
+        kcm = api.client(f"https://127.0.0.1:{kcm_port}", self._ca.cert_path)
+        try:
+            self._wait({
+                "kube-scheduler": lambda: api.is_ok(scheduler, "/readyz"),
+                "kube-controller-manager": lambda: api.is_ok(kcm, "/healthz")
+                and api.is_ok(self._admin, "/api/v1/namespaces/default/serviceaccounts/default"),
+                "kwok": lambda: api.node_ready(self._admin, FAKE_NODE),
+            })
+        finally:
+            scheduler.close()
+            kcm.close()
+
+    def _wait(self, checks: dict[str, Callable[[], bool]], watch: Sequence[Component] | None = None) -> None:
+        """Poll until every check passes; fail fast when a component exits, and on timeout name
+        the first component still not ready with its last log lines."""
+        pending = dict(checks)
+        deadline = time.monotonic() + self.startup_timeout
+        while pending:
+            for component in watch if watch is not None else self.components:
+                code = component.exited()
+                if code is not None:
+                    raise ControlPlaneError(
+                        f"{component.name} exited with status {code} during start-up "
+                        f"(log {component.log_path}):\n{component.log_tail()}"
+                    )
+            pending = {name: check for name, check in pending.items() if not check()}
+            if not pending:
+                return
+            if time.monotonic() > deadline:
+                name = next(iter(pending))
+                component = next(c for c in self.components if c.name == name)
+                raise ControlPlaneError(
+                    f"{name} not ready after {self.startup_timeout:.0f}s "
+                    f"(log {component.log_path}):\n{component.log_tail()}"
+                )
+            time.sleep(_POLL)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _spawn(self, name: str, argv: list[str]) -> Component:
+        component = spawn(name, argv, self._dir / "logs" / f"{name}.log")
+        self.components.append(component)
+        return component
+
+    def _user_ca(self) -> CertificateAuthority:
+        """The same CA, writing into its own directory so a user's files never overwrite a
+        component's (the file names follow the certificate's common name)."""
+        directory = self._dir / "pki" / "users"
+        if not directory.exists():
+            directory.mkdir()
+            shutil.copy2(self._ca.cert_path, directory / "ca.crt")
+            shutil.copy2(self._ca.key_path, directory / "ca.key")
+        return CertificateAuthority(directory)
+
+    def _component_kubeconfig(self, user: str, groups: Sequence[str] = ()) -> Path:
+        pair = self._ca.issue(user, client=True, organizations=tuple(groups))
+        return self._write_kubeconfig(pair, user, self._dir / "kubeconfigs" / f"{_file_stem(user)}.kubeconfig")
+
+    def _write_kubeconfig(self, pair: CertPair, user: str, path: Path) -> Path:
+        text = kubeconfig.render(
+            self.server, self._ca.cert_path.read_bytes(), user, pair.cert.read_bytes(), pair.key.read_bytes()
+        )
+        return kubeconfig.write_private(path, text)
+
+    def _service_account_keys(self) -> tuple[Path, Path]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        private = kubeconfig.write_private(self._dir / "pki" / "service-account.key", key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption(),
+        ).decode())
+        public = self._dir / "pki" / "service-account.pub"
+        public.write_bytes(key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo,
+        ))
+        return private, public
+
+
+def _http_ok(http: httpx.Client, url: str) -> bool:
+    try:
+        return http.get(url).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _file_stem(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name)

@@ -1,0 +1,96 @@
+"""Run one control-plane component as a child process that cannot outlive its parent.
+
+Orphans are prevented by the kernel rather than by cleanup code: each child asks for
+``PR_SET_PDEATHSIG=SIGKILL`` before exec, so it is killed even when the Python parent is
+SIGKILLed or crashes (no atexit hook or watchdog process could guarantee that). The signal follows
+the *thread* that started the child, so components must be started from a long-lived thread
+(pytest's and the supervisor's main thread). Each child also gets its own session, so a terminal's
+Ctrl-C reaches only Python, which then stops the components in order.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import socket
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass
+class Component:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def exited(self) -> int | None:
+        return self.process.poll()
+
+    def log_tail(self, lines: int = 15) -> str:
+        return log_tail(self.log_path, lines)
+
+
+def spawn(name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> Component:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    parent = os.getpid()
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None, start_new_session=True,
+            preexec_fn=lambda: _die_with_parent(parent),
+        )
+    return Component(name, process, log_path)
+
+
+def stop_all(components: Sequence[Component], grace: float = 10.0) -> None:
+    """SIGTERM every component, SIGKILL those still running after ``grace`` seconds, reap all."""
+    for component in components:
+        if component.exited() is None:
+            _signal(component, signal.SIGTERM)
+    for component in components:
+        try:
+            component.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            _signal(component, signal.SIGKILL)
+            component.process.wait(timeout=grace)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def log_tail(path: Path, lines: int = 15) -> str:
+    try:
+        with open(path, "rb") as log:
+            log.seek(0, os.SEEK_END)
+            log.seek(max(0, log.tell() - 64 * 1024))
+            text = log.read().decode(errors="replace")
+    except FileNotFoundError:
+        return "(no log written)"
+    return "\n".join(text.splitlines()[-lines:]) or "(log is empty)"
+
+
+def _signal(component: Component, signum: int) -> None:
+    try:
+        component.process.send_signal(signum)
+    except ProcessLookupError:
+        pass
+
+
+def _die_with_parent(parent: int) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        os._exit(126)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(126)

@@ -1,0 +1,279 @@
+"""``otp-sandbox demo``: the whole system on the local sandbox, an OTP delivered end to end.
+
+Starts the control plane (full profile), the 8x8 and Auth0 emulators and the operator, applies
+``examples/`` with sandbox credentials, waits for the channel to turn Ready, fires a phone
+message the way Auth0 would (the registered action runs in Node.js, calls the relay started from
+the Deployment's own container spec, which sends through the 8x8 emulator) and prints a summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .crd import install_crd
+from .pki import CertificateAuthority
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+NAMESPACE, CHANNEL = "shop", "prod"
+RECIPIENT = "+6591234567"
+CODE = "482913"
+CONDITIONS = ("RelayAvailable", "Auth0Synced", "Ready")
+
+
+class DemoError(RuntimeError):
+    """One step failed; ``hint`` says what to do next."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+@dataclass(frozen=True)
+class Summary:
+    channel: str
+    integration: str
+    relay_url: str
+    action_id: str
+    action_version: str
+    sms_destination: str
+    sms_source: str
+    sms_text: str
+    latency_ms: float
+    kubeconfig: Path
+
+    def lines(self) -> list[str]:
+        return [
+            f"channel:        {self.channel} ({self.integration})",
+            f"relay URL:      {self.relay_url}",
+            f"Auth0 action:   {self.action_id} (deployed version {self.action_version})",
+            f"SMS at 8x8:     to {self.sms_destination} from {self.sms_source}: \"{self.sms_text}\"",
+            f"end to end:     {self.latency_ms:.0f} ms (Auth0 action -> relay -> 8x8)",
+        ]
+
+
+def mask_number(number: str) -> str:
+    return "*" * max(len(number) - 4, 0) + number[-4:]
+
+
+class Steps:
+    """Numbered progress lines: every long step says what it is doing and how long it took."""
+
+    def __init__(self, total: int, out: Callable[[str], None] = print) -> None:
+        self.total, self.number, self.out = total, 0, out
+
+    @contextlib.contextmanager
+    def step(self, what: str, hint: str) -> Iterator[Callable[[str], None]]:
+        self.number += 1
+        self.out(f"[{self.number}/{self.total}] {what}...")
+        started = time.monotonic()
+        try:
+            yield lambda detail: self.out(f"      {detail}")
+        except DemoError:
+            raise
+        except KeyboardInterrupt:
+            raise
+        except Exception as error:  # one clear line per failure, with the next step to take
+            raise DemoError(f"{what} failed: {error}", hint) from error
+        self.out(f"      done in {time.monotonic() - started:.1f}s")
+
+
+def _example_documents(name: str) -> list[dict[str, Any]]:
+    return [doc for doc in yaml.safe_load_all((EXAMPLES / name).read_text()) if doc]
+
+
+def sandbox_manifests(*, auth0_domain: str, client_id: str, client_secret: str, api_key: str,
+                      sms_base_url: str, public_url: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """``examples/`` with sandbox values: the two Secrets and the OtpChannel (phone-provider)."""
+    secrets_docs = _example_documents("secrets.yaml")
+    values = {"auth0-mgmt": {"client_id": client_id, "client_secret": client_secret},
+              "eightbyeight": {"apikey": api_key}}
+    for doc in secrets_docs:
+        doc["stringData"] = values[doc["metadata"]["name"]]
+    (channel,) = _example_documents("otpchannel.yaml")
+    channel = copy.deepcopy(channel)
+    spec = channel["spec"]
+    spec["auth0"]["domain"] = auth0_domain
+    spec["auth0"]["integration"] = "phone-provider"
+    spec["sms"]["baseUrl"] = sms_base_url
+    spec["relay"]["publicUrl"] = public_url
+    spec["relay"].pop("ingress", None)  # the sandbox stands in for the ingress (TLS on loopback)
+    return secrets_docs, channel
+
+
+def run(keep: bool, out: Callable[[str], None] = print) -> Summary:
+    # Imported here so `otp-sandbox --help` stays fast and a missing piece fails inside a step.
+    from kubernetes import client, config
+
+    from .auth0_emulator import Auth0Emulator, Client
+    from .controlplane import ControlPlane, build
+    from .eightbyeight import EightByEightEmulator
+    from .processes import OperatorProcess, RelayFromDeployment, free_port
+
+    steps = Steps(8, out)
+    workdir = Path(tempfile.mkdtemp(prefix="otp-demo-"))
+    stack = contextlib.ExitStack()
+    try:
+        with steps.step("control plane binaries (built from source once, then cached)",
+                        "install Go (https://go.dev/dl) or set KUBEBUILDER_ASSETS, then rerun"):
+            build()
+        with steps.step("starting the local control plane (etcd, kube-apiserver, "
+                        "controller-manager, scheduler, kwok)",
+                        "see the component log quoted above; `otp-sandbox cluster down` stops "
+                        "a cluster left over from an earlier run") as detail:
+            plane = ControlPlane(profile="full", run_dir=workdir / "cluster")
+            plane.start()
+            stack.callback(plane.stop)
+            detail(f"KUBECONFIG={plane.kubeconfig}")
+        ca = CertificateAuthority(workdir / "ca")
+        trust = ca.trust_bundle(workdir / "trust-bundle.pem")
+        with steps.step("starting the 8x8 SMS emulator (HTTPS on loopback)",
+                        "check the emulator log in the demo's work directory") as detail:
+            sms = EightByEightEmulator.start(ca, workdir / "sms")
+            stack.callback(sms.stop)
+            api_key = secrets.token_urlsafe(24)
+            sms.add_subaccount("shop_otp", api_key)
+            detail(f"8x8 API at {sms.base_url}, subaccount shop_otp")
+        with steps.step("starting the Auth0 emulator (runs registered code in Node.js)",
+                        "install Node.js >= 20 (`apt-get install nodejs`), then rerun") as detail:
+            if shutil.which("node") is None:
+                raise RuntimeError("node was not found on PATH")
+            auth0 = Auth0Emulator.start(ca, workdir / "auth0")
+            stack.callback(auth0.stop)
+            credentials = Client(client_id="otpDemoOperator", client_secret=secrets.token_urlsafe(32))
+            tenant = auth0.add_tenant(clients=[credentials])
+            detail(f"tenant {tenant.domain}")
+        api = config.new_client_from_config(str(plane.kubeconfig))
+        with steps.step("installing the OtpChannel CRD and starting the operator",
+                        "read the operator log in the demo's work directory") as detail:
+            install_crd(api)
+            operator = OperatorProcess(plane.kubeconfig, trust, workdir / "operator.log")
+            operator.start()
+            stack.callback(operator.stop)
+            detail(f"otp-operator run (log: {operator.log_path})")
+        public_url = f"https://127.0.0.1:{free_port()}/prod"
+        secrets_docs, channel = sandbox_manifests(
+            auth0_domain=tenant.domain, client_id=credentials.client_id,
+            client_secret=credentials.client_secret, api_key=api_key,
+            sms_base_url=sms.base_url, public_url=public_url)
+        with steps.step(f"applying examples/ (namespace {NAMESPACE}, Secrets, OtpChannel "
+                        f"{NAMESPACE}/{CHANNEL}) and waiting for Ready",
+                        "`kubectl describe otpch prod -n shop` with the KUBECONFIG above shows "
+                        "the failing condition") as detail:
+            core = client.CoreV1Api(api)
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+            for doc in secrets_docs:
+                core.create_namespaced_secret(NAMESPACE, doc)
+            objects = client.CustomObjectsApi(api)
+            objects.create_namespaced_custom_object("otprelay.io", "v1alpha1", NAMESPACE,
+                                                    "otpchannels", channel)
+            status = _wait_ready(objects, detail)
+        relay = RelayFromDeployment(api, NAMESPACE, status["deployment"], workdir / "relay", ca, trust)
+        with steps.step("starting the relay from the Deployment's own container spec "
+                        "(kwok runs no containers; this stands in for the kubelet and ingress)",
+                        "read the relay log in the demo's work directory") as detail:
+            relay.start(public_url)
+            stack.callback(relay.stop)
+            detail(f"relay listening at {public_url}")
+        with steps.step("firing a phone message through Auth0 (action in Node.js -> relay -> 8x8)",
+                        "the action's outcome and reason are printed above") as detail:
+            started = time.monotonic()
+            result = tenant.fire_phone_message(recipient=RECIPIENT,
+                                               text=f"Your ShopOTP code is {CODE}", code=CODE)
+            latency_ms = (time.monotonic() - started) * 1000
+            if result.outcome != "success":
+                raise RuntimeError(f"the action reported {result.outcome}: {result.reason}")
+            (message,) = [m for m in sms.messages() if m.destination.lstrip("+") == RECIPIENT[1:]]
+            detail(f"action outcome: {result.outcome}")
+        summary = Summary(
+            channel=f"{NAMESPACE}/{CHANNEL}", integration="phone-provider", relay_url=public_url,
+            action_id=status["auth0"].get("actionId", "?"),
+            action_version=str(status["auth0"].get("deployedVersion", "?")),
+            sms_destination=mask_number(message.destination), sms_source=message.source or "-",
+            sms_text=message.text.replace(CODE, "*" * len(CODE)), latency_ms=latency_ms,
+            kubeconfig=plane.kubeconfig)
+        out("")
+        out("Summary (the OTP code is masked)")
+        for line in summary.lines():
+            out(f"  {line}")
+        if keep:
+            _keep_running(plane.kubeconfig, out)
+        return summary
+    finally:
+        stack.close()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _wait_ready(objects: Any, detail: Callable[[str], None], timeout: float = 120.0) -> dict[str, Any]:
+    """Print each condition as it turns True; return status plus the relay Deployment name."""
+    from otp_operator import names
+
+    seen: dict[str, str] = {}
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        channel = objects.get_namespaced_custom_object("otprelay.io", "v1alpha1", NAMESPACE,
+                                                       "otpchannels", CHANNEL)
+        status = channel.get("status") or {}
+        generation = channel["metadata"]["generation"]
+        for condition in status.get("conditions") or []:
+            kind, state = condition["type"], condition["status"]
+            if kind in CONDITIONS and seen.get(kind) != state:
+                seen[kind] = state
+                detail(f"{kind}={state} ({condition.get('reason')}: {condition.get('message')}) "
+                       f"+{time.monotonic() - started:.1f}s")
+        ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+        if ready.get("status") == "True" and ready.get("observedGeneration") == generation:
+            return {"auth0": status.get("auth0") or {}, "deployment": names.relay_name(CHANNEL)}
+        time.sleep(0.2)
+    raise TimeoutError(f"the channel was not Ready after {timeout:.0f}s; last conditions: {seen}")
+
+
+def _keep_running(kubeconfig: Path, out: Callable[[str], None]) -> None:
+    out("")
+    out("Everything stays up until you press Ctrl-C. In another terminal:")
+    out(f"  export KUBECONFIG={kubeconfig}")
+    out(f"  kubectl get otpch -n {NAMESPACE} -o wide")
+    out(f"  kubectl describe otpch {CHANNEL} -n {NAMESPACE}")
+    out(f"  kubectl create secret generic eightbyeight -n {NAMESPACE} --from-literal=apikey=rotated "
+        "--dry-run=client -o yaml | kubectl apply -f -   # rotate the 8x8 key: the relay rolls")
+    out(f"  kubectl delete otpch {CHANNEL} -n {NAMESPACE}   # the Auth0 action is removed first")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    out("stopping everything...")
+
+
+def command(args: argparse.Namespace) -> int:
+    try:
+        run(keep=args.keep)
+    except DemoError as error:
+        print(f"error: {error}", file=sys.stderr)
+        print(f"next:  {error.hint}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; everything was stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="run the whole system on the local sandbox",
+                                   description=__doc__)
+    parser.add_argument("--keep", action="store_true",
+                        help="keep everything running after the summary (Ctrl-C stops it)")
+    parser.set_defaults(func=command)

@@ -1,0 +1,158 @@
+"""Start and drive the 8x8 emulator process from tests, the demo and benchmarks."""
+
+from __future__ import annotations
+
+import json
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..pki import CertificateAuthority
+
+_START_TIMEOUT = 30.0
+
+
+class EmulatorError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class SentMessage:
+    """A message as the emulator recorded it (destination without the leading +)."""
+
+    umid: str
+    subaccount: str
+    destination: str
+    text: str
+    source: str | None
+    encoding: str
+    client_message_id: str | None
+    client_ip: str | None
+    status: str
+    batch_id: str | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "SentMessage":
+        return cls(
+            umid=data["umid"], subaccount=data["subaccount"], destination=data["destination"],
+            text=data["text"], source=data.get("source"), encoding=data.get("encoding", "AUTO"),
+            client_message_id=data.get("clientMessageId"), client_ip=data.get("clientIp"),
+            status=data["status"]["code"], batch_id=data.get("batchId"),
+        )
+
+
+class EightByEightEmulator:
+    """A running ``otp-sandbox sms-emulator`` process.
+
+    ``base_url`` is what the relay gets as ``OTP_RELAY_SMS_BASE_URL``; clients trust the
+    sandbox CA (``ca.cert_path``) through ``SSL_CERT_FILE``.
+    """
+
+    def __init__(self, process: subprocess.Popen, base_url: str, ca: CertificateAuthority,
+                 log_path: Path) -> None:
+        self.process = process
+        self.base_url = base_url
+        self.ca = ca
+        self.log_path = log_path
+        self._ssl = ssl.create_default_context(cafile=str(ca.cert_path))
+
+    @classmethod
+    def start(cls, ca: CertificateAuthority, workdir: Path, listen: str = "127.0.0.1:0") -> "EightByEightEmulator":
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        log_path = workdir / "sms-emulator.log"
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "otp_sandbox.eightbyeight", "--listen", listen,
+                 "--state-dir", str(workdir), "--ca-dir", str(ca.directory)],
+                stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+            )
+        line = _read_line(process, _START_TIMEOUT)
+        if not line:
+            process.kill()
+            process.wait()
+            raise EmulatorError(f"the 8x8 emulator did not start; see {log_path}")
+        return cls(process, json.loads(line)["url"], ca, log_path)
+
+    # --- admin API ----------------------------------------------------------------------
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"{self.base_url}/__sandbox/{path}", data=data, method=method,
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, context=self._ssl, timeout=10) as response:
+            return json.loads(response.read() or b"null")
+
+    def add_subaccount(self, subaccount_id: str, api_key: str) -> None:
+        """Allow ``api_key`` for ``subaccount_id`` (a subaccount may hold several keys)."""
+        self._call("POST", "subaccounts", {"id": subaccount_id, "api_key": api_key})
+
+    def revoke_api_key(self, subaccount_id: str, api_key: str) -> None:
+        self._call("POST", f"subaccounts/{subaccount_id}/revoke", {"api_key": api_key})
+
+    def messages(self) -> list[SentMessage]:
+        return [SentMessage.from_json(m) for m in self._call("GET", "messages")]
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request on an 8x8 path: ``path``, ``status`` (int or "reset"), ``clientMessageId``."""
+        return self._call("GET", "requests")
+
+    def clear(self) -> None:
+        """Forget messages, requests, faults and rejected destinations (keys stay)."""
+        self._call("POST", "clear", {})
+
+    def inject(self, kind: str, *, count: int | None = 1, ms: int = 0, status: int = 500,
+               retry_after: int | None = None, code: int | None = None,
+               after_accept: bool = False) -> None:
+        """Inject a fault into the next ``count`` 8x8 requests (None: until cleared).
+
+        ``latency`` (``ms``), ``status`` (HTTP ``status``, optional ``retry_after`` seconds and
+        8x8 ``code``), ``reset`` (connection reset; ``after_accept`` records the message as
+        accepted first, i.e. the response is lost).
+        """
+        self._call("POST", "faults", {"kind": kind, "count": count, "ms": ms, "status": status,
+                                      "retry_after": retry_after, "code": code,
+                                      "after_accept": after_accept})
+
+    def clear_faults(self) -> None:
+        self._call("DELETE", "faults")
+
+    def reject_destination(self, destination: str) -> None:
+        """Answer 200 with status REJECTED for this destination."""
+        self._call("POST", "rejections", {"destination": destination})
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self.process.stdout:
+            self.process.stdout.close()
+
+    def __enter__(self) -> "EightByEightEmulator":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _read_line(process: subprocess.Popen, timeout: float) -> str:
+    """First stdout line of ``process``, or "" on exit/timeout (bounded wait)."""
+    result: list[bytes] = []
+    reader = threading.Thread(target=lambda: result.append(process.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return result[0].decode().strip() if result else ""
+
+
+__all__ = ["EightByEightEmulator", "EmulatorError", "SentMessage"]

@@ -1,0 +1,98 @@
+"""Fixtures for the Auth0 sync tests: a tenant with an operator client and a "dashboard" client,
+and a real otp-relay process in front of the 8x8 emulator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from otp_operator.auth0 import Auth0Credentials, Auth0Sync, DesiredIntegration
+from otp_sandbox.auth0_emulator import Auth0Tenant, Client
+from tests.fixtures.auth0 import make_client
+from tests.fixtures.relay import RelayProcess, relay_env
+
+SUBACCOUNT = "shop_otp"
+SMS_API_KEY = "sms-api-key-for-tests"
+SIGNING_KEY = "signing-key-0001-abcdef"
+
+
+class Dashboard:
+    """Changes a tenant the way a person in the Auth0 dashboard would: Management API calls."""
+
+    def __init__(self, tenant: Auth0Tenant, client: Client) -> None:
+        token = httpx.post(f"{tenant.base_url}/oauth/token", json={
+            "grant_type": "client_credentials", "client_id": client.client_id,
+            "client_secret": client.client_secret, "audience": f"{tenant.base_url}/api/v2/",
+        }, verify=_verify()).raise_for_status().json()["access_token"]
+        self.http = httpx.Client(base_url=f"{tenant.base_url}/api/v2",
+                                 headers={"Authorization": f"Bearer {token}"}, verify=_verify())
+
+    def __call__(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.http.request(method, path, **kwargs)
+        response.raise_for_status()
+        return response.json() if response.content else None
+
+    def wait_built_and_deploy(self, action_id: str) -> None:
+        import time
+        for _ in range(100):
+            if self("GET", f"/actions/actions/{action_id}")["status"] == "built":
+                break
+            time.sleep(0.05)
+        self("POST", f"/actions/actions/{action_id}/deploy")
+
+
+def _verify() -> str | bool:
+    import os
+    return os.environ.get("SSL_CERT_FILE") or True
+
+
+@dataclass
+class Setup:
+    tenant: Auth0Tenant
+    operator: Client
+    dashboard: Dashboard
+
+    @property
+    def credentials(self) -> Auth0Credentials:
+        return Auth0Credentials(self.tenant.domain, self.operator.client_id,
+                                self.operator.client_secret)
+
+    def sync(self) -> Auth0Sync:
+        return Auth0Sync(self.credentials)
+
+
+@pytest.fixture
+def setup(auth0_tenant: Callable[..., Auth0Tenant]) -> Iterator[Setup]:
+    operator, person = make_client(), make_client()
+    tenant = auth0_tenant(clients=[operator, person])
+    dashboard = Dashboard(tenant, person)
+    yield Setup(tenant, operator, dashboard)
+    dashboard.http.close()
+
+
+@pytest.fixture
+def relay_settings(sms_emulator, ssl_cert_file: Path, tmp_path: Path) -> dict[str, str]:
+    """Environment of a relay delivering to the 8x8 emulator and accepting SIGNING_KEY."""
+    sms_emulator.add_subaccount(SUBACCOUNT, SMS_API_KEY)
+    sms_emulator.clear()
+    return relay_env(tmp_path / "relay-keys", base_url=sms_emulator.base_url,
+                     ssl_cert_file=ssl_cert_file, subaccount=SUBACCOUNT, api_key=SMS_API_KEY,
+                     signing_keys=(SIGNING_KEY,))
+
+
+@pytest.fixture
+def relay(relay_settings: dict[str, str], relay_factory, tmp_path: Path) -> RelayProcess:
+    return relay_factory(relay_settings, workdir=tmp_path / "relay")
+
+
+def desired_for(integration: str, relay_url: str, **overrides: Any) -> DesiredIntegration:
+    fields: dict[str, Any] = dict(owner="shop/prod", integration=integration,
+                                  name="otp-relay-shop-prod", relay_url=relay_url,
+                                  signing_key=SIGNING_KEY)
+    fields.update(overrides)
+    return DesiredIntegration(**fields)

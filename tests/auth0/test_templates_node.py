@@ -1,0 +1,120 @@
+"""The registered code, executed in Node.js by the Auth0 emulator's runner, against a real
+otp-relay process and the 8x8 emulator: exact delivery, and failures mapped to retry / drop /
+a thrown error with a reason that never carries the code or the number."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.auth0.conftest import SIGNING_KEY, SMS_API_KEY, SUBACCOUNT, Setup, desired_for
+from tests.fixtures.relay import free_port, relay_env
+
+RECIPIENT = "+6591234567"
+CODE = "482913"
+TEXT = f"Your verification code is {CODE}"
+FIRE_TRIGGER = {"phone-provider": "custom-phone-provider",
+                "send-phone-message": "send-phone-message", "legacy-hook": "hook"}
+
+
+@pytest.fixture
+def start_relay(sms_emulator, ssl_cert_file: Path, relay_factory, tmp_path: Path):
+    """start_relay(**settings) -> a relay with OTP_RELAY_<KEY>=value overrides."""
+    sms_emulator.add_subaccount(SUBACCOUNT, SMS_API_KEY)
+    sms_emulator.clear()
+    counter = iter(range(100))
+
+    def start(*, api_key: str = SMS_API_KEY, signing_keys=(SIGNING_KEY,), tls=None, **settings: str):
+        workdir = tmp_path / f"relay{next(counter)}"
+        env = relay_env(workdir, base_url=sms_emulator.base_url, ssl_cert_file=ssl_cert_file,
+                        subaccount=SUBACCOUNT, api_key=api_key, signing_keys=signing_keys, **settings)
+        return relay_factory(env, workdir=workdir, tls=tls, ca_file=ssl_cert_file if tls else None)
+
+    return start
+
+
+async def registered(setup: Setup, mode: str, relay_url: str) -> None:
+    async with setup.sync() as sync:
+        await sync.ensure(desired_for(mode, relay_url))
+
+
+def fire(setup: Setup, mode: str, recipient: str = RECIPIENT, code: str = CODE, **extra):
+    # Auth0 makes a new code per message; two identical bodies in the same second would carry
+    # the same signature, which the relay refuses as a replay.
+    return setup.tenant.fire_phone_message(recipient=recipient, text=TEXT.replace(CODE, code),
+                                           code=code, trigger=FIRE_TRIGGER[mode], **extra)
+
+
+def assert_reason_is_clean(reason: str | None, recipient: str = RECIPIENT) -> None:
+    assert reason
+    assert CODE not in reason and recipient[-8:] not in reason and TEXT not in reason
+    assert SIGNING_KEY not in reason
+
+
+@pytest.mark.parametrize("mode", ["phone-provider", "send-phone-message", "legacy-hook"])
+async def test_code_delivers_the_exact_text_to_the_right_number_over_https(mode, setup, start_relay,
+                                                                            sandbox_ca, sms_emulator):
+    relay = start_relay(tls=sandbox_ca.issue("relay-https"))
+    assert relay.url.startswith("https://")
+    await registered(setup, mode, relay.url)
+    result = fire(setup, mode, recipient="+6587654321")
+    assert result.outcome == "success", result
+    sent = sms_emulator.messages()
+    assert [(m.destination, m.text, m.subaccount) for m in sent] == [("6587654321", TEXT, SUBACCOUNT)]
+
+
+async def test_relay_rate_limit_asks_auth0_to_retry(setup, start_relay, sms_emulator):
+    relay = start_relay(PER_RECIPIENT="1/10m")
+    await registered(setup, "phone-provider", relay.url)
+    assert fire(setup, "phone-provider").outcome == "success"
+    second = fire(setup, "phone-provider", code="771204")
+    assert second.outcome == "retry" and "429" in second.reason
+    assert_reason_is_clean(second.reason)
+    assert "771204" not in second.reason
+    assert len(sms_emulator.messages()) == 1
+
+
+async def test_unreachable_relay_asks_auth0_to_retry(setup):
+    await registered(setup, "phone-provider", f"http://127.0.0.1:{free_port()}")
+    result = fire(setup, "phone-provider")
+    assert result.outcome == "retry" and "unreachable" in result.reason
+    assert_reason_is_clean(result.reason)
+
+
+async def test_relay_unavailable_upstream_asks_auth0_to_retry(setup, start_relay, sms_emulator):
+    relay = start_relay()
+    await registered(setup, "phone-provider", relay.url)
+    sms_emulator.inject("status", status=503, count=None)
+    try:
+        result = fire(setup, "phone-provider")
+    finally:
+        sms_emulator.clear_faults()
+    assert result.outcome == "retry" and "503" in result.reason
+    assert_reason_is_clean(result.reason)
+
+
+@pytest.mark.parametrize("case,settings,recipient,expected", [
+    ("wrong signing key", {"signing_keys": ("another-key-entirely",)}, RECIPIENT, "401"),
+    ("country not allowed", {"ALLOWED_COUNTRIES": "SG"}, "+60123456789", "403"),
+    ("8x8 rejects the API key", {"api_key": "revoked-or-wrong-key"}, RECIPIENT, "502"),
+])
+async def test_permanent_failures_drop_the_message(case, settings, recipient, expected, setup,
+                                                   start_relay, sms_emulator):
+    relay = start_relay(**settings)
+    await registered(setup, "phone-provider", relay.url)
+    result = fire(setup, "phone-provider", recipient=recipient)
+    assert result.outcome == "drop", (case, result)
+    assert expected in result.reason
+    assert_reason_is_clean(result.reason, recipient)
+    assert sms_emulator.messages() == []
+
+
+@pytest.mark.parametrize("mode", ["send-phone-message", "legacy-hook"])
+async def test_mfa_code_reports_failure_as_an_error(mode, setup, start_relay, sms_emulator):
+    relay = start_relay(signing_keys=("another-key-entirely",))
+    await registered(setup, mode, relay.url)
+    result = fire(setup, mode)
+    assert result.outcome == "error", result
+    assert "401" in result.reason
+    assert_reason_is_clean(result.reason)

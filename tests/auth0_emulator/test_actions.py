@@ -1,0 +1,202 @@
+"""Actions: draft -> building -> built, deploy and versions, bindings that replace the list."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from auth0.management.errors import BadRequestError
+from auth0.management.types import ActionBindingRef, ActionBindingWithRef
+
+from .conftest import NO_RETRY, deployed_action, wait_built
+
+CPP = [{"id": "custom-phone-provider", "version": "v1"}]
+SPM = [{"id": "send-phone-message", "version": "v2"}]
+CODE = "exports.onExecuteSendPhoneMessage = async (event, api) => {};"
+
+
+async def test_deploy_before_the_build_finished_fails_then_succeeds(api):
+    created = await api.post("/actions/actions", json={
+        "name": "otp", "supported_triggers": SPM, "code": CODE,
+        "secrets": [{"name": "RELAY_SIGNING_KEY", "value": "k1"}]})
+    assert created.status_code == 201
+    action = created.json()
+    assert action["status"] == "building"
+    assert action["secrets"][0]["name"] == "RELAY_SIGNING_KEY"
+    assert "value" not in action["secrets"][0]
+    early = await api.post(f"/actions/actions/{action['id']}/deploy")
+    assert early.status_code == 400
+    assert early.json()["message"].startswith("A draft must be in the 'built' state")
+    await wait_built(api, action["id"])
+    deployed = await api.post(f"/actions/actions/{action['id']}/deploy")
+    assert deployed.status_code == 200
+    version = deployed.json()
+    assert (version["number"], version["deployed"], version["status"]) == (1, True, "built")
+    current = (await api.get(f"/actions/actions/{action['id']}")).json()
+    assert current["all_changes_deployed"] is True
+    assert current["deployed_version"]["id"] == version["id"]
+
+
+async def test_patch_changes_only_the_draft_until_the_next_deploy(api, tenant):
+    action = await deployed_action(api, "otp", "send-phone-message", CODE, {"A": "1"})
+    patched = await api.patch(f"/actions/actions/{action['id']}",
+                              json={"code": CODE + "\n// v2"})
+    assert patched.json()["status"] == "building"
+    assert patched.json()["all_changes_deployed"] is False
+    assert patched.json()["deployed_version"]["code"] == CODE
+    await wait_built(api, action["id"])
+    await api.post(f"/actions/actions/{action['id']}/deploy")
+    versions = (await api.get(f"/actions/actions/{action['id']}/versions")).json()
+    assert versions["total"] == 2
+    assert [(v["number"], v["deployed"]) for v in versions["versions"]] == [(2, True),
+                                                                              (1, False)]
+    first = versions["versions"][1]["id"]
+    rollback = await api.post(f"/actions/actions/{action['id']}/versions/{first}/deploy")
+    assert rollback.json()["number"] == 3
+    assert rollback.json()["code"] == CODE
+    assert tenant.state()["actions"][0]["deployed_version"] == 3
+
+
+async def test_patch_secrets_replaces_the_set_and_keeps_values_sent_without_one(api, tenant):
+    action = await deployed_action(api, "otp", "send-phone-message", CODE,
+                                   {"RELAY_URL": "https://a", "RELAY_SIGNING_KEY": "k1"})
+    response = await api.patch(f"/actions/actions/{action['id']}", json={
+        "secrets": [{"name": "RELAY_URL"}, {"name": "EXTRA", "value": "x"}]})
+    assert response.status_code == 200
+    assert sorted(s["name"] for s in response.json()["secrets"]) == ["EXTRA", "RELAY_URL"]
+    missing = await api.patch(f"/actions/actions/{action['id']}",
+                              json={"secrets": [{"name": "NEW"}]})
+    assert missing.status_code == 400
+    state = tenant.state()["actions"][0]
+    assert state["secrets"] == ["EXTRA", "RELAY_URL"]
+    assert state["versions"][0]["secrets"] == ["RELAY_SIGNING_KEY", "RELAY_URL"]
+    assert "k1" not in str(state) and "https://a" not in str(state)
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ({"supported_triggers": SPM, "code": CODE}, "Missing required property: name"),
+    ({"name": "x", "code": CODE}, "Missing required property: supported_triggers"),
+    ({"name": "x", "supported_triggers": [{"id": "nope", "version": "v1"}]}, "nope"),
+    ({"name": "x", "supported_triggers": SPM, "colour": "red"},
+     "Additional properties not allowed: colour"),
+    ({"name": "x", "supported_triggers": SPM, "runtime": "node8"}, "node8"),
+])
+async def test_invalid_action_bodies_are_400_payload_errors(api, body, fragment):
+    response = await api.post("/actions/actions", json=body)
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "invalid_body"
+    assert fragment in response.json()["message"]
+
+
+async def test_duplicate_names_conflict_and_unknown_ids_are_404(api):
+    body = {"name": "dup", "supported_triggers": SPM, "code": CODE}
+    assert (await api.post("/actions/actions", json=body)).status_code == 201
+    assert (await api.post("/actions/actions", json=body)).status_code == 409
+    missing = await api.get("/actions/actions/5b0a6d44-0000-4000-8000-000000000000")
+    assert missing.status_code == 404
+    assert missing.json()["statusCode"] == 404
+
+
+async def test_list_filters_and_pages_like_auth0_and_the_sdk_pager(api, sdk):
+    for index in range(3):
+        await api.post("/actions/actions", json={"name": f"a{index}", "supported_triggers": SPM,
+                                                 "code": CODE})
+    await api.post("/actions/actions", json={"name": "cpp", "supported_triggers": CPP,
+                                             "code": "x"})
+    first = (await api.get("/actions/actions", params={
+        "triggerId": "send-phone-message", "per_page": 2, "page": 0})).json()
+    assert (first["total"], first["page"], first["per_page"], len(first["actions"])) == (
+        3, 0, 2, 2)
+    last = (await api.get("/actions/actions", params={
+        "triggerId": "send-phone-message", "per_page": 2, "page": 1})).json()
+    assert len(last["actions"]) == 1
+    named = (await api.get("/actions/actions", params={"actionName": "cpp"})).json()
+    assert [a["name"] for a in named["actions"]] == ["cpp"]
+    pager = await sdk.actions.list(trigger_id="send-phone-message", per_page=2)
+    assert sorted([a.name async for a in pager]) == ["a0", "a1", "a2"]
+
+
+async def test_bindings_patch_replaces_the_whole_list(api, tenant):
+    foreign = await deployed_action(api, "someone-elses", "send-phone-message", CODE)
+    ours = await deployed_action(api, "ours", "send-phone-message", CODE)
+    url = "/actions/triggers/send-phone-message/bindings"
+    one = await api.patch(url, json={"bindings": [
+        {"ref": {"type": "action_id", "value": foreign["id"]}, "display_name": "theirs"}]})
+    assert one.status_code == 200
+    both = await api.patch(url, json={"bindings": [
+        {"ref": {"type": "binding_id", "value": one.json()["bindings"][0]["id"]}},
+        {"ref": {"type": "action_name", "value": "ours"}, "display_name": "ours"}]})
+    assert [b["action"]["name"] for b in both.json()["bindings"]] == ["someone-elses", "ours"]
+    assert both.json()["bindings"][0]["id"] == one.json()["bindings"][0]["id"]
+    listed = (await api.get(url)).json()
+    assert listed["total"] == 2
+    assert [b["display_name"] for b in listed["bindings"]] == ["theirs", "ours"]
+    # Sending only ours drops the foreign binding: the trap the sync library must avoid.
+    await api.patch(url, json={"bindings": [{"ref": {"type": "action_id",
+                                                     "value": ours["id"]}}]})
+    assert [b["action_name"] for b in tenant.state()["bindings"]["send-phone-message"]] == [
+        "ours"]
+
+
+async def test_binding_refuses_undeployed_wrong_trigger_and_unknown_trigger(api):
+    draft = (await api.post("/actions/actions", json={
+        "name": "draft", "supported_triggers": SPM, "code": CODE})).json()
+    cpp = await deployed_action(api, "cpp", "custom-phone-provider", "x")
+    url = "/actions/triggers/send-phone-message/bindings"
+    undeployed = await api.patch(url, json={"bindings": [
+        {"ref": {"type": "action_id", "value": draft["id"]}}]})
+    assert undeployed.status_code == 400
+    assert "deployed" in undeployed.json()["message"]
+    wrong = await api.patch(url, json={"bindings": [
+        {"ref": {"type": "action_id", "value": cpp["id"]}}]})
+    assert wrong.status_code == 400
+    assert "does not support trigger" in wrong.json()["message"]
+    unknown = await api.get("/actions/triggers/no-such-trigger/bindings")
+    assert unknown.status_code == 404
+
+
+async def test_custom_phone_provider_trigger_accepts_and_lists_bindings(api):
+    cpp = await deployed_action(api, "cpp", "custom-phone-provider", "x")
+    url = "/actions/triggers/custom-phone-provider/bindings"
+    response = await api.patch(url, json={"bindings": [
+        {"ref": {"type": "action_id", "value": cpp["id"]}}]})
+    assert response.status_code == 200
+    assert (await api.get(url)).json()["bindings"][0]["action"]["id"] == cpp["id"]
+
+
+async def test_deleting_a_bound_action_needs_force_which_unbinds_it(api, tenant):
+    ours = await deployed_action(api, "ours", "send-phone-message", CODE)
+    await api.patch("/actions/triggers/send-phone-message/bindings", json={"bindings": [
+        {"ref": {"type": "action_id", "value": ours["id"]}}]})
+    refused = await api.delete(f"/actions/actions/{ours['id']}")
+    assert refused.status_code == 400
+    forced = await api.delete(f"/actions/actions/{ours['id']}", params={"force": "true"})
+    assert forced.status_code == 204
+    assert tenant.state()["bindings"]["send-phone-message"] == []
+    assert tenant.state()["actions"] == []
+
+
+async def test_sdk_round_trip_create_deploy_bind(sdk, tenant):
+    action = await sdk.actions.create(name="sdk-action", supported_triggers=SPM, code=CODE,
+                                      runtime="node22",
+                                      secrets=[{"name": "RELAY_URL", "value": "https://r"}])
+    assert action.status == "building"
+    with pytest.raises(BadRequestError) as caught:
+        await sdk.actions.deploy(action.id, request_options=NO_RETRY)
+    assert "'built' state" in caught.value.body["message"]
+    for _ in range(100):
+        if (await sdk.actions.get(action.id)).status == "built":
+            break
+        await asyncio.sleep(0.05)
+    version = await sdk.actions.deploy(action.id)
+    assert version.number == 1
+    bindings = await sdk.actions.triggers.bindings.update_many(
+        "send-phone-message", bindings=[ActionBindingWithRef(
+            ref=ActionBindingRef(type="action_id", value=action.id), display_name="sdk")])
+    assert bindings.bindings[0].action.id == action.id
+    pager = await sdk.actions.triggers.bindings.list("send-phone-message")
+    assert [b.display_name async for b in pager] == ["sdk"]
+    versions = await sdk.actions.versions.list(action.id)
+    assert [v.number async for v in versions] == [1]
+    assert [w.path.rsplit("/", 1)[-1] for w in tenant.writes()] == [
+        "actions", "deploy", "deploy", "bindings"]

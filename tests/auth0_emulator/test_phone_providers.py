@@ -1,0 +1,97 @@
+"""Phone providers: one per tenant, ``custom`` only with a deployed custom-phone-provider action."""
+
+from __future__ import annotations
+
+import pytest
+from auth0.management.errors import BadRequestError
+
+from .conftest import NO_RETRY, deployed_action
+
+CUSTOM = {"name": "custom", "disabled": False,
+          "configuration": {"delivery_methods": ["text"]}, "credentials": {}}
+CPP_CODE = "exports.onExecuteCustomPhoneProvider = async (event, api) => {};"
+
+
+async def test_custom_provider_needs_a_deployed_action(api, tenant):
+    refused = await api.post("/branding/phone/providers", json=CUSTOM)
+    assert refused.status_code == 400
+    assert "custom-phone-provider" in refused.json()["message"]
+    draft = (await api.post("/actions/actions", json={
+        "name": "cpp", "supported_triggers": [{"id": "custom-phone-provider",
+                                               "version": "v1"}], "code": CPP_CODE})).json()
+    assert (await api.post("/branding/phone/providers", json=CUSTOM)).status_code == 400
+    await api.delete(f"/actions/actions/{draft['id']}")
+    await deployed_action(api, "cpp", "custom-phone-provider", CPP_CODE)
+    created = await api.post("/branding/phone/providers", json=CUSTOM)
+    assert created.status_code == 201
+    provider = created.json()
+    assert provider["id"].startswith("pro_")
+    assert {k: provider[k] for k in ("name", "channel", "disabled", "tenant")} == {
+        "name": "custom", "channel": "phone", "disabled": False, "tenant": tenant.name}
+    assert "credentials" not in provider
+    second = await api.post("/branding/phone/providers", json=CUSTOM)
+    assert second.status_code == 409
+
+
+async def test_update_switch_disable_and_delete(api):
+    twilio = {"name": "twilio", "configuration": {"sid": "AC1", "delivery_methods": ["text"],
+                                                  "default_from": "+15550001"},
+              "credentials": {"auth_token": "twilio-token"}}
+    created = await api.post("/branding/phone/providers", json=twilio)
+    assert created.status_code == 201
+    assert "twilio-token" not in created.text
+    provider_id = created.json()["id"]
+    switch = await api.patch(f"/branding/phone/providers/{provider_id}",
+                             json={"name": "custom", "configuration": {
+                                 "delivery_methods": ["text"]}})
+    assert switch.status_code == 400  # no deployed custom-phone-provider action yet
+    await deployed_action(api, "cpp", "custom-phone-provider", CPP_CODE)
+    switched = await api.patch(f"/branding/phone/providers/{provider_id}", json={
+        "name": "custom", "configuration": {"delivery_methods": ["text"]}})
+    assert switched.status_code == 200 and switched.json()["name"] == "custom"
+    disabled = await api.patch(f"/branding/phone/providers/{provider_id}",
+                               json={"disabled": True})
+    assert disabled.json()["disabled"] is True
+    listed = (await api.get("/branding/phone/providers", params={"disabled": "true"})).json()
+    assert [p["id"] for p in listed["providers"]] == [provider_id]
+    assert (await api.delete(f"/branding/phone/providers/{provider_id}")).status_code == 204
+    assert (await api.get(f"/branding/phone/providers/{provider_id}")).status_code == 404
+
+
+@pytest.mark.parametrize("body", [
+    {"name": "vonage", "configuration": {"delivery_methods": ["text"]}},
+    {"name": "custom", "configuration": {"delivery_methods": ["fax"]}},
+    {"name": "twilio", "configuration": {"delivery_methods": ["text"]}},
+])
+async def test_invalid_providers_are_refused(api, body):
+    response = await api.post("/branding/phone/providers", json=body)
+    assert response.status_code == 400
+    assert response.json()["errorCode"] == "invalid_body"
+
+
+async def test_sdk_provider_round_trip(sdk, api):
+    with pytest.raises(BadRequestError):
+        await sdk.branding.phone.providers.create(
+            name="custom", configuration={"delivery_methods": ["text"]}, credentials={},
+            request_options=NO_RETRY)
+    await deployed_action(api, "cpp", "custom-phone-provider", CPP_CODE)
+    created = await sdk.branding.phone.providers.create(
+        name="custom", disabled=False, configuration={"delivery_methods": ["text"]},
+        credentials={})
+    listed = await sdk.branding.phone.providers.list()
+    assert [p.id for p in listed.providers] == [created.id]
+    updated = await sdk.branding.phone.providers.update(created.id, disabled=True)
+    assert updated.disabled is True
+    await sdk.branding.phone.providers.delete(created.id)
+    assert (await sdk.branding.phone.providers.list()).providers == []
+
+
+async def test_guardian_phone_provider_selection(api, tenant):
+    assert (await api.get("/guardian/factors/phone/selected-provider")).json() == {
+        "provider": "auth0"}
+    chosen = await api.put("/guardian/factors/phone/selected-provider",
+                           json={"provider": "phone-message-hook"})
+    assert chosen.json() == {"provider": "phone-message-hook"}
+    assert tenant.state()["guardian_phone_provider"] == "phone-message-hook"
+    bad = await api.put("/guardian/factors/phone/selected-provider", json={"provider": "x"})
+    assert bad.status_code == 400

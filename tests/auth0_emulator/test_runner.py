@@ -1,0 +1,181 @@
+"""``fire_phone_message``: the registered code runs in Node.js the way Auth0 would run it."""
+
+from __future__ import annotations
+
+from .conftest import deployed_action
+
+CUSTOM = {"name": "custom", "disabled": False,
+          "configuration": {"delivery_methods": ["text"]}, "credentials": {}}
+
+# Decides by the code it is given, after checking the event has the fields the docs promise.
+DECIDING_PROVIDER = r"""
+exports.onExecuteCustomPhoneProvider = async (event, api) => {
+  const n = event.notification;
+  const expected = { recipient: '+6591234567', as_text: 'Your code is ' + n.code,
+                     delivery_method: 'text', message_type: 'otp_verify', locale: 'en' };
+  for (const [key, value] of Object.entries(expected)) {
+    if (n[key] !== value) throw new Error(`event.notification.${key} was ${n[key]}`);
+  }
+  if (event.secrets.RELAY_URL !== 'https://relay.example/prod') throw new Error('no secret');
+  if (!event.request.ip || !event.tenant.id || !event.client.client_id) throw new Error('ctx');
+  console.log('handling message for ...' + n.recipient.slice(-4));
+  if (n.code === '222222') api.notification.retry('relay busy');
+  else if (n.code === '333333') api.notification.drop('recipient refused');
+  else if (n.code === '444444') throw new Error('relay exploded');
+};
+"""
+
+
+async def _custom_provider(api, code=DECIDING_PROVIDER, name="otp-relay-shop-prod"):
+    action = await deployed_action(api, name, "custom-phone-provider", code,
+                                   {"RELAY_URL": "https://relay.example/prod"})
+    assert (await api.post("/branding/phone/providers", json=CUSTOM)).status_code == 201
+    return action
+
+
+async def test_custom_provider_action_outcomes(api, tenant):
+    await _custom_provider(api)
+    outcomes = {}
+    for code in ("111111", "222222", "333333", "444444"):
+        result = await tenant.fire_phone_message_async(text=f"Your code is {code}", code=code)
+        outcomes[code] = (result.outcome, result.reason)
+        assert result.ran == ["otp-relay-shop-prod"]
+        assert result.duration_ms > 0
+    assert outcomes == {"111111": ("success", None), "222222": ("retry", "relay busy"),
+                        "333333": ("drop", "recipient refused"),
+                        "444444": ("error", "relay exploded")}
+    assert tenant.fire_phone_message(code="111111", text="Your code is 111111").logs == [
+        "handling message for ...4567"]
+
+
+async def test_custom_provider_runs_only_while_the_provider_is_enabled(api, tenant):
+    await _custom_provider(api)
+    provider_id = tenant.state()["phone_providers"][0]["id"]
+    await api.patch(f"/branding/phone/providers/{provider_id}", json={"disabled": True})
+    assert tenant.fire_phone_message().outcome == "no-handler"
+    assert tenant.fire_phone_message(trigger="custom-phone-provider").outcome == "no-handler"
+
+
+def test_nothing_registered_means_no_handler(tenant):
+    result = tenant.fire_phone_message()
+    assert result.outcome == "no-handler"
+    assert result.ran == []
+
+
+async def test_the_deployed_version_runs_not_the_draft(api, tenant):
+    retry = ("exports.onExecuteCustomPhoneProvider = async (e, api) => "
+             "api.notification.retry(e.secrets.RELAY_URL);")
+    action = await _custom_provider(api, code=retry)
+    await api.patch(f"/actions/actions/{action['id']}", json={
+        "code": retry.replace("retry", "drop"),
+        "secrets": [{"name": "RELAY_URL", "value": "https://new.example"}]})
+    first = tenant.fire_phone_message()
+    assert (first.outcome, first.reason) == ("retry", "https://relay.example/prod")
+    await _wait_and_deploy(api, action["id"])
+    second = tenant.fire_phone_message()
+    assert (second.outcome, second.reason) == ("drop", "https://new.example")
+
+
+async def _wait_and_deploy(api, action_id):
+    from .conftest import wait_built  # noqa: PLC0415
+
+    await wait_built(api, action_id)
+    assert (await api.post(f"/actions/actions/{action_id}/deploy")).status_code == 200
+
+
+async def test_send_phone_message_runs_the_bound_chain_in_order(api, tenant):
+    foreign = await deployed_action(api, "audit", "send-phone-message",
+                                    "exports.onExecuteSendPhoneMessage = async (event) => "
+                                    "console.log('audit ' + event.message_options.action);")
+    ours = await deployed_action(api, "ours", "send-phone-message", r"""
+exports.onExecuteSendPhoneMessage = async (event) => {
+  const m = event.message_options;
+  if (m.recipient !== '+6598765432' || m.message_type !== 'sms' || m.code !== '654321'
+      || m.text !== 'Code 654321') throw new Error('bad message_options ' + JSON.stringify(m));
+  if (event.secrets.FAIL === 'yes') throw new Error('relay answered 502');
+};""", {"FAIL": "yes"})
+    await api.patch("/actions/triggers/send-phone-message/bindings", json={"bindings": [
+        {"ref": {"type": "action_id", "value": foreign["id"]}},
+        {"ref": {"type": "action_id", "value": ours["id"]}}]})
+    result = tenant.fire_phone_message(recipient="+6598765432", text="Code 654321",
+                                       code="654321", message_type="otp_enroll")
+    assert (result.outcome, result.reason) == ("error", "relay answered 502")
+    assert result.ran == ["audit", "ours"]
+    assert result.logs == ["audit enrollment"]
+    unbound = await api.patch("/actions/triggers/send-phone-message/bindings",
+                              json={"bindings": []})
+    assert unbound.status_code == 200
+    assert tenant.fire_phone_message().outcome == "no-handler"
+
+
+async def test_enabled_hook_runs_with_webtask_secrets(api, tenant):
+    hook = (await api.post("/hooks", json={"name": "otp-hook", "triggerId": "send-phone-message",
+                                           "enabled": True, "script": r"""
+module.exports = function (recipient, text, context, cb) {
+  if (context.message_type !== 'sms' || !context.user || context.code !== '123456')
+    return cb(new Error('bad context'));
+  if (recipient !== '+6591234567' || text !== 'Your code is 123456') return cb(new Error('args'));
+  if (context.webtask.secrets.MODE === 'fail') return cb(new Error('relay said no'));
+  cb(null, {});
+};"""})).json()
+    await api.post(f"/hooks/{hook['id']}/secrets", json={"MODE": "ok"})
+    assert tenant.fire_phone_message().outcome == "success"
+    await api.patch(f"/hooks/{hook['id']}/secrets", json={"MODE": "fail"})
+    failed = tenant.fire_phone_message(trigger="hook")
+    assert (failed.outcome, failed.reason) == ("error", "relay said no")
+    await api.patch(f"/hooks/{hook['id']}", json={"enabled": False})
+    assert tenant.fire_phone_message(trigger="hook").outcome == "no-handler"
+
+
+async def test_custom_provider_is_preferred_over_a_hook(api, tenant):
+    await api.post("/hooks", json={"name": "h", "triggerId": "send-phone-message",
+                                   "enabled": True, "script": "module.exports = (r, t, c, cb) "
+                                   "=> cb(new Error('hook ran'));"})
+    await _custom_provider(api)
+    result = tenant.fire_phone_message()
+    assert (result.outcome, result.ran) == ("success", ["otp-relay-shop-prod"])
+    assert tenant.fire_phone_message(trigger="hook").reason == "hook ran"
+
+
+async def test_time_limit_and_broken_code_are_errors(api, tenant):
+    tenant.set_runner_timeout(1.0)
+    await _custom_provider(api, code="exports.onExecuteCustomPhoneProvider = () => "
+                                     "new Promise(() => {});")
+    hung = tenant.fire_phone_message()
+    assert (hung.outcome, hung.reason) == ("error", "timed out after 1000 ms")
+    broken = await deployed_action(api, "broken", "send-phone-message", "exports.x = ;")
+    await api.patch("/actions/triggers/send-phone-message/bindings", json={"bindings": [
+        {"ref": {"type": "action_id", "value": broken["id"]}}]})
+    result = tenant.fire_phone_message(trigger="send-phone-message")
+    assert result.outcome == "error"
+    assert "Unexpected token" in result.reason
+
+
+async def test_code_reaches_sandbox_https_servers_through_the_sandbox_ca(api, tenant):
+    probe = r"""
+exports.onExecuteCustomPhoneProvider = async (event, api) => {
+  const response = await fetch(event.secrets.RELAY_URL + '/api/v2/hooks');
+  api.notification.retry('status ' + response.status);
+};"""
+    action = await deployed_action(api, "probe", "custom-phone-provider", probe,
+                                   {"RELAY_URL": tenant.base_url})
+    assert action["deployed_version"]
+    await api.post("/branding/phone/providers", json=CUSTOM)
+    result = tenant.fire_phone_message()
+    assert (result.outcome, result.reason) == ("retry", "status 401")
+
+
+async def test_tenant_port_serves_the_sandbox_phone_message_endpoint(api, tenant):
+    import httpx  # noqa: PLC0415
+
+    await _custom_provider(api)
+    async with httpx.AsyncClient(timeout=30) as http:
+        answer = await http.post(f"{tenant.base_url}/__sandbox/phone-message", json={
+            "recipient": "+6591234567", "text": "Your code is 333333", "code": "333333"})
+        invalid = await http.post(f"{tenant.base_url}/__sandbox/phone-message",
+                                  json={"recipient": "91234567", "text": "x"})
+    assert answer.status_code == 200
+    assert answer.json()["outcome"] == "drop"
+    assert invalid.status_code == 400
+    assert "E.164" in invalid.json()["message"]
+    assert all(not r.path.startswith("/__sandbox") for r in tenant.requests())

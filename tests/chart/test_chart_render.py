@@ -1,0 +1,207 @@
+"""The chart renders, lints and validates its values without a cluster."""
+
+from __future__ import annotations
+
+import tarfile
+import tomllib
+
+import pytest
+import yaml
+
+from tests.chart.helm import CHART_DIR, REPO_ROOT, Helm, HelmError, by_kind, set_values
+
+NON_DEFAULT = {
+    "replicas": 3,
+    "watchNamespaces": ["shop", "bank"],
+    "image.tag": "1.2.3",
+    "relayImage": "registry.example/otp/relay:9.9.9",
+    "driftIntervalSeconds": 120,
+    "metrics.serviceMonitor.enabled": True,
+    "metrics.serviceMonitor.labels": {"release": "prometheus"},
+    "networkPolicy.enabled": True,
+    "networkPolicy.metricsFrom.namespaceSelector": {"matchLabels": {"name": "monitoring"}},
+    "resources": {"requests": {"cpu": "100m", "memory": "200Mi"}, "limits": {"memory": "300Mi"}},
+    "serviceAccount.name": "otp-op",
+    "extraArgs": ["--log-level=DEBUG"],
+    "extraEnv": [{"name": "TZ", "value": "UTC"}],
+}
+
+
+def operator_container(objects: list[dict]) -> dict:
+    (deployment,) = by_kind(objects, "Deployment")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def package_version() -> str:
+    return tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def test_chart_version_and_app_version_follow_the_package_version() -> None:
+    chart = yaml.safe_load((CHART_DIR / "Chart.yaml").read_text())
+    assert chart["version"] == package_version()
+    assert chart["appVersion"] == package_version()
+
+
+def test_crd_is_the_one_source_in_crds() -> None:
+    link = CHART_DIR / "crds" / "otpchannels.otprelay.io.yaml"
+    assert link.is_symlink(), "the chart must link to crds/, not keep a copy that can drift"
+    assert link.resolve() == (REPO_ROOT / "crds" / "otpchannels.otprelay.io.yaml").resolve()
+
+
+def test_helm_package_carries_the_crd_contents(helm: Helm, tmp_path) -> None:
+    helm.run("package", str(CHART_DIR), "--destination", str(tmp_path))
+    (archive,) = tmp_path.glob("otp-relay-operator-*.tgz")
+    assert archive.name == f"otp-relay-operator-{package_version()}.tgz"
+    with tarfile.open(archive) as tar:
+        packaged = {m.name: m for m in tar.getmembers()}
+        member = packaged["otp-relay-operator/crds/otpchannels.otprelay.io.yaml"]
+        assert member.isfile(), "helm package must follow the symlink, not store it"
+        data = tar.extractfile(member).read()
+        assert "otp-relay-operator/crds/kopfpeerings.kopf.dev.yaml" in packaged
+        assert "otp-relay-operator/crds/clusterkopfpeerings.kopf.dev.yaml" in packaged
+    assert data == (REPO_ROOT / "crds" / "otpchannels.otprelay.io.yaml").read_bytes()
+
+
+@pytest.mark.parametrize("values", [{}, NON_DEFAULT], ids=["default", "non-default"])
+def test_lint_strict(helm: Helm, values: dict) -> None:
+    output = helm.run("lint", "--strict", str(CHART_DIR), *set_values(values))
+    assert "0 chart(s) failed" in output
+
+
+def test_default_render(helm: Helm) -> None:
+    objects = helm.template()
+    kinds = sorted(o["kind"] for o in objects)
+    assert kinds == sorted([
+        "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition",
+        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
+    ])
+    crd_names = {o["metadata"]["name"] for o in by_kind(objects, "CustomResourceDefinition")}
+    assert crd_names == {"otpchannels.otprelay.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"}
+
+    (deployment,) = by_kind(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 1
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}, \
+        "never two standalone operators at once"
+    container = operator_container(objects)
+    assert container["image"] == f"ghcr.io/otp-relay-operator/otp-relay-operator:{package_version()}"
+    assert container["command"] == ["otp-operator"]
+    args = container["args"]
+    assert args[0] == "run"
+    assert "--all-namespaces" in args
+    assert not any(a.startswith(("--peering", "--namespace")) for a in args), "one replica runs standalone"
+    assert f"--relay-image=ghcr.io/otp-relay-operator/otp-relay-operator:{package_version()}" in args
+    assert "--liveness=http://0.0.0.0:8080/healthz" in args
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "liveness"}
+
+    (service,) = by_kind(objects, "Service")
+    assert service["spec"]["ports"][0]["targetPort"] == "metrics"
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    (binding,) = by_kind(objects, "ClusterRoleBinding")
+    (account,) = by_kind(objects, "ServiceAccount")
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "otp-system"}]
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
+
+
+@pytest.mark.parametrize("values", [{}, NON_DEFAULT], ids=["default", "non-default"])
+def test_operator_accepts_the_rendered_command_line(helm: Helm, values: dict) -> None:
+    from otp_operator.cli import build_parser
+
+    container = operator_container(helm.template(*set_values(values)))
+    assert container["command"] == ["otp-operator"]
+    parsed = build_parser().parse_args(container["args"])  # exits on any unknown or bad flag
+    assert parsed.command == "run"
+    assert parsed.metrics_port == container["ports"][1]["containerPort"]
+    assert parsed.liveness.endswith(f":{container['ports'][0]['containerPort']}/healthz")
+
+
+def test_restricted_pod_security(helm: Helm) -> None:
+    """The operator pod meets the Pod Security Standard "restricted" profile."""
+    (deployment,) = by_kind(helm.template(), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    (container,) = pod["containers"]
+    context = container["securityContext"]
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["readOnlyRootFilesystem"] is True
+    assert not any(k in pod for k in ("hostNetwork", "hostPID", "hostIPC"))
+    assert all("hostPath" not in v for v in pod.get("volumes", []))
+    assert container["resources"]["limits"]["memory"]
+
+
+def test_non_default_render(helm: Helm) -> None:
+    objects = helm.template(*set_values(NON_DEFAULT))
+    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+    roles = by_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["bank", "shop"]
+    bindings = by_kind(objects, "RoleBinding")
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["bank", "shop"]
+    for binding in bindings:
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "otp-op", "namespace": "otp-system"}]
+
+    (deployment,) = by_kind(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    assert deployment["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 1, "maxUnavailable": 0}
+    container = operator_container(objects)
+    assert container["image"] == "ghcr.io/otp-relay-operator/otp-relay-operator:1.2.3"
+    args = container["args"]
+    assert "--namespace=shop" in args and "--namespace=bank" in args
+    assert "--all-namespaces" not in args
+    assert "--peering=otp-relay-operator" in args
+    assert "--relay-image=registry.example/otp/relay:9.9.9" in args
+    assert "--drift-interval=120" in args
+    assert args[-1] == "--log-level=DEBUG"
+    assert container["resources"]["requests"] == {"cpu": "100m", "memory": "200Mi"}
+    assert container["env"] == [{"name": "TZ", "value": "UTC"}]
+
+    peerings = by_kind(objects, "KopfPeering")
+    assert sorted(p["metadata"]["namespace"] for p in peerings) == ["bank", "shop"]
+    assert not by_kind(objects, "ClusterKopfPeering")
+
+    (monitor,) = by_kind(objects, "ServiceMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    assert monitor["spec"]["endpoints"][0]["port"] == "metrics"
+    (service,) = by_kind(objects, "Service")
+    for key, value in monitor["spec"]["selector"]["matchLabels"].items():
+        assert service["metadata"]["labels"][key] == value
+
+    (policy,) = by_kind(objects, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["ingress"][0]["from"] == [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}]
+    egress_ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+    assert egress_ports == {53, 443, 6443}
+
+
+def test_cluster_wide_peering_when_replicated(helm: Helm) -> None:
+    objects = helm.template(*set_values({"replicas": 2}))
+    (peering,) = by_kind(objects, "ClusterKopfPeering")
+    assert peering["metadata"]["name"] == "otp-relay-operator"
+    assert "--peering=otp-relay-operator" in operator_container(objects)["args"]
+
+
+@pytest.mark.parametrize(
+    ("values", "complaint"),
+    [
+        ({"replicas": 0}, "replicas"),
+        ({"replicas": "two"}, "replicas"),
+        ({"watchNamespaces": ["Not_A_Namespace"]}, "watchNamespaces"),
+        ({"watchNamespaces": "shop"}, "watchNamespaces"),
+        ({"image.pullPolicy": "Sometimes"}, "pullPolicy"),
+        ({"image.tag": "has space"}, "tag"),
+        ({"metrics.port": 70000}, "port"),
+        ({"driftIntervalSeconds": 1}, "driftIntervalSeconds"),
+        ({"metrics.serviceMonitor.interval": "soon"}, "interval"),
+        ({"networkPolicy.egressPorts": []}, "egressPorts"),
+        ({"replica": 2}, "replica"),
+    ],
+    ids=lambda v: str(v) if isinstance(v, str) else None,
+)
+def test_schema_rejects_bad_values(helm: Helm, values: dict, complaint: str) -> None:
+    with pytest.raises(HelmError) as error:
+        helm.template(*set_values(values))
+    assert "values don't meet the specifications of the schema" in error.value.output
+    assert complaint in error.value.output

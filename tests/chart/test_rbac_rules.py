@@ -1,0 +1,95 @@
+"""The chart's RBAC is exactly the operator's needs: nothing outside this allow-list, no wildcard.
+
+Each entry says why the operator needs it. test_rbac_operator.py proves the other direction: the
+operator, running as the chart's ServiceAccount, brings a channel to Ready with these rules only.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.chart.helm import Helm, by_kind, set_values
+
+PEERING = "otp-relay-operator"
+
+# (apiGroup, resource, verb, resourceName or None)
+CHANNEL_RULES = {
+    # kopf lists and watches the channels and patches them (finalizer, progress annotations).
+    *(("otprelay.io", "otpchannels", verb, None) for verb in ("list", "watch", "patch")),
+    # Conditions, observedGeneration, relay and auth0 status (merge patch on the subresource).
+    ("otprelay.io", "otpchannels/status", "patch", None),
+    # ownerReferences with blockOwnerDeletion need it under OwnerReferencesPermissionEnforcement.
+    ("otprelay.io", "otpchannels/finalizers", "update", None),
+    # Referenced Secrets read (GET) and watched (a rotation re-reconciles exactly the affected
+    # channels); the signing-key Secret created and updated with server-side apply.
+    *(("", "secrets", verb, None) for verb in ("get", "list", "watch", "create", "patch")),
+    # Relay Deployment: read for availability, server-side applied, watched for drift.
+    *(("apps", "deployments", verb, None) for verb in ("get", "list", "watch", "create", "patch")),
+    # Relay Service: server-side applied, watched for drift.
+    *(("", "services", verb, None) for verb in ("list", "watch", "create", "patch")),
+    # Optional children: also deleted when spec.relay.ingress goes away or replicas drop to 1.
+    *(("networking.k8s.io", "ingresses", verb, None) for verb in ("list", "watch", "create", "patch", "delete")),
+    *(("policy", "poddisruptionbudgets", verb, None) for verb in ("list", "watch", "create", "patch", "delete")),
+    # Events for every create, change, repair, rotation and failure.
+    ("", "events", "create", None),
+}
+CLUSTER_ONLY_RULES = {
+    # kopf notices CRDs installed or upgraded after it started.
+    ("apiextensions.k8s.io", "customresourcedefinitions", "list", None),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "watch", None),
+}
+
+
+def peering_rules(resource: str) -> set[tuple[str, str, str, str | None]]:
+    """kopf peering: watch the peers; patch (announce itself in) only the one shared object."""
+    return {
+        ("kopf.dev", resource, "list", None),
+        ("kopf.dev", resource, "watch", None),
+        ("kopf.dev", resource, "patch", PEERING),
+    }
+
+
+def flatten(rules: list[dict]) -> set[tuple[str, str, str, str | None]]:
+    granted = set()
+    for rule in rules:
+        assert "nonResourceURLs" not in rule
+        names = rule.get("resourceNames") or [None]
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    for name in names:
+                        granted.add((group, resource, verb, name))
+    return granted
+
+
+def assert_no_wildcards(rules: list[dict]) -> None:
+    for rule in rules:
+        for key in ("apiGroups", "resources", "verbs", "resourceNames"):
+            assert not any("*" in value for value in rule.get(key, [])), f"wildcard in {key}: {rule}"
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_cluster_wide_rules_are_exactly_the_allow_list(helm: Helm, replicas: int) -> None:
+    objects = helm.template(*set_values({"replicas": replicas}))
+    (role,) = by_kind(objects, "ClusterRole")
+    assert not by_kind(objects, "Role")
+    assert_no_wildcards(role["rules"])
+    expected = CHANNEL_RULES | CLUSTER_ONLY_RULES | (peering_rules("clusterkopfpeerings") if replicas > 1 else set())
+    assert flatten(role["rules"]) == expected
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+def test_namespaced_rules_are_exactly_the_allow_list(helm: Helm, replicas: int) -> None:
+    objects = helm.template(*set_values({"replicas": replicas, "watchNamespaces": ["shop", "bank"]}))
+    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+    roles = by_kind(objects, "Role")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == ["bank", "shop"]
+    expected = CHANNEL_RULES | (peering_rules("kopfpeerings") if replicas > 1 else set())
+    for role in roles:
+        assert_no_wildcards(role["rules"])
+        assert flatten(role["rules"]) == expected
+
+
+def test_rbac_can_be_left_to_the_user(helm: Helm) -> None:
+    objects = helm.template(*set_values({"rbac.create": False}))
+    assert not {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} & {o["kind"] for o in objects}

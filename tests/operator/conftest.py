@@ -1,0 +1,102 @@
+"""Fixtures of the operator's integration tests (the shared sandbox fixtures come from tests/fixtures)."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from otp_sandbox.auth0_emulator import Auth0Tenant
+from otp_sandbox.eightbyeight import EightByEightEmulator
+from otp_sandbox.pki import CertificateAuthority
+from tests.fixtures.relay import free_port
+
+from .support import OperatorProcess, RelayFromDeployment, channel_manifest, make_secret
+
+
+@dataclass
+class ChannelSetup:
+    """Everything one channel needs: its Secrets, tenant, 8x8 subaccount and public URL."""
+
+    namespace: str
+    name: str
+    tenant: Auth0Tenant
+    subaccount: str
+    api_key: str
+    public_url: str
+    secret_values: list[str] = field(default_factory=list)
+
+    def manifest(self, sms_base_url: str, **extra: Any) -> dict[str, Any]:
+        manifest = channel_manifest(self.namespace, self.name, domain=self.tenant.domain,
+                                    public_url=self.public_url, sms_base_url=sms_base_url, **extra)
+        manifest["spec"]["sms"]["subaccountId"] = self.subaccount
+        return manifest
+
+
+@pytest.fixture
+def run_operator(kubeconfig: Path, ssl_cert_file: Path, otpchannel_crd: dict, auth0_emulator: Any,
+                 tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+    """``run_operator(*extra_args)`` starts ``otp-operator run``; stopped at teardown."""
+    started: list[OperatorProcess] = []
+
+    def start(*args: str) -> OperatorProcess:
+        process = OperatorProcess(kubeconfig, ssl_cert_file, tmp_path / f"operator-{len(started)}.log", args)
+        started.append(process.start())
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def setup_channel(k8s_api: client.ApiClient, auth0_tenant: Callable[..., Auth0Tenant],
+                  sms_emulator: EightByEightEmulator) -> Callable[..., ChannelSetup]:
+    def create(namespace: str, name: str = "prod", tenant: Auth0Tenant | None = None) -> ChannelSetup:
+        tenant = tenant or auth0_tenant()
+        credentials = tenant.clients[0]
+        make_secret(k8s_api, namespace, "auth0-mgmt",
+                    {"client_id": credentials.client_id, "client_secret": credentials.client_secret})
+        subaccount = f"sub_{uuid.uuid4().hex[:8]}"
+        api_key = secrets.token_urlsafe(24)
+        sms_emulator.add_subaccount(subaccount, api_key)
+        make_secret(k8s_api, namespace, "eightbyeight", {"apikey": api_key})
+        return ChannelSetup(namespace, name, tenant, subaccount, api_key,
+                            f"https://127.0.0.1:{free_port()}/prod",
+                            [credentials.client_secret, api_key])
+
+    return create
+
+
+@pytest.fixture
+def relay_from_deployment(k8s_api: client.ApiClient, sandbox_ca: CertificateAuthority, ssl_cert_file: Path,
+                          tmp_path: Path) -> Iterator[Callable[..., RelayFromDeployment]]:
+    started: list[RelayFromDeployment] = []
+
+    def start(namespace: str, deployment: str, public_url: str) -> RelayFromDeployment:
+        relay = RelayFromDeployment(k8s_api, namespace, deployment, tmp_path / f"relay-{len(started)}",
+                                    sandbox_ca, ssl_cert_file, sync_interval=0.1)
+        started.append(relay)
+        relay.start(public_url)
+        return relay
+
+    yield start
+    for relay in started:
+        relay.stop()
+
+
+@pytest.fixture
+def second_namespace(k8s_api: client.ApiClient) -> Iterator[str]:
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    core = client.CoreV1Api(k8s_api)
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name)

@@ -1,0 +1,217 @@
+"""Ownership, errors, rotation and restarts: the operator against the Auth0 emulator."""
+
+from __future__ import annotations
+
+import base64
+import threading
+import time
+
+import pytest
+from kubernetes import client
+
+from otp_operator import names
+from tests.fixtures.auth0 import make_client
+
+from .support import (condition, create_channel, delete_channel, get_channel, make_secret, patch_channel,
+                      wait_condition, wait_for)
+
+pytestmark = pytest.mark.cluster
+
+
+def _owned_actions(state: dict, prefix: str = "otp-relay-") -> list[dict]:
+    return [a for a in state["actions"] if a["name"].startswith(prefix)]
+
+
+def test_two_channels_on_one_tenant_conflict_then_hand_over(k8s_api, namespace, second_namespace, run_operator,
+                                                            setup_channel, sms_emulator):
+    operator = run_operator()
+    first = setup_channel(namespace)
+    create_channel(k8s_api, first.manifest(sms_emulator.base_url))
+    wait_condition(k8s_api, namespace, "prod", timeout=90)
+    state_before = first.tenant.state()
+
+    second = setup_channel(second_namespace, tenant=first.tenant)
+    create_channel(k8s_api, second.manifest(sms_emulator.base_url))
+    channel = wait_condition(k8s_api, second_namespace, "prod", "Ready", "False", reason="Auth0Conflict",
+                             timeout=90)
+    assert f"{namespace}/prod" in condition(channel, "Ready")["message"]
+    assert condition(channel, "Stalled")["status"] == "True"
+    state = first.tenant.state()
+    assert [a["id"] for a in _owned_actions(state)] == [a["id"] for a in _owned_actions(state_before)]
+    assert state["phone_providers"] == state_before["phone_providers"]
+
+    delete_channel(k8s_api, namespace, "prod")
+    channel = wait_condition(k8s_api, second_namespace, "prod", timeout=90)
+    (action,) = _owned_actions(first.tenant.state())
+    assert action["name"] == f"otp-relay-{second_namespace}-prod"
+    assert action["id"] == channel["status"]["auth0"]["actionId"]
+    operator.assert_no_secrets_logged(first.secret_values + second.secret_values)
+
+
+def test_two_tenants_never_touch_each_other(k8s_api, namespace, second_namespace, run_operator, setup_channel,
+                                            sms_emulator):
+    run_operator()
+    a = setup_channel(namespace)
+    b = setup_channel(second_namespace)
+    create_channel(k8s_api, a.manifest(sms_emulator.base_url))
+    create_channel(k8s_api, b.manifest(sms_emulator.base_url, replicas=1))
+    wait_condition(k8s_api, namespace, "prod", timeout=90)
+    wait_condition(k8s_api, second_namespace, "prod", timeout=90)
+    assert [x["name"] for x in _owned_actions(a.tenant.state())] == [f"otp-relay-{namespace}-prod"]
+    assert [x["name"] for x in _owned_actions(b.tenant.state())] == [f"otp-relay-{second_namespace}-prod"]
+    b.tenant.clear_requests()
+    delete_channel(k8s_api, namespace, "prod")
+    wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=60, what="deletion")
+    assert _owned_actions(a.tenant.state()) == []
+    assert b.tenant.writes() == []
+    assert len(_owned_actions(b.tenant.state())) == 1
+
+
+@pytest.mark.parametrize("fault, reason", [("bad-secret", "Auth0Unauthorized"), ("no-scopes", "Auth0Forbidden"),
+                                           ("rate-limited", "Auth0RateLimited")])
+def test_auth0_errors_give_reasons_and_bounded_retries(k8s_api, namespace, run_operator, setup_channel,
+                                                       auth0_tenant, sms_emulator, fault, reason):
+    if fault == "no-scopes":
+        tenant = auth0_tenant(clients=[make_client(scopes=("read:actions",))])
+    else:
+        tenant = auth0_tenant()
+    ch = setup_channel(namespace, tenant=tenant)
+    real = tenant.clients[0]
+    if fault == "bad-secret":
+        make_secret(k8s_api, namespace, "auth0-mgmt", {"client_id": real.client_id, "client_secret": "wrong-secret"})
+    if fault == "rate-limited":
+        tenant.fail_next(429, count=10_000)
+    run_operator()
+    create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
+    channel = wait_condition(k8s_api, namespace, "prod", "Ready", "False", reason=reason, timeout=90)
+    message = condition(channel, "Auth0Synced")["message"]
+    assert "wrong-secret" not in message and real.client_secret not in message
+    if fault == "no-scopes":
+        assert "create:actions" in message
+    # No hot loop: a handful of requests over ten seconds, not hundreds.
+    tenant.clear_requests()
+    time.sleep(10)
+    assert len(tenant.requests()) <= 12, [(r.method, r.path, r.status) for r in tenant.requests()]
+    if fault == "bad-secret":
+        make_secret(k8s_api, namespace, "auth0-mgmt", {"client_id": real.client_id, "client_secret": real.client_secret})
+        wait_condition(k8s_api, namespace, "prod", timeout=60)
+    if fault == "rate-limited":
+        tenant.fail_next(429, count=0)
+        wait_condition(k8s_api, namespace, "prod", timeout=360)
+
+
+def test_operator_killed_mid_reconcile_converges_without_duplicates(k8s_api, namespace, run_operator,
+                                                                    setup_channel, sms_emulator):
+    ch = setup_channel(namespace)
+    ch.tenant.set_build_seconds(3)
+    operator = run_operator()
+    create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
+    wait_for(lambda: _owned_actions(ch.tenant.state()), timeout=90, what="the action to be created")
+    operator.kill()  # while the operator waits for the build
+    ch.tenant.set_build_seconds(0.3)
+    run_operator()
+    wait_condition(k8s_api, namespace, "prod", timeout=90)
+    state = ch.tenant.state()
+    assert len(_owned_actions(state)) == 1
+    assert len(state["phone_providers"]) == 1
+    assert all(len(chain) <= 1 for chain in state["bindings"].values())
+
+
+def test_signing_key_rotation_under_traffic_loses_no_otp(k8s_api, namespace, run_operator, setup_channel,
+                                                         sms_emulator, relay_from_deployment):
+    operator = run_operator()
+    ch = setup_channel(namespace)
+    create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
+    wait_condition(k8s_api, namespace, "prod", timeout=90)
+    relay_from_deployment(namespace, "prod-relay", ch.public_url)
+    core = client.CoreV1Api(k8s_api)
+
+    def keys() -> list[str]:
+        secret = core.read_namespaced_secret(names.signing_key_secret_name("prod"), namespace)
+        return [k for k in base64.b64decode(secret.data["keys"]).decode().splitlines() if k]
+
+    (old_key,) = keys()
+    outcomes: list[str] = []
+    stop = threading.Event()
+
+    def traffic() -> None:
+        number = 0
+        while not stop.is_set():
+            number += 1
+            result = ch.tenant.fire_phone_message(recipient=f"+6591{number:06d}", text=f"code {number}", code=None)
+            outcomes.append(result.outcome if result.outcome == "success" else f"{result.outcome}: {result.reason}")
+
+    thread = threading.Thread(target=traffic)
+    thread.start()
+    try:
+        time.sleep(1)
+        patch_channel(k8s_api, namespace, "prod",
+                      {"metadata": {"annotations": {names.ANNOTATION_ROTATE_SIGNING_KEY: "2026-11-25T00:00:00Z"}}})
+
+        def finished() -> bool:
+            status = (get_channel(k8s_api, namespace, "prod") or {}).get("status") or {}
+            signing = status.get("signingKey") or {}
+            return signing.get("phase") == "Stable" and signing.get("rotationRequest") == "2026-11-25T00:00:00Z" \
+                and len(keys()) == 1 and keys() != [old_key]
+
+        wait_for(finished, timeout=90, what="the rotation to finish")
+        time.sleep(1.5)  # traffic after the old key is gone
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    assert len(outcomes) >= 10
+    assert [o for o in outcomes if o != "success"] == []
+    channel = wait_condition(k8s_api, namespace, "prod", timeout=30)
+    reasons = [e.reason for e in client.CoreV1Api(k8s_api).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=prod").items]
+    assert "SigningKey" in reasons
+    assert channel["status"]["signingKey"]["keys"] == 1
+    operator.assert_no_secrets_logged([old_key, *keys(), *ch.secret_values])
+
+
+def test_suspend_stops_all_writes(k8s_api, namespace, run_operator, setup_channel, sms_emulator):
+    run_operator()
+    ch = setup_channel(namespace)
+    create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
+    wait_condition(k8s_api, namespace, "prod", timeout=90)
+    patch_channel(k8s_api, namespace, "prod", {"spec": {"suspend": True}})
+    wait_condition(k8s_api, namespace, "prod", "Ready", "True", reason="Suspended", timeout=30)
+    ch.tenant.clear_requests()
+    apps = client.AppsV1Api(k8s_api)
+    patch_channel(k8s_api, namespace, "prod", {"spec": {"relay": {"replicas": 3}}})
+    time.sleep(3)
+    assert apps.read_namespaced_deployment("prod-relay", namespace).spec.replicas == 2
+    assert ch.tenant.requests() == []
+    patch_channel(k8s_api, namespace, "prod", {"spec": {"suspend": False}})
+    wait_condition(k8s_api, namespace, "prod", timeout=60)
+    wait_for(lambda: apps.read_namespaced_deployment("prod-relay", namespace).spec.replicas == 3, timeout=30,
+             what="replicas 3 after resuming")
+
+
+def test_drift_in_auth0_is_repaired_by_the_timer(k8s_api, namespace, run_operator, setup_channel, sms_emulator,
+                                                 ssl_cert_file):
+    import ssl
+
+    import httpx
+
+    run_operator("--drift-interval", "2")
+    ch = setup_channel(namespace)
+    create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
+    channel = wait_condition(k8s_api, namespace, "prod", timeout=90)
+    provider_id = channel["status"]["auth0"]["providerId"]
+    credentials = ch.tenant.clients[0]
+    # A dashboard user disables the provider through the Management API.
+    with httpx.Client(base_url=ch.tenant.base_url, verify=ssl.create_default_context(cafile=str(ssl_cert_file)), timeout=10) as http:
+        token = http.post("/oauth/token", json={
+            "grant_type": "client_credentials", "client_id": credentials.client_id,
+            "client_secret": credentials.client_secret, "audience": f"{ch.tenant.base_url}/api/v2/"}).json()
+        response = http.patch(f"/api/v2/branding/phone/providers/{provider_id}", json={"disabled": True},
+                              headers={"Authorization": f"Bearer {token['access_token']}"})
+        assert response.status_code == 200, response.text
+    assert ch.tenant.state()["phone_providers"][0]["disabled"] is True
+
+    wait_for(lambda: ch.tenant.state()["phone_providers"][0]["disabled"] is False, timeout=30,
+             what="the drift timer to re-enable the provider")
+    reasons = [e.reason for e in client.CoreV1Api(k8s_api).list_namespaced_event(
+        namespace, field_selector="involvedObject.name=prod").items]
+    assert "Auth0Repaired" in reasons

@@ -1,0 +1,271 @@
+"""Unit tests of the operator's pure parts: spec parsing, rendering, status, secrets, rotation."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import re
+
+import pytest
+
+from otp_operator import names, render, rotation, status
+from otp_operator.secrets import SecretProblem, checksum, secret_value, signing_keys
+from otp_operator.spec import SecretKeyRef, SpecError, parse_channel
+
+SPEC = {
+    "auth0": {"domain": "shop.eu.auth0.com", "credentialsSecretRef": {"name": "auth0-mgmt"}},
+    "sms": {"subaccountId": "shop_otp", "apiKeySecretRef": {"name": "eightbyeight"}, "sender": "ShopOTP"},
+    "policy": {"allowedCountries": ["SG", "MY"], "perRecipient": {"limit": 3, "window": "1h"}},
+    "relay": {
+        "replicas": 2,
+        "publicUrl": "https://otp.shop.example/prod/",
+        "ingress": {"className": "nginx", "host": "otp.shop.example", "tlsSecretName": "otp-tls"},
+    },
+}
+OWNER = render.owner_reference("uid-1", "prod")
+
+
+def channel(**relay_overrides):
+    spec = {**SPEC, "relay": {**SPEC["relay"], **relay_overrides}}
+    return parse_channel("shop", "prod", spec)
+
+
+def by_kind(children):
+    return {m["kind"]: m for m in children.apply}
+
+
+def test_spec_defaults_match_the_crd():
+    ch = channel()
+    assert ch.auth0.integration == "phone-provider"
+    assert ch.auth0.name == "otp-relay-shop-prod"
+    assert ch.auth0.client_id_ref == SecretKeyRef("auth0-mgmt", "client_id")
+    assert ch.sms.api_key == SecretKeyRef("eightbyeight", "apikey")
+    assert ch.sms.region == "ap" and ch.sms.encoding == "AUTO"
+    assert ch.relay.public_url == "https://otp.shop.example/prod"
+    assert ch.relay.path_prefix == "/prod"
+    assert ch.owner == "shop/prod"
+
+
+def test_public_url_defaults_to_ingress_host():
+    spec = {**SPEC, "relay": {"ingress": {"host": "otp.shop.example"}}}
+    ch = parse_channel("shop", "prod", spec)
+    assert ch.relay.public_url == "https://otp.shop.example"
+    assert ch.relay.path_prefix == ""
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda s: s["relay"].clear(), "spec.relay.publicUrl or spec.relay.ingress.host is required"),
+        (lambda s: s["auth0"].update(domain="https://x.auth0.com"), "spec.auth0.domain must be host[:port]"),
+        (lambda s: s["auth0"].update(integration="sms"), "spec.auth0.integration must be one of"),
+        (lambda s: s["relay"].update(publicUrl="http://plain.example"), "must be an https URL"),
+        (lambda s: s["policy"]["perRecipient"].update(window="ten"), "is not a duration"),
+        (lambda s: s["sms"].pop("subaccountId"), "spec.sms.subaccountId is required"),
+    ],
+)
+def test_bad_spec_gets_a_specific_error(mutate, message):
+    import copy
+
+    spec = copy.deepcopy(SPEC)
+    mutate(spec)
+    with pytest.raises(SpecError, match=re.escape(message)):
+        parse_channel("shop", "prod", spec)
+
+
+def test_children_are_owned_labelled_and_complete():
+    children = render.render_children(
+        channel(), image="img:1", signing_keys=("k1",), secrets_checksum="abc", owner=OWNER
+    )
+    kinds = by_kind(children)
+    assert set(kinds) == {"Secret", "Deployment", "Service", "Ingress", "PodDisruptionBudget"}
+    assert children.delete == ()
+    for manifest in children.apply:
+        assert manifest["metadata"]["ownerReferences"] == [OWNER]
+        assert manifest["metadata"]["labels"][names.LABEL_MANAGED_BY] == names.OPERATOR_NAME
+        assert manifest["metadata"]["namespace"] == "shop"
+    assert base64.b64decode(kinds["Secret"]["data"]["keys"]) == b"k1\n"
+
+
+def test_relay_deployment_follows_the_env_contract_and_is_restricted():
+    deployment = render.relay_deployment(channel(), "img:1", "abc", OWNER)
+    pod = deployment["spec"]["template"]
+    container = pod["spec"]["containers"][0]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    assert env == {
+        "OTP_RELAY_LISTEN": "0.0.0.0:8080",
+        "OTP_RELAY_SMS_REGION": "ap",
+        "OTP_RELAY_SUBACCOUNT": "shop_otp",
+        "OTP_RELAY_API_KEY_FILE": "/var/run/otp-relay/sms/apikey",
+        "OTP_RELAY_SIGNING_KEY_FILE": "/var/run/otp-relay/signing/keys",
+        "OTP_RELAY_ENCODING": "AUTO",
+        "OTP_RELAY_PER_RECIPIENT": "3/1h",
+        "OTP_RELAY_SENDER": "ShopOTP",
+        "OTP_RELAY_ALLOWED_COUNTRIES": "SG,MY",
+        "OTP_RELAY_PATH_PREFIX": "/prod",
+    }
+    assert container["command"] == ["otp-relay"] and container["image"] == "img:1"
+    assert pod["metadata"]["annotations"][names.ANNOTATION_SECRETS_CHECKSUM] == "abc"
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
+    assert volumes["sms-api-key"]["secret"]["secretName"] == "eightbyeight"
+    assert volumes["sms-api-key"]["secret"]["items"] == [{"key": "apikey", "path": "apikey"}]
+    assert volumes["signing-key"]["secret"]["secretName"] == "prod-relay-signing-key"
+    # No secret value ever sits in the pod spec: only file paths.
+    assert "k1" not in repr(deployment)
+
+
+def test_single_replica_without_ingress_deletes_optional_children():
+    spec = {**SPEC, "relay": {"replicas": 1, "publicUrl": "https://otp.example"}}
+    children = render.render_children(
+        parse_channel("shop", "prod", spec), image="i", signing_keys=("k",), secrets_checksum="c", owner=OWNER
+    )
+    assert set(by_kind(children)) == {"Secret", "Deployment", "Service"}
+    assert {ref.kind for ref in children.delete} == {"Ingress", "PodDisruptionBudget"}
+
+
+def test_ingress_routes_the_public_path_with_tls():
+    ingress = render.relay_ingress(channel(), OWNER)
+    rule = ingress["spec"]["rules"][0]
+    assert rule["host"] == "otp.shop.example"
+    assert rule["http"]["paths"][0]["path"] == "/prod"
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert ingress["spec"]["tls"] == [{"hosts": ["otp.shop.example"], "secretName": "otp-tls"}]
+
+
+def test_custom_resources_replace_defaults():
+    deployment = render.relay_deployment(channel(resources={"limits": {"cpu": "1"}}), "i", "c", OWNER)
+    assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"] == {"limits": {"cpu": "1"}}
+
+
+def _deployment(checksum_="c", replicas=2, available=2, updated=2, total=2, generation=1, observed=1):
+    return {
+        "metadata": {"generation": generation},
+        "spec": {"replicas": replicas, "template": {"metadata": {"annotations": {names.ANNOTATION_SECRETS_CHECKSUM: checksum_}}}},
+        "status": {
+            "observedGeneration": observed,
+            "replicas": total,
+            "updatedReplicas": updated,
+            "availableReplicas": available,
+            "conditions": [{"type": "Available", "status": "True" if available else "False"}],
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    "deployment, expected",
+    [
+        (None, False),
+        (_deployment(), True),
+        (_deployment(checksum_="old"), False),
+        (_deployment(observed=0), False),
+        (_deployment(updated=1, total=3), False),
+        (_deployment(available=1), False),
+    ],
+)
+def test_relay_rollout(deployment, expected):
+    assert render.relay_rollout(deployment, "c")[0] is expected
+
+
+def _secret(**data):
+    return {"data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()}}
+
+
+def test_secret_value_names_what_is_missing_without_values():
+    ref = SecretKeyRef("eightbyeight", "apikey")
+    assert secret_value(_secret(apikey="s3cr3t\n"), ref, "shop") == "s3cr3t"
+    with pytest.raises(SecretProblem) as missing:
+        secret_value(None, ref, "shop")
+    assert missing.value.reason == "SecretNotFound" and "shop/eightbyeight" in missing.value.message
+    with pytest.raises(SecretProblem) as no_key:
+        secret_value(_secret(other="s3cr3t"), ref, "shop")
+    assert no_key.value.reason == "SecretKeyMissing" and "'apikey'" in no_key.value.message
+    assert "s3cr3t" not in no_key.value.message
+
+
+def test_checksum_changes_with_any_value_and_hides_it():
+    base = checksum({"sms": "a", "signing": "b"})
+    assert base == checksum({"signing": "b", "sms": "a"})
+    assert base != checksum({"sms": "a2", "signing": "b"})
+    assert base != checksum({"sms": "a", "signing": "b\nc"})
+    assert "a" * 3 not in base
+
+
+def test_signing_keys_parse_lines():
+    assert signing_keys(_secret(keys="k1\n\nk2\n")) == ["k1", "k2"]
+    assert signing_keys(None) == []
+
+
+def _keygen():
+    counter = itertools.count(1)
+    return lambda: f"new{next(counter)}"
+
+
+def test_rotation_walks_add_update_retire():
+    keys, state = ["old"], rotation.SigningState(rotation.STABLE, "", 0)
+    # No request: stable.
+    p = rotation.plan(keys, state, None, True, 10, 30, _keygen())
+    assert p.keys == ("old",) and p.auth0_key == "old" and p.event is None
+    # Requested: add a key; Auth0 keeps the old one.
+    p = rotation.plan(keys, state, "r1", True, 10, 30, _keygen())
+    assert p.keys == ("old", "new1") and p.auth0_key == "old" and p.state.phase == rotation.KEY_ADDED
+    # Relay not yet rolled out with both keys: wait, Auth0 keeps old.
+    p = rotation.plan(list(p.keys), p.state, "r1", False, 11, 30, _keygen())
+    assert p.auth0_key == "old" and p.state.phase == rotation.KEY_ADDED
+    # Rolled out: Auth0 gets the new key; both still accepted.
+    p = rotation.plan(list(p.keys), p.state, "r1", True, 12, 30, _keygen())
+    assert p.keys == ("old", "new1") and p.auth0_key == "new1" and p.state.phase == rotation.AUTH0_UPDATING
+    state = rotation.after_auth0_synced(p, 13)
+    assert state.phase == rotation.AUTH0_UPDATED
+    # Grace for in-flight Auth0 executions signed with the old key.
+    p = rotation.plan(["old", "new1"], state, "r1", True, 20, 30, _keygen())
+    assert p.keys == ("old", "new1") and rotation.retry_after(p, 20, 30) == pytest.approx(23)
+    p = rotation.plan(["old", "new1"], state, "r1", True, 44, 30, _keygen())
+    assert p.keys == ("new1",) and p.state.phase == rotation.STABLE and p.state.handled_request == "r1"
+    # The same annotation value does not rotate again.
+    assert rotation.plan(["new1"], p.state, "r1", True, 50, 30, _keygen()).keys == ("new1",)
+
+
+def test_rotation_resumes_after_a_crash_before_status_was_written():
+    # Secret already has two keys but status still says Stable (operator killed in between).
+    p = rotation.plan(["old", "new"], rotation.SigningState(), "r9", False, 5, 30, _keygen())
+    assert p.keys == ("old", "new") and p.auth0_key == "old" and p.state.handled_request == "r9"
+
+
+def test_first_key_is_generated():
+    p = rotation.plan([], rotation.SigningState(), None, False, 1, 30, _keygen())
+    assert p.keys == ("new1",) and p.auth0_key == "new1"
+
+
+def test_conditions_ready_and_kstatus():
+    relay_ok = status.true("Available", "2/2 relay replicas available")
+    auth0_ok = status.true("Synced", "phone-provider synced")
+    conds = {c["type"]: c for c in status.conditions(None, 3, relay_ok, auth0_ok, "T1")}
+    assert conds["Ready"]["status"] == "True" and conds["Ready"]["observedGeneration"] == 3
+    assert "Reconciling" not in conds and "Stalled" not in conds
+
+    waiting = status.false("Progressing", "waiting for relay replicas: 0/2 available")
+    conds2 = {c["type"]: c for c in status.conditions(list(conds.values()), 4, waiting,
+                                                        status.false("WaitingForRelay", "w"), "T2")}
+    assert conds2["Ready"]["status"] == "False" and conds2["Ready"]["reason"] == "Progressing"
+    assert conds2["Ready"]["lastTransitionTime"] == "T2"
+    assert conds2["Reconciling"]["status"] == "True" and "Stalled" not in conds2
+
+    conflict = status.false("Auth0Conflict", "owned by shop/other")
+    conds3 = {c["type"]: c for c in status.conditions(list(conds2.values()), 4, relay_ok, conflict, "T3")}
+    assert conds3["Ready"]["reason"] == "Auth0Conflict" and conds3["Stalled"]["status"] == "True"
+    assert conds3["Ready"]["lastTransitionTime"] == "T2"  # still False: no transition
+    assert conds3["RelayAvailable"]["lastTransitionTime"] == "T3"
+    assert "Reconciling" not in conds3
+
+
+def test_suspended_keeps_ready_status_and_says_why():
+    previous = status.conditions(None, 1, status.true("A", "a"), status.true("S", "s"), "T1")
+    conds = {c["type"]: c for c in status.suspended_conditions(previous, 2, "T2")}
+    assert conds["Ready"]["status"] == "True" and conds["Ready"]["reason"] == "Suspended"
+    assert set(conds) == {"Ready", "RelayAvailable", "Auth0Synced"}

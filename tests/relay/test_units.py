@@ -1,0 +1,134 @@
+"""Pure parts: settings, limits, replay cache, the meaning of 8x8 answers."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+
+import pytest
+
+from otp_relay import config
+from otp_relay.keys import parse_signing_keys
+from otp_relay.limits import RecipientWindow, TokenBucket, retry_after_header
+from otp_relay.signing import ReplayCache
+from otp_relay.upstream import Accepted, Rejected, RetryPolicy, Unavailable, interpret, parse_retry_after
+from tests.fixtures.relay import relay_command
+
+BASE_ENV = {"OTP_RELAY_SUBACCOUNT": "shop_otp", "OTP_RELAY_API_KEY_FILE": "/k/api",
+            "OTP_RELAY_SIGNING_KEY_FILE": "/k/sig"}
+
+
+def test_settings_from_env_with_flags_winning() -> None:
+    env = {**BASE_ENV, "OTP_RELAY_SMS_REGION": "eu", "OTP_RELAY_ALLOWED_COUNTRIES": "sg, my",
+           "OTP_RELAY_PER_RECIPIENT": "5/10m", "OTP_RELAY_LISTEN": "127.0.0.1:9000"}
+    settings = config.load(["--listen", "0.0.0.0:8443", "--path-prefix", "/prod/"], env)
+    assert (settings.host, settings.port) == ("0.0.0.0", 8443)
+    assert settings.base_url == "https://sms.8x8.uk"
+    assert settings.allowed_countries == {"SG", "MY"}
+    assert settings.per_recipient == config.Rate(5, 600.0)
+    assert settings.global_limit == config.Rate(100, 1.0)
+    assert settings.path_prefix == "/prod"
+
+
+def test_base_url_overrides_region() -> None:
+    settings = config.load([], {**BASE_ENV, "OTP_RELAY_SMS_BASE_URL": "https://127.0.0.1:9/"})
+    assert settings.base_url == "https://127.0.0.1:9"
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"OTP_RELAY_SUBACCOUNT": ""}, "--subaccount / OTP_RELAY_SUBACCOUNT: required"),
+    ({"OTP_RELAY_SMS_REGION": "mars"}, "unknown region 'mars'"),
+    ({"OTP_RELAY_ALLOWED_COUNTRIES": "SG,XX"}, "unknown ISO 3166 alpha-2 code(s): XX"),
+    ({"OTP_RELAY_PER_RECIPIENT": "5 per minute"}, "--per-recipient / OTP_RELAY_PER_RECIPIENT: expected COUNT/[N]UNIT"),
+    ({"OTP_RELAY_ENCODING": "utf8"}, "use one of AUTO, GSM7, UCS2"),
+    ({"OTP_RELAY_SENDER": "S" * 17}, "at most 16 characters"),
+    ({"OTP_RELAY_TLS_CERT_FILE": "/c"}, "set both"),
+    ({"OTP_RELAY_PATH_PREFIX": "prod"}, "must start with '/'"),
+    ({"OTP_RELAY_LISTEN": "8080"}, "expected HOST:PORT"),
+])
+def test_bad_settings_say_what_is_wrong(env: dict[str, str], message: str) -> None:
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
+        config.load([], {**BASE_ENV, **env})
+
+
+def test_cli_exits_2_with_the_reason() -> None:
+    result = subprocess.run(relay_command(), capture_output=True, text=True, timeout=60,
+                            env={"PATH": "/usr/bin:/bin", "OTP_RELAY_SUBACCOUNT": "x"})
+    assert result.returncode == 2
+    assert "OTP_RELAY_SUBACCOUNT" in result.stderr
+
+
+def test_rates() -> None:
+    assert config.Rate.parse("20/1h") == config.Rate(20, 3600.0)
+    assert config.Rate.parse("100/s") == config.Rate(100, 1.0)
+    for bad in ("0/s", "5/0m", "5/d", "five/m"):
+        with pytest.raises(ValueError):
+            config.Rate.parse(bad)
+
+
+def test_signing_key_lines() -> None:
+    assert parse_signing_keys("a\n\n  b \r\n") == ["a", "b"]
+    assert parse_signing_keys("\n \n") is None
+
+
+def test_recipient_window_slides() -> None:
+    window = RecipientWindow(config.Rate(2, 60))
+    for t in (0.0, 10.0):
+        assert window.retry_after("+1", t) is None
+        window.record("+1", t)
+    assert window.retry_after("+1", 20.0) == pytest.approx(40.0)
+    assert window.retry_after("+2", 20.0) is None
+    assert window.retry_after("+1", 60.5) is None  # the first send left the window
+
+
+def test_recipient_window_memory_is_bounded() -> None:
+    window = RecipientWindow(config.Rate(1, 10), max_recipients=3)
+    for i in range(10):
+        window.record(f"+{i}", float(i * 20))  # each one outside the others' window
+    assert len(window) <= 3
+    busy = RecipientWindow(config.Rate(1, 1000), max_recipients=10)
+    for i in range(25):
+        busy.record(f"+{i}", float(i))  # all still inside the window
+    assert len(busy) <= 10
+    assert busy.retry_after("+24", 30.0) is not None  # the newest are still limited
+
+
+def test_token_bucket() -> None:
+    bucket = TokenBucket(config.Rate(2, 1), now=0.0)
+    for _ in range(2):
+        assert bucket.retry_after(0.0) is None
+        bucket.take()
+    assert bucket.retry_after(0.0) == pytest.approx(0.5)
+    assert bucket.retry_after(0.5) is None
+    assert retry_after_header(0.2) == "1" and retry_after_header(2.1) == "3"
+
+
+def test_replay_cache_remembers_until_the_timestamp_is_stale() -> None:
+    cache = ReplayCache(max_entries=2)
+    a, b, c = b"a" * 32, b"b" * 32, b"c" * 32
+    assert cache.remember(a, 1000, 1000.0) is True
+    assert cache.remember(a, 1000, 1300.9) is False  # ts + 300: still acceptable, still known
+    assert cache.remember(b, 1200, 1300.9) is True
+    assert cache.remember(c, 1250, 1300.9) is None  # full of live entries: refuse, forget nothing
+    assert cache.remember(c, 1250, 1301.0) is True  # a's timestamp went stale: a was forgotten
+    assert cache.remember(b, 1200, 1500.5) is False
+    assert cache.remember(a, 5000, 9000.0) is True  # long idle: everything expired
+    assert len(cache) == 1
+
+
+def test_interpreting_8x8_answers() -> None:
+    assert interpret(200, b'{"umid":"u1","status":{"code":"QUEUED"}}') == Accepted("u1")
+    assert interpret(200, b'{"umid":"u1","status":{"code":"REJECTED","description":"blocked"}}') == Rejected(200, "REJECTED", "blocked")
+    assert interpret(400, b'{"code":1002,"message":"Invalid MSISDN"}') == Rejected(400, "1002", "Invalid MSISDN")
+    assert interpret(502, b"<html>") == Rejected(502, "502", "")
+    assert isinstance(interpret(200, b"not json"), Unavailable)
+    assert interpret(429, b"") is None and interpret(503, b"") is None
+
+
+def test_retry_after_and_backoff() -> None:
+    assert parse_retry_after("7", 0) == 7.0
+    assert parse_retry_after("Thu, 01 Jan 1970 00:00:10 GMT", 4.0) == pytest.approx(6.0)
+    assert parse_retry_after("soon", 0) is None
+    policy = RetryPolicy()
+    assert policy.backoff(1, rng=lambda: 1.0) == pytest.approx(0.1)
+    assert policy.backoff(10, rng=lambda: 1.0) == pytest.approx(1.0)
