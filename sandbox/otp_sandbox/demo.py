@@ -115,7 +115,11 @@ def sandbox_manifests(*, auth0_domain: str, client_id: str, client_secret: str, 
     return secrets_docs, channel
 
 
-def run(keep: bool, out: Callable[[str], None] = print) -> Summary:
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
     # Imported here so `otp-sandbox --help` stays fast and a missing piece fails inside a step.
     from kubernetes import client, config
 
@@ -229,13 +233,17 @@ def _wait_ready(objects: Any, detail: Callable[[str], None], timeout: float = 12
                                                        "otpchannels", CHANNEL)
         status = channel.get("status") or {}
         generation = channel["metadata"]["generation"]
-        for condition in status.get("conditions") or []:
-            kind, state = condition["type"], condition["status"]
-            if kind in CONDITIONS and seen.get(kind) != state:
+        by_type = {c["type"]: c for c in status.get("conditions") or []}
+        for kind in CONDITIONS:
+            condition = by_type.get(kind)
+            if condition is None:
+                continue
+            state = condition["status"]
+            if seen.get(kind) != state:
                 seen[kind] = state
                 detail(f"{kind}={state} ({condition.get('reason')}: {condition.get('message')}) "
                        f"+{time.monotonic() - started:.1f}s")
-        ready = next((c for c in status.get("conditions") or [] if c["type"] == "Ready"), {})
+        ready = by_type.get("Ready", {})
         if ready.get("status") == "True" and ready.get("observedGeneration") == generation:
             return {"auth0": status.get("auth0") or {}, "deployment": names.relay_name(CHANNEL)}
         time.sleep(0.2)
@@ -244,13 +252,14 @@ def _wait_ready(objects: Any, detail: Callable[[str], None], timeout: float = 12
 
 def _keep_running(kubeconfig: Path, out: Callable[[str], None]) -> None:
     out("")
-    out("Everything stays up until you press Ctrl-C. In another terminal:")
+    out("Try it from another terminal:")
     out(f"  export KUBECONFIG={kubeconfig}")
     out(f"  kubectl get otpch -n {NAMESPACE} -o wide")
     out(f"  kubectl describe otpch {CHANNEL} -n {NAMESPACE}")
     out(f"  kubectl create secret generic eightbyeight -n {NAMESPACE} --from-literal=apikey=rotated "
         "--dry-run=client -o yaml | kubectl apply -f -   # rotate the 8x8 key: the relay rolls")
     out(f"  kubectl delete otpch {CHANNEL} -n {NAMESPACE}   # the Auth0 action is removed first")
+    out("Everything stays up until you press Ctrl-C here (or send SIGTERM).")
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

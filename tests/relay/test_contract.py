@@ -88,8 +88,10 @@ def test_signature_failures_are_401(shared_relay: RelayProcess, emulator) -> Non
     attempts = {
         "no headers": shared_relay.client.post(url, content=raw, headers=ct),
         "wrong key": shared_relay.post(body, "not-a-configured-key"),
-        "too old": shared_relay.post(body, NEW_KEY, timestamp=now - 301),
-        "too new": shared_relay.post(body, NEW_KEY, timestamp=now + 301),
+        "too old": shared_relay.post(body, NEW_KEY, timestamp=int(time.time()) - 301),
+        # whole-second timestamps: +302 from a fresh clock stays over 300 s ahead however
+        # far into the current second the relay reads its clock
+        "too new": shared_relay.post(body, NEW_KEY, timestamp=int(time.time()) + 302),
         "tampered body": shared_relay.client.post(
             url, content=raw.replace(b"verification", b"verificatioN"),
             headers={**ct, "X-Otp-Timestamp": str(now),

@@ -1,0 +1,94 @@
+"""`make demo`'s non-interactive path, as a user runs it: one command, a summary, nothing left."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.cluster
+
+SANDBOX = str(Path(sys.executable).with_name("otp-sandbox"))
+
+
+def _demo_dirs() -> set[str]:
+    return {p.name for p in Path("/tmp").glob("otp-demo-*")}
+
+
+def _descendants_alive(pid: int) -> list[str]:
+    """Processes whose environment or command line mention the demo's work directory."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "otp-demo-" in cmdline and int(proc.name) != pid:
+            found.append(cmdline[:120])
+    return found
+
+
+def test_demo_delivers_an_otp_end_to_end_and_leaves_nothing_running() -> None:
+    before = _demo_dirs()
+    result = subprocess.run([SANDBOX, "demo"], capture_output=True, text=True, timeout=600,
+                            stdin=subprocess.DEVNULL)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output
+    for condition in ("RelayAvailable=True", "Auth0Synced=True", "Ready=True"):
+        assert condition in output
+    summary = output[output.index("Summary"):]
+    assert re.search(r"channel:\s+shop/prod \(phone-provider\)", summary)
+    assert re.search(r"relay URL:\s+https://127\.0\.0\.1:\d+/prod", summary)
+    assert re.search(r"Auth0 action:\s+[0-9a-f-]{36} \(deployed version 1\)", summary)
+    assert re.search(r'SMS at 8x8:\s+to \*+4567 from ShopOTP: "Your ShopOTP code is \*{6}"', summary)
+    assert re.search(r"end to end:\s+\d+ ms", summary)
+    # the full number and the code never reach the terminal
+    assert "6591234567" not in output and "482913" not in output
+    assert _demo_dirs() == before
+    assert _descendants_alive(os.getpid()) == []
+
+
+def test_demo_keep_stays_up_until_interrupted() -> None:
+    process = subprocess.Popen([SANDBOX, "demo", "--keep"], stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL)
+    lines: list[str] = []
+    try:
+        deadline = time.monotonic() + 600
+        assert process.stdout is not None
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if "until you press Ctrl-C" in line:
+                break
+        output = "".join(lines)
+        assert "until you press Ctrl-C" in output, output
+        kubeconfig = next(l.split("=", 1)[1].strip() for l in lines if "export KUBECONFIG=" in l)
+        assert Path(kubeconfig).exists()
+        # the cluster is still up and the channel still Ready while the demo waits
+        from kubernetes import client, config
+
+        api = config.new_client_from_config(kubeconfig)
+        channel = client.CustomObjectsApi(api).get_namespaced_custom_object(
+            "otprelay.io", "v1alpha1", "shop", "otpchannels", "prod")
+        ready = {c["type"]: c["status"] for c in channel["status"]["conditions"]}["Ready"]
+        assert ready == "True"
+        api.close()
+        process.send_signal(signal.SIGINT)
+        rest, _ = process.communicate(timeout=120)
+        assert process.returncode == 0, output + rest
+        assert "stopping everything" in rest
+        assert not Path(kubeconfig).exists()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
