@@ -18,8 +18,8 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,6 +59,20 @@ class Watcher:
             thread.start()
 
     def _channels(self) -> None:
+        try:
+            self._watch_channels()
+        except Exception:  # the control plane goes away at the end of the run
+            if not self._stop.is_set():
+                raise
+
+    def _deployments(self) -> None:
+        try:
+            self._watch_deployments()
+        except Exception:
+            if not self._stop.is_set():
+                raise
+
+    def _watch_channels(self) -> None:
         custom = client.CustomObjectsApi(self.api)
         while not self._stop.is_set():
             for event in watch.Watch().stream(custom.list_cluster_custom_object, GROUP, VERSION, PLURAL,
@@ -69,7 +83,7 @@ class Watcher:
                     if cond.get("type") == "Ready" and cond.get("status") == "True":
                         self.ready.setdefault(key, time.time())
 
-    def _deployments(self) -> None:
+    def _watch_deployments(self) -> None:
         apps = client.AppsV1Api(self.api)
         while not self._stop.is_set():
             for event in watch.Watch().stream(apps.list_deployment_for_all_namespaces, timeout_seconds=30,
@@ -117,11 +131,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # run the cleanup in main()'s finally on SIGTERM too
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser()
     parser.add_argument("--counts", default="1,100,500")
     parser.add_argument("--ready-timeout", type=float, default=900)
     parser.add_argument("--steady-seconds", type=float, default=60)
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (operator log)")
     args = parser.parse_args()
     counts = [int(c) for c in args.counts.split(",")]
 
@@ -224,6 +244,8 @@ def main() -> None:
             print(f"  operator RSS {row['rss_mb']:.0f} MB (target <= 200 MB at 500)")
     finally:
         watcher.stop()
+        if args.keep:
+            print(f"operator log: {work / 'operator.log'}")
         operator.send_signal(signal.SIGTERM)
         try:
             operator.wait(timeout=30)
@@ -233,6 +255,8 @@ def main() -> None:
         emulator.stop()
         api.close()
         plane.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
     print("\nchannels  ready  to-Ready p50/p95/max(s)  Avail->Ready max(s)  Auth0/ch create  K8s/ch create  "
           "Auth0/ch/h  Auth0 writes steady  K8s/ch/h  RSS MB")
     for r in rows:

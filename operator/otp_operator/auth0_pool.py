@@ -1,42 +1,66 @@
 """One Auth0Sync per tenant and credentials, shared by every channel using them.
 
-Also bounds concurrent Auth0 work per tenant so many channels on one tenant queue here
-instead of burning the tenant's rate limit.
+Bounds concurrent Auth0 work per tenant (many channels on one tenant queue here instead of
+burning the tenant's rate limit) and the number of open syncs: each holds an HTTP client with
+its own TLS context (~0.7 MB), so idle ones beyond ``max_open`` are closed, least recently used
+first; reopening one costs a token request.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from .auth0 import Auth0Credentials, Auth0Sync, DesiredIntegration, SyncResult
 
+Key = tuple[str, str, str]
+
 
 class Auth0Pool:
-    def __init__(self, concurrency_per_tenant: int) -> None:
+    def __init__(self, concurrency_per_tenant: int, max_open: int = 48) -> None:
         self._concurrency = concurrency_per_tenant
-        self._syncs: dict[tuple[str, str, str], Auth0Sync] = {}
+        self._max_open = max_open
+        self._syncs: OrderedDict[Key, Auth0Sync] = OrderedDict()
+        self._in_use: dict[Key, int] = {}
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._lock = asyncio.Lock()
 
     @staticmethod
-    def _key(credentials: Auth0Credentials) -> tuple[str, str, str]:
+    def _key(credentials: Auth0Credentials) -> Key:
         secret_digest = hashlib.sha256(credentials.client_secret.encode()).hexdigest()
         return credentials.domain, credentials.client_id, secret_digest
 
-    async def _sync(self, credentials: Auth0Credentials) -> Auth0Sync:
+    @asynccontextmanager
+    async def _sync(self, credentials: Auth0Credentials) -> AsyncIterator[Auth0Sync]:
         key = self._key(credentials)
         async with self._lock:
             sync = self._syncs.get(key)
             if sync is None:
-                # Drop syncs of the same tenant and client with an outdated secret.
-                for old_key in [k for k in self._syncs if k[:2] == key[:2]]:
-                    await self._syncs.pop(old_key).__aexit__(None, None, None)
+                # Credentials of the same tenant and client changed: drop the outdated sync.
+                for old in [k for k in self._syncs if k[:2] == key[:2] and not self._in_use.get(k)]:
+                    await self._syncs.pop(old).aclose()
                 sync = Auth0Sync(credentials)
-                await sync.__aenter__()
                 self._syncs[key] = sync
-            return sync
+            self._syncs.move_to_end(key)
+            self._in_use[key] = self._in_use.get(key, 0) + 1
+            await self._evict_idle()
+        try:
+            yield sync
+        finally:
+            self._in_use[key] -= 1
+            if not self._in_use[key]:
+                del self._in_use[key]
+
+    async def _evict_idle(self) -> None:
+        for key in list(self._syncs):
+            if len(self._syncs) <= self._max_open:
+                break
+            if not self._in_use.get(key):
+                await self._syncs.pop(key).aclose()
 
     def _semaphore(self, domain: str) -> asyncio.Semaphore:
         return self._semaphores.setdefault(domain, asyncio.Semaphore(self._concurrency))
@@ -44,19 +68,17 @@ class Auth0Pool:
     async def ensure(
         self, credentials: Auth0Credentials, desired: DesiredIntegration, recorded: dict[str, Any] | None
     ) -> SyncResult:
-        sync = await self._sync(credentials)
-        async with self._semaphore(credentials.domain):
+        async with self._semaphore(credentials.domain), self._sync(credentials) as sync:
             return await sync.ensure(desired, recorded=recorded)
 
     async def remove(self, credentials: Auth0Credentials, *, owner: str, integration: str, name: str,
                      recorded: dict[str, Any] | None = None) -> list[str]:
-        sync = await self._sync(credentials)
-        async with self._semaphore(credentials.domain):
+        async with self._semaphore(credentials.domain), self._sync(credentials) as sync:
             return await sync.remove(owner=owner, integration=integration, name=name,  # type: ignore[arg-type]
                                      recorded=recorded)
 
     async def close(self) -> None:
         async with self._lock:
             for sync in self._syncs.values():
-                await sync.__aexit__(None, None, None)
+                await sync.aclose()
             self._syncs.clear()

@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--relay-image", default=os.environ.get(names.RELAY_IMAGE_ENV) or names.default_relay_image(),
                      help=f"relay container image (env {names.RELAY_IMAGE_ENV})")
     run.add_argument("--auth0-concurrency", type=int, default=4, help="concurrent Auth0 syncs per tenant")
+    run.add_argument("--max-concurrent-reconciles", type=int, default=32,
+                     help="channels reconciled at the same time (bounds API bursts and memory)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -44,6 +46,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     _positive(parser, args.drift_interval, "--drift-interval")
     _positive(parser, args.rotation_grace, "--rotation-grace")
+    if args.auth0_concurrency < 1 or args.max_concurrent_reconciles < 1:
+        parser.error("--auth0-concurrency and --max-concurrent-reconciles must be at least 1")
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
         parser.error(f"--metrics-port must be a TCP port, not {args.metrics_port}")
     import kopf  # imported late so `--help` stays fast
@@ -57,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         drift_interval=args.drift_interval,
         rotation_grace=args.rotation_grace,
         auth0_concurrency_per_tenant=args.auth0_concurrency,
+        max_concurrent_reconciles=args.max_concurrent_reconciles,
+        namespaced=bool(args.namespace),
     )
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port)

@@ -41,6 +41,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.posting.loggers = False  # Events only from explicit kopf.info/warn, never log lines
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
+    # With listed namespaces the operator holds Roles only: scanning CRDs and namespaces
+    # cluster-wide would be refused (and retried) for nothing.
+    settings.scanning.disabled = _runtime(memo).config.namespaced
     await _runtime(memo).start()
 
 
@@ -149,7 +152,8 @@ async def channel_loop(namespace: str, name: str, body: kopf.Body, memo: Any, lo
         while not stopped:
             wake.clear()
             try:
-                delay = await reconcile(rt, body, logger)
+                async with rt.reconcile_slots:
+                    delay = await reconcile(rt, body, logger)
                 failures = 0
             except Exception as error:  # an API hiccup must not kill the loop; retry with backoff
                 failures += 1
@@ -199,9 +203,17 @@ async def channel_deleted(namespace: str, name: str, body: kopf.Body, memo: Any,
             await _deletion_blocked(rt, body, problem.reason,
                                     f"cannot remove the Auth0 side: {problem.message}; restore it to finish deletion")
             raise kopf.TemporaryError(problem.message, delay=30)
+    # What status recorded (an older integration or name not yet re-synced) and what the spec says.
+    targets = {(channel.auth0.integration, channel.auth0.name)}
+    if recorded and recorded.get("integration") and recorded.get("name"):
+        targets.add((recorded["integration"], recorded["name"]))
+    removed: list[str] = []
     try:
-        removed = await rt.auth0.remove(credentials, owner=channel.owner, integration=channel.auth0.integration,
-                                        name=channel.auth0.name, recorded=recorded)
+        for integration, auth0_name in sorted(targets):
+            removed += await rt.auth0.remove(credentials, owner=channel.owner, integration=integration,
+                                             name=auth0_name,
+                                             recorded=recorded if (recorded or {}).get("integration") == integration
+                                             and recorded.get("name") == auth0_name else None)
     except Auth0Error as error:
         metrics.AUTH0_CALLS.labels("remove", error.reason).inc()
         await _deletion_blocked(rt, body, error.reason,

@@ -51,7 +51,7 @@ def path_for(api_version: str, kind: str, namespace: str, name: str | None = Non
 
 
 class KubeApi:
-    def __init__(self, configuration: k8s_client.Configuration, max_connections: int = 32) -> None:
+    def __init__(self, configuration: k8s_client.Configuration, max_connections: int = 64) -> None:
         self._config = configuration
         self._host = configuration.host.rstrip("/")
         self._max_connections = max_connections
@@ -78,7 +78,9 @@ class KubeApi:
     async def _session_(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=self._max_connections)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=30))
+            # No total timeout: waiting for a pooled connection under load is not a failure.
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
         return self._session
 
     def _headers(self) -> dict[str, str]:

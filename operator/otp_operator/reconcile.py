@@ -17,7 +17,7 @@ import kopf
 
 from . import metrics, names, render, rotation, status
 from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration
-from .kube import Applied
+from .kube import Applied, KubeApi, KubeError
 from .runtime import ChannelMemory, Runtime, child_token, digest, monotonic
 from .secrets import SecretProblem, checksum, new_signing_key, secret_value, signing_keys
 from .spec import ChannelSpec, SpecError, parse_channel
@@ -215,7 +215,16 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     if (mem.children_dirty or any(mem.child_digests.get(k) != d for k, d in wanted_digests.items())
             or monotonic() - mem.children_applied_at >= config.drift_interval
             or any(f"{ref.kind}/{ref.name}" not in mem.absent_confirmed for ref in children.delete)):
-        live_deployment = await _apply_children(rt, mem, body, children)
+        try:
+            live_deployment = await _apply_children(rt, mem, body, children)
+        except KubeError as error:  # e.g. admission refused a child, quota, no Service IPs left
+            mem.children_dirty = True
+            relay_v = status.false("ApplyFailed", f"applying the relay's objects failed: {error.message}")
+            conds = status.conditions(previous_conditions, generation, relay_v, _auth0_waiting(previous_conditions),
+                                      stamp)
+            await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
+            _report(mem, body, "ApplyFailed", relay_v.message)
+            return 30.0
     else:
         live_deployment = deployment
     if signing_plan.event:

@@ -23,6 +23,8 @@ class OperatorConfig:
     rotation_grace: float = 30.0  # seconds the old signing key stays after Auth0 has the new one
     auth0_concurrency_per_tenant: int = 4
     progress_recheck: float = 60.0  # safety net while waiting for a rollout without events
+    max_concurrent_reconciles: int = 32  # bounds API bursts and peak memory with many channels
+    namespaced: bool = False  # watching listed namespaces only: no cluster-wide permissions
 
 
 @dataclass
@@ -74,6 +76,24 @@ def _newer(candidate: dict[str, Any], current: dict[str, Any] | None) -> bool:
     return True
 
 
+_KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation", "labels")
+
+
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """What reconciles read of a cached object (managedFields and the like are most of its size)."""
+    meta = obj.get("metadata") or {}
+    slim: dict[str, Any] = {"metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta}}
+    for field_ in ("data", "status"):
+        if field_ in obj:
+            slim[field_] = obj[field_]
+    spec = obj.get("spec")
+    if isinstance(spec, dict):  # a Deployment: what relay_rollout reads
+        template_meta = (spec.get("template") or {}).get("metadata") or {}
+        slim["spec"] = {"replicas": spec.get("replicas", 1),
+                        "template": {"metadata": {"annotations": template_meta.get("annotations") or {}}}}
+    return slim
+
+
 def child_token(obj: dict[str, Any]) -> tuple[str, str]:
     """Changes with spec edits: generation where the kind has one (status updates leave it alone),
     resourceVersion otherwise."""
@@ -99,7 +119,7 @@ class ObjectCache:
     def put(self, kind: str, namespace: str, name: str, obj: dict[str, Any]) -> None:
         key = (kind, namespace, name)
         if _newer(obj, self._objects.get(key)):
-            self._objects[key] = obj
+            self._objects[key] = _slim(obj)
 
     def gone(self, kind: str, namespace: str, name: str) -> None:
         self._objects[(kind, namespace, name)] = None
@@ -118,6 +138,7 @@ class Runtime:
         self.auth0 = Auth0Pool(config.auth0_concurrency_per_tenant)
         self.memories: dict[tuple[str, str], ChannelMemory] = {}
         self.cache = ObjectCache()
+        self.reconcile_slots = asyncio.Semaphore(config.max_concurrent_reconciles)
 
     async def start(self) -> None:
         self.kube = KubeApi.from_environment()

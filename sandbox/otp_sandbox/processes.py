@@ -150,10 +150,10 @@ class RelayProcess:
 class OperatorProcess:
     """``otp-operator run`` as a subprocess; logs go to a file scanned for secrets at the end."""
 
-    def __init__(self, kubeconfig: Path, ssl_cert_file: Path, log_path: Path, args: Iterable[str] = ()) -> None:
+    def __init__(self, kubeconfig: Path, ssl_cert_file: Path, log_path: Path,
+                 args: Iterable[str] = ("--all-namespaces",)) -> None:
         self.log_path = log_path
-        self.args = ["--all-namespaces", "--relay-image", "example.test/otp-relay:dev", "--rotation-grace", "2",
-                     *args]
+        self.args = list(args)
         self.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "SSL_CERT_FILE": str(ssl_cert_file),
                     "PYTHONUNBUFFERED": "1"}
         self.process: subprocess.Popen | None = None

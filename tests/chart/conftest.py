@@ -6,7 +6,19 @@ from pathlib import Path
 
 import pytest
 
-from tests.chart.helm import Helm, locate_helm
+from tests.chart.helm import Helm, helm_ready, locate_helm
+
+# A cold helm build (first run without `make controlplane`) takes minutes inside the first chart
+# test's setup; give the chart tests room for it then, and only then.
+HELM_BUILD_TIMEOUT = 1200
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if helm_ready():
+        return
+    for item in items:
+        if item.path.is_relative_to(Path(__file__).parent):
+            item.add_marker(pytest.mark.timeout(HELM_BUILD_TIMEOUT))
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from otp_sandbox.controlplane import build_go_binary
+from otp_sandbox.controlplane import binary_dir, build_go_binary
 from otp_sandbox.controlplane.gomodules import required_version
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -24,6 +24,11 @@ HELM_MODULE = "helm.sh/helm/v3"
 
 def pinned_helm_version() -> str:
     return required_version(HELM_TOOL_DIR / "go.mod", HELM_MODULE)
+
+
+def helm_ready() -> bool:
+    """Whether helm is there without building it (on PATH or already in the cache)."""
+    return shutil.which("helm") is not None or (binary_dir() / f"helm-{pinned_helm_version()}").is_file()
 
 
 def locate_helm() -> Path:

@@ -20,8 +20,10 @@ from tests.chart.helm import CHART_DIR, Helm, set_values
 from tests.chart.kube import extra_namespaces
 from tests.chart.serviceaccount import service_account_kubeconfig, service_account_token
 from tests.fixtures.relay import free_port
-from tests.operator.support import (OperatorProcess, channel_manifest, create_channel, delete_channel, get_channel,
-                                    make_secret, wait_condition, wait_for)
+from otp_sandbox.processes import OperatorProcess
+from tests.operator.conftest import TEST_OPERATOR_ARGS
+from tests.operator.support import (channel_manifest, create_channel, delete_channel, get_channel, make_secret,
+                                    wait_condition, wait_for)
 
 pytestmark = pytest.mark.cluster
 
@@ -67,10 +69,10 @@ def test_operator_brings_a_channel_to_ready_as_the_chart_service_account(
             token = service_account_token(k8s_api, namespace, service_account)
             sa_kubeconfig = service_account_kubeconfig(kubeconfig, token, tmp_path / "operator.kubeconfig")
             scope_args = ("--namespace", channels_ns) if scope == "namespaced" else ("--peering", release)
-            operator = OperatorProcess(sa_kubeconfig, ssl_cert_file, tmp_path / "operator.log",
-                                       (*scope_args, "--liveness", f"http://127.0.0.1:{free_port()}/healthz"))
+            operator_args = [*TEST_OPERATOR_ARGS, *scope_args, "--liveness", f"http://127.0.0.1:{free_port()}/healthz"]
             if scope == "namespaced":
-                operator.args.remove("--all-namespaces")
+                operator_args.remove("--all-namespaces")
+            operator = OperatorProcess(sa_kubeconfig, ssl_cert_file, tmp_path / "operator.log", operator_args)
             operator.start()
 
             tenant = auth0_tenant()

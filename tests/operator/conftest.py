@@ -17,7 +17,14 @@ from otp_sandbox.eightbyeight import EightByEightEmulator
 from otp_sandbox.pki import CertificateAuthority
 from tests.fixtures.relay import free_port
 
-from .support import OperatorProcess, RelayFromDeployment, channel_manifest, make_secret
+from otp_sandbox.processes import OperatorProcess, RelayFromDeployment
+
+from .support import channel_manifest, make_secret
+
+# A relay image nobody pulls (kwok runs no containers) and a short grace before an old signing
+# key is retired, so rotation tests finish quickly.
+TEST_OPERATOR_ARGS = ("--all-namespaces", "--relay-image", "example.test/otp-relay:dev",
+                      "--rotation-grace", "2")
 
 
 @dataclass
@@ -46,7 +53,8 @@ def run_operator(kubeconfig: Path, ssl_cert_file: Path, otpchannel_crd: dict, au
     started: list[OperatorProcess] = []
 
     def start(*args: str) -> OperatorProcess:
-        process = OperatorProcess(kubeconfig, ssl_cert_file, tmp_path / f"operator-{len(started)}.log", args)
+        process = OperatorProcess(kubeconfig, ssl_cert_file, tmp_path / f"operator-{len(started)}.log",
+                                  (*TEST_OPERATOR_ARGS, *args))
         started.append(process.start())
         return process
 

@@ -269,3 +269,23 @@ def test_suspended_keeps_ready_status_and_says_why():
     conds = {c["type"]: c for c in status.suspended_conditions(previous, 2, "T2")}
     assert conds["Ready"]["status"] == "True" and conds["Ready"]["reason"] == "Suspended"
     assert set(conds) == {"Ready", "RelayAvailable", "Auth0Synced"}
+
+
+def test_cached_objects_keep_what_reconciles_read():
+    from otp_operator.runtime import ObjectCache, child_token
+
+    cache = ObjectCache()
+    deployment = _deployment()
+    deployment["metadata"].update(name="prod-relay", namespace="shop", uid="u1", resourceVersion="7",
+                                  managedFields=[{"manager": "x" * 1000}])
+    cache.put("Deployment", "shop", "prod-relay", deployment)
+    cached = cache.get("Deployment", "shop", "prod-relay")
+    assert "managedFields" not in cached["metadata"]
+    assert render.relay_rollout(cached, "c") == render.relay_rollout(deployment, "c")
+    assert child_token(cached) == child_token(deployment) == ("u1", "1")
+    # An older event arriving late never replaces a newer object.
+    older = {**deployment, "metadata": {**deployment["metadata"], "resourceVersion": "5", "generation": 0}}
+    cache.put("Deployment", "shop", "prod-relay", older)
+    assert cache.get("Deployment", "shop", "prod-relay")["metadata"]["resourceVersion"] == "7"
+    cache.gone("Deployment", "shop", "prod-relay")
+    assert cache.known("Deployment", "shop", "prod-relay") and cache.get("Deployment", "shop", "prod-relay") is None

@@ -20,7 +20,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import gomodules
-from .gomodules import BinarySpec
 
 KUBEBUILDER_ASSETS = "KUBEBUILDER_ASSETS"
 ASSET_BINARIES = ("etcd", "kube-apiserver")

@@ -25,7 +25,8 @@ Profile = Literal["minimal", "full"]
 PROFILES: tuple[Profile, ...] = ("minimal", "full")
 ADMIN_USER = "otp-sandbox-admin"
 FAKE_NODE = "kwok-node-0"
-SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
+# Room for thousands of Services: benchmarks create one relay Service per channel.
+SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/16"
 # What the operator's workloads rely on: owner-reference GC, Deployments, tokens and
 # ServiceAccounts for new namespaces, namespace deletion, the kube-root-ca.crt ConfigMap.
 CONTROLLERS = (
