@@ -27,6 +27,7 @@ from kubernetes import client
 
 from otp_relay.signing import sign
 
+from .lifetime import die_with_this_process
 from .pki import CertificateAuthority, CertPair
 
 _START_TIMEOUT = 30.0
@@ -41,6 +42,18 @@ def free_port() -> int:
 def relay_command() -> list[str]:
     script = Path(sys.executable).with_name("otp-relay")
     return [str(script)] if script.exists() else [sys.executable, "-m", "otp_relay"]
+
+
+def terminate(process: subprocess.Popen, timeout: float) -> None:
+    """SIGTERM (a graceful stop), then SIGKILL if it has not exited within ``timeout``."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def replace_file(path: Path, text: str) -> None:
@@ -83,7 +96,8 @@ class RelayProcess:
         log_path = workdir / f"{name}-{port}.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen([*relay_command(), *args], env=full_env, stdout=log,
-                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                       stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                       preexec_fn=die_with_this_process())
         relay = cls(process, f"{scheme}://127.0.0.1:{port}{prefix}", log_path,
                     str(ca_file) if ca_file else True)
         relay._wait("/readyz" if wait_ready else "/healthz")
@@ -136,13 +150,7 @@ class RelayProcess:
 
     def stop(self, timeout: float = 30) -> int:
         """SIGTERM, wait; kill if it does not exit in time. Returns the exit code."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout)
         self.client.close()
         return self.process.returncode
 
@@ -163,7 +171,7 @@ class OperatorProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen([str(script), "run", *self.args], env=self.env, stdout=log,
                                             stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                            start_new_session=True)
+                                            start_new_session=True, preexec_fn=die_with_this_process())
         return self
 
     def kill(self) -> None:
@@ -174,14 +182,8 @@ class OperatorProcess:
         self.process.wait()
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            terminate(self.process, timeout)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

@@ -18,6 +18,7 @@ from otp_sandbox.pki import CertificateAuthority
 from tests.fixtures.relay import free_port
 
 from otp_sandbox.processes import OperatorProcess, RelayFromDeployment
+from tests.fixtures.cluster import temporary_namespace
 
 from .support import channel_manifest, make_secret
 
@@ -101,10 +102,5 @@ def relay_from_deployment(k8s_api: client.ApiClient, sandbox_ca: CertificateAuth
 
 @pytest.fixture
 def second_namespace(k8s_api: client.ApiClient) -> Iterator[str]:
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    core = client.CoreV1Api(k8s_api)
-    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
-    try:
+    with temporary_namespace(k8s_api) as name:
         yield name
-    finally:
-        core.delete_namespace(name)

@@ -13,6 +13,7 @@ from typing import Any, Iterable
 
 import httpx
 
+from ..lifetime import die_with_this_process
 from ..pki import CertificateAuthority
 from .config import Client, RateLimit
 from .runner import PhoneMessageResult
@@ -141,7 +142,8 @@ class Auth0Emulator:
                    "--state-dir", str(workdir), "--ca-dir", str(ca.directory)]
         with open(log_path, "ab") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                       stdin=subprocess.DEVNULL, env=os.environ.copy())
+                                       stdin=subprocess.DEVNULL, env=os.environ.copy(),
+                                       preexec_fn=die_with_this_process())
         deadline = time.monotonic() + startup_timeout
         while time.monotonic() < deadline:
             if ready_path.exists():

@@ -1,16 +1,10 @@
-"""Run one control-plane component as a child process that cannot outlive its parent.
-
-Orphans are prevented by the kernel rather than by cleanup code: each child asks for
-``PR_SET_PDEATHSIG=SIGKILL`` before exec, so it is killed even when the Python parent is
-SIGKILLed or crashes (no atexit hook or watchdog process could guarantee that). The signal follows
-the *thread* that started the child, so components must be started from a long-lived thread
-(pytest's and the supervisor's main thread). Each child also gets its own session, so a terminal's
-Ctrl-C reaches only Python, which then stops the components in order.
+"""Run one control-plane component as a child process that cannot outlive its parent
+(``otp_sandbox.lifetime``). Each child also gets its own session, so a terminal's Ctrl-C reaches
+only Python, which then stops the components in order.
 """
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import socket
@@ -19,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
+from ..lifetime import die_with_this_process
+
 
 
 @dataclass
@@ -41,12 +36,11 @@ class Component:
 
 def spawn(name: str, argv: Sequence[str], log_path: Path, env: Mapping[str, str] | None = None) -> Component:
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    parent = os.getpid()
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             list(argv), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             env=dict(env) if env is not None else None, start_new_session=True,
-            preexec_fn=lambda: _die_with_parent(parent),
+            preexec_fn=die_with_this_process(),
         )
     return Component(name, process, log_path)
 
@@ -86,11 +80,3 @@ def _signal(component: Component, signum: int) -> None:
         component.process.send_signal(signum)
     except ProcessLookupError:
         pass
-
-
-def _die_with_parent(parent: int) -> None:
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        os._exit(126)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(126)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..lifetime import die_with_this_process
 from ..pki import CertificateAuthority
 
 _START_TIMEOUT = 30.0
@@ -72,6 +73,7 @@ class EightByEightEmulator:
                 [sys.executable, "-m", "otp_sandbox.eightbyeight", "--listen", listen,
                  "--state-dir", str(workdir), "--ca-dir", str(ca.directory)],
                 stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_this_process(),
             )
         line = _read_line(process, _START_TIMEOUT)
         if not line:
