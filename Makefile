@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OTP_SANDBOX_CACHE ?= $(HOME)/.cache/otp-relay-operator
 
-.PHONY: help venv node controlplane test test-fast demo bench bench-tools clean
+.PHONY: help venv node controlplane helm test test-fast demo bench bench-tools clean
 
 help:
 	@echo "make demo   - run the whole system on the local sandbox (see README)"
@@ -28,9 +28,12 @@ node:
 
 controlplane: $(STAMP) node
 	$(BIN)/otp-sandbox build
+
+# helm for the chart tests: from PATH, or built once into the same cache as the control plane.
+helm: $(STAMP)
 	$(BIN)/python -m tests.chart.helm
 
-test: controlplane
+test: controlplane helm
 	$(BIN)/python -m pytest -ra
 
 test-fast: $(STAMP)
