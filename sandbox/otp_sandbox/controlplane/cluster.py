@@ -154,28 +154,16 @@ class ControlPlane:
         self._wait({"kube-apiserver": lambda: api.is_ok(self._admin, "/readyz")})
 
     def _start_full(self, binaries: dict[str, Path]) -> None:
-        kcm_port, scheduler_port, kwok_port = free_port(), free_port(), free_port()
-        kcm_config = self._component_kubeconfig("system:kube-controller-manager")
-        kcm_serving = self._ca.issue("kube-controller-manager-serving", hosts=("localhost", "127.0.0.1"))
+        kcm_port, kcm_flags = self._secure_component("kube-controller-manager")
         self._spawn("kube-controller-manager", [
-            str(binaries["kube-controller-manager"]), f"--kubeconfig={kcm_config}",
-            f"--authentication-kubeconfig={kcm_config}", f"--authorization-kubeconfig={kcm_config}",
-            "--bind-address=127.0.0.1", f"--secure-port={kcm_port}",
-            f"--tls-cert-file={kcm_serving.cert}", f"--tls-private-key-file={kcm_serving.key}",
+            str(binaries["kube-controller-manager"]), *kcm_flags,
             f"--controllers={','.join(CONTROLLERS)}", "--use-service-account-credentials=true",
             f"--service-account-private-key-file={self._sa_private}", f"--root-ca-file={self._ca.cert_path}",
             f"--cluster-signing-cert-file={self._ca.cert_path}", f"--cluster-signing-key-file={self._ca.key_path}",
-            "--leader-elect=false",
         ])
-        scheduler_config = self._component_kubeconfig("system:kube-scheduler")
-        scheduler_serving = self._ca.issue("kube-scheduler-serving", hosts=("localhost", "127.0.0.1"))
-        self._spawn("kube-scheduler", [
-            str(binaries["kube-scheduler"]), f"--kubeconfig={scheduler_config}",
-            f"--authentication-kubeconfig={scheduler_config}", f"--authorization-kubeconfig={scheduler_config}",
-            "--bind-address=127.0.0.1", f"--secure-port={scheduler_port}",
-            f"--tls-cert-file={scheduler_serving.cert}", f"--tls-private-key-file={scheduler_serving.key}",
-            "--leader-elect=false",
-        ])
+        scheduler_port, scheduler_flags = self._secure_component("kube-scheduler")
+        self._spawn("kube-scheduler", [str(binaries["kube-scheduler"]), *scheduler_flags])
+        kwok_port = free_port()
         # kwok plays every kubelet of the Nodes it manages, so it gets kubelet-wide powers.
         kwok_config = self._component_kubeconfig("kwok", groups=("system:masters",))
         key, value = api.FAKE_NODE_ANNOTATION
@@ -225,6 +213,19 @@ class ControlPlane:
             time.sleep(_POLL)
 
     # -- helpers -----------------------------------------------------------------------------
+    def _secure_component(self, name: str) -> tuple[int, list[str]]:
+        """A free port and the flags every secured control-plane component shares: its own
+        identity (``system:<name>``) for the API, authn/authz delegation, and a serving cert."""
+        port = free_port()
+        config = self._component_kubeconfig(f"system:{name}")
+        serving = self._ca.issue(f"{name}-serving", hosts=("localhost", "127.0.0.1"))
+        return port, [
+            f"--kubeconfig={config}", f"--authentication-kubeconfig={config}",
+            f"--authorization-kubeconfig={config}", "--bind-address=127.0.0.1", f"--secure-port={port}",
+            f"--tls-cert-file={serving.cert}", f"--tls-private-key-file={serving.key}",
+            "--leader-elect=false",
+        ]
+
     def _spawn(self, name: str, argv: list[str]) -> Component:
         component = spawn(name, argv, self._dir / "logs" / f"{name}.log")
         self.components.append(component)
