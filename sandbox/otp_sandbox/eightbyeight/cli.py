@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ipaddress
 import json
 import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 
@@ -20,6 +22,13 @@ def _host_port(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
+def _time_factor(value: str) -> float:
+    factor = float(value)
+    if not 0 < factor <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {value!r}")
+    return factor
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sms-emulator", help="run the 8x8 SMS API emulator (HTTPS on loopback)"
@@ -30,6 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="directory for the emulator's certificate and files")
     parser.add_argument("--ca-dir", type=Path, default=None,
                         help="sandbox CA directory (default: STATE_DIR/ca)")
+    parser.add_argument("--receipt-time-factor", type=_time_factor, default=1.0,
+                        help="scale delivery-receipt retry intervals and timeouts (tests; default 1: "
+                             "8x8's 1, 10, 30, 90 s)")
+    parser.add_argument("--receipt-network", action="append", default=[], metavar="CIDR",
+                        type=ipaddress.ip_network,
+                        help="also post delivery receipts to this network (default: loopback only)")
     parser.set_defaults(func=run)
 
 
@@ -37,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir
     state_dir.mkdir(parents=True, exist_ok=True)
     from . import server  # noqa: PLC0415  (keeps `otp-sandbox --help` fast)
+    from .receipts import Dispatcher  # noqa: PLC0415
 
     ca = CertificateAuthority(args.ca_dir or state_dir / "ca")
     pair = ca.issue(f"sms-emulator-{os.getpid()}")
@@ -47,7 +63,10 @@ def run(args: argparse.Namespace) -> int:
                           "pid": os.getpid()}), flush=True)
 
     async def main() -> None:
-        task = asyncio.ensure_future(server.serve(host, port, str(pair.cert), str(pair.key), announce))
+        receipts = Dispatcher(ssl.create_default_context(cafile=str(ca.cert_path)),
+                              args.receipt_time_factor, args.receipt_network)
+        task = asyncio.ensure_future(server.serve(host, port, str(pair.cert), str(pair.key), announce,
+                                                  receipts))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, task.cancel)

@@ -25,7 +25,8 @@ class EmulatorError(RuntimeError):
 
 @dataclass(frozen=True)
 class SentMessage:
-    """A message as the emulator recorded it (destination without the leading +)."""
+    """A message as the emulator recorded it (destination in E.164 digits without the +;
+    encoding as detected: GSM7 or UCS2)."""
 
     umid: str
     subaccount: str
@@ -33,8 +34,10 @@ class SentMessage:
     text: str
     source: str | None
     encoding: str
+    sms_count: int
     client_message_id: str | None
     client_ip: str | None
+    dlr_callback_url: str | None
     status: str
     batch_id: str | None
 
@@ -42,8 +45,9 @@ class SentMessage:
     def from_json(cls, data: dict[str, Any]) -> "SentMessage":
         return cls(
             umid=data["umid"], subaccount=data["subaccount"], destination=data["destination"],
-            text=data["text"], source=data.get("source"), encoding=data.get("encoding", "AUTO"),
-            client_message_id=data.get("clientMessageId"), client_ip=data.get("clientIp"),
+            text=data["text"], source=data.get("source"), encoding=data["encoding"],
+            sms_count=data["smsCount"], client_message_id=data.get("clientMessageId"),
+            client_ip=data.get("clientIp"), dlr_callback_url=data.get("dlrCallbackUrl"),
             status=data["status"]["code"], batch_id=data.get("batchId"),
         )
 
@@ -64,14 +68,17 @@ class EightByEightEmulator:
         self._ssl = ssl.create_default_context(cafile=str(ca.cert_path))
 
     @classmethod
-    def start(cls, ca: CertificateAuthority, workdir: Path, listen: str = "127.0.0.1:0") -> "EightByEightEmulator":
+    def start(cls, ca: CertificateAuthority, workdir: Path, listen: str = "127.0.0.1:0",
+              receipt_time_factor: float = 1.0) -> "EightByEightEmulator":
+        """``receipt_time_factor`` scales the receipt retry schedule (1, 10, 30, 90 s)."""
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         log_path = workdir / "sms-emulator.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "otp_sandbox.eightbyeight", "--listen", listen,
-                 "--state-dir", str(workdir), "--ca-dir", str(ca.directory)],
+                 "--state-dir", str(workdir), "--ca-dir", str(ca.directory),
+                 "--receipt-time-factor", str(receipt_time_factor)],
                 stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                 preexec_fn=die_with_this_process(),
             )
@@ -107,7 +114,8 @@ class EightByEightEmulator:
         return self._call("GET", "requests")
 
     def clear(self) -> None:
-        """Forget messages, requests, faults and rejected destinations (keys stay)."""
+        """Forget messages, requests, faults, rejected destinations, outcomes and receipts
+        (pending receipts are cancelled, the receipt time factor is restored; keys stay)."""
         self._call("POST", "clear", {})
 
     def inject(self, kind: str, *, count: int | None = 1, ms: int = 0, status: int = 500,
@@ -129,6 +137,33 @@ class EightByEightEmulator:
     def reject_destination(self, destination: str) -> None:
         """Answer 200 with status REJECTED for this destination."""
         self._call("POST", "rejections", {"destination": destination})
+
+    def set_outcome(self, destination: str, kind: str = "delivered", *, after_ms: int = 0,
+                    error_code: int | None = None, error_message: str | None = None,
+                    detail: str | None = None) -> None:
+        """What happens to messages sent to ``destination`` from now on (until ``clear``).
+
+        ``delivered`` or ``undelivered`` (with 8x8's delivery ``error_code``; ``error_message``
+        is needed for codes the emulator does not name) ``after_ms`` after 8x8 accepted the
+        message, or ``none``: no receipt. Without an outcome a message is delivered at once.
+        Receipts go only to messages sent with a ``dlrCallbackUrl``.
+        """
+        self._call("POST", "outcomes", {"destination": destination, "kind": kind, "after_ms": after_ms,
+                                        "error_code": error_code, "error_message": error_message,
+                                        "detail": detail})
+
+    def receipt_attempts(self) -> list[dict[str, Any]]:
+        """Every receipt POST so far: ``umid``, ``attempt`` (1 = first), ``result`` (HTTP status,
+        "timeout", "connection error" or "not allowed"), ``elapsed`` (s since acceptance), ``body``."""
+        return self._call("GET", "receipts")["attempts"]
+
+    def pending_receipts(self) -> int:
+        """Messages whose receipt is still to be posted or retried."""
+        return self._call("GET", "receipts")["pending"]
+
+    def set_receipt_time_factor(self, factor: float) -> None:
+        """Scale the receipt retry schedule until ``clear`` (0 < factor <= 1)."""
+        self._call("POST", "receipts/settings", {"time_factor": factor})
 
     def stop(self) -> None:
         if self.process.poll() is None:

@@ -1,84 +1,249 @@
-"""Pure validation of 8x8 send requests, as the public SMS API documents it.
+"""Pure validation of 8x8 send requests, as 8x8's OpenAPI file for the SMS API
+(``docs_oas/connect/sms_api.json``) and its "API Error codes" page document them.
 
-Error codes follow 8x8's docs: 1001 illegal subaccount, 1002 invalid MSISDN, 1003 invalid
-encoding, 1005 invalid source, 1100 bulk limit, 1200 unauthorized, 1201 forbidden, 3009
-clientMessageId too long, 2000 internal. 8x8 documents no code for a body that is not JSON or
-lacks ``text``; the emulator answers those with 1000 (an assumption, marked as such).
+A single send answers every problem with HTTP 400 and the documented error code. A batch
+answers 400 only for problems with the request as a whole (not JSON, no messages, too many,
+a field of the wrong type or outside its enum/length); the per-message problems the spec lists
+for batches (text missing, source too long, expiry reached, invalid MSISDN) make that message
+``REJECTED`` inside a 200 answer instead.
+
+Assumptions (8x8 documents no code for them): a body that is not a JSON object, a field of the
+wrong JSON type and an unknown ``track`` value get 1000 "Invalid parameter".
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import ipaddress
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
+
+import gsm0338  # noqa: F401  (registers the "gsm03.38" codec)
+import phonenumbers
 
 SUBACCOUNT_ID = re.compile(r"^[A-Za-z0-9\-._&]{3,50}$")
 DESTINATION = re.compile(r"^\+?[1-9][0-9]{6,14}$")
+COUNTRY = re.compile(r"^[A-Za-z]{2}$")
 ENCODINGS = frozenset({"AUTO", "GSM7", "UCS2"})
+TRACKS = frozenset({"None", "Outcome"})
 MAX_SOURCE = 16
-MAX_CLIENT_MESSAGE_ID = 50
+MAX_CLIENT_MESSAGE_ID = 350
+MAX_CLIENT_BATCH_ID = 20
 MAX_BATCH = 10_000
+MAX_PARTS = 10  # longer texts are truncated to 10 parts ("Send SMS API" page)
+MAX_SCHEDULE_AHEAD = dt.timedelta(days=7)
 
-INVALID_REQUEST = 1000  # emulator assumption: undocumented code for a malformed body
+INVALID_PARAMETER = 1000
 ILLEGAL_SUBACCOUNT = 1001
 INVALID_MSISDN = 1002
 INVALID_ENCODING = 1003
+INVALID_TEXT = 1004
 INVALID_SOURCE = 1005
+INVALID_EXPIRY = 1006
+INVALID_TEMPLATE = 1007
+INVALID_COUNTRY = 1009
+INVALID_SCHEDULE = 1011
+INVALID_IP = 1012
 BULK_LIMIT = 1100
 UNAUTHORIZED = 1200
-FORBIDDEN = 1201
-CLIENT_MESSAGE_ID_TOO_LONG = 3009
 INTERNAL = 2000
+CLIENT_MESSAGE_ID_TOO_LONG = 3009
+MISSED_MESSAGES = 3012
+CLIENT_BATCH_ID_TOO_LONG = 3014
+INVALID_CALLBACK_URL = 3020
+
+# The REJECTED descriptions the spec lists for batch messages.
+TEXT_MISSING = "Text value is missing"
+SOURCE_TOO_LONG = "Invalid Source value. Reached max allowed limit"
+EXPIRY_REACHED = "Expiry time already reached"
+MSISDN_NOT_E164 = "Invalid MSISDN format (not E.164 international number)"
+
+_STRING_FIELDS = ("destination", "text", "source", "clientMessageId", "country", "encoding",
+                  "scheduled", "expiry", "dlrCallbackUrl", "clientIp", "track")
 
 
 @dataclass(frozen=True)
 class Invalid:
-    """A request 8x8 refuses with HTTP ``status`` and error ``code``."""
+    """A problem 8x8 answers with error ``code`` and ``message`` (HTTP ``status``).
 
-    status: int
+    ``per_message``: in a batch, the message is REJECTED with ``message`` as its description
+    instead of the whole request failing.
+    """
+
     code: int
     message: str
+    per_message: bool = False
+    status: int = 400
 
 
-def check_message(body: Any) -> Invalid | None:
-    """Validate one message object; ``None`` when 8x8 would accept it."""
-    if not isinstance(body, dict):
-        return Invalid(400, INVALID_REQUEST, "Request body must be a JSON object")
-    destination = body.get("destination")
-    if not isinstance(destination, str) or not DESTINATION.match(destination):
-        return Invalid(400, INVALID_MSISDN, "Invalid MSISDN")
-    text = body.get("text")
-    if not isinstance(text, str) or not text:
-        return Invalid(400, INVALID_REQUEST, "Field 'text' is required")
-    encoding = body.get("encoding", "AUTO")
-    if encoding not in ENCODINGS:
-        return Invalid(400, INVALID_ENCODING, "Invalid encoding")
-    source = body.get("source")
-    if source is not None and (not isinstance(source, str) or not 0 < len(source) <= MAX_SOURCE):
-        return Invalid(400, INVALID_SOURCE, "Invalid source")
-    client_message_id = body.get("clientMessageId")
-    if client_message_id is not None and (
-        not isinstance(client_message_id, str) or len(client_message_id) > MAX_CLIENT_MESSAGE_ID
-    ):
-        return Invalid(400, CLIENT_MESSAGE_ID_TOO_LONG, "clientMessageId is too long")
+@dataclass(frozen=True)
+class Message:
+    """A message 8x8 accepts, normalised as 8x8 reports it."""
+
+    destination: str  # E.164 digits without the "+"
+    text: str
+    encoding: str  # GSM7 or UCS2, never AUTO
+    sms_count: int
+    source: str | None
+    client_message_id: str | None
+    client_ip: str | None
+    country: str | None
+    scheduled: str | None
+    expiry: str | None
+    dlr_callback_url: str | None
+
+
+def detect_encoding(text: str, requested: str = "AUTO") -> str:
+    """GSM7 when every character is in the GSM 03.38 alphabet (or GSM7 was asked), else UCS2."""
+    if requested != "AUTO":
+        return requested
+    try:
+        text.encode("gsm03.38")
+    except UnicodeEncodeError:
+        return "UCS2"
+    return "GSM7"
+
+
+def sms_count(text: str, encoding: str) -> int:
+    """Segments: GSM7 160 septets (153 per part when split), UCS2 70 units (67), at most 10."""
+    if encoding == "GSM7":
+        units, single, part = len(text.encode("gsm03.38", errors="replace")), 160, 153
+    else:
+        units, single, part = len(text.encode("utf-16-le")) // 2, 70, 67
+    return max(1, min(MAX_PARTS, 1 if units <= single else math.ceil(units / part)))
+
+
+def e164(destination: str, country: str | None) -> str | None:
+    """The number in E.164 digits (no "+") when it is a valid number, else None.
+
+    8x8 takes international numbers with or without "+", and national ones with ``country``.
+    """
+    if not DESTINATION.match(destination):
+        return None
+    attempts: list[tuple[str, str | None]] = []
+    if country and not destination.startswith("+"):
+        attempts.append((destination, country.upper()))
+    attempts.append(("+" + destination.lstrip("+"), None))
+    for number, region in attempts:
+        try:
+            parsed = phonenumbers.parse(number, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(parsed):
+            return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)[1:]
     return None
 
 
+def parse_time(value: str) -> dt.datetime | None:
+    """An ISO 8601 date-time (naive means UTC), or None."""
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def _valid_callback_url(value: str) -> bool:
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _valid_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _request_problem(item: dict[str, Any], now: dt.datetime) -> Invalid | None:
+    """Problems that fail the whole request, batch or not."""
+    for name in _STRING_FIELDS:
+        if name in item and not isinstance(item[name], str):
+            return Invalid(INVALID_PARAMETER, f"Field '{name}' must be a string")
+    if item.get("encoding", "AUTO") not in ENCODINGS:
+        return Invalid(INVALID_ENCODING, "Invalid encoding: use AUTO, GSM7 or UCS2")
+    if len(item.get("clientMessageId", "")) > MAX_CLIENT_MESSAGE_ID:
+        return Invalid(CLIENT_MESSAGE_ID_TOO_LONG, "Too long ClientMessageId")
+    if "country" in item and not COUNTRY.match(item["country"]):
+        return Invalid(INVALID_COUNTRY, "Invalid Country Code")
+    if "clientIp" in item and not _valid_ip(item["clientIp"]):
+        return Invalid(INVALID_IP, "Invalid Ip Address")
+    if "dlrCallbackUrl" in item and not _valid_callback_url(item["dlrCallbackUrl"]):
+        return Invalid(INVALID_CALLBACK_URL, "Invalid DR Callback URL")
+    if "track" in item and item["track"] not in TRACKS:
+        return Invalid(INVALID_PARAMETER, "Invalid track: use None or Outcome")
+    if "expiry" in item and parse_time(item["expiry"]) is None:
+        return Invalid(INVALID_EXPIRY, "Invalid Expiry")
+    if "scheduled" in item:
+        scheduled = parse_time(item["scheduled"])
+        if scheduled is None or scheduled > now + MAX_SCHEDULE_AHEAD:
+            return Invalid(INVALID_SCHEDULE, "Invalid Schedule Time")
+    return None
+
+
+def _message_problem(item: dict[str, Any], now: dt.datetime) -> Invalid | str:
+    """Problems that REJECT one message of a batch; else the destination in E.164 digits."""
+    if not item.get("text"):
+        return Invalid(INVALID_TEXT, TEXT_MISSING, per_message=True)
+    if len(item.get("source", "")) > MAX_SOURCE:
+        return Invalid(INVALID_SOURCE, SOURCE_TOO_LONG, per_message=True)
+    if "expiry" in item and parse_time(item["expiry"]) <= now:
+        return Invalid(INVALID_EXPIRY, EXPIRY_REACHED, per_message=True)
+    destination = e164(item.get("destination", ""), item.get("country"))
+    if destination is None:
+        return Invalid(INVALID_MSISDN, MSISDN_NOT_E164, per_message=True)
+    return destination
+
+
+def check_message(item: Any, now: dt.datetime | None = None) -> Message | Invalid:
+    """One message object (a single send, or a batch message with its template merged in)."""
+    if not isinstance(item, dict):
+        return Invalid(INVALID_PARAMETER, "Each message must be a JSON object")
+    now = now or dt.datetime.now(dt.timezone.utc)
+    problem = _request_problem(item, now)
+    if problem is not None:
+        return problem
+    destination = _message_problem(item, now)
+    if isinstance(destination, Invalid):
+        return destination
+    text = item["text"]
+    encoding = detect_encoding(text, item.get("encoding", "AUTO"))
+    return Message(
+        destination=destination, text=text, encoding=encoding, sms_count=sms_count(text, encoding),
+        source=item.get("source"), client_message_id=item.get("clientMessageId"),
+        client_ip=item.get("clientIp"), country=item.get("country"), scheduled=item.get("scheduled"),
+        expiry=item.get("expiry"), dlr_callback_url=item.get("dlrCallbackUrl"),
+    )
+
+
 def batch_messages(body: Any) -> list[Any] | Invalid:
-    """Expand a batch body (``messages`` or ``destinations`` + ``template``) into messages."""
+    """Expand a batch body into message objects, the template merged into each.
+
+    ``messages`` wins over ``destinations`` when both are given, as the spec says.
+    """
     if not isinstance(body, dict):
-        return Invalid(400, INVALID_REQUEST, "Request body must be a JSON object")
-    template = body.get("template") or {}
+        return Invalid(INVALID_PARAMETER, "Request body must be a JSON object")
+    template = body.get("template", {})
     if not isinstance(template, dict):
-        return Invalid(400, INVALID_REQUEST, "Field 'template' must be an object")
-    if isinstance(body.get("messages"), list):
-        items = [{**template, **m} if isinstance(m, dict) else m for m in body["messages"]]
-    elif isinstance(body.get("destinations"), list):
-        items = [{**template, "destination": d} for d in body["destinations"]]
+        return Invalid(INVALID_TEMPLATE, "Invalid SMS Template")
+    client_batch_id = body.get("clientBatchId")
+    if client_batch_id is not None and (not isinstance(client_batch_id, str)
+                                        or len(client_batch_id) > MAX_CLIENT_BATCH_ID):
+        return Invalid(CLIENT_BATCH_ID_TOO_LONG, "Too long ClientBatchId")
+    messages, destinations = body.get("messages"), body.get("destinations")
+    if isinstance(messages, list) and messages:
+        items = [{**template, **m} if isinstance(m, dict) else m for m in messages]
+    elif isinstance(destinations, list) and destinations:
+        items = [{**template, "destination": d} for d in destinations]
     else:
-        return Invalid(400, INVALID_REQUEST, "Either 'messages' or 'destinations' is required")
-    if not items:
-        return Invalid(400, INVALID_REQUEST, "The batch is empty")
+        return Invalid(MISSED_MESSAGES, "Missed messages: give 'messages' or 'destinations'")
     if len(items) > MAX_BATCH:
-        return Invalid(400, BULK_LIMIT, f"A batch holds at most {MAX_BATCH} messages")
+        return Invalid(BULK_LIMIT, f"Bulk limit reached: at most {MAX_BATCH} messages")
     return items

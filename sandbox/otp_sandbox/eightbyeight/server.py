@@ -1,8 +1,10 @@
 """The 8x8 SMS API emulator: a real HTTPS server speaking 8x8's documented contract.
 
-8x8 paths: ``POST /api/v1/subaccounts/{id}/messages`` and ``.../messages/batch``.
-The admin API for tests lives under ``/__sandbox/`` (subaccounts and their API keys, the
-record of every message and request, fault injection, destinations that 8x8 rejects).
+8x8 paths: ``POST /api/v1/subaccounts/{id}/messages`` and ``.../messages/batch``, checked
+against 8x8's OpenAPI file (see ``rules``); delivery receipts to ``dlrCallbackUrl`` (see
+``receipts``). The admin API for tests lives under ``/__sandbox/`` (subaccounts and their API
+keys, the record of every message, request and receipt attempt, fault injection, destinations
+that 8x8 rejects, per-destination delivery outcomes).
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from typing import Any
 from aiohttp import web
 
 from . import rules
+from .receipts import Dispatcher, Outcome
 
 QUEUED = {"code": "QUEUED", "description": "SMS is accepted and queued for processing"}
 REJECTED = {"code": "REJECTED", "description": "Destination is blocked"}
+JSON = "application/json"
 
 
 @dataclass
@@ -52,6 +56,13 @@ class State:
     requests: list[dict[str, Any]] = field(default_factory=list)
     faults: list[Fault] = field(default_factory=list)
     rejected_destinations: set[str] = field(default_factory=set)
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # destination digits -> outcome
+
+    def reset(self) -> None:
+        """Forget everything but the subaccounts and their keys."""
+        for collection in (self.messages, self.requests, self.faults, self.rejected_destinations,
+                           self.outcomes):
+            collection.clear()
 
     def take_faults(self) -> tuple[int, Fault | None]:
         """Total injected latency (ms) and the terminating fault for one request, consuming
@@ -71,6 +82,7 @@ class State:
 
 
 STATE = web.AppKey("state", State)
+RECEIPTS = web.AppKey("receipts", Dispatcher)
 
 
 def _error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
@@ -101,29 +113,57 @@ def _authorize(state: State, request: web.Request, subaccount: str) -> web.Respo
     owners = [sub for sub, keys in state.api_keys.items() if key in keys]
     if not owners:
         return _error(401, rules.UNAUTHORIZED, "Unauthorized")
-    if subaccount not in owners:
-        return _error(403, rules.FORBIDDEN, "Forbidden: the API key has no access to this subaccount")
+    if subaccount not in owners:  # authenticated, but not for this subaccount: 8x8's 1001
+        return _error(400, rules.ILLEGAL_SUBACCOUNT, "Provided subAccountId doesn't belong to your account")
     return None
 
 
-def _accept(state: State, subaccount: str, message: dict[str, Any], batch_id: str | None) -> dict[str, Any]:
-    destination = message["destination"].lstrip("+")
-    rejected = destination in state.rejected_destinations
+def _accept(request: web.Request, subaccount: str, message: rules.Message,
+            batch: dict[str, str] | None = None) -> dict[str, Any]:
+    """Record an accepted message (QUEUED, or REJECTED for a blocked destination) and
+    schedule its delivery receipt."""
+    state = request.app[STATE]
+    rejected = message.destination in state.rejected_destinations
     record = {
         "umid": str(uuid.uuid4()),
         "subaccount": subaccount,
-        "destination": destination,
-        "text": message["text"],
-        "source": message.get("source"),
-        "encoding": message.get("encoding", "AUTO"),
-        "clientMessageId": message.get("clientMessageId"),
-        "clientIp": message.get("clientIp"),
-        "country": message.get("country"),
-        "batchId": batch_id,
+        "destination": message.destination,
+        "text": message.text,
+        "source": message.source,
+        "encoding": message.encoding,
+        "smsCount": message.sms_count,
+        "clientMessageId": message.client_message_id,
+        "clientIp": message.client_ip,
+        "country": message.country,
+        "dlrCallbackUrl": message.dlr_callback_url,
+        **(batch or {}),
         "status": dict(REJECTED if rejected else QUEUED),
     }
     state.messages.append(record)
+    if not rejected:
+        request.app[RECEIPTS].schedule(record, state.outcomes.get(message.destination, Outcome()))
     return record
+
+
+def _answer(record: dict[str, Any]) -> dict[str, Any]:
+    """8x8's SmsResponse for a recorded message (absent clientMessageId left out)."""
+    answer = {"umid": record["umid"]}
+    if record.get("clientMessageId") is not None:
+        answer["clientMessageId"] = record["clientMessageId"]
+    answer.update({key: record[key] for key in ("destination", "encoding", "status")})
+    return answer
+
+
+def _rejected_answer(item: dict[str, Any], invalid: rules.Invalid) -> dict[str, Any]:
+    """A batch message refused on its own: REJECTED with the reason, never recorded."""
+    text = item.get("text") if isinstance(item.get("text"), str) else ""
+    return _answer({
+        "umid": str(uuid.uuid4()),
+        "clientMessageId": item.get("clientMessageId"),
+        "destination": item.get("destination", ""),
+        "encoding": rules.detect_encoding(text, item.get("encoding", "AUTO")),
+        "status": {"code": "REJECTED", "description": invalid.message},
+    })
 
 
 async def _send(request: web.Request, batch: bool) -> web.StreamResponse:
@@ -143,14 +183,12 @@ async def _send(request: web.Request, batch: bool) -> web.StreamResponse:
         entry["clientMessageId"] = body.get("clientMessageId") or body.get("clientBatchId")
     if fault is not None and fault.kind == "status":
         entry["status"] = fault.status
-        headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
-        code = fault.code if fault.code is not None else (rules.INTERNAL if fault.status >= 500 else fault.status)
-        return _error(fault.status, code, "Injected fault", headers)
+        return _fault_error(fault)
     if fault is not None and fault.kind == "reset" and not fault.after_accept:
         entry["status"] = "reset"
         _reset(request)
         return web.Response()
-    response = _handle_send(state, request, subaccount, body, batch)
+    response = _handle_send(request, subaccount, raw, body, batch)
     entry["status"] = response.status
     if fault is not None and fault.kind == "reset":
         entry["status"] = "reset"
@@ -158,53 +196,55 @@ async def _send(request: web.Request, batch: bool) -> web.StreamResponse:
     return response
 
 
-def _handle_send(state: State, request: web.Request, subaccount: str, body: Any, batch: bool) -> web.Response:
+def _fault_error(fault: Fault) -> web.Response:
+    headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
+    if fault.status == 429:
+        code = 429
+        message = f"Quota exceeded. Please try again in {fault.retry_after or 1} second(s)."
+    elif fault.status >= 500:
+        code, message = rules.INTERNAL, "Internal server error"
+    else:
+        code, message = fault.status, "Injected fault"
+    return _error(fault.status, fault.code if fault.code is not None else code, message, headers)
+
+
+def _handle_send(request: web.Request, subaccount: str, raw: bytes, body: Any, batch: bool) -> web.Response:
     if not rules.SUBACCOUNT_ID.match(subaccount):
-        return _error(400, rules.ILLEGAL_SUBACCOUNT, "Illegal subaccount")
-    denied = _authorize(state, request, subaccount)
+        return _error(400, rules.ILLEGAL_SUBACCOUNT, "Illegal SubAccountId")
+    denied = _authorize(request.app[STATE], request, subaccount)
     if denied is not None:
         return denied
+    if request.content_type != JSON:  # the spec documents application/json bodies only
+        return _error(400, rules.INVALID_PARAMETER, f"Unsupported content type: send {JSON}")
     if body is None:
-        return _error(400, rules.INVALID_REQUEST, "Request body must be JSON")
-    if not batch:
-        invalid = rules.check_message(body)
-        if invalid is not None:
-            return _error(invalid.status, invalid.code, invalid.message)
-        record = _accept(state, subaccount, body, None)
-        return web.json_response({
-            "umid": record["umid"],
-            "clientMessageId": record["clientMessageId"],
-            "destination": record["destination"],
-            "encoding": record["encoding"],
-            "status": record["status"],
-        })
+        return _error(400, rules.INVALID_PARAMETER, "Request body must be JSON")
+    return _send_batch(request, subaccount, body) if batch else _send_single(request, subaccount, body)
+
+
+def _send_single(request: web.Request, subaccount: str, body: Any) -> web.Response:
+    message = rules.check_message(body)
+    if isinstance(message, rules.Invalid):
+        return _error(message.status, message.code, message.message)
+    return web.json_response(_answer(_accept(request, subaccount, message)))
+
+
+def _send_batch(request: web.Request, subaccount: str, body: Any) -> web.Response:
     items = rules.batch_messages(body)
     if isinstance(items, rules.Invalid):
         return _error(items.status, items.code, items.message)
-    batch_id = str(uuid.uuid4())
-    answers: list[dict[str, Any]] = []
-    accepted = rejected = 0
-    for item in items:
-        invalid = rules.check_message(item)
-        if invalid is not None:
-            rejected += 1
-            destination = item.get("destination") if isinstance(item, dict) else None
-            answers.append({"umid": None, "destination": destination,
-                            "status": {"code": "REJECTED", "description": invalid.message}})
-            continue
-        record = _accept(state, subaccount, item, batch_id)
-        if record["status"]["code"] == "REJECTED":
-            rejected += 1
-        else:
-            accepted += 1
-        answers.append({key: record[key] for key in ("umid", "clientMessageId", "destination", "encoding", "status")})
-    answer: dict[str, Any] = {
-        "batchId": batch_id,
-        "clientBatchId": body.get("clientBatchId"),
-        "acceptedCount": accepted,
-        "rejectedCount": rejected,
-    }
-    if body.get("includeMessagesInResponse"):
+    checked = [rules.check_message(item) for item in items]
+    for result in checked:  # a request-level problem anywhere fails the whole batch
+        if isinstance(result, rules.Invalid) and not result.per_message:
+            return _error(result.status, result.code, result.message)
+    batch = {"batchId": str(uuid.uuid4())}
+    if body.get("clientBatchId") is not None:
+        batch["clientBatchId"] = body["clientBatchId"]
+    answers = [_rejected_answer(item, result) if isinstance(result, rules.Invalid)
+               else _answer(_accept(request, subaccount, result, batch))
+               for item, result in zip(items, checked)]
+    accepted = sum(1 for a in answers if a["status"]["code"] == "QUEUED")
+    answer: dict[str, Any] = {**batch, "acceptedCount": accepted, "rejectedCount": len(answers) - accepted}
+    if body.get("includeMessagesInResponse") is True:
         answer["messages"] = answers
     return web.json_response(answer)
 
@@ -253,11 +293,8 @@ async def list_requests(request: web.Request) -> web.Response:
 
 
 async def clear(request: web.Request) -> web.Response:
-    state = request.app[STATE]
-    state.messages.clear()
-    state.requests.clear()
-    state.faults.clear()
-    state.rejected_destinations.clear()
+    request.app[STATE].reset()
+    request.app[RECEIPTS].clear()
     return web.json_response({})
 
 
@@ -282,13 +319,41 @@ async def reject_destination(request: web.Request) -> web.Response:
     return web.json_response({"destination": destination})
 
 
+async def set_outcome(request: web.Request) -> web.Response:
+    data = await _json(request)
+    destination = rules.e164(str(data.get("destination", "")), None)
+    if destination is None:
+        raise web.HTTPBadRequest(text="need 'destination', a valid international number")
+    try:
+        outcome = Outcome.from_json(data)
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    request.app[STATE].outcomes[destination] = outcome
+    return web.json_response({"destination": destination, **asdict(outcome)})
+
+
+async def list_receipts(request: web.Request) -> web.Response:
+    receipts = request.app[RECEIPTS]
+    return web.json_response({"pending": receipts.pending, "attempts": receipts.attempts})
+
+
+async def receipt_settings(request: web.Request) -> web.Response:
+    data = await _json(request)
+    factor = data.get("time_factor")
+    if not isinstance(factor, (int, float)) or not 0 < factor <= 1:
+        raise web.HTTPBadRequest(text="time_factor must be a number in (0, 1]")
+    request.app[RECEIPTS].time_factor = float(factor)
+    return web.json_response({"time_factor": float(factor)})
+
+
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
 
-def make_app() -> web.Application:
+def make_app(receipts: Dispatcher) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE] = State()
+    app[RECEIPTS] = receipts
     app.router.add_post("/api/v1/subaccounts/{subaccount}/messages", send_one)
     app.router.add_post("/api/v1/subaccounts/{subaccount}/messages/batch", send_batch)
     app.router.add_get("/__sandbox/health", health)
@@ -300,14 +365,19 @@ def make_app() -> web.Application:
     app.router.add_post("/__sandbox/faults", add_fault)
     app.router.add_delete("/__sandbox/faults", clear_faults)
     app.router.add_post("/__sandbox/rejections", reject_destination)
+    app.router.add_post("/__sandbox/outcomes", set_outcome)
+    app.router.add_get("/__sandbox/receipts", list_receipts)
+    app.router.add_post("/__sandbox/receipts/settings", receipt_settings)
     return app
 
 
-async def serve(host: str, port: int, cert: str, key: str, announce) -> None:
+async def serve(host: str, port: int, cert: str, key: str, announce, receipts: Dispatcher) -> None:
     """Serve until cancelled; ``announce(url)`` is called once the socket listens."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    runner = web.AppRunner(make_app(), access_log=None, shutdown_timeout=5)
+    app = make_app(receipts)
+    app.on_cleanup.append(lambda _app: receipts.close())
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
     await runner.setup()
     sock = socket.create_server((host, port))
     site = web.SockSite(runner, sock, ssl_context=context)

@@ -1,0 +1,129 @@
+"""Fixtures for the 8x8 emulator tests: a client that checks every answer against 8x8's schemas
+(spec/README.md), and a loopback receiver for delivery receipts."""
+
+from __future__ import annotations
+
+import json
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+
+from otp_sandbox.eightbyeight import EightByEightEmulator
+
+SUB, KEY = "emu_test", "emu-key-1"
+SCHEMA = json.loads((Path(__file__).parent / "spec" / "sms-api.schema.json").read_text())
+FORMATS = jsonschema.Draft202012Validator.FORMAT_CHECKER
+assert {"date-time", "uuid"} <= set(FORMATS.checkers), "install the test extras (rfc3339-validator)"
+
+
+def validate(instance: Any, definition: str) -> None:
+    """Raise ``jsonschema.ValidationError`` unless ``instance`` is a valid 8x8 ``definition``."""
+    jsonschema.Draft202012Validator({**SCHEMA, "$ref": f"#/$defs/{definition}"},
+                                    format_checker=FORMATS).validate(instance)
+
+
+class Client:
+    """Sends to the emulator's 8x8 paths and validates every answer against the schemas."""
+
+    def __init__(self, http: httpx.Client, emu: EightByEightEmulator) -> None:
+        self.http, self.emu = http, emu
+
+    def send(self, body: Any, *, key: str | None = KEY, sub: str = SUB, batch: bool = False,
+             content: bytes | None = None, content_type: str = "application/json") -> httpx.Response:
+        path = f"/api/v1/subaccounts/{sub}/messages" + ("/batch" if batch else "")
+        headers = {"Content-Type": content_type}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        data = content if content is not None else json.dumps(body).encode()
+        response = self.http.post(self.emu.base_url + path, content=data, headers=headers)
+        if response.status_code == 200:
+            validate(response.json(), "BatchSmsResponse" if batch else "SmsResponse")
+        else:
+            validate(response.json(), "ErrorResponse")
+        return response
+
+
+@pytest.fixture
+def emu(sms_emulator: EightByEightEmulator) -> EightByEightEmulator:
+    sms_emulator.add_subaccount(SUB, KEY)
+    sms_emulator.clear()
+    return sms_emulator
+
+
+@pytest.fixture
+def client(sandbox_ca, emu: EightByEightEmulator) -> Iterator[Client]:
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(sandbox_ca.cert_path))) as http:
+        yield Client(http, emu)
+
+
+@dataclass
+class Received:
+    at: float  # time.monotonic()
+    path: str
+    body: Any
+
+
+@dataclass
+class Receiver:
+    """A loopback HTTP server taking delivery receipts; ``answers[path]`` scripts the status
+    codes for successive POSTs to ``path`` (then 200), ``delays[path]`` the seconds to wait first."""
+
+    url: str
+    received: list[Received] = field(default_factory=list)
+    answers: dict[str, list[int]] = field(default_factory=dict)
+    delays: dict[str, list[float]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def wait_for(self, path: str, count: int = 1, timeout: float = 30.0) -> list[Received]:
+        """The first ``count`` receipts posted to ``path`` (bounded wait)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                got = [r for r in self.received if r.path == path]
+            if len(got) >= count:
+                return got
+            time.sleep(0.02)
+        raise AssertionError(f"{len(got)} of {count} receipts to {path} arrived within {timeout} s")
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
+            with state.lock:
+                state.received.append(Received(time.monotonic(), self.path, body))
+                delays = state.delays.get(self.path, [])
+                delay = delays.pop(0) if delays else 0.0
+                answers = state.answers.get(self.path, [])
+                status = answers.pop(0) if answers else 200
+            time.sleep(delay)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            except OSError:
+                pass  # the emulator gave up waiting (timeout test)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    state = Receiver(f"http://127.0.0.1:{server.server_address[1]}")
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
