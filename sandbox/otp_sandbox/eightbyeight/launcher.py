@@ -152,14 +152,12 @@ class EightByEightEmulator:
                                         "error_code": error_code, "error_message": error_message,
                                         "detail": detail})
 
-    def receipt_attempts(self) -> list[dict[str, Any]]:
-        """Every receipt POST so far: ``umid``, ``attempt`` (1 = first), ``result`` (HTTP status,
-        "timeout", "connection error" or "not allowed"), ``elapsed`` (s since acceptance), ``body``."""
-        return self._call("GET", "receipts")["attempts"]
-
-    def pending_receipts(self) -> int:
-        """Messages whose receipt is still to be posted or retried."""
-        return self._call("GET", "receipts")["pending"]
+    def receipts(self) -> dict[str, Any]:
+        """``attempts``: every receipt POST so far (``umid``, ``attempt`` 1 = first, ``result``:
+        HTTP status, "timeout", "connection error" or "not allowed", ``elapsed`` s since 8x8
+        accepted the message, ``body``); ``pending``: messages whose receipt is still to be
+        posted or retried; ``time_factor``: the current scale of the retry schedule."""
+        return self._call("GET", "receipts")
 
     def set_receipt_time_factor(self, factor: float) -> None:
         """Scale the receipt retry schedule until ``clear`` (0 < factor <= 1)."""

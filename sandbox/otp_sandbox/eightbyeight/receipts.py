@@ -47,7 +47,7 @@ class Outcome:
     after_ms: int = 0  # from 8x8's acceptance to the status change
     error_code: int | None = None  # undelivered only
     error_message: str | None = None
-    detail: str | None = None
+    detail: str | None = None  # default: delivered_to_recipient / rejected_by_operator
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Outcome":
@@ -68,7 +68,7 @@ class Outcome:
             raise ValueError("error_code is for undelivered outcomes only")
         return cls(kind=kind, after_ms=after_ms, error_code=error_code,
                    error_message=data.get("error_message") or ERROR_MESSAGES.get(error_code),
-                   detail=data.get("detail") or DEFAULT_DETAIL.get(kind))
+                   detail=data.get("detail"))
 
 
 def _timestamp(moment: dt.datetime) -> str:
@@ -79,7 +79,8 @@ def _timestamp(moment: dt.datetime) -> str:
 
 def receipt_body(message: dict[str, Any], outcome: Outcome, at: dt.datetime) -> dict[str, Any]:
     """The webhook body for ``message`` (the emulator's record) reaching ``outcome``."""
-    status: dict[str, Any] = {"state": outcome.kind, "detail": outcome.detail, "timestamp": _timestamp(at)}
+    status: dict[str, Any] = {"state": outcome.kind, "detail": outcome.detail or DEFAULT_DETAIL[outcome.kind],
+                              "timestamp": _timestamp(at)}
     if outcome.kind == UNDELIVERED:
         status["errorCode"] = outcome.error_code
         status["errorMessage"] = outcome.error_message

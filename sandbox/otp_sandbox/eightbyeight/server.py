@@ -334,7 +334,8 @@ async def set_outcome(request: web.Request) -> web.Response:
 
 async def list_receipts(request: web.Request) -> web.Response:
     receipts = request.app[RECEIPTS]
-    return web.json_response({"pending": receipts.pending, "attempts": receipts.attempts})
+    return web.json_response({"pending": receipts.pending, "time_factor": receipts.time_factor,
+                              "attempts": receipts.attempts})
 
 
 async def receipt_settings(request: web.Request) -> web.Response:
