@@ -3,7 +3,10 @@ outcome a test chose for the destination, and retries after 1, 10, 30, 90 s (sca
 
 from __future__ import annotations
 
+import asyncio
+import ipaddress
 import socket
+import ssl
 import time
 import urllib.error
 
@@ -154,3 +157,11 @@ def test_real_schedule_by_default(emu) -> None:
     assert emu.receipts()["time_factor"] == FACTOR
     emu.clear()  # back to the factor the shared emulator was started with: the default
     assert emu.receipts()["time_factor"] == 1.0
+
+
+def test_allowed_networks_widen_loopback_only() -> None:
+    dispatcher = receipts.Dispatcher(ssl.create_default_context(),
+                                     allowed_networks=[ipaddress.ip_network("192.0.2.0/24")])
+    allowed = [asyncio.run(dispatcher._allowed(url)) for url in (
+        "http://127.0.0.1:9/dlr", "https://[::1]/dlr", "http://192.0.2.7/dlr", "http://198.51.100.1/dlr")]
+    assert allowed == [True, True, True, False]

@@ -71,6 +71,18 @@ class Outcome:
                    detail=data.get("detail"))
 
 
+def time_factor(value: object) -> float:
+    """A valid scale for the retry schedule: a number in (0, 1]."""
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"the receipt time factor must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
 def _timestamp(moment: dt.datetime) -> str:
     """8x8's ``yyyy-MM-ddTHH:mm:ss.ffZ``."""
     moment = moment.astimezone(dt.timezone.utc)

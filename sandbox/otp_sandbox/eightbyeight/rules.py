@@ -67,7 +67,7 @@ _STRING_FIELDS = ("destination", "text", "source", "clientMessageId", "country",
 
 @dataclass(frozen=True)
 class Invalid:
-    """A problem 8x8 answers with error ``code`` and ``message`` (HTTP ``status``).
+    """A problem 8x8 answers with HTTP 400, error ``code`` and ``message``.
 
     ``per_message``: in a batch, the message is REJECTED with ``message`` as its description
     instead of the whole request failing.
@@ -76,7 +76,6 @@ class Invalid:
     code: int
     message: str
     per_message: bool = False
-    status: int = 400
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 from aiohttp import web
 
 from . import rules
-from .receipts import Dispatcher, Outcome
+from .receipts import Dispatcher, Outcome, time_factor
 
 QUEUED = {"code": "QUEUED", "description": "SMS is accepted and queued for processing"}
 REJECTED = {"code": "REJECTED", "description": "Destination is blocked"}
@@ -188,7 +188,7 @@ async def _send(request: web.Request, batch: bool) -> web.StreamResponse:
         entry["status"] = "reset"
         _reset(request)
         return web.Response()
-    response = _handle_send(request, subaccount, raw, body, batch)
+    response = _handle_send(request, subaccount, body, batch)
     entry["status"] = response.status
     if fault is not None and fault.kind == "reset":
         entry["status"] = "reset"
@@ -208,7 +208,7 @@ def _fault_error(fault: Fault) -> web.Response:
     return _error(fault.status, fault.code if fault.code is not None else code, message, headers)
 
 
-def _handle_send(request: web.Request, subaccount: str, raw: bytes, body: Any, batch: bool) -> web.Response:
+def _handle_send(request: web.Request, subaccount: str, body: Any, batch: bool) -> web.Response:
     if not rules.SUBACCOUNT_ID.match(subaccount):
         return _error(400, rules.ILLEGAL_SUBACCOUNT, "Illegal SubAccountId")
     denied = _authorize(request.app[STATE], request, subaccount)
@@ -224,18 +224,18 @@ def _handle_send(request: web.Request, subaccount: str, raw: bytes, body: Any, b
 def _send_single(request: web.Request, subaccount: str, body: Any) -> web.Response:
     message = rules.check_message(body)
     if isinstance(message, rules.Invalid):
-        return _error(message.status, message.code, message.message)
+        return _error(400, message.code, message.message)
     return web.json_response(_answer(_accept(request, subaccount, message)))
 
 
 def _send_batch(request: web.Request, subaccount: str, body: Any) -> web.Response:
     items = rules.batch_messages(body)
     if isinstance(items, rules.Invalid):
-        return _error(items.status, items.code, items.message)
+        return _error(400, items.code, items.message)
     checked = [rules.check_message(item) for item in items]
     for result in checked:  # a request-level problem anywhere fails the whole batch
         if isinstance(result, rules.Invalid) and not result.per_message:
-            return _error(result.status, result.code, result.message)
+            return _error(400, result.code, result.message)
     batch = {"batchId": str(uuid.uuid4())}
     if body.get("clientBatchId") is not None:
         batch["clientBatchId"] = body["clientBatchId"]
@@ -340,11 +340,12 @@ async def list_receipts(request: web.Request) -> web.Response:
 
 async def receipt_settings(request: web.Request) -> web.Response:
     data = await _json(request)
-    factor = data.get("time_factor")
-    if not isinstance(factor, (int, float)) or not 0 < factor <= 1:
-        raise web.HTTPBadRequest(text="time_factor must be a number in (0, 1]")
-    request.app[RECEIPTS].time_factor = float(factor)
-    return web.json_response({"time_factor": float(factor)})
+    try:
+        factor = time_factor(data.get("time_factor"))
+    except ValueError as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    request.app[RECEIPTS].time_factor = factor
+    return web.json_response({"time_factor": factor})
 
 
 async def health(request: web.Request) -> web.Response:
