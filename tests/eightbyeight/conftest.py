@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 import threading
@@ -18,6 +19,7 @@ import jsonschema
 import pytest
 
 from otp_sandbox.eightbyeight import EightByEightEmulator
+from otp_sandbox.pki import CertificateAuthority
 
 SUB, KEY = "emu_test", "emu-key-1"
 SCHEMA = json.loads((Path(__file__).parent / "spec" / "sms-api.schema.json").read_text())
@@ -95,8 +97,8 @@ class Receiver:
         raise AssertionError(f"{len(got)} of {count} receipts to {path} arrived within {timeout} s")
 
 
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
+@contextlib.contextmanager
+def serve_receiver(tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
@@ -119,7 +121,10 @@ def receiver() -> Iterator[Receiver]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
-    state = Receiver(f"http://127.0.0.1:{server.server_address[1]}")
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
+    scheme = "https" if tls is not None else "http"
+    state = Receiver(f"{scheme}://127.0.0.1:{server.server_address[1]}")
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
@@ -127,3 +132,18 @@ def receiver() -> Iterator[Receiver]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """Plain HTTP on loopback."""
+    with serve_receiver() as state:
+        yield state
+
+
+def tls_context(ca: CertificateAuthority, name: str) -> ssl.SSLContext:
+    """A server context with a certificate for 127.0.0.1 issued by ``ca``."""
+    pair = ca.issue(name)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(pair.cert), str(pair.key))
+    return context

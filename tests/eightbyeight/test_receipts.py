@@ -13,8 +13,9 @@ import urllib.error
 import pytest
 
 from otp_sandbox.eightbyeight import receipts
+from otp_sandbox.pki import CertificateAuthority
 
-from .conftest import validate
+from .conftest import serve_receiver, tls_context, validate
 
 NUMBER, OTHER = "+6591234567", "+6598765432"
 FACTOR = 0.02  # retry intervals 20 ms, 200 ms, 600 ms, 1.8 s; attempt timeout 200 ms
@@ -122,6 +123,21 @@ def test_retries_after_connection_errors_and_timeouts(emu, client, receiver) -> 
     for attempt in emu.receipts()["attempts"]:
         results.setdefault(attempt["body"]["payload"]["destination"], []).append(attempt["result"])
     assert results == {NUMBER: ["connection error"] * 5, OTHER: ["timeout", 200]}
+
+
+def test_https_callbacks_need_a_trusted_certificate(emu, client, sandbox_ca, tmp_path) -> None:
+    """The emulator trusts the sandbox CA (as 8x8 trusts public CAs) and nothing else."""
+    stranger = CertificateAuthority(tmp_path / "stranger-ca")
+    with serve_receiver(tls_context(sandbox_ca, "dlr-receiver")) as trusted, \
+            serve_receiver(tls_context(stranger, "dlr-stranger")) as untrusted:
+        send(client, untrusted, "/dlr/tls", NUMBER)
+        send(client, trusted, "/dlr/tls", OTHER)
+        [receipt] = trusted.wait_for("/dlr/tls")
+        assert receipt.body["payload"]["destination"] == OTHER
+        wait_settled(emu)
+        assert untrusted.received == []
+    failed = [a["result"] for a in emu.receipts()["attempts"] if a["body"]["payload"]["destination"] == NUMBER]
+    assert failed == ["connection error"] * 5
 
 
 def test_only_loopback_callbacks(emu, client) -> None:
