@@ -212,7 +212,8 @@ def test_admin_api_is_not_reachable_on_8x8_paths(emu, client) -> None:
 def test_cli_prints_its_url(sandbox_ca, tmp_path: Path) -> None:
     process = subprocess.Popen(
         [str(Path(sys.executable).with_name("otp-sandbox")), "sms-emulator", "--listen", "127.0.0.1:0",
-         "--state-dir", str(tmp_path), "--ca-dir", str(sandbox_ca.directory)],
+         "--state-dir", str(tmp_path), "--ca-dir", str(sandbox_ca.directory),
+         "--receipt-network", "10.0.0.0/8"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
         line = json.loads(process.stdout.readline())
@@ -224,3 +225,9 @@ def test_cli_prints_its_url(sandbox_ca, tmp_path: Path) -> None:
         assert process.wait(timeout=10) == 0
         process.stdout.close()
 
+
+def test_cli_refuses_a_bad_receipt_network(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [str(Path(sys.executable).with_name("otp-sandbox")), "sms-emulator", "--state-dir", str(tmp_path),
+         "--receipt-network", "everywhere"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "--receipt-network" in result.stderr

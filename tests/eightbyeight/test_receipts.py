@@ -171,8 +171,11 @@ def test_clear_cancels_pending_receipts(emu, client, receiver) -> None:
 def test_real_schedule_by_default(emu) -> None:
     assert receipts.RETRY_INTERVALS == DOCUMENTED_RETRY_INTERVALS
     assert emu.receipts()["time_factor"] == FACTOR
-    emu.clear()  # back to the factor the shared emulator was started with: the default
+    emu.clear()
     assert emu.receipts()["time_factor"] == 1.0
+    for wrong in (0, 2, "fast", True):
+        with pytest.raises(urllib.error.HTTPError, match="400"):
+            emu.set_receipt_time_factor(wrong)
 
 
 def test_allowed_networks_widen_loopback_only() -> None:

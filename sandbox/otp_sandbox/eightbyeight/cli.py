@@ -22,15 +22,6 @@ def _host_port(value: str) -> tuple[str, int]:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-def _time_factor(value: str) -> float:
-    from .receipts import time_factor  # noqa: PLC0415  (keeps `otp-sandbox --help` fast)
-
-    try:
-        return time_factor(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sms-emulator", help="run the 8x8 SMS API emulator (HTTPS on loopback)"
@@ -41,9 +32,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="directory for the emulator's certificate and files")
     parser.add_argument("--ca-dir", type=Path, default=None,
                         help="sandbox CA directory (default: STATE_DIR/ca)")
-    parser.add_argument("--receipt-time-factor", type=_time_factor, default=1.0,
-                        help="scale delivery-receipt retry intervals and timeouts (tests; default 1: "
-                             "8x8's 1, 10, 30, 90 s)")
     parser.add_argument("--receipt-network", action="append", default=[], metavar="CIDR",
                         type=ipaddress.ip_network,
                         help="also post delivery receipts to this network (default: loopback only)")
@@ -66,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         receipts = Dispatcher(ssl.create_default_context(cafile=str(ca.cert_path)),
-                              args.receipt_time_factor, args.receipt_network)
+                              allowed_networks=args.receipt_network)
         task = asyncio.ensure_future(server.serve(host, port, str(pair.cert), str(pair.key), announce,
                                                   receipts))
         loop = asyncio.get_running_loop()

@@ -68,17 +68,14 @@ class EightByEightEmulator:
         self._ssl = ssl.create_default_context(cafile=str(ca.cert_path))
 
     @classmethod
-    def start(cls, ca: CertificateAuthority, workdir: Path, listen: str = "127.0.0.1:0",
-              receipt_time_factor: float = 1.0) -> "EightByEightEmulator":
-        """``receipt_time_factor`` scales the receipt retry schedule (1, 10, 30, 90 s)."""
+    def start(cls, ca: CertificateAuthority, workdir: Path, listen: str = "127.0.0.1:0") -> "EightByEightEmulator":
         workdir = Path(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         log_path = workdir / "sms-emulator.log"
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "otp_sandbox.eightbyeight", "--listen", listen,
-                 "--state-dir", str(workdir), "--ca-dir", str(ca.directory),
-                 "--receipt-time-factor", str(receipt_time_factor)],
+                 "--state-dir", str(workdir), "--ca-dir", str(ca.directory)],
                 stdout=subprocess.PIPE, stderr=log, stdin=subprocess.DEVNULL,
                 preexec_fn=die_with_this_process(),
             )
@@ -115,7 +112,7 @@ class EightByEightEmulator:
 
     def clear(self) -> None:
         """Forget messages, requests, faults, rejected destinations, outcomes and receipts
-        (pending receipts are cancelled, the receipt time factor is restored; keys stay)."""
+        (pending receipts are cancelled, the receipt time factor is back to 1; keys stay)."""
         self._call("POST", "clear", {})
 
     def inject(self, kind: str, *, count: int | None = 1, ms: int = 0, status: int = 500,
@@ -160,7 +157,8 @@ class EightByEightEmulator:
         return self._call("GET", "receipts")
 
     def set_receipt_time_factor(self, factor: float) -> None:
-        """Scale the receipt retry schedule until ``clear`` (0 < factor <= 1)."""
+        """Scale the receipt retry schedule and attempt timeout until ``clear`` (0 < factor <= 1;
+        1 is 8x8's schedule)."""
         self._call("POST", "receipts/settings", {"time_factor": factor})
 
     def stop(self) -> None:

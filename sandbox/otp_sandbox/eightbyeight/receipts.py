@@ -5,8 +5,8 @@ reference" pages: one JSON POST per status change, retried after 1, 10, 30 and 9
 connection error, a timeout or an HTTP 4xx/5xx answer. The emulator posts one final status per
 message (``delivered`` or ``undelivered``), or none, as the test chose for the destination.
 
-``time_factor`` scales the retry intervals and the per-attempt timeout (tests use a small one;
-the default 1.0 is 8x8's schedule). Receipts go only to loopback addresses and the networks
+``time_factor`` scales the retry intervals and the per-attempt timeout (tests set a small one
+through the admin API; 1.0, the default, is 8x8's schedule). Receipts go only to loopback addresses and the networks
 the emulator was told to allow.
 """
 
@@ -73,11 +73,6 @@ class Outcome:
 
 def time_factor(value: object) -> float:
     """A valid scale for the retry schedule: a number in (0, 1]."""
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise ValueError(f"the receipt time factor must be a number in (0, 1], got {value!r}")
     return float(value)
@@ -117,11 +112,10 @@ def receipt_body(message: dict[str, Any], outcome: Outcome, at: dt.datetime) -> 
 class Dispatcher:
     """Posts receipts in the background and records every attempt."""
 
-    def __init__(self, ssl_context: ssl.SSLContext, time_factor: float = 1.0,
+    def __init__(self, ssl_context: ssl.SSLContext,
                  allowed_networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network] = ()) -> None:
         self.ssl_context = ssl_context
-        self.default_time_factor = time_factor
-        self.time_factor = time_factor
+        self.time_factor = 1.0
         self.allowed_networks = list(allowed_networks)
         self.attempts: list[dict[str, Any]] = []
         self._tasks: set[asyncio.Task] = set()
@@ -140,12 +134,12 @@ class Dispatcher:
         return len(self._tasks)
 
     def clear(self) -> None:
-        """Cancel receipts still pending, forget attempts, restore the default time factor."""
+        """Cancel receipts still pending, forget attempts, back to 8x8's schedule."""
         for task in self._tasks:
             task.cancel()
         self._tasks.clear()
         self.attempts.clear()
-        self.time_factor = self.default_time_factor
+        self.time_factor = 1.0
 
     async def close(self) -> None:
         self.clear()
