@@ -6,8 +6,8 @@ connection error, a timeout or an HTTP 4xx/5xx answer. The emulator posts one fi
 message (``delivered`` or ``undelivered``), or none, as the test chose for the destination.
 
 ``time_factor`` scales the retry intervals and the per-attempt timeout (tests set a small one
-through the admin API; 1.0, the default, is 8x8's schedule). Receipts go only to loopback addresses and the networks
-the emulator was told to allow.
+through the admin API; 1.0, the default, is 8x8's schedule). Receipts go only to loopback
+addresses and the networks the emulator was told to allow.
 """
 
 from __future__ import annotations
