@@ -7,8 +7,12 @@ a field of the wrong type or outside its enum/length); the per-message problems 
 for batches (text missing, source too long, expiry reached, invalid MSISDN) make that message
 ``REJECTED`` inside a 200 answer instead.
 
-Assumptions (8x8 documents no code for them): a body that is not a JSON object, a field of the
-wrong JSON type and an unknown ``track`` value get 1000 "Invalid parameter".
+Assumptions where 8x8 documents no answer: a body that is not JSON or not ``application/json``
+(the spec accepts only that), a field of the wrong JSON type and an unknown ``track`` value get
+400 with 1000 "Invalid parameter"; "valid MSISDN" means libphonenumber calls the number valid
+(which refuses the spec's own example of an invalid number, ``+1123456789``). A key that belongs
+to another subaccount gets 400 with 1001 (the spec documents only 400 and 401 for a send, and
+1001 is "Illegal SubAccountId"), not 403.
 """
 
 from __future__ import annotations
