@@ -11,7 +11,7 @@ import time
 FIELDS = (
     "request_id", "outcome", "status", "recipient", "country", "duration_ms", "attempts",
     "umid", "upstream", "detail", "retry_after", "key_file", "error", "listen", "base_url",
-    "subaccount", "keys",
+    "subaccount", "keys", "suppressed", "idempotent", "state", "admin",
 )
 
 
@@ -61,6 +61,30 @@ class RequestLog:
             stream = getattr(handler, "stream", None)
             if stream is not None:
                 stream.write(line + "\n")
+
+
+class LineBudget:
+    """At most ``per_second`` lines a second (burst of as many); the rest are counted and the
+    next line that goes out says how many were left out, so a flood of rejected requests
+    cannot drive log volume."""
+
+    def __init__(self, per_second: float = 10.0) -> None:
+        self._rate = per_second
+        self._tokens = per_second
+        self._updated = time.monotonic()
+        self.suppressed = 0
+
+    def take(self) -> int | None:
+        """None when this line must be left out; otherwise how many were left out before it."""
+        now = time.monotonic()
+        self._tokens = min(self._rate, self._tokens + (now - self._updated) * self._rate)
+        self._updated = now
+        if self._tokens < 1.0:
+            self.suppressed += 1
+            return None
+        self._tokens -= 1.0
+        left_out, self.suppressed = self.suppressed, 0
+        return left_out
 
 
 def configure(level: str) -> None:
