@@ -143,6 +143,7 @@ class Relay:
             self.in_flight -= 1
             self.metrics.in_flight.dec()
             self.guard.request_finished(transport)
+        close = fields.pop("close", False)
         outcome = fields.pop("outcome", None) or (
             "accepted" if status == 202 else _OUTCOME_BY_STATUS.get(status, "bad_request"))
         self.metrics.outcome(outcome)
@@ -150,7 +151,10 @@ class Relay:
                       duration_ms=round((time.monotonic() - started) * 1000, 2))
         self._log(fields)
         headers["X-Request-Id"] = request_id
-        return web.Response(status=status, body=body, headers=headers)
+        response = web.Response(status=status, body=body, headers=headers)
+        if close:
+            response.force_close()
+        return response
 
     def _log(self, fields: dict[str, object]) -> None:
         """Every authenticated request is logged; others (anyone on the internet can send
@@ -264,8 +268,7 @@ class Relay:
         except web.HTTPRequestEntityTooLarge:
             return _TOO_LARGE
         except TimeoutError:
-            if request.transport is not None:
-                request.transport.abort()  # the rest of the body is not worth waiting for
+            fields["close"] = True  # the rest of the body is not worth waiting for
             return _BODY_TIMEOUT
         self.guard.body_received(request.transport)
         timestamp, now = request.headers.get("X-Otp-Timestamp"), time.time()
