@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from otp_relay.durations import parse_duration
 
 from . import names
 
 INTEGRATIONS = ("phone-provider", "send-phone-message", "legacy-hook")
 REGIONS = ("ap", "us", "eu", "id")
 ENCODINGS = ("AUTO", "GSM7", "UCS2")
-_WINDOW = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
 class SpecError(ValueError):
@@ -123,11 +123,11 @@ def _one_of(value: str, allowed: tuple[str, ...], path: str) -> str:
 
 
 def window_seconds(window: str) -> int:
-    match = _WINDOW.match(window)
-    if not window or not match:
-        raise SpecError(f"spec.policy.perRecipient.window {window!r} is not a duration like 10m or 1h30m")
-    hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
+    """The relay parses the same grammar (one place: ``otp_relay.durations``)."""
+    try:
+        return parse_duration(window)
+    except ValueError:
+        raise SpecError(f"spec.policy.perRecipient.window {window!r} is not a duration like 10m or 1h30m") from None
 
 
 def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> ChannelSpec:

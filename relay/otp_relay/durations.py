@@ -17,7 +17,7 @@ _UNIT_SECONDS = (3600, 60, 1)
 
 def parse_duration(text: str) -> int:
     """Whole seconds of ``text``; ValueError when it is not a positive duration."""
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if not text or not match:
         raise ValueError(f"expected a duration like 30s, 10m or 1h30m, got {text!r}")
     seconds = sum(int(part[:-1]) * unit for part, unit in zip(match.groups(), _UNIT_SECONDS) if part)
