@@ -53,11 +53,8 @@ def build_state(settings: Settings) -> State:
         return MemoryState(settings.per_recipient, settings.global_limit, timing)
     from .redis_state import RedisState  # noqa: PLC0415  only with a store configured
 
-    password = None
-    if settings.state_password_file:
-        password = settings.state_password_file.read_text(encoding="utf-8").strip() or None
-    return RedisState(settings.state_url, password, settings.state_prefix, settings.per_recipient,
-                      settings.global_limit, timing)
+    return RedisState(settings.state_url, settings.state_password_file, settings.state_prefix,
+                      settings.per_recipient, settings.global_limit, timing)
 
 
 class Relay:

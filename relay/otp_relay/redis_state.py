@@ -12,7 +12,10 @@ Any failure to get an answer (unreachable, timeout, out of memory) raises
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import redis.asyncio as redis
+from redis.credentials import CredentialProvider
 from redis.exceptions import RedisError
 
 from .config import Rate
@@ -64,14 +67,26 @@ return redis.call('PEXPIRE', KEYS[1], ARGV[3])
 """
 
 
+class PasswordFile(CredentialProvider):
+    """The password, read from its file at every new connection (a rotated Secret is used
+    without a restart)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def get_credentials(self) -> tuple[str]:
+        return (self.path.read_text(encoding="utf-8").strip(),)
+
+
 class RedisState:
     scope = "shared"
 
-    def __init__(self, url: str, password: str | None, prefix: str, per_recipient: Rate,
+    def __init__(self, url: str, password_file: Path | None, prefix: str, per_recipient: Rate,
                  global_limit: Rate, timing: Timing, timeout: float = 1.0) -> None:
         self._client = redis.Redis.from_url(
-            url, password=password, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry_on_timeout=False, max_connections=256, decode_responses=True)
+            url, credential_provider=PasswordFile(password_file) if password_file else None,
+            socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False,
+            max_connections=256, decode_responses=True)
         self._claim = self._client.register_script(_CLAIM)
         self._settle = self._client.register_script(_SETTLE)
         self._prefix = f"{{{prefix}}}:"
@@ -85,7 +100,7 @@ class RedisState:
         args = [*self._timing_ms, *self._recipient, *self._bucket, request_id]
         try:
             kind, value = await self._claim(keys=keys, args=args)
-        except RedisError as exc:
+        except (RedisError, OSError) as exc:
             raise StateUnavailable(type(exc).__name__) from None
         if kind == "proceed":
             return Proceed()
@@ -101,13 +116,13 @@ class RedisState:
         state = {RELEASE: "r", ACCEPTED: "a"}.get(outcome, "u")
         try:
             await self._settle(keys=[self._prefix + "k:" + key], args=[state, umid, self._timing_ms[0]])
-        except RedisError as exc:
+        except (RedisError, OSError) as exc:
             raise StateUnavailable(type(exc).__name__) from None
 
     async def check(self) -> bool:
         try:
             return bool(await self._client.ping())
-        except RedisError:
+        except (RedisError, OSError):
             return False
 
     async def close(self) -> None:
