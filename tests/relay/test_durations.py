@@ -16,17 +16,18 @@ from otp_relay.durations import DURATION_PATTERN, parse_duration
 CRD = Path(__file__).resolve().parents[2] / "crds" / "otpchannels.otprelay.io.yaml"
 
 
-def _window_schema() -> dict:
+def _window_schemas() -> list[dict]:
     crd = yaml.safe_load(CRD.read_text())
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-    return spec["properties"]["policy"]["properties"]["perRecipient"]["properties"]["window"]
+    policy = spec["properties"]["policy"]["properties"]
+    return [policy[limit]["properties"]["window"] for limit in ("perRecipient", "globalLimit")]
 
 
 def test_the_crd_uses_the_relays_duration_pattern() -> None:
-    schema = _window_schema()
-    assert schema["pattern"] == DURATION_PATTERN
-    [rule] = schema["x-kubernetes-validations"]
-    assert "duration('1s')" in rule["rule"] and "duration('24h')" in rule["rule"]
+    for schema in _window_schemas():
+        assert schema["pattern"] == DURATION_PATTERN
+        [rule] = schema["x-kubernetes-validations"]
+        assert "duration('1s')" in rule["rule"] and "duration('24h')" in rule["rule"]
 
 
 def _cel_duration_seconds(text: str) -> int:
