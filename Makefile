@@ -54,9 +54,10 @@ bench-tools:
 	  echo ">> installing wrk and nginx-light from Debian for the relay benchmark"; \
 	  apt-get update -qq && apt-get install -y -qq wrk nginx-light; }
 
-bench: controlplane bench-tools
+bench: controlplane bench-tools redis
 	$(BIN)/python bench/controlplane.py
 	$(BIN)/python bench/relay/run.py
+	$(BIN)/python bench/relay/slowloris.py
 	$(BIN)/python bench/operator/run.py
 
 clean:
