@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from .config import Rate
 from .state import (
-    InFlight, Limited, Proceed, Replay, RELEASE, ACCEPTED, StateUnavailable, Timing, Unknown,
+    ACCEPTED, RELEASE, InFlight, Limited, Proceed, Replay, StateUnavailable, Timing, Unknown,
     Verdict, recipient_tag,
 )
 

@@ -15,18 +15,10 @@ import pytest
 
 from tests.fixtures.relay import RelayProcess, otp_body
 
-from .conftest import SIGNING_KEYS, fresh_number, problem
+from .conftest import SIGNING_KEYS, fresh_number, problem, wait_for
 
 KEY = SIGNING_KEYS[1]
 
-
-def _wait_for(predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_derived_key_is_the_documented_formula(shared_relay: RelayProcess, emulator) -> None:
@@ -65,7 +57,7 @@ def test_same_message_in_flight_is_409_then_replayed(make_relay, emulator) -> No
     first: list = []
     sender = threading.Thread(target=lambda: first.append(relay.post(body, KEY)))
     sender.start()
-    _wait_for(lambda: len(emulator.requests()) == 1)
+    wait_for(lambda: len(emulator.requests()) == 1)
     busy = relay.post(body, KEY)
     sender.join(timeout=30)
     assert busy.status_code == 409 and 1 <= int(busy.headers["Retry-After"]) <= 8

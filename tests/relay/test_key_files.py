@@ -5,26 +5,16 @@ from __future__ import annotations
 
 import socket
 import ssl
-import time
-from collections.abc import Callable
 
 from cryptography import x509
 
 from otp_sandbox.pki import CertPair
 from tests.fixtures.relay import RelayProcess, kubelet_volume, otp_body, relay_env, replace_file
 
-from .conftest import API_KEY, SIGNING_KEYS, SUBACCOUNT, fresh_number
+from .conftest import API_KEY, SIGNING_KEYS, SUBACCOUNT, fresh_number, wait_for
 
 OLD, NEW = SIGNING_KEYS
 
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 def test_kubelet_symlink_swap_rotates_signing_keys(make_relay, emulator, tmp_path) -> None:
@@ -34,7 +24,7 @@ def test_kubelet_symlink_swap_rotates_signing_keys(make_relay, emulator, tmp_pat
     assert relay.post(otp_body(fresh_number()), OLD).status_code == 202
     assert relay.post(otp_body(fresh_number()), NEW).status_code == 401
     kubelet_volume(mount, {"keys": f"# rotated\n{NEW}\n"})
-    _wait_for(lambda: relay.post(otp_body(fresh_number()), NEW).status_code == 202)
+    wait_for(lambda: relay.post(otp_body(fresh_number()), NEW).status_code == 202)
     assert relay.post(otp_body(fresh_number()), OLD).status_code == 401
     assert relay.post(otp_body(fresh_number()), "# rotated").status_code == 401  # a comment is no key
 
@@ -44,7 +34,7 @@ def test_empty_signing_key_file_revokes_every_key(make_relay, emulator) -> None:
     signing_file = relay.log_path.parent / "signing-keys"
     assert relay.post(otp_body(fresh_number()), NEW).status_code == 202
     replace_file(signing_file, "# all keys revoked\n\n")
-    _wait_for(lambda: relay.get("/readyz").status_code == 503)
+    wait_for(lambda: relay.get("/readyz").status_code == 503)
     assert relay.get("/readyz").json()["reasons"] == {"signing_key": "no key in the file"}
     for key in SIGNING_KEYS:
         assert relay.post(otp_body(fresh_number()), key).status_code == 503
@@ -61,7 +51,7 @@ def test_api_key_file_with_two_keys_is_not_ready(make_relay, emulator, tmp_path)
     assert relay.post(otp_body(fresh_number()), NEW).status_code == 503
     assert emulator.requests() == []
     replace_file(api_key_file, f"# the 8x8 key\n{API_KEY}\n")
-    _wait_for(lambda: relay.get("/readyz").status_code == 200)
+    wait_for(lambda: relay.get("/readyz").status_code == 200)
     assert relay.post(otp_body(fresh_number()), NEW).status_code == 202
 
 
@@ -86,5 +76,5 @@ def test_serving_certificate_is_reloaded_on_change(emulator, sandbox_ca, relay_f
     assert _served_common_name(relay, sandbox_ca.cert_path) == "CN=relay-cert-one"
     replace_file(served.key, second.key.read_text())
     replace_file(served.cert, second.cert.read_text())
-    _wait_for(lambda: _served_common_name(relay, sandbox_ca.cert_path) == "CN=relay-cert-two")
+    wait_for(lambda: _served_common_name(relay, sandbox_ca.cert_path) == "CN=relay-cert-two")
     assert relay.post(otp_body(fresh_number()), NEW).status_code == 202

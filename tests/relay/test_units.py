@@ -1,4 +1,4 @@
-"""Pure parts: settings, limits, replay cache, the meaning of 8x8 answers."""
+"""Pure parts: settings, limits, idempotency state, the meaning of 8x8 answers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from otp_relay import config
 from otp_relay.keys import parse_api_key, parse_signing_keys
 from otp_relay.limits import RecipientWindow, TokenBucket, retry_after_header
 from otp_relay.upstream import Accepted, Rejected, RetryPolicy, Unknown, interpret, parse_retry_after
+from otp_relay.state import (
+    ACCEPTED, RELEASE, UNKNOWN, InFlight, Limited, MemoryState, Proceed, Replay, StateUnavailable, Timing,
+    Unknown as UnknownOutcome,
+)
 from tests.fixtures.relay import relay_command
 
 BASE_ENV = {"OTP_RELAY_SUBACCOUNT": "shop_otp", "OTP_RELAY_API_KEY_FILE": "/k/api",
@@ -145,3 +149,52 @@ def test_retry_after_and_backoff() -> None:
     policy = RetryPolicy()
     assert policy.backoff(1, rng=lambda: 1.0) == pytest.approx(0.1)
     assert policy.backoff(10, rng=lambda: 1.0) == pytest.approx(1.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_memory_state_keys_through_their_life() -> None:
+    clock = Clock()
+    state = MemoryState(config.Rate(100, 60), config.Rate(100, 1), Timing(retention=900, in_flight=7),
+                        clock=clock)
+    assert await state.claim("k1", "+6591234567", "r1") == Proceed()
+    assert await state.claim("k1", "+6591234567", "r2") == InFlight(7.0)
+    await state.settle("k1", ACCEPTED, "umid-1")
+    assert await state.claim("k1", "+6591234567", "r3") == Replay("umid-1")
+    clock.now += 899
+    assert await state.claim("k1", "+6591234567", "r4") == Replay("umid-1")
+    clock.now += 1
+    assert await state.claim("k1", "+6591234567", "r5") == Proceed()  # retention over: a new message
+    await state.settle("k1", RELEASE)
+    assert await state.claim("k1", "+6591234567", "r6") == Proceed()  # surely not sent: free again
+    await state.settle("k1", UNKNOWN)
+    assert await state.claim("k1", "+6591234567", "r7") == UnknownOutcome()
+
+
+async def test_memory_state_claim_never_settled_turns_unknown() -> None:
+    clock = Clock()
+    state = MemoryState(config.Rate(100, 60), config.Rate(100, 1), Timing(retention=900, in_flight=7), clock=clock)
+    assert await state.claim("k", "+6591234567", "r1") == Proceed()
+    clock.now += 7  # the claiming relay died mid-send
+    assert await state.claim("k", "+6591234567", "r2") == UnknownOutcome()
+    assert await state.claim("k", "+6591234567", "r3") == UnknownOutcome()
+
+
+async def test_memory_state_limits_and_bound() -> None:
+    clock = Clock()
+    state = MemoryState(config.Rate(1, 60), config.Rate(100, 1), Timing(900, 7), max_keys=2, clock=clock)
+    assert await state.claim("a", "+6591234567", "r") == Proceed()
+    assert await state.claim("b", "+6591234567", "r") == Limited("recipient", 60.0)
+    assert await state.claim("b", "+6591234568", "r") == Proceed()
+    with pytest.raises(StateUnavailable):  # full of live keys: refuse, forget nothing
+        await state.claim("c", "+6591234569", "r")
+    assert await state.claim("a", "+6591234567", "r") == InFlight(7.0)
+    clock.now += 900
+    assert await state.claim("c", "+6591234569", "r") == Proceed()  # a and b expired
+    assert len(state) == 1
