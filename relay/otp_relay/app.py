@@ -209,7 +209,7 @@ class Relay:
         fields["detail"] = outcome.reason
         if isinstance(outcome, Unknown):
             return _problem(Problem(504, "Outcome unknown", outcome.reason), request_id)
-        headers = {"Retry-After": retry_after_header(outcome.retry_after)} if outcome.retry_after else {}
+        headers = {"Retry-After": retry_after_header(outcome.retry_after or 1)}
         return _problem(Problem(503, "8x8 unavailable", outcome.reason, headers), request_id)
 
     async def _settle(self, key: str, outcome: object, fields: dict[str, object]) -> None:

@@ -60,6 +60,7 @@ class Unknown:
 Outcome = Accepted | Rejected | NotSent | Unknown
 MAX_CODE = 16
 MAX_ANSWER = 64 * 1024  # bytes of an 8x8 answer read at most
+MIN_ATTEMPT = 0.2  # seconds: with less left, a first attempt is not started
 MAX_DESCRIPTION = 200
 
 
@@ -152,12 +153,14 @@ class EightByEight:
                    deadline: float | None = None) -> tuple[Outcome, int]:
         """The outcome and the number of attempts made, by ``deadline`` (monotonic clock;
         default: the policy's deadline from now)."""
-        assert self._session is not None, "start() first"
         policy = self.policy
         body = json.dumps(payload).encode()
         headers = {"Authorization": f"Bearer {api_key}"}
         if deadline is None:
             deadline = time.monotonic() + policy.deadline
+        if deadline - time.monotonic() < MIN_ATTEMPT:
+            return NotSent("no time left before the deadline"), 0
+        assert self._session is not None, "start() first"
         attempt = 0
         while True:
             attempt += 1

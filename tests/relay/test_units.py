@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import re
 import subprocess
+import time
 
 import pytest
 
 from otp_relay import config
 from otp_relay.keys import parse_api_key, parse_signing_keys
 from otp_relay.limits import RecipientWindow, TokenBucket, retry_after_header
-from otp_relay.upstream import Accepted, Rejected, RetryPolicy, Unknown, interpret, parse_retry_after
+from otp_relay.upstream import (
+    Accepted, EightByEight, NotSent, Rejected, RetryPolicy, Unknown, interpret, parse_retry_after,
+)
 from otp_relay.state import (
     ACCEPTED, RELEASE, UNKNOWN, InFlight, Limited, MemoryState, Proceed, Replay, StateUnavailable, Timing,
     Unknown as UnknownOutcome,
@@ -140,6 +143,12 @@ def test_interpreting_8x8_answers() -> None:
     capped = interpret(400, b'{"code": "' + b"9" * 5000 + b'\\n", "message": "' + b"m" * 5000 + b'"}')
     assert capped == Rejected(400, "9" * 16, "m" * 200)
     assert interpret(429, b"") is None and interpret(503, b"") is None
+
+
+async def test_no_attempt_without_time_left() -> None:
+    client = EightByEight("https://127.0.0.1:9", "shop_otp", RetryPolicy(), lambda status, seconds: None)
+    outcome, attempts = await client.send("key", {}, deadline=time.monotonic() + 0.05)
+    assert (outcome, attempts) == (NotSent("no time left before the deadline"), 0)
 
 
 def test_retry_after_and_backoff() -> None:
