@@ -8,6 +8,9 @@ import logging
 import sys
 import time
 
+from .config import Rate
+from .limits import TokenBucket
+
 FIELDS = (
     "request_id", "outcome", "status", "recipient", "country", "duration_ms", "attempts",
     "umid", "upstream", "detail", "retry_after", "key_file", "error", "listen", "base_url",
@@ -68,21 +71,16 @@ class LineBudget:
     next line that goes out says how many were left out, so a flood of rejected requests
     cannot drive log volume."""
 
-    def __init__(self, per_second: float = 10.0) -> None:
-        self._rate = per_second
-        self._tokens = per_second
-        self._updated = time.monotonic()
+    def __init__(self, per_second: int = 10) -> None:
+        self._bucket = TokenBucket(Rate(per_second, 1.0), time.monotonic())
         self.suppressed = 0
 
     def take(self) -> int | None:
         """None when this line must be left out; otherwise how many were left out before it."""
-        now = time.monotonic()
-        self._tokens = min(self._rate, self._tokens + (now - self._updated) * self._rate)
-        self._updated = now
-        if self._tokens < 1.0:
+        if self._bucket.retry_after(time.monotonic()) is not None:
             self.suppressed += 1
             return None
-        self._tokens -= 1.0
+        self._bucket.take()
         left_out, self.suppressed = self.suppressed, 0
         return left_out
 
