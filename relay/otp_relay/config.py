@@ -44,13 +44,13 @@ class Rate:
         """Parse ``5/10m``, ``100/s``, ``20/1h30m``: a count, then a duration in the CRD's grammar
         (a bare unit means one of it)."""
         match = _RATE.match(text)
-        window = match and (f"1{match[2]}" if match[2] in ("s", "m", "h") else match[2])
         try:
-            seconds = parse_duration(window) if window else 0
+            if not match:
+                raise ValueError(text)
+            window = match[2]
+            seconds = parse_duration(f"1{window}" if window in ("s", "m", "h") else window)
         except ValueError:
-            seconds = 0
-        if not match or not seconds:
-            raise ValueError(f"expected COUNT/DURATION like 5/10m, 100/s or 20/1h30m, got {text!r}")
+            raise ValueError(f"expected COUNT/DURATION like 5/10m, 100/s or 20/1h30m, got {text!r}") from None
         if int(match[1]) < 1:
             raise ValueError(f"the count must be positive, got {text!r}")
         return cls(limit=int(match[1]), window=float(seconds))
