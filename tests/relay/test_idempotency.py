@@ -113,12 +113,13 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
     def do_POST(self) -> None:  # noqa: N802
         self.server.hits.append(self.path)  # type: ignore[attr-defined]
         self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        status, location = self.server.answer  # type: ignore[attr-defined]
+        status, location, body = self.server.answer  # type: ignore[attr-defined]
         self.send_response(status)
         if location:
             self.send_header("Location", location)
-        self.send_header("Content-Length", "0")
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
+        self.wfile.write(body)
 
     def log_message(self, *args: object) -> None:
         pass
@@ -131,11 +132,11 @@ def redirecting_upstream() -> Iterator[tuple[http.server.HTTPServer, http.server
     for _ in range(2):
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Recorder)
         server.hits = []  # type: ignore[attr-defined]
-        server.answer = (202, None)  # type: ignore[attr-defined]
+        server.answer = (202, None, b"")  # type: ignore[attr-defined]
         threading.Thread(target=server.serve_forever, daemon=True).start()
         servers.append(server)
     target = servers[1]
-    servers[0].answer = (307, f"http://localhost:{target.server_port}/steal")  # type: ignore[attr-defined]
+    servers[0].answer = (307, f"http://localhost:{target.server_port}/steal", b"")  # type: ignore[attr-defined]
     try:
         yield servers[0], target
     finally:
@@ -153,3 +154,15 @@ def test_redirect_from_8x8_is_not_followed(make_relay, redirecting_upstream) -> 
     assert (details["upstream_status"], details["upstream_code"]) == (307, "REDIRECT")
     assert len(upstream.hits) == 1  # type: ignore[attr-defined]
     assert target.hits == []  # type: ignore[attr-defined]
+
+
+def test_8x8_error_details_are_capped(make_relay, redirecting_upstream) -> None:
+    upstream, _ = redirecting_upstream
+    code, message = "E" * 5000, "m" * 50_000  # within the 64 KiB read, so it parses
+    upstream.answer = (400, None, json.dumps({"code": code, "message": message}).encode())  # type: ignore[attr-defined]
+    relay = make_relay(base_url=f"http://127.0.0.1:{upstream.server_port}", INSECURE_UPSTREAM="true")
+    response = relay.post(otp_body(fresh_number()), KEY)
+    assert response.status_code == 502
+    assert problem(response)["upstream_code"] == "E" * 16
+    assert len(response.content) < 1024
+    assert "E" * 17 not in relay.logs()
