@@ -106,3 +106,15 @@ def test_wrong_redis_password_is_not_ready(make_relay, redis_server: RedisServer
     assert relay.post(otp_body(fresh_number()), KEY).status_code == 503
     assert emulator.requests() == []
     assert "not-the-password" not in relay.logs() and redis_server.password not in relay.logs()
+
+
+def test_rediss_is_verified_against_ssl_cert_file(make_relay, tls_redis_server: RedisServer, emulator) -> None:
+    """rediss:// (the CRD's tls: true): the store's certificate is checked against the trust the
+    relay uses everywhere (SSL_CERT_FILE, here the sandbox CA)."""
+    assert tls_redis_server.url.startswith("rediss://localhost:")
+    settings = {"STATE_URL": tls_redis_server.url, "STATE_PASSWORD_FILE": str(tls_redis_server.password_file)}
+    one, two = make_relay(**settings), make_relay(**settings)
+    body = otp_body(fresh_number())
+    assert one.post(body, KEY).status_code == 202
+    assert two.post(body, KEY).headers["Idempotent-Replayed"] == "true"
+    assert len(emulator.messages()) == 1
