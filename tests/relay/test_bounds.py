@@ -127,7 +127,7 @@ def test_requests_over_the_in_flight_cap_get_503_fast(make_relay, emulator) -> N
     status, seconds = _signed_post(relay)
     for thread in threads:
         thread.join(timeout=30)
-    assert (status, seconds < 1.5) == (503, True)
+    assert (status, seconds < 2.5) == (503, True)  # the two in flight take 3 s
     assert sorted(s for s, _ in results) == [202, 202]
     assert relay.metric("otp_relay_requests_total", outcome="overloaded") == 1
 

