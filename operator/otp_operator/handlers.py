@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from . import metrics, names, status
+from . import endpoints, metrics, names, status
 from .auth0 import Auth0Error
 from .reconcile import credentials_for, now_iso, reconcile
 from .runtime import Runtime
@@ -187,9 +187,10 @@ async def channel_deleted(namespace: str, name: str, body: kopf.Body, memo: Any,
     assert rt.kube is not None
     try:
         channel = parse_channel(namespace, name, body.get("spec") or {})
+        endpoints.check_channel(channel, rt.config.endpoints)
     except SpecError:
         rt.forget(namespace, name)
-        return  # an invalid spec never reached Auth0
+        return  # an invalid spec never reached Auth0, and a disallowed domain gets no credentials
     recorded = (body.get("status") or {}).get("auth0")
     secret = await rt.kube.get("v1", "Secret", namespace, channel.auth0.credentials_secret)
     try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from . import metrics, names, render, rotation, status
+from . import endpoints, metrics, names, render, rotation, status
 from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration
 from .kube import Applied, KubeApi, KubeError
 from .runtime import ChannelMemory, Runtime, child_token, digest, monotonic
@@ -161,11 +161,12 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
 
     try:
         ch = parse_channel(namespace, name, body.get("spec") or {})
+        endpoints.check_channel(ch, config.endpoints)  # before any Secret is read or sent
     except SpecError as error:
-        verdict = status.false("InvalidSpec", str(error))
+        verdict = status.false(error.reason, str(error))
         conds = status.conditions(previous_conditions, generation, verdict, verdict, stamp)
         await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
-        _report(mem, body, "InvalidSpec", str(error))
+        _report(mem, body, error.reason, str(error))
         return None
 
     if ch.suspend:

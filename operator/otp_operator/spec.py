@@ -19,6 +19,8 @@ _WINDOW = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 class SpecError(ValueError):
     """The channel's spec cannot be acted on; the message names the field."""
 
+    reason = "InvalidSpec"
+
 
 @dataclass(frozen=True)
 class SecretKeyRef:

@@ -46,6 +46,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- default (include "otp-relay-operator.image" .) .Values.relayImage -}}
 {{- end -}}
 
+{{/* The shared kopf peering object's name: the release's full name unless set. */}}
+{{- define "otp-relay-operator.peeringName" -}}
+{{- default (include "otp-relay-operator.fullname" .) .Values.peering.name -}}
+{{- end -}}
+
 {{/* "true" when the replicas share the work through kopf peering. */}}
 {{- define "otp-relay-operator.peering" -}}
 {{- if gt (int .Values.replicas) 1 -}}true{{- end -}}
