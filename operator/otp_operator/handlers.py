@@ -139,6 +139,12 @@ def pdb_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf
     _child_changed("PodDisruptionBudget", type, namespace, labels, body, memo)
 
 
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
+def network_policy_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
+                           **_: Any) -> None:
+    _child_changed("NetworkPolicy", type, namespace, labels, body, memo)
+
+
 # --- the channel loop ------------------------------------------------------------------------
 
 @kopf.daemon(*CHANNELS, cancellation_timeout=15.0)

@@ -72,6 +72,7 @@ class IngressSpec:
     host: str
     class_name: str
     tls_secret_name: str
+    annotations: Mapping[str, str] = field(default_factory=dict)  # e.g. AWS ALB, cert-manager
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,7 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
             host=_require(_get(ingress, "host"), "relay.ingress.host"),
             class_name=_get(ingress, "className", ""),
             tls_secret_name=_get(ingress, "tlsSecretName", ""),
+            annotations={str(k): str(v) for k, v in _get(ingress, "annotations", {}).items()},
         )
     public_url = _get(relay, "publicUrl", "")
     if not public_url:

@@ -23,13 +23,16 @@ CHANNEL_RULES = {
     # Referenced Secrets read (GET) and watched (a rotation re-reconciles exactly the affected
     # channels); the signing-key Secret created and updated with server-side apply.
     *(("", "secrets", verb, None) for verb in ("get", "list", "watch", "create", "patch")),
-    # Relay Deployment: read for availability, server-side applied, watched for drift.
-    *(("apps", "deployments", verb, None) for verb in ("get", "list", "watch", "create", "patch")),
+    # Relay Deployment: read for availability, server-side applied, watched for drift; deleted
+    # (orphaning its pods) only to re-create it when its immutable selector changed.
+    *(("apps", "deployments", verb, None) for verb in ("get", "list", "watch", "create", "patch", "delete")),
     # Relay Service: server-side applied, watched for drift.
     *(("", "services", verb, None) for verb in ("list", "watch", "create", "patch")),
     # Optional children: also deleted when spec.relay.ingress goes away or replicas drop to 1.
     *(("networking.k8s.io", "ingresses", verb, None) for verb in ("list", "watch", "create", "patch", "delete")),
     *(("policy", "poddisruptionbudgets", verb, None) for verb in ("list", "watch", "create", "patch", "delete")),
+    # Relay NetworkPolicy: server-side applied, watched for drift.
+    *(("networking.k8s.io", "networkpolicies", verb, None) for verb in ("list", "watch", "create", "patch")),
     # Events for every create, change, repair, rotation and failure.
     ("", "events", "create", None),
 }

@@ -81,9 +81,10 @@ operator; tests/chart/test_rbac.py keeps the allow-list and proves the operator 
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch"]
 # The relay's Deployment (read for availability) and Service: server-side apply, watched for drift.
+# Deleted (orphaning its pods) only to re-create one whose immutable selector changed.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "watch", "create", "patch"]
@@ -94,6 +95,10 @@ operator; tests/chart/test_rbac.py keeps the allow-list and proves the operator 
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+# Each relay's NetworkPolicy: server-side applied, watched for drift.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["list", "watch", "create", "patch"]
 # Events for every create, change, repair, rotation and failure.
 - apiGroups: [""]
   resources: ["events"]
