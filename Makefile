@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OTP_SANDBOX_CACHE ?= $(HOME)/.cache/otp-relay-operator
 
-.PHONY: help venv node controlplane helm test test-fast demo bench bench-tools clean
+.PHONY: help venv node controlplane helm lua test test-fast demo bench bench-tools clean
 
 help:
 	@echo "make demo   - run the whole system on the local sandbox (see README)"
@@ -33,10 +33,16 @@ controlplane: $(STAMP) node
 helm: $(STAMP)
 	$(BIN)/python -m tests.chart.helm
 
-test: controlplane helm
+# lua5.4 (Debian) runs the Argo CD health check against channel objects in the tests.
+lua:
+	@command -v lua5.4 >/dev/null || { \
+	  echo ">> installing lua5.4 from Debian for the Argo CD health check tests"; \
+	  apt-get update -qq && apt-get install -y -qq lua5.4; }
+
+test: controlplane helm lua
 	$(BIN)/python -m pytest -ra
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) lua
 	$(BIN)/python -m pytest -ra -m "not cluster"
 
 demo: controlplane
