@@ -68,6 +68,18 @@ def test_network_policy_opens_only_the_public_port_and_https_egress() -> None:
     assert all("to" not in rule for rule in policy["egress"])
 
 
+def test_network_policy_keeps_every_non_public_port_to_the_namespace_and_monitoring() -> None:
+    ch = parse_channel("shop", "prod", SPEC)
+    deployment = render.relay_deployment(ch, "img:1", "c", OWNER)
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    container["ports"] = [*container["ports"], {"name": "admin", "containerPort": 9090, "protocol": "TCP"}]
+    public, admin = render.relay_network_policy(ch, deployment, OWNER)["spec"]["ingress"]
+    assert public["ports"] == [{"port": names.RELAY_PORT_NAME, "protocol": "TCP"}] and "from" not in public
+    assert admin["ports"] == [{"port": "admin", "protocol": "TCP"}]
+    assert admin["from"] == [{"podSelector": {}}, {"namespaceSelector": {"matchLabels": {
+        names.LABEL_RELAY_METRICS_NAMESPACE: names.RELAY_METRICS_NAMESPACE_VALUE}}}]
+
+
 def test_network_policy_lets_the_relay_reach_a_base_url_on_another_port() -> None:
     spec = copy.deepcopy(SPEC)
     spec["sms"]["baseUrl"] = "https://sms-proxy.internal:8443"
