@@ -244,12 +244,15 @@ def test_crds_are_templates_kept_on_uninstall_and_follow_crds_dir(helm: Helm) ->
 
 
 def test_security_contexts_come_from_values(helm: Helm) -> None:
-    values = {"podSecurityContext": {"runAsNonRoot": True, "runAsUser": 1001, "fsGroup": 1001},
-              "securityContext": {"readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}}
+    values = {"podSecurityContext.runAsUser": 1001, "podSecurityContext.seccompProfile": None,
+              "securityContext.readOnlyRootFilesystem": False}
     (deployment,) = by_kind(helm.template(*set_values(values)), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
-    assert pod["securityContext"] == values["podSecurityContext"]
-    assert pod["containers"][0]["securityContext"] == values["securityContext"]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 1001}
+    assert pod["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": False, "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
 
 
 def test_replicated_operator_gets_a_pdb_and_spreads(helm: Helm) -> None:
