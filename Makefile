@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OTP_SANDBOX_CACHE ?= $(HOME)/.cache/otp-relay-operator
 
-.PHONY: help venv node controlplane helm redis test test-fast demo bench bench-tools clean
+.PHONY: help venv node controlplane helm test-tools test test-fast demo bench bench-tools clean
 
 help:
 	@echo "make demo   - run the whole system on the local sandbox (see README)"
@@ -33,16 +33,19 @@ controlplane: $(STAMP) node
 helm: $(STAMP)
 	$(BIN)/python -m tests.chart.helm
 
-# redis-server for the relay's shared-state tests (a fixture starts it on loopback), from Debian.
-redis:
-	@command -v redis-server >/dev/null || { \
-	  echo ">> installing redis-server from Debian for the relay's shared-state tests"; \
-	  apt-get update -qq && apt-get install -y -qq redis-server; }
+# Debian tools the tests run for real: redis-server (the relay's shared state, started by a fixture on
+# loopback) and lua5.4 (the Argo CD health check). Installed in one apt run, only when missing.
+TEST_TOOLS := redis-server:redis-server lua5.4:lua5.4
+test-tools:
+	@missing=$$(for t in $(TEST_TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done); \
+	if [ -n "$$missing" ]; then \
+	  echo ">> installing from Debian for the tests:" $$missing; \
+	  apt-get update -qq && apt-get install -y -qq $$missing; fi
 
-test: controlplane helm redis
+test: controlplane helm test-tools
 	$(BIN)/python -m pytest -ra
 
-test-fast: $(STAMP) redis
+test-fast: $(STAMP) test-tools
 	$(BIN)/python -m pytest -ra -m "not cluster"
 
 demo: controlplane
@@ -54,7 +57,7 @@ bench-tools:
 	  echo ">> installing wrk and nginx-light from Debian for the relay benchmark"; \
 	  apt-get update -qq && apt-get install -y -qq wrk nginx-light; }
 
-bench: controlplane bench-tools redis
+bench: controlplane bench-tools test-tools
 	$(BIN)/python bench/controlplane.py
 	$(BIN)/python bench/relay/run.py
 	$(BIN)/python bench/relay/slowloris.py

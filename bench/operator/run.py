@@ -35,6 +35,7 @@ from kubernetes import client, config, watch  # noqa: E402
 from otp_sandbox.auth0_emulator import Auth0Emulator, Client, RateLimit  # noqa: E402
 from otp_sandbox.controlplane import ControlPlane  # noqa: E402
 from otp_sandbox.pki import CertificateAuthority  # noqa: E402
+from otp_sandbox.processes import SANDBOX_ENDPOINT_ARGS  # noqa: E402
 from otp_sandbox.crd import install_crd  # noqa: E402
 
 GROUP, VERSION, PLURAL = "otprelay.io", "v1alpha1", "otpchannels"
@@ -162,7 +163,7 @@ def main() -> None:
     operator = subprocess.Popen(
         [str(Path(sys.executable).with_name("otp-operator")), "run", "--all-namespaces",
          "--metrics-port", str(metrics_port), "--drift-interval", str(MEASURED_DRIFT),
-         "--relay-image", "example.test/otp-relay:bench", "--log-level", "WARNING"],
+         "--relay-image", "example.test/otp-relay:bench", "--log-level", "WARNING", *SANDBOX_ENDPOINT_ARGS],
         env={**os.environ, "KUBECONFIG": str(plane.kubeconfig)}, stdout=log, stderr=subprocess.STDOUT)
     watcher = Watcher(api)
     core, custom = client.CoreV1Api(api), client.CustomObjectsApi(api)

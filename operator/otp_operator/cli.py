@@ -7,7 +7,7 @@ import logging
 import os
 from collections.abc import Sequence
 
-from . import names
+from . import endpoints, names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the operator")
     scope = run.add_mutually_exclusive_group()
     scope.add_argument("--namespace", "-n", action="append", default=[], metavar="NS",
-                       help="watch this namespace (repeatable; globs like 'team-*' work)")
+                       help="watch this namespace (repeatable)")
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
     run.add_argument("--peering", metavar="NAME",
                      help="HA peering object name (needs kopf's peering CRDs); default: standalone")
@@ -32,6 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--auth0-concurrency", type=int, default=4, help="concurrent Auth0 syncs per tenant")
     run.add_argument("--max-concurrent-reconciles", type=int, default=32,
                      help="channels reconciled at the same time (bounds API bursts and memory)")
+    run.add_argument(endpoints.ALLOW_AUTH0_DOMAIN_FLAG, action="append", metavar="GLOB",
+                     default=endpoints.split_patterns(os.environ.get(endpoints.ALLOW_AUTH0_DOMAIN_ENV)),
+                     help="also accept spec.auth0.domain values matching this glob besides Auth0 tenant "
+                          f"domains, e.g. 'auth.shop.example' (repeatable; env {endpoints.ALLOW_AUTH0_DOMAIN_ENV}, "
+                          "comma-separated)")
+    run.add_argument(endpoints.ALLOW_SMS_BASE_URL_FLAG, action="append", metavar="GLOB",
+                     default=endpoints.split_patterns(os.environ.get(endpoints.ALLOW_SMS_BASE_URL_ENV)),
+                     help="also accept spec.sms.baseUrl values whose scheme://host[:port] matches this glob "
+                          "besides 8x8's https hosts, e.g. 'https://sms-proxy.internal:8443' (repeatable; "
+                          f"env {endpoints.ALLOW_SMS_BASE_URL_ENV}, comma-separated)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -63,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         auth0_concurrency_per_tenant=args.auth0_concurrency,
         max_concurrent_reconciles=args.max_concurrent_reconciles,
         namespaced=bool(args.namespace),
+        endpoints=endpoints.EndpointPolicy(tuple(args.allow_auth0_domain), tuple(args.allow_sms_base_url)),
     )
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port)

@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from . import metrics, names, status
+from . import endpoints, metrics, names, status
 from .auth0 import Auth0Error
 from .reconcile import credentials_for, now_iso, reconcile
 from .runtime import Runtime
@@ -139,6 +139,12 @@ def pdb_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf
     _child_changed("PodDisruptionBudget", type, namespace, labels, body, memo)
 
 
+@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
+def network_policy_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
+                           **_: Any) -> None:
+    _child_changed("NetworkPolicy", type, namespace, labels, body, memo)
+
+
 # --- the channel loop ------------------------------------------------------------------------
 
 @kopf.daemon(*CHANNELS, cancellation_timeout=15.0)
@@ -187,9 +193,10 @@ async def channel_deleted(namespace: str, name: str, body: kopf.Body, memo: Any,
     assert rt.kube is not None
     try:
         channel = parse_channel(namespace, name, body.get("spec") or {})
+        endpoints.check_channel(channel, rt.config.endpoints)
     except SpecError:
         rt.forget(namespace, name)
-        return  # an invalid spec never reached Auth0
+        return  # an invalid spec never reached Auth0, and a disallowed domain gets no credentials
     recorded = (body.get("status") or {}).get("auth0")
     secret = await rt.kube.get("v1", "Secret", namespace, channel.auth0.credentials_secret)
     try:

@@ -26,6 +26,7 @@ _PLURALS = {
     "Deployment": "deployments",
     "Ingress": "ingresses",
     "PodDisruptionBudget": "poddisruptionbudgets",
+    "NetworkPolicy": "networkpolicies",
     names.KIND: names.PLURAL,
 }
 
@@ -132,8 +133,10 @@ class KubeApi:
             raise KubeError(404, f"namespace {meta['namespace']} not found")
         return Applied(payload, created=status == 201)
 
-    async def delete(self, api_version: str, kind: str, namespace: str, name: str) -> bool:
-        status, _ = await self._request("DELETE", path_for(api_version, kind, namespace, name))
+    async def delete(self, api_version: str, kind: str, namespace: str, name: str,
+                     propagation: str | None = None) -> bool:
+        params = {"propagationPolicy": propagation} if propagation else None
+        status, _ = await self._request("DELETE", path_for(api_version, kind, namespace, name), params=params)
         return status != 404
 
     async def patch_channel_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:

@@ -13,9 +13,9 @@ PLURAL = "otpchannels"
 FIELD_MANAGER = "otp-relay-operator"
 OPERATOR_NAME = "otp-relay-operator"
 
-# Labels on every child; the selector labels never change for the life of a channel.
+# Labels on every child; the selector labels never change for the life of a channel. No
+# app.kubernetes.io/instance: Argo CD tracks its applications' objects by it (and Helm charts set it).
 LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
 LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_CHANNEL = f"{GROUP}/channel"
@@ -44,7 +44,9 @@ SMS_KEY_FILE = "apikey"
 SIGNING_KEY_MOUNT_DIR = "/var/run/otp-relay/signing"
 SIGNING_KEY_SECRET_KEY = "keys"  # the data key in the signing-key Secret; one key per line
 SIGNING_KEY_BYTES = 32
-RELAY_RUN_AS_USER = 65532
+# Namespaces with this label (e.g. Prometheus') may reach the relay's non-public ports.
+LABEL_RELAY_METRICS_NAMESPACE = f"{GROUP}/relay-metrics"
+RELAY_METRICS_NAMESPACE_VALUE = "allowed"
 
 DEFAULT_DRIFT_INTERVAL_SECONDS = 600.0
 RELAY_IMAGE_ENV = "OTP_OPERATOR_RELAY_IMAGE"
@@ -81,7 +83,9 @@ def signing_key_secret_name(channel: str) -> str:
 
 
 def selector_labels(channel: str) -> dict[str, str]:
-    return {LABEL_NAME: RELAY_APP_NAME, LABEL_INSTANCE: channel}
+    """The relay pods' selector (a subset of what earlier versions put on the pods, so a
+    Deployment re-created with it adopts the running pods' ReplicaSet)."""
+    return {LABEL_NAME: RELAY_APP_NAME, LABEL_CHANNEL: channel}
 
 
 def child_labels(channel: str) -> dict[str, str]:
@@ -89,5 +93,4 @@ def child_labels(channel: str) -> dict[str, str]:
         **selector_labels(channel),
         LABEL_COMPONENT: "relay",
         LABEL_MANAGED_BY: OPERATOR_NAME,
-        LABEL_CHANNEL: channel,
     }

@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from . import metrics, names, render, rotation, status
+from . import endpoints, metrics, names, render, rotation, selector_migration, status
 from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration
 from .kube import Applied, KubeApi, KubeError
 from .runtime import ChannelMemory, Runtime, child_token, digest, monotonic
@@ -78,7 +78,8 @@ async def _apply_children(
     mem.children_dirty = False  # events arriving during the apply set it again
     secret, deployment, *rest = children.apply
     results: list[tuple[dict[str, Any], Applied]] = [(secret, await kube.apply(secret))]
-    applied = await asyncio.gather(*(kube.apply(m) for m in (deployment, *rest)))
+    applied = await asyncio.gather(selector_migration.apply_deployment(kube, deployment),
+                                   *(kube.apply(m) for m in rest))
     results.extend(zip((deployment, *rest), applied))
     for manifest, outcome in results:
         _record_child(mem, body, manifest, outcome)
@@ -161,11 +162,12 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
 
     try:
         ch = parse_channel(namespace, name, body.get("spec") or {})
+        endpoints.check_channel(ch, config.endpoints)  # before any Secret is read or sent
     except SpecError as error:
-        verdict = status.false("InvalidSpec", str(error))
+        verdict = status.false(error.reason, str(error))
         conds = status.conditions(previous_conditions, generation, verdict, verdict, stamp)
         await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
-        _report(mem, body, "InvalidSpec", str(error))
+        _report(mem, body, error.reason, str(error))
         return None
 
     if ch.suspend:

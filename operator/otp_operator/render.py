@@ -7,6 +7,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 from . import names
 from .spec import ChannelSpec
@@ -122,6 +123,19 @@ def _resources(ch: ChannelSpec) -> dict[str, Any]:
     return {kind: dict(values) for kind, values in wanted.items() if values}
 
 
+def _topology_spread(ch: ChannelSpec) -> dict[str, Any]:
+    """Several replicas prefer different nodes and zones (never blocking scheduling)."""
+    if ch.relay.replicas <= 1:
+        return {}
+    selector = {"matchLabels": names.selector_labels(ch.name)}
+    return {
+        "topologySpreadConstraints": [
+            {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": selector}
+            for key in ("kubernetes.io/hostname", "topology.kubernetes.io/zone")
+        ]
+    }
+
+
 def relay_deployment(
     ch: ChannelSpec, image: str, secrets_checksum: str, owner: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -177,13 +191,10 @@ def relay_deployment(
                     "terminationGracePeriodSeconds": names.RELAY_TERMINATION_GRACE_SECONDS,
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "securityContext": {
-                        "runAsNonRoot": True,
-                        "runAsUser": names.RELAY_RUN_AS_USER,
-                        "runAsGroup": names.RELAY_RUN_AS_USER,
-                        "fsGroup": names.RELAY_RUN_AS_USER,
-                        "seccompProfile": {"type": "RuntimeDefault"},
-                    },
+                    # No fixed UID/GID/fsGroup: the image's numeric USER satisfies runAsNonRoot, and
+                    # OpenShift's restricted SCC assigns its own (a fixed one would be refused).
+                    "securityContext": {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}},
+                    **_topology_spread(ch),
                     "containers": [container],
                     "volumes": [
                         {
@@ -191,7 +202,7 @@ def relay_deployment(
                             "secret": {
                                 "secretName": ch.sms.api_key.name,
                                 "items": [{"key": ch.sms.api_key.key, "path": names.SMS_KEY_FILE}],
-                                "defaultMode": 0o440,
+                                "defaultMode": 0o444,
                             },
                         },
                         {
@@ -201,7 +212,7 @@ def relay_deployment(
                                 "items": [
                                     {"key": names.SIGNING_KEY_SECRET_KEY, "path": names.SIGNING_KEY_SECRET_KEY}
                                 ],
-                                "defaultMode": 0o440,
+                                "defaultMode": 0o444,
                             },
                         },
                         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
@@ -272,11 +283,42 @@ def relay_ingress(ch: ChannelSpec, owner: Mapping[str, Any]) -> dict[str, Any] |
         spec["ingressClassName"] = ingress.class_name
     if ingress.tls_secret_name:
         spec["tls"] = [{"hosts": [ingress.host], "secretName": ingress.tls_secret_name}]
+    metadata = _metadata(ch, names.relay_name(ch.name), owner)
+    if ingress.annotations:
+        metadata["annotations"] = dict(ingress.annotations)
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec}
+
+
+def relay_network_policy(ch: ChannelSpec, deployment: Mapping[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
+    """Ingress: the public port from anywhere (ingress controllers, load balancers), every other
+    container port (probes/metrics) only from the channel's namespace and namespaces labelled
+    for scraping. Egress: DNS, and HTTPS to 8x8 (plus the port of spec.sms.baseUrl)."""
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    ports = [p for p in container["ports"] if p["name"] != names.RELAY_PORT_NAME]
+    ingress: list[dict[str, Any]] = [{"ports": [{"port": names.RELAY_PORT_NAME, "protocol": "TCP"}]}]
+    if ports:
+        ingress.append({
+            "ports": [{"port": p["name"], "protocol": p.get("protocol", "TCP")} for p in ports],
+            "from": [
+                {"podSelector": {}},
+                {"namespaceSelector": {"matchLabels": {
+                    names.LABEL_RELAY_METRICS_NAMESPACE: names.RELAY_METRICS_NAMESPACE_VALUE}}},
+            ],
+        })
+    https_ports = sorted({443, urlsplit(ch.sms.base_url).port or 443})
     return {
         "apiVersion": "networking.k8s.io/v1",
-        "kind": "Ingress",
+        "kind": "NetworkPolicy",
         "metadata": _metadata(ch, names.relay_name(ch.name), owner),
-        "spec": spec,
+        "spec": {
+            "podSelector": {"matchLabels": names.selector_labels(ch.name)},
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": ingress,
+            "egress": [
+                {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
+                {"ports": [{"port": port, "protocol": "TCP"} for port in https_ports]},
+            ],
+        },
     }
 
 
@@ -299,10 +341,12 @@ def render_children(
     secrets_checksum: str,
     owner: Mapping[str, Any],
 ) -> Children:
+    deployment = relay_deployment(ch, image, secrets_checksum, owner)
     apply: list[dict[str, Any]] = [
         signing_key_secret(ch, signing_keys, owner),
-        relay_deployment(ch, image, secrets_checksum, owner),
+        deployment,
         relay_service(ch, owner),
+        relay_network_policy(ch, deployment, owner),
     ]
     delete: list[ChildRef] = []
     name = names.relay_name(ch.name)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import metrics, names
+from .endpoints import EndpointPolicy
 from .kube import KubeApi
 
 
@@ -25,6 +26,7 @@ class OperatorConfig:
     progress_recheck: float = 60.0  # safety net while waiting for a rollout without events
     max_concurrent_reconciles: int = 32  # bounds API bursts and peak memory with many channels
     namespaced: bool = False  # watching listed namespaces only: no cluster-wide permissions
+    endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)  # extra allowed Auth0/8x8 hosts
 
 
 @dataclass

@@ -19,6 +19,8 @@ ENCODINGS = ("AUTO", "GSM7", "UCS2")
 class SpecError(ValueError):
     """The channel's spec cannot be acted on; the message names the field."""
 
+    reason = "InvalidSpec"
+
 
 @dataclass(frozen=True)
 class SecretKeyRef:
@@ -80,6 +82,7 @@ class IngressSpec:
     host: str
     class_name: str
     tls_secret_name: str
+    annotations: Mapping[str, str] = field(default_factory=dict)  # e.g. AWS ALB, cert-manager
 
 
 @dataclass(frozen=True)
@@ -181,6 +184,7 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
             host=_require(_get(ingress, "host"), "relay.ingress.host"),
             class_name=_get(ingress, "className", ""),
             tls_secret_name=_get(ingress, "tlsSecretName", ""),
+            annotations={str(k): str(v) for k, v in _get(ingress, "annotations", {}).items()},
         )
     public_url = _get(relay, "publicUrl", "")
     if not public_url:

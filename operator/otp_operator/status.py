@@ -21,6 +21,7 @@ STALLED = "Stalled"
 STALLED_REASONS = frozenset(
     {
         "InvalidSpec",
+        "DisallowedEndpoint",
         "SecretNotFound",
         "SecretKeyMissing",
         "Auth0Unauthorized",

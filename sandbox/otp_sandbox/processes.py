@@ -31,6 +31,12 @@ from .lifetime import die_with_this_process
 from .pki import CertificateAuthority, CertPair
 
 _START_TIMEOUT = 30.0
+# The sandbox's emulators listen on loopback; the operator accepts only Auth0 and 8x8 hosts
+# unless told otherwise, so every sandbox and test operator is started with this allow-list.
+SANDBOX_ENDPOINT_ARGS = (
+    "--allow-auth0-domain", "localhost:*", "--allow-auth0-domain", "127.0.0.1:*",
+    "--allow-sms-base-url", "https://localhost:*", "--allow-sms-base-url", "https://127.0.0.1:*",
+)
 
 
 def free_port() -> int:
@@ -164,7 +170,7 @@ class OperatorProcess:
     """``otp-operator run`` as a subprocess; logs go to a file scanned for secrets at the end."""
 
     def __init__(self, kubeconfig: Path, ssl_cert_file: Path, log_path: Path,
-                 args: Iterable[str] = ("--all-namespaces",)) -> None:
+                 args: Iterable[str] = ("--all-namespaces", *SANDBOX_ENDPOINT_ARGS)) -> None:
         self.log_path = log_path
         self.args = list(args)
         self.env = {**os.environ, "KUBECONFIG": str(kubeconfig), "SSL_CERT_FILE": str(ssl_cert_file),

@@ -74,3 +74,19 @@ def extra_namespaces(api: client.ApiClient, count: int) -> Iterator[list[str]]:
     finally:
         for name in created:
             core.delete_namespace(name)
+
+
+CHART_CRDS = ("otpchannels.otprelay.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev")
+
+
+def adopt_crds(api: client.ApiClient, release: str, namespace: str) -> None:
+    """README's upgrade step: let ``release`` take over CRDs created outside it (by ``crds/``, by an
+    earlier chart version or by another test's release), as Helm requires before it manages them."""
+    extensions = client.ApiextensionsV1Api(api)
+    patch = {"metadata": {
+        "labels": {"app.kubernetes.io/managed-by": "Helm"},
+        "annotations": {"meta.helm.sh/release-name": release, "meta.helm.sh/release-namespace": namespace},
+    }}
+    for name in CHART_CRDS:
+        if exists(lambda n=name: extensions.read_custom_resource_definition(n)):
+            extensions.patch_custom_resource_definition(name, patch)

@@ -44,7 +44,7 @@ def test_chart_version_and_app_version_follow_the_package_version() -> None:
 
 
 def test_crd_is_the_one_source_in_crds() -> None:
-    link = CHART_DIR / "crds" / "otpchannels.otprelay.io.yaml"
+    link = CHART_DIR / "files" / "crds" / "otpchannels.otprelay.io.yaml"
     assert link.is_symlink(), "the chart must link to crds/, not keep a copy that can drift"
     assert link.resolve() == (REPO_ROOT / "crds" / "otpchannels.otprelay.io.yaml").resolve()
 
@@ -55,11 +55,14 @@ def test_helm_package_carries_the_crd_contents(helm: Helm, tmp_path) -> None:
     assert archive.name == f"otp-relay-operator-{package_version()}.tgz"
     with tarfile.open(archive) as tar:
         packaged = {m.name: m for m in tar.getmembers()}
-        member = packaged["otp-relay-operator/crds/otpchannels.otprelay.io.yaml"]
+        member = packaged["otp-relay-operator/files/crds/otpchannels.otprelay.io.yaml"]
         assert member.isfile(), "helm package must follow the symlink, not store it"
         data = tar.extractfile(member).read()
-        assert "otp-relay-operator/crds/kopfpeerings.kopf.dev.yaml" in packaged
-        assert "otp-relay-operator/crds/clusterkopfpeerings.kopf.dev.yaml" in packaged
+        assert "otp-relay-operator/files/crds/kopfpeerings.kopf.dev.yaml" in packaged
+        assert "otp-relay-operator/files/crds/clusterkopfpeerings.kopf.dev.yaml" in packaged
+        assert "otp-relay-operator/files/argocd/otpchannel-health.lua" in packaged
+        assert not any(name.startswith("otp-relay-operator/crds/") for name in packaged), \
+            "crds/ is installed once and never upgraded by Helm: the CRDs are templates"
     assert data == (REPO_ROOT / "crds" / "otpchannels.otprelay.io.yaml").read_bytes()
 
 
@@ -74,7 +77,7 @@ def test_default_render(helm: Helm) -> None:
     kinds = sorted(o["kind"] for o in objects)
     assert kinds == sorted([
         "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition",
-        "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
+        "ServiceAccount", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
     ])
     crd_names = {o["metadata"]["name"] for o in by_kind(objects, "CustomResourceDefinition")}
     assert crd_names == {"otpchannels.otprelay.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"}
@@ -99,6 +102,7 @@ def test_default_render(helm: Helm) -> None:
     assert service["spec"]["ports"][0]["targetPort"] == "metrics"
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
     (binding,) = by_kind(objects, "ClusterRoleBinding")
+    assert "topologySpreadConstraints" not in deployment["spec"]["template"]["spec"], "one replica: nothing to spread"
     (account,) = by_kind(objects, "ServiceAccount")
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"], "namespace": "otp-system"}]
     assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == account["metadata"]["name"]
@@ -121,7 +125,7 @@ def test_restricted_pod_security(helm: Helm) -> None:
     (deployment,) = by_kind(helm.template(), "Deployment")
     pod = deployment["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
-    assert pod["securityContext"]["runAsUser"] != 0
+    assert "runAsUser" not in pod["securityContext"], "no fixed UID (OpenShift's restricted SCC assigns one)"
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     (container,) = pod["containers"]
     context = container["securityContext"]
@@ -135,7 +139,9 @@ def test_restricted_pod_security(helm: Helm) -> None:
 
 def test_non_default_render(helm: Helm) -> None:
     objects = helm.template(*set_values(NON_DEFAULT))
-    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+    assert {r["metadata"]["name"] for r in by_kind(objects, "ClusterRole")} == \
+        {"otp-otp-relay-operator-view", "otp-otp-relay-operator-edit"}, "only the aggregated roles are cluster-wide"
+    assert not by_kind(objects, "ClusterRoleBinding")
     roles = by_kind(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["bank", "shop"]
     bindings = by_kind(objects, "RoleBinding")
@@ -151,7 +157,7 @@ def test_non_default_render(helm: Helm) -> None:
     args = container["args"]
     assert "--namespace=shop" in args and "--namespace=bank" in args
     assert "--all-namespaces" not in args
-    assert "--peering=otp-relay-operator" in args
+    assert "--peering=otp-otp-relay-operator" in args
     assert "--relay-image=registry.example/otp/relay:9.9.9" in args
     assert "--drift-interval=120" in args
     assert args[-1] == "--log-level=DEBUG"
@@ -176,11 +182,19 @@ def test_non_default_render(helm: Helm) -> None:
     assert egress_ports == {53, 443, 6443}
 
 
-def test_cluster_wide_peering_when_replicated(helm: Helm) -> None:
-    objects = helm.template(*set_values({"replicas": 2}))
+@pytest.mark.parametrize(("release", "values", "name"), [
+    ("shop", {}, "shop-otp-relay-operator"),
+    ("bank", {}, "bank-otp-relay-operator"),
+    ("shop", {"peering.name": "shared"}, "shared"),
+])
+def test_cluster_wide_peering_when_replicated_is_named_after_the_release(
+        helm: Helm, release: str, values: dict, name: str) -> None:
+    objects = helm.template(*set_values({"replicas": 2, **values}), release=release)
     (peering,) = by_kind(objects, "ClusterKopfPeering")
-    assert peering["metadata"]["name"] == "otp-relay-operator"
-    assert "--peering=otp-relay-operator" in operator_container(objects)["args"]
+    assert peering["metadata"]["name"] == name
+    assert f"--peering={name}" in operator_container(objects)["args"]
+    (role,) = [r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"] == f"{release}-otp-relay-operator"]
+    assert [r["resourceNames"] for r in role["rules"] if "resourceNames" in r] == [[name]]
 
 
 @pytest.mark.parametrize(
@@ -197,6 +211,13 @@ def test_cluster_wide_peering_when_replicated(helm: Helm) -> None:
         ({"metrics.serviceMonitor.interval": "soon"}, "interval"),
         ({"networkPolicy.egressPorts": []}, "egressPorts"),
         ({"replica": 2}, "replica"),
+        ({"peering.name": "Not_A_Name"}, "peering"),
+        ({"crds.install": True}, "install"),
+        ({"allowedEndpoints.auth0Domains": ["a.example,b.example"]}, "auth0Domains"),
+        ({"allowedEndpoints.smsBaseUrls": ["sms-proxy.internal"]}, "smsBaseUrls"),
+        ({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "Never"}]},
+         "whenUnsatisfiable"),
+        ({"podDisruptionBudget.maxUnavailable": "half"}, "maxUnavailable"),
     ],
     ids=lambda v: str(v) if isinstance(v, str) else None,
 )
@@ -205,3 +226,72 @@ def test_schema_rejects_bad_values(helm: Helm, values: dict, complaint: str) -> 
         helm.template(*set_values(values))
     assert "values don't meet the specifications of the schema" in error.value.output
     assert complaint in error.value.output
+
+
+def test_crds_are_templates_kept_on_uninstall_and_follow_crds_dir(helm: Helm) -> None:
+    """helm upgrade updates them; whatever crds/ says (new fields included) is what is rendered."""
+    crds = {o["metadata"]["name"]: o for o in by_kind(helm.template(), "CustomResourceDefinition")}
+    source = yaml.safe_load((REPO_ROOT / "crds" / "otpchannels.otprelay.io.yaml").read_text())
+    assert crds["otpchannels.otprelay.io"]["spec"] == source["spec"]
+    for crd in crds.values():
+        assert crd["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+        assert crd["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+        assert crd["metadata"]["labels"]["app.kubernetes.io/component"] == "crd"
+    unkept = by_kind(helm.template(*set_values({"crds.keep": False})), "CustomResourceDefinition")
+    assert len(unkept) == 3 and not any("helm.sh/resource-policy" in (c["metadata"].get("annotations") or {})
+                                        for c in unkept)
+    assert not by_kind(helm.template(*set_values({"crds.enabled": False})), "CustomResourceDefinition")
+
+
+def test_security_contexts_come_from_values(helm: Helm) -> None:
+    values = {"podSecurityContext.runAsUser": 1001, "podSecurityContext.seccompProfile": None,
+              "securityContext.readOnlyRootFilesystem": False}
+    (deployment,) = by_kind(helm.template(*set_values(values)), "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["securityContext"] == {"runAsNonRoot": True, "runAsUser": 1001}
+    assert pod["containers"][0]["securityContext"] == {
+        "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": False, "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+
+
+def test_replicated_operator_gets_a_pdb_and_spreads(helm: Helm) -> None:
+    objects = helm.template(*set_values({"replicas": 3}))
+    (deployment,) = by_kind(objects, "Deployment")
+    selector = deployment["spec"]["selector"]
+    (pdb,) = by_kind(objects, "PodDisruptionBudget")
+    assert pdb["spec"] == {"maxUnavailable": 1, "selector": selector}
+    constraints = deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]
+    assert [c["topologyKey"] for c in constraints] == ["kubernetes.io/hostname", "topology.kubernetes.io/zone"]
+    assert all(c["labelSelector"] == selector and c["whenUnsatisfiable"] == "ScheduleAnyway" for c in constraints)
+    own = {"maxSkew": 2, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule",
+           "labelSelector": {"matchLabels": {"team": "x"}}}
+    objects = helm.template(*set_values({"replicas": 3, "topologySpreadConstraints": [own],
+                                         "podDisruptionBudget.maxUnavailable": "50%"}))
+    (deployment,) = by_kind(objects, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["topologySpreadConstraints"] == [own]
+    assert by_kind(objects, "PodDisruptionBudget")[0]["spec"]["maxUnavailable"] == "50%"
+    assert not by_kind(helm.template(), "PodDisruptionBudget"), "one replica: a PDB would block every drain"
+    assert not by_kind(helm.template(*set_values({"replicas": 2, "podDisruptionBudget.enabled": False})),
+                       "PodDisruptionBudget")
+
+
+def test_allowed_endpoints_reach_the_operator(helm: Helm) -> None:
+    from otp_operator.cli import build_parser
+
+    values = {"allowedEndpoints.auth0Domains": ["login.shop.example", "*.auth.shop.example"],
+              "allowedEndpoints.smsBaseUrls": ["https://sms-proxy.internal:8443"]}
+    parsed = build_parser().parse_args(operator_container(helm.template(*set_values(values)))["args"])
+    assert parsed.allow_auth0_domain == ["login.shop.example", "*.auth.shop.example"]
+    assert parsed.allow_sms_base_url == ["https://sms-proxy.internal:8443"]
+    default = build_parser().parse_args(operator_container(helm.template())["args"])
+    assert default.allow_auth0_domain == [] and default.allow_sms_base_url == []
+
+
+def test_namespace_globs_are_not_advertised() -> None:
+    """kopf would need cluster-wide namespace access for them; the chart takes plain names only."""
+    from otp_operator.cli import build_parser
+
+    run = build_parser()._subparsers._group_actions[0].choices["run"]
+    (namespace,) = [a for a in run._actions if "--namespace" in a.option_strings]
+    assert "glob" not in namespace.help and "*" not in namespace.help

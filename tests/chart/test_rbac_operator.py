@@ -17,7 +17,7 @@ import pytest
 from kubernetes import client
 
 from tests.chart.helm import CHART_DIR, Helm, set_values
-from tests.chart.kube import extra_namespaces
+from tests.chart.kube import adopt_crds, extra_namespaces
 from tests.chart.serviceaccount import service_account_kubeconfig, service_account_token
 from tests.fixtures.relay import free_port
 from otp_sandbox.processes import OperatorProcess
@@ -58,6 +58,7 @@ def test_operator_brings_a_channel_to_ready_as_the_chart_service_account(
         values: dict = {"watchNamespaces": [channels_ns]} if scope == "namespaced" else {"replicas": 2, "peering.name": release}
         operator = None
         try:
+            adopt_crds(k8s_api, release, namespace)
             cluster_helm.run("install", release, str(CHART_DIR), "--namespace", namespace, "--wait",
                              "--timeout", "180s", *set_values(values))
             if scope == "namespaced":  # a Role in the watched namespace only

@@ -10,7 +10,7 @@ import pytest
 
 from tests.chart.helm import Helm, by_kind, set_values
 
-PEERING = "otp-relay-operator"
+PEERING = "otp-otp-relay-operator"  # the release's full name (helm.template renders release "otp")
 
 # (apiGroup, resource, verb, resourceName or None)
 CHANNEL_RULES = {
@@ -23,13 +23,16 @@ CHANNEL_RULES = {
     # Referenced Secrets read (GET) and watched (a rotation re-reconciles exactly the affected
     # channels); the signing-key Secret created and updated with server-side apply.
     *(("", "secrets", verb, None) for verb in ("get", "list", "watch", "create", "patch")),
-    # Relay Deployment: read for availability, server-side applied, watched for drift.
-    *(("apps", "deployments", verb, None) for verb in ("get", "list", "watch", "create", "patch")),
+    # Relay Deployment: read for availability, server-side applied, watched for drift; deleted
+    # (orphaning its pods) only to re-create it when its immutable selector changed.
+    *(("apps", "deployments", verb, None) for verb in ("get", "list", "watch", "create", "patch", "delete")),
     # Relay Service: server-side applied, watched for drift.
     *(("", "services", verb, None) for verb in ("list", "watch", "create", "patch")),
     # Optional children: also deleted when spec.relay.ingress goes away or replicas drop to 1.
     *(("networking.k8s.io", "ingresses", verb, None) for verb in ("list", "watch", "create", "patch", "delete")),
     *(("policy", "poddisruptionbudgets", verb, None) for verb in ("list", "watch", "create", "patch", "delete")),
+    # Relay NetworkPolicy: server-side applied, watched for drift.
+    *(("networking.k8s.io", "networkpolicies", verb, None) for verb in ("list", "watch", "create", "patch")),
     # Events for every create, change, repair, rotation and failure.
     ("", "events", "create", None),
 }
@@ -47,6 +50,12 @@ def peering_rules(resource: str) -> set[tuple[str, str, str, str | None]]:
         ("kopf.dev", resource, "watch", None),
         ("kopf.dev", resource, "patch", PEERING),
     }
+
+
+def operator_cluster_roles(objects: list[dict]) -> list[dict]:
+    """The ClusterRoles bound to the operator (not the aggregated view/edit ones)."""
+    return [r for r in by_kind(objects, "ClusterRole")
+            if not any(k.startswith("rbac.authorization.k8s.io/aggregate-to-") for k in r["metadata"]["labels"])]
 
 
 def flatten(rules: list[dict]) -> set[tuple[str, str, str, str | None]]:
@@ -71,7 +80,7 @@ def assert_no_wildcards(rules: list[dict]) -> None:
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_cluster_wide_rules_are_exactly_the_allow_list(helm: Helm, replicas: int) -> None:
     objects = helm.template(*set_values({"replicas": replicas}))
-    (role,) = by_kind(objects, "ClusterRole")
+    (role,) = operator_cluster_roles(objects)
     assert not by_kind(objects, "Role")
     assert_no_wildcards(role["rules"])
     expected = CHANNEL_RULES | CLUSTER_ONLY_RULES | (peering_rules("clusterkopfpeerings") if replicas > 1 else set())
@@ -81,7 +90,7 @@ def test_cluster_wide_rules_are_exactly_the_allow_list(helm: Helm, replicas: int
 @pytest.mark.parametrize("replicas", [1, 2])
 def test_namespaced_rules_are_exactly_the_allow_list(helm: Helm, replicas: int) -> None:
     objects = helm.template(*set_values({"replicas": replicas, "watchNamespaces": ["shop", "bank"]}))
-    assert not by_kind(objects, "ClusterRole") and not by_kind(objects, "ClusterRoleBinding")
+    assert not operator_cluster_roles(objects) and not by_kind(objects, "ClusterRoleBinding")
     roles = by_kind(objects, "Role")
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["bank", "shop"]
     expected = CHANNEL_RULES | (peering_rules("kopfpeerings") if replicas > 1 else set())
@@ -93,3 +102,19 @@ def test_namespaced_rules_are_exactly_the_allow_list(helm: Helm, replicas: int) 
 def test_rbac_can_be_left_to_the_user(helm: Helm) -> None:
     objects = helm.template(*set_values({"rbac.create": False}))
     assert not {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} & {o["kind"] for o in objects}
+
+
+def test_aggregated_roles_add_channels_to_view_edit_and_admin(helm: Helm) -> None:
+    objects = helm.template()
+    aggregated = {r["metadata"]["name"]: r for r in by_kind(objects, "ClusterRole") if r not in operator_cluster_roles(objects)}
+    view, edit = aggregated["otp-otp-relay-operator-view"], aggregated["otp-otp-relay-operator-edit"]
+    assert view["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert flatten(view["rules"]) == {("otprelay.io", "otpchannels", verb, None) for verb in ("get", "list", "watch")}
+    labels = edit["metadata"]["labels"]
+    assert labels["rbac.authorization.k8s.io/aggregate-to-edit"] == labels["rbac.authorization.k8s.io/aggregate-to-admin"] == "true"
+    assert flatten(edit["rules"]) == {("otprelay.io", "otpchannels", verb, None)
+                                      for verb in ("create", "update", "patch", "delete", "deletecollection")}
+    assert not any("status" in r for role in (view, edit) for rule in role["rules"] for r in rule["resources"])
+    assert len(aggregated) == 2
+    assert not [r for r in by_kind(helm.template(*set_values({"rbac.aggregateToDefaultRoles": False})), "ClusterRole")
+                if r["metadata"]["name"].endswith(("-view", "-edit"))]

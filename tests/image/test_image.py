@@ -20,7 +20,7 @@ from tests.image.dockerfile import arg_defaults, dockerignore, expand, in_contex
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
-CHART_VALUES = REPO_ROOT / "charts" / "otp-relay-operator" / "templates" / "deployment.yaml"
+CHART_VALUES = REPO_ROOT / "charts" / "otp-relay-operator" / "values.yaml"
 ENTRYPOINTS = {"otp-operator": "otp_operator.cli:main", "otp-relay": "otp_relay.cli:main"}
 BUILD_TOOLS = re.compile(r"\b(gcc|g\+\+|make|build-essential|clang|cargo|rustc|python3?-dev)\b")
 
@@ -78,11 +78,9 @@ def test_final_stage_runs_as_the_non_root_user_the_chart_expects() -> None:
     uid, _, gid = users[-1].partition(":")
     assert uid.isdigit() and int(uid) != 0, "numeric non-root USER (runAsNonRoot can verify it)"
     assert gid.isdigit() and int(gid) != 0
-    deployment = CHART_VALUES.read_text()
-    assert f"runAsUser: {uid}" in deployment and f"runAsGroup: {gid}" in deployment
-    from otp_operator import names
-
-    assert names.RELAY_RUN_AS_USER == int(uid), "relay pods run the same image as the same user"
+    # Neither the chart nor the relay pods fix a UID (OpenShift's restricted SCC assigns its own):
+    # runAsNonRoot relies on this numeric USER.
+    assert "runAsUser" not in CHART_VALUES.read_text()
 
 
 def test_oci_labels_and_version() -> None:

@@ -17,7 +17,7 @@ from otp_sandbox.eightbyeight import EightByEightEmulator
 from otp_sandbox.pki import CertificateAuthority
 from tests.fixtures.relay import free_port
 
-from otp_sandbox.processes import OperatorProcess, RelayFromDeployment
+from otp_sandbox.processes import SANDBOX_ENDPOINT_ARGS, OperatorProcess, RelayFromDeployment
 from tests.fixtures.cluster import temporary_namespace
 
 from .support import channel_manifest, make_secret
@@ -25,7 +25,7 @@ from .support import channel_manifest, make_secret
 # A relay image nobody pulls (kwok runs no containers) and a short grace before an old signing
 # key is retired, so rotation tests finish quickly.
 TEST_OPERATOR_ARGS = ("--all-namespaces", "--relay-image", "example.test/otp-relay:dev",
-                      "--rotation-grace", "2")
+                      "--rotation-grace", "2", *SANDBOX_ENDPOINT_ARGS)
 
 
 @dataclass

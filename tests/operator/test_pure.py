@@ -78,7 +78,7 @@ def test_children_are_owned_labelled_and_complete():
         channel(), image="img:1", signing_keys=("k1",), secrets_checksum="abc", owner=OWNER
     )
     kinds = by_kind(children)
-    assert set(kinds) == {"Secret", "Deployment", "Service", "Ingress", "PodDisruptionBudget"}
+    assert set(kinds) == {"Secret", "Deployment", "Service", "Ingress", "PodDisruptionBudget", "NetworkPolicy"}
     assert children.delete == ()
     for manifest in children.apply:
         assert manifest["metadata"]["ownerReferences"] == [OWNER]
@@ -130,7 +130,7 @@ def test_single_replica_without_ingress_deletes_optional_children():
     children = render.render_children(
         parse_channel("shop", "prod", spec), image="i", signing_keys=("k",), secrets_checksum="c", owner=OWNER
     )
-    assert set(by_kind(children)) == {"Secret", "Deployment", "Service"}
+    assert set(by_kind(children)) == {"Secret", "Deployment", "Service", "NetworkPolicy"}
     assert {ref.kind for ref in children.delete} == {"Ingress", "PodDisruptionBudget"}
 
 

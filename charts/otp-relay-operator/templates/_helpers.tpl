@@ -46,6 +46,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- default (include "otp-relay-operator.image" .) .Values.relayImage -}}
 {{- end -}}
 
+{{/* The shared kopf peering object's name: the release's full name unless set. */}}
+{{- define "otp-relay-operator.peeringName" -}}
+{{- default (include "otp-relay-operator.fullname" .) .Values.peering.name -}}
+{{- end -}}
+
 {{/* "true" when the replicas share the work through kopf peering. */}}
 {{- define "otp-relay-operator.peering" -}}
 {{- if gt (int .Values.replicas) 1 -}}true{{- end -}}
@@ -76,9 +81,10 @@ operator; tests/chart/test_rbac.py keeps the allow-list and proves the operator 
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch"]
 # The relay's Deployment (read for availability) and Service: server-side apply, watched for drift.
+# Deleted (orphaning its pods) only to re-create one whose immutable selector changed.
 - apiGroups: ["apps"]
   resources: ["deployments"]
-  verbs: ["get", "list", "watch", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 - apiGroups: [""]
   resources: ["services"]
   verbs: ["list", "watch", "create", "patch"]
@@ -89,6 +95,10 @@ operator; tests/chart/test_rbac.py keeps the allow-list and proves the operator 
 - apiGroups: ["policy"]
   resources: ["poddisruptionbudgets"]
   verbs: ["list", "watch", "create", "patch", "delete"]
+# Each relay's NetworkPolicy: server-side applied, watched for drift.
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["list", "watch", "create", "patch"]
 # Events for every create, change, repair, rotation and failure.
 - apiGroups: [""]
   resources: ["events"]
