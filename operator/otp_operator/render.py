@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from . import names
 from .spec import ChannelSpec
 
+REDIS_DEFAULT_PORT = 6379
+
 DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
     "requests": {"cpu": "50m", "memory": "64Mi"},
     "limits": {"memory": "128Mi"},
@@ -292,7 +294,8 @@ def relay_ingress(ch: ChannelSpec, owner: Mapping[str, Any]) -> dict[str, Any] |
 def relay_network_policy(ch: ChannelSpec, deployment: Mapping[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
     """Ingress: the public port from anywhere (ingress controllers, load balancers), every other
     container port (probes/metrics) only from the channel's namespace and namespaces labelled
-    for scraping. Egress: DNS, and HTTPS to 8x8 (plus the port of spec.sms.baseUrl)."""
+    for scraping. Egress: DNS, HTTPS to 8x8 (plus the port of spec.sms.baseUrl) and, when the
+    relays share a state store, its port."""
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     ports = [p for p in container["ports"] if p["name"] != names.RELAY_PORT_NAME]
     ingress: list[dict[str, Any]] = [{"ports": [{"port": names.RELAY_PORT_NAME, "protocol": "TCP"}]}]
@@ -305,7 +308,9 @@ def relay_network_policy(ch: ChannelSpec, deployment: Mapping[str, Any], owner: 
                     names.LABEL_RELAY_METRICS_NAMESPACE: names.RELAY_METRICS_NAMESPACE_VALUE}}},
             ],
         })
-    https_ports = sorted({443, urlsplit(ch.sms.base_url).port or 443})
+    egress_ports = {443, urlsplit(ch.sms.base_url).port or 443}
+    if ch.relay.state_store is not None:
+        egress_ports.add(urlsplit(ch.relay.state_store.url).port or REDIS_DEFAULT_PORT)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -316,7 +321,7 @@ def relay_network_policy(ch: ChannelSpec, deployment: Mapping[str, Any], owner: 
             "ingress": ingress,
             "egress": [
                 {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
-                {"ports": [{"port": port, "protocol": "TCP"} for port in https_ports]},
+                {"ports": [{"port": port, "protocol": "TCP"} for port in sorted(egress_ports)]},
             ],
         },
     }

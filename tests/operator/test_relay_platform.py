@@ -75,7 +75,9 @@ def test_network_policy_keeps_every_non_public_port_to_the_namespace_and_monitor
     container["ports"] = [*container["ports"], {"name": "admin", "containerPort": 9090, "protocol": "TCP"}]
     public, admin = render.relay_network_policy(ch, deployment, OWNER)["spec"]["ingress"]
     assert public["ports"] == [{"port": names.RELAY_PORT_NAME, "protocol": "TCP"}] and "from" not in public
-    assert admin["ports"] == [{"port": "admin", "protocol": "TCP"}]
+    assert admin["ports"] == [{"port": p["name"], "protocol": "TCP"}
+                              for p in container["ports"] if p["name"] != names.RELAY_PORT_NAME]
+    assert {"port": "admin", "protocol": "TCP"} in admin["ports"]
     assert admin["from"] == [{"podSelector": {}}, {"namespaceSelector": {"matchLabels": {
         names.LABEL_RELAY_METRICS_NAMESPACE: names.RELAY_METRICS_NAMESPACE_VALUE}}}]
 
@@ -87,6 +89,16 @@ def test_network_policy_lets_the_relay_reach_a_base_url_on_another_port() -> Non
     deployment = render.relay_deployment(ch, "img:1", "c", OWNER)
     policy = render.relay_network_policy(ch, deployment, OWNER)
     assert {p["port"] for p in policy["spec"]["egress"][1]["ports"]} == {443, 8443}
+
+
+@pytest.mark.parametrize(("url", "port"), [("redis://redis.shop:6380/0", 6380), ("rediss://redis.shop", 6379)])
+def test_network_policy_lets_the_relay_reach_its_state_store(url: str, port: int) -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["relay"]["stateStore"] = {"url": url}
+    ch = parse_channel("shop", "prod", spec)
+    deployment = render.relay_deployment(ch, "img:1", "c", OWNER)
+    policy = render.relay_network_policy(ch, deployment, OWNER)
+    assert {p["port"] for p in policy["spec"]["egress"][1]["ports"]} == {443, port}
 
 
 def test_replicas_spread_over_nodes_and_zones_without_blocking() -> None:
