@@ -16,7 +16,6 @@ text and the API key, possibly to another host). All attempts together stay with
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import ssl
 import time
@@ -26,6 +25,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
+import orjson
 
 
 @dataclass(frozen=True)
@@ -103,8 +103,8 @@ def interpret(status: int, body: bytes) -> Outcome | None:
     if 300 <= status < 400:
         return Rejected(status, "REDIRECT", "8x8 answered with a redirect; not followed")
     try:
-        data: Any = json.loads(body)
-    except ValueError:
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
         data = None
     if not isinstance(data, dict):
         data = {}
@@ -130,6 +130,7 @@ class EightByEight:
         self._observe = observe  # (status label, seconds) per attempt, for metrics
         self._pool_size = pool_size
         self._session: aiohttp.ClientSession | None = None
+        self._auth: tuple[str, dict[str, str]] = ("", {})  # (key, its headers), rebuilt on rotation
 
     async def start(self) -> None:
         # create_default_context honours SSL_CERT_FILE, as the design requires.
@@ -154,8 +155,10 @@ class EightByEight:
         """The outcome and the number of attempts made, by ``deadline`` (monotonic clock;
         default: the policy's deadline from now)."""
         policy = self.policy
-        body = json.dumps(payload).encode()
-        headers = {"Authorization": f"Bearer {api_key}"}
+        body = orjson.dumps(payload)
+        if self._auth[0] != api_key:
+            self._auth = (api_key, {"Authorization": f"Bearer {api_key}"})
+        headers = self._auth[1]
         if deadline is None:
             deadline = time.monotonic() + policy.deadline
         if deadline - time.monotonic() < MIN_ATTEMPT:
