@@ -239,6 +239,18 @@ def row(result: Result) -> str:
             f" {result.latency_ms['p99']:7.2f} {result.failed:6d} {cpu} {rss}{store}")
 
 
+def wait_ready(admin_port: int, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=5).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def relay_env(workdir: Path, port: int, admin_port: int, upstream: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_RELAY_")}
     env.update({
@@ -333,7 +345,7 @@ def main() -> int:
             with ExitStack() as rstack:
                 process = start(rstack, [relay_bin], port, workdir / f"relay{index}.log",
                                 relay_env(workdir, port, admin_port, upstream, STATE_PREFIX=f"bench{index}", **extra))
-                urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=10).read()
+                wait_ready(admin_port)
                 url = f"http://127.0.0.1:{port}/v1/messages"
                 relays[label] = wrk(f"otp-relay, {label}", url, presigned(workdir / "sat.tsv", 16000 * d, f"s{index}"),
                                     d, c, server=process, store=redis if "STATE_URL" in extra else None)

@@ -61,8 +61,9 @@ def build_state(settings: Settings) -> State:
 class Relay:
     """State shared by all requests of one process."""
 
-    def __init__(self, settings: Settings, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, settings: Settings, policy: RetryPolicy | None = None, worker: int = 0) -> None:
         self.settings = settings
+        self._line_start: dict[str, object] = {"worker": worker} if settings.workers > 1 else {}
         self.metrics = RelayMetrics()
         self.api_key = WatchedFile("api_key", settings.api_key_file, parse_api_key,
                                    self.metrics.key_reload)
@@ -129,7 +130,7 @@ class Relay:
     async def send(self, request: web.Request) -> web.Response:
         started = time.monotonic()
         request_id = os.urandom(16).hex()
-        fields: dict[str, object] = {"request_id": request_id}
+        fields: dict[str, object] = {"request_id": request_id, **self._line_start}
         transport = request.transport
         self.guard.request_started(transport)
         self.in_flight += 1

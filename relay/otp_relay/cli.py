@@ -47,10 +47,12 @@ class GuardedSite(web.TCPSite):
 
 
 async def serve(settings: config.Settings, worker: int = 0) -> None:
-    relay = Relay(settings)
+    relay = Relay(settings, worker=worker)
     runner = web.AppRunner(relay.make_app(), access_log=None, handle_signals=False,
                            shutdown_timeout=settings.shutdown_timeout,
-                           keepalive_timeout=settings.idle_timeout, auto_decompress=False)
+                           # the guard closes idle connections (and counts them); aiohttp's own
+                           # timer only backs it up, so the two never race
+                           keepalive_timeout=settings.idle_timeout + 1, auto_decompress=False)
     admin = web.AppRunner(relay.make_admin_app(), access_log=None, handle_signals=False,
                           shutdown_timeout=1, keepalive_timeout=settings.idle_timeout)
     await runner.setup()
