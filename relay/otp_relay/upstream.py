@@ -193,7 +193,8 @@ class EightByEight:
             async with request.build_streamed() as response:
                 status = response.status
                 retry_after = response.get_header("Retry-After")
-                content = await _read_capped(response.body_reader, MAX_ANSWER)
+                content = await _read_capped(response.body_reader, MAX_ANSWER,
+                                             response.get_header("Content-Length"))
         except (http_errors.PyreqwestError, OSError) as exc:
             causes = _causes(exc)
             if _CONNECT_PHASE not in causes:  # the request may have left: never retried
@@ -213,8 +214,11 @@ class EightByEight:
         return NotSent(reason, seconds), None
 
 
-async def _read_capped(reader: Any, limit: int) -> bytes:
-    """At most ``limit`` bytes of a body (the rest is never read: the connection is dropped)."""
+async def _read_capped(reader: Any, limit: int, length: str | None) -> bytes:
+    """At most ``limit`` bytes of a body (the rest is never read: the connection is dropped).
+    With a ``Content-Length``, reading stops at it (no extra wait for the end of the stream)."""
+    if length is not None and length.isdigit():
+        limit = min(limit, int(length))
     parts, size = [], 0
     while size < limit:
         chunk = await reader.read(limit - size)
