@@ -16,7 +16,7 @@ Writes the table (relay-bench.txt) and a latency plot (relay-latency.png) to --o
 
 Run:  make bench   or   .venv/bin/python bench/relay/run.py [--duration 10] [--connections 32]
 Needs wrk, nginx and redis-server (make bench installs them) and the bench extra
-(pip install -e '.[bench]': aiosonic, pyreqwest, niquests, granian, matplotlib).
+(pip install -e '.[bench]': aiosonic, granian, matplotlib; pyreqwest is the relay's own).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ RECIPIENTS = [f"+6591{n:06d}"[:11] for n in range(100)]
 # (client, server) of the bare forwarders: every client on aiohttp's server, every server with
 # aiohttp's client, and the two Rust-backed pieces together.
 FORWARDERS = (
-    ("aiohttp", "aiohttp"), ("aiosonic", "aiohttp"), ("pyreqwest", "aiohttp"), ("niquests", "aiohttp"),
+    ("aiohttp", "aiohttp"), ("aiosonic", "aiohttp"), ("pyreqwest", "aiohttp"),
     ("httpx", "aiohttp"), ("aiohttp", "granian"), ("aiohttp", "uvicorn"), ("pyreqwest", "granian"),
 )
 PERCENTILES = ("p50", "p90", "p99", "p999")
