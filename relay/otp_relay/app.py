@@ -1,11 +1,13 @@
-"""The relay's HTTP applications (aiohttp server): the public one serves only
-``POST /v1/messages``; the admin one ``/healthz``, ``/readyz`` and ``/metrics``.
+"""The relay's HTTP applications (aiohttp server): the public one serves only the routes of
+``Relay.public_routes`` (``POST /v1/messages``); the admin one ``/healthz``, ``/readyz`` and
+``/metrics``.
 
-Why aiohttp for the server too: the hot-path client must be aiohttp's (httpx's AsyncClient is
-an order of magnitude slower here, encode/httpx#3215), and aiohttp's server on uvloop runs a
-request through far fewer layers than ASGI + a framework; one library, one event loop, raw body
-access for the signature. The decisions live in library-independent modules (``signing``,
-``messages``, ``state``, ``connections``, ``upstream``'s policy) so the HTTP stack can change.
+Why aiohttp's server (measured beside granian and uvicorn in bench/relay, see relay/README.md):
+its connections are asyncio protocols, so ``connections.ConnectionGuard`` can bound them
+(header deadline, eviction, shutdown); it gives raw body access for the signature and runs a
+request through few layers on uvloop. The 8x8 client is pyreqwest (``upstream``). The
+decisions live in library-independent modules (``signing``, ``messages``, ``state``,
+``connections``, ``upstream``'s policy) so the HTTP stack can change.
 """
 
 from __future__ import annotations

@@ -102,12 +102,16 @@ def run_worker(settings: config.Settings, worker: int = 0) -> int:
 
 def supervise(settings: config.Settings) -> int:
     """Fork the workers (before any thread or event loop exists) and wait for them."""
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    # Held until the parent can forward them; a worker gets its own handlers from its loop.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
     pids: list[int] = []
     for worker in range(settings.workers):
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
                 code = run_worker(settings, worker)
             finally:
                 os._exit(code)
@@ -124,8 +128,9 @@ def supervise(settings: config.Settings) -> int:
             except ProcessLookupError:
                 pass
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
+    for signum in stop_signals:
+        signal.signal(signum, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
     failed = False
     while pids:
         pid, status = os.wait()
