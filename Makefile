@@ -58,6 +58,7 @@ bench-tools:
 	  apt-get update -qq && apt-get install -y -qq wrk nginx-light; }
 
 bench: controlplane bench-tools test-tools
+	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python bench/controlplane.py
 	$(BIN)/python bench/relay/run.py
 	$(BIN)/python bench/relay/slowloris.py

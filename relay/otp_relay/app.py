@@ -1,22 +1,24 @@
-"""The relay's HTTP applications (aiohttp server): the public one serves only
-``POST /v1/messages``; the admin one ``/healthz``, ``/readyz`` and ``/metrics``.
+"""The relay's HTTP applications (aiohttp server): the public one serves only the routes of
+``Relay.public_routes`` (``POST /v1/messages``); the admin one ``/healthz``, ``/readyz`` and
+``/metrics``.
 
-Why aiohttp for the server too: the hot-path client must be aiohttp's (httpx's AsyncClient is
-an order of magnitude slower here, encode/httpx#3215), and aiohttp's server on uvloop runs a
-request through far fewer layers than ASGI + a framework; one library, one event loop, raw body
-access for the signature. The decisions live in library-independent modules (``signing``,
-``messages``, ``state``, ``connections``, ``upstream``'s policy) so the HTTP stack can change.
+Why aiohttp's server (measured beside granian and uvicorn in bench/relay, see relay/README.md):
+its connections are asyncio protocols, so ``connections.ConnectionGuard`` can bound them
+(header deadline, eviction, shutdown); it gives raw body access for the signature and runs a
+request through few layers on uvloop. The 8x8 client is pyreqwest (``upstream``). The
+decisions live in library-independent modules (``signing``, ``messages``, ``state``,
+``connections``, ``upstream``'s policy) so the HTTP stack can change.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
+import orjson
 from aiohttp import web
 
 from . import messages, signing
@@ -45,6 +47,7 @@ _OUTCOME_BY_STATUS = {
     502: "upstream_rejected", 503: "upstream_unavailable", 504: "outcome_unknown",
 }
 Answer = tuple[int, bytes, dict[str, str]]
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 
 
 def build_state(settings: Settings) -> State:
@@ -60,8 +63,9 @@ def build_state(settings: Settings) -> State:
 class Relay:
     """State shared by all requests of one process."""
 
-    def __init__(self, settings: Settings, policy: RetryPolicy | None = None) -> None:
+    def __init__(self, settings: Settings, policy: RetryPolicy | None = None, worker: int = 0) -> None:
         self.settings = settings
+        self._line_start: dict[str, object] = {"worker": worker} if settings.workers > 1 else {}
         self.metrics = RelayMetrics()
         self.api_key = WatchedFile("api_key", settings.api_key_file, parse_api_key,
                                    self.metrics.key_reload)
@@ -77,6 +81,10 @@ class Relay:
                                      settings.idle_timeout, self.metrics.dropped)
         self.metrics.connections.set_function(lambda: len(self.guard))
         self.in_flight = 0
+        self.metrics.in_flight.set_function(lambda: self.in_flight)
+        self._base_payload: dict[str, object] = {"encoding": settings.encoding}
+        if settings.sender:
+            self._base_payload["source"] = settings.sender
         self.rejections_log = LineBudget()
         self.upstream = EightByEight(settings.base_url, settings.subaccount,
                                      policy or RetryPolicy(deadline=settings.deadline),
@@ -124,11 +132,10 @@ class Relay:
     async def send(self, request: web.Request) -> web.Response:
         started = time.monotonic()
         request_id = os.urandom(16).hex()
-        fields: dict[str, object] = {"request_id": request_id}
+        fields: dict[str, object] = {"request_id": request_id, **self._line_start}
         transport = request.transport
         self.guard.request_started(transport)
         self.in_flight += 1
-        self.metrics.in_flight.inc()
         try:
             status, body, headers = await self._send(request, request_id, fields, started)
         except Exception:
@@ -138,7 +145,6 @@ class Relay:
                 Problem(500, "Internal error", "the relay failed to process the request"), request_id)
         finally:
             self.in_flight -= 1
-            self.metrics.in_flight.dec()
             self.guard.request_finished(transport)
         close = fields.pop("close", False)
         outcome = fields.pop("outcome", None) or (
@@ -186,12 +192,8 @@ class Relay:
         if not isinstance(verdict, Proceed):
             return self._answer_known(verdict, fields, request_id)
 
-        payload: dict[str, object] = {
-            "destination": otp.recipient, "text": otp.text,
-            "encoding": self.settings.encoding, "clientMessageId": request_id,
-        }
-        if self.settings.sender:
-            payload["source"] = self.settings.sender
+        payload = {**self._base_payload, "destination": otp.recipient, "text": otp.text,
+                   "clientMessageId": request_id}
         if otp.client_ip:
             payload["clientIp"] = otp.client_ip
         outcome, attempts = await self.upstream.send(api_key, payload, started + self.settings.deadline)
@@ -317,12 +319,18 @@ class Relay:
         await self.upstream.close()
         await self.state.close()
 
+    def public_routes(self) -> dict[str, Handler]:
+        """Every public ``POST`` path (each also served under ``--path-prefix``): the one
+        place a public route is added."""
+        return {"/v1/messages": self.send}
+
     def make_app(self) -> web.Application:
-        """The public application: only the send endpoint (and its prefixed twin)."""
+        """The public application: only the routes above (and their prefixed twins)."""
         app = web.Application(client_max_size=MAX_BODY)
         app.cleanup_ctx.append(self._lifecycle)
         for prefix in sorted({"", self.settings.path_prefix}):
-            app.router.add_post(f"{prefix}/v1/messages", self.send)
+            for path, handler in self.public_routes().items():
+                app.router.add_post(prefix + path, handler)
         return app
 
     def make_admin_app(self) -> web.Application:
@@ -334,7 +342,7 @@ class Relay:
 
 
 def _accepted(umid: str, headers: dict[str, str] | None = None) -> Answer:
-    return 202, json.dumps({"id": umid, "status": "queued"}).encode(), {
+    return 202, orjson.dumps({"id": umid, "status": "queued"}), {
         "Content-Type": "application/json", **(headers or {})}
 
 

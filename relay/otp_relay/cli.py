@@ -1,10 +1,17 @@
 """``otp-relay``: serve until SIGTERM/SIGINT, then stop accepting, drop every connection that
-is not sending a message, finish in-flight sends (within ``--shutdown-timeout``) and exit 0."""
+is not sending a message, finish in-flight sends (within ``--shutdown-timeout``) and exit 0.
+
+With ``--workers N`` (N > 1) the process forks N workers that each bind the public port with
+``SO_REUSEPORT`` (the kernel spreads connections); worker 0 also serves the admin listener.
+The parent forwards SIGTERM/SIGINT to every worker and exits 0 once they all drained; if a
+worker dies on its own, the others are stopped and the parent exits 1 (the pod restarts).
+Limits and idempotency stay exact because more than one worker requires the shared store."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 
@@ -35,33 +42,40 @@ class GuardedSite(web.TCPSite):
         extra = {"ssl_handshake_timeout": self._handshake_timeout} if self._ssl_context else {}
         self._server = await asyncio.get_running_loop().create_server(
             self._guard.wrap(server), self._host, self._port, ssl=self._ssl_context,
-            backlog=self._backlog, reuse_address=self._reuse_address, **extra)
+            backlog=self._backlog, reuse_address=self._reuse_address, reuse_port=self._reuse_port,
+            **extra)
 
 
-async def serve(settings: config.Settings) -> None:
-    relay = Relay(settings)
+async def serve(settings: config.Settings, worker: int = 0) -> None:
+    relay = Relay(settings, worker=worker)
     runner = web.AppRunner(relay.make_app(), access_log=None, handle_signals=False,
                            shutdown_timeout=settings.shutdown_timeout,
-                           keepalive_timeout=settings.idle_timeout, auto_decompress=False)
+                           # the guard closes idle connections (and counts them); aiohttp's own
+                           # timer only backs it up, so the two never race
+                           keepalive_timeout=settings.idle_timeout + 1, auto_decompress=False)
     admin = web.AppRunner(relay.make_admin_app(), access_log=None, handle_signals=False,
                           shutdown_timeout=1, keepalive_timeout=settings.idle_timeout)
     await runner.setup()
     await admin.setup()
     context = relay.certificate.context if relay.certificate else None
     site = GuardedSite(runner, relay.guard, settings.header_timeout, host=settings.host,
-                       port=settings.port, ssl_context=context, backlog=1024, reuse_address=True)
-    admin_site = web.TCPSite(admin, settings.admin_host, settings.admin_port, reuse_address=True)
+                       port=settings.port, ssl_context=context, backlog=1024, reuse_address=True,
+                       reuse_port=settings.workers > 1)
+    admin_site = (web.TCPSite(admin, settings.admin_host, settings.admin_port, reuse_address=True)
+                  if worker == 0 else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
         await site.start()
-        await admin_site.start()
+        if admin_site is not None:
+            await admin_site.start()
         log.info("listening", extra={
             "listen": f"{settings.scheme}://{settings.host}:{settings.port}",
-            "admin": f"http://{settings.admin_host}:{settings.admin_port}",
+            "admin": f"http://{settings.admin_host}:{settings.admin_port}" if admin_site else None,
             "base_url": settings.base_url, "subaccount": settings.subaccount,
+            "worker": worker if settings.workers > 1 else None,
         })
         await stop.wait()
         log.info("shutting down: finishing in-flight sends")
@@ -73,20 +87,71 @@ async def serve(settings: config.Settings) -> None:
     log.info("stopped")
 
 
+def run_worker(settings: config.Settings, worker: int = 0) -> int:
+    logs.configure(settings.log_level)
+    try:
+        import uvloop  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+        asyncio.run(serve(settings, worker))
+    else:
+        uvloop.run(serve(settings, worker))
+    finally:
+        logs.close()
+    return 0
+
+
+def supervise(settings: config.Settings) -> int:
+    """Fork the workers (before any thread or event loop exists) and wait for them."""
+    stop_signals = {signal.SIGTERM, signal.SIGINT}
+    # Held until the parent can forward them; a worker gets its own handlers from its loop.
+    signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+    pids: list[int] = []
+    for worker in range(settings.workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+                code = run_worker(settings, worker)
+            finally:
+                os._exit(code)
+        pids.append(pid)
+    logs.configure(settings.log_level)
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in pids:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
+    for signum in stop_signals:
+        signal.signal(signum, forward)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stop_signals)
+    failed = False
+    while pids:
+        pid, status = os.wait()
+        pids.remove(pid)
+        if os.waitstatus_to_exitcode(status) != 0 or not stopping:
+            failed = True
+            if not stopping:  # a worker died on its own: stop the rest, let the pod restart
+                log.error("worker exited unexpectedly: stopping the others")
+                forward(signal.SIGTERM, None)
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         settings = config.load(argv)
     except config.ConfigError as exc:
         print(f"otp-relay: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
-    try:
-        import uvloop  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
-        asyncio.run(serve(settings))
-    else:
-        uvloop.run(serve(settings))
-    return 0
+    if settings.workers > 1:
+        return supervise(settings)
+    return run_worker(settings)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,7 @@ class Settings:
     header_timeout: float = 5.0
     body_timeout: float = 5.0
     idle_timeout: float = 75.0
+    workers: int = 1
 
     @property
     def scheme(self) -> str:
@@ -126,6 +127,8 @@ _OPTIONS: list[tuple[str, str, str]] = [
     ("--header-timeout", "HEADER_TIMEOUT", "seconds to receive a request's headers (default 5)"),
     ("--body-timeout", "BODY_TIMEOUT", "seconds to receive a request's body (default 5)"),
     ("--idle-timeout", "IDLE_TIMEOUT", "seconds an idle keep-alive connection is kept (default 75)"),
+    ("--workers", "WORKERS", "processes sharing the public port (SO_REUSEPORT); more than 1 needs "
+     "--state-url so limits and idempotency stay exact (default 1)"),
 ]
 
 
@@ -251,6 +254,10 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
     if bool(cert) != bool(key):
         raise _fail("TLS_CERT_FILE", "set both the TLS certificate and key files, or neither")
     password_file = pick("STATE_PASSWORD_FILE")
+    workers = _count("WORKERS", pick("WORKERS", "1"))
+    if workers > 1 and not pick("STATE_URL"):
+        raise _fail("WORKERS", "more than one worker needs --state-url: limits and idempotency "
+                    "must stay exact across the pod's processes, never workers x the budget")
     log_level = pick("LOG_LEVEL", "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise _fail("LOG_LEVEL", f"use DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
@@ -278,4 +285,5 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
         header_timeout=_seconds("HEADER_TIMEOUT", pick("HEADER_TIMEOUT", "5")),
         body_timeout=_seconds("BODY_TIMEOUT", pick("BODY_TIMEOUT", "5")),
         idle_timeout=_seconds("IDLE_TIMEOUT", pick("IDLE_TIMEOUT", "75")),
+        workers=workers,
     )

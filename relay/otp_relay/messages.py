@@ -7,8 +7,10 @@ or the number.
 from __future__ import annotations
 
 import ipaddress
-import json
 from dataclasses import dataclass
+from functools import lru_cache
+
+import orjson
 
 import phonenumbers
 
@@ -17,6 +19,7 @@ from .state import idempotency_key, valid_key
 
 DELIVERY_METHODS = frozenset({"text", "voice"})
 MAX_TEXT = 1600  # characters; 8x8 splits long texts, an OTP never needs more
+NUMBER_CACHE = 8192  # recipients whose parse is remembered (bounded: clients choose them)
 
 
 @dataclass(frozen=True)
@@ -42,8 +45,8 @@ def _optional_str(body: dict, name: str) -> str | None | Problem:
 
 def parse(raw: bytes) -> OtpRequest | Problem:
     try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError):
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         return _bad("body is not valid JSON")
     if not isinstance(body, dict):
         return _bad("body must be a JSON object")
@@ -78,19 +81,29 @@ def parse(raw: bytes) -> OtpRequest | Problem:
         except ValueError:
             return _bad("'client_ip' is not an IP address")
 
-    number = _e164(recipient)
-    if isinstance(number, Problem):
-        return number
+    country = _country(recipient)
+    if isinstance(country, Problem):
+        return country
     if delivery == "voice":
         return Problem(422, "Delivery method not supported", "voice delivery is not supported; use 'text'")
     return OtpRequest(
         recipient=recipient,
-        country=phonenumbers.region_code_for_number(number) or "ZZ",
+        country=country,
         text=text,
         message_type=message_type,
         client_ip=client_ip,
         idempotency_key=key or idempotency_key(recipient, body.get("code"), message_type, text),
     )
+
+
+@lru_cache(maxsize=NUMBER_CACHE)
+def _country(recipient: str) -> str | Problem:
+    """The region of a valid E.164 ``recipient`` (parsing is the costliest check of a request,
+    and OTP traffic repeats numbers: a bounded cache answers repeats)."""
+    number = _e164(recipient)
+    if isinstance(number, Problem):
+        return number
+    return phonenumbers.region_code_for_number(number) or "ZZ"
 
 
 def _e164(recipient: str) -> phonenumbers.PhoneNumber | Problem:

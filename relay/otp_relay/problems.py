@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
+
+import orjson
 
 CONTENT_TYPE = "application/problem+json"
 
@@ -17,7 +18,7 @@ class Problem:
     extra: dict[str, object] = field(default_factory=dict)
 
     def body(self, request_id: str) -> bytes:
-        return json.dumps({
+        return orjson.dumps({
             "type": "about:blank", "title": self.title, "status": self.status,
             "detail": self.detail, "request_id": request_id, **self.extra,
-        }).encode()
+        })

@@ -1,5 +1,5 @@
-"""The 8x8 client: one pooled keep-alive aiohttp session, with a retry policy that never
-risks a second SMS.
+"""The 8x8 client: one pooled keep-alive pyreqwest client (Rust's reqwest/hyper; chosen by
+figures in bench/relay, see relay/README.md), with a retry policy that never risks a second SMS.
 
 Retry policy (the SMS must never be sent twice, and 8x8 documents no idempotency key):
 - retried, with full-jitter exponential backoff: the connection could not be established
@@ -16,16 +16,19 @@ text and the API key, possibly to another host). All attempts together stay with
 from __future__ import annotations
 
 import asyncio
-import json
+import os
 import random
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 
-import aiohttp
+import orjson
+from pyreqwest import exceptions as http_errors
+from pyreqwest.client import Client, ClientBuilder
 
 
 @dataclass(frozen=True)
@@ -70,7 +73,7 @@ class RetryPolicy:
     base_delay: float = 0.1
     max_delay: float = 1.0
     deadline: float = 6.0
-    attempt_timeout: float = 5.0
+    attempt_timeout: float = 5.5  # one attempt; the deadline (6 s) bounds them all
     connect_timeout: float = 2.0
 
     def backoff(self, attempt: int, rng: Callable[[], float] = random.random) -> float:
@@ -103,8 +106,8 @@ def interpret(status: int, body: bytes) -> Outcome | None:
     if 300 <= status < 400:
         return Rejected(status, "REDIRECT", "8x8 answered with a redirect; not followed")
     try:
-        data: Any = json.loads(body)
-    except ValueError:
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
         data = None
     if not isinstance(data, dict):
         data = {}
@@ -129,38 +132,43 @@ class EightByEight:
         self.policy = policy
         self._observe = observe  # (status label, seconds) per attempt, for metrics
         self._pool_size = pool_size
-        self._session: aiohttp.ClientSession | None = None
+        self._client: Client | None = None
+        self._auth: tuple[str, dict[str, str]] = ("", {})  # (key, its headers), rebuilt on rotation
 
     async def start(self) -> None:
-        # create_default_context honours SSL_CERT_FILE, as the design requires.
-        connector = aiohttp.TCPConnector(
-            limit=self._pool_size, keepalive_timeout=10, ssl=ssl.create_default_context(),
-            ttl_dns_cache=60,
+        builder = (
+            ClientBuilder()
+            .follow_redirects(False)
+            .gzip(False).brotli(False).zstd(False).deflate(False)
+            .pool_max_idle_per_host(self._pool_size)
+            .pool_idle_timeout(timedelta(seconds=10))
+            .connect_timeout(timedelta(seconds=self.policy.connect_timeout))
+            .user_agent("otp-relay")
+            .default_headers({"Content-Type": "application/json"})
         )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            headers={"User-Agent": "otp-relay", "Content-Type": "application/json"},
-        )
+        trusted = os.environ.get("SSL_CERT_FILE")  # the design's trust setting, as for Python's ssl
+        if trusted and Path(trusted).is_file():
+            builder = builder.add_root_certificate_pem(Path(trusted).read_bytes())
+        self._client = builder.build()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        if self._client is not None:
+            await self._client.close()
 
     async def send(self, api_key: str, payload: dict[str, Any],
                    deadline: float | None = None) -> tuple[Outcome, int]:
         """The outcome and the number of attempts made, by ``deadline`` (monotonic clock;
         default: the policy's deadline from now)."""
         policy = self.policy
-        body = json.dumps(payload).encode()
-        headers = {"Authorization": f"Bearer {api_key}"}
+        body = orjson.dumps(payload)
+        if self._auth[0] != api_key:
+            self._auth = (api_key, {"Authorization": f"Bearer {api_key}"})
+        headers = self._auth[1]
         if deadline is None:
             deadline = time.monotonic() + policy.deadline
         if deadline - time.monotonic() < MIN_ATTEMPT:
             return NotSent("no time left before the deadline"), 0
-        assert self._session is not None, "start() first"
+        assert self._client is not None, "start() first"
         attempt = 0
         while True:
             attempt += 1
@@ -177,25 +185,26 @@ class EightByEight:
     async def _attempt(self, body: bytes, headers: dict[str, str],
                        remaining: float) -> tuple[NotSent | None, Outcome | None]:
         """(retryable reason, None) or (None, final outcome) for one request."""
-        assert self._session is not None
+        assert self._client is not None
         t0 = time.perf_counter()
-        total = max(0.01, min(self.policy.attempt_timeout, remaining))
-        timeout = aiohttp.ClientTimeout(total=total, sock_connect=min(self.policy.connect_timeout, total))
+        total = timedelta(seconds=max(0.01, min(self.policy.attempt_timeout, remaining)))
+        request = self._client.post(self.url).headers(headers).body_bytes(body).timeout(total)
         try:
-            async with self._session.post(self.url, data=body, headers=headers, timeout=timeout,
-                                          allow_redirects=False) as response:
+            async with request.build_streamed() as response:
                 status = response.status
-                retry_after = response.headers.get("Retry-After")
-                content = await response.content.read(MAX_ANSWER)
-        except aiohttp.ClientConnectorCertificateError:
-            self._observe("tls_error", time.perf_counter() - t0)
-            return None, NotSent("8x8's TLS certificate is not trusted")
-        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
+                retry_after = response.get_header("Retry-After")
+                content = await _read_capped(response.body_reader, MAX_ANSWER,
+                                             response.get_header("Content-Length"))
+        except (http_errors.PyreqwestError, OSError) as exc:
+            causes = _causes(exc)
+            if _CONNECT_PHASE not in causes:  # the request may have left: never retried
+                self._observe("no_answer", time.perf_counter() - t0)
+                return None, Unknown("no answer from 8x8 in time; outcome unknown, not retried")
+            if "certificate" in causes:
+                self._observe("tls_error", time.perf_counter() - t0)
+                return None, NotSent("8x8's TLS certificate is not trusted")
             self._observe("connect_error", time.perf_counter() - t0)
             return NotSent("8x8 unreachable"), None
-        except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
-            self._observe("no_answer", time.perf_counter() - t0)
-            return None, Unknown("no answer from 8x8 in time; outcome unknown, not retried")
         self._observe(str(status), time.perf_counter() - t0)
         outcome = interpret(status, content)
         if outcome is not None:
@@ -203,3 +212,30 @@ class EightByEight:
         seconds = parse_retry_after(retry_after, time.time())
         reason = "8x8 rate limit" if status == 429 else "8x8 unavailable (503)"
         return NotSent(reason, seconds), None
+
+
+async def _read_capped(reader: Any, limit: int, length: str | None) -> bytes:
+    """At most ``limit`` bytes of a body (the rest is never read: the connection is dropped).
+    With a ``Content-Length``, reading stops at it (no extra wait for the end of the stream)."""
+    if length is not None and length.isdigit():
+        limit = min(limit, int(length))
+    parts, size = [], 0
+    while size < limit:
+        chunk = await reader.read(limit - size)
+        if chunk is None:
+            break
+        parts.append(bytes(chunk))
+        size += len(parts[-1])
+    return b"".join(parts)
+
+
+# hyper's name for a failure while establishing the connection (TCP, TLS), before any byte of
+# the request was written. pyreqwest raises ConnectError both for it and for a pooled
+# connection reset after the request went out ("client error (SendRequest)"), so the phase is
+# read from the cause chain; anything not recognised counts as "may have been sent".
+_CONNECT_PHASE = "client error (Connect)"
+
+
+def _causes(error: Exception) -> str:
+    details = getattr(error, "details", None) or {}
+    return "\n".join(str(cause.get("message", "")) for cause in details.get("causes") or ())

@@ -23,11 +23,27 @@ from .conftest import SIGNING_KEYS
 KEY = SIGNING_KEYS[1]
 REQUIRED = ("recipient", "text", "message_type", "delivery_method")
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3),
     max_leaves=8,
 )
 non_strings = json_values.filter(lambda v: not isinstance(v, str) and v is not None)
+
+
+def _refuse(token: str) -> None:
+    raise ValueError(f"{token} is not JSON")
+
+
+def _finite(token: str) -> float:
+    value = float(token)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number out of range")
+    return value
+
+
+def strict_json(raw: bytes) -> object:
+    """RFC 8259 JSON: Python's parser without its NaN/Infinity extensions."""
+    return json.loads(raw, parse_constant=_refuse, parse_float=_finite)
 
 
 def _is_e164(text: str) -> bool:
@@ -87,7 +103,7 @@ def malformed_bodies(draw: st.DrawFn) -> tuple[bytes, int, str]:
     else:
         raw = draw(st.binary(max_size=200))
         try:
-            parsed = json.loads(raw)
+            parsed = strict_json(raw)
         except (ValueError, RecursionError):
             return raw, 400, "body is not valid JSON"
         assume(not isinstance(parsed, dict))
