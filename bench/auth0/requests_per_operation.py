@@ -33,8 +33,8 @@ def drift(tenant: Auth0Tenant, person: Client, mode: str) -> str:
     token = httpx.post(f"{tenant.base_url}/oauth/token", json={
         "grant_type": "client_credentials", "client_id": person.client_id,
         "client_secret": person.client_secret, "audience": f"{tenant.base_url}/api/v2/"},
-        verify=os.environ["SSL_CERT_FILE"]).json()["access_token"]
-    with httpx.Client(base_url=f"{tenant.base_url}/api/v2", verify=os.environ["SSL_CERT_FILE"],
+        verify=tenant.ssl_context).json()["access_token"]
+    with httpx.Client(base_url=f"{tenant.base_url}/api/v2", verify=tenant.ssl_context,
                       headers={"Authorization": f"Bearer {token}"}) as api:
         if mode == "legacy-hook":
             hook = api.get("/hooks").json()[0]

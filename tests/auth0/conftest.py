@@ -28,9 +28,10 @@ class Dashboard:
         token = httpx.post(f"{tenant.base_url}/oauth/token", json={
             "grant_type": "client_credentials", "client_id": client.client_id,
             "client_secret": client.client_secret, "audience": f"{tenant.base_url}/api/v2/",
-        }, verify=_verify()).raise_for_status().json()["access_token"]
+        }, verify=tenant.ssl_context).raise_for_status().json()["access_token"]
         self.http = httpx.Client(base_url=f"{tenant.base_url}/api/v2",
-                                 headers={"Authorization": f"Bearer {token}"}, verify=_verify())
+                                 headers={"Authorization": f"Bearer {token}"},
+                                 verify=tenant.ssl_context)
 
     def __call__(self, method: str, path: str, **kwargs: Any) -> Any:
         response = self.http.request(method, path, **kwargs)
@@ -44,11 +45,6 @@ class Dashboard:
                 break
             time.sleep(0.05)
         self("POST", f"/actions/actions/{action_id}/deploy")
-
-
-def _verify() -> str | bool:
-    import os
-    return os.environ.get("SSL_CERT_FILE") or True
 
 
 @dataclass

@@ -17,7 +17,8 @@ def token_for(tenant: Auth0Tenant, client_index: int = 0) -> str:
     client = tenant.clients[client_index]
     response = httpx.post(f"{tenant.base_url}/oauth/token", data={
         "grant_type": "client_credentials", "client_id": client.client_id,
-        "client_secret": client.client_secret, "audience": f"{tenant.base_url}/api/v2/"})
+        "client_secret": client.client_secret, "audience": f"{tenant.base_url}/api/v2/"},
+        verify=tenant.ssl_context)
     response.raise_for_status()
     return response.json()["access_token"]
 
@@ -32,15 +33,16 @@ async def api(tenant: Auth0Tenant) -> AsyncIterator[httpx.AsyncClient]:
     """A plain httpx client on ``/api/v2`` with a valid bearer token."""
     headers = {"Authorization": f"Bearer {token_for(tenant)}"}
     async with httpx.AsyncClient(base_url=f"{tenant.base_url}/api/v2",
-                                 headers=headers, timeout=30) as client:
+                                 headers=headers, timeout=30,
+                                 verify=tenant.ssl_context) as client:
         yield client
 
 
 @pytest.fixture
 def sdk(tenant: Auth0Tenant) -> AsyncManagementClient:
-    client = tenant.clients[0]
-    return AsyncManagementClient(domain=tenant.domain, client_id=client.client_id,
-                                 client_secret=client.client_secret)
+    """The SDK with a token from ``token_for`` and an HTTP client that trusts the sandbox CA."""
+    return AsyncManagementClient(domain=tenant.domain, token=token_for(tenant),
+                                 httpx_client=httpx.AsyncClient(verify=tenant.ssl_context))
 
 
 async def wait_built(api: httpx.AsyncClient, action_id: str, limit_seconds: float = 10) -> None:

@@ -169,7 +169,7 @@ async def test_tenant_port_serves_the_sandbox_phone_message_endpoint(api, tenant
     import httpx  # noqa: PLC0415
 
     await _custom_provider(api)
-    async with httpx.AsyncClient(timeout=30) as http:
+    async with httpx.AsyncClient(timeout=30, verify=tenant.ssl_context) as http:
         answer = await http.post(f"{tenant.base_url}/__sandbox/phone-message", json={
             "recipient": "+6591234567", "text": "Your code is 333333", "code": "333333"})
         invalid = await http.post(f"{tenant.base_url}/__sandbox/phone-message",

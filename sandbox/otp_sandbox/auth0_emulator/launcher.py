@@ -41,6 +41,11 @@ class Auth0Tenant:
         self.base_url = f"https://{self.domain}"
         self.clients = clients
 
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """Trusts the tenant's certificate (the sandbox CA): pass it as httpx's ``verify=``."""
+        return self._emulator.ssl_context
+
     def _path(self, suffix: str) -> str:
         return f"/tenants/{self.name}/{suffix}"
 
@@ -80,7 +85,7 @@ class Auth0Tenant:
                                        **extra: Any) -> PhoneMessageResult:
         body = _phone_message_body(recipient, text, code, message_type, trigger, extra)
         async with httpx.AsyncClient(base_url=self._emulator.admin_url,
-                                     verify=self._emulator._ssl_context,
+                                     verify=self._emulator.ssl_context,
                                      timeout=self._emulator.fire_timeout) as client:
             response = await client.post(self._path("phone-message"), json=body)
         _raise_for_status(response)
@@ -126,8 +131,8 @@ class Auth0Emulator:
         self.ca = ca
         self.log_path = log_path
         self.fire_timeout = 10.0 + _FIRE_GRACE_SECONDS
-        self._ssl_context = ssl.create_default_context(cafile=str(ca.cert_path))
-        self._http = httpx.Client(base_url=admin_url, verify=self._ssl_context, timeout=30.0)
+        self.ssl_context = ssl.create_default_context(cafile=str(ca.cert_path))
+        self._http = httpx.Client(base_url=admin_url, verify=self.ssl_context, timeout=30.0)
         self._counter = 0
 
     @classmethod

@@ -35,6 +35,9 @@ class Emulator:
         self.tenants: dict[str, Tenant] = {}
         self._sites: dict[str, web.AppRunner] = {}
         self._names = itertools.count(1)
+        # Ports of removed tenants: a new tenant never gets one, so a client still holding an old
+        # tenant's domain (a test's leftover operator) cannot drain the new tenant's rate limit.
+        self._used_ports: set[int] = set()
 
     async def add_tenant(self, body: dict[str, Any]) -> Tenant:
         body = dict(body)
@@ -45,16 +48,30 @@ class Emulator:
             raise ApiError(400, f"invalid tenant settings: {err}") from None
         if config.name in self.tenants:
             raise ApiError(409, f"tenant {config.name!r} already exists")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
+        sock = self._fresh_socket()
         tenant = Tenant(config, sock.getsockname()[1])
+        self._used_ports.add(tenant.port)
         app_runner = web.AppRunner(tenant_app(tenant, self.runner), access_log=None)
         await app_runner.setup()
         await web.SockSite(app_runner, sock, ssl_context=self.ssl_context).start()
         self.tenants[config.name] = tenant
         self._sites[config.name] = app_runner
         return tenant
+
+    def _fresh_socket(self) -> socket.socket:
+        held: list[socket.socket] = []  # kept bound until a fresh port turns up
+        try:
+            for _ in range(1000):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((self.host, 0))
+                if sock.getsockname()[1] not in self._used_ports:
+                    return sock
+                held.append(sock)
+            raise ApiError(503, "no fresh loopback port for a tenant")
+        finally:
+            for sock in held:
+                sock.close()
 
     def tenant(self, name: str) -> Tenant:
         tenant = self.tenants.get(name)
