@@ -57,9 +57,24 @@ async def wait_built(api: httpx.AsyncClient, action_id: str, limit_seconds: floa
     raise AssertionError(f"action {action_id} never built")
 
 
+async def wait_deployed(api: httpx.AsyncClient, action_id: str, version_id: str,
+                        limit_seconds: float = 10) -> dict:
+    """Deploys finish asynchronously: poll until ``version_id`` is the deployed version."""
+    import asyncio  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    deadline = time.monotonic() + limit_seconds
+    while time.monotonic() < deadline:
+        action = (await api.get(f"/actions/actions/{action_id}")).json()
+        if (action.get("deployed_version") or {}).get("id") == version_id:
+            return action
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"version {version_id} of {action_id} never deployed")
+
+
 async def deployed_action(api: httpx.AsyncClient, name: str, trigger: str, code: str,
                           secrets: dict[str, str] | None = None) -> dict:
-    """Create, wait for the build, deploy; returns the action as Auth0 reports it after."""
+    """Create, wait for the build, deploy, wait for the deploy; returns the action after."""
     version = {"custom-phone-provider": "v1", "send-phone-message": "v2"}.get(trigger, "v1")
     created = await api.post("/actions/actions", json={
         "name": name, "supported_triggers": [{"id": trigger, "version": version}],
@@ -70,4 +85,4 @@ async def deployed_action(api: httpx.AsyncClient, name: str, trigger: str, code:
     await wait_built(api, action_id)
     deployed = await api.post(f"/actions/actions/{action_id}/deploy")
     assert deployed.status_code == 200, deployed.text
-    return (await api.get(f"/actions/actions/{action_id}")).json()
+    return await wait_deployed(api, action_id, deployed.json()["id"])

@@ -105,9 +105,20 @@ class Auth0Tenant:
         self._settings(rate_limit={"capacity": limit.capacity,
                                    "refill_per_second": limit.refill_per_second})
 
-    def fail_next(self, status: int, count: int = 1) -> None:
-        """The next ``count`` Management API requests answer ``status`` (Auth0 error body)."""
-        self._settings(fail_next={"status": status, "count": count})
+    def fail_next(self, status: int, count: int = 1, *, method: str | None = None,
+                  path_suffix: str | None = None, error_code: str | None = None) -> None:
+        """The next ``count`` Management API requests (those matching ``method`` and ending in
+        ``path_suffix``, when given) answer ``status`` with an Auth0 error body."""
+        self._settings(fail_next={"status": status, "count": count, "method": method,
+                                  "path_suffix": path_suffix, "error_code": error_code})
+
+    def set_phone(self, **phone: Any) -> None:
+        """Set the tenant's phone routing as a person would in the Dashboard:
+        phone_consolidated_experience, sms_factor, message_types, selected_provider."""
+        self._settings(phone=phone)
+
+    def set_deploy_seconds(self, seconds: float) -> None:
+        self._settings(deploy_seconds=seconds)
 
     def revoke_tokens(self) -> None:
         """Every token issued so far becomes invalid (401 on use), as after a key rotation."""
@@ -170,7 +181,8 @@ class Auth0Emulator:
     def add_tenant(self, clients: Iterable[Client], latency_ms: int = 0,
                    rate_limit: RateLimit = RateLimit(), build_seconds: float = 0.3,
                    token_lifetime_seconds: int = 86400, runner_timeout_seconds: float = 10.0,
-                   name: str | None = None) -> Auth0Tenant:
+                   name: str | None = None, deploy_seconds: float = 0.5,
+                   phone_consolidated_experience: bool = True) -> Auth0Tenant:
         clients = tuple(clients)
         if name is None:
             self._counter += 1
@@ -184,6 +196,8 @@ class Auth0Emulator:
             "build_seconds": build_seconds,
             "token_lifetime_seconds": token_lifetime_seconds,
             "runner_timeout_seconds": runner_timeout_seconds,
+            "deploy_seconds": deploy_seconds,
+            "phone_consolidated_experience": phone_consolidated_experience,
         }
         self.fire_timeout = max(self.fire_timeout, runner_timeout_seconds + _FIRE_GRACE_SECONDS)
         data = self._call("POST", "/tenants", json=body).json()

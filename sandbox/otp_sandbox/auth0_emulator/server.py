@@ -20,7 +20,7 @@ from .api import fire, tenant_app
 from .config import RateLimit, TenantConfig
 from .errors import ApiError
 from .runner import NodeRunner
-from .tenant import Tenant
+from .tenant import Fault, Tenant
 
 _EMULATOR_KEY = web.AppKey("emulator", "Emulator")
 
@@ -137,8 +137,10 @@ async def _clear_requests(request: web.Request) -> web.Response:
 
 
 async def _settings(request: web.Request) -> web.Response:
-    """Faults and knobs: latency_ms, rate_limit, fail_next {status, count}, revoke_tokens,
-    build_seconds, runner_timeout_seconds."""
+    """Faults and knobs: latency_ms, rate_limit, fail_next {status, count, method?,
+    path_suffix?, error_code?}, revoke_tokens, build_seconds, deploy_seconds,
+    runner_timeout_seconds, phone {phone_consolidated_experience?, sms_factor?,
+    message_types?, selected_provider?} (what a person set in the Dashboard)."""
     tenant = _tenant_of(request)
     body = await _read(request)
     if not isinstance(body, dict):
@@ -153,11 +155,16 @@ async def _settings(request: web.Request) -> web.Response:
             status, count = int(fault["status"]), int(fault.get("count", 1))
             if not 400 <= status <= 599:
                 raise ValueError("fail_next.status must be an HTTP error status")
-            tenant.fail_next(status, count)
+            tenant.fail_next(Fault(status, fault.get("method"), fault.get("path_suffix"),
+                                   fault.get("error_code")), count)
         if body.get("revoke_tokens"):
             tenant.tokens.revoke_all()
         if "build_seconds" in body:
             tenant.actions.build_seconds = max(0.0, float(body["build_seconds"]))
+        if "deploy_seconds" in body:
+            tenant.actions.deploy_seconds = max(0.0, float(body["deploy_seconds"]))
+        if "phone" in body:
+            tenant.phone.preset(dict(body["phone"]))
         if "runner_timeout_seconds" in body:
             tenant.runner_timeout_seconds = float(body["runner_timeout_seconds"])
     except (KeyError, TypeError, ValueError) as err:
