@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.auth0.conftest import SIGNING_KEY, SMS_API_KEY, SUBACCOUNT, Setup, desired_for
+from tests.fixtures.auth0 import route_phone_messages
 from tests.fixtures.relay import free_port, relay_env
 
 RECIPIENT = "+6591234567"
@@ -40,6 +41,7 @@ async def registered(setup: Setup, mode: str, relay_url: str) -> None:
 
 
 def fire(setup: Setup, mode: str, recipient: str = RECIPIENT, code: str = CODE, **extra):
+    route_phone_messages(setup.tenant, mode)
     # Auth0 makes a new code per message; two identical bodies in the same second would carry
     # the same signature, which the relay refuses as a replay.
     return setup.tenant.fire_phone_message(recipient=recipient, text=TEXT.replace(CODE, code),
