@@ -179,14 +179,15 @@ class Gateway:
         sms = any(getattr(f, "name", None) == SMS and getattr(f, "enabled", False) for f in factors or ())
         types = await self.api.call("GET phone message types",
                                     lambda: self.sdk.guardian.factors.phone.get_message_types())
-        selected = None
-        if not upe:
-            raw = await self.api.call("GET guardian phone provider",
-                                      lambda: self.sdk.guardian.factors.phone.get_selected_provider())
-            selected = str(getattr(raw, "provider", None) or "") or None
+        selected = await self.selected_provider() if not upe else None
         return ObservedRouting(upe=upe, sms_factor=sms,
                                message_types=tuple(str(t) for t in getattr(types, "message_types", None) or ()),
                                selected_provider=selected)
+
+    async def selected_provider(self) -> str | None:
+        raw = await self.api.call("GET guardian phone provider",
+                                  lambda: self.sdk.guardian.factors.phone.get_selected_provider())
+        return str(getattr(raw, "provider", None) or "") or None
 
     async def set_phone_experience(self, on: bool) -> None:
         await self.api.call("PATCH tenant settings", lambda: self.sdk.tenants.settings.update(

@@ -310,7 +310,10 @@ class Auth0Sync:
         remaining = routing.problems(target.integration, observed)
         if target.desired.manage_routing and remaining:
             for problem in remaining:
-                changed.setdefault(problem.key, routing.current_value(observed, problem.key))
+                before = routing.current_value(observed, problem.key)
+                if problem.key == routing.SELECTED_PROVIDER_KEY and before is None:
+                    before = await self.gateway.selected_provider()  # readable once UPE is off
+                changed.setdefault(problem.key, before)
                 await self._write_routing(problem.key, problem.wanted)
             remaining = []
         return routing.verdict(target.integration, target.name, self.credentials.domain,

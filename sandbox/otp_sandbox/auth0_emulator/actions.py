@@ -125,6 +125,7 @@ class ActionStore:
         self._clock = clock
         self.build_seconds = build_seconds
         self.deploy_seconds = deploy_seconds
+        self.build_failure: str | None = None  # a fault: every build fails with this message
         self.actions: dict[str, Action] = {}
         self.bindings: dict[str, list[Binding]] = {}
 
@@ -140,6 +141,8 @@ class ActionStore:
         errors = []
         if syntax_error:
             errors.append({"id": "build_error", "msg": syntax_error})
+        if self.build_failure:
+            errors.append({"id": "build_error", "msg": self.build_failure})
         for dep in action.dependencies:
             if dep["name"] not in KNOWN_PACKAGES:
                 errors.append({"id": "dependency_error", "msg": f"Failed to install dependency "

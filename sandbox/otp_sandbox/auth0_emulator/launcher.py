@@ -120,6 +120,10 @@ class Auth0Tenant:
     def set_deploy_seconds(self, seconds: float) -> None:
         self._settings(deploy_seconds=seconds)
 
+    def fail_builds(self, message: str | None) -> None:
+        """Every build from now on fails with ``message`` (None: builds succeed again)."""
+        self._settings(build_failure=message)
+
     def revoke_tokens(self) -> None:
         """Every token issued so far becomes invalid (401 on use), as after a key rotation."""
         self._settings(revoke_tokens=True)

@@ -138,7 +138,7 @@ async def _clear_requests(request: web.Request) -> web.Response:
 
 async def _settings(request: web.Request) -> web.Response:
     """Faults and knobs: latency_ms, rate_limit, fail_next {status, count, method?,
-    path_suffix?, error_code?}, revoke_tokens, build_seconds, deploy_seconds,
+    path_suffix?, error_code?}, revoke_tokens, build_seconds, build_failure, deploy_seconds,
     runner_timeout_seconds, phone {phone_consolidated_experience?, sms_factor?,
     message_types?, selected_provider?} (what a person set in the Dashboard)."""
     tenant = _tenant_of(request)
@@ -161,6 +161,8 @@ async def _settings(request: web.Request) -> web.Response:
             tenant.tokens.revoke_all()
         if "build_seconds" in body:
             tenant.actions.build_seconds = max(0.0, float(body["build_seconds"]))
+        if "build_failure" in body:
+            tenant.actions.build_failure = body["build_failure"] or None
         if "deploy_seconds" in body:
             tenant.actions.deploy_seconds = max(0.0, float(body["deploy_seconds"]))
         if "phone" in body:
