@@ -113,6 +113,16 @@ async def test_permanent_failures_drop_the_message(case, settings, recipient, ex
 
 
 @pytest.mark.parametrize("mode", ["send-phone-message", "legacy-hook"])
+async def test_a_recipient_in_another_format_is_normalised_to_e164(mode, setup, start_relay,
+                                                                   sms_emulator):
+    relay = start_relay()
+    await registered(setup, mode, relay.url)
+    result = fire(setup, mode, recipient="65-9123 4567")
+    assert result.outcome == "success", result
+    assert [m.destination for m in sms_emulator.messages()] == ["6591234567"]
+
+
+@pytest.mark.parametrize("mode", ["send-phone-message", "legacy-hook"])
 async def test_mfa_code_reports_failure_as_an_error(mode, setup, start_relay, sms_emulator):
     relay = start_relay(signing_keys=("another-key-entirely",))
     await registered(setup, mode, relay.url)
