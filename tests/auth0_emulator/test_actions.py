@@ -112,8 +112,7 @@ async def test_list_filters_and_pages_like_auth0_and_the_sdk_pager(api, sdk):
                                              "code": "x"})
     first = (await api.get("/actions/actions", params={
         "triggerId": "send-phone-message", "per_page": 2, "page": 0})).json()
-    assert (first["total"], first["page"], first["per_page"], len(first["actions"])) == (
-        3, 0, 2, 2)
+    assert (first["total"], first["per_page"], len(first["actions"])) == (3, 2, 2)
     last = (await api.get("/actions/actions", params={
         "triggerId": "send-phone-message", "per_page": 2, "page": 1})).json()
     assert len(last["actions"]) == 1

@@ -97,6 +97,11 @@ class Action:
             return "building"
         return "failed" if self.build_errors else "built"
 
+    def all_changes_deployed(self) -> bool:
+        """The draft is what serves, and no deploy is still under way (real tenants say false
+        in the deploy answer)."""
+        return self.draft_matches(self.deployed()) and not self.deploying()
+
     def draft_matches(self, version: Version | None) -> bool:
         if version is None:
             return False
@@ -342,7 +347,7 @@ class ActionStore:
         if deployed is not None:
             data["deployed_version"] = self._version_fields(action, deployed)
             data["deployed_version"]["built_at"] = iso(deployed.created_at)
-        data["all_changes_deployed"] = action.draft_matches(deployed)
+        data["all_changes_deployed"] = action.all_changes_deployed()
         return data
 
     def _version_fields(self, action: Action, version: Version) -> dict[str, Any]:
@@ -368,7 +373,7 @@ class ActionStore:
                           "supported_triggers": action.supported_triggers,
                           "created_at": iso(action.created_at),
                           "updated_at": iso(action.updated_at),
-                          "all_changes_deployed": action.draft_matches(action.deployed())}
+                          "all_changes_deployed": action.all_changes_deployed()}
         return data
 
     def binding_json(self, binding: Binding) -> dict[str, Any]:

@@ -78,7 +78,7 @@ async def list_actions(call: Call) -> web.Response:
              and installed is not True]
     chunk = found[page * per_page:(page + 1) * per_page]
     return _json({"actions": [store.action_json(a) for a in chunk], "total": len(found),
-                  "page": page, "per_page": per_page})
+                  "per_page": per_page})
 
 
 @route("POST", "/actions/actions", "create:actions")
@@ -241,7 +241,8 @@ async def list_providers(call: Call) -> web.Response:
     store = call.tenant.providers
     disabled = query_bool(call.request.query, "disabled")
     found = [p for p in store.providers.values() if disabled is None or p.disabled == disabled]
-    return _json({"providers": [store.to_json(p) for p in found]})
+    # The list shows "credentials": null; single-provider answers leave the key out.
+    return _json({"providers": [{**store.to_json(p), "credentials": None} for p in found]})
 
 
 @route("POST", "/branding/phone/providers", "create:phone_providers")

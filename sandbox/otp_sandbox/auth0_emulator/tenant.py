@@ -173,7 +173,7 @@ class Tenant:
                 "runtime": action.runtime,
                 "secrets": sorted(action.secrets),
                 "status": action.status(now),
-                "all_changes_deployed": action.draft_matches(deployed),
+                "all_changes_deployed": action.all_changes_deployed(),
                 "deployed_version": deployed.number if deployed else None,
                 "versions": [{"id": ver.id, "number": ver.number,
                               "deployed": deployed is not None and ver.number == deployed.number,
