@@ -11,7 +11,8 @@ import pytest
 
 from otp_operator.auth0 import BUILD_FAILED, CONFLICT, UNAVAILABLE, Auth0Error, Auth0Sync
 from tests.auth0.conftest import Setup, desired_for
-from tests.fixtures.auth0 import ROUTING_FOR_MODE, route_phone_messages
+from otp_sandbox.auth0_emulator.launcher import ROUTING_FOR_MODE
+from tests.fixtures.auth0 import route_phone_messages
 
 MODES = ["phone-provider", "send-phone-message", "legacy-hook"]
 NAME = "otp-relay-shop-prod"

@@ -20,6 +20,15 @@ from .runner import PhoneMessageResult
 from .tenant import LoggedRequest
 
 _WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+# Tenant phone routing that sends MFA SMS to each integration's code (as set in the Dashboard).
+ROUTING_FOR_MODE: dict[str, dict[str, Any]] = {
+    "phone-provider": {"phone_consolidated_experience": True, "sms_factor": True,
+                       "message_types": ["sms"]},
+    "send-phone-message": {"phone_consolidated_experience": False, "sms_factor": True,
+                           "message_types": ["sms"], "selected_provider": "phone-message-hook"},
+    "legacy-hook": {"phone_consolidated_experience": False, "sms_factor": True,
+                    "message_types": ["sms"], "selected_provider": "phone-message-hook"},
+}
 _FIRE_GRACE_SECONDS = 15.0
 
 
@@ -116,6 +125,10 @@ class Auth0Tenant:
         """Set the tenant's phone routing as a person would in the Dashboard:
         phone_consolidated_experience, sms_factor, message_types, selected_provider."""
         self._settings(phone=phone)
+
+    def route_phone_messages_to(self, mode: str) -> None:
+        """Route MFA SMS to integration ``mode``'s code, as a person would set the tenant up."""
+        self.set_phone(**ROUTING_FOR_MODE[mode])
 
     def set_deploy_seconds(self, seconds: float) -> None:
         self._settings(deploy_seconds=seconds)
