@@ -162,10 +162,11 @@ class Auth0Sync:
         if chain is not None:
             await self._settle(deployed_now, "binding the action to custom-phone-provider",
                                lambda: gw.set_bindings(PROVIDER_TRIGGER, chain))
-            if not created and recorded_matches(target, recorded):
+            foreign = [b.action_name or b.action_id or "?" for b in bindings if b.action_id != action_id]
+            if foreign:
+                updated.append(f"custom-phone-provider action {', '.join(map(repr, foreign))} replaced")
+            elif not created and recorded_matches(target, recorded):
                 repaired.append("action was unbound from custom-phone-provider")
-            elif bindings and not created:
-                updated.append("foreign custom-phone-provider action replaced")
         provider_id = providers[0].id if providers else None
         if provider_plan.create:
             provider = await self._settle(deployed_now, "creating the custom phone provider",
