@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OTP_SANDBOX_CACHE ?= $(HOME)/.cache/otp-relay-operator
 
-.PHONY: help venv node controlplane helm test test-fast demo bench bench-tools clean
+.PHONY: help venv node controlplane helm redis test test-fast demo bench bench-tools clean
 
 help:
 	@echo "make demo   - run the whole system on the local sandbox (see README)"
@@ -33,10 +33,16 @@ controlplane: $(STAMP) node
 helm: $(STAMP)
 	$(BIN)/python -m tests.chart.helm
 
-test: controlplane helm
+# redis-server for the relay's shared-state tests (a fixture starts it on loopback), from Debian.
+redis:
+	@command -v redis-server >/dev/null || { \
+	  echo ">> installing redis-server from Debian for the relay's shared-state tests"; \
+	  apt-get update -qq && apt-get install -y -qq redis-server; }
+
+test: controlplane helm redis
 	$(BIN)/python -m pytest -ra
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) redis
 	$(BIN)/python -m pytest -ra -m "not cluster"
 
 demo: controlplane
@@ -48,9 +54,10 @@ bench-tools:
 	  echo ">> installing wrk and nginx-light from Debian for the relay benchmark"; \
 	  apt-get update -qq && apt-get install -y -qq wrk nginx-light; }
 
-bench: controlplane bench-tools
+bench: controlplane bench-tools redis
 	$(BIN)/python bench/controlplane.py
 	$(BIN)/python bench/relay/run.py
+	$(BIN)/python bench/relay/slowloris.py
 	$(BIN)/python bench/operator/run.py
 
 clean:

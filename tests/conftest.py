@@ -3,6 +3,7 @@
 pytest_plugins = [
     "tests.fixtures.eightbyeight",
     "tests.fixtures.relay",
+    "tests.fixtures.redis",
     "tests.fixtures.crd",
     "tests.fixtures.cluster",
     "tests.fixtures.auth0",

@@ -197,7 +197,7 @@ def main() -> int:
     need_tools()
     with tempfile.TemporaryDirectory(prefix="bench-relay-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
-        up_port, proxy_port, relay_port = free_port(), free_port(), free_port()
+        up_port, proxy_port, relay_port, admin_port = free_port(), free_port(), free_port(), free_port()
         start_nginx(stack, workdir, "upstream", up_port, up_port,
                     f"location {PATH} {{ default_type application/json; return 200 '{CANNED}'; }}", cpu=0)
         start_nginx(stack, workdir, "proxy", proxy_port, up_port,
@@ -208,7 +208,8 @@ def main() -> int:
         env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_RELAY_")}
         env.update({
             "OTP_RELAY_LISTEN": f"127.0.0.1:{relay_port}",
-            "OTP_RELAY_SMS_BASE_URL": f"http://127.0.0.1:{up_port}",
+            "OTP_RELAY_ADMIN_LISTEN": f"127.0.0.1:{admin_port}",
+            "OTP_RELAY_SMS_BASE_URL": f"http://127.0.0.1:{up_port}", "OTP_RELAY_INSECURE_UPSTREAM": "true",
             "OTP_RELAY_SUBACCOUNT": SUBACCOUNT,
             "OTP_RELAY_API_KEY_FILE": str(workdir / "apikey"),
             "OTP_RELAY_SIGNING_KEY_FILE": str(workdir / "signing"),
@@ -216,7 +217,7 @@ def main() -> int:
         })
         relay_bin = Path(sys.executable).with_name("otp-relay")
         relay = start(stack, [str(relay_bin)], relay_port, workdir / "relay.log", env)
-        urllib.request.urlopen(f"http://127.0.0.1:{relay_port}/readyz", timeout=5).read()
+        urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/readyz", timeout=5).read()
         rss_idle, _ = memory_mb(relay.pid)
 
         d, c = args.duration, args.connections

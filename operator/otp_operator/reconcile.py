@@ -306,6 +306,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
             "serviceUrl": render.service_url(ch),
             "availableReplicas": available,
             "secretsChecksum": secrets_checksum,
+            "limitsScope": render.limits_scope(ch),
         },
         "signingKey": signing_state.as_status(len(signing_plan.keys)),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -69,17 +70,40 @@ def signing_key_secret(ch: ChannelSpec, keys: tuple[str, ...], owner: Mapping[st
     }
 
 
+def limits_scope(ch: ChannelSpec) -> str:
+    """"channel" when the relays share a state store, else "per-replica"."""
+    return "channel" if ch.relay.state_store else "per-replica"
+
+
+def global_limit_per_relay(ch: ChannelSpec) -> str:
+    """The relay's ``OTP_RELAY_GLOBAL_LIMIT``: the channel's budget with a shared store; without
+    one each replica holds its share (rounded up, so the channel total may exceed the budget by
+    less than one message per replica per window)."""
+    limit = ch.policy.global_limit
+    if not ch.relay.state_store:
+        limit = math.ceil(limit / max(1, ch.relay.replicas))
+    return f"{limit}/{ch.policy.global_window}"
+
+
 def relay_env(ch: ChannelSpec) -> list[dict[str, str]]:
     """The relay's configuration through its OTP_RELAY_* environment contract."""
     env: dict[str, str] = {
         "OTP_RELAY_LISTEN": f"0.0.0.0:{names.RELAY_PORT}",
+        "OTP_RELAY_ADMIN_LISTEN": f"0.0.0.0:{names.RELAY_ADMIN_PORT}",
         "OTP_RELAY_SMS_REGION": ch.sms.region,
         "OTP_RELAY_SUBACCOUNT": ch.sms.subaccount_id,
         "OTP_RELAY_API_KEY_FILE": f"{names.SMS_KEY_MOUNT_DIR}/{names.SMS_KEY_FILE}",
         "OTP_RELAY_SIGNING_KEY_FILE": f"{names.SIGNING_KEY_MOUNT_DIR}/{names.SIGNING_KEY_SECRET_KEY}",
         "OTP_RELAY_ENCODING": ch.sms.encoding,
         "OTP_RELAY_PER_RECIPIENT": f"{ch.policy.per_recipient_limit}/{ch.policy.per_recipient_window}",
+        "OTP_RELAY_GLOBAL_LIMIT": global_limit_per_relay(ch),
     }
+    store = ch.relay.state_store
+    if store:
+        env["OTP_RELAY_STATE_URL"] = store.url
+        env["OTP_RELAY_STATE_PREFIX"] = f"otp-relay:{ch.namespace}/{ch.name}"
+        if store.password:
+            env["OTP_RELAY_STATE_PASSWORD_FILE"] = f"{names.STATE_PASSWORD_MOUNT_DIR}/{names.STATE_PASSWORD_FILE}"
     if ch.sms.base_url:
         env["OTP_RELAY_SMS_BASE_URL"] = ch.sms.base_url
     if ch.sms.sender:
@@ -108,13 +132,18 @@ def relay_deployment(
         "imagePullPolicy": "IfNotPresent",
         "command": [names.RELAY_COMMAND],
         "env": relay_env(ch),
-        "ports": [{"name": names.RELAY_PORT_NAME, "containerPort": names.RELAY_PORT, "protocol": "TCP"}],
-        "readinessProbe": {"httpGet": {"path": "/readyz", "port": names.RELAY_PORT_NAME}, **probe_common},
+        "ports": [
+            {"name": names.RELAY_PORT_NAME, "containerPort": names.RELAY_PORT, "protocol": "TCP"},
+            {"name": names.RELAY_ADMIN_PORT_NAME, "containerPort": names.RELAY_ADMIN_PORT, "protocol": "TCP"},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/readyz", "port": names.RELAY_ADMIN_PORT_NAME}, **probe_common},
         "livenessProbe": {
-            "httpGet": {"path": "/healthz", "port": names.RELAY_PORT_NAME},
+            "httpGet": {"path": "/healthz", "port": names.RELAY_ADMIN_PORT_NAME},
             "initialDelaySeconds": 5,
             **probe_common,
         },
+        # Endpoints drop the pod while it still serves; SIGTERM comes after, so no OTP is lost.
+        "lifecycle": {"preStop": {"sleep": {"seconds": names.RELAY_PRESTOP_SECONDS}}},
         "resources": _resources(ch),
         "securityContext": {
             "allowPrivilegeEscalation": False,
@@ -128,6 +157,9 @@ def relay_deployment(
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+    if ch.relay.state_store and ch.relay.state_store.password:
+        container["volumeMounts"].append(
+            {"name": "state-password", "mountPath": names.STATE_PASSWORD_MOUNT_DIR, "readOnly": True})
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -142,6 +174,7 @@ def relay_deployment(
                     "annotations": {names.ANNOTATION_SECRETS_CHECKSUM: secrets_checksum},
                 },
                 "spec": {
+                    "terminationGracePeriodSeconds": names.RELAY_TERMINATION_GRACE_SECONDS,
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
                     "securityContext": {
@@ -172,6 +205,7 @@ def relay_deployment(
                             },
                         },
                         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+                        *_state_password_volume(ch),
                     ],
                 },
             },
@@ -179,7 +213,23 @@ def relay_deployment(
     }
 
 
+def _state_password_volume(ch: ChannelSpec) -> list[dict[str, Any]]:
+    store = ch.relay.state_store
+    if not store or not store.password:
+        return []
+    return [{
+        "name": "state-password",
+        "secret": {
+            "secretName": store.password.name,
+            "items": [{"key": store.password.key, "path": names.STATE_PASSWORD_FILE}],
+            "defaultMode": 0o440,
+        },
+    }]
+
+
 def relay_service(ch: ChannelSpec, owner: Mapping[str, Any]) -> dict[str, Any]:
+    """Port ``http`` reaches only the public listener (``/v1/messages``); port ``metrics`` the
+    admin listener, for a ServiceMonitor; the Ingress routes to ``http`` only."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -188,7 +238,9 @@ def relay_service(ch: ChannelSpec, owner: Mapping[str, Any]) -> dict[str, Any]:
             "type": "ClusterIP",
             "selector": names.selector_labels(ch.name),
             "ports": [
-                {"name": "http", "port": names.SERVICE_PORT, "targetPort": names.RELAY_PORT_NAME, "protocol": "TCP"}
+                {"name": "http", "port": names.SERVICE_PORT, "targetPort": names.RELAY_PORT_NAME, "protocol": "TCP"},
+                {"name": names.RELAY_ADMIN_PORT_NAME, "port": names.RELAY_ADMIN_PORT,
+                 "targetPort": names.RELAY_ADMIN_PORT_NAME, "protocol": "TCP"},
             ],
         },
     }
@@ -205,8 +257,8 @@ def relay_ingress(ch: ChannelSpec, owner: Mapping[str, Any]) -> dict[str, Any] |
                 "http": {
                     "paths": [
                         {
-                            "path": ch.relay.path_prefix or "/",
-                            "pathType": "Prefix",
+                            "path": ch.relay.path_prefix + names.RELAY_PUBLIC_PATH,
+                            "pathType": "Exact",
                             "backend": {
                                 "service": {"name": names.relay_name(ch.name), "port": {"name": "http"}}
                             },

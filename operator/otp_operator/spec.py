@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
+
+from otp_relay.durations import parse_duration
 
 from . import names
 
 INTEGRATIONS = ("phone-provider", "send-phone-message", "legacy-hook")
 REGIONS = ("ap", "us", "eu", "id")
 ENCODINGS = ("AUTO", "GSM7", "UCS2")
-_WINDOW = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
 class SpecError(ValueError):
@@ -65,6 +65,16 @@ class PolicySpec:
     allowed_countries: tuple[str, ...]
     per_recipient_limit: int
     per_recipient_window: str
+    global_limit: int = 100
+    global_window: str = "1s"
+
+
+@dataclass(frozen=True)
+class StateStoreSpec:
+    """A Redis the relays share (idempotency keys, limits); the password from a Secret."""
+
+    url: str
+    password: SecretKeyRef | None
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,7 @@ class RelaySpec:
     public_url: str
     ingress: IngressSpec | None
     resources: Mapping[str, Any] = field(default_factory=dict)
+    state_store: StateStoreSpec | None = None
 
     @property
     def path_prefix(self) -> str:
@@ -102,7 +113,9 @@ class ChannelSpec:
         return names.owner_of(self.namespace, self.name)
 
     def referenced_secrets(self) -> frozenset[str]:
-        return frozenset({self.auth0.credentials_secret, self.sms.api_key.name})
+        store = self.relay.state_store
+        extra = {store.password.name} if store and store.password else set()
+        return frozenset({self.auth0.credentials_secret, self.sms.api_key.name, *extra})
 
 
 def _get(mapping: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
@@ -124,12 +137,30 @@ def _one_of(value: str, allowed: tuple[str, ...], path: str) -> str:
     return value
 
 
-def window_seconds(window: str) -> int:
-    match = _WINDOW.match(window)
-    if not window or not match:
-        raise SpecError(f"spec.policy.perRecipient.window {window!r} is not a duration like 10m or 1h30m")
-    hours, minutes, seconds = (int(part or 0) for part in match.groups())
-    return hours * 3600 + minutes * 60 + seconds
+def window_seconds(window: str, path: str = "spec.policy.perRecipient.window") -> int:
+    """The relay parses the same grammar (one place: ``otp_relay.durations``)."""
+    try:
+        return parse_duration(window)
+    except ValueError:
+        raise SpecError(f"{path} {window!r} is not a duration like 10m or 1h30m") from None
+
+
+def _state_store(store: Mapping[str, Any] | None) -> StateStoreSpec | None:
+    if not store:
+        return None
+    url = _require(_get(store, "url"), "relay.stateStore.url")
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("redis", "rediss") or not sep or "@" in rest:
+        raise SpecError("spec.relay.stateStore.url must be redis://host:port[/db] or rediss://... "
+                        "without credentials (put the password in passwordSecretRef)")
+    if _get(store, "tls", False):
+        url = "rediss://" + rest
+    ref = _get(store, "passwordSecretRef")
+    password = None
+    if ref:
+        password = SecretKeyRef(_require(_get(ref, "name"), "relay.stateStore.passwordSecretRef.name"),
+                                _get(ref, "key", "password"))
+    return StateStoreSpec(url=url, password=password)
 
 
 def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> ChannelSpec:
@@ -163,6 +194,9 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
 
     window = _get(per_recipient, "window", "10m")
     window_seconds(window)
+    global_limit = _get(policy, "globalLimit", {})
+    global_window = _get(global_limit, "window", "1s")
+    window_seconds(global_window, "spec.policy.globalLimit.window")
     return ChannelSpec(
         namespace=namespace,
         name=name,
@@ -191,12 +225,15 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
             allowed_countries=tuple(_get(policy, "allowedCountries", [])),
             per_recipient_limit=int(_get(per_recipient, "limit", 5)),
             per_recipient_window=window,
+            global_limit=int(_get(global_limit, "limit", 100)),
+            global_window=global_window,
         ),
         relay=RelaySpec(
             replicas=int(_get(relay, "replicas", 2)),
             public_url=public_url.rstrip("/"),
             ingress=ingress_spec,
             resources=dict(_get(relay, "resources", {})),
+            state_store=_state_store(_get(relay, "stateStore")),
         ),
         suspend=bool(_get(spec, "suspend", False)),
     )

@@ -1,10 +1,11 @@
-"""The relay's HTTP application (aiohttp server).
+"""The relay's HTTP applications (aiohttp server): the public one serves only
+``POST /v1/messages``; the admin one ``/healthz``, ``/readyz`` and ``/metrics``.
 
 Why aiohttp for the server too: the hot-path client must be aiohttp's (httpx's AsyncClient is
 an order of magnitude slower here, encode/httpx#3215), and aiohttp's server on uvloop runs a
 request through far fewer layers than ASGI + a framework; one library, one event loop, raw body
-access for the signature, and a graceful shutdown that stops listening, then waits for
-in-flight handlers.
+access for the signature. The decisions live in library-independent modules (``signing``,
+``messages``, ``state``, ``connections``, ``upstream``'s policy) so the HTTP stack can change.
 """
 
 from __future__ import annotations
@@ -20,23 +21,40 @@ from aiohttp import web
 
 from . import messages, signing
 from .config import Settings
+from .connections import ConnectionGuard
 from .keys import WatchedFile, parse_api_key, parse_signing_keys
-from .limits import RecipientWindow, TokenBucket, retry_after_header
-from .logs import RequestLog, mask_number
+from .limits import retry_after_header
+from .logs import LineBudget, RequestLog, mask_number
 from .metrics import RelayMetrics
 from .problems import CONTENT_TYPE as PROBLEM_JSON, Problem
-from .upstream import Accepted, EightByEight, Rejected, RetryPolicy, Unavailable
+from .state import (
+    ACCEPTED, RELEASE, UNKNOWN, InFlight, Limited, MemoryState, Proceed, Replay, State,
+    StateUnavailable, Timing,
+)
+from .tls import ServingCertificate
+from .upstream import Accepted, EightByEight, NotSent, Rejected, RetryPolicy, Unknown
 
 MAX_BODY = 16 * 1024
+IN_FLIGHT_MARGIN = 1.0  # seconds a claimed key stays "in flight" beyond the deadline
 log = logging.getLogger("otp_relay.request")
 request_log = RequestLog()
 
 _OUTCOME_BY_STATUS = {
-    400: "bad_request", 401: "unauthorized", 403: "forbidden", 413: "too_large",
-    415: "unsupported_media_type", 422: "unprocessable", 429: "rate_limited",
-    502: "upstream_rejected", 503: "upstream_unavailable",
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 408: "timeout", 409: "in_flight",
+    413: "too_large", 415: "unsupported_media_type", 422: "unprocessable", 429: "rate_limited",
+    502: "upstream_rejected", 503: "upstream_unavailable", 504: "outcome_unknown",
 }
-_UNAUTHORIZED_DETAIL = "missing, invalid, expired or replayed signature"
+Answer = tuple[int, bytes, dict[str, str]]
+
+
+def build_state(settings: Settings) -> State:
+    timing = Timing(settings.idempotency_retention, settings.deadline + IN_FLIGHT_MARGIN)
+    if not settings.state_url:
+        return MemoryState(settings.per_recipient, settings.global_limit, timing)
+    from .redis_state import RedisState  # noqa: PLC0415  only with a store configured
+
+    return RedisState(settings.state_url, settings.state_password_file, settings.state_prefix,
+                      settings.per_recipient, settings.global_limit, timing)
 
 
 class Relay:
@@ -49,23 +67,42 @@ class Relay:
                                    self.metrics.key_reload)
         self.signing_keys = WatchedFile("signing_key", settings.signing_key_file,
                                         parse_signing_keys, self.metrics.key_reload)
+        self.certificate = (ServingCertificate(settings.tls_cert_file, settings.tls_key_file)
+                            if settings.tls_cert_file and settings.tls_key_file else None)
         self._primed: tuple = ()
         self._primed_from: list[str] | None = None
-        self.replays = signing.ReplayCache()
-        self.recipients = RecipientWindow(settings.per_recipient)
-        self.bucket = TokenBucket(settings.global_limit, time.monotonic())
+        self.state = build_state(settings)
+        self.state_ok = self.state.scope == "process"
+        self.guard = ConnectionGuard(settings.max_connections, settings.header_timeout,
+                                     settings.idle_timeout, self.metrics.dropped)
+        self.metrics.connections.set_function(lambda: len(self.guard))
+        self.in_flight = 0
+        self.rejections_log = LineBudget()
         self.upstream = EightByEight(settings.base_url, settings.subaccount,
-                                     policy or RetryPolicy(), self.metrics.upstream)
+                                     policy or RetryPolicy(deadline=settings.deadline),
+                                     self.metrics.upstream)
 
-    # --- keys ------------------------------------------------------------------------
-    def refresh_keys(self) -> None:
+    # --- keys, certificate, state store ----------------------------------------------
+    async def refresh(self) -> None:
         self.api_key.refresh()
         self.signing_keys.refresh()
+        if self.certificate is not None:
+            self.certificate.refresh()
+        if self.state.scope == "shared":
+            self._state_answered(await self.state.check())
         self.metrics.ready.set(1 if self.ready else 0)
+
+    def _state_answered(self, ok: bool) -> None:
+        if ok != self.state_ok:
+            log.warning("state store " + ("reachable again" if ok else "unreachable: refusing sends"))
+        self.state_ok = ok
+        self.metrics.state_up.set(1 if ok else 0)
+        if not ok:
+            self.metrics.state_errors.inc()
 
     @property
     def ready(self) -> bool:
-        return self.api_key.value is not None and self.signing_keys.value is not None
+        return bool(self.api_key.value and self.signing_keys.value and self.state_ok)
 
     def _keys(self) -> tuple:
         current = self.signing_keys.value
@@ -74,48 +111,80 @@ class Relay:
             self._primed_from = current
         return self._primed
 
-    async def _watch_keys(self) -> None:
+    async def _watch(self) -> None:
         interval = self.settings.key_reload_interval
         while True:
             await asyncio.sleep(interval)
             try:
-                self.refresh_keys()
+                await self.refresh()
             except Exception:  # never let the watcher die: keep the last good keys
-                log.exception("key refresh failed")
+                log.exception("refresh failed")
 
     # --- the send endpoint -----------------------------------------------------------
     async def send(self, request: web.Request) -> web.Response:
-        started = time.perf_counter()
+        started = time.monotonic()
         request_id = os.urandom(16).hex()
         fields: dict[str, object] = {"request_id": request_id}
+        transport = request.transport
+        self.guard.request_started(transport)
+        self.in_flight += 1
+        self.metrics.in_flight.inc()
         try:
-            status, body, headers = await self._send(request, request_id, fields)
+            status, body, headers = await self._send(request, request_id, fields, started)
         except Exception:
             log.exception("unexpected error", extra={"request_id": request_id})
-            self.metrics.outcome("internal_error")
-            problem = Problem(500, "Internal error", "the relay failed to process the request")
-            return _problem_response(problem, request_id)
-        outcome = "accepted" if status == 202 else fields.pop("outcome", None) or _OUTCOME_BY_STATUS.get(status, "bad_request")
+            fields["outcome"] = "internal_error"
+            status, body, headers = _problem(
+                Problem(500, "Internal error", "the relay failed to process the request"), request_id)
+        finally:
+            self.in_flight -= 1
+            self.metrics.in_flight.dec()
+            self.guard.request_finished(transport)
+        close = fields.pop("close", False)
+        outcome = fields.pop("outcome", None) or (
+            "accepted" if status == 202 else _OUTCOME_BY_STATUS.get(status, "bad_request"))
         self.metrics.outcome(outcome)
         fields.update(outcome=outcome, status=status,
-                      duration_ms=round((time.perf_counter() - started) * 1000, 2))
-        request_log.info("send", fields)
+                      duration_ms=round((time.monotonic() - started) * 1000, 2))
+        self._log(fields)
         headers["X-Request-Id"] = request_id
-        return web.Response(status=status, body=body, headers=headers)
+        response = web.Response(status=status, body=body, headers=headers)
+        if close:
+            response.force_close()
+        return response
 
-    async def _send(self, request: web.Request, request_id: str,
-                    fields: dict[str, object]) -> tuple[int, bytes, dict[str, str]]:
-        problem = await self._admit(request, fields)
-        if isinstance(problem, Problem):
-            fields.setdefault("detail", problem.detail)
-            return _problem(problem, request_id)
-        otp = problem
+    def _log(self, fields: dict[str, object]) -> None:
+        """Every authenticated request is logged; others (anyone on the internet can send
+        them) within a budget of lines per second."""
+        if not fields.pop("authenticated", False):
+            left_out = self.rejections_log.take()
+            if left_out is None:
+                self.metrics.log_suppressed.inc()
+                return
+            if left_out:
+                fields["suppressed"] = left_out
+        request_log.info("send", fields)
+
+    async def _send(self, request: web.Request, request_id: str, fields: dict[str, object],
+                    started: float) -> Answer:
+        otp = await self._admit(request, fields)
+        if isinstance(otp, Problem):
+            fields.setdefault("detail", otp.detail)
+            return _problem(otp, request_id)
         fields["recipient"] = mask_number(otp.recipient)
         fields["country"] = otp.country
         api_key = self.api_key.value
         if api_key is None:
             fields["outcome"] = "not_ready"
             return _problem(_NOT_READY, request_id)
+        try:
+            verdict = await self.state.claim(otp.idempotency_key, otp.recipient, request_id)
+        except StateUnavailable:
+            self._state_answered(False)
+            fields["outcome"] = "state_unavailable"
+            return _problem(_STATE_UNAVAILABLE, request_id)
+        if not isinstance(verdict, Proceed):
+            return self._answer_known(verdict, fields, request_id)
 
         payload: dict[str, object] = {
             "destination": otp.recipient, "text": otp.text,
@@ -125,116 +194,160 @@ class Relay:
             payload["source"] = self.settings.sender
         if otp.client_ip:
             payload["clientIp"] = otp.client_ip
-        outcome, attempts = await self.upstream.send(api_key, payload)
+        outcome, attempts = await self.upstream.send(api_key, payload, started + self.settings.deadline)
         fields["attempts"] = attempts
+        await self._settle(otp.idempotency_key, outcome, fields)
         if isinstance(outcome, Accepted):
             fields["umid"] = outcome.umid
-            return 202, json.dumps({"id": outcome.umid, "status": "queued"}).encode(), {
-                "Content-Type": "application/json"}
+            return _accepted(outcome.umid)
         if isinstance(outcome, Rejected):
             fields["upstream"] = f"{outcome.http_status}/{outcome.code}"
             title = "8x8 rejected the message" if outcome.http_status < 500 else "8x8 failed"
             return _problem(Problem(502, title, f"8x8 answered {outcome.http_status} with code {outcome.code}",
                                     extra={"upstream_status": outcome.http_status,
                                            "upstream_code": outcome.code}), request_id)
-        assert isinstance(outcome, Unavailable)
         fields["detail"] = outcome.reason
-        headers = {"Retry-After": retry_after_header(outcome.retry_after)} if outcome.retry_after else {}
+        if isinstance(outcome, Unknown):
+            return _problem(Problem(504, "Outcome unknown", outcome.reason), request_id)
+        headers = {"Retry-After": retry_after_header(outcome.retry_after or 1)}
         return _problem(Problem(503, "8x8 unavailable", outcome.reason, headers), request_id)
+
+    async def _settle(self, key: str, outcome: object, fields: dict[str, object]) -> None:
+        """Record what came of a claimed key. A key whose message surely did not go out is
+        released (it may be sent again); an 8x8 5xx may have been taken, so it counts as
+        unknown. If the store cannot be told, the claim turns "unknown" by itself once its
+        in-flight time passes, which never allows a second SMS."""
+        if isinstance(outcome, Accepted):
+            settled, umid = ACCEPTED, outcome.umid
+        elif isinstance(outcome, NotSent) or (isinstance(outcome, Rejected) and outcome.http_status < 500):
+            settled, umid = RELEASE, ""
+        else:
+            settled, umid = UNKNOWN, ""
+        try:
+            await self.state.settle(key, settled, umid)
+        except StateUnavailable:
+            self._state_answered(False)
+            fields["state"] = "not settled"
+
+    def _answer_known(self, verdict: object, fields: dict[str, object], request_id: str) -> Answer:
+        """The answer for a key seen before, or a limit."""
+        if isinstance(verdict, Replay):
+            fields["idempotent"], fields["umid"], fields["outcome"] = "replayed", verdict.umid, "replayed"
+            return _accepted(verdict.umid, {"Idempotent-Replayed": "true"})
+        if isinstance(verdict, InFlight):
+            fields["idempotent"] = "in_flight"
+            return _problem(Problem(409, "Already in flight", "this message is being sent; retry later",
+                                    {"Retry-After": retry_after_header(verdict.retry_after)}), request_id)
+        if isinstance(verdict, Limited):
+            (self.metrics.global_limited if verdict.limit == "global" else self.metrics.recipient_limited).inc()
+            detail = "global rate limit reached" if verdict.limit == "global" else "limit for this recipient reached"
+            return _problem(Problem(429, "Too many requests", detail,
+                                    {"Retry-After": retry_after_header(verdict.retry_after)}), request_id)
+        fields["idempotent"] = "outcome_unknown"
+        return _problem(Problem(504, "Outcome unknown", "an earlier attempt of this message may have been "
+                                "sent; it is never sent again"), request_id)
 
     async def _admit(self, request: web.Request, fields: dict[str, object]) -> messages.OtpRequest | Problem:
         """Every check before the message may go to 8x8, cheapest and most basic first."""
+        if self.in_flight > self.settings.max_in_flight:
+            fields["outcome"] = "overloaded"
+            return _BUSY
         if not self.ready:
-            fields["outcome"] = "not_ready"
-            return _NOT_READY
+            fields["outcome"] = "state_unavailable" if not self.state_ok else "not_ready"
+            return _STATE_UNAVAILABLE if not self.state_ok else _NOT_READY
+        if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+            return _COMPRESSED
         if request.content_length is not None and request.content_length > MAX_BODY:
             return _TOO_LARGE
         try:
-            raw = await request.read()
+            async with asyncio.timeout(self.settings.body_timeout):
+                raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _TOO_LARGE
+        except TimeoutError:
+            fields["close"] = True  # the rest of the body is not worth waiting for
+            return _BODY_TIMEOUT
+        self.guard.body_received(request.transport)
         timestamp, now = request.headers.get("X-Otp-Timestamp"), time.time()
         digest = signing.verify(self._keys(), timestamp, request.headers.get("X-Otp-Signature"), raw, now)
         if isinstance(digest, signing.Failure):
             fields["detail"] = digest.value
             return _UNAUTHORIZED
-        fresh = self.replays.remember(digest, int(timestamp), now)  # verified: digits
-        if fresh is False:
-            fields["detail"] = signing.Failure.REPLAYED.value
-            return _UNAUTHORIZED
-        if fresh is None:
-            self.metrics.global_limited.inc()
-            return Problem(429, "Too many requests", "replay cache full", {"Retry-After": "1"})
+        fields["authenticated"] = True
         if request.content_type != "application/json":
             return _UNSUPPORTED
         otp = messages.parse(raw)
         if isinstance(otp, Problem):
             return otp
-        settings = self.settings
-        if settings.allowed_countries and otp.country not in settings.allowed_countries:
+        allowed = self.settings.allowed_countries
+        if allowed and otp.country not in allowed:
             fields["recipient"], fields["country"] = mask_number(otp.recipient), otp.country
             return Problem(403, "Destination not allowed",
                            f"SMS to country {otp.country} is not allowed by policy")
-        now = time.monotonic()
-        wait = self.bucket.retry_after(now)
-        if wait is not None:
-            self.metrics.global_limited.inc()
-            return Problem(429, "Too many requests", "global rate limit reached",
-                           {"Retry-After": retry_after_header(wait)})
-        wait = self.recipients.retry_after(otp.recipient, now)
-        if wait is not None:
-            self.metrics.recipient_limited.inc()
-            fields["recipient"] = mask_number(otp.recipient)
-            return Problem(429, "Too many requests", "limit for this recipient reached",
-                           {"Retry-After": retry_after_header(wait)})
-        self.bucket.take()
-        self.recipients.record(otp.recipient, now)
         return otp
 
-    # --- probes ----------------------------------------------------------------------
+    # --- admin endpoints ---------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
         return web.json_response({"status": "ok"})
 
     async def readyz(self, request: web.Request) -> web.Response:
         if self.ready:
-            return web.json_response({"status": "ready"})
-        missing = [f.name for f in (self.api_key, self.signing_keys) if f.value is None]
-        return web.json_response({"status": "not ready", "missing": missing}, status=503)
+            return web.json_response({"status": "ready", "state": self.state.scope})
+        files = (self.api_key, self.signing_keys)
+        answer: dict[str, object] = {
+            "status": "not ready",
+            "missing": [f.name for f in files if not f.value],
+            "reasons": {f.name: f.problem for f in files if f.problem},
+        }
+        if not self.state_ok:
+            answer["state"] = "unreachable"
+        return web.json_response(answer, status=503)
 
     async def metrics_endpoint(self, request: web.Request) -> web.Response:
         body, content_type = self.metrics.render()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
-        self.refresh_keys()
+        self.metrics.state_up.set(1 if self.state_ok else 0)
+        await self.refresh()
         await self.upstream.start()
-        watcher = asyncio.create_task(self._watch_keys())
+        watcher = asyncio.create_task(self._watch())
         yield
         watcher.cancel()
         await self.upstream.close()
+        await self.state.close()
 
     def make_app(self) -> web.Application:
+        """The public application: only the send endpoint (and its prefixed twin)."""
         app = web.Application(client_max_size=MAX_BODY)
         app.cleanup_ctx.append(self._lifecycle)
-        prefixes = {"", self.settings.path_prefix}
-        for prefix in sorted(prefixes):
+        for prefix in sorted({"", self.settings.path_prefix}):
             app.router.add_post(f"{prefix}/v1/messages", self.send)
-            app.router.add_get(f"{prefix}/healthz", self.healthz)
-            app.router.add_get(f"{prefix}/readyz", self.readyz)
-            app.router.add_get(f"{prefix}/metrics", self.metrics_endpoint)
+        return app
+
+    def make_admin_app(self) -> web.Application:
+        app = web.Application(client_max_size=1024)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.metrics_endpoint)
         return app
 
 
-_NOT_READY = Problem(503, "Relay not ready", "credentials are not loaded yet", {"Retry-After": "5"})
+def _accepted(umid: str, headers: dict[str, str] | None = None) -> Answer:
+    return 202, json.dumps({"id": umid, "status": "queued"}).encode(), {
+        "Content-Type": "application/json", **(headers or {})}
+
+
+_NOT_READY = Problem(503, "Relay not ready", "credentials are not loaded", {"Retry-After": "5"})
+_STATE_UNAVAILABLE = Problem(503, "Relay not ready", "the shared state store does not answer",
+                             {"Retry-After": "2"})
+_BUSY = Problem(503, "Relay busy", "too many requests in flight", {"Retry-After": "1"})
 _TOO_LARGE = Problem(413, "Payload too large", f"the body must be at most {MAX_BODY} bytes")
-_UNAUTHORIZED = Problem(401, "Unauthorized", _UNAUTHORIZED_DETAIL)
+_BODY_TIMEOUT = Problem(408, "Request timeout", "the body did not arrive in time")
+_UNAUTHORIZED = Problem(401, "Unauthorized", "missing, invalid or expired signature")
 _UNSUPPORTED = Problem(415, "Unsupported media type", "send Content-Type: application/json")
+_COMPRESSED = Problem(415, "Unsupported media type", "compressed bodies are not accepted")
 
 
-def _problem(problem: Problem, request_id: str) -> tuple[int, bytes, dict[str, str]]:
+def _problem(problem: Problem, request_id: str) -> Answer:
     return problem.status, problem.body(request_id), {"Content-Type": PROBLEM_JSON, **problem.headers}
-
-
-def _problem_response(problem: Problem, request_id: str) -> web.Response:
-    status, body, headers = _problem(problem, request_id)
-    return web.Response(status=status, body=body, headers={**headers, "X-Request-Id": request_id})

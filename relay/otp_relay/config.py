@@ -10,6 +10,8 @@ from pathlib import Path
 
 import phonenumbers
 
+from .durations import parse_duration
+
 REGION_BASE_URLS = {
     "ap": "https://sms.8x8.com",
     "us": "https://sms.us.8x8.com",
@@ -17,11 +19,13 @@ REGION_BASE_URLS = {
     "id": "https://sms.8x8.id",
 }
 ENCODINGS = ("AUTO", "GSM7", "UCS2")
-_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0}
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smh])\s*$")
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\S+)\s*$")
 _SUBACCOUNT = re.compile(r"^[A-Za-z0-9\-._&]{3,50}$")
 DEFAULT_GLOBAL_LIMIT = "100/s"
 DEFAULT_PER_RECIPIENT = "5/10m"
+DEFAULT_RETENTION = "30m"
+MIN_RETENTION = 15 * 60  # covers Auth0's retries of one message
+_TRUE, _FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
 
 
 class ConfigError(ValueError):
@@ -37,14 +41,19 @@ class Rate:
 
     @classmethod
     def parse(cls, text: str) -> "Rate":
-        """Parse ``5/10m``, ``100/s``, ``20/1h``."""
+        """Parse ``5/10m``, ``100/s``, ``20/1h30m``: a count, then a duration in the CRD's grammar
+        (a bare unit means one of it)."""
         match = _RATE.match(text)
-        if not match:
-            raise ValueError(f"expected COUNT/[N]UNIT with unit s, m or h (e.g. 5/10m), got {text!r}")
-        count, multiple, unit = int(match[1]), int(match[2] or 1), match[3]
-        if count < 1 or multiple < 1:
-            raise ValueError(f"count and window must be positive, got {text!r}")
-        return cls(limit=count, window=multiple * _UNITS[unit])
+        try:
+            if not match:
+                raise ValueError(text)
+            window = match[2]
+            seconds = parse_duration(f"1{window}" if window in ("s", "m", "h") else window)
+        except ValueError:
+            raise ValueError(f"expected COUNT/DURATION like 5/10m, 100/s or 20/1h30m, got {text!r}") from None
+        if int(match[1]) < 1:
+            raise ValueError(f"the count must be positive, got {text!r}")
+        return cls(limit=int(match[1]), window=float(seconds))
 
 
 @dataclass(frozen=True)
@@ -66,6 +75,19 @@ class Settings:
     key_reload_interval: float = 1.0
     shutdown_timeout: float = 25.0
     log_level: str = "INFO"
+    admin_host: str = "0.0.0.0"
+    admin_port: int = 9090
+    deadline: float = 6.0
+    idempotency_retention: float = 1800.0
+    state_url: str | None = None
+    state_password_file: Path | None = None
+    state_prefix: str = ""
+    insecure_upstream: bool = False
+    max_connections: int = 1000
+    max_in_flight: int = 256
+    header_timeout: float = 5.0
+    body_timeout: float = 5.0
+    idle_timeout: float = 75.0
 
     @property
     def scheme(self) -> str:
@@ -74,7 +96,8 @@ class Settings:
 
 # (flag, env suffix, help); env var is OTP_RELAY_<suffix>
 _OPTIONS: list[tuple[str, str, str]] = [
-    ("--listen", "LISTEN", "HOST:PORT to serve on (default 0.0.0.0:8080)"),
+    ("--listen", "LISTEN", "HOST:PORT to serve /v1/messages on (default 0.0.0.0:8080)"),
+    ("--admin-listen", "ADMIN_LISTEN", "HOST:PORT for /healthz, /readyz, /metrics (default 0.0.0.0:9090)"),
     ("--sms-region", "SMS_REGION", "8x8 region: ap (default), us, eu, id"),
     ("--sms-base-url", "SMS_BASE_URL", "override the region's 8x8 base URL"),
     ("--subaccount", "SUBACCOUNT", "8x8 subaccount id (required)"),
@@ -91,6 +114,18 @@ _OPTIONS: list[tuple[str, str, str]] = [
     ("--key-reload-interval", "KEY_RELOAD_INTERVAL", "seconds between key-file checks (default 1)"),
     ("--shutdown-timeout", "SHUTDOWN_TIMEOUT", "seconds to finish in-flight requests on SIGTERM (default 25)"),
     ("--log-level", "LOG_LEVEL", "DEBUG, INFO (default), WARNING, ERROR"),
+    ("--deadline", "DEADLINE", "seconds within which every send is answered (default 6)"),
+    ("--idempotency-retention", "IDEMPOTENCY_RETENTION",
+     f"how long a message's key is remembered, >= 15m (default {DEFAULT_RETENTION})"),
+    ("--state-url", "STATE_URL", "redis:// or rediss:// URL of the shared state (default: in process)"),
+    ("--state-password-file", "STATE_PASSWORD_FILE", "file holding the state store's password"),
+    ("--state-prefix", "STATE_PREFIX", "key prefix in the state store (default otp-relay:<subaccount>)"),
+    ("--insecure-upstream", "INSECURE_UPSTREAM", "allow an http:// 8x8 base URL (test sandboxes only)"),
+    ("--max-connections", "MAX_CONNECTIONS", "open client connections at most (default 1000)"),
+    ("--max-in-flight", "MAX_IN_FLIGHT", "sends processed at once at most; more get 503 (default 256)"),
+    ("--header-timeout", "HEADER_TIMEOUT", "seconds to receive a request's headers (default 5)"),
+    ("--body-timeout", "BODY_TIMEOUT", "seconds to receive a request's body (default 5)"),
+    ("--idle-timeout", "IDLE_TIMEOUT", "seconds an idle keep-alive connection is kept (default 75)"),
 ]
 
 
@@ -118,11 +153,39 @@ def _fail(suffix: str, problem: str) -> ConfigError:
     return ConfigError(f"{flag} / OTP_RELAY_{suffix}: {problem}")
 
 
-def _listen(text: str) -> tuple[str, int]:
+def _listen(text: str, suffix: str = "LISTEN") -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise _fail("LISTEN", f"expected HOST:PORT, got {text!r}")
+        raise _fail(suffix, f"expected HOST:PORT, got {text!r}")
     return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def _count(suffix: str, text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise _fail(suffix, f"expected a positive whole number, got {text!r}")
+    return int(text)
+
+
+def _flag(suffix: str, text: str) -> bool:
+    if text.lower() not in _TRUE + _FALSE:
+        raise _fail(suffix, f"expected true or false, got {text!r}")
+    return text.lower() in _TRUE
+
+
+def _retention(text: str) -> float:
+    try:
+        seconds = parse_duration(text)
+    except ValueError as exc:
+        raise _fail("IDEMPOTENCY_RETENTION", str(exc)) from None
+    if seconds < MIN_RETENTION:
+        raise _fail("IDEMPOTENCY_RETENTION", f"must be at least 15m (Auth0 retries), got {text!r}")
+    return float(seconds)
+
+
+def _state_url(text: str) -> str | None:
+    if text and not text.startswith(("redis://", "rediss://")):
+        raise _fail("STATE_URL", "expected a redis:// or rediss:// URL")  # never echo: may hold a password
+    return text or None
 
 
 def _countries(text: str) -> frozenset[str]:
@@ -158,12 +221,15 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
     pick = lambda suffix, default="": _pick(args, env, suffix, default)  # noqa: E731
 
     host, port = _listen(pick("LISTEN", "0.0.0.0:8080"))
+    admin_host, admin_port = _listen(pick("ADMIN_LISTEN", "0.0.0.0:9090"), "ADMIN_LISTEN")
     region = pick("SMS_REGION", "ap").lower()
     if region not in REGION_BASE_URLS:
         raise _fail("SMS_REGION", f"unknown region {region!r}; use one of {', '.join(REGION_BASE_URLS)}")
     base_url = (pick("SMS_BASE_URL") or REGION_BASE_URLS[region]).rstrip("/")
-    if not base_url.startswith(("https://", "http://")):
-        raise _fail("SMS_BASE_URL", f"expected an http(s) URL, got {base_url!r}")
+    insecure = _flag("INSECURE_UPSTREAM", pick("INSECURE_UPSTREAM"))
+    if not base_url.startswith(("https://", "http://") if insecure else ("https://",)):
+        raise _fail("SMS_BASE_URL", f"expected an https:// URL, got {base_url!r}"
+                    + ("" if insecure else " (http:// only with --insecure-upstream)"))
     subaccount = pick("SUBACCOUNT")
     if not _SUBACCOUNT.match(subaccount):
         raise _fail("SUBACCOUNT", "required; 3-50 characters of A-Z a-z 0-9 - . _ &")
@@ -184,6 +250,7 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
     cert, key = pick("TLS_CERT_FILE"), pick("TLS_KEY_FILE")
     if bool(cert) != bool(key):
         raise _fail("TLS_CERT_FILE", "set both the TLS certificate and key files, or neither")
+    password_file = pick("STATE_PASSWORD_FILE")
     log_level = pick("LOG_LEVEL", "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise _fail("LOG_LEVEL", f"use DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
@@ -199,4 +266,16 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
         key_reload_interval=_seconds("KEY_RELOAD_INTERVAL", pick("KEY_RELOAD_INTERVAL", "1")),
         shutdown_timeout=_seconds("SHUTDOWN_TIMEOUT", pick("SHUTDOWN_TIMEOUT", "25")),
         log_level=log_level,
+        admin_host=admin_host, admin_port=admin_port,
+        deadline=_seconds("DEADLINE", pick("DEADLINE", "6")),
+        idempotency_retention=_retention(pick("IDEMPOTENCY_RETENTION", DEFAULT_RETENTION)),
+        state_url=_state_url(pick("STATE_URL")),
+        state_password_file=Path(password_file) if password_file else None,
+        state_prefix=pick("STATE_PREFIX") or f"otp-relay:{subaccount}",
+        insecure_upstream=insecure,
+        max_connections=_count("MAX_CONNECTIONS", pick("MAX_CONNECTIONS", "1000")),
+        max_in_flight=_count("MAX_IN_FLIGHT", pick("MAX_IN_FLIGHT", "256")),
+        header_timeout=_seconds("HEADER_TIMEOUT", pick("HEADER_TIMEOUT", "5")),
+        body_timeout=_seconds("BODY_TIMEOUT", pick("BODY_TIMEOUT", "5")),
+        idle_timeout=_seconds("IDLE_TIMEOUT", pick("IDLE_TIMEOUT", "75")),
     )

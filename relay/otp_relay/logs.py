@@ -8,10 +8,13 @@ import logging
 import sys
 import time
 
+from .config import Rate
+from .limits import TokenBucket
+
 FIELDS = (
     "request_id", "outcome", "status", "recipient", "country", "duration_ms", "attempts",
     "umid", "upstream", "detail", "retry_after", "key_file", "error", "listen", "base_url",
-    "subaccount", "keys",
+    "subaccount", "keys", "suppressed", "idempotent", "state", "admin",
 )
 
 
@@ -61,6 +64,25 @@ class RequestLog:
             stream = getattr(handler, "stream", None)
             if stream is not None:
                 stream.write(line + "\n")
+
+
+class LineBudget:
+    """At most ``per_second`` lines a second (burst of as many); the rest are counted and the
+    next line that goes out says how many were left out, so a flood of rejected requests
+    cannot drive log volume."""
+
+    def __init__(self, per_second: int = 10) -> None:
+        self._bucket = TokenBucket(Rate(per_second, 1.0), time.monotonic())
+        self.suppressed = 0
+
+    def take(self) -> int | None:
+        """None when this line must be left out; otherwise how many were left out before it."""
+        if self._bucket.retry_after(time.monotonic()) is not None:
+            self.suppressed += 1
+            return None
+        self._bucket.take()
+        left_out, self.suppressed = self.suppressed, 0
+        return left_out
 
 
 def configure(level: str) -> None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import phonenumbers
 
 from .problems import Problem
+from .state import idempotency_key, valid_key
 
 DELIVERY_METHODS = frozenset({"text", "voice"})
 MAX_TEXT = 1600  # characters; 8x8 splits long texts, an OTP never needs more
@@ -25,6 +26,7 @@ class OtpRequest:
     text: str
     message_type: str
     client_ip: str | None
+    idempotency_key: str  # as sent (64 lowercase hex) or derived the same way
 
 
 def _bad(detail: str) -> Problem:
@@ -60,10 +62,13 @@ def parse(raw: bytes) -> OtpRequest | Problem:
     delivery = body.get("delivery_method")
     if not isinstance(delivery, str) or delivery not in DELIVERY_METHODS:
         return _bad("'delivery_method' must be 'text' or 'voice'")
-    for name in ("code", "locale"):
+    for name in ("code", "locale", "idempotency_key"):
         checked = _optional_str(body, name)
         if isinstance(checked, Problem):
             return checked
+    key = body.get("idempotency_key")
+    if key is not None and not valid_key(key):
+        return _bad("'idempotency_key' must be 64 lowercase hex characters")
     client_ip = _optional_str(body, "client_ip")
     if isinstance(client_ip, Problem):
         return client_ip
@@ -84,6 +89,7 @@ def parse(raw: bytes) -> OtpRequest | Problem:
         text=text,
         message_type=message_type,
         client_ip=client_ip,
+        idempotency_key=key or idempotency_key(recipient, body.get("code"), message_type, text),
     )
 
 

@@ -8,8 +8,10 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 OUTCOMES = (
     "accepted", "bad_request", "unauthorized", "forbidden", "too_large", "unsupported_media_type",
     "unprocessable", "rate_limited", "upstream_rejected", "upstream_unavailable", "not_ready",
-    "internal_error",
+    "internal_error", "replayed", "in_flight", "outcome_unknown", "overloaded", "timeout",
+    "state_unavailable",
 )
+DROP_REASONS = ("evicted", "refused", "timeout", "shutdown")
 
 
 class RelayMetrics:
@@ -33,8 +35,21 @@ class RelayMetrics:
         self.global_limited = limits.labels("global")
         self._reloads = Counter("otp_relay_key_reloads", "Key file loads", ["file", "result"],
                                 registry=self.registry)
-        self.ready = Gauge("otp_relay_ready", "1 when the API key and signing keys are loaded",
+        self.ready = Gauge("otp_relay_ready", "1 when the keys are loaded and the state store answers",
                            registry=self.registry)
+        self.state_up = Gauge("otp_relay_state_up", "1 when the state store (Redis, or the process) "
+                              "answers", registry=self.registry)
+        self.state_errors = Counter("otp_relay_state_errors", "State store calls that failed",
+                                    registry=self.registry)
+        self.in_flight = Gauge("otp_relay_in_flight_requests", "Send requests being processed",
+                               registry=self.registry)
+        self.connections = Gauge("otp_relay_open_connections", "Open public connections",
+                                 registry=self.registry)
+        dropped = Counter("otp_relay_connections_dropped", "Public connections closed by the relay's "
+                          "bounds", ["reason"], registry=self.registry)
+        self._dropped = {reason: dropped.labels(reason) for reason in DROP_REASONS}
+        self.log_suppressed = Counter("otp_relay_log_lines_suppressed", "Request log lines left out "
+                                      "by the log budget", registry=self.registry)
 
     def outcome(self, name: str) -> None:
         self._outcomes[name].inc()
@@ -45,6 +60,9 @@ class RelayMetrics:
             child = self._status_children[status] = self._upstream_status.labels(status)
         child.inc()
         self.upstream_latency.observe(seconds)
+
+    def dropped(self, reason: str) -> None:
+        self._dropped[reason].inc()
 
     def key_reload(self, file: str, ok: bool) -> None:
         self._reloads.labels(file, "ok" if ok else "error").inc()

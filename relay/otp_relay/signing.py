@@ -1,6 +1,7 @@
 """Request signatures: ``X-Otp-Signature: v1=<hex HMAC-SHA256(key, "<timestamp>.<raw body>")>``.
 
-Pure checks over the raw bytes; the caller supplies the keys, the clock and the replay cache.
+Pure checks over the raw bytes; the caller supplies the keys and the clock. A captured request
+is worthless to replay: its idempotency key makes it the same message (``state.py``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ class Failure(str, Enum):
     MALFORMED = "malformed signature or timestamp"
     STALE = "timestamp outside the allowed window"
     MISMATCH = "signature does not match"
-    REPLAYED = "signature already used"
 
 
 def sign(key: str, timestamp: int | str, body: bytes) -> str:
@@ -32,7 +32,7 @@ def sign(key: str, timestamp: int | str, body: bytes) -> str:
 def verify(
     keys: tuple[hmac.HMAC, ...], timestamp: str | None, signature: str | None, body: bytes, now: float
 ) -> bytes | Failure:
-    """The matched digest (the replay-cache key) or why the request is refused.
+    """The matched digest or why the request is refused.
 
     ``keys`` are HMAC objects primed with each accepted key; every key is tried with a
     constant-time comparison so timing tells nothing about which key (if any) matched.
@@ -60,47 +60,3 @@ def prime(keys: list[str]) -> tuple[hmac.HMAC, ...]:
     """HMAC objects for ``keys`` (UTF-8 bytes of each line), copied per request."""
     return tuple(hmac.new(k.encode(), digestmod=hashlib.sha256) for k in keys)
 
-
-class ReplayCache:
-    """Signatures seen while their timestamp is still acceptable, bounded in size.
-
-    A signature with timestamp ``ts`` is refused as stale once the clock passes ``ts +
-    MAX_SKEW``, so it is remembered exactly until then, in a bucket per expiry second. Keys are
-    the first 64 bits of the HMAC (a collision, ~1e-8 at a million entries, can only refuse a
-    request, never admit one): about 75 bytes per entry. When full of live entries
-    ``remember`` refuses (the caller answers 429) rather than forget a live signature, which
-    would re-open the replay window.
-    """
-
-    def __init__(self, max_entries: int = 500_000) -> None:
-        self._seen: set[int] = set()
-        self._buckets: dict[int, list[int]] = {}
-        self._next_expiry = 0
-        self._max = max_entries
-
-    def __len__(self) -> int:
-        return len(self._seen)
-
-    def _expire(self, now_second: int) -> None:
-        if now_second < self._next_expiry:
-            return
-        if now_second - self._next_expiry > len(self._buckets):  # after a long idle: scan
-            due = [second for second in self._buckets if second <= now_second]
-        else:
-            due = range(self._next_expiry, now_second + 1)
-        for second in due:
-            self._seen.difference_update(self._buckets.pop(second, ()))
-        self._next_expiry = now_second + 1
-
-    def remember(self, digest: bytes, timestamp: int, now: float) -> bool | None:
-        """True if new (now remembered), False if replayed, None if the cache is full."""
-        self._expire(int(now))
-        key = int.from_bytes(digest[:8], "little")
-        if key in self._seen:
-            return False
-        if len(self._seen) >= self._max:
-            return None
-        self._seen.add(key)
-        expiry = max(timestamp + MAX_SKEW + 1, self._next_expiry)
-        self._buckets.setdefault(expiry, []).append(key)
-        return True

@@ -6,9 +6,11 @@ Retry policy (the SMS must never be sent twice, and 8x8 documents no idempotency
   (refused, DNS, connect timeout) — the request never left; 503 — 8x8 refused to take it;
   429 — waiting the ``Retry-After`` it names, if that fits in the deadline;
 - never retried: anything after the request may have reached 8x8 (reset or disconnect
-  mid-exchange, read timeout, an unreadable 2xx) — answered 503 with "outcome unknown";
-  any other answer (4xx, 500, 502, 504, 200 REJECTED) — 8x8 decided, the relay reports it.
-All attempts together stay within ``deadline`` seconds.
+  mid-exchange, read timeout, an unreadable 2xx) — ``Unknown``; any other answer (3xx, 4xx,
+  500, 502, 504, 200 REJECTED) — 8x8 decided, the relay reports it.
+Redirects are never followed (a 3xx is a refusal: following one would re-send the number, the
+text and the API key, possibly to another host). All attempts together stay within
+``deadline`` seconds; what 8x8 says is capped before it reaches a caller or a log.
 """
 
 from __future__ import annotations
@@ -41,14 +43,25 @@ class Rejected:
 
 
 @dataclass(frozen=True)
-class Unavailable:
-    """No verdict from 8x8: unreachable after retries, rate limited, or outcome unknown."""
+class NotSent:
+    """8x8 surely did not take the message: unreachable after retries, 429, 503."""
 
     reason: str
     retry_after: float | None = None
 
 
-Outcome = Accepted | Rejected | Unavailable
+@dataclass(frozen=True)
+class Unknown:
+    """8x8 may have taken the message (the request left, no verdict came back in time)."""
+
+    reason: str
+
+
+Outcome = Accepted | Rejected | NotSent | Unknown
+MAX_CODE = 16
+MAX_ANSWER = 64 * 1024  # bytes of an 8x8 answer read at most
+MIN_ATTEMPT = 0.2  # seconds: with less left, a first attempt is not started
+MAX_DESCRIPTION = 200
 
 
 @dataclass(frozen=True)
@@ -56,7 +69,7 @@ class RetryPolicy:
     max_attempts: int = 3
     base_delay: float = 0.1
     max_delay: float = 1.0
-    deadline: float = 8.0
+    deadline: float = 6.0
     attempt_timeout: float = 5.0
     connect_timeout: float = 2.0
 
@@ -78,10 +91,17 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
         return None
 
 
+def _capped(value: object, limit: int) -> str:
+    """Printable ASCII only, at most ``limit`` characters."""
+    return "".join(c for c in str(value)[: limit * 4] if " " <= c <= "~")[:limit]
+
+
 def interpret(status: int, body: bytes) -> Outcome | None:
     """What an 8x8 answer means; None for the answers worth another attempt (429, 503)."""
     if status in (429, 503):
         return None
+    if 300 <= status < 400:
+        return Rejected(status, "REDIRECT", "8x8 answered with a redirect; not followed")
     try:
         data: Any = json.loads(body)
     except ValueError:
@@ -91,12 +111,13 @@ def interpret(status: int, body: bytes) -> Outcome | None:
     if 200 <= status < 300:
         state = data.get("status") if isinstance(data.get("status"), dict) else {}
         if str(state.get("code", "")).upper() == "REJECTED":
-            return Rejected(status, "REJECTED", str(state.get("description", ""))[:200])
+            return Rejected(status, "REJECTED", _capped(state.get("description", ""), MAX_DESCRIPTION))
         umid = data.get("umid")
-        if not isinstance(umid, str) or not umid:
-            return Unavailable("8x8 answered without a message id; outcome unknown")
+        if not isinstance(umid, str) or not umid or len(umid) > 64:
+            return Unknown("8x8 answered without a usable message id; outcome unknown")
         return Accepted(umid)
-    return Rejected(status, str(data.get("code", status)), str(data.get("message", ""))[:200])
+    return Rejected(status, _capped(data.get("code", status), MAX_CODE) or str(status),
+                    _capped(data.get("message", ""), MAX_DESCRIPTION))
 
 
 class EightByEight:
@@ -118,8 +139,6 @@ class EightByEight:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self.policy.attempt_timeout,
-                                          sock_connect=self.policy.connect_timeout),
             skip_auto_headers=("User-Agent", "Accept-Encoding"),
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
@@ -130,48 +149,57 @@ class EightByEight:
         if self._session is not None:
             await self._session.close()
 
-    async def send(self, api_key: str, payload: dict[str, Any]) -> tuple[Outcome, int]:
-        """The outcome and the number of attempts made."""
-        assert self._session is not None, "start() first"
+    async def send(self, api_key: str, payload: dict[str, Any],
+                   deadline: float | None = None) -> tuple[Outcome, int]:
+        """The outcome and the number of attempts made, by ``deadline`` (monotonic clock;
+        default: the policy's deadline from now)."""
         policy = self.policy
         body = json.dumps(payload).encode()
         headers = {"Authorization": f"Bearer {api_key}"}
-        started = time.monotonic()
+        if deadline is None:
+            deadline = time.monotonic() + policy.deadline
+        if deadline - time.monotonic() < MIN_ATTEMPT:
+            return NotSent("no time left before the deadline"), 0
+        assert self._session is not None, "start() first"
         attempt = 0
         while True:
             attempt += 1
-            wait, outcome = await self._attempt(body, headers)
+            wait, outcome = await self._attempt(body, headers, deadline - time.monotonic())
             if outcome is not None:
                 return outcome, attempt
             assert wait is not None
             delay = wait.retry_after if wait.retry_after is not None else policy.backoff(attempt)
-            remaining = policy.deadline - (time.monotonic() - started)
+            remaining = deadline - time.monotonic()
             if attempt >= policy.max_attempts or delay + policy.connect_timeout > remaining:
                 return wait, attempt
             await asyncio.sleep(delay)
 
-    async def _attempt(self, body: bytes, headers: dict[str, str]) -> tuple[Unavailable | None, Outcome | None]:
+    async def _attempt(self, body: bytes, headers: dict[str, str],
+                       remaining: float) -> tuple[NotSent | None, Outcome | None]:
         """(retryable reason, None) or (None, final outcome) for one request."""
         assert self._session is not None
         t0 = time.perf_counter()
+        total = max(0.01, min(self.policy.attempt_timeout, remaining))
+        timeout = aiohttp.ClientTimeout(total=total, sock_connect=min(self.policy.connect_timeout, total))
         try:
-            async with self._session.post(self.url, data=body, headers=headers) as response:
-                content = await response.read()
+            async with self._session.post(self.url, data=body, headers=headers, timeout=timeout,
+                                          allow_redirects=False) as response:
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
+                content = await response.content.read(MAX_ANSWER)
         except aiohttp.ClientConnectorCertificateError:
             self._observe("tls_error", time.perf_counter() - t0)
-            return None, Unavailable("8x8's TLS certificate is not trusted")
+            return None, NotSent("8x8's TLS certificate is not trusted")
         except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError):
             self._observe("connect_error", time.perf_counter() - t0)
-            return Unavailable("8x8 unreachable"), None
+            return NotSent("8x8 unreachable"), None
         except (asyncio.TimeoutError, aiohttp.ClientError, OSError):
             self._observe("no_answer", time.perf_counter() - t0)
-            return None, Unavailable("no answer from 8x8; outcome unknown, not retried")
+            return None, Unknown("no answer from 8x8 in time; outcome unknown, not retried")
         self._observe(str(status), time.perf_counter() - t0)
         outcome = interpret(status, content)
         if outcome is not None:
             return None, outcome
         seconds = parse_retry_after(retry_after, time.time())
         reason = "8x8 rate limit" if status == 429 else "8x8 unavailable (503)"
-        return Unavailable(reason, seconds), None
+        return NotSent(reason, seconds), None

@@ -70,9 +70,11 @@ def signed_headers(key: str, raw: bytes, timestamp: int | None = None) -> dict[s
 
 
 class RelayProcess:
-    def __init__(self, process: subprocess.Popen, url: str, log_path: Path, verify: str | bool) -> None:
+    def __init__(self, process: subprocess.Popen, url: str, log_path: Path, verify: str | bool,
+                 admin_url: str = "") -> None:
         self.process = process
         self.url = url
+        self.admin_url = admin_url  # /healthz, /readyz, /metrics (the admin listener)
         self.log_path = log_path
         context = ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify
         self.client = httpx.Client(verify=context, timeout=30)
@@ -88,6 +90,8 @@ class RelayProcess:
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("OTP_RELAY_")}
         full_env.update(env)
         full_env["OTP_RELAY_LISTEN"] = f"127.0.0.1:{port}"
+        admin_port = free_port()
+        full_env["OTP_RELAY_ADMIN_LISTEN"] = f"127.0.0.1:{admin_port}"
         if tls is not None:
             full_env["OTP_RELAY_TLS_CERT_FILE"] = str(tls.cert)
             full_env["OTP_RELAY_TLS_KEY_FILE"] = str(tls.key)
@@ -99,7 +103,7 @@ class RelayProcess:
                                        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                        preexec_fn=die_with_this_process())
         relay = cls(process, f"{scheme}://127.0.0.1:{port}{prefix}", log_path,
-                    str(ca_file) if ca_file else True)
+                    str(ca_file) if ca_file else True, f"http://127.0.0.1:{admin_port}")
         relay._wait("/readyz" if wait_ready else "/healthz")
         return relay
 
@@ -109,7 +113,7 @@ class RelayProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"otp-relay exited with {self.process.returncode}:\n{self.logs()}")
             try:
-                if self.client.get(self.url + path, timeout=1).status_code == 200:
+                if self.client.get(self.admin_url + path, timeout=1).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
@@ -124,7 +128,8 @@ class RelayProcess:
                                 headers={**signed_headers(key, raw, timestamp), **(headers or {})})
 
     def get(self, path: str) -> httpx.Response:
-        return self.client.get(self.url + path)
+        """GET on the admin listener (probes and metrics)."""
+        return self.client.get(self.admin_url + path)
 
     def metric(self, name: str, **labels: str) -> float:
         """Value of one sample on /metrics (0 when absent)."""

@@ -76,7 +76,8 @@ def test_defaults_are_filled_in(k8s_api, otpchannel_crd, namespace: str) -> None
     assert spec["sms"]["apiKeySecretRef"] == {"name": "eightbyeight", "key": "apikey"}
     assert spec["sms"]["region"] == "ap"
     assert spec["sms"]["encoding"] == "AUTO"
-    assert spec["policy"] == {"perRecipient": {"limit": 5, "window": "10m"}}
+    assert spec["policy"] == {"perRecipient": {"limit": 5, "window": "10m"},
+                              "globalLimit": {"limit": 100, "window": "1s"}}
     assert spec["relay"]["replicas"] == 2
     assert spec["suspend"] is False
 

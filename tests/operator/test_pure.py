@@ -94,6 +94,8 @@ def test_relay_deployment_follows_the_env_contract_and_is_restricted():
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env == {
         "OTP_RELAY_LISTEN": "0.0.0.0:8080",
+        "OTP_RELAY_ADMIN_LISTEN": "0.0.0.0:9090",
+        "OTP_RELAY_GLOBAL_LIMIT": "50/1s",  # 100/s for the channel, 2 replicas, no shared store
         "OTP_RELAY_SMS_REGION": "ap",
         "OTP_RELAY_SUBACCOUNT": "shop_otp",
         "OTP_RELAY_API_KEY_FILE": "/var/run/otp-relay/sms/apikey",
@@ -110,8 +112,11 @@ def test_relay_deployment_follows_the_env_contract_and_is_restricted():
     assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
     assert pod["spec"]["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
-    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
-    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": 8080, "metrics": 9090}
+    assert container["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    assert pod["spec"]["terminationGracePeriodSeconds"] > 5 + 6  # preStop + the relay's deadline
     volumes = {v["name"]: v for v in pod["spec"]["volumes"]}
     assert volumes["sms-api-key"]["secret"]["secretName"] == "eightbyeight"
     assert volumes["sms-api-key"]["secret"]["items"] == [{"key": "apikey", "path": "apikey"}]
@@ -133,9 +138,54 @@ def test_ingress_routes_the_public_path_with_tls():
     ingress = render.relay_ingress(channel(), OWNER)
     rule = ingress["spec"]["rules"][0]
     assert rule["host"] == "otp.shop.example"
-    assert rule["http"]["paths"][0]["path"] == "/prod"
+    [path] = rule["http"]["paths"]
+    assert (path["path"], path["pathType"]) == ("/prod/v1/messages", "Exact")
+    assert path["backend"]["service"]["port"] == {"name": "http"}
+    assert render.relay_ingress(channel(publicUrl="https://otp.shop.example"), OWNER)["spec"]["rules"][0][
+        "http"]["paths"][0]["path"] == "/v1/messages"
     assert ingress["spec"]["ingressClassName"] == "nginx"
     assert ingress["spec"]["tls"] == [{"hosts": ["otp.shop.example"], "secretName": "otp-tls"}]
+
+
+def test_service_ports_lead_to_the_public_and_admin_listeners():
+    service = render.relay_service(channel(), OWNER)
+    assert {(p["name"], p["targetPort"]) for p in service["spec"]["ports"]} == {("http", "http"), ("metrics", "metrics")}
+
+
+def test_state_store_makes_limits_channel_wide():
+    spec = {**SPEC, "policy": {**SPEC["policy"], "globalLimit": {"limit": 30, "window": "1m"}},
+            "relay": {**SPEC["relay"], "replicas": 3, "stateStore": {
+                "url": "redis://redis.cache.svc:6379/2", "tls": True,
+                "passwordSecretRef": {"name": "otp-redis"}}}}
+    ch = parse_channel("shop", "prod", spec)
+    assert "otp-redis" in ch.referenced_secrets()
+    deployment = render.relay_deployment(ch, "img:1", "abc", OWNER)
+    pod = deployment["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    assert env["OTP_RELAY_STATE_URL"] == "rediss://redis.cache.svc:6379/2"
+    assert env["OTP_RELAY_STATE_PASSWORD_FILE"] == "/var/run/otp-relay/state/password"
+    assert env["OTP_RELAY_STATE_PREFIX"] == "otp-relay:shop/prod"
+    assert env["OTP_RELAY_GLOBAL_LIMIT"] == "30/1m"  # shared: the channel's budget as is
+    assert render.limits_scope(ch) == "channel"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["state-password"]["secret"]["items"] == [{"key": "password", "path": "password"}]
+    mounts = {m["name"]: m["mountPath"] for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["state-password"] == "/var/run/otp-relay/state"
+
+
+def test_without_a_state_store_each_replica_gets_its_share_of_the_global_limit():
+    spec = {**SPEC, "policy": {**SPEC["policy"], "globalLimit": {"limit": 10, "window": "1h30m"}},
+            "relay": {**SPEC["relay"], "replicas": 3}}
+    ch = parse_channel("shop", "prod", spec)
+    assert render.global_limit_per_relay(ch) == "4/1h30m"  # ceil(10 / 3)
+    assert render.limits_scope(ch) == "per-replica"
+
+
+@pytest.mark.parametrize("url", ["http://redis:6379", "redis://user:pw@redis:6379", "redis:6379"])
+def test_state_store_url_must_be_redis_without_credentials(url):
+    spec = {**SPEC, "relay": {**SPEC["relay"], "stateStore": {"url": url}}}
+    with pytest.raises(SpecError, match="spec.relay.stateStore.url must be redis://"):
+        parse_channel("shop", "prod", spec)
 
 
 def test_custom_resources_replace_defaults():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,15 @@ def fresh_number(prefix: str = "+6591") -> str:
         candidate = f"{prefix}{next(_numbers):06d}"
         if phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
             return candidate
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not met in time")
 
 
 def assert_no_secrets(text: str, secrets: Iterable[str]) -> None:

@@ -41,7 +41,15 @@ def test_path_prefix_serves_the_same_endpoint(shared_relay: RelayProcess, emulat
     raw = json.dumps(otp_body(fresh_number())).encode()
     response = shared_relay.client.post(root + "/v1/messages", content=raw, headers=signed_headers(NEW_KEY, raw))
     assert response.status_code == 202
-    assert shared_relay.client.get(root + "/healthz").status_code == 200
+
+
+def test_public_listener_serves_only_the_send_endpoint(shared_relay: RelayProcess) -> None:
+    root = shared_relay.url.removesuffix("/prod")
+    for base in (root, shared_relay.url):
+        for path in ("/healthz", "/readyz", "/metrics"):
+            assert shared_relay.client.get(base + path).status_code == 404, base + path
+            assert shared_relay.get(path).status_code == 200  # on the admin listener
+    assert shared_relay.client.get(root + "/v1/messages").status_code == 405
 
 
 @pytest.mark.parametrize(
@@ -114,12 +122,15 @@ def test_inside_the_window_is_accepted(shared_relay: RelayProcess, emulator) -> 
     assert shared_relay.post(otp_body(fresh_number()), NEW_KEY, timestamp=int(time.time()) + 290).status_code == 202
 
 
-def test_replayed_signature_is_401(shared_relay: RelayProcess, emulator) -> None:
+def test_replayed_request_sends_nothing_more(shared_relay: RelayProcess, emulator) -> None:
+    """A captured request sent again (byte for byte, same signature) is the same message."""
     raw = json.dumps(otp_body(fresh_number())).encode()
     ts = int(time.time())
-    assert shared_relay.post(raw, NEW_KEY, timestamp=ts).status_code == 202
+    first = shared_relay.post(raw, NEW_KEY, timestamp=ts)
+    assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
     replay = shared_relay.post(raw, NEW_KEY, timestamp=ts)
-    assert replay.status_code == 401
+    assert replay.status_code == 202 and replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json() == first.json()
     assert len(emulator.messages()) == 1
 
 
@@ -210,8 +221,8 @@ def test_unreachable_8x8_is_503_after_bounded_retries(make_relay, emulator) -> N
     relay = make_relay(base_url=f"https://127.0.0.1:{free_port()}")
     started = time.monotonic()
     response = relay.post(otp_body(fresh_number()), NEW_KEY)
-    assert response.status_code == 503
-    assert time.monotonic() - started < 30  # bounded (the policy's deadline is 8 s)
+    assert response.status_code == 503 and response.headers["Retry-After"] == "1"
+    assert time.monotonic() - started < 30  # bounded (the relay's deadline is 6 s)
     assert relay.metric("otp_relay_upstream_responses_total", status="connect_error") == 3
 
 
@@ -244,23 +255,28 @@ def test_8x8_429_beyond_the_deadline_is_503_with_retry_after(shared_relay: Relay
 
 def test_lost_answer_is_never_retried(shared_relay: RelayProcess, emulator) -> None:
     """8x8 took the message but the connection died before the answer: a retry could send a
-    second SMS, so the relay answers 503 and 8x8 holds exactly one message."""
+    second SMS, so the relay answers 504 (outcome unknown), also to the caller's retry, and 8x8
+    holds exactly one message."""
     emulator.inject("reset", after_accept=True)
-    response = shared_relay.post(otp_body(fresh_number()), NEW_KEY)
-    assert response.status_code == 503
+    body = otp_body(fresh_number())
+    response = shared_relay.post(body, NEW_KEY)
+    assert response.status_code == 504
     assert "unknown" in problem(response)["detail"]
+    assert shared_relay.post(body, NEW_KEY).status_code == 504
     assert len(emulator.messages()) == 1 and len(emulator.requests()) == 1
 
 
-def test_probes_and_metrics(shared_relay: RelayProcess) -> None:
+def test_probes_and_metrics(shared_relay: RelayProcess, emulator) -> None:
+    before = shared_relay.metric("otp_relay_requests_total", outcome="accepted")
+    assert shared_relay.post(otp_body(fresh_number()), NEW_KEY).status_code == 202
     assert shared_relay.get("/healthz").json() == {"status": "ok"}
-    assert shared_relay.get("/readyz").json() == {"status": "ready"}
+    assert shared_relay.get("/readyz").json() == {"status": "ready", "state": "process"}
     text = shared_relay.get("/metrics").text
     for name in ("otp_relay_requests_total", "otp_relay_upstream_request_duration_seconds_bucket",
                  "otp_relay_upstream_responses_total", "otp_relay_limit_rejections_total",
                  "otp_relay_ready 1.0"):
         assert name in text
-    assert shared_relay.metric("otp_relay_requests_total", outcome="accepted") > 0
+    assert shared_relay.metric("otp_relay_requests_total", outcome="accepted") == before + 1
 
 
 def test_serves_https_with_its_own_certificate(emulator, sandbox_ca, relay_factory, tmp_path) -> None:
@@ -277,17 +293,24 @@ def test_logs_hold_no_secret_code_or_number(make_relay, emulator) -> None:
     """Drive every path that logs, then scan everything the process wrote."""
     relay = make_relay(PER_RECIPIENT="1/10m", ALLOWED_COUNTRIES="SG", LOG_LEVEL="DEBUG")
     numbers, codes = [fresh_number() for _ in range(4)], ["918273", "645321", "102938", "564738"]
-    relay.post(otp_body(numbers[0], code=codes[0]), NEW_KEY)  # accepted
-    relay.post(otp_body(numbers[0], code=codes[1]), NEW_KEY)  # recipient limit
     emulator.reject_destination(numbers[1])
-    relay.post(otp_body(numbers[1], code=codes[2]), NEW_KEY)  # 8x8 rejected
-    relay.post(otp_body("+14155552671", code=codes[3]), NEW_KEY)  # country
-    relay.post(otp_body(numbers[2], code=codes[3]), "wrong-key")  # signature
-    relay.post(otp_body("+1 415 555 2671", code=codes[3]), NEW_KEY)  # 400
-    emulator.inject("reset", after_accept=True)
-    relay.post(otp_body(numbers[3], code=codes[3]), NEW_KEY)  # lost answer
+    paths = [
+        ("accepted", 202, lambda: relay.post(otp_body(numbers[0], code=codes[0]), NEW_KEY)),
+        ("replayed", 202, lambda: relay.post(otp_body(numbers[0], code=codes[0]), NEW_KEY)),
+        ("rate_limited", 429, lambda: relay.post(otp_body(numbers[0], code=codes[1]), NEW_KEY)),
+        ("upstream_rejected", 502, lambda: relay.post(otp_body(numbers[1], code=codes[2]), NEW_KEY)),
+        ("forbidden", 403, lambda: relay.post(otp_body("+14155552671", code=codes[3]), NEW_KEY)),
+        ("unauthorized", 401, lambda: relay.post(otp_body(numbers[2], code=codes[3]), "wrong-key")),
+        ("bad_request", 400, lambda: relay.post(otp_body("+1 415 555 2671", code=codes[3]), NEW_KEY)),
+        ("outcome_unknown", 504, lambda: (emulator.inject("reset", after_accept=True),
+                                          relay.post(otp_body(numbers[3], code=codes[3]), NEW_KEY))[1]),
+    ]
+    for outcome, status, send in paths:
+        assert send().status_code == status, outcome
     assert relay.stop() == 0
     logs = relay.logs()
-    assert '"outcome":"accepted"' in logs and '"recipient":"***' in logs
+    logged = [r.get("outcome") for r in relay.log_records() if r.get("msg") == "send"]
+    assert logged == [outcome for outcome, _, _ in paths]
+    assert '"recipient":"***' in logs
     assert_no_secrets(logs, [API_KEY, *SIGNING_KEYS, *codes, *numbers, "+14155552671",
                              "Your verification code"])

@@ -6,24 +6,15 @@ import itertools
 import json
 import threading
 import time
-from collections.abc import Callable
 
 import httpx
 
 from tests.fixtures.relay import RelayProcess, otp_body, replace_file, signed_headers
 
-from .conftest import SIGNING_KEYS, assert_no_secrets, fresh_number
+from .conftest import SIGNING_KEYS, assert_no_secrets, fresh_number, wait_for
 
 OLD, NEW = SIGNING_KEYS
 
-
-def _wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
 
 
 class Traffic:
@@ -74,17 +65,17 @@ def test_key_rotation_under_traffic_fails_no_request(make_relay, emulator) -> No
         # Signing key: add the new one, switch the callers, retire the old one.
         before = loads("signing_key")
         replace_file(signing_key_file, f"{OLD}\n{NEW}\n")
-        _wait_for(lambda: loads("signing_key") > before)
+        wait_for(lambda: loads("signing_key") > before)
         current_key[0] = NEW
         time.sleep(0.5)
         before = loads("signing_key")
         replace_file(signing_key_file, f"{NEW}\n")
-        _wait_for(lambda: loads("signing_key") > before)
+        wait_for(lambda: loads("signing_key") > before)
         # 8x8 API key: 8x8 accepts both, the relay picks up the new one, the old is revoked.
         emulator.add_subaccount("rotation_sub", "rot-api-key-2")
         before = loads("api_key")
         replace_file(api_key_file, "rot-api-key-2\n")
-        _wait_for(lambda: loads("api_key") > before)
+        wait_for(lambda: loads("api_key") > before)
         time.sleep(0.5)  # grace for requests that picked up the old key just before the swap
         emulator.revoke_api_key("rotation_sub", "rot-api-key-1")
         time.sleep(0.5)
@@ -107,7 +98,7 @@ def test_sigterm_finishes_in_flight_requests(make_relay, emulator) -> None:
     threads = [threading.Thread(target=send, args=(i,)) for i in range(8)]
     for thread in threads:
         thread.start()
-    _wait_for(lambda: len(emulator.requests()) == 8)
+    wait_for(lambda: len(emulator.requests()) == 8)
     relay.process.send_signal(15)
     # No longer accepting while the eight are still in flight (8x8 answers after 5 s).
     refused = False

@@ -48,41 +48,59 @@ def _is_ip(text: str) -> bool:
 
 
 @st.composite
-def malformed_bodies(draw: st.DrawFn) -> bytes:
-    """Bytes that are not an acceptable send request, by construction."""
+def malformed_bodies(draw: st.DrawFn) -> tuple[bytes, int, str]:
+    """Bytes that are not an acceptable send request, by construction, with the parser's
+    answer they must get: (raw, status, a phrase of the detail)."""
     body: dict[str, Any] = otp_body("+6591234567", code=draw(st.text(min_size=1, max_size=8)))
     kind = draw(st.sampled_from(["drop", "recipient", "text", "delivery", "ip", "optional",
-                                 "type", "not_object", "bytes"]))
+                                 "type", "key", "not_object", "bytes"]))
     if kind == "drop":
-        del body[draw(st.sampled_from(REQUIRED))]
+        field = draw(st.sampled_from(REQUIRED))
+        del body[field]
+        expected = (400, f"'{field}'")
     elif kind == "recipient":
         body["recipient"] = draw(st.text(max_size=20).filter(lambda t: not _is_e164(t)) | non_strings)
+        expected = (400, "'recipient'")
     elif kind == "text":
         body["text"] = draw(st.text(alphabet=" \t\n", max_size=5) | non_strings)
+        expected = (400, "'text'")
     elif kind == "delivery":
         body["delivery_method"] = draw(st.text(max_size=10).filter(lambda t: t != "text") | non_strings)
+        expected = (422, "voice") if body["delivery_method"] == "voice" else (400, "'delivery_method'")
     elif kind == "ip":
         body["client_ip"] = draw(st.text(max_size=40).filter(lambda t: not _is_ip(t)) | non_strings)
+        expected = (400, "'client_ip'")
     elif kind == "optional":
-        body[draw(st.sampled_from(["code", "locale"]))] = draw(non_strings)
+        field = draw(st.sampled_from(["code", "locale", "idempotency_key"]))
+        body[field] = draw(non_strings)
+        expected = (400, f"'{field}' must be a string")
     elif kind == "type":
         body["message_type"] = draw(st.just("") | non_strings)
+        expected = (400, "'message_type'")
+    elif kind == "key":
+        body["idempotency_key"] = draw(st.text(max_size=70).filter(
+            lambda t: len(t) != 64 or not set(t) <= set("0123456789abcdef")))
+        expected = (400, "'idempotency_key' must be 64 lowercase hex")
     elif kind == "not_object":
-        return json.dumps(draw(json_values.filter(lambda v: not isinstance(v, dict)))).encode()
+        raw = json.dumps(draw(json_values.filter(lambda v: not isinstance(v, dict)))).encode()
+        return raw, 400, "body must be a JSON object"
     else:
         raw = draw(st.binary(max_size=200))
         try:
-            assume(not isinstance(json.loads(raw), dict))
-        except ValueError:
-            pass
-        return raw
-    return json.dumps(body).encode()
+            parsed = json.loads(raw)
+        except (ValueError, RecursionError):
+            return raw, 400, "body is not valid JSON"
+        assume(not isinstance(parsed, dict))
+        return raw, 400, "body must be a JSON object"
+    return (json.dumps(body).encode(), *expected)
 
 
 @given(malformed_bodies())
-def test_parser_refuses_malformed_bodies_with_4xx(raw: bytes) -> None:
+def test_parser_refuses_malformed_bodies_with_its_reason(case: tuple[bytes, int, str]) -> None:
+    raw, status, phrase = case
     result = messages.parse(raw)
-    assert isinstance(result, Problem) and result.status in (400, 422)
+    assert isinstance(result, Problem)
+    assert result.status == status and phrase in result.detail, (result.status, result.detail)
 
 
 @given(st.binary(max_size=300))
@@ -125,12 +143,18 @@ def forwarded(shared_relay: RelayProcess, emulator_keys):
 
 
 @live
-@given(raw=malformed_bodies())
-def test_relay_never_forwards_or_fails_on_malformed_bodies(shared_relay: RelayProcess, forwarded, raw: bytes) -> None:
+@given(case=malformed_bodies())
+def test_relay_answers_malformed_bodies_with_the_parsers_reason(shared_relay: RelayProcess, forwarded,
+                                                                 case: tuple[bytes, int, str]) -> None:
+    """The relay's answer is the parser's own (status and detail), not some other 4xx such
+    as a limit or a signature failure."""
+    raw, status, phrase = case
     before = forwarded()
     response = shared_relay.post(raw, KEY)
-    assert 400 <= response.status_code < 500, response.status_code
     assert response.headers["content-type"].startswith("application/problem+json")
+    answer = json.loads(response.text)
+    assert (response.status_code, answer["detail"]) == (status, messages.parse(raw).detail)
+    assert phrase in answer["detail"]
     assert forwarded() == before
 
 

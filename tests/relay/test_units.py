@@ -1,17 +1,23 @@
-"""Pure parts: settings, limits, replay cache, the meaning of 8x8 answers."""
+"""Pure parts: settings, limits, idempotency state, the meaning of 8x8 answers."""
 
 from __future__ import annotations
 
 import re
 import subprocess
+import time
 
 import pytest
 
 from otp_relay import config
-from otp_relay.keys import parse_signing_keys
+from otp_relay.keys import parse_api_key, parse_signing_keys
 from otp_relay.limits import RecipientWindow, TokenBucket, retry_after_header
-from otp_relay.signing import ReplayCache
-from otp_relay.upstream import Accepted, Rejected, RetryPolicy, Unavailable, interpret, parse_retry_after
+from otp_relay.upstream import (
+    Accepted, EightByEight, NotSent, Rejected, RetryPolicy, Unknown, interpret, parse_retry_after,
+)
+from otp_relay.state import (
+    ACCEPTED, RELEASE, UNKNOWN, InFlight, Limited, MemoryState, Proceed, Replay, StateUnavailable, Timing,
+    Unknown as UnknownOutcome,
+)
 from tests.fixtures.relay import relay_command
 
 BASE_ENV = {"OTP_RELAY_SUBACCOUNT": "shop_otp", "OTP_RELAY_API_KEY_FILE": "/k/api",
@@ -39,7 +45,12 @@ def test_base_url_overrides_region() -> None:
     ({"OTP_RELAY_SUBACCOUNT": ""}, "--subaccount / OTP_RELAY_SUBACCOUNT: required"),
     ({"OTP_RELAY_SMS_REGION": "mars"}, "unknown region 'mars'"),
     ({"OTP_RELAY_ALLOWED_COUNTRIES": "SG,XX"}, "unknown ISO 3166 alpha-2 code(s): XX"),
-    ({"OTP_RELAY_PER_RECIPIENT": "5 per minute"}, "--per-recipient / OTP_RELAY_PER_RECIPIENT: expected COUNT/[N]UNIT"),
+    ({"OTP_RELAY_PER_RECIPIENT": "5 per minute"}, "--per-recipient / OTP_RELAY_PER_RECIPIENT: expected COUNT/DURATION"),
+    ({"OTP_RELAY_SMS_BASE_URL": "http://127.0.0.1:9"}, "http:// only with --insecure-upstream"),
+    ({"OTP_RELAY_IDEMPOTENCY_RETENTION": "10m"}, "must be at least 15m"),
+    ({"OTP_RELAY_STATE_URL": "http://user:pw@redis"}, "expected a redis:// or rediss:// URL"),
+    ({"OTP_RELAY_MAX_CONNECTIONS": "0"}, "expected a positive whole number"),
+    ({"OTP_RELAY_ADMIN_LISTEN": "9090"}, "--admin-listen / OTP_RELAY_ADMIN_LISTEN: expected HOST:PORT"),
     ({"OTP_RELAY_ENCODING": "utf8"}, "use one of AUTO, GSM7, UCS2"),
     ({"OTP_RELAY_SENDER": "S" * 17}, "at most 16 characters"),
     ({"OTP_RELAY_TLS_CERT_FILE": "/c"}, "set both"),
@@ -61,14 +72,33 @@ def test_cli_exits_2_with_the_reason() -> None:
 def test_rates() -> None:
     assert config.Rate.parse("20/1h") == config.Rate(20, 3600.0)
     assert config.Rate.parse("100/s") == config.Rate(100, 1.0)
-    for bad in ("0/s", "5/0m", "5/d", "five/m"):
+    assert config.Rate.parse("5/1h30m") == config.Rate(5, 5400.0)  # the CRD accepts it
+    for bad in ("0/s", "5/0m", "5/d", "five/m", "5/", "5/1m1h"):
         with pytest.raises(ValueError):
             config.Rate.parse(bad)
 
 
+def test_http_upstream_needs_the_insecure_flag() -> None:
+    env = {**BASE_ENV, "OTP_RELAY_SMS_BASE_URL": "http://127.0.0.1:9", "OTP_RELAY_INSECURE_UPSTREAM": "true"}
+    assert config.load([], env).base_url == "http://127.0.0.1:9"
+
+
+def test_state_url_errors_never_echo_the_url() -> None:
+    with pytest.raises(config.ConfigError) as error:
+        config.load([], {**BASE_ENV, "OTP_RELAY_STATE_URL": "http://user:s3cret@redis"})
+    assert "s3cret" not in str(error.value)
+
+
 def test_signing_key_lines() -> None:
-    assert parse_signing_keys("a\n\n  b \r\n") == ["a", "b"]
-    assert parse_signing_keys("\n \n") is None
+    assert parse_signing_keys("a\n\n  b \r\n# retired: c\n  # d\n") == ["a", "b"]
+    assert parse_signing_keys("\n \n# nothing\n") == []  # revokes every key
+
+
+def test_api_key_file_holds_exactly_one_key() -> None:
+    assert parse_api_key("# 8x8 key\n sk-1 \n\n") == "sk-1"
+    for bad in ("", "# only a comment\n", "sk-1\nsk-2\n"):
+        with pytest.raises(ValueError, match="exactly one API key"):
+            parse_api_key(bad)
 
 
 def test_recipient_window_slides() -> None:
@@ -103,26 +133,22 @@ def test_token_bucket() -> None:
     assert retry_after_header(0.2) == "1" and retry_after_header(2.1) == "3"
 
 
-def test_replay_cache_remembers_until_the_timestamp_is_stale() -> None:
-    cache = ReplayCache(max_entries=2)
-    a, b, c = b"a" * 32, b"b" * 32, b"c" * 32
-    assert cache.remember(a, 1000, 1000.0) is True
-    assert cache.remember(a, 1000, 1300.9) is False  # ts + 300: still acceptable, still known
-    assert cache.remember(b, 1200, 1300.9) is True
-    assert cache.remember(c, 1250, 1300.9) is None  # full of live entries: refuse, forget nothing
-    assert cache.remember(c, 1250, 1301.0) is True  # a's timestamp went stale: a was forgotten
-    assert cache.remember(b, 1200, 1500.5) is False
-    assert cache.remember(a, 5000, 9000.0) is True  # long idle: everything expired
-    assert len(cache) == 1
-
-
 def test_interpreting_8x8_answers() -> None:
     assert interpret(200, b'{"umid":"u1","status":{"code":"QUEUED"}}') == Accepted("u1")
     assert interpret(200, b'{"umid":"u1","status":{"code":"REJECTED","description":"blocked"}}') == Rejected(200, "REJECTED", "blocked")
     assert interpret(400, b'{"code":1002,"message":"Invalid MSISDN"}') == Rejected(400, "1002", "Invalid MSISDN")
     assert interpret(502, b"<html>") == Rejected(502, "502", "")
-    assert isinstance(interpret(200, b"not json"), Unavailable)
+    assert isinstance(interpret(200, b"not json"), Unknown)
+    assert interpret(307, b"") == Rejected(307, "REDIRECT", "8x8 answered with a redirect; not followed")
+    capped = interpret(400, b'{"code": "' + b"9" * 5000 + b'\\n", "message": "' + b"m" * 5000 + b'"}')
+    assert capped == Rejected(400, "9" * 16, "m" * 200)
     assert interpret(429, b"") is None and interpret(503, b"") is None
+
+
+async def test_no_attempt_without_time_left() -> None:
+    client = EightByEight("https://127.0.0.1:9", "shop_otp", RetryPolicy(), lambda status, seconds: None)
+    outcome, attempts = await client.send("key", {}, deadline=time.monotonic() + 0.05)
+    assert (outcome, attempts) == (NotSent("no time left before the deadline"), 0)
 
 
 def test_retry_after_and_backoff() -> None:
@@ -132,3 +158,52 @@ def test_retry_after_and_backoff() -> None:
     policy = RetryPolicy()
     assert policy.backoff(1, rng=lambda: 1.0) == pytest.approx(0.1)
     assert policy.backoff(10, rng=lambda: 1.0) == pytest.approx(1.0)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_memory_state_keys_through_their_life() -> None:
+    clock = Clock()
+    state = MemoryState(config.Rate(100, 60), config.Rate(100, 1), Timing(retention=900, in_flight=7),
+                        clock=clock)
+    assert await state.claim("k1", "+6591234567", "r1") == Proceed()
+    assert await state.claim("k1", "+6591234567", "r2") == InFlight(7.0)
+    await state.settle("k1", ACCEPTED, "umid-1")
+    assert await state.claim("k1", "+6591234567", "r3") == Replay("umid-1")
+    clock.now += 899
+    assert await state.claim("k1", "+6591234567", "r4") == Replay("umid-1")
+    clock.now += 1
+    assert await state.claim("k1", "+6591234567", "r5") == Proceed()  # retention over: a new message
+    await state.settle("k1", RELEASE)
+    assert await state.claim("k1", "+6591234567", "r6") == Proceed()  # surely not sent: free again
+    await state.settle("k1", UNKNOWN)
+    assert await state.claim("k1", "+6591234567", "r7") == UnknownOutcome()
+
+
+async def test_memory_state_claim_never_settled_turns_unknown() -> None:
+    clock = Clock()
+    state = MemoryState(config.Rate(100, 60), config.Rate(100, 1), Timing(retention=900, in_flight=7), clock=clock)
+    assert await state.claim("k", "+6591234567", "r1") == Proceed()
+    clock.now += 7  # the claiming relay died mid-send
+    assert await state.claim("k", "+6591234567", "r2") == UnknownOutcome()
+    assert await state.claim("k", "+6591234567", "r3") == UnknownOutcome()
+
+
+async def test_memory_state_limits_and_bound() -> None:
+    clock = Clock()
+    state = MemoryState(config.Rate(1, 60), config.Rate(100, 1), Timing(900, 7), max_keys=2, clock=clock)
+    assert await state.claim("a", "+6591234567", "r") == Proceed()
+    assert await state.claim("b", "+6591234567", "r") == Limited("recipient", 60.0)
+    assert await state.claim("b", "+6591234568", "r") == Proceed()
+    with pytest.raises(StateUnavailable):  # full of live keys: refuse, forget nothing
+        await state.claim("c", "+6591234569", "r")
+    assert await state.claim("a", "+6591234567", "r") == InFlight(7.0)
+    clock.now += 900
+    assert await state.claim("c", "+6591234569", "r") == Proceed()  # a and b expired
+    assert len(state) == 1

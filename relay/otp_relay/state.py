@@ -1,0 +1,188 @@
+"""Idempotency keys and abuse limits: the decisions, in process or shared through Redis.
+
+One operation decides whether a message may go to 8x8 (``claim``) and one records what came of
+it (``settle``). ``claim`` looks at the message's idempotency key first (a key already sent,
+in flight or with an unknown outcome is never sent again), then the global token bucket, then
+the recipient's sliding window, and only when all three allow it takes a token, records the
+send and marks the key in flight, as one atomic step. ``MemoryState`` does that for one process;
+``RedisState`` does it in a server-side Lua script so every replica and every restart sees the
+same keys and budgets (``redis_state.py``).
+
+Library-independent on purpose: the HTTP layer only maps the verdicts to answers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+from .config import Rate
+from .limits import RecipientWindow, TokenBucket
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def idempotency_key(recipient: str, code: str | None, message_type: str, text: str) -> str:
+    """Lowercase hex SHA-256 of ``recipient\\ncode\\nmessage_type\\ntext`` (code "" when absent),
+    the same formula the Auth0 code uses."""
+    joined = "\n".join((recipient, code or "", message_type, text))
+    return hashlib.sha256(joined.encode("utf-8")).hexdigest()
+
+
+def valid_key(value: str) -> bool:
+    return len(value) == 64 and _HEX.issuperset(value)
+
+
+def recipient_tag(recipient: str) -> str:
+    """What stores remember about a number: a digest, never the number itself."""
+    return hashlib.sha256(recipient.encode()).hexdigest()[:32]
+
+
+# --- verdicts of ``claim`` ----------------------------------------------------------------
+@dataclass(frozen=True)
+class Proceed:
+    """The key is now this request's: send the message, then ``settle``."""
+
+
+@dataclass(frozen=True)
+class Replay:
+    """8x8 accepted this key's message earlier; ``umid`` is its id."""
+
+    umid: str
+
+
+@dataclass(frozen=True)
+class InFlight:
+    retry_after: float
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """An earlier attempt may have reached 8x8; the key is never sent again."""
+
+
+@dataclass(frozen=True)
+class Limited:
+    limit: str  # "global" or "recipient"
+    retry_after: float
+
+
+Verdict = Proceed | Replay | InFlight | Unknown | Limited
+
+
+class StateUnavailable(Exception):
+    """The store cannot decide (unreachable, timed out, or full): the send must not happen."""
+
+
+# --- outcomes for ``settle`` --------------------------------------------------------------
+ACCEPTED, UNKNOWN, RELEASE = "accepted", "unknown", "release"
+
+
+class State(Protocol):
+    scope: str  # "process" or "shared"
+
+    async def claim(self, key: str, recipient: str, request_id: str) -> Verdict: ...
+
+    async def settle(self, key: str, outcome: str, umid: str = "") -> None: ...
+
+    async def check(self) -> bool: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How long keys live: ``retention`` after they are settled or claimed, and how long a
+    claimed key counts as in flight (the relay's deadline plus a margin) before an unsettled
+    one (its relay died) is treated as an unknown outcome."""
+
+    retention: float
+    in_flight: float
+
+
+@dataclass
+class _Record:
+    state: str  # "p" pending, "a" accepted, "u" unknown
+    umid: str
+    in_flight_until: float
+    expires: float
+
+
+class MemoryState:
+    """Exact state for one process, bounded: at most ``max_keys`` live keys. Every record
+    lives exactly ``retention`` from its last change, so insertion order is expiry order. When
+    full of live keys a claim is refused (``StateUnavailable``) rather than forget a key."""
+
+    scope = "process"
+
+    def __init__(self, per_recipient: Rate, global_limit: Rate, timing: Timing,
+                 max_keys: int = 200_000, clock=time.monotonic) -> None:
+        self._clock = clock
+        self._timing = timing
+        self._keys: OrderedDict[str, _Record] = OrderedDict()
+        self._max_keys = max_keys
+        self._recipients = RecipientWindow(per_recipient)
+        self._bucket = TokenBucket(global_limit, clock())
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def _expire(self, now: float) -> None:
+        keys = self._keys
+        while keys:
+            key, record = next(iter(keys.items()))
+            if record.expires > now:
+                return
+            del keys[key]
+
+    def _put(self, key: str, record: _Record) -> None:
+        self._keys[key] = record
+        self._keys.move_to_end(key)
+
+    async def claim(self, key: str, recipient: str, request_id: str) -> Verdict:
+        now = self._clock()
+        self._expire(now)
+        record = self._keys.get(key)
+        if record is not None:
+            return _verdict_of(record, now, lambda: self._put(key, _Record(
+                "u", "", 0.0, now + self._timing.retention)))
+        wait = self._bucket.retry_after(now)
+        if wait is not None:
+            return Limited("global", wait)
+        tag = recipient_tag(recipient)
+        wait = self._recipients.retry_after(tag, now)
+        if wait is not None:
+            return Limited("recipient", wait)
+        if len(self._keys) >= self._max_keys:
+            raise StateUnavailable("idempotency store full")
+        self._bucket.take()
+        self._recipients.record(tag, now)
+        self._put(key, _Record("p", "", now + self._timing.in_flight, now + self._timing.retention))
+        return Proceed()
+
+    async def settle(self, key: str, outcome: str, umid: str = "") -> None:
+        if outcome == RELEASE:
+            self._keys.pop(key, None)
+            return
+        state = "a" if outcome == ACCEPTED else "u"
+        self._put(key, _Record(state, umid, 0.0, self._clock() + self._timing.retention))
+
+    async def check(self) -> bool:
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+def _verdict_of(record: _Record, now: float, mark_unknown) -> Verdict:
+    if record.state == "a":
+        return Replay(record.umid)
+    if record.state == "u":
+        return Unknown()
+    if now < record.in_flight_until:
+        return InFlight(record.in_flight_until - now)
+    mark_unknown()  # claimed but never settled: its relay died mid-send
+    return Unknown()

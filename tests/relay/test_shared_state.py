@@ -1,0 +1,120 @@
+"""Idempotency keys and limits shared through a real Redis: exact across replicas and
+restarts; the relay fails closed when Redis does not answer."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.fixtures.redis import RedisServer
+from tests.fixtures.relay import otp_body
+
+from .conftest import SIGNING_KEYS, fresh_number, problem
+
+KEY = SIGNING_KEYS[1]
+
+
+@pytest.fixture
+def shared_relays(make_relay, redis_server: RedisServer, request):
+    """``shared_relays(n, **settings)``: n relays on one Redis, under a prefix of this test's."""
+    prefix = f"test:{request.node.name}:{time.monotonic_ns()}"
+
+    def start(count: int = 2, **settings: str):
+        return [make_relay(STATE_URL=redis_server.url, STATE_PASSWORD_FILE=str(redis_server.password_file),
+                           STATE_PREFIX=prefix, **settings) for _ in range(count)]
+
+    start.prefix = prefix
+    return start
+
+
+def test_a_replayed_request_is_accepted_once_across_replicas(shared_relays, emulator) -> None:
+    one, two = shared_relays(2)
+    body = otp_body(fresh_number())
+    first = one.post(body, KEY)
+    again = two.post(body, KEY)
+    assert first.status_code == 202 and "Idempotent-Replayed" not in first.headers
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == first.json()
+    assert len(emulator.messages()) == 1
+    assert one.get("/readyz").json() == {"status": "ready", "state": "shared"}
+
+
+def test_keys_survive_a_restart(shared_relays, emulator) -> None:
+    [relay] = shared_relays(1)
+    body = otp_body(fresh_number())
+    assert relay.post(body, KEY).status_code == 202
+    assert relay.stop() == 0
+    [restarted] = shared_relays(1)
+    assert restarted.post(body, KEY).headers["Idempotent-Replayed"] == "true"
+    assert len(emulator.messages()) == 1
+
+
+def test_per_recipient_budget_is_exact_across_replicas(shared_relays, emulator) -> None:
+    replicas = shared_relays(2, PER_RECIPIENT="2/10m")
+    number = fresh_number()
+    statuses = [replicas[i % 2].post(otp_body(number, code=f"66{i:04d}"), KEY).status_code for i in range(6)]
+    assert statuses == [202, 202, 429, 429, 429, 429]
+    assert len(emulator.messages()) == 2  # the channel's budget, not replicas x budget
+
+
+def test_global_limit_is_exact_across_replicas(shared_relays, emulator) -> None:
+    replicas = shared_relays(2, GLOBAL_LIMIT="3/m")
+    statuses = [replicas[i % 2].post(otp_body(fresh_number()), KEY).status_code for i in range(6)]
+    assert statuses == [202, 202, 202, 429, 429, 429]
+    limited = replicas[0].post(otp_body(fresh_number()), KEY)
+    assert 1 <= int(limited.headers["Retry-After"]) <= 20
+
+
+def test_every_key_in_redis_expires(shared_relays, redis_server: RedisServer, emulator) -> None:
+    [relay] = shared_relays(1, PER_RECIPIENT="5/10m")
+    for _ in range(3):
+        assert relay.post(otp_body(fresh_number()), KEY).status_code == 202
+    client = redis_server.client()
+    keys = list(client.scan_iter(match="{" + shared_relays.prefix + "}:*"))
+    assert len(keys) == 7  # 3 idempotency keys, 3 recipient windows, the global bucket
+    ttls = {key: client.pttl(key) for key in keys}
+    assert all(0 < ttl <= 30 * 60 * 1000 for ttl in ttls.values()), ttls
+    assert not any(number[1:] in "".join(keys) for number in [m.destination for m in emulator.messages()])
+
+
+def test_unreachable_redis_fails_closed_and_recovers(make_relay, own_redis_server: RedisServer,
+                                                     emulator) -> None:
+    relay = make_relay(STATE_URL=own_redis_server.url, STATE_PASSWORD_FILE=str(own_redis_server.password_file))
+    assert relay.post(otp_body(fresh_number()), KEY).status_code == 202
+    own_redis_server.stop()
+    response = relay.post(otp_body(fresh_number()), KEY)
+    assert response.status_code == 503 and "Retry-After" in response.headers
+    assert "state store" in problem(response)["detail"]
+    ready = relay.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["state"] == "unreachable"
+    assert relay.metric("otp_relay_state_up") == 0
+    assert relay.metric("otp_relay_requests_total", outcome="state_unavailable") == 1
+    assert len(emulator.messages()) == 1  # nothing sent without the store
+    own_redis_server.start()
+    deadline = time.monotonic() + 20
+    while relay.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert relay.post(otp_body(fresh_number()), KEY).status_code == 202
+
+
+def test_wrong_redis_password_is_not_ready(make_relay, redis_server: RedisServer, tmp_path, emulator) -> None:
+    wrong = tmp_path / "wrong-password"
+    wrong.write_text("not-the-password\n")
+    relay = make_relay(wait_ready=False, STATE_URL=redis_server.url, STATE_PASSWORD_FILE=str(wrong))
+    assert relay.get("/readyz").status_code == 503
+    assert relay.post(otp_body(fresh_number()), KEY).status_code == 503
+    assert emulator.requests() == []
+    assert "not-the-password" not in relay.logs() and redis_server.password not in relay.logs()
+
+
+def test_rediss_is_verified_against_ssl_cert_file(make_relay, tls_redis_server: RedisServer, emulator) -> None:
+    """rediss:// (the CRD's tls: true): the store's certificate is checked against the trust the
+    relay uses everywhere (SSL_CERT_FILE, here the sandbox CA)."""
+    assert tls_redis_server.url.startswith("rediss://localhost:")
+    settings = {"STATE_URL": tls_redis_server.url, "STATE_PASSWORD_FILE": str(tls_redis_server.password_file)}
+    one, two = make_relay(**settings), make_relay(**settings)
+    body = otp_body(fresh_number())
+    assert one.post(body, KEY).status_code == 202
+    assert two.post(body, KEY).headers["Idempotent-Replayed"] == "true"
+    assert len(emulator.messages()) == 1
