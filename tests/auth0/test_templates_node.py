@@ -143,6 +143,7 @@ class HoldingProxy:
         self.hold_seconds = hold_seconds
         self.connections = 0
         self.server: asyncio.base_events.Server | None = None
+        self.handlers: list[asyncio.Task] = []
 
     async def start(self) -> str:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -150,6 +151,7 @@ class HoldingProxy:
 
     async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self.handlers.append(asyncio.current_task())  # type: ignore[arg-type]
         hold = self.hold_seconds if self.connections == 1 else 0.0
         upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
 
@@ -172,6 +174,9 @@ class HoldingProxy:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.close()
+        for task in self.handlers:
+            task.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
 
 
 async def test_auth0_retries_after_a_relay_timeout_and_exactly_one_sms_reaches_8x8(
