@@ -29,6 +29,9 @@ from .routing import ObservedRouting, RoutingVerdict
 from .templates import render
 
 PROVIDER_TRIGGER = ACTION_TRIGGERS["phone-provider"][0]
+# Polling a build or a deploy: gentle on the tenant's rate limit (free tenants allow about two
+# Management API requests per second); builds and deploys take seconds on Auth0.
+POLL_FIRST, POLL_MAX = 0.5, 2.0
 # Right after our own deploy Auth0 may still answer as if the version were not deployed.
 NOT_DEPLOYED_YET = "custom_email_provider_deployed_action_not_found"
 
@@ -264,7 +267,7 @@ class Auth0Sync:
     async def _wait_until_built(self, action_id: str) -> None:
         """Deploying a draft that is still building fails; poll with a growing pause."""
         deadline = time.monotonic() + self.build_timeout
-        pause = 0.1
+        pause = POLL_FIRST
         while True:
             action = await self.gateway.get_action(action_id)
             if action is None:
@@ -282,12 +285,12 @@ class Auth0Sync:
                                  f"{action.name!r} still {action.status!r} after "
                                  f"{self.build_timeout:.0f} s", retry_after=self.build_timeout)
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
+            pause = min(pause * 2, POLL_MAX)
 
     async def _wait_until_deployed(self, action_id: str, version_id: str | None) -> None:
         """Auth0 answers a deploy before it finished: poll until that version serves."""
         deadline = time.monotonic() + self.deploy_timeout
-        pause = 0.2
+        pause = POLL_FIRST
         while True:
             action = await self.gateway.get_action(action_id)
             if action is None:
@@ -300,7 +303,7 @@ class Auth0Sync:
                                  f"{action.name!r} not deployed {self.deploy_timeout:.0f} s after "
                                  "the deploy request", retry_after=self.deploy_timeout)
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
+            pause = min(pause * 2, POLL_MAX)
 
     # --- phone routing -------------------------------------------------------------------------
 
