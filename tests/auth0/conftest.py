@@ -54,6 +54,18 @@ class Dashboard:
         raise AssertionError(f"version {version} never deployed")
 
 
+def bind_foreign_provider_action(dashboard: Dashboard) -> str:
+    """What saving "Custom" in the Dashboard leaves: an action bound to custom-phone-provider."""
+    action = dashboard("POST", "/actions/actions", json={
+        "name": "Custom Phone Provider", "runtime": "node22",
+        "code": "exports.onExecuteCustomPhoneProvider = async () => {};",
+        "supported_triggers": [{"id": "custom-phone-provider", "version": "v1"}]})
+    dashboard.wait_built_and_deploy(action["id"])
+    dashboard("PATCH", "/actions/triggers/custom-phone-provider/bindings", json={
+        "bindings": [{"ref": {"type": "action_id", "value": action["id"]}}]})
+    return action["id"]
+
+
 @dataclass
 class Setup:
     tenant: Auth0Tenant

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from otp_operator.auth0 import BUILD_FAILED, CONFLICT, UNAVAILABLE, Auth0Error, Auth0Sync
-from tests.auth0.conftest import Setup, desired_for
+from tests.auth0.conftest import Setup, bind_foreign_provider_action, desired_for
 from otp_sandbox.auth0_emulator.launcher import ROUTING_FOR_MODE
 from tests.fixtures.auth0 import route_phone_messages
 
@@ -121,22 +121,9 @@ async def test_a_failing_build_is_reported_and_the_serving_version_stays(setup, 
     assert fire(setup, sms_emulator)[::2] == ("success", 1)  # the old version still serves
 
 
-def _foreign_provider_action(setup: Setup) -> str:
-    """What saving "Custom" in the Dashboard leaves: an action bound to custom-phone-provider."""
-    d = setup.dashboard
-    action = d("POST", "/actions/actions", json={
-        "name": "Custom Phone Provider", "runtime": "node22",
-        "code": "exports.onExecuteCustomPhoneProvider = async () => {};",
-        "supported_triggers": [{"id": "custom-phone-provider", "version": "v1"}]})
-    d.wait_built_and_deploy(action["id"])
-    d("PATCH", "/actions/triggers/custom-phone-provider/bindings", json={
-        "bindings": [{"ref": {"type": "action_id", "value": action["id"]}}]})
-    return action["id"]
-
-
 async def test_a_foreign_bound_provider_action_is_refused_then_replaced_when_told(
         setup, relay, sms_emulator):
-    foreign = _foreign_provider_action(setup)
+    foreign = bind_foreign_provider_action(setup.dashboard)
     route_phone_messages(setup.tenant, "phone-provider")
     setup.tenant.clear_requests()
     async with setup.sync() as sync:

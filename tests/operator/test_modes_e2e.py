@@ -135,21 +135,13 @@ def test_a_failing_build_is_reported_without_a_retry_loop_and_recovers(
 
 
 def _foreign_provider_action(tenant) -> str:
-    """What saving "Custom" in the Dashboard leaves: an action bound to custom-phone-provider."""
-    from tests.auth0.conftest import Dashboard
+    from tests.auth0.conftest import Dashboard, bind_foreign_provider_action
 
     dashboard = Dashboard(tenant, tenant.clients[0])
     try:
-        action = dashboard("POST", "/actions/actions", json={
-            "name": "Custom Phone Provider", "runtime": "node22",
-            "code": "exports.onExecuteCustomPhoneProvider = async () => {};",
-            "supported_triggers": [{"id": "custom-phone-provider", "version": "v1"}]})
-        dashboard.wait_built_and_deploy(action["id"])
-        dashboard("PATCH", "/actions/triggers/custom-phone-provider/bindings", json={
-            "bindings": [{"ref": {"type": "action_id", "value": action["id"]}}]})
+        return bind_foreign_provider_action(dashboard)
     finally:
         dashboard.http.close()
-    return action["id"]
 
 
 def test_a_foreign_provider_action_is_refused_then_replaced_when_told(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -265,43 +265,38 @@ class Auth0Sync:
         return action_id, version, list(plan.repaired), list(plan.updated), created, plan.deploy
 
     async def _wait_until_built(self, action_id: str) -> None:
-        """Deploying a draft that is still building fails; poll with a growing pause."""
-        deadline = time.monotonic() + self.build_timeout
-        pause = POLL_FIRST
-        while True:
-            action = await self.gateway.get_action(action_id)
-            if action is None:
-                raise Auth0Error(CONFLICT, f"Auth0 tenant {self.credentials.domain}: action "
-                                 f"{action_id} disappeared while it was being built")
-            if action.status == "built":
-                return
+        """Deploying a draft that is still building fails: wait for `built`."""
+        def built(action: ObservedAction) -> bool:
             if action.status == "failed":
                 detail = "; ".join(action.build_errors) or "no detail given"
                 raise Auth0Error(BUILD_FAILED, f"Auth0 tenant {self.credentials.domain}: action "
                                  f"{action.name!r} failed to build ({detail[:300]}); nothing was "
                                  "deployed, the previous version keeps serving")
-            if time.monotonic() + pause > deadline:
-                raise Auth0Error(UNAVAILABLE, f"Auth0 tenant {self.credentials.domain}: action "
-                                 f"{action.name!r} still {action.status!r} after "
-                                 f"{self.build_timeout:.0f} s", retry_after=self.build_timeout)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, POLL_MAX)
+            return action.status == "built"
+
+        await self._poll_action(action_id, built, "built", self.build_timeout)
 
     async def _wait_until_deployed(self, action_id: str, version_id: str | None) -> None:
-        """Auth0 answers a deploy before it finished: poll until that version serves."""
-        deadline = time.monotonic() + self.deploy_timeout
+        """Auth0 answers a deploy before it finished: wait until that version serves."""
+        await self._poll_action(
+            action_id, lambda action: version_id is not None and action.deployed_version_id == version_id,
+            "deployed", self.deploy_timeout)
+
+    async def _poll_action(self, action_id: str, done: Callable[[ObservedAction], bool], state: str,
+                           timeout: float) -> None:
+        deadline = time.monotonic() + timeout
         pause = POLL_FIRST
         while True:
             action = await self.gateway.get_action(action_id)
             if action is None:
                 raise Auth0Error(CONFLICT, f"Auth0 tenant {self.credentials.domain}: action "
-                                 f"{action_id} disappeared while it was being deployed")
-            if action.deployed_version_id is not None and action.deployed_version_id == version_id:
+                                 f"{action_id} disappeared before it was {state}")
+            if done(action):
                 return
             if time.monotonic() + pause > deadline:
                 raise Auth0Error(UNAVAILABLE, f"Auth0 tenant {self.credentials.domain}: action "
-                                 f"{action.name!r} not deployed {self.deploy_timeout:.0f} s after "
-                                 "the deploy request", retry_after=self.deploy_timeout)
+                                 f"{action.name!r} not {state} after {timeout:.0f} s",
+                                 retry_after=timeout)
             await asyncio.sleep(pause)
             pause = min(pause * 2, POLL_MAX)
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from .actions import TRIGGERS
 from .errors import RATE_LIMITED, ApiError
 from .events import PhoneMessage
-from .runner import NodeRunner
+from .runner import NodeRunner, PhoneMessageResult
 from .tenant import PHONE_TRIGGERS, LoggedRequest, Tenant
 from .tokens import Grant, OAuthError, require_scope
 from .validation import page_params, query_bool
@@ -406,12 +406,12 @@ async def fire(tenant: Tenant, runner: NodeRunner, body: Any) -> dict[str, Any]:
         raise ApiError(400, f"retries must be 0..{MAX_RETRIES}")
     route = tenant.route(message)
     # ``trigger`` names the path the caller expects; a tenant routing elsewhere runs nothing.
-    expected = {"hook": "hook"}.get(trigger, "action") if trigger else None
-    if expected and not any(run.kind == expected and (expected == "hook" or run.trigger == trigger)
-                            for run in route.runs):
-        why = route.reason if not route.runs else f"the tenant routes to {route.reason}"
-        return {"outcome": "no-handler", "reason": f"{trigger} does not run: {why}",
-                "duration_ms": 0.0, "ran": [], "logs": [], "attempts": 0}
+    if trigger and not any(run.kind == "hook" if trigger == "hook"
+                           else run.kind == "action" and run.trigger == trigger
+                           for run in route.runs):
+        why = f"the tenant routes to {route.reason}" if route.runs else route.reason
+        return PhoneMessageResult("no-handler", f"{trigger} does not run: {why}", 0.0,
+                                  attempts=0).to_dict()
     result = await runner.run_all(tenant.name, route, message, timeout, retries)
     return result.to_dict()
 
