@@ -26,6 +26,10 @@ from .spec import ChannelSpec, SpecError, parse_channel
 # human (a Secret change or spec change kicks the channel sooner).
 TRANSIENT_BACKOFF = (2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 STALLED_RECHECK = 300.0
+# While the tenant does not route OTPs to us, look again this often (a person may fix it).
+ROUTING_RECHECK = 60.0
+LEGACY_HOOK_EOL = ("legacy-hook is end-of-life: Auth0 Hooks reached end of life on 2026-11-18; "
+                   "move to integration phone-provider")
 
 
 def now_iso() -> str:
@@ -62,6 +66,8 @@ def desired_integration(ch: ChannelSpec, signing_key: str) -> DesiredIntegration
         relay_url=ch.relay.public_url,
         signing_key=signing_key,
         replace_foreign_provider=ch.auth0.replace_foreign_provider,
+        replace_foreign_action=ch.auth0.replace_foreign_action,
+        manage_routing=ch.auth0.manage_routing,
     )
 
 
@@ -237,6 +243,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     signing_state = signing_plan.state
     auth0_status: dict[str, Any] | None = current.get("auth0")
     delays: list[float] = []
+    routing_v = _previous_routing(previous_conditions)
 
     try:
         credentials = credentials_for(ch, creds_secret)
@@ -252,7 +259,8 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
         desired = desired_integration(ch, signing_plan.auth0_key)
         wanted = digest(ch.auth0, ch.relay.public_url, signing_plan.auth0_key, credentials.client_id)
         since_check = monotonic() - mem.auth0_checked
-        if mem.auth0_input == wanted and since_check < config.drift_interval and auth0_status:
+        if (mem.auth0_input == wanted and since_check < config.drift_interval and auth0_status
+                and (routing_v is None or routing_v.ok)):
             auth0_v = status.true("Synced", _synced_message(ch))
             delays.append(config.drift_interval - since_check)
         else:
@@ -278,6 +286,12 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
                 signing_state = rotation.after_auth0_synced(signing_plan, time.time())
                 auth0_v = status.true("Synced", _synced_message(ch))
                 delays.append(config.drift_interval)
+                if result.routing is not None:
+                    routing_v = _routing_verdict(result.routing)
+                    _routing_events(body, before=(current.get("auth0") or {}).get("routingChanges"),
+                                    after=result.routing.changed)
+                    if not routing_v.ok:
+                        delays.append(ROUTING_RECHECK)
     rotation_delay = rotation.retry_after(
         rotation.SigningPlan(signing_plan.keys, signing_plan.auth0_key, signing_state), time.time(),
         config.rotation_grace,
@@ -285,7 +299,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     if rotation_delay is not None:
         delays.append(rotation_delay)
 
-    conds = status.conditions(previous_conditions, generation, relay_v, auth0_v, stamp)
+    conds = status.conditions(previous_conditions, generation, relay_v, auth0_v, stamp, routing_v)
     new_status: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": conds,
@@ -337,7 +351,26 @@ def _auth0_waiting(previous_conditions: list[dict[str, Any]]) -> status.Verdict:
 
 
 def _synced_message(ch: ChannelSpec) -> str:
-    return f"Auth0 {ch.auth0.integration} {ch.auth0.name!r} on {ch.auth0.domain} calls {ch.relay.public_url}"
+    message = f"Auth0 {ch.auth0.integration} {ch.auth0.name!r} on {ch.auth0.domain} calls {ch.relay.public_url}"
+    return f"{message} ({LEGACY_HOOK_EOL})" if ch.auth0.integration == "legacy-hook" else message
+
+
+def _previous_routing(conditions: list[dict[str, Any]]) -> status.Verdict | None:
+    before = status.find(conditions, status.PHONE_ROUTING)
+    if not before:
+        return None
+    return status.Verdict(str(before.get("status")), str(before.get("reason")), str(before.get("message")))
+
+
+def _routing_verdict(routing: Any) -> status.Verdict:
+    return (status.true if routing.ok else status.false)(routing.reason, routing.message)
+
+
+def _routing_events(body: Mapping[str, Any], before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> None:
+    added = sorted(set(after) - set(before or {}))
+    if added:
+        _event(body, "Auth0RoutingChanged", "changed the tenant's phone routing (spec.auth0.manageRouting; "
+               f"restored when the channel is deleted): {', '.join(added)}")
 
 
 def _auth0_status(ch: ChannelSpec, result: Any, before: Mapping[str, Any] | None, stamp: str) -> dict[str, Any]:
@@ -352,6 +385,8 @@ def _auth0_status(ch: ChannelSpec, result: Any, before: Mapping[str, Any] | None
 
 def _auth0_events(body: Mapping[str, Any], ch: ChannelSpec, result: Any) -> None:
     where = f"{ch.auth0.integration} {ch.auth0.name!r} on {ch.auth0.domain}"
+    if ch.auth0.integration == "legacy-hook" and (result.created or result.updated or result.repaired):
+        _event(body, "LegacyHookEndOfLife", f"{where}: {LEGACY_HOOK_EOL}", warning=True)
     if result.created:
         _event(body, "Auth0Created", f"registered {where}")
     elif result.repaired:

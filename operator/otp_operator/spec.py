@@ -40,6 +40,8 @@ class Auth0Spec:
     integration: str
     name: str
     replace_foreign_provider: bool
+    replace_foreign_action: bool = False
+    manage_routing: bool = False
 
     @property
     def client_id_ref(self) -> SecretKeyRef:
@@ -210,6 +212,8 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
             integration=_one_of(_get(auth0, "integration", "phone-provider"), INTEGRATIONS, "auth0.integration"),
             name=_get(auth0, "name", "") or names.default_auth0_name(namespace, name),
             replace_foreign_provider=bool(_get(auth0, "replaceForeignProvider", False)),
+            replace_foreign_action=bool(_get(auth0, "replaceForeignAction", False)),
+            manage_routing=bool(_get(auth0, "manageRouting", False)),
         ),
         sms=SmsSpec(
             subaccount_id=_require(_get(sms, "subaccountId"), "sms.subaccountId"),

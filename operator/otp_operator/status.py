@@ -14,6 +14,8 @@ from typing import Any
 READY = "Ready"
 RELAY_AVAILABLE = "RelayAvailable"
 AUTH0_SYNCED = "Auth0Synced"
+# True only when the tenant's settings send MFA SMS to the registered code.
+PHONE_ROUTING = "PhoneRouting"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 
@@ -28,6 +30,12 @@ STALLED_REASONS = frozenset(
         "Auth0Forbidden",
         "Auth0Conflict",
         "Auth0Invalid",
+        "Auth0BuildFailed",
+        # PhoneRouting reasons: a tenant setting someone has to change (or manageRouting).
+        "WrongPhoneExperience",
+        "GuardianProviderNotHook",
+        "SmsFactorDisabled",
+        "SmsMessageTypeMissing",
     }
 )
 
@@ -55,10 +63,10 @@ def unknown(reason: str, message: str) -> Verdict:
     return Verdict("Unknown", reason, message)
 
 
-def ready_verdict(relay: Verdict, auth0: Verdict) -> Verdict:
-    if relay.ok and auth0.ok:
+def ready_verdict(relay: Verdict, auth0: Verdict, routing: Verdict | None = None) -> Verdict:
+    if relay.ok and auth0.ok and (routing is None or routing.ok):
         return true("Ready", f"{relay.message}; {auth0.message}")
-    failing = auth0 if relay.ok else relay
+    failing = next(v for v in (relay, auth0, routing) if v is not None and not v.ok)
     return false(failing.reason, failing.message)
 
 
@@ -83,15 +91,18 @@ def conditions(
     relay: Verdict,
     auth0: Verdict,
     now: str,
+    routing: Verdict | None = None,
 ) -> list[dict[str, Any]]:
     """All conditions for a finished reconcile; previous ones keep their lastTransitionTime."""
     before = {c.get("type", ""): c for c in previous or ()}
-    ready = ready_verdict(relay, auth0)
+    ready = ready_verdict(relay, auth0, routing)
     result = [
         _condition(READY, ready, generation, before, now),
         _condition(RELAY_AVAILABLE, relay, generation, before, now),
         _condition(AUTH0_SYNCED, auth0, generation, before, now),
     ]
+    if routing is not None:
+        result.append(_condition(PHONE_ROUTING, routing, generation, before, now))
     if not ready.ok:
         if ready.reason in STALLED_REASONS:
             result.append(_condition(STALLED, true(ready.reason, ready.message), generation, before, now))
@@ -108,7 +119,8 @@ def suspended_conditions(
     ready_before = before.get(READY) or {}
     ready = Verdict(str(ready_before.get("status") or "Unknown"), "Suspended",
                     "spec.suspend is true: the operator makes no changes")
-    kept = [dict(c) for c in previous or () if c.get("type") in (RELAY_AVAILABLE, AUTH0_SYNCED)]
+    kept = [dict(c) for c in previous or () if c.get("type") in (RELAY_AVAILABLE, AUTH0_SYNCED,
+                                                                  PHONE_ROUTING)]
     return [_condition(READY, ready, generation, before, now), *kept]
 
 

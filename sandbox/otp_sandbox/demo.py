@@ -160,7 +160,9 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
             stack.callback(auth0.stop)
             credentials = Client(client_id="otpDemoOperator", client_secret=secrets.token_urlsafe(32))
             tenant = auth0.add_tenant(clients=[credentials])
-            detail(f"tenant {tenant.domain}")
+            # Set up as a person would in the Dashboard, so MFA SMS reach the phone provider.
+            tenant.route_phone_messages_to("phone-provider")
+            detail(f"tenant {tenant.domain} (Unified Phone Experience, MFA SMS factor on)")
         api = config.new_client_from_config(str(plane.kubeconfig))
         with steps.step("installing the OtpChannel CRD and starting the operator",
                         "read the operator log in the demo's work directory") as detail:

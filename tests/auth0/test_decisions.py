@@ -12,7 +12,8 @@ from otp_operator.auth0.errors import (FORBIDDEN, INVALID, RATE_LIMITED, UNAUTHO
 from otp_operator.auth0.model import (Auth0Credentials, Conflict, DesiredIntegration,
                                       ObservedAction, ObservedBinding, ObservedHook,
                                       ObservedProvider, Recorded, SECRET_NAMES, binding_conflict,
-                                      build_target, missing_scopes, pick_own_action, pick_own_hook,
+                                      build_target, foreign_provider_binding, missing_scopes,
+                                      pick_own_action, pick_own_hook, plan_provider_binding,
                                       plan_action, plan_binding_add, plan_binding_removal,
                                       plan_hook, plan_provider, secrets_hash)
 from otp_operator.auth0.sync import SyncResult
@@ -172,11 +173,31 @@ def test_rolled_back_deployment_is_redeployed():
     assert plan.repaired == ("deployed action version differed from the draft",)
 
 
-def test_action_of_another_channel_on_the_provider_trigger_is_a_conflict():
+def test_only_an_action_bound_to_custom_phone_provider_holds_it():
     t = target()
     theirs = observed_action(t, id="act-9", name="otp-relay-shop-dev", owner="shop/dev")
-    decision = pick_own_action([theirs], t, None)
+    assert pick_own_action([theirs], t, None) is None  # unbound: Auth0 never runs it
+    bound = [ObservedBinding("act-9", "otp-relay-shop-dev", "otp-relay-shop-dev")]
+    decision = foreign_provider_binding(bound, {"act-9": "shop/dev"}, t, [])
     assert isinstance(decision, Conflict) and "shop/dev" in decision.message
+    # Another channel's action is never replaced, even when foreign ones may be.
+    replacing = target(replace_foreign_action=True)
+    assert isinstance(foreign_provider_binding(bound, {"act-9": "shop/dev"}, replacing, []),
+                      Conflict)
+
+
+def test_foreign_bound_provider_action_is_refused_naming_it_and_reset_unless_told():
+    bound = [ObservedBinding("act-7", "Custom Phone Provider", "Custom Phone Provider")]
+    refused = foreign_provider_binding(bound, {"act-7": None}, target(), ["act-1"])
+    assert isinstance(refused, Conflict)
+    assert "'Custom Phone Provider'" in refused.message and "Reset" in refused.message
+    assert "replaceForeignAction" in refused.message
+    assert foreign_provider_binding(bound, {"act-7": None}, target(replace_foreign_action=True),
+                                    ["act-1"]) is None
+    ours = [ObservedBinding("act-1", "otp-relay-shop-prod", "otp-relay-shop-prod")]
+    assert foreign_provider_binding(ours, {"act-1": OWNER}, target(), ["act-1"]) is None
+    assert plan_provider_binding(ours, "act-1", "otp-relay-shop-prod") is None
+    assert [b.action_id for b in plan_provider_binding(bound + ours, "act-1", "x")] == ["act-1"]
 
 
 def test_unmanaged_action_with_our_name_is_a_conflict():

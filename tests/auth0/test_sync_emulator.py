@@ -11,7 +11,7 @@ from otp_operator.auth0 import (CONFLICT, FORBIDDEN, RATE_LIMITED, UNAUTHORIZED,
                                 Auth0Credentials, Auth0Error, Auth0Sync, RetryPolicy)
 from otp_sandbox.auth0_emulator import RateLimit
 from tests.auth0.conftest import SIGNING_KEY, Setup, desired_for
-from tests.fixtures.auth0 import make_client
+from tests.fixtures.auth0 import make_client, route_phone_messages
 
 MODES = ["phone-provider", "send-phone-message", "legacy-hook"]
 FIRE_TRIGGER = {"phone-provider": "custom-phone-provider",
@@ -22,6 +22,7 @@ FOREIGN_CODE = "exports.onExecuteSendPhoneMessage = async (event, api) => {};\n"
 
 def deliver(setup: Setup, sms_emulator, mode: str, recipient: str = "+6591234567") -> None:
     """Auth0 sends one OTP; the 8x8 emulator must get exactly that text for that number."""
+    route_phone_messages(setup.tenant, mode)
     sms_emulator.clear()
     text = f"Your verification code is {int(time.time() * 1000) % 1_000_000:06d}"
     result = setup.tenant.fire_phone_message(recipient=recipient, text=text, code=text[-6:],

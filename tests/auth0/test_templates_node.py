@@ -4,11 +4,13 @@ a thrown error with a reason that never carries the code or the number."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from tests.auth0.conftest import SIGNING_KEY, SMS_API_KEY, SUBACCOUNT, Setup, desired_for
+from tests.fixtures.auth0 import route_phone_messages
 from tests.fixtures.relay import free_port, relay_env
 
 RECIPIENT = "+6591234567"
@@ -40,6 +42,7 @@ async def registered(setup: Setup, mode: str, relay_url: str) -> None:
 
 
 def fire(setup: Setup, mode: str, recipient: str = RECIPIENT, code: str = CODE, **extra):
+    route_phone_messages(setup.tenant, mode)
     # Auth0 makes a new code per message; two identical bodies in the same second would carry
     # the same signature, which the relay refuses as a replay.
     return setup.tenant.fire_phone_message(recipient=recipient, text=TEXT.replace(CODE, code),
@@ -111,6 +114,16 @@ async def test_permanent_failures_drop_the_message(case, settings, recipient, ex
 
 
 @pytest.mark.parametrize("mode", ["send-phone-message", "legacy-hook"])
+async def test_a_recipient_in_another_format_is_normalised_to_e164(mode, setup, start_relay,
+                                                                   sms_emulator):
+    relay = start_relay()
+    await registered(setup, mode, relay.url)
+    result = fire(setup, mode, recipient="65-9123 4567")
+    assert result.outcome == "success", result
+    assert [m.destination for m in sms_emulator.messages()] == ["6591234567"]
+
+
+@pytest.mark.parametrize("mode", ["send-phone-message", "legacy-hook"])
 async def test_mfa_code_reports_failure_as_an_error(mode, setup, start_relay, sms_emulator):
     relay = start_relay(signing_keys=("another-key-entirely",))
     await registered(setup, mode, relay.url)
@@ -118,3 +131,69 @@ async def test_mfa_code_reports_failure_as_an_error(mode, setup, start_relay, sm
     assert result.outcome == "error", result
     assert "401" in result.reason
     assert_reason_is_clean(result.reason)
+
+
+class HoldingProxy:
+    """A loopback TCP proxy in front of the relay that holds the relay's answer to the first
+    connection for ``hold_seconds`` (a slow or lost response: the relay did its work, the
+    caller times out). Later connections pass straight through."""
+
+    def __init__(self, upstream_port: int, hold_seconds: float) -> None:
+        self.upstream_port = upstream_port
+        self.hold_seconds = hold_seconds
+        self.connections = 0
+        self.server: asyncio.base_events.Server | None = None
+        self.handlers: list[asyncio.Task] = []
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def _serve(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        hold = self.hold_seconds if self.connections == 1 else 0.0
+        upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float) -> None:
+            try:
+                while data := await reader.read(65536):
+                    if delay:
+                        await asyncio.sleep(delay)
+                        delay = 0.0
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, asyncio.CancelledError):
+                pass
+            finally:
+                writer.close()
+
+        await asyncio.gather(pipe(client_reader, upstream_writer, 0.0),
+                             pipe(upstream_reader, client_writer, hold))
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for task in self.handlers:
+            task.cancel()
+        await asyncio.gather(*self.handlers, return_exceptions=True)
+
+
+async def test_auth0_retries_after_a_relay_timeout_and_exactly_one_sms_reaches_8x8(
+        setup, start_relay, sms_emulator):
+    """The relay sends the SMS but its answer is late: the Auth0 code times out after 8 s and
+    asks Auth0 to retry; Auth0 runs it again with the same notification, the relay recognises
+    the idempotency key and answers without sending again."""
+    relay = start_relay()
+    proxy = HoldingProxy(int(relay.url.rsplit(":", 1)[1].split("/")[0]), hold_seconds=10.0)
+    proxy_url = await proxy.start()
+    try:
+        await registered(setup, "phone-provider", proxy_url)
+        route_phone_messages(setup.tenant, "phone-provider")
+        result = await setup.tenant.fire_phone_message_async(
+            recipient=RECIPIENT, text=TEXT, code=CODE, retries=2)
+    finally:
+        await proxy.stop()
+    assert result.attempts == 2 and result.outcome == "success", result
+    assert proxy.connections == 2
+    assert [(m.destination, m.text) for m in sms_emulator.messages()] == [(RECIPIENT[1:], TEXT)]

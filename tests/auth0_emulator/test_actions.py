@@ -1,4 +1,5 @@
-"""Actions: draft -> building -> built, deploy and versions, bindings that replace the list."""
+"""Actions: draft pending -> building -> built | failed, asynchronous deploys and versions,
+bindings that replace the list."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 from auth0.management.errors import BadRequestError
 from auth0.management.types import ActionBindingRef, ActionBindingWithRef
 
-from .conftest import NO_RETRY, deployed_action, wait_built
+from .conftest import NO_RETRY, deployed_action, wait_built, wait_deployed
 
 CPP = [{"id": "custom-phone-provider", "version": "v1"}]
 SPM = [{"id": "send-phone-message", "version": "v2"}]
@@ -21,7 +22,8 @@ async def test_deploy_before_the_build_finished_fails_then_succeeds(api):
         "secrets": [{"name": "RELAY_SIGNING_KEY", "value": "k1"}]})
     assert created.status_code == 201
     action = created.json()
-    assert action["status"] == "building"
+    assert action["status"] == "pending"
+    assert "deployed_version" not in action and action["all_changes_deployed"] is False
     assert action["secrets"][0]["name"] == "RELAY_SIGNING_KEY"
     assert "value" not in action["secrets"][0]
     early = await api.post(f"/actions/actions/{action['id']}/deploy")
@@ -31,21 +33,25 @@ async def test_deploy_before_the_build_finished_fails_then_succeeds(api):
     deployed = await api.post(f"/actions/actions/{action['id']}/deploy")
     assert deployed.status_code == 200
     version = deployed.json()
-    assert (version["number"], version["deployed"], version["status"]) == (1, True, "built")
-    current = (await api.get(f"/actions/actions/{action['id']}")).json()
+    # Deploys are asynchronous: the answer says not deployed yet, and nothing serves yet.
+    assert (version["number"], version["deployed"], version["status"]) == (1, False, "built")
+    assert "deployed_version" not in (await api.get(f"/actions/actions/{action['id']}")).json()
+    current = await wait_deployed(api, action["id"], version["id"])
     assert current["all_changes_deployed"] is True
-    assert current["deployed_version"]["id"] == version["id"]
+    assert current["deployed_version"]["deployed"] is True
+    assert current["current_version"]["number"] == 1
 
 
 async def test_patch_changes_only_the_draft_until_the_next_deploy(api, tenant):
     action = await deployed_action(api, "otp", "send-phone-message", CODE, {"A": "1"})
     patched = await api.patch(f"/actions/actions/{action['id']}",
                               json={"code": CODE + "\n// v2"})
-    assert patched.json()["status"] == "building"
+    assert patched.json()["status"] in ("pending", "building")
     assert patched.json()["all_changes_deployed"] is False
     assert patched.json()["deployed_version"]["code"] == CODE
     await wait_built(api, action["id"])
-    await api.post(f"/actions/actions/{action['id']}/deploy")
+    second = (await api.post(f"/actions/actions/{action['id']}/deploy")).json()
+    await wait_deployed(api, action["id"], second["id"])
     versions = (await api.get(f"/actions/actions/{action['id']}/versions")).json()
     assert versions["total"] == 2
     assert [(v["number"], v["deployed"]) for v in versions["versions"]] == [(2, True),
@@ -54,6 +60,7 @@ async def test_patch_changes_only_the_draft_until_the_next_deploy(api, tenant):
     rollback = await api.post(f"/actions/actions/{action['id']}/versions/{first}/deploy")
     assert rollback.json()["number"] == 3
     assert rollback.json()["code"] == CODE
+    await wait_deployed(api, action["id"], rollback.json()["id"])
     assert tenant.state()["actions"][0]["deployed_version"] == 3
 
 
@@ -105,8 +112,7 @@ async def test_list_filters_and_pages_like_auth0_and_the_sdk_pager(api, sdk):
                                              "code": "x"})
     first = (await api.get("/actions/actions", params={
         "triggerId": "send-phone-message", "per_page": 2, "page": 0})).json()
-    assert (first["total"], first["page"], first["per_page"], len(first["actions"])) == (
-        3, 0, 2, 2)
+    assert (first["total"], first["per_page"], len(first["actions"])) == (3, 2, 2)
     last = (await api.get("/actions/actions", params={
         "triggerId": "send-phone-message", "per_page": 2, "page": 1})).json()
     assert len(last["actions"]) == 1
@@ -127,9 +133,10 @@ async def test_bindings_patch_replaces_the_whole_list(api, tenant):
         {"ref": {"type": "binding_id", "value": one.json()["bindings"][0]["id"]}},
         {"ref": {"type": "action_name", "value": "ours"}, "display_name": "ours"}]})
     assert [b["action"]["name"] for b in both.json()["bindings"]] == ["someone-elses", "ours"]
-    assert both.json()["bindings"][0]["id"] == one.json()["bindings"][0]["id"]
+    # Every PATCH issues new binding ids, also for the binding that stayed.
+    assert both.json()["bindings"][0]["id"] != one.json()["bindings"][0]["id"]
     listed = (await api.get(url)).json()
-    assert listed["total"] == 2
+    assert len(listed["bindings"]) == 2
     assert [b["display_name"] for b in listed["bindings"]] == ["theirs", "ours"]
     # Sending only ours drops the foreign binding: the trap the sync library must avoid.
     await api.patch(url, json={"bindings": [{"ref": {"type": "action_id",
@@ -155,13 +162,61 @@ async def test_binding_refuses_undeployed_wrong_trigger_and_unknown_trigger(api)
     assert unknown.status_code == 404
 
 
-async def test_custom_phone_provider_trigger_accepts_and_lists_bindings(api):
+async def test_custom_phone_provider_trigger_takes_exactly_one_binding(api):
     cpp = await deployed_action(api, "cpp", "custom-phone-provider", "x")
+    other = await deployed_action(api, "other", "custom-phone-provider", "x")
     url = "/actions/triggers/custom-phone-provider/bindings"
     response = await api.patch(url, json={"bindings": [
         {"ref": {"type": "action_id", "value": cpp["id"]}}]})
     assert response.status_code == 200
     assert (await api.get(url)).json()["bindings"][0]["action"]["id"] == cpp["id"]
+    two = await api.patch(url, json={"bindings": [
+        {"ref": {"type": "action_id", "value": cpp["id"]}},
+        {"ref": {"type": "action_id", "value": other["id"]}}]})
+    assert two.status_code == 400 and "Only one action" in two.json()["message"]
+
+
+async def test_binding_right_after_deploy_conflicts_until_the_deploy_finished(api, tenant):
+    tenant.set_deploy_seconds(3)
+    created = (await api.post("/actions/actions", json={
+        "name": "late", "supported_triggers": SPM, "code": CODE})).json()
+    await wait_built(api, created["id"])
+    version = (await api.post(f"/actions/actions/{created['id']}/deploy")).json()
+    url = "/actions/triggers/send-phone-message/bindings"
+    body = {"bindings": [{"ref": {"type": "action_id", "value": created["id"]}}]}
+    early = await api.patch(url, json=body)
+    assert early.status_code == 409, early.text
+    await wait_deployed(api, created["id"], version["id"])
+    assert (await api.patch(url, json=body)).status_code == 200
+
+
+@pytest.mark.parametrize(("code", "dependencies", "fragment"), [
+    ("exports.onExecuteSendPhoneMessage = async (event, api) => {", [], "SyntaxError"),
+    (CODE, [{"name": "no-such-package-anywhere", "version": "1.0.0"}], "no-such-package-anywhere"),
+])
+async def test_a_build_can_fail_and_then_cannot_be_deployed(api, code, dependencies, fragment):
+    created = (await api.post("/actions/actions", json={
+        "name": "broken", "supported_triggers": SPM, "code": code,
+        "dependencies": dependencies})).json()
+    assert created["status"] == "pending"
+    for _ in range(200):
+        action = (await api.get(f"/actions/actions/{created['id']}")).json()
+        if action["status"] not in ("pending", "building"):
+            break
+        await asyncio.sleep(0.05)
+    assert action["status"] == "failed"
+    assert fragment in action["errors"][0]["msg"]
+    refused = await api.post(f"/actions/actions/{created['id']}/deploy")
+    assert refused.status_code == 400
+
+
+async def test_triggers_list_the_phone_triggers_as_trigger_bound(api):
+    triggers = (await api.get("/actions/triggers")).json()["triggers"]
+    phone = {(t["id"], t["version"]): t for t in triggers if "phone" in t["id"]}
+    assert set(phone) == {("send-phone-message", "v2"), ("send-phone-message", "v1"),
+                          ("custom-phone-provider", "v1")}
+    assert {t["binding_policy"] for t in phone.values()} == {"trigger-bound"}
+    assert phone[("custom-phone-provider", "v1")]["runtimes"] == ["node18-actions", "node22"]
 
 
 async def test_deleting_a_bound_action_needs_force_which_unbinds_it(api, tenant):
@@ -169,7 +224,7 @@ async def test_deleting_a_bound_action_needs_force_which_unbinds_it(api, tenant)
     await api.patch("/actions/triggers/send-phone-message/bindings", json={"bindings": [
         {"ref": {"type": "action_id", "value": ours["id"]}}]})
     refused = await api.delete(f"/actions/actions/{ours['id']}")
-    assert refused.status_code == 400
+    assert refused.status_code == 409
     forced = await api.delete(f"/actions/actions/{ours['id']}", params={"force": "true"})
     assert forced.status_code == 204
     assert tenant.state()["bindings"]["send-phone-message"] == []
@@ -180,7 +235,7 @@ async def test_sdk_round_trip_create_deploy_bind(sdk, tenant):
     action = await sdk.actions.create(name="sdk-action", supported_triggers=SPM, code=CODE,
                                       runtime="node22",
                                       secrets=[{"name": "RELAY_URL", "value": "https://r"}])
-    assert action.status == "building"
+    assert action.status == "pending"
     with pytest.raises(BadRequestError) as caught:
         await sdk.actions.deploy(action.id, request_options=NO_RETRY)
     assert "'built' state" in caught.value.body["message"]
@@ -189,7 +244,11 @@ async def test_sdk_round_trip_create_deploy_bind(sdk, tenant):
             break
         await asyncio.sleep(0.05)
     version = await sdk.actions.deploy(action.id)
-    assert version.number == 1
+    assert version.number == 1 and version.deployed is False
+    for _ in range(100):
+        if (await sdk.actions.get(action.id)).deployed_version:
+            break
+        await asyncio.sleep(0.05)
     bindings = await sdk.actions.triggers.bindings.update_many(
         "send-phone-message", bindings=[ActionBindingWithRef(
             ref=ActionBindingRef(type="action_id", value=action.id), display_name="sdk")])

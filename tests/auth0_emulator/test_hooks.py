@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 from auth0.management.errors import ConflictError
 
+from tests.fixtures.auth0 import route_phone_messages
+
 from .conftest import NO_RETRY
 
 SCRIPT = "module.exports = function (recipient, text, context, cb) { cb(null, {}); };"
@@ -65,8 +67,9 @@ async def test_secrets_read_back_as_placeholder_and_writing_it_back_overwrites(a
         " if (context.webtask.secrets.RELAY_SIGNING_KEY !== 'k1') return cb(new Error("
         "'key is ' + context.webtask.secrets.RELAY_SIGNING_KEY)); cb(null, {}); };"))
     url = f"/hooks/{hook['id']}/secrets"
-    assert (await api.post(url, json={"RELAY_SIGNING_KEY": "k1",
-                                      "RELAY_URL": "https://r"})).status_code == 201
+    route_phone_messages(tenant, "legacy-hook")
+    added = await api.post(url, json={"RELAY_SIGNING_KEY": "k1", "RELAY_URL": "https://r"})
+    assert (added.status_code, added.json()) == (201, {})
     assert (await api.get(url)).json() == {"RELAY_SIGNING_KEY": "_VALUE_NOT_SHOWN_",
                                            "RELAY_URL": "_VALUE_NOT_SHOWN_"}
     assert tenant.fire_phone_message(trigger="hook").outcome == "success"
@@ -75,7 +78,8 @@ async def test_secrets_read_back_as_placeholder_and_writing_it_back_overwrites(a
     unknown = await api.patch(url, json={"NOPE": "x"})
     assert unknown.status_code == 404
     # The trap: echoing GET's answer back replaces the real value with the placeholder.
-    assert (await api.patch(url, json=(await api.get(url)).json())).status_code == 200
+    echoed = await api.patch(url, json=(await api.get(url)).json())
+    assert (echoed.status_code, echoed.json()) == (201, {})
     result = tenant.fire_phone_message(trigger="hook")
     assert (result.outcome, result.reason) == ("error", "key is _VALUE_NOT_SHOWN_")
     assert (await api.request("DELETE", url, json=["RELAY_URL"])).status_code == 204

@@ -22,7 +22,8 @@ RATE_LIMITED_BODY = {"statusCode": 429, "error": "Too Many Requests",
 def test_bucket_drains_with_headers_then_answers_429(auth0_tenant):
     tenant = auth0_tenant(rate_limit=RateLimit(capacity=3, refill_per_second=0.2))
     headers = {"Authorization": f"Bearer {token_for(tenant)}"}
-    with httpx.Client(base_url=tenant.base_url, headers=headers) as http:
+    with httpx.Client(base_url=tenant.base_url, headers=headers,
+                      verify=tenant.ssl_context) as http:
         answers = [http.get("/api/v2/hooks") for _ in range(4)]
     assert [a.status_code for a in answers] == [200, 200, 200, 429]
     assert [a.headers["x-ratelimit-limit"] for a in answers] == ["3"] * 4
@@ -40,14 +41,18 @@ def test_token_endpoint_is_not_counted_against_the_management_bucket(auth0_tenan
     for _ in range(3):
         token_for(tenant)
     headers = {"Authorization": f"Bearer {token_for(tenant)}"}
-    assert httpx.get(f"{tenant.base_url}/api/v2/hooks", headers=headers).status_code == 200
+    assert httpx.get(f"{tenant.base_url}/api/v2/hooks", headers=headers,
+                     verify=tenant.ssl_context).status_code == 200
 
 
 async def test_sdk_sees_429_and_its_retry_honours_the_reset_header(auth0_tenant):
     tenant = auth0_tenant(rate_limit=RateLimit(capacity=1, refill_per_second=2))
     client = tenant.clients[0]
+    # The SDK's own token request trusts SSL_CERT_FILE (it takes no client); the API calls use
+    # the explicit one.
     sdk = AsyncManagementClient(domain=tenant.domain, client_id=client.client_id,
-                                client_secret=client.client_secret)
+                                client_secret=client.client_secret,
+                                httpx_client=httpx.AsyncClient(verify=tenant.ssl_context))
     await sdk.hooks.list()
     with pytest.raises(TooManyRequestsError) as caught:
         await sdk.hooks.list(request_options=NO_RETRY)
@@ -62,7 +67,8 @@ async def test_sdk_sees_429_and_its_retry_honours_the_reset_header(auth0_tenant)
 def test_set_rate_limit_at_runtime(tenant):
     tenant.set_rate_limit(RateLimit(capacity=1, refill_per_second=0.1))
     headers = {"Authorization": f"Bearer {token_for(tenant)}"}
-    with httpx.Client(base_url=tenant.base_url, headers=headers) as http:
+    with httpx.Client(base_url=tenant.base_url, headers=headers,
+                      verify=tenant.ssl_context) as http:
         assert [http.get("/api/v2/hooks").status_code for _ in range(2)] == [200, 429]
 
 

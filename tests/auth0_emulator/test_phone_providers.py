@@ -86,12 +86,45 @@ async def test_sdk_provider_round_trip(sdk, api):
     assert (await sdk.branding.phone.providers.list()).providers == []
 
 
-async def test_guardian_phone_provider_selection(api, tenant):
+async def test_legacy_phone_provider_selection_is_refused_under_the_unified_experience(api, tenant):
+    settings = (await api.get("/tenants/settings")).json()
+    assert settings["phone_consolidated_experience"] is True  # a new tenant
+    for answer in (await api.get("/guardian/factors/phone/selected-provider"),
+                   await api.put("/guardian/factors/phone/selected-provider",
+                                 json={"provider": "phone-message-hook"})):
+        assert answer.status_code == 403
+        assert answer.json()["message"].startswith(
+            "Insufficient privileges to use this deprecated feature")
+        assert answer.json()["errorCode"] == "legacy_mfa_phone_provider_not_allowed"
+    patched = await api.patch("/tenants/settings", json={"phone_consolidated_experience": False})
+    assert patched.json()["phone_consolidated_experience"] is False
     assert (await api.get("/guardian/factors/phone/selected-provider")).json() == {
         "provider": "auth0"}
     chosen = await api.put("/guardian/factors/phone/selected-provider",
                            json={"provider": "phone-message-hook"})
     assert chosen.json() == {"provider": "phone-message-hook"}
-    assert tenant.state()["guardian_phone_provider"] == "phone-message-hook"
+    assert tenant.state()["phone"]["selected_provider"] == "phone-message-hook"
     bad = await api.put("/guardian/factors/phone/selected-provider", json={"provider": "x"})
     assert bad.status_code == 400
+
+
+async def test_mfa_sms_factor_and_message_types(api):
+    factors = (await api.get("/guardian/factors")).json()
+    assert {"name": "sms", "enabled": False, "trial_expired": False} in factors
+    assert (await api.put("/guardian/factors/sms", json={"enabled": True})).json() == {
+        "enabled": True}
+    assert (await api.get("/guardian/factors/phone/message-types")).json() == {
+        "message_types": []}
+    # Under the Unified Phone Experience the types must be among the provider's methods.
+    refused = await api.put("/guardian/factors/phone/message-types",
+                            json={"message_types": ["sms"]})
+    assert refused.status_code == 409
+    assert refused.json()["message"] == (
+        "Message Type is not supported by the configured phone provider")
+    await api.post("/branding/phone/providers", json={
+        "name": "twilio", "configuration": {"delivery_methods": ["text"], "sid": "ACx"},
+        "credentials": {"auth_token": "t"}})
+    assert (await api.put("/guardian/factors/phone/message-types",
+                          json={"message_types": ["sms"]})).json() == {"message_types": ["sms"]}
+    assert (await api.put("/guardian/factors/phone/message-types",
+                          json={"message_types": ["sms", "voice"]})).status_code == 409

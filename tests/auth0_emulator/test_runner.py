@@ -1,8 +1,13 @@
-"""``fire_phone_message``: the registered code runs in Node.js the way Auth0 would run it."""
+"""``fire_phone_message``: the registered code runs in Node.js the way Auth0 would run it, and
+only along the path a real tenant routes phone messages."""
 
 from __future__ import annotations
 
-from .conftest import deployed_action
+import pytest
+
+from tests.fixtures.auth0 import route_phone_messages
+
+from .conftest import deployed_action, wait_built, wait_deployed
 
 CUSTOM = {"name": "custom", "disabled": False,
           "configuration": {"delivery_methods": ["text"]}, "credentials": {}}
@@ -26,15 +31,26 @@ exports.onExecuteCustomPhoneProvider = async (event, api) => {
 """
 
 
-async def _custom_provider(api, code=DECIDING_PROVIDER, name="otp-relay-shop-prod"):
+async def _bind(api, trigger, *action_ids):
+    answer = await api.patch(f"/actions/triggers/{trigger}/bindings", json={"bindings": [
+        {"ref": {"type": "action_id", "value": action_id}} for action_id in action_ids]})
+    assert answer.status_code == 200, answer.text
+
+
+async def _custom_provider(api, tenant, code=DECIDING_PROVIDER, name="otp-relay-shop-prod",
+                           secrets=None):
+    """The real setup: deployed action bound to custom-phone-provider, a custom provider, the
+    tenant on the Unified Phone Experience with the MFA SMS factor on."""
     action = await deployed_action(api, name, "custom-phone-provider", code,
-                                   {"RELAY_URL": "https://relay.example/prod"})
+                                   secrets or {"RELAY_URL": "https://relay.example/prod"})
+    await _bind(api, "custom-phone-provider", action["id"])
     assert (await api.post("/branding/phone/providers", json=CUSTOM)).status_code == 201
+    route_phone_messages(tenant, "phone-provider")
     return action
 
 
 async def test_custom_provider_action_outcomes(api, tenant):
-    await _custom_provider(api)
+    await _custom_provider(api, tenant)
     outcomes = {}
     for code in ("111111", "222222", "333333", "444444"):
         result = await tenant.fire_phone_message_async(text=f"Your code is {code}", code=code)
@@ -49,7 +65,7 @@ async def test_custom_provider_action_outcomes(api, tenant):
 
 
 async def test_custom_provider_runs_only_while_the_provider_is_enabled(api, tenant):
-    await _custom_provider(api)
+    await _custom_provider(api, tenant)
     provider_id = tenant.state()["phone_providers"][0]["id"]
     await api.patch(f"/branding/phone/providers/{provider_id}", json={"disabled": True})
     assert tenant.fire_phone_message().outcome == "no-handler"
@@ -65,22 +81,31 @@ def test_nothing_registered_means_no_handler(tenant):
 async def test_the_deployed_version_runs_not_the_draft(api, tenant):
     retry = ("exports.onExecuteCustomPhoneProvider = async (e, api) => "
              "api.notification.retry(e.secrets.RELAY_URL);")
-    action = await _custom_provider(api, code=retry)
+    action = await _custom_provider(api, tenant, code=retry)
     await api.patch(f"/actions/actions/{action['id']}", json={
         "code": retry.replace("retry", "drop"),
         "secrets": [{"name": "RELAY_URL", "value": "https://new.example"}]})
     first = tenant.fire_phone_message()
     assert (first.outcome, first.reason) == ("retry", "https://relay.example/prod")
-    await _wait_and_deploy(api, action["id"])
+    await wait_built(api, action["id"])
+    version = (await api.post(f"/actions/actions/{action['id']}/deploy")).json()
+    assert tenant.fire_phone_message().reason == "https://relay.example/prod"  # deploying
+    await wait_deployed(api, action["id"], version["id"])
     second = tenant.fire_phone_message()
     assert (second.outcome, second.reason) == ("drop", "https://new.example")
 
 
-async def _wait_and_deploy(api, action_id):
-    from .conftest import wait_built  # noqa: PLC0415
-
-    await wait_built(api, action_id)
-    assert (await api.post(f"/actions/actions/{action_id}/deploy")).status_code == 200
+async def test_retry_runs_the_same_notification_again_and_the_last_decision_counts(api, tenant):
+    flaky = r"""
+exports.onExecuteCustomPhoneProvider = async (event, api) => {
+  api.notification.drop('first call');
+  api.notification.retry('last call wins');
+};"""
+    await _custom_provider(api, tenant, code=flaky)
+    once = tenant.fire_phone_message()
+    assert (once.outcome, once.reason, once.attempts) == ("retry", "last call wins", 1)
+    again = tenant.fire_phone_message(retries=2)
+    assert (again.outcome, again.attempts, len(again.ran)) == ("retry", 3, 3)
 
 
 async def test_send_phone_message_runs_the_bound_chain_in_order(api, tenant):
@@ -94,9 +119,8 @@ exports.onExecuteSendPhoneMessage = async (event) => {
       || m.text !== 'Code 654321') throw new Error('bad message_options ' + JSON.stringify(m));
   if (event.secrets.FAIL === 'yes') throw new Error('relay answered 502');
 };""", {"FAIL": "yes"})
-    await api.patch("/actions/triggers/send-phone-message/bindings", json={"bindings": [
-        {"ref": {"type": "action_id", "value": foreign["id"]}},
-        {"ref": {"type": "action_id", "value": ours["id"]}}]})
+    await _bind(api, "send-phone-message", foreign["id"], ours["id"])
+    route_phone_messages(tenant, "send-phone-message")
     result = tenant.fire_phone_message(recipient="+6598765432", text="Code 654321",
                                        code="654321", message_type="otp_enroll")
     assert (result.outcome, result.reason) == ("error", "relay answered 502")
@@ -119,6 +143,7 @@ module.exports = function (recipient, text, context, cb) {
   cb(null, {});
 };"""})).json()
     await api.post(f"/hooks/{hook['id']}/secrets", json={"MODE": "ok"})
+    route_phone_messages(tenant, "legacy-hook")
     assert tenant.fire_phone_message().outcome == "success"
     await api.patch(f"/hooks/{hook['id']}/secrets", json={"MODE": "fail"})
     failed = tenant.fire_phone_message(trigger="hook")
@@ -127,28 +152,56 @@ module.exports = function (recipient, text, context, cb) {
     assert tenant.fire_phone_message(trigger="hook").outcome == "no-handler"
 
 
-async def test_custom_provider_is_preferred_over_a_hook(api, tenant):
+async def test_the_tenant_routing_decides_which_code_runs(api, tenant):
+    hook = "module.exports = (r, t, c, cb) => cb(new Error('hook ran'));"
     await api.post("/hooks", json={"name": "h", "triggerId": "send-phone-message",
-                                   "enabled": True, "script": "module.exports = (r, t, c, cb) "
-                                   "=> cb(new Error('hook ran'));"})
-    await _custom_provider(api)
+                                   "enabled": True, "script": hook})
+    await _custom_provider(api, tenant)
+    # Unified Phone Experience: the custom provider's bound action, never the hook.
     result = tenant.fire_phone_message()
     assert (result.outcome, result.ran) == ("success", ["otp-relay-shop-prod"])
-    assert tenant.fire_phone_message(trigger="hook").reason == "hook ran"
+    assert tenant.fire_phone_message(trigger="hook").outcome == "no-handler"
+    # Off it with phone-message-hook: the hook first, and the provider's action never.
+    route_phone_messages(tenant, "legacy-hook")
+    legacy = tenant.fire_phone_message()
+    assert (legacy.outcome, legacy.reason, legacy.ran) == ("error", "hook ran", ["h"])
+    assert tenant.fire_phone_message(trigger="custom-phone-provider").outcome == "no-handler"
+
+
+@pytest.mark.parametrize(("routing", "fragment"), [
+    ({"sms_factor": False}, "SMS factor is disabled"),
+    ({"message_types": ["voice"]}, "do not include 'sms'"),
+    ({"phone_consolidated_experience": False, "selected_provider": "auth0"},
+     "not 'phone-message-hook'"),
+])
+async def test_nothing_runs_when_the_routing_is_wrong_and_the_reason_says_why(
+        api, tenant, routing, fragment):
+    await _custom_provider(api, tenant)
+    tenant.set_phone(**routing)
+    result = tenant.fire_phone_message()
+    assert (result.outcome, result.ran) == ("no-handler", [])
+    assert fragment in result.reason
+
+
+async def test_an_unbound_custom_phone_provider_action_never_runs(api, tenant):
+    await _custom_provider(api, tenant)
+    await _bind(api, "custom-phone-provider")
+    result = tenant.fire_phone_message()
+    assert result.outcome == "no-handler" and "no deployed action bound" in result.reason
 
 
 async def test_time_limit_and_broken_code_are_errors(api, tenant):
     tenant.set_runner_timeout(1.0)
-    await _custom_provider(api, code="exports.onExecuteCustomPhoneProvider = () => "
-                                     "new Promise(() => {});")
+    await _custom_provider(api, tenant, code="exports.onExecuteCustomPhoneProvider = () => "
+                                             "new Promise(() => {});")
     hung = tenant.fire_phone_message()
     assert (hung.outcome, hung.reason) == ("error", "timed out after 1000 ms")
-    broken = await deployed_action(api, "broken", "send-phone-message", "exports.x = ;")
-    await api.patch("/actions/triggers/send-phone-message/bindings", json={"bindings": [
-        {"ref": {"type": "action_id", "value": broken["id"]}}]})
+    broken = await deployed_action(api, "broken", "send-phone-message", "null.x;")
+    await _bind(api, "send-phone-message", broken["id"])
+    route_phone_messages(tenant, "send-phone-message")
     result = tenant.fire_phone_message(trigger="send-phone-message")
     assert result.outcome == "error"
-    assert "Unexpected token" in result.reason
+    assert "Cannot read properties of null" in result.reason
 
 
 async def test_code_reaches_sandbox_https_servers_through_the_sandbox_ca(api, tenant):
@@ -157,10 +210,7 @@ exports.onExecuteCustomPhoneProvider = async (event, api) => {
   const response = await fetch(event.secrets.RELAY_URL + '/api/v2/hooks');
   api.notification.retry('status ' + response.status);
 };"""
-    action = await deployed_action(api, "probe", "custom-phone-provider", probe,
-                                   {"RELAY_URL": tenant.base_url})
-    assert action["deployed_version"]
-    await api.post("/branding/phone/providers", json=CUSTOM)
+    await _custom_provider(api, tenant, code=probe, secrets={"RELAY_URL": tenant.base_url})
     result = tenant.fire_phone_message()
     assert (result.outcome, result.reason) == ("retry", "status 401")
 
@@ -168,12 +218,12 @@ exports.onExecuteCustomPhoneProvider = async (event, api) => {
 async def test_tenant_port_serves_the_sandbox_phone_message_endpoint(api, tenant):
     import httpx  # noqa: PLC0415
 
-    await _custom_provider(api)
-    async with httpx.AsyncClient(timeout=30) as http:
+    await _custom_provider(api, tenant)
+    async with httpx.AsyncClient(timeout=30, verify=tenant.ssl_context) as http:
         answer = await http.post(f"{tenant.base_url}/__sandbox/phone-message", json={
             "recipient": "+6591234567", "text": "Your code is 333333", "code": "333333"})
         invalid = await http.post(f"{tenant.base_url}/__sandbox/phone-message",
-                                  json={"recipient": "91234567", "text": "x"})
+                                  json={"recipient": "call me maybe", "text": "x"})
     assert answer.status_code == 200
     assert answer.json()["outcome"] == "drop"
     assert invalid.status_code == 400

@@ -78,6 +78,7 @@ def test_default_render(helm: Helm) -> None:
     assert kinds == sorted([
         "CustomResourceDefinition", "CustomResourceDefinition", "CustomResourceDefinition",
         "ServiceAccount", "ClusterRole", "ClusterRole", "ClusterRole", "ClusterRoleBinding", "Deployment", "Service",
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
     ])
     crd_names = {o["metadata"]["name"] for o in by_kind(objects, "CustomResourceDefinition")}
     assert crd_names == {"otpchannels.otprelay.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"}

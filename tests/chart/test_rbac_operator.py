@@ -77,6 +77,7 @@ def test_operator_brings_a_channel_to_ready_as_the_chart_service_account(
             operator.start()
 
             tenant = auth0_tenant()
+            tenant.route_phone_messages_to("phone-provider")
             credentials = tenant.clients[0]
             make_secret(k8s_api, channels_ns, "auth0-mgmt",
                         {"client_id": credentials.client_id, "client_secret": credentials.client_secret})

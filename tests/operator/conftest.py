@@ -67,8 +67,11 @@ def run_operator(kubeconfig: Path, ssl_cert_file: Path, otpchannel_crd: dict, au
 @pytest.fixture
 def setup_channel(k8s_api: client.ApiClient, auth0_tenant: Callable[..., Auth0Tenant],
                   sms_emulator: EightByEightEmulator) -> Callable[..., ChannelSetup]:
-    def create(namespace: str, name: str = "prod", tenant: Auth0Tenant | None = None) -> ChannelSetup:
-        tenant = tenant or auth0_tenant()
+    def create(namespace: str, name: str = "prod", tenant: Auth0Tenant | None = None,
+               integration: str = "phone-provider") -> ChannelSetup:
+        if tenant is None:
+            tenant = auth0_tenant()
+            tenant.route_phone_messages_to(integration)  # a tenant set up the real way
         credentials = tenant.clients[0]
         make_secret(k8s_api, namespace, "auth0-mgmt",
                     {"client_id": credentials.client_id, "client_secret": credentials.client_secret})

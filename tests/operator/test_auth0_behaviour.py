@@ -75,6 +75,7 @@ def test_auth0_errors_give_reasons_and_bounded_retries(k8s_api, namespace, run_o
         tenant = auth0_tenant(clients=[make_client(scopes=("read:actions",))])
     else:
         tenant = auth0_tenant()
+    tenant.route_phone_messages_to("phone-provider")
     ch = setup_channel(namespace, tenant=tenant)
     real = tenant.clients[0]
     if fault == "bad-secret":

@@ -23,7 +23,7 @@ from auth0.management.client import AsyncAuth0
 from auth0.management.core.api_error import ApiError
 from auth0.management.core.parse_error import ParsingError
 
-from .errors import (UNAUTHORIZED, UNAVAILABLE, Auth0Error, error_for_response, rate_limit_reset,
+from .errors import (UNAVAILABLE, Auth0Error, error_for_response, rate_limit_reset,
                      redact)
 from .model import Auth0Credentials
 
@@ -201,10 +201,9 @@ class ManagementApi:
                     error = error_for_response(status, exc.body, headers, now=time.time(), what=what,
                                                domain=self.credentials.domain, missing=missing_scopes)
                     if status == 401:
-                        error = Auth0Error(UNAUTHORIZED, error.message
-                                           + " (a fresh token was rejected too)")
+                        error.message += " (a fresh token was rejected too)"
                     raise Auth0Error(error.reason, redact(error.message, self._secrets),
-                                     error.retry_after) from None
+                                     error.retry_after, status, error.error_code) from None
                 log.debug("Auth0 %s answered %s; retrying in %.2f s", what, status, wait)
                 await asyncio.sleep(wait)
             except ParsingError:

@@ -16,7 +16,8 @@ RATE_LIMITED: Final = "Auth0RateLimited"
 UNAVAILABLE: Final = "Auth0Unavailable"
 CONFLICT: Final = "Auth0Conflict"
 INVALID: Final = "Auth0Invalid"
-REASONS: Final = (UNAUTHORIZED, FORBIDDEN, RATE_LIMITED, UNAVAILABLE, CONFLICT, INVALID)
+BUILD_FAILED: Final = "Auth0BuildFailed"
+REASONS: Final = (UNAUTHORIZED, FORBIDDEN, RATE_LIMITED, UNAVAILABLE, CONFLICT, INVALID, BUILD_FAILED)
 
 _MAX_DETAIL = 300
 _EXPECTED_SCOPES = re.compile(r"expected (?:any|all) of:\s*([\w:, ]+)", re.IGNORECASE)
@@ -25,13 +26,16 @@ _EXPECTED_SCOPES = re.compile(r"expected (?:any|all) of:\s*([\w:, ]+)", re.IGNOR
 class Auth0Error(Exception):
     """An Auth0 operation failed; `reason` is one of REASONS, `retry_after` in seconds if known."""
 
-    def __init__(self, reason: str, message: str, retry_after: float | None = None) -> None:
+    def __init__(self, reason: str, message: str, retry_after: float | None = None,
+                 status: int | None = None, error_code: str | None = None) -> None:
         if reason not in REASONS:
             raise ValueError(f"unknown Auth0 error reason {reason!r}")
         super().__init__(message)
         self.reason = reason
         self.message = message
         self.retry_after = retry_after
+        self.status = status  # Auth0's HTTP status and errorCode, when it answered
+        self.error_code = error_code
 
     def __str__(self) -> str:
         return f"{self.reason}: {self.message}"
@@ -90,6 +94,16 @@ def scopes_named_in(body: Any) -> list[str]:
 def error_for_response(status: int, body: Any, headers: Mapping[str, str], *, now: float,
                        what: str, domain: str, missing: Iterable[str] = ()) -> Auth0Error:
     """Map Auth0's answer `status`/`body` to our request `what` (e.g. "PATCH action") to an error."""
+    error = _error_for_response(status, body, headers, now=now, what=what, domain=domain,
+                                missing=missing)
+    error.status = status
+    code = body.get("errorCode") if isinstance(body, Mapping) else None
+    error.error_code = str(code) if code else None
+    return error
+
+
+def _error_for_response(status: int, body: Any, headers: Mapping[str, str], *, now: float,
+                        what: str, domain: str, missing: Iterable[str]) -> Auth0Error:
     detail = _detail(body)
     if status == 401:
         return Auth0Error(UNAUTHORIZED, f"Auth0 tenant {domain} rejected the client credentials "

@@ -11,8 +11,9 @@ from auth0.management.types import (ActionBindingRef, ActionBindingWithRef, Acti
                                     CustomProviderCredentials)
 
 from .client import ManagementApi
-from .model import (ACTION_RUNTIME, CUSTOM_PROVIDER, HOOK_TRIGGER, PROVIDER_DELIVERY_METHODS,
-                    BindingRef, ObservedAction, ObservedBinding, ObservedHook, ObservedProvider)
+from .model import (ACTION_RUNTIME, CUSTOM_PROVIDER, HOOK_TRIGGER, BindingRef, ObservedAction,
+                    ObservedBinding, ObservedHook, ObservedProvider)
+from .routing import SMS, ObservedRouting
 from .templates import parse_marker
 
 _PAGE = 50
@@ -22,6 +23,12 @@ _MAX_PAGES = 20  # 1000 objects per trigger is far beyond any real tenant
 def _owner(code: str | None) -> str | None:
     marker = parse_marker(code)
     return marker.owner if marker else None
+
+
+def _build_errors(raw: Any) -> tuple[str, ...]:
+    errors = getattr(raw, "errors", None) or (getattr(raw, "model_extra", None) or {}).get("errors")
+    return tuple(str(e.get("msg") if isinstance(e, Mapping) else getattr(e, "msg", e))
+                 for e in errors or ())
 
 
 def _action(raw: Any) -> ObservedAction:
@@ -34,6 +41,8 @@ def _action(raw: Any) -> ObservedAction:
         secret_names=frozenset(s.name for s in (raw.secrets or []) if s.name),
         status=raw.status,
         deployed_version=int(number) if number is not None else None,
+        deployed_version_id=getattr(deployed, "id", None) if deployed is not None else None,
+        build_errors=_build_errors(raw),
         deployed_code=getattr(deployed, "code", None) if deployed is not None else None,
         all_changes_deployed=bool(raw.all_changes_deployed),
         owner=_owner(raw.code),
@@ -94,11 +103,12 @@ class Gateway:
         await self.api.call("PATCH action", lambda: self.sdk.actions.update(action_id, **fields),
                             write=True)
 
-    async def deploy_action(self, action_id: str) -> int | None:
+    async def deploy_action(self, action_id: str) -> tuple[str | None, int | None]:
+        """Starts a deploy (Auth0 finishes it later); the new version's id and number."""
         raw = await self.api.call("POST action deploy", lambda: self.sdk.actions.deploy(action_id),
                                   write=True)
         number = getattr(raw, "number", None)
-        return int(number) if number is not None else None
+        return getattr(raw, "id", None), int(number) if number is not None else None
 
     async def delete_action(self, action_id: str, *, force: bool = False) -> bool:
         done = await self.api.call("DELETE action", lambda: self._delete_action(action_id, force),
@@ -139,22 +149,61 @@ class Gateway:
         raw = await self.api.call("GET phone providers", lambda: self.sdk.branding.phone.providers.list())
         return [_provider(p) for p in (raw.providers or [])] if raw is not None else []
 
-    async def create_custom_phone_provider(self) -> ObservedProvider:
+    async def create_custom_phone_provider(self, methods: Sequence[str]) -> ObservedProvider:
         raw = await self.api.call("POST phone provider", lambda: self.sdk.branding.phone.providers.create(
             name=CUSTOM_PROVIDER, disabled=False, credentials=CustomProviderCredentials(),
-            configuration=CustomProviderConfiguration(delivery_methods=list(PROVIDER_DELIVERY_METHODS)),
+            configuration=CustomProviderConfiguration(delivery_methods=list(methods)),
         ), write=True)
         return _provider(raw)
 
-    async def update_to_custom_phone_provider(self, provider_id: str) -> None:
+    async def update_to_custom_phone_provider(self, provider_id: str, methods: Sequence[str]) -> None:
         await self.api.call("PATCH phone provider", lambda: self.sdk.branding.phone.providers.update(
             provider_id, name=CUSTOM_PROVIDER, disabled=False, credentials=CustomProviderCredentials(),
-            configuration=CustomProviderConfiguration(delivery_methods=list(PROVIDER_DELIVERY_METHODS)),
+            configuration=CustomProviderConfiguration(delivery_methods=list(methods)),
         ), write=True)
 
     async def delete_phone_provider(self, provider_id: str) -> None:
         await self.api.call("DELETE phone provider",
                             lambda: self.sdk.branding.phone.providers.delete(provider_id), write=True)
+
+    # --- phone routing (tenant settings and the MFA phone factor) -----------------------------
+
+    async def read_routing(self) -> ObservedRouting:
+        """Three reads, four off the Unified Phone Experience (the legacy provider is 403 on it)."""
+        settings = await self.api.call("GET tenant settings", lambda: self.sdk.tenants.settings.get(
+            fields="phone_consolidated_experience", include_fields=True))
+        # Auth0 leaves the flag out for tenants that never changed it; new tenants are on UPE.
+        flag = getattr(settings, "phone_consolidated_experience", None) if settings else None
+        upe = True if flag is None else bool(flag)
+        factors = await self.api.call("GET guardian factors", lambda: self.sdk.guardian.factors.list())
+        sms = any(getattr(f, "name", None) == SMS and getattr(f, "enabled", False) for f in factors or ())
+        types = await self.api.call("GET phone message types",
+                                    lambda: self.sdk.guardian.factors.phone.get_message_types())
+        selected = await self.selected_provider() if not upe else None
+        return ObservedRouting(upe=upe, sms_factor=sms,
+                               message_types=tuple(str(t) for t in getattr(types, "message_types", None) or ()),
+                               selected_provider=selected)
+
+    async def selected_provider(self) -> str | None:
+        raw = await self.api.call("GET guardian phone provider",
+                                  lambda: self.sdk.guardian.factors.phone.get_selected_provider())
+        return str(getattr(raw, "provider", None) or "") or None
+
+    async def set_phone_experience(self, on: bool) -> None:
+        await self.api.call("PATCH tenant settings", lambda: self.sdk.tenants.settings.update(
+            phone_consolidated_experience=on), write=True)
+
+    async def set_sms_factor(self, enabled: bool) -> None:
+        await self.api.call("PUT guardian factor sms",
+                            lambda: self.sdk.guardian.factors.set(SMS, enabled=enabled), write=True)
+
+    async def set_message_types(self, types: Sequence[str]) -> None:
+        await self.api.call("PUT phone message types", lambda: self.sdk.guardian.factors.phone.set_message_types(
+            message_types=list(types)), write=True)
+
+    async def set_selected_provider(self, provider: str) -> None:
+        await self.api.call("PUT guardian phone provider", lambda: self.sdk.guardian.factors.phone.set_provider(
+            provider=provider), write=True)  # type: ignore[arg-type]
 
     # --- hooks ---------------------------------------------------------------------------------
 

@@ -24,7 +24,6 @@ SECRET_NAMES = (RELAY_URL_SECRET, SIGNING_KEY_SECRET)
 
 ACTION_RUNTIME = "node22"
 CUSTOM_PROVIDER = "custom"
-PROVIDER_DELIVERY_METHODS = ("text",)
 HOOK_TRIGGER = "send-phone-message"
 
 # Auth0 trigger and its version for each action-based integration.
@@ -33,16 +32,22 @@ ACTION_TRIGGERS: dict[Integration, tuple[str, str]] = {
     "send-phone-message": ("send-phone-message", "v2"),
 }
 
-# Scopes each operation needs, checked against the token's grant before any request.
+# Scopes each operation needs, checked against the token's grant before any request. Every
+# ensure also reads the phone routing (tenant settings, MFA phone factor).
+ROUTING_READ_SCOPES = frozenset({"read:tenant_settings", "read:guardian_factors"})
+# With spec.auth0.manageRouting the operator changes them (and puts them back on removal).
+ROUTING_WRITE_SCOPES = frozenset({"update:tenant_settings", "update:guardian_factors"})
 REQUIRED_SCOPES: dict[tuple[Integration, str], frozenset[str]] = {
     ("phone-provider", "ensure"): frozenset(
         {"read:actions", "create:actions", "update:actions",
-         "read:phone_providers", "create:phone_providers", "update:phone_providers"}),
+         "read:phone_providers", "create:phone_providers", "update:phone_providers"}) | ROUTING_READ_SCOPES,
     ("phone-provider", "remove"): frozenset(
-        {"read:actions", "delete:actions", "read:phone_providers", "delete:phone_providers"}),
-    ("send-phone-message", "ensure"): frozenset({"read:actions", "create:actions", "update:actions"}),
+        {"read:actions", "update:actions", "delete:actions", "read:phone_providers",
+         "delete:phone_providers"}),
+    ("send-phone-message", "ensure"): frozenset({"read:actions", "create:actions", "update:actions"})
+    | ROUTING_READ_SCOPES,
     ("send-phone-message", "remove"): frozenset({"read:actions", "update:actions", "delete:actions"}),
-    ("legacy-hook", "ensure"): frozenset({"read:hooks", "create:hooks", "update:hooks"}),
+    ("legacy-hook", "ensure"): frozenset({"read:hooks", "create:hooks", "update:hooks"}) | ROUTING_READ_SCOPES,
     ("legacy-hook", "remove"): frozenset({"read:hooks", "delete:hooks"}),
 }
 
@@ -85,6 +90,10 @@ class DesiredIntegration:
     relay_url: str
     signing_key: str = field(repr=False)
     replace_foreign_provider: bool = False
+    # Replace an action bound to custom-phone-provider that no channel owns.
+    replace_foreign_action: bool = False
+    # Change the tenant's phone routing (recorded, restored on removal) instead of reporting it.
+    manage_routing: bool = False
 
     def __post_init__(self) -> None:
         if not _OWNER.match(self.owner or ""):
@@ -163,8 +172,7 @@ def build_target(desired: DesiredIntegration, code: str, hash_key: bytes) -> Tar
     else:
         settings |= {"trigger": list(ACTION_TRIGGERS[desired.integration]), "runtime": ACTION_RUNTIME}
     if desired.integration == "phone-provider":
-        settings["provider"] = {"name": CUSTOM_PROVIDER,
-                                "delivery_methods": list(PROVIDER_DELIVERY_METHODS)}
+        settings["provider"] = {"name": CUSTOM_PROVIDER}
     settings |= {"code_sha256": hashlib.sha256(code.encode()).hexdigest(),
                  "secret_names": sorted(secrets), "secrets_hash": hashed}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
@@ -185,6 +193,8 @@ class ObservedAction:
     deployed_code: str | None
     all_changes_deployed: bool
     owner: str | None  # from the marker in `code`
+    deployed_version_id: str | None = None
+    build_errors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -222,6 +232,7 @@ class Recorded:
     deployed_version: int | None = None
     secrets_hash: str | None = None
     fingerprint: str | None = None
+    routing_changes: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_status(cls, status: Mapping[str, Any] | None) -> Recorded | None:
@@ -236,6 +247,7 @@ class Recorded:
             deployed_version=int(version) if isinstance(version, (int, float, str)) and str(version).isdigit() else None,
             secrets_hash=status.get("secretsHash"),
             fingerprint=status.get("fingerprint"),
+            routing_changes=dict(status.get("routingChanges") or {}),
         )
 
 
@@ -272,13 +284,6 @@ def pick_own_action(actions: Sequence[ObservedAction], target: Target,
     same_name = [a for a in actions if a.name == target.name and a not in own]
     if same_name:
         return Conflict(describe_holder("action", same_name[0].name, same_name[0].owner))
-    if target.integration == "phone-provider":
-        # Auth0 allows one action on custom-phone-provider per tenant: any other one holds it.
-        others = [a for a in actions if a not in own]
-        if others:
-            return Conflict(describe_holder("custom-phone-provider action", others[0].name,
-                                            others[0].owner)
-                            + "; the tenant has one phone provider action")
     by_name = [a for a in own if a.name == target.name]
     return (by_name or own or [None])[0]
 
@@ -348,6 +353,36 @@ def binding_conflict(bindings: Sequence[ObservedBinding], owners: Mapping[str, s
     return None
 
 
+def foreign_provider_binding(bindings: Sequence[ObservedBinding], owners: Mapping[str, str | None],
+                             target: Target, own_ids: Iterable[str]) -> Conflict | None:
+    """Auth0 runs the one action bound to custom-phone-provider: a foreign one is replaced only
+    when the channel says so, another channel's never."""
+    mine = set(own_ids)
+    for binding in bindings:
+        if binding.action_id in mine:
+            continue
+        name = binding.action_name or binding.action_id or "?"
+        holder = owners.get(binding.action_id or "")
+        if holder and holder != target.owner:
+            return Conflict(describe_holder("the action bound to custom-phone-provider", name, holder)
+                            + "; a tenant runs one phone provider action")
+        if not holder and not target.desired.replace_foreign_action:
+            return Conflict(
+                f"custom-phone-provider already runs action {name!r}, which otp-relay-operator does "
+                "not manage (a tenant runs one phone provider action): remove it (Dashboard: "
+                "Branding > Phone Provider > Custom > Reset) or set "
+                "spec.auth0.replaceForeignAction: true to replace it")
+    return None
+
+
+def plan_provider_binding(bindings: Sequence[ObservedBinding], action_id: str,
+                          display_name: str) -> list[BindingRef] | None:
+    """Exactly our action on custom-phone-provider; None when that is already so."""
+    if [b.action_id for b in bindings] == [action_id]:
+        return None
+    return [BindingRef(action_id, display_name)]
+
+
 def plan_binding_add(bindings: Sequence[ObservedBinding], action_id: str,
                      display_name: str) -> list[BindingRef] | None:
     """The full list to PATCH (every binding kept, ours appended), None if already bound."""
@@ -377,7 +412,8 @@ class ProviderPlan:
 
 
 def plan_provider(providers: Sequence[ObservedProvider], replace_foreign: bool,
-                  in_sync: bool, recorded_id: str | None = None) -> ProviderPlan | Conflict:
+                  in_sync: bool, recorded_id: str | None = None,
+                  methods: Sequence[str] = ("text",)) -> ProviderPlan | Conflict:
     """A provider record we created and someone switched to another type is drift we repair;
     a foreign provider is only replaced when the channel says so."""
     if not providers:
@@ -396,8 +432,9 @@ def plan_provider(providers: Sequence[ObservedProvider], replace_foreign: bool,
     repaired: list[str] = []
     if current.disabled:
         repaired.append("phone provider was disabled")
-    if tuple(current.delivery_methods) != PROVIDER_DELIVERY_METHODS:
-        repaired.append("phone provider delivery methods were changed")
+    if tuple(current.delivery_methods) != tuple(methods):
+        repaired.append(f"phone provider delivery methods set to {list(methods)} (the MFA phone "
+                        "message types need them)")
     return ProviderPlan(update=bool(repaired), repaired=tuple(repaired))
 
 

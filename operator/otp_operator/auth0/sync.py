@@ -10,20 +10,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from . import routing
 from .client import ManagementApi, RetryPolicy
-from .errors import CONFLICT, FORBIDDEN, INVALID, UNAVAILABLE, Auth0Error
+from .errors import BUILD_FAILED, CONFLICT, FORBIDDEN, UNAVAILABLE, Auth0Error
 from .gateway import Gateway
 from .model import (ACTION_TRIGGERS, CUSTOM_PROVIDER, INTEGRATIONS, REQUIRED_SCOPES,
-                    Auth0Credentials, Conflict, DesiredIntegration, Integration, ObservedAction,
-                    Recorded, Target, binding_conflict, build_target, describe_holder, is_ours,
-                    missing_scopes, pick_own_action, pick_own_hook, plan_action, plan_binding_add,
-                    plan_binding_removal, plan_hook, plan_provider, recorded_matches,
-                    validate_name)
+                    ROUTING_WRITE_SCOPES, Auth0Credentials, Conflict, DesiredIntegration,
+                    Integration, ObservedAction, Recorded, Target, binding_conflict, build_target,
+                    describe_holder, foreign_provider_binding, is_ours, missing_scopes,
+                    pick_own_action, pick_own_hook, plan_action, plan_binding_add,
+                    plan_binding_removal, plan_hook, plan_provider, plan_provider_binding,
+                    recorded_matches, validate_name)
+from .routing import ObservedRouting, RoutingVerdict
 from .templates import render
+
+PROVIDER_TRIGGER = ACTION_TRIGGERS["phone-provider"][0]
+# Polling a build or a deploy: gentle on the tenant's rate limit (free tenants allow about two
+# Management API requests per second); builds and deploys take seconds on Auth0.
+POLL_FIRST, POLL_MAX = 0.5, 2.0
+# Right after our own deploy Auth0 may still answer as if the version were not deployed.
+NOT_DEPLOYED_YET = "custom_email_provider_deployed_action_not_found"
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +51,7 @@ class SyncResult:
     created: bool = False
     updated: list[str] = field(default_factory=list)
     writes: int = 0
+    routing: RoutingVerdict | None = None
 
     def as_status(self) -> dict[str, Any]:
         """The dict for status.auth0 (camelCase), as `Recorded.from_status` reads it back."""
@@ -55,6 +66,8 @@ class SyncResult:
             status["deployedVersion"] = self.deployed_version
         status["secretsHash"] = self.secrets_hash
         status["fingerprint"] = self.fingerprint
+        if self.routing is not None and self.routing.changed:
+            status["routingChanges"] = dict(self.routing.changed)
         return status
 
 
@@ -66,11 +79,15 @@ class Auth0Sync:
     """One per tenant and credentials; reusable across ensure/remove calls (keeps the token)."""
 
     def __init__(self, credentials: Auth0Credentials, *, policy: RetryPolicy | None = None,
-                 build_timeout: float = 30.0) -> None:
+                 build_timeout: float = 30.0, deploy_timeout: float = 60.0,
+                 settle_timeout: float = 15.0) -> None:
         self.credentials = credentials
         self.api = ManagementApi(credentials, policy)
         self.gateway = Gateway(self.api)
         self.build_timeout = build_timeout
+        self.deploy_timeout = deploy_timeout
+        # How long a 409 / "deployed action not found" right after our deploy is waited out.
+        self.settle_timeout = settle_timeout
         # Keyed with the client secret, so status readers cannot test guesses of the values.
         self._hash_key = credentials.client_secret.encode()
 
@@ -93,7 +110,7 @@ class Auth0Sync:
     async def ensure(self, desired: DesiredIntegration,
                      recorded: Mapping[str, Any] | None = None) -> SyncResult:
         self.api.add_secret(desired.signing_key)
-        await self._check_scopes(desired.integration, "ensure")
+        await self._check_scopes(desired.integration, "ensure", desired.manage_routing)
         target = build_target(desired, render(desired.integration, desired.owner), self._hash_key)
         previous = Recorded.from_status(recorded)
         if previous is not None and previous.integration not in (None, desired.integration):
@@ -113,38 +130,84 @@ class Auth0Sync:
         if integration not in INTEGRATIONS:
             raise ValueError(f"integration must be one of {', '.join(INTEGRATIONS)}, got {integration!r}")
         validate_name(name)
-        await self._check_scopes(integration, "remove")
+        changed = (recorded or {}).get("routingChanges") or {}
+        await self._check_scopes(integration, "remove", bool(changed))
         previous = Recorded.from_status(recorded)
+        removed = await self._restore_routing(changed)
         if integration == "legacy-hook":
-            return await self._remove_hook(owner, name, previous)
-        return await self._remove_action(owner, integration, name, previous)
+            return removed + await self._remove_hook(owner, name, previous)
+        return removed + await self._remove_action(owner, integration, name, previous)
 
     # --- phone-provider ------------------------------------------------------------------------
 
     async def _ensure_phone_provider(self, target: Target, recorded: Recorded | None) -> SyncResult:
         gw = self.gateway
-        actions = await gw.list_actions(target.trigger[0])
+        actions = await gw.list_actions(PROVIDER_TRIGGER)
         own = pick_own_action(actions, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
+        bindings = await gw.list_bindings(PROVIDER_TRIGGER)
+        conflict = foreign_provider_binding(bindings, {a.id: a.owner for a in actions}, target,
+                                            [own.id] if own else [])
+        if conflict is not None:
+            raise _refuse(conflict, self.credentials.domain)
         providers = await gw.list_phone_providers()
+        observed = await gw.read_routing()
+        methods = routing.delivery_methods(observed)
         provider_plan = plan_provider(providers, target.desired.replace_foreign_provider,
                                       recorded_matches(target, recorded),
-                                      recorded.provider_id if recorded else None)
+                                      recorded.provider_id if recorded else None, methods)
         if isinstance(provider_plan, Conflict):
             raise _refuse(provider_plan, self.credentials.domain)
-        action_id, version, repaired, updated, created = await self._apply_action(target, own, recorded)
+        action_id, version, repaired, updated, created, deployed_now = await self._apply_action(
+            target, own, recorded)
+        chain = plan_provider_binding(bindings, action_id, target.name)
+        if chain is not None:
+            await self._settle(deployed_now, "binding the action to custom-phone-provider",
+                               lambda: gw.set_bindings(PROVIDER_TRIGGER, chain))
+            foreign = [b.action_name or b.action_id or "?" for b in bindings if b.action_id != action_id]
+            if foreign:
+                updated.append(f"custom-phone-provider action {', '.join(map(repr, foreign))} replaced")
+            elif not created and recorded_matches(target, recorded):
+                repaired.append("action was unbound from custom-phone-provider")
         provider_id = providers[0].id if providers else None
         if provider_plan.create:
-            provider_id = (await gw.create_custom_phone_provider()).id
+            provider = await self._settle(deployed_now, "creating the custom phone provider",
+                                          lambda: gw.create_custom_phone_provider(methods))
+            provider_id = provider.id
         elif provider_plan.update and provider_id is not None:
-            await gw.update_to_custom_phone_provider(provider_id)
+            pid = provider_id
+            await self._settle(deployed_now, "switching the phone provider to custom",
+                               lambda: gw.update_to_custom_phone_provider(pid, methods))
+        verdict = await self._route(target, observed, recorded)
         return SyncResult(
             integration=target.integration, action_id=action_id, hook_id=None,
             provider_id=provider_id, deployed_version=version, secrets_hash=target.secrets_hash,
             fingerprint=target.fingerprint, created=created,
             repaired=[*repaired, *(() if created else provider_plan.repaired)],
-            updated=[*updated, *provider_plan.updated])
+            updated=[*updated, *provider_plan.updated], routing=verdict)
+
+    async def _settle(self, deployed_now: bool, what: str, request: Any) -> Any:
+        """Run a write that needs our action deployed. Right after our own deploy Auth0 may
+        still answer 409 or "deployed action not found": wait that out (it is not a conflict);
+        if it lasts, report it as transient."""
+        deadline = time.monotonic() + self.settle_timeout
+        pause = 0.25
+        while True:
+            try:
+                return await request()
+            except Auth0Error as error:
+                transient = error.status == 409 or error.error_code == NOT_DEPLOYED_YET
+                if not (deployed_now and transient):
+                    raise
+                if time.monotonic() + pause > deadline:
+                    raise Auth0Error(UNAVAILABLE, f"Auth0 tenant {self.credentials.domain}: "
+                                     f"{what} still failed {self.settle_timeout:.0f} s after our "
+                                     f"deploy ({error.message}); retrying later",
+                                     retry_after=self.settle_timeout) from None
+                log.debug("%s right after deploy: %s; waiting %.2f s", what, error.message, pause)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 2.0)
 
     # --- send-phone-message --------------------------------------------------------------------
 
@@ -159,22 +222,29 @@ class Auth0Sync:
         conflict = binding_conflict(bindings, {a.id: a.owner for a in actions}, target.owner)
         if conflict is not None:
             raise _refuse(conflict, self.credentials.domain)
-        action_id, version, repaired, updated, created = await self._apply_action(target, own, recorded)
+        observed = await gw.read_routing()
+        action_id, version, repaired, updated, created, deployed_now = await self._apply_action(
+            target, own, recorded)
         chain = plan_binding_add(bindings, action_id, target.name)
         if chain is not None:
-            await gw.set_bindings(trigger_id, chain)
+            await self._settle(deployed_now, "binding the action to send-phone-message",
+                               lambda: gw.set_bindings(trigger_id, chain))
             if not created and recorded_matches(target, recorded):
                 repaired.append("action was unbound from send-phone-message")
+        verdict = await self._route(target, observed, recorded)
         return SyncResult(
             integration=target.integration, action_id=action_id, hook_id=None, provider_id=None,
             deployed_version=version, secrets_hash=target.secrets_hash,
-            fingerprint=target.fingerprint, created=created, repaired=repaired, updated=updated)
+            fingerprint=target.fingerprint, created=created, repaired=repaired, updated=updated,
+            routing=verdict)
 
     # --- shared action steps -------------------------------------------------------------------
 
     async def _apply_action(self, target: Target, own: ObservedAction | None,
                             recorded: Recorded | None
-                            ) -> tuple[str, int | None, list[str], list[str], bool]:
+                            ) -> tuple[str, int | None, list[str], list[str], bool, bool]:
+        """Create/update the draft, and when it changed: wait until built, deploy, wait until
+        that version is deployed. The last flag says a deploy happened just now."""
         gw = self.gateway
         plan = plan_action(target, own, recorded)
         if own is None:
@@ -189,30 +259,82 @@ class Auth0Sync:
         version = own.deployed_version if own is not None else None
         if plan.deploy:
             await self._wait_until_built(action_id)
-            version = await gw.deploy_action(action_id)
+            version_id, version = await gw.deploy_action(action_id)
+            await self._wait_until_deployed(action_id, version_id)
         created = own is None and not plan.repaired
-        return action_id, version, list(plan.repaired), list(plan.updated), created
+        return action_id, version, list(plan.repaired), list(plan.updated), created, plan.deploy
 
     async def _wait_until_built(self, action_id: str) -> None:
-        """Deploying a draft that is still building fails; poll with a growing pause."""
-        deadline = time.monotonic() + self.build_timeout
-        pause = 0.1
+        """Deploying a draft that is still building fails: wait for `built`."""
+        def built(action: ObservedAction) -> bool:
+            if action.status == "failed":
+                detail = "; ".join(action.build_errors) or "no detail given"
+                raise Auth0Error(BUILD_FAILED, f"Auth0 tenant {self.credentials.domain}: action "
+                                 f"{action.name!r} failed to build ({detail[:300]}); nothing was "
+                                 "deployed, the previous version keeps serving")
+            return action.status == "built"
+
+        await self._poll_action(action_id, built, "built", self.build_timeout)
+
+    async def _wait_until_deployed(self, action_id: str, version_id: str | None) -> None:
+        """Auth0 answers a deploy before it finished: wait until that version serves."""
+        await self._poll_action(
+            action_id, lambda action: version_id is not None and action.deployed_version_id == version_id,
+            "deployed", self.deploy_timeout)
+
+    async def _poll_action(self, action_id: str, done: Callable[[ObservedAction], bool], state: str,
+                           timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        pause = POLL_FIRST
         while True:
             action = await self.gateway.get_action(action_id)
             if action is None:
                 raise Auth0Error(CONFLICT, f"Auth0 tenant {self.credentials.domain}: action "
-                                 f"{action_id} disappeared while it was being built")
-            if action.status == "built":
+                                 f"{action_id} disappeared before it was {state}")
+            if done(action):
                 return
-            if action.status == "failed":
-                raise Auth0Error(INVALID, f"Auth0 tenant {self.credentials.domain}: action "
-                                 f"{action.name!r} failed to build")
             if time.monotonic() + pause > deadline:
                 raise Auth0Error(UNAVAILABLE, f"Auth0 tenant {self.credentials.domain}: action "
-                                 f"{action.name!r} still {action.status!r} after "
-                                 f"{self.build_timeout:.0f} s", retry_after=self.build_timeout)
+                                 f"{action.name!r} not {state} after {timeout:.0f} s",
+                                 retry_after=timeout)
             await asyncio.sleep(pause)
-            pause = min(pause * 2, 1.0)
+            pause = min(pause * 2, POLL_MAX)
+
+    # --- phone routing -------------------------------------------------------------------------
+
+    async def _route(self, target: Target, observed: ObservedRouting,
+                     recorded: Recorded | None) -> RoutingVerdict:
+        """Check (and with manage_routing, fix) that the tenant routes MFA SMS to our code."""
+        changed: dict[str, Any] = dict(recorded.routing_changes) if recorded else {}
+        remaining = routing.problems(target.integration, observed)
+        if target.desired.manage_routing and remaining:
+            for problem in remaining:
+                before = routing.current_value(observed, problem.key)
+                if problem.key == routing.SELECTED_PROVIDER_KEY and before is None:
+                    before = await self.gateway.selected_provider()  # readable once UPE is off
+                changed.setdefault(problem.key, before)
+                await self._write_routing(problem.key, problem.wanted)
+            remaining = []
+        return routing.verdict(target.integration, target.name, self.credentials.domain,
+                               remaining, changed)
+
+    async def _write_routing(self, key: str, value: Any) -> None:
+        gw = self.gateway
+        if key == routing.UPE_KEY:
+            await gw.set_phone_experience(bool(value))
+        elif key == routing.SMS_FACTOR_KEY:
+            await gw.set_sms_factor(bool(value))
+        elif key == routing.MESSAGE_TYPES_KEY:
+            await gw.set_message_types(list(value))
+        elif key == routing.SELECTED_PROVIDER_KEY and value:
+            await gw.set_selected_provider(str(value))
+
+    async def _restore_routing(self, changed: Mapping[str, Any]) -> list[str]:
+        restored = []
+        for key, value in routing.restore_plan(changed):
+            await self._write_routing(key, value)
+            restored.append(f"tenant phone routing {key} restored to {value!r}")
+        return restored
 
     async def _remove_action(self, owner: str, integration: Integration, name: str,
                              recorded: Recorded | None) -> list[str]:
@@ -226,14 +348,7 @@ class Auth0Sync:
                 log.warning("not removing action %r: %s", name,
                             describe_holder("it", name, action.owner))
         removed: list[str] = []
-        if integration == "phone-provider":
-            providers = await gw.list_phone_providers()
-            recorded_provider = recorded.provider_id if recorded else None
-            for provider in providers:
-                if provider.name == CUSTOM_PROVIDER and (own or provider.id == recorded_provider):
-                    await gw.delete_phone_provider(provider.id)
-                    removed.append(f"phone provider {provider.name} ({provider.id})")
-        elif own:
+        if own:
             bindings = await gw.list_bindings(trigger_id)
             for action in own:
                 chain = plan_binding_removal(bindings, action.id)
@@ -241,6 +356,13 @@ class Auth0Sync:
                     await gw.set_bindings(trigger_id, chain)
                     bindings = [b for b in bindings if b.action_id != action.id]
                     removed.append(f"{trigger_id} binding of {action.name!r}")
+        if integration == "phone-provider":
+            providers = await gw.list_phone_providers()
+            recorded_provider = recorded.provider_id if recorded else None
+            for provider in providers:
+                if provider.name == CUSTOM_PROVIDER and (own or provider.id == recorded_provider):
+                    await gw.delete_phone_provider(provider.id)
+                    removed.append(f"phone provider {provider.name} ({provider.id})")
         for action in own:
             if await gw.delete_action(action.id, force=True):
                 removed.append(f"action {action.name!r} ({action.id})")
@@ -254,6 +376,7 @@ class Auth0Sync:
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
         names = await gw.hook_secret_names(own.id) if own is not None else frozenset()
+        observed = await gw.read_routing()
         plan = plan_hook(target, own, names, recorded)
         hook_id = own.id if own is not None else (await gw.create_hook(target.name, target.code)).id
         secret_writes = plan.add_secrets or plan.change_secrets or plan.delete_secrets
@@ -274,7 +397,7 @@ class Auth0Sync:
             integration=target.integration, action_id=None, hook_id=hook_id, provider_id=None,
             deployed_version=None, secrets_hash=target.secrets_hash, fingerprint=target.fingerprint,
             created=plan.create and not plan.repaired, repaired=list(plan.repaired),
-            updated=list(plan.updated))
+            updated=list(plan.updated), routing=await self._route(target, observed, recorded))
 
     async def _remove_hook(self, owner: str, name: str, recorded: Recorded | None) -> list[str]:
         recorded_id = recorded.hook_id if recorded else None
@@ -291,10 +414,14 @@ class Auth0Sync:
 
     # --- scopes --------------------------------------------------------------------------------
 
-    async def _check_scopes(self, integration: Integration, operation: str) -> None:
+    async def _check_scopes(self, integration: Integration, operation: str,
+                            routing_writes: bool = False) -> None:
         """Refuse before any Management API request when the token lacks scopes we need."""
         await self.api.tokens.token()
-        missing = missing_scopes(REQUIRED_SCOPES[(integration, operation)], self.api.tokens.granted_scopes)
+        required = REQUIRED_SCOPES[(integration, operation)]
+        if routing_writes:
+            required |= ROUTING_WRITE_SCOPES | {"read:tenant_settings", "read:guardian_factors"}
+        missing = missing_scopes(required, self.api.tokens.granted_scopes)
         if missing:
             raise Auth0Error(FORBIDDEN, f"Auth0 tenant {self.credentials.domain}: the client "
                              f"{self.credentials.client_id} lacks scopes needed to {operation} the "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from . import validation as v
 from .clock import Clock, iso
@@ -25,12 +25,19 @@ TRIGGERS: dict[str, tuple[str, ...]] = {
 }
 RUNTIMES = ("node12", "node16", "node18", "node18-actions", "node22")
 DEFAULT_RUNTIME = "node22"
+# Packages the emulated build can install (there is no npm here); any other dependency fails
+# the build as an unknown package would on a real tenant.
+KNOWN_PACKAGES = frozenset({"axios", "lodash", "uuid", "node-fetch", "libphonenumber-js",
+                            "twilio", "@aws-sdk/client-sns"})
+# Only one action may be bound to these (Auth0 runs exactly one provider action).
+SINGLE_BINDING_TRIGGERS = frozenset({"custom-phone-provider", "custom-email-provider"})
 _SECRET_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CREATE_KEYS = frozenset(
     {"name", "supported_triggers", "code", "dependencies", "runtime", "secrets", "modules",
      "deploy"})
 _UPDATE_KEYS = _CREATE_KEYS - {"deploy"}
 NOT_BUILT = "A draft must be in the 'built' state before it can be deployed."
+SyntaxCheck = Callable[[str], "str | None"]
 
 
 @dataclass
@@ -49,6 +56,7 @@ class Version:
     secrets: dict[str, Secret]
     supported_triggers: list[dict[str, str]]
     created_at: float
+    deploy_at: float  # deploys are asynchronous: the version serves from this moment on
 
 
 @dataclass
@@ -63,20 +71,36 @@ class Action:
     created_at: float
     updated_at: float
     built_at: float  # when the current draft finishes (or finished) building
+    clock: Clock = field(repr=False)
+    build_started: float = 0.0
+    build_errors: list[dict[str, str]] = field(default_factory=list)
     versions: list[Version] = field(default_factory=list)
-    deployed_number: int | None = None
 
     def trigger_ids(self) -> set[str]:
         return {t["id"] for t in self.supported_triggers}
 
     def deployed(self) -> Version | None:
-        for version in self.versions:
-            if version.number == self.deployed_number:
-                return version
-        return None
+        """The version that serves now: the newest whose asynchronous deploy has finished."""
+        now = self.clock()
+        done = [ver for ver in self.versions if ver.deploy_at <= now]
+        return max(done, key=lambda ver: ver.number) if done else None
+
+    def deploying(self) -> bool:
+        now = self.clock()
+        return any(ver.deploy_at > now for ver in self.versions)
 
     def status(self, now: float) -> str:
-        return "built" if now >= self.built_at else "building"
+        """pending -> building -> built | failed, over ``build_seconds``."""
+        if now < self.build_started + (self.built_at - self.build_started) / 3:
+            return "pending"
+        if now < self.built_at:
+            return "building"
+        return "failed" if self.build_errors else "built"
+
+    def all_changes_deployed(self) -> bool:
+        """The draft is what serves, and no deploy is still under way (real tenants say false
+        in the deploy answer)."""
+        return self.draft_matches(self.deployed()) and not self.deploying()
 
     def draft_matches(self, version: Version | None) -> bool:
         if version is None:
@@ -102,9 +126,11 @@ class Binding:
 
 
 class ActionStore:
-    def __init__(self, clock: Clock, build_seconds: float) -> None:
+    def __init__(self, clock: Clock, build_seconds: float, deploy_seconds: float = 0.5) -> None:
         self._clock = clock
         self.build_seconds = build_seconds
+        self.deploy_seconds = deploy_seconds
+        self.build_failure: str | None = None  # a fault: every build fails with this message
         self.actions: dict[str, Action] = {}
         self.bindings: dict[str, list[Binding]] = {}
 
@@ -115,7 +141,20 @@ class ActionStore:
             raise not_found("The action does not exist.", "action_not_found")
         return action
 
-    def create(self, body: Any) -> Action:
+    def _start_build(self, action: Action, now: float, syntax_error: str | None) -> None:
+        action.build_started, action.built_at = now, now + self.build_seconds
+        errors = []
+        if syntax_error:
+            errors.append({"id": "build_error", "msg": syntax_error})
+        if self.build_failure:
+            errors.append({"id": "build_error", "msg": self.build_failure})
+        for dep in action.dependencies:
+            if dep["name"] not in KNOWN_PACKAGES:
+                errors.append({"id": "dependency_error", "msg": f"Failed to install dependency "
+                               f"{dep['name']}@{dep['version']}: package not found"})
+        action.build_errors = errors
+
+    def create(self, body: Any, check: SyntaxCheck = lambda code: None) -> Action:
         data = v.body_object(body, _CREATE_KEYS, required=("name", "supported_triggers"))
         name = v.string(data["name"], "name")
         if any(a.name == name for a in self.actions.values()):
@@ -131,14 +170,16 @@ class ActionStore:
             secrets=_new_secrets(data.get("secrets", []), {}, now),
             created_at=now,
             updated_at=now,
-            built_at=now + self.build_seconds,
+            built_at=now,
+            clock=self._clock,
         )
+        self._start_build(action, now, check(action.code))
         self.actions[action.id] = action
         if data.get("deploy") is True:
             self._make_version(action, now)
         return action
 
-    def update(self, action_id: str, body: Any) -> Action:
+    def update(self, action_id: str, body: Any, check: SyntaxCheck = lambda code: None) -> Action:
         action = self.get(action_id)
         data = v.body_object(body, _UPDATE_KEYS)
         now = self._clock()
@@ -158,7 +199,7 @@ class ActionStore:
         if "secrets" in data:
             action.secrets = _new_secrets(data["secrets"], action.secrets, now)
         action.updated_at = now
-        action.built_at = now + self.build_seconds
+        self._start_build(action, now, check(action.code))
         return action
 
     def delete(self, action_id: str, force: bool) -> None:
@@ -166,7 +207,7 @@ class ActionStore:
         bound = [t for t, chain in self.bindings.items() if any(b.action_id == action.id
                                                                   for b in chain)]
         if bound and not force:
-            raise bad_request(
+            raise conflict(
                 f"The action is bound to the trigger(s) {', '.join(sorted(bound))}; remove the "
                 "bindings first or delete with force=true.")
         for trigger in bound:
@@ -190,9 +231,9 @@ class ActionStore:
             id=str(uuid.uuid4()), number=len(action.versions) + 1, code=old.code,
             runtime=old.runtime, dependencies=list(old.dependencies), secrets=dict(old.secrets),
             supported_triggers=list(old.supported_triggers), created_at=now,
+            deploy_at=now + self.deploy_seconds,
         )
         action.versions.append(version)
-        action.deployed_number = version.number
         return version
 
     def get_version(self, action_id: str, version_id: str) -> Version:
@@ -207,10 +248,9 @@ class ActionStore:
             id=str(uuid.uuid4()), number=len(action.versions) + 1, code=action.code,
             runtime=action.runtime, dependencies=list(action.dependencies),
             secrets=dict(action.secrets), supported_triggers=list(action.supported_triggers),
-            created_at=now,
+            created_at=now, deploy_at=now + self.deploy_seconds,
         )
         action.versions.append(version)
-        action.deployed_number = version.number
         action.updated_at = now
         return version
 
@@ -229,7 +269,6 @@ class ActionStore:
         _known_trigger(trigger_id)
         data = v.body_object(body, frozenset({"bindings"}), required=("bindings",))
         current = {b.id: b for b in self.bindings.get(trigger_id, [])}
-        by_action = {b.action_id: b for b in current.values()}
         now = self._clock()
         chain: list[Binding] = []
         for index, item in enumerate(v.array(data["bindings"], "bindings")):
@@ -254,17 +293,17 @@ class ActionStore:
             if trigger_id not in action.trigger_ids():
                 raise bad_request(f"Action '{action.name}' does not support trigger "
                                   f"'{trigger_id}'.")
-            if any(b.action_id == action.id for b in chain):
-                raise bad_request(f"Action '{action.name}' is bound more than once.")
-            existing = by_action.get(action.id)
+            existing = current.get(value) if kind == "binding_id" else None
             display = entry.get("display_name", existing.display_name if existing
                                 else action.name)
+            # Every PATCH issues new binding ids, even for bindings that stay.
             chain.append(Binding(
-                id=existing.id if existing else str(uuid.uuid4()),
-                trigger_id=trigger_id, action_id=action.id,
+                id=str(uuid.uuid4()), trigger_id=trigger_id, action_id=action.id,
                 display_name=v.string(display, f"bindings[{index}].display_name"),
-                created_at=existing.created_at if existing else now, updated_at=now,
+                created_at=now, updated_at=now,
             ))
+        if trigger_id in SINGLE_BINDING_TRIGGERS and len(chain) > 1:
+            raise bad_request(f"Only one action can be bound to the trigger '{trigger_id}'.")
         self.bindings[trigger_id] = chain
         return list(chain)
 
@@ -272,6 +311,9 @@ class ActionStore:
         if action is None:
             raise not_found(f"Action '{ref}' not found.", "action_not_found")
         if action.deployed() is None:
+            if action.deploying():  # right after a deploy, before it finished
+                raise conflict(f"Action '{action.name}' has no deployed version yet; the "
+                               "deployment is still in progress.")
             raise bad_request(f"Action '{action.name}' must be deployed before it can be "
                               "bound.")
         return action
@@ -280,48 +322,59 @@ class ActionStore:
     def action_json(self, action: Action) -> dict[str, Any]:
         now = self._clock()
         status = action.status(now)
+        deployed = action.deployed()
         data: dict[str, Any] = {
             "id": action.id,
             "name": action.name,
             "supported_triggers": action.supported_triggers,
-            "all_changes_deployed": action.draft_matches(action.deployed()),
             "created_at": iso(action.created_at),
             "updated_at": iso(action.updated_at),
             "code": action.code,
             "dependencies": action.dependencies,
             "runtime": action.runtime,
-            "secrets": _secrets_json(action.secrets),
             "status": status,
+            "secrets": _secrets_json(action.secrets),
         }
-        if status == "built":
-            data["built_at"] = iso(action.built_at)
-        deployed = action.deployed()
+        if status == "failed":
+            data["errors"] = action.build_errors
+        if action.versions:
+            latest = max(action.versions, key=lambda ver: ver.number)
+            data["current_version"] = {
+                "id": latest.id, "code": latest.code, "runtime": latest.runtime,
+                "status": "BUILT", "number": latest.number,
+                "build_time": iso(latest.created_at), "created_at": iso(latest.created_at),
+                "updated_at": iso(latest.created_at)}
         if deployed is not None:
-            data["deployed_version"] = self.version_json(action, deployed)
+            data["deployed_version"] = self._version_fields(action, deployed)
+            data["deployed_version"]["built_at"] = iso(deployed.created_at)
+        data["all_changes_deployed"] = action.all_changes_deployed()
         return data
 
-    def version_json(self, action: Action, version: Version) -> dict[str, Any]:
+    def _version_fields(self, action: Action, version: Version) -> dict[str, Any]:
+        deployed = action.deployed()
         return {
-            "id": version.id,
-            "action_id": action.id,
             "code": version.code,
             "dependencies": version.dependencies,
-            "deployed": version.number == action.deployed_number,
-            "runtime": version.runtime,
+            "id": version.id,
+            "deployed": deployed is not None and deployed.number == version.number,
+            "number": version.number,
             "secrets": _secrets_json(version.secrets),
             "status": "built",
-            "number": version.number,
-            "errors": [],
-            "action": {"id": action.id, "name": action.name,
-                       "supported_triggers": action.supported_triggers,
-                       "all_changes_deployed": action.draft_matches(action.deployed()),
-                       "created_at": iso(action.created_at),
-                       "updated_at": iso(action.updated_at)},
-            "built_at": iso(version.created_at),
             "created_at": iso(version.created_at),
             "updated_at": iso(version.created_at),
+            "runtime": version.runtime,
             "supported_triggers": version.supported_triggers,
         }
+
+    def version_json(self, action: Action, version: Version) -> dict[str, Any]:
+        """A version as the deploy and versions endpoints answer (with its action)."""
+        data = self._version_fields(action, version)
+        data["action"] = {"id": action.id, "name": action.name,
+                          "supported_triggers": action.supported_triggers,
+                          "created_at": iso(action.created_at),
+                          "updated_at": iso(action.updated_at),
+                          "all_changes_deployed": action.all_changes_deployed()}
+        return data
 
     def binding_json(self, binding: Binding) -> dict[str, Any]:
         action = self.actions.get(binding.action_id)

@@ -11,14 +11,17 @@ from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from .actions import TRIGGERS
 from .errors import RATE_LIMITED, ApiError
 from .events import PhoneMessage
-from .runner import NodeRunner
+from .runner import NodeRunner, PhoneMessageResult
 from .tenant import PHONE_TRIGGERS, LoggedRequest, Tenant
 from .tokens import Grant, OAuthError, require_scope
 from .validation import page_params, query_bool
 
 API_PREFIX = "/api/v2"
+# Auth0 runs a custom-phone-provider action again after api.notification.retry(), up to 5 times.
+MAX_RETRIES = 5
 _log = logging.getLogger("otp_sandbox.auth0_emulator")
 _TENANT_KEY = web.AppKey("tenant", Tenant)
 _RUNNER_KEY = web.AppKey("runner", NodeRunner)
@@ -31,6 +34,12 @@ class Call:
     tenant: Tenant
     request: web.Request
     body: Any
+    runner: NodeRunner
+
+    async def syntax_error(self) -> str | None:
+        """What the build would report for the code in this request's body (None: fine)."""
+        code = self.body.get("code") if isinstance(self.body, dict) else None
+        return await self.runner.check_syntax(code) if isinstance(code, str) and code else None
 
     def param(self, name: str) -> str:
         return self.request.match_info[name]
@@ -69,13 +78,13 @@ async def list_actions(call: Call) -> web.Response:
              and installed is not True]
     chunk = found[page * per_page:(page + 1) * per_page]
     return _json({"actions": [store.action_json(a) for a in chunk], "total": len(found),
-                  "page": page, "per_page": per_page})
+                  "per_page": per_page})
 
 
 @route("POST", "/actions/actions", "create:actions")
 async def create_action(call: Call) -> web.Response:
-    store = call.tenant.actions
-    return _json(store.action_json(store.create(call.body)), 201)
+    store, error = call.tenant.actions, await call.syntax_error()
+    return _json(store.action_json(store.create(call.body, lambda code: error)), 201)
 
 
 @route("GET", "/actions/actions/{id}", "read:actions")
@@ -86,8 +95,9 @@ async def get_action(call: Call) -> web.Response:
 
 @route("PATCH", "/actions/actions/{id}", "update:actions")
 async def update_action(call: Call) -> web.Response:
-    store = call.tenant.actions
-    return _json(store.action_json(store.update(call.param("id"), call.body)))
+    store, error = call.tenant.actions, await call.syntax_error()
+    return _json(store.action_json(store.update(call.param("id"), call.body,
+                                                lambda code: error)))
 
 
 @route("DELETE", "/actions/actions/{id}", "delete:actions")
@@ -129,14 +139,28 @@ async def deploy_version(call: Call) -> web.Response:
     return _json(store.version_json(store.get(call.param("id")), version))
 
 
+@route("GET", "/actions/triggers", "read:actions")
+async def list_triggers(call: Call) -> web.Response:
+    triggers = []
+    for trigger_id, versions in TRIGGERS.items():
+        for version in reversed(versions):
+            current = version == versions[-1]
+            triggers.append({
+                "id": trigger_id, "version": version,
+                "status": "CURRENT" if current else "DEPRECATED",
+                "runtimes": ["node18-actions", "node22"] if current else ["node22"],
+                "default_runtime": "node22" if current else "node12",
+                "binding_policy": "trigger-bound", "compatible_triggers": []})
+    return _json({"triggers": triggers})
+
+
 @route("GET", "/actions/triggers/{trigger}/bindings", "read:actions")
 async def list_bindings(call: Call) -> web.Response:
     store = call.tenant.actions
     chain = store.list_bindings(call.param("trigger"))
     page, per_page = page_params(call.request.query, default_per_page=20)
     chunk = chain[page * per_page:(page + 1) * per_page]
-    return _json({"bindings": [store.binding_json(b) for b in chunk], "total": len(chain),
-                  "page": page, "per_page": per_page})
+    return _json({"bindings": [store.binding_json(b) for b in chunk], "per_page": per_page})
 
 
 @route("PATCH", "/actions/triggers/{trigger}/bindings", "update:actions")
@@ -196,13 +220,13 @@ async def get_hook_secrets(call: Call) -> web.Response:
 @route("POST", "/hooks/{id}/secrets", "create:hooks")
 async def add_hook_secrets(call: Call) -> web.Response:
     call.tenant.hooks.add_secrets(call.param("id"), call.body)
-    return web.Response(status=201)
+    return _json({}, 201)
 
 
 @route("PATCH", "/hooks/{id}/secrets", "update:hooks")
 async def update_hook_secrets(call: Call) -> web.Response:
     call.tenant.hooks.update_secrets(call.param("id"), call.body)
-    return web.Response(status=200)
+    return _json({}, 201)
 
 
 @route("DELETE", "/hooks/{id}/secrets", "delete:hooks")
@@ -217,7 +241,8 @@ async def list_providers(call: Call) -> web.Response:
     store = call.tenant.providers
     disabled = query_bool(call.request.query, "disabled")
     found = [p for p in store.providers.values() if disabled is None or p.disabled == disabled]
-    return _json({"providers": [store.to_json(p) for p in found]})
+    # The list shows "credentials": null; single-provider answers leave the key out.
+    return _json({"providers": [{**store.to_json(p), "credentials": None} for p in found]})
 
 
 @route("POST", "/branding/phone/providers", "create:phone_providers")
@@ -244,20 +269,52 @@ async def delete_provider(call: Call) -> web.Response:
     return web.Response(status=204)
 
 
+# ---- tenant settings and the MFA phone factor ---------------------------------------------
+@route("GET", "/tenants/settings", "read:tenant_settings")
+async def get_settings(call: Call) -> web.Response:
+    fields = [f for f in call.request.query.get("fields", "").split(",") if f]
+    return _json(call.tenant.phone.settings_json(fields))
+
+
+@route("PATCH", "/tenants/settings", "update:tenant_settings")
+async def patch_settings(call: Call) -> web.Response:
+    return _json(call.tenant.phone.patch_settings(call.body))
+
+
+@route("GET", "/guardian/factors", "read:guardian_factors")
+async def list_factors(call: Call) -> web.Response:
+    return _json(call.tenant.phone.factors_json())
+
+
+@route("PUT", "/guardian/factors/{name}", "update:guardian_factors")
+async def put_factor(call: Call) -> web.Response:
+    return _json(call.tenant.phone.set_factor(call.param("name"), call.body))
+
+
+@route("GET", "/guardian/factors/phone/message-types", "read:guardian_factors")
+async def get_message_types(call: Call) -> web.Response:
+    return _json({"message_types": call.tenant.phone.message_types})
+
+
+@route("PUT", "/guardian/factors/phone/message-types", "update:guardian_factors")
+async def put_message_types(call: Call) -> web.Response:
+    return _json({"message_types": call.tenant.phone.set_message_types(call.body)})
+
+
 @route("GET", "/guardian/factors/phone/selected-provider", "read:guardian_factors")
 async def get_guardian_provider(call: Call) -> web.Response:
-    return _json({"provider": call.tenant.providers.guardian_phone_provider})
+    return _json({"provider": call.tenant.phone.get_selected_provider()})
 
 
 @route("PUT", "/guardian/factors/phone/selected-provider", "update:guardian_factors")
 async def put_guardian_provider(call: Call) -> web.Response:
-    return _json({"provider": call.tenant.providers.select_guardian_provider(call.body)})
+    return _json({"provider": call.tenant.phone.select_provider(call.body)})
 
 
 # ---- plumbing -----------------------------------------------------------------------------
 def _wrap(scope: str, handler: Handler) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def endpoint(request: web.Request) -> web.Response:
-        tenant = request.app[_TENANT_KEY]
+        tenant, runner = request.app[_TENANT_KEY], request.app[_RUNNER_KEY]
         grant: Grant = request["grant"]
         require_scope(grant, scope)
         body = None
@@ -268,7 +325,7 @@ def _wrap(scope: str, handler: Handler) -> Callable[[web.Request], Awaitable[web
                     body = json.loads(raw)
                 except ValueError:
                     raise ApiError(400, "Invalid request payload JSON format") from None
-        return await handler(Call(tenant, request, body))
+        return await handler(Call(tenant, request, body, runner))
     return endpoint
 
 
@@ -290,9 +347,9 @@ async def _management_api(request: web.Request, handler: Any) -> web.StreamRespo
         headers = decision.headers()
         if not decision.allowed:
             raise RATE_LIMITED
-        fault = tenant.take_fault()
+        fault = tenant.take_fault(request.method, request.path)
         if fault is not None:
-            raise ApiError(fault, "Injected fault (otp-sandbox)")
+            raise ApiError(fault.status, "Injected fault (otp-sandbox)", fault.error_code)
         grant = tenant.tokens.verify(request.headers.get("Authorization"))
         client_id = grant.client_id
         request["grant"] = grant
@@ -344,7 +401,18 @@ async def fire(tenant: Tenant, runner: NodeRunner, body: Any) -> dict[str, Any]:
         raise ApiError(400, f"trigger must be one of {', '.join(PHONE_TRIGGERS)} or null")
     message = PhoneMessage.from_dict(body)
     timeout = float(body.get("timeout_seconds") or tenant.runner_timeout_seconds)
-    result = await runner.run_all(tenant.name, tenant.plan(trigger), message, timeout)
+    retries = int(body.get("retries") or 0)
+    if not 0 <= retries <= MAX_RETRIES:
+        raise ApiError(400, f"retries must be 0..{MAX_RETRIES}")
+    route = tenant.route(message)
+    # ``trigger`` names the path the caller expects; a tenant routing elsewhere runs nothing.
+    if trigger and not any(run.kind == "hook" if trigger == "hook"
+                           else run.kind == "action" and run.trigger == trigger
+                           for run in route.runs):
+        why = f"the tenant routes to {route.reason}" if route.runs else route.reason
+        return PhoneMessageResult("no-handler", f"{trigger} does not run: {why}", 0.0,
+                                  attempts=0).to_dict()
+    result = await runner.run_all(tenant.name, route, message, timeout, retries)
     return result.to_dict()
 
 

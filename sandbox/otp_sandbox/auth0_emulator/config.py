@@ -12,6 +12,7 @@ ALL_SCOPES: tuple[str, ...] = (
     "read:phone_providers", "create:phone_providers", "update:phone_providers",
     "delete:phone_providers",
     "read:guardian_factors", "update:guardian_factors",
+    "read:tenant_settings", "update:tenant_settings",
 )
 
 
@@ -65,6 +66,9 @@ class TenantConfig:
     build_seconds: float = 0.3
     token_lifetime_seconds: int = 86400
     runner_timeout_seconds: float = 10.0
+    deploy_seconds: float = 0.5
+    # A new real tenant is on the Unified Phone Experience.
+    phone_consolidated_experience: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -75,6 +79,8 @@ class TenantConfig:
             "build_seconds": self.build_seconds,
             "token_lifetime_seconds": self.token_lifetime_seconds,
             "runner_timeout_seconds": self.runner_timeout_seconds,
+            "deploy_seconds": self.deploy_seconds,
+            "phone_consolidated_experience": self.phone_consolidated_experience,
         }
 
     @classmethod
@@ -90,4 +96,6 @@ class TenantConfig:
             build_seconds=float(data.get("build_seconds", 0.3)),
             token_lifetime_seconds=int(data.get("token_lifetime_seconds", 86400)),
             runner_timeout_seconds=float(data.get("runner_timeout_seconds", 10.0)),
+            deploy_seconds=float(data.get("deploy_seconds", 0.5)),
+            phone_consolidated_experience=bool(data.get("phone_consolidated_experience", True)),
         )

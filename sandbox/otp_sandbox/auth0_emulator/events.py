@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -10,6 +11,8 @@ from .errors import bad_request
 MESSAGE_TYPES = ("otp_verify", "otp_enroll", "blocked_account", "change_password",
                  "password_breach")
 DELIVERY_METHODS = ("text", "voice")
+# Auth0 hands send-phone-message code "a phone number", not always E.164 (1-808-555-5555).
+_PHONE_NUMBER = re.compile(r"^\+?[0-9][0-9 ().-]{5,20}$")
 
 
 @dataclass(frozen=True)
@@ -27,8 +30,9 @@ class PhoneMessage:
         if not isinstance(data, dict):
             raise bad_request("expected a JSON object", None)
         recipient, text = data.get("recipient"), data.get("text")
-        if not isinstance(recipient, str) or not recipient.startswith("+"):
-            raise bad_request("recipient must be an E.164 number such as +6591234567", None)
+        if not isinstance(recipient, str) or not _PHONE_NUMBER.match(recipient):
+            raise bad_request("recipient must be a phone number, E.164 such as +6591234567 or "
+                              "as Auth0's older examples write it (1-808-555-5555)", None)
         if not isinstance(text, str) or not text:
             raise bad_request("text is required", None)
         message = cls(

@@ -20,6 +20,15 @@ from .runner import PhoneMessageResult
 from .tenant import LoggedRequest
 
 _WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+# Tenant phone routing that sends MFA SMS to each integration's code (as set in the Dashboard).
+ROUTING_FOR_MODE: dict[str, dict[str, Any]] = {
+    "phone-provider": {"phone_consolidated_experience": True, "sms_factor": True,
+                       "message_types": ["sms"]},
+    "send-phone-message": {"phone_consolidated_experience": False, "sms_factor": True,
+                           "message_types": ["sms"], "selected_provider": "phone-message-hook"},
+    "legacy-hook": {"phone_consolidated_experience": False, "sms_factor": True,
+                    "message_types": ["sms"], "selected_provider": "phone-message-hook"},
+}
 _FIRE_GRACE_SECONDS = 15.0
 
 
@@ -40,6 +49,11 @@ class Auth0Tenant:
         self.domain = f"localhost:{port}"
         self.base_url = f"https://{self.domain}"
         self.clients = clients
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext:
+        """Trusts the tenant's certificate (the sandbox CA): pass it as httpx's ``verify=``."""
+        return self._emulator.ssl_context
 
     def _path(self, suffix: str) -> str:
         return f"/tenants/{self.name}/{suffix}"
@@ -80,7 +94,7 @@ class Auth0Tenant:
                                        **extra: Any) -> PhoneMessageResult:
         body = _phone_message_body(recipient, text, code, message_type, trigger, extra)
         async with httpx.AsyncClient(base_url=self._emulator.admin_url,
-                                     verify=self._emulator._ssl_context,
+                                     verify=self._emulator.ssl_context,
                                      timeout=self._emulator.fire_timeout) as client:
             response = await client.post(self._path("phone-message"), json=body)
         _raise_for_status(response)
@@ -100,9 +114,28 @@ class Auth0Tenant:
         self._settings(rate_limit={"capacity": limit.capacity,
                                    "refill_per_second": limit.refill_per_second})
 
-    def fail_next(self, status: int, count: int = 1) -> None:
-        """The next ``count`` Management API requests answer ``status`` (Auth0 error body)."""
-        self._settings(fail_next={"status": status, "count": count})
+    def fail_next(self, status: int, count: int = 1, *, method: str | None = None,
+                  path_suffix: str | None = None, error_code: str | None = None) -> None:
+        """The next ``count`` Management API requests (those matching ``method`` and ending in
+        ``path_suffix``, when given) answer ``status`` with an Auth0 error body."""
+        self._settings(fail_next={"status": status, "count": count, "method": method,
+                                  "path_suffix": path_suffix, "error_code": error_code})
+
+    def set_phone(self, **phone: Any) -> None:
+        """Set the tenant's phone routing as a person would in the Dashboard:
+        phone_consolidated_experience, sms_factor, message_types, selected_provider."""
+        self._settings(phone=phone)
+
+    def route_phone_messages_to(self, mode: str) -> None:
+        """Route MFA SMS to integration ``mode``'s code, as a person would set the tenant up."""
+        self.set_phone(**ROUTING_FOR_MODE[mode])
+
+    def set_deploy_seconds(self, seconds: float) -> None:
+        self._settings(deploy_seconds=seconds)
+
+    def fail_builds(self, message: str | None) -> None:
+        """Every build from now on fails with ``message`` (None: builds succeed again)."""
+        self._settings(build_failure=message)
 
     def revoke_tokens(self) -> None:
         """Every token issued so far becomes invalid (401 on use), as after a key rotation."""
@@ -126,8 +159,8 @@ class Auth0Emulator:
         self.ca = ca
         self.log_path = log_path
         self.fire_timeout = 10.0 + _FIRE_GRACE_SECONDS
-        self._ssl_context = ssl.create_default_context(cafile=str(ca.cert_path))
-        self._http = httpx.Client(base_url=admin_url, verify=self._ssl_context, timeout=30.0)
+        self.ssl_context = ssl.create_default_context(cafile=str(ca.cert_path))
+        self._http = httpx.Client(base_url=admin_url, verify=self.ssl_context, timeout=30.0)
         self._counter = 0
 
     @classmethod
@@ -165,7 +198,8 @@ class Auth0Emulator:
     def add_tenant(self, clients: Iterable[Client], latency_ms: int = 0,
                    rate_limit: RateLimit = RateLimit(), build_seconds: float = 0.3,
                    token_lifetime_seconds: int = 86400, runner_timeout_seconds: float = 10.0,
-                   name: str | None = None) -> Auth0Tenant:
+                   name: str | None = None, deploy_seconds: float = 0.5,
+                   phone_consolidated_experience: bool = True) -> Auth0Tenant:
         clients = tuple(clients)
         if name is None:
             self._counter += 1
@@ -179,6 +213,8 @@ class Auth0Emulator:
             "build_seconds": build_seconds,
             "token_lifetime_seconds": token_lifetime_seconds,
             "runner_timeout_seconds": runner_timeout_seconds,
+            "deploy_seconds": deploy_seconds,
+            "phone_consolidated_experience": phone_consolidated_experience,
         }
         self.fire_timeout = max(self.fire_timeout, runner_timeout_seconds + _FIRE_GRACE_SECONDS)
         data = self._call("POST", "/tenants", json=body).json()

@@ -13,11 +13,12 @@ from .errors import bad_request, conflict, not_found, payload_error
 
 PROVIDER_NAMES = ("twilio", "custom")
 DELIVERY_METHODS = ("text", "voice")
-GUARDIAN_PHONE_PROVIDERS = ("auth0", "twilio", "phone-message-hook")
 NEEDS_DEPLOYED_ACTION = (
     "A deployed action for the 'custom-phone-provider' trigger is required to use the "
     "'custom' phone provider."
 )
+# Auth0 reuses the custom email provider's code for this (sic).
+NEEDS_DEPLOYED_ACTION_CODE = "custom_email_provider_deployed_action_not_found"
 _KEYS = frozenset({"name", "disabled", "configuration", "credentials"})
 
 
@@ -45,7 +46,6 @@ class ProviderStore:
         self._clock = clock
         self._has_action = has_deployed_custom_action
         self.providers: dict[str, PhoneProvider] = {}
-        self.guardian_phone_provider = "auth0"
 
     def get(self, provider_id: str) -> PhoneProvider:
         provider = self.providers.get(provider_id)
@@ -56,18 +56,24 @@ class ProviderStore:
     def active(self) -> PhoneProvider | None:
         return next(iter(self.providers.values()), None)
 
+    def delivery_methods(self) -> list[str] | None:
+        provider = self.active()
+        return list(provider.configuration.get("delivery_methods", [])) if provider else None
+
     def create(self, body: Any) -> PhoneProvider:
         data = v.body_object(body, _KEYS, required=("name",))
         if self.providers:
             raise conflict("A phone provider is already configured for this tenant.",
                            "phone_provider_conflict")
         name = _name(data["name"])
+        if "credentials" not in data:
+            raise payload_error("Missing required property: credentials")
         configuration = data.get("configuration", {})
-        credentials = data.get("credentials", {})
+        credentials = data["credentials"]
         _check(name, configuration, credentials)
         disabled = v.boolean(data.get("disabled", False), "disabled")
         if name == "custom" and not self._has_action():
-            raise bad_request(NEEDS_DEPLOYED_ACTION)
+            raise bad_request(NEEDS_DEPLOYED_ACTION, NEEDS_DEPLOYED_ACTION_CODE)
         now = self._clock()
         provider = PhoneProvider(_provider_id(), name, disabled, configuration, credentials,
                                  now, now)
@@ -84,7 +90,7 @@ class ProviderStore:
         _check(name, configuration, credentials)
         disabled = v.boolean(data.get("disabled", provider.disabled), "disabled")
         if name == "custom" and not disabled and not self._has_action():
-            raise bad_request(NEEDS_DEPLOYED_ACTION)
+            raise bad_request(NEEDS_DEPLOYED_ACTION, NEEDS_DEPLOYED_ACTION_CODE)
         provider.name, provider.configuration, provider.credentials = (
             name, configuration, credentials)
         provider.disabled = disabled
@@ -106,14 +112,6 @@ class ProviderStore:
             "created_at": iso(provider.created_at),
             "updated_at": iso(provider.updated_at),
         }
-
-    def select_guardian_provider(self, body: Any) -> str:
-        data = v.body_object(body, frozenset({"provider"}), required=("provider",))
-        provider = v.string(data["provider"], "provider")
-        if provider not in GUARDIAN_PHONE_PROVIDERS:
-            raise payload_error(f"No enum match for: {provider} (provider)")
-        self.guardian_phone_provider = provider
-        return provider
 
 
 def _name(value: Any) -> str:

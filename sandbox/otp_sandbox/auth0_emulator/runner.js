@@ -69,7 +69,7 @@ async function runAction() {
   }
   let decision = null;
   const decide = (outcome) => (reason) => {
-    if (decision !== null) return; // the first decision stands
+    // Called several times, the last call counts (as on Auth0).
     decision = { outcome, reason: String(reason ?? '').slice(0, MAX_REASON) };
   };
   const api = { cache: cacheApi() };

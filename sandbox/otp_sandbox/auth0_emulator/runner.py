@@ -6,13 +6,14 @@ import asyncio
 import json
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .events import PhoneMessage, action_event, hook_args
-from .tenant import Execution
+from .tenant import Execution, Route
 
 RUNNER_JS = Path(__file__).with_name("runner.js")
 _MARK = b"@@otp-sandbox-result "
@@ -27,6 +28,7 @@ class PhoneMessageResult:
     duration_ms: float
     ran: list[str] = field(default_factory=list)  # names of the actions/hooks executed
     logs: list[str] = field(default_factory=list)
+    attempts: int = 1  # runs of the chain (Auth0 runs it again after api.notification.retry)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -41,25 +43,42 @@ class NodeRunner:
         if ca_cert is not None:
             self._env["NODE_EXTRA_CA_CERTS"] = str(ca_cert)
 
-    async def run_all(self, tenant_name: str, plan: list[Execution], message: PhoneMessage,
-                      timeout_seconds: float) -> PhoneMessageResult:
-        """Run the plan in order; the first non-success outcome ends it (as Auth0 would)."""
+    async def check_syntax(self, code: str) -> str | None:
+        """The syntax error ``node --check`` reports for ``code`` (what a build would), or None."""
+        with tempfile.TemporaryDirectory(prefix="otp-sandbox-build-") as tmp:
+            path = Path(tmp) / "action.js"
+            path.write_text(code)
+            proc = await asyncio.create_subprocess_exec(
+                self._node, "--check", str(path), stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.PIPE, env=self._env)
+            _, stderr = await proc.communicate()
+        if proc.returncode == 0:
+            return None
+        lines = [ln for ln in stderr.decode(errors="replace").splitlines() if "Error" in ln]
+        return (lines[0] if lines else "syntax error").strip()[:500]
+
+    async def run_all(self, tenant_name: str, route: Route, message: PhoneMessage,
+                      timeout_seconds: float, retries: int = 0) -> PhoneMessageResult:
+        """Run the route in order; the first non-success outcome ends it (as Auth0 would).
+        After ``retry`` the whole chain runs again with the same message, ``retries`` times."""
         started = time.monotonic()
-        if not plan:
-            return PhoneMessageResult(
-                "no-handler", "no hook or deployed action handles phone messages", 0.0)
+        if not route.runs:
+            return PhoneMessageResult("no-handler", route.reason, 0.0, attempts=0)
         ran: list[str] = []
         logs: list[str] = []
-        outcome, reason = "success", None
-        for execution in plan:
-            outcome, reason, more_logs = await self._run_one(tenant_name, execution, message,
-                                                             timeout_seconds)
-            ran.append(execution.name)
-            logs.extend(more_logs)
-            if outcome != "success":
-                break
+        outcome, reason = "retry", None
+        attempts = 0
+        while outcome == "retry" and attempts <= retries:
+            attempts += 1
+            for execution in route.runs:
+                outcome, reason, more_logs = await self._run_one(tenant_name, execution,
+                                                                 message, timeout_seconds)
+                ran.append(execution.name)
+                logs.extend(more_logs)
+                if outcome != "success":
+                    break
         duration_ms = round((time.monotonic() - started) * 1000, 1)
-        return PhoneMessageResult(outcome, reason, duration_ms, ran, logs)
+        return PhoneMessageResult(outcome, reason, duration_ms, ran, logs, attempts)
 
     async def _run_one(self, tenant_name: str, execution: Execution, message: PhoneMessage,
                        timeout_seconds: float) -> tuple[str, str | None, list[str]]:

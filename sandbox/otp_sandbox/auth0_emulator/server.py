@@ -20,7 +20,7 @@ from .api import fire, tenant_app
 from .config import RateLimit, TenantConfig
 from .errors import ApiError
 from .runner import NodeRunner
-from .tenant import Tenant
+from .tenant import Fault, Tenant
 
 _EMULATOR_KEY = web.AppKey("emulator", "Emulator")
 
@@ -35,6 +35,9 @@ class Emulator:
         self.tenants: dict[str, Tenant] = {}
         self._sites: dict[str, web.AppRunner] = {}
         self._names = itertools.count(1)
+        # Ports of removed tenants: a new tenant never gets one, so a client still holding an old
+        # tenant's domain (a test's leftover operator) cannot drain the new tenant's rate limit.
+        self._used_ports: set[int] = set()
 
     async def add_tenant(self, body: dict[str, Any]) -> Tenant:
         body = dict(body)
@@ -45,16 +48,30 @@ class Emulator:
             raise ApiError(400, f"invalid tenant settings: {err}") from None
         if config.name in self.tenants:
             raise ApiError(409, f"tenant {config.name!r} already exists")
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.host, 0))
+        sock = self._fresh_socket()
         tenant = Tenant(config, sock.getsockname()[1])
+        self._used_ports.add(tenant.port)
         app_runner = web.AppRunner(tenant_app(tenant, self.runner), access_log=None)
         await app_runner.setup()
         await web.SockSite(app_runner, sock, ssl_context=self.ssl_context).start()
         self.tenants[config.name] = tenant
         self._sites[config.name] = app_runner
         return tenant
+
+    def _fresh_socket(self) -> socket.socket:
+        held: list[socket.socket] = []  # kept bound until a fresh port turns up
+        try:
+            for _ in range(1000):
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind((self.host, 0))
+                if sock.getsockname()[1] not in self._used_ports:
+                    return sock
+                held.append(sock)
+            raise ApiError(503, "no fresh loopback port for a tenant")
+        finally:
+            for sock in held:
+                sock.close()
 
     def tenant(self, name: str) -> Tenant:
         tenant = self.tenants.get(name)
@@ -120,8 +137,10 @@ async def _clear_requests(request: web.Request) -> web.Response:
 
 
 async def _settings(request: web.Request) -> web.Response:
-    """Faults and knobs: latency_ms, rate_limit, fail_next {status, count}, revoke_tokens,
-    build_seconds, runner_timeout_seconds."""
+    """Faults and knobs: latency_ms, rate_limit, fail_next {status, count, method?,
+    path_suffix?, error_code?}, revoke_tokens, build_seconds, build_failure, deploy_seconds,
+    runner_timeout_seconds, phone {phone_consolidated_experience?, sms_factor?,
+    message_types?, selected_provider?} (what a person set in the Dashboard)."""
     tenant = _tenant_of(request)
     body = await _read(request)
     if not isinstance(body, dict):
@@ -136,11 +155,18 @@ async def _settings(request: web.Request) -> web.Response:
             status, count = int(fault["status"]), int(fault.get("count", 1))
             if not 400 <= status <= 599:
                 raise ValueError("fail_next.status must be an HTTP error status")
-            tenant.fail_next(status, count)
+            tenant.fail_next(Fault(status, fault.get("method"), fault.get("path_suffix"),
+                                   fault.get("error_code")), count)
         if body.get("revoke_tokens"):
             tenant.tokens.revoke_all()
         if "build_seconds" in body:
             tenant.actions.build_seconds = max(0.0, float(body["build_seconds"]))
+        if "build_failure" in body:
+            tenant.actions.build_failure = body["build_failure"] or None
+        if "deploy_seconds" in body:
+            tenant.actions.deploy_seconds = max(0.0, float(body["deploy_seconds"]))
+        if "phone" in body:
+            tenant.phone.preset(dict(body["phone"]))
         if "runner_timeout_seconds" in body:
             tenant.runner_timeout_seconds = float(body["runner_timeout_seconds"])
     except (KeyError, TypeError, ValueError) as err:

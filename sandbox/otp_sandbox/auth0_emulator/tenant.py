@@ -8,12 +8,15 @@ from typing import Any
 from .actions import ActionStore
 from .clock import Clock, wall_clock
 from .config import RateLimit, TenantConfig
+from .events import PhoneMessage
+from .guardian import PhoneSettings
 from .hooks import HookStore
 from .providers import ProviderStore
 from .ratelimit import TokenBucket
 from .tokens import TokenIssuer
 
 PHONE_TRIGGERS = ("custom-phone-provider", "send-phone-message", "hook")
+MFA_MESSAGE_TYPES = ("otp_verify", "otp_enroll")
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,26 @@ class Execution:
     secrets: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Route:
+    """Where a phone message goes: the code to run in order, or why nothing of ours runs."""
+
+    runs: list[Execution]
+    reason: str
+
+
+@dataclass(frozen=True)
+class Fault:
+    status: int
+    method: str | None = None
+    path_suffix: str | None = None
+    error_code: str | None = None
+
+    def matches(self, method: str, path: str) -> bool:
+        return ((self.method is None or self.method == method)
+                and (self.path_suffix is None or path.endswith(self.path_suffix)))
+
+
 class Tenant:
     def __init__(self, config: TenantConfig, port: int, clock: Clock = wall_clock) -> None:
         self.config = config
@@ -45,65 +68,81 @@ class Tenant:
         self.domain = f"localhost:{port}"
         self.clock = clock
         self.tokens = TokenIssuer(self.domain, config.clients, config.token_lifetime_seconds)
-        self.actions = ActionStore(clock, config.build_seconds)
+        self.actions = ActionStore(clock, config.build_seconds, config.deploy_seconds)
         self.hooks = HookStore()
         self.providers = ProviderStore(
             config.name, clock,
             lambda: bool(self.actions.deployed_for_trigger("custom-phone-provider")))
+        self.phone = PhoneSettings(config.phone_consolidated_experience,
+                                   self.providers.delivery_methods)
         self.latency_ms = config.latency_ms
         self.rate_limit = config.rate_limit
         self.bucket = TokenBucket(config.rate_limit.capacity,
                                   config.rate_limit.refill_per_second, clock)
         self.runner_timeout_seconds = config.runner_timeout_seconds
         self.requests: list[LoggedRequest] = []
-        self.fail_status: int | None = None
+        self.fault: Fault | None = None
         self.fail_remaining = 0
 
     def set_rate_limit(self, limit: RateLimit) -> None:
         self.rate_limit = limit
         self.bucket = TokenBucket(limit.capacity, limit.refill_per_second, self.clock)
 
-    def fail_next(self, status: int, count: int) -> None:
-        self.fail_status, self.fail_remaining = status, count
+    def fail_next(self, fault: Fault, count: int) -> None:
+        self.fault, self.fail_remaining = fault, count
 
-    def take_fault(self) -> int | None:
-        if self.fail_remaining <= 0 or self.fail_status is None:
+    def take_fault(self, method: str, path: str) -> Fault | None:
+        if self.fail_remaining <= 0 or self.fault is None or not self.fault.matches(method, path):
             return None
         self.fail_remaining -= 1
-        return self.fail_status
+        return self.fault
 
     # ---- phone messages ------------------------------------------------------------------
-    def plan(self, trigger: str | None) -> list[Execution]:
-        """What Auth0 would run for a phone message, in order (empty: no handler).
+    def route(self, message: PhoneMessage) -> Route:
+        """What a real tenant runs for this phone message, in order; nothing when the routing
+        does not lead to registered code (reference: Auth0's phone-routing rules)."""
+        if message.message_type in MFA_MESSAGE_TYPES:
+            if not self.phone.factors["sms"]:
+                return Route([], "the MFA SMS factor is disabled (guardian/factors/sms)")
+            kind = "voice" if message.delivery_method == "voice" else "sms"
+            if kind not in self.phone.message_types:
+                return Route([], f"MFA phone message types {self.phone.message_types} do not "
+                                 f"include {kind!r}")
+        if self.phone.upe:
+            return self._route_unified(message)
+        if message.message_type not in MFA_MESSAGE_TYPES:
+            return Route([], "without the Unified Phone Experience only MFA messages run "
+                             "phone-message hooks and send-phone-message actions")
+        if self.phone.selected_provider != "phone-message-hook":
+            return Route([], "the tenant is off the Unified Phone Experience and the Guardian "
+                             f"phone provider is {self.phone.selected_provider!r}, not "
+                             "'phone-message-hook'")
+        hook = self.hooks.enabled_for("send-phone-message")
+        runs = [Execution("hook", "send-phone-message", hook.name, hook.id, hook.script,
+                          dict(hook.secrets))] if hook else []
+        runs += self._bound_actions("send-phone-message")
+        if not runs:
+            return Route([], "phone-message-hook is selected but no send-phone-message hook is "
+                             "enabled and no send-phone-message action is bound")
+        return Route(runs, "phone-message-hook: enabled hooks, then bound send-phone-message "
+                           "actions")
 
-        With no trigger given: the tenant's enabled ``custom`` phone provider wins, then the
-        send-phone-message action chain, then an enabled send-phone-message hook."""
-        if trigger is None:
-            for candidate in PHONE_TRIGGERS:
-                found = self.plan(candidate)
-                if found:
-                    return found
-            return []
-        if trigger == "custom-phone-provider":
-            provider = self.providers.active()
-            if provider is None or provider.name != "custom" or provider.disabled:
-                return []
-            bound = self._bound_actions(trigger)
-            if bound:
-                return bound
-            # Whether this trigger has bindings is unconfirmed: without any, the most recently
-            # deployed action supporting it runs (as an entity-bound trigger would).
-            deployed = self.actions.deployed_for_trigger(trigger)
-            return [self._execution(deployed[0], trigger)] if deployed else []
-        if trigger == "send-phone-message":
-            return self._bound_actions(trigger)
-        if trigger == "hook":
-            hook = self.hooks.enabled_for("send-phone-message")
-            if hook is None:
-                return []
-            return [Execution("hook", "send-phone-message", hook.name, hook.id, hook.script,
-                              dict(hook.secrets))]
-        raise ValueError(f"unknown trigger {trigger!r}; expected one of {PHONE_TRIGGERS}")
+    def _route_unified(self, message: PhoneMessage) -> Route:
+        provider = self.providers.active()
+        if provider is None:
+            return Route([], "the tenant (Unified Phone Experience) has no phone provider")
+        if provider.disabled:
+            return Route([], "the tenant's phone provider is disabled")
+        if provider.name != "custom":
+            return Route([], f"the tenant's phone provider is {provider.name!r}: Auth0 sends "
+                             "the message itself")
+        if message.delivery_method not in provider.configuration.get("delivery_methods", []):
+            return Route([], f"the phone provider does not offer {message.delivery_method!r}")
+        runs = self._bound_actions("custom-phone-provider")
+        if not runs:
+            return Route([], "the custom phone provider has no deployed action bound to "
+                             "custom-phone-provider")
+        return Route(runs, "Unified Phone Experience: custom provider")
 
     def _bound_actions(self, trigger: str) -> list[Execution]:
         runs = []
@@ -134,10 +173,10 @@ class Tenant:
                 "runtime": action.runtime,
                 "secrets": sorted(action.secrets),
                 "status": action.status(now),
-                "all_changes_deployed": action.draft_matches(deployed),
+                "all_changes_deployed": action.all_changes_deployed(),
                 "deployed_version": deployed.number if deployed else None,
                 "versions": [{"id": ver.id, "number": ver.number,
-                              "deployed": ver.number == action.deployed_number,
+                              "deployed": deployed is not None and ver.number == deployed.number,
                               "code": ver.code, "secrets": sorted(ver.secrets)}
                              for ver in action.versions],
             })
@@ -157,7 +196,7 @@ class Tenant:
                       for h in self.hooks.hooks.values()],
             "phone_providers": [self.providers.to_json(p)
                                 for p in self.providers.providers.values()],
-            "guardian_phone_provider": self.providers.guardian_phone_provider,
+            "phone": self.phone.state(),
         }
 
     def requests_json(self) -> list[dict[str, Any]]:

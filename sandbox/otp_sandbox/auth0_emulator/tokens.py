@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import math
 import secrets
 import time
 from dataclasses import dataclass
@@ -84,7 +85,8 @@ class TokenIssuer:
             "sub": f"{client_id}@clients",
             "aud": self.audience,
             "iat": int(now),
-            "exp": int(now) + self.lifetime_seconds,
+            # Rounded up: a token lives at least its lifetime (never a fraction of a second).
+            "exp": math.ceil(now + self.lifetime_seconds),
             "scope": scope,
             "gty": "client-credentials",
             "azp": client_id,

@@ -1,13 +1,34 @@
-// Posts one message to the otp-relay, signed as the relay's contract requires:
+// Posts one message to the otp-relay (contract revision 2), signed as the relay requires:
 // X-Otp-Signature: v1=<hex HMAC-SHA256(key, "<timestamp>.<raw body>")>.
 // Resolves to {ok} or {ok: false, retryable, reason}; never rejects. Reasons never carry
 // the code, the text or the number (Auth0 keeps them in its logs).
+// Retry (Auth0 runs the same notification again) only when the relay surely sent nothing or
+// may not have got the request: 409 (same message in flight), 429, 503, or no response at all.
+// The idempotency key makes a retry after an unknown outcome harmless (at most one SMS).
 const crypto = require('crypto');
 const http = require('http');
 const https = require('https');
 
-const RELAY_TIMEOUT_MS = 8000;
-const RETRYABLE_STATUSES = [429, 503];
+const RELAY_TIMEOUT_MS = 8000; // the relay answers within 6 s
+const RETRYABLE_STATUSES = [409, 429, 503];
+const E164 = /^\+[1-9][0-9]{6,14}$/;
+
+// Auth0 documents the recipient only as a "phone number" (old examples: 1-808-555-5555):
+// E.164 before signing, or null when it cannot be one.
+function normaliseRecipient(raw) {
+  if (typeof raw !== 'string') return null;
+  let number = raw.trim().replace(/[\s().-]/g, '');
+  if (number.startsWith('00')) number = '+' + number.slice(2);
+  else if (/^[0-9]+$/.test(number)) number = '+' + number;
+  return E164.test(number) ? number : null;
+}
+
+// Lowercase hex SHA-256 of recipient, code ("" when absent), message type and text, one per
+// line: the same notification (Auth0 retries it unchanged) always gets the same key.
+function idempotencyKey(message) {
+  const parts = [message.recipient, message.code || '', message.message_type, message.text];
+  return crypto.createHash('sha256').update(parts.join('\n'), 'utf8').digest('hex');
+}
 
 function signRelayBody(key, timestamp, body) {
   const mac = crypto.createHmac('sha256', Buffer.from(key, 'utf8'));
@@ -21,6 +42,7 @@ function relayBody(message) {
     const value = message[field];
     if (value !== undefined && value !== null && value !== '') body[field] = String(value);
   }
+  body.idempotency_key = idempotencyKey(body);
   return JSON.stringify(body);
 }
 
@@ -36,7 +58,11 @@ function postToRelay(secrets, message) {
   } catch (err) {
     return Promise.resolve({ ok: false, retryable: false, reason: 'otp-relay: RELAY_URL is not a valid URL' });
   }
-  const body = relayBody(message);
+  const recipient = normaliseRecipient(message.recipient);
+  if (recipient === null) {
+    return Promise.resolve({ ok: false, retryable: false, reason: 'otp-relay: the recipient is not a phone number' });
+  }
+  const body = relayBody(Object.assign({}, message, { recipient, message_type: message.message_type || 'otp_verify' }));
   const timestamp = String(Math.floor(Date.now() / 1000));
   const transport = target.protocol === 'http:' ? http : https;
   return new Promise((resolve) => {
@@ -57,20 +83,18 @@ function postToRelay(secrets, message) {
       },
       timeout: RELAY_TIMEOUT_MS,
     }, (response) => {
+      // The status decides; the body is not needed.
+      const status = response.statusCode;
       response.resume();
-      response.on('end', () => {
-        const status = response.statusCode;
-        if (status === 202 || status === 200) {
-          finish({ ok: true });
-        } else {
-          finish({
-            ok: false,
-            retryable: RETRYABLE_STATUSES.includes(status),
-            reason: 'otp-relay: relay answered HTTP ' + status,
-          });
-        }
-      });
-      response.on('error', () => finish({ ok: false, retryable: true, reason: 'otp-relay: relay connection broke' }));
+      if (status === 202 || status === 200) {
+        finish({ ok: true });
+      } else {
+        finish({
+          ok: false,
+          retryable: RETRYABLE_STATUSES.includes(status),
+          reason: 'otp-relay: relay answered HTTP ' + status,
+        });
+      }
     });
     request.on('timeout', () => {
       request.destroy();
