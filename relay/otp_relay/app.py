@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from . import messages, signing
+from . import messages, receipts, signing
 from .config import Settings
 from .connections import ConnectionGuard
 from .keys import WatchedFile, parse_api_key, parse_signing_keys
@@ -72,6 +72,8 @@ class Relay:
         self._primed: tuple = ()
         self._primed_from: list[str] | None = None
         self.state = build_state(settings)
+        self.receipts = receipts.Receipts(settings, receipts.store_for(self.state, settings.state_prefix),
+                                          self.metrics.registry, self.metrics.key_reload)
         self.state_ok = self.state.scope == "process"
         self.guard = ConnectionGuard(settings.max_connections, settings.header_timeout,
                                      settings.idle_timeout, self.metrics.dropped)
@@ -86,6 +88,7 @@ class Relay:
     async def refresh(self) -> None:
         self.api_key.refresh()
         self.signing_keys.refresh()
+        self.receipts.refresh()
         if self.certificate is not None:
             self.certificate.refresh()
         if self.state.scope == "shared":
@@ -194,11 +197,14 @@ class Relay:
             payload["source"] = self.settings.sender
         if otp.client_ip:
             payload["clientIp"] = otp.client_ip
+        if callback := self.receipts.callback_url():
+            payload["dlrCallbackUrl"] = callback
         outcome, attempts = await self.upstream.send(api_key, payload, started + self.settings.deadline)
         fields["attempts"] = attempts
         await self._settle(otp.idempotency_key, outcome, fields)
         if isinstance(outcome, Accepted):
             fields["umid"] = outcome.umid
+            await self.receipts.sent(outcome.umid)
             return _accepted(outcome.umid)
         if isinstance(outcome, Rejected):
             fields["upstream"] = f"{outcome.http_status}/{outcome.code}"
@@ -323,6 +329,7 @@ class Relay:
         app.cleanup_ctx.append(self._lifecycle)
         for prefix in sorted({"", self.settings.path_prefix}):
             app.router.add_post(f"{prefix}/v1/messages", self.send)
+            receipts.add_public_route(self, app, prefix)
         return app
 
     def make_admin_app(self) -> web.Application:
@@ -330,6 +337,7 @@ class Relay:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics_endpoint)
+        receipts.add_admin_route(self, app)
         return app
 
 

@@ -88,6 +88,8 @@ class Settings:
     header_timeout: float = 5.0
     body_timeout: float = 5.0
     idle_timeout: float = 75.0
+    receipt_url: str | None = None
+    receipt_token_file: Path | None = None
 
     @property
     def scheme(self) -> str:
@@ -126,6 +128,10 @@ _OPTIONS: list[tuple[str, str, str]] = [
     ("--header-timeout", "HEADER_TIMEOUT", "seconds to receive a request's headers (default 5)"),
     ("--body-timeout", "BODY_TIMEOUT", "seconds to receive a request's body (default 5)"),
     ("--idle-timeout", "IDLE_TIMEOUT", "seconds an idle keep-alive connection is kept (default 75)"),
+    ("--receipt-url", "RECEIPT_URL", "public URL 8x8 posts delivery receipts to, without the token "
+     "(e.g. https://otp.example.com/v1/receipts); sends carry <this>/<newest token>"),
+    ("--receipt-token-file", "RECEIPT_TOKEN_FILE", "file with receipt tokens, one per line, newest last "
+     "(re-read on change; every line is accepted)"),
 ]
 
 
@@ -251,6 +257,11 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
     if bool(cert) != bool(key):
         raise _fail("TLS_CERT_FILE", "set both the TLS certificate and key files, or neither")
     password_file = pick("STATE_PASSWORD_FILE")
+    receipt_url, receipt_token_file = pick("RECEIPT_URL").rstrip("/"), pick("RECEIPT_TOKEN_FILE")
+    if receipt_url and not receipt_url.startswith(("https://", "http://")):
+        raise _fail("RECEIPT_URL", f"expected an https:// URL, got {receipt_url!r}")
+    if receipt_url and not receipt_token_file:
+        raise _fail("RECEIPT_TOKEN_FILE", "required with --receipt-url (the token goes in the path)")
     log_level = pick("LOG_LEVEL", "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise _fail("LOG_LEVEL", f"use DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
@@ -278,4 +289,6 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
         header_timeout=_seconds("HEADER_TIMEOUT", pick("HEADER_TIMEOUT", "5")),
         body_timeout=_seconds("BODY_TIMEOUT", pick("BODY_TIMEOUT", "5")),
         idle_timeout=_seconds("IDLE_TIMEOUT", pick("IDLE_TIMEOUT", "75")),
+        receipt_url=receipt_url or None,
+        receipt_token_file=Path(receipt_token_file) if receipt_token_file else None,
     )
