@@ -24,6 +24,8 @@ RELAY_APP_NAME = "otp-relay"
 # Annotations.
 ANNOTATION_ROTATE_SIGNING_KEY = f"{GROUP}/rotate-signing-key"
 ANNOTATION_SECRETS_CHECKSUM = f"{GROUP}/secrets-checksum"
+ANNOTATION_ROTATE_RECEIPT_TOKEN = f"{GROUP}/rotate-receipt-token"
+ANNOTATION_RECEIPT_ROTATION = f"{GROUP}/receipt-token-rotation"  # on the Secret: the request handled
 ANNOTATION_PREFIX_KOPF = GROUP  # kopf's progress/diff-base annotations live under our group
 
 # Relay container contract.
@@ -45,6 +47,10 @@ SIGNING_KEY_MOUNT_DIR = "/var/run/otp-relay/signing"
 SIGNING_KEY_SECRET_KEY = "keys"  # the data key in the signing-key Secret; one key per line
 SIGNING_KEY_BYTES = 32
 RELAY_RUN_AS_USER = 65532
+RELAY_RECEIPT_PATH = "/v1/receipts"  # + "/<token>": where 8x8 posts delivery receipts
+RELAY_DELIVERY_SUMMARY_PATH = "/v1/delivery-summary"  # on the admin port
+RECEIPT_TOKEN_MOUNT_DIR = "/var/run/otp-relay/receipts"
+RECEIPT_TOKEN_SECRET_KEY = "tokens"  # one token per line, newest last (the relay accepts each)
 
 DEFAULT_DRIFT_INTERVAL_SECONDS = 600.0
 RELAY_IMAGE_ENV = "OTP_OPERATOR_RELAY_IMAGE"
@@ -78,6 +84,10 @@ def relay_name(channel: str) -> str:
 
 def signing_key_secret_name(channel: str) -> str:
     return f"{channel}-relay-signing-key"
+
+
+def receipt_token_secret_name(channel: str) -> str:
+    return f"{channel}-relay-receipt-token"
 
 
 def selector_labels(channel: str) -> dict[str, str]:

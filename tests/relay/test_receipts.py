@@ -4,12 +4,14 @@ delivery summary and the log never show a full number."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from otp_operator import delivery
 from otp_relay import receipts
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.relay import RelayProcess, free_port, kubelet_volume, otp_body, relay_env
@@ -97,6 +99,9 @@ def test_undelivered_receipts_carry_the_error_code_and_lower_the_ratio(receipt_r
     assert (summary["sent"], summary["delivered"], summary["undelivered"]) == (3, 2, 1)
     assert summary["ratio"] == pytest.approx(2 / 3, abs=1e-3)
     assert summary["topFailureReason"] == "Absent subscriber"
+    # what the operator reads into status.delivery
+    read = asyncio.run(delivery.fetch_summary(relay.admin_url + "/v1/delivery-summary"))
+    assert read == summary
 
 
 def test_a_wrong_token_gets_the_same_404_as_an_unknown_path(receipt_relay, emulator) -> None:
@@ -210,8 +215,6 @@ def test_the_window_forgets_old_minutes() -> None:
 
 
 def test_memory_receipts_stay_bounded() -> None:
-    import asyncio
-
     store = receipts.MemoryReceipts(limit=3)
 
     async def run() -> list[bool]:
