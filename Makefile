@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OTP_SANDBOX_CACHE ?= $(HOME)/.cache/otp-relay-operator
 
-.PHONY: help venv node controlplane helm redis test test-fast demo bench bench-tools clean
+.PHONY: help venv node controlplane helm redis promtool test test-fast demo bench bench-tools clean
 
 help:
 	@echo "make demo   - run the whole system on the local sandbox (see README)"
@@ -39,10 +39,16 @@ redis:
 	  echo ">> installing redis-server from Debian for the relay's shared-state tests"; \
 	  apt-get update -qq && apt-get install -y -qq redis-server; }
 
-test: controlplane helm redis
+# promtool for the alert rules' checks and unit tests, from Debian's prometheus package.
+promtool:
+	@command -v promtool >/dev/null || { \
+	  echo ">> installing promtool (Debian package prometheus) for the alert rule tests"; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus; }
+
+test: controlplane helm redis promtool
 	$(BIN)/python -m pytest -ra
 
-test-fast: $(STAMP) redis
+test-fast: $(STAMP) redis promtool
 	$(BIN)/python -m pytest -ra -m "not cluster"
 
 demo: controlplane
