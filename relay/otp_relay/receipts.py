@@ -292,21 +292,23 @@ async def handle(relay: Any, request: Any) -> Any:
     if not token_matches(desk.tokens.value if desk.tokens else None, request.match_info["token"]):
         desk.metrics.requests.labels("bad_token").inc()
         raise web.HTTPNotFound()
-    if request.content_length is not None and request.content_length > MAX_RECEIPT:
-        desk.metrics.requests.labels("too_large").inc()
-        return web.Response(status=413, text="receipt too large")
     relay.guard.request_started(request.transport)
     try:
         async with asyncio.timeout(relay.settings.body_timeout):
-            raw = await request.content.read(MAX_RECEIPT + 1)
+            raw = await request.read()  # bounded by the application's client_max_size
         relay.guard.body_received(request.transport)
-        receipt = parse(raw) if len(raw) <= MAX_RECEIPT else None
+        if len(raw) > MAX_RECEIPT:
+            raise web.HTTPRequestEntityTooLarge(MAX_RECEIPT, len(raw))
+        receipt = parse(raw)
         if receipt is None:
             desk.metrics.requests.labels("invalid").inc()
             return web.Response(status=400, text="not an 8x8 delivery receipt")
         fields = await desk.record(receipt)
+    except web.HTTPRequestEntityTooLarge:
+        desk.metrics.requests.labels("too_large").inc()
+        return web.Response(status=413, text="receipt too large")
     except TimeoutError:
-        desk.metrics.requests.labels("invalid").inc()
+        desk.metrics.requests.labels("timeout").inc()
         return web.Response(status=408, text="the body did not arrive in time")
     finally:
         relay.guard.request_finished(request.transport)

@@ -165,6 +165,13 @@ def test_bad_bodies_are_refused_and_not_counted(receipt_relay, emulator, body: b
     assert samples(relay, "otp_relay_receipts_total") == {}
 
 
+def test_a_chunked_body_without_length_is_bounded_too(receipt_relay, emulator) -> None:
+    relay = receipt_relay()
+    answer = relay.client.post(f"{relay.url}/v1/receipts/{TOKENS[1]}", content=iter([b"x" * 4096] * 5))
+    assert answer.status_code == 413
+    assert samples(relay, "otp_relay_receipt_requests_total")[(("result", "too_large"),)] == 1.0
+
+
 def test_replicas_on_redis_share_submit_times_and_repeats(receipt_relay, emulator,
                                                            redis_server: RedisServer) -> None:
     prefix = f"test:receipts:{time.monotonic_ns()}"
