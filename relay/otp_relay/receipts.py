@@ -21,6 +21,7 @@ import hmac
 import json
 import time
 from collections import Counter as Tally, OrderedDict, deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -117,7 +118,9 @@ def token_matches(tokens: list[str] | None, presented: str) -> bool:
 
 # --- what the relay remembers between the send and its receipts ----------------------------
 class ReceiptStore(Protocol):
-    async def sent(self, umid: str, at: float) -> None: ...
+    def sent(self, umid: str, at: float) -> Awaitable[None] | None:
+        """Remember when 8x8 accepted ``umid`` (an awaitable when it goes to a shared store)."""
+        ...
 
     async def first(self, umid: str, state: str) -> tuple[bool, float | None]:
         """(True the first time this umid+state is seen, when the message was accepted)."""
@@ -139,7 +142,7 @@ class MemoryReceipts:
         while table and (len(table) > self._limit or next(iter(table.values())) < horizon):
             table.popitem(last=False)
 
-    async def sent(self, umid: str, at: float) -> None:
+    def sent(self, umid: str, at: float) -> None:
         self._remember(self._sent, umid.lower(), at)
 
     async def first(self, umid: str, state: str) -> tuple[bool, float | None]:
@@ -235,6 +238,7 @@ class Receipts:
                        if settings.receipt_token_file else None)
         self.store = store
         self.window = DeliveryWindow()
+        self._writes: set[asyncio.Future] = set()
         self.metrics = ReceiptMetrics(registry)
         self.metrics.ratio.set_function(lambda: self.window.summary()["ratio"] or float("nan"))
 
@@ -247,9 +251,14 @@ class Receipts:
         tokens = self.tokens.value if self.tokens is not None else None
         return f"{self.url}/{tokens[-1]}" if self.url and tokens else None
 
-    async def sent(self, umid: str) -> None:
+    def sent(self, umid: str) -> None:
+        """On the send path: never holds the answer up for a shared store."""
         self.window.add("sent")
-        await self.store.sent(umid, time.time())
+        pending = self.store.sent(umid, time.time())
+        if pending is not None:
+            task = asyncio.ensure_future(pending)
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
 
     async def record(self, receipt: Receipt) -> dict[str, object]:
         """Count a receipt once; the log fields of what happened."""

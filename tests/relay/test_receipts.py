@@ -226,7 +226,7 @@ def test_memory_receipts_stay_bounded() -> None:
 
     async def run() -> list[bool]:
         for i in range(10):
-            await store.sent(f"u{i}", time.time())
+            store.sent(f"u{i}", time.time())
         return [(await store.first(f"u{i}", "delivered"))[1] is not None for i in range(10)]
 
     assert asyncio.run(run()) == [False] * 7 + [True] * 3
