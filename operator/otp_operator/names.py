@@ -25,7 +25,6 @@ RELAY_APP_NAME = "otp-relay"
 ANNOTATION_ROTATE_SIGNING_KEY = f"{GROUP}/rotate-signing-key"
 ANNOTATION_SECRETS_CHECKSUM = f"{GROUP}/secrets-checksum"
 ANNOTATION_ROTATE_RECEIPT_TOKEN = f"{GROUP}/rotate-receipt-token"
-ANNOTATION_RECEIPT_ROTATION = f"{GROUP}/receipt-token-rotation"  # on the Secret: the request handled
 ANNOTATION_PREFIX_KOPF = GROUP  # kopf's progress/diff-base annotations live under our group
 
 # Relay container contract.
@@ -51,6 +50,7 @@ RELAY_RECEIPT_PATH = "/v1/receipts"  # + "/<token>": where 8x8 posts delivery re
 RELAY_DELIVERY_SUMMARY_PATH = "/v1/delivery-summary"  # on the admin port
 RECEIPT_TOKEN_MOUNT_DIR = "/var/run/otp-relay/receipts"
 RECEIPT_TOKEN_SECRET_KEY = "tokens"  # one token per line, newest last (the relay accepts each)
+RECEIPT_ROTATION_SECRET_KEY = "rotation"  # the rotation request the tokens answer (not mounted)
 
 DEFAULT_DRIFT_INTERVAL_SECONDS = 600.0
 RELAY_IMAGE_ENV = "OTP_OPERATOR_RELAY_IMAGE"

@@ -45,7 +45,7 @@ def test_a_rotation_keeps_the_previous_token_for_receipts_in_flight_and_happens_
     rotated = receipt_tokens.plan(secret_of(("t1",), ""), "2026-12-01", generate=lambda: "t2")
     assert rotated == (("t1", "t2"), "2026-12-01")  # the newest last: the relay puts it on sends
     after = secret_of(*rotated)
-    assert after["metadata"]["annotations"][names.ANNOTATION_RECEIPT_ROTATION] == "2026-12-01"
+    assert base64.b64decode(after["data"][names.RECEIPT_ROTATION_SECRET_KEY]) == b"2026-12-01"
     assert tokens_in(after) == ["t1", "t2"]
     assert receipt_tokens.plan(after, "2026-12-01", generate=lambda: "t3") == (("t1", "t2"), "2026-12-01")
     assert receipt_tokens.plan(after, "again", generate=lambda: "t3") == (("t2", "t3"), "again")
