@@ -141,6 +141,7 @@ def test_a_repeated_receipt_is_counted_once(receipt_relay, emulator) -> None:
     assert list(samples(relay, "otp_relay_receipts_total").values()) == [1.0]
     assert samples(relay, "otp_relay_receipt_requests_total")[(("result", "duplicate"),)] == 2.0
     assert relay.get("/v1/delivery-summary").json()["undelivered"] == 1
+    assert samples(relay, "otp_relay_delivery_ratio") == {(): 0.0}  # none delivered is 0, not "no data"
     # a new state of the same message is a new receipt
     assert post_receipt(relay, receipt_body("5d1e0c7a-aaaa-4bbb-8ccc-000000000001", "read")).status_code == 200
     assert sum(samples(relay, "otp_relay_receipts_total").values()) == 2.0
