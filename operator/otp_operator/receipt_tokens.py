@@ -7,7 +7,7 @@ previous token for receipts still on their way (8x8 retries for up to 48 h: rota
 once in that time to lose none).
 
 Rotate by setting the channel annotation ``otprelay.io/rotate-receipt-token`` to a new value;
-the Secret records the request it answered, so each value rotates once. Pure: the caller
+the Secret records the request it answered (key ``rotation``), so each value rotates once. Pure: the caller
 reads the Secret.
 """
 
@@ -29,17 +29,18 @@ def new_token() -> str:
     return _random.token_urlsafe(TOKEN_BYTES)
 
 
+def _text(data: Mapping[str, Any], key: str) -> str:
+    try:
+        return base64.b64decode(data.get(key) or "", validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+
+
 def current(secret: Mapping[str, Any] | None) -> tuple[list[str], str]:
     """(tokens oldest first, rotation request handled) of the operator's Secret."""
-    if secret is None:
-        return [], ""
-    handled = ((secret.get("metadata") or {}).get("annotations") or {}).get(names.ANNOTATION_RECEIPT_ROTATION, "")
-    encoded = (secret.get("data") or {}).get(names.RECEIPT_TOKEN_SECRET_KEY) or ""
-    try:
-        text = base64.b64decode(encoded, validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
-        return [], handled
-    return [line.strip() for line in text.splitlines() if line.strip()], handled
+    data = (secret or {}).get("data") or {}
+    tokens = [line.strip() for line in _text(data, names.RECEIPT_TOKEN_SECRET_KEY).splitlines() if line.strip()]
+    return tokens, _text(data, names.RECEIPT_ROTATION_SECRET_KEY)
 
 
 def plan(secret: Mapping[str, Any] | None, requested: str | None,

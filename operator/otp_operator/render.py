@@ -78,10 +78,10 @@ def signing_key_secret(ch: ChannelSpec, keys: tuple[str, ...], owner: Mapping[st
 def receipt_token_secret(ch: ChannelSpec, tokens: tuple[str, ...], rotation: str,
                          owner: Mapping[str, Any]) -> dict[str, Any]:
     """The tokens 8x8's receipts must carry in their path; ``rotation`` is the rotation request
-    they answer (kept on the Secret, so a request is handled once)."""
+    they answer (kept in the Secret, so a request is handled once)."""
     secret = _lines_secret(ch, names.receipt_token_secret_name(ch.name), names.RECEIPT_TOKEN_SECRET_KEY,
                            tokens, owner)
-    secret["metadata"]["annotations"] = {names.ANNOTATION_RECEIPT_ROTATION: rotation}
+    secret["data"][names.RECEIPT_ROTATION_SECRET_KEY] = base64.b64encode(rotation.encode()).decode()
     return secret
 
 

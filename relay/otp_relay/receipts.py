@@ -21,13 +21,15 @@ import hmac
 import json
 import time
 from collections import Counter as Tally, OrderedDict, deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import phonenumbers
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from redis.exceptions import RedisError
 
+from .config import Settings
 from .keys import WatchedFile, parse_signing_keys
 from .logs import RequestLog, mask_number
 
@@ -163,7 +165,7 @@ class RedisReceipts:
     async def sent(self, umid: str, at: float) -> None:
         try:
             await self._client.set(f"{self._prefix}u:{umid.lower()}", repr(at), ex=self._ttl)
-        except Exception:  # noqa: BLE001  a lost submit time costs one histogram sample only
+        except (RedisError, OSError):  # a lost submit time costs one histogram sample only
             pass
 
     async def first(self, umid: str, state: str) -> tuple[bool, float | None]:
@@ -172,7 +174,7 @@ class RedisReceipts:
                 pipe.set(f"{self._prefix}d:{umid}:{state}", "1", nx=True, ex=self._ttl)
                 pipe.get(f"{self._prefix}u:{umid}")
                 fresh, sent_at = await pipe.execute()
-        except Exception:  # noqa: BLE001
+        except (RedisError, OSError):
             return True, None
         return bool(fresh), float(sent_at) if sent_at else None
 
@@ -231,8 +233,8 @@ class Receipts:
     """The relay's receipt desk: the token file, the callback URL put on each send, and the
     recording of receipts (metrics, window) and of accepted sends."""
 
-    def __init__(self, settings: Any, store: ReceiptStore, registry: CollectorRegistry,
-                 on_reload: Any = lambda name, ok: None) -> None:
+    def __init__(self, settings: Settings, store: ReceiptStore, registry: CollectorRegistry,
+                 on_reload: Callable[[str, bool], None] = lambda name, ok: None) -> None:
         self.url = settings.receipt_url
         self.tokens = (WatchedFile("receipt_token", settings.receipt_token_file, parse_signing_keys, on_reload)
                        if settings.receipt_token_file else None)
@@ -240,7 +242,11 @@ class Receipts:
         self.window = DeliveryWindow()
         self._writes: set[asyncio.Future] = set()
         self.metrics = ReceiptMetrics(registry)
-        self.metrics.ratio.set_function(lambda: self.window.summary()["ratio"] or float("nan"))
+        self.metrics.ratio.set_function(self._ratio)
+
+    def _ratio(self) -> float:
+        ratio = self.window.summary()["ratio"]
+        return float("nan") if ratio is None else ratio
 
     def refresh(self) -> None:
         if self.tokens is not None:
