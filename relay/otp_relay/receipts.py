@@ -258,8 +258,11 @@ class Receipts:
         return f"{self.url}/{tokens[-1]}" if self.url and tokens else None
 
     def sent(self, umid: str) -> None:
-        """On the send path: never holds the answer up for a shared store."""
+        """On the send path: never holds the answer up for a shared store. Submit times are
+        kept only when sends ask for receipts."""
         self.window.add("sent")
+        if not self.url:
+            return
         pending = self.store.sent(umid, time.time())
         if pending is not None:
             task = asyncio.ensure_future(pending)

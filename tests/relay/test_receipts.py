@@ -189,6 +189,11 @@ def test_replicas_on_redis_share_submit_times_and_repeats(receipt_relay, emulato
     assert samples(two, "otp_relay_delivery_seconds_count") == {(): 1.0}
     assert samples(two, "otp_relay_delivery_seconds_sum")[()] >= 0.3
     assert sum(samples(one, "otp_relay_receipts_total").values()) == 0  # counted once, on two
+    client = redis_server.client()
+    keys = list(client.scan_iter(match="{" + prefix + "}:receipt:*"))
+    assert len(keys) == 2  # the submit time and the one receipt seen
+    assert all(0 < client.pttl(key) <= 48 * 3600 * 1000 for key in keys)
+    assert number[1:] not in "".join(keys)
 
 
 # --- units ----------------------------------------------------------------------------------
