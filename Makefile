@@ -33,14 +33,15 @@ controlplane: $(STAMP) node
 helm: $(STAMP)
 	$(BIN)/python -m tests.chart.helm
 
-# Debian tools the tests run for real: redis-server (the relay's shared state, started by a fixture on
-# loopback) and lua5.4 (the Argo CD health check). Installed in one apt run, only when missing.
-TEST_TOOLS := redis-server:redis-server lua5.4:lua5.4
+# Debian tools the tests run for real, as command:package: redis-server (the relay's shared state,
+# started by a fixture on loopback), lua5.4 (the Argo CD health check), promtool (the alert rules'
+# checks and unit tests). Installed in one apt run, only when missing.
+TEST_TOOLS := redis-server:redis-server lua5.4:lua5.4 promtool:prometheus
 test-tools:
 	@missing=$$(for t in $(TEST_TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done); \
 	if [ -n "$$missing" ]; then \
 	  echo ">> installing from Debian for the tests:" $$missing; \
-	  apt-get update -qq && apt-get install -y -qq $$missing; fi
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; fi
 
 test: controlplane helm test-tools
 	$(BIN)/python -m pytest -ra

@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--metrics-port must be a TCP port, not {args.metrics_port}")
     import kopf  # imported late so `--help` stays fast
 
-    from . import handlers  # noqa: F401  (registers the handlers)
+    from . import delivery, handlers  # noqa: F401  (registers the handlers)
     from . import metrics
     from .runtime import OperatorConfig, Runtime
 

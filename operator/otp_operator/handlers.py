@@ -76,7 +76,9 @@ def channels_by_tenant(namespace: str, name: str, spec: Mapping[str, Any], **_: 
 @kopf.on.event(*CHANNELS)
 def channel_changed(type: str, body: Mapping[str, Any], memo: Any, **_: Any) -> None:
     meta = body.get("metadata") or {}
-    trigger = (meta.get("generation"), (meta.get("annotations") or {}).get(names.ANNOTATION_ROTATE_SIGNING_KEY))
+    annotations = meta.get("annotations") or {}
+    trigger = (meta.get("generation"), annotations.get(names.ANNOTATION_ROTATE_SIGNING_KEY),
+               annotations.get(names.ANNOTATION_ROTATE_RECEIPT_TOKEN))
     rt = _runtime(memo)
     mem = rt.memory(meta.get("namespace", ""), meta.get("name", ""))
     if type != "DELETED" and mem.last_trigger != trigger:

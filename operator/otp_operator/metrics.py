@@ -24,6 +24,20 @@ TIME_TO_READY = Histogram(
 CHANNELS = Gauge("otp_operator_channels", "Channels handled by this operator instance.")
 READY_CHANNELS = Gauge("otp_operator_ready_channels", "Channels whose Ready condition is True.")
 
+# Per channel, from its status (set by the delivery timer; removed when the channel is deleted).
+CHANNEL_READY = Gauge("otp_operator_channel_ready", "1 when the channel's Ready condition is True.",
+                      ["namespace", "channel"])
+CHANNEL_AUTH0_SYNCED = Gauge("otp_operator_channel_auth0_synced",
+                             "1 when the channel's Auth0Synced condition is True.", ["namespace", "channel"])
+SIGNING_KEY_ROTATION_SECONDS = Gauge(
+    "otp_operator_signing_key_rotation_seconds",
+    "Seconds the channel's signing-key rotation has been in its current phase (0 when stable).",
+    ["namespace", "channel"])
+CHANNEL_DELIVERY_RATIO = Gauge(
+    "otp_operator_channel_delivery_ratio",
+    "Delivered / (delivered + undelivered) receipts in the relay's last window (status.delivery.ratio).",
+    ["namespace", "channel"])
+
 
 def serve(port: int, registry: CollectorRegistry = REGISTRY) -> None:
     """Expose /metrics on 0.0.0.0:port in a background thread."""

@@ -24,6 +24,7 @@ RELAY_APP_NAME = "otp-relay"
 # Annotations.
 ANNOTATION_ROTATE_SIGNING_KEY = f"{GROUP}/rotate-signing-key"
 ANNOTATION_SECRETS_CHECKSUM = f"{GROUP}/secrets-checksum"
+ANNOTATION_ROTATE_RECEIPT_TOKEN = f"{GROUP}/rotate-receipt-token"
 ANNOTATION_PREFIX_KOPF = GROUP  # kopf's progress/diff-base annotations live under our group
 
 # Relay container contract.
@@ -47,6 +48,11 @@ SIGNING_KEY_BYTES = 32
 # Namespaces with this label (e.g. Prometheus') may reach the relay's non-public ports.
 LABEL_RELAY_METRICS_NAMESPACE = f"{GROUP}/relay-metrics"
 RELAY_METRICS_NAMESPACE_VALUE = "allowed"
+RELAY_RECEIPT_PATH = "/v1/receipts"  # + "/<token>": where 8x8 posts delivery receipts
+RELAY_DELIVERY_SUMMARY_PATH = "/v1/delivery-summary"  # on the admin port
+RECEIPT_TOKEN_MOUNT_DIR = "/var/run/otp-relay/receipts"
+RECEIPT_TOKEN_SECRET_KEY = "tokens"  # one token per line, newest last (the relay accepts each)
+RECEIPT_ROTATION_SECRET_KEY = "rotation"  # the rotation request the tokens answer (not mounted)
 
 DEFAULT_DRIFT_INTERVAL_SECONDS = 600.0
 RELAY_IMAGE_ENV = "OTP_OPERATOR_RELAY_IMAGE"
@@ -80,6 +86,10 @@ def relay_name(channel: str) -> str:
 
 def signing_key_secret_name(channel: str) -> str:
     return f"{channel}-relay-signing-key"
+
+
+def receipt_token_secret_name(channel: str) -> str:
+    return f"{channel}-relay-receipt-token"
 
 
 def selector_labels(channel: str) -> dict[str, str]:

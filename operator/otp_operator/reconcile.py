@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from . import endpoints, metrics, names, render, rotation, selector_migration, status
+from . import endpoints, metrics, names, receipt_tokens, render, rotation, selector_migration, status
 from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration
 from .kube import Applied, KubeApi, KubeError
 from .runtime import ChannelMemory, Runtime, child_token, digest, monotonic
@@ -182,11 +182,12 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
         metrics.RECONCILES.labels("suspended").inc()
         return None
 
-    sms_secret, creds_secret, signing_secret, deployment = await asyncio.gather(
+    sms_secret, creds_secret, signing_secret, deployment, receipt_secret = await asyncio.gather(
         rt.read("v1", "Secret", namespace, ch.sms.api_key.name),
         rt.read("v1", "Secret", namespace, ch.auth0.credentials_secret),
         rt.read("v1", "Secret", namespace, names.signing_key_secret_name(name)),
         rt.read("apps/v1", "Deployment", namespace, names.relay_name(name)),
+        rt.read("v1", "Secret", namespace, names.receipt_token_secret_name(name)),
     )
     try:
         api_key = secret_value(sms_secret, ch.sms.api_key, namespace)
@@ -216,6 +217,8 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
         signing_keys=signing_plan.keys,
         secrets_checksum=secrets_checksum,
         owner=render.owner_reference(meta["uid"], name),
+        receipt_tokens=receipt_tokens.plan(
+            receipt_secret, (meta.get("annotations") or {}).get(names.ANNOTATION_ROTATE_RECEIPT_TOKEN)),
     )
     wanted_digests = {f"{m['kind']}/{m['metadata']['name']}": digest(m) for m in children.apply}
     # Re-apply only when something changed, a child was touched by someone else, or on the

@@ -62,15 +62,30 @@ def _metadata(ch: ChannelSpec, name: str, owner: Mapping[str, Any]) -> dict[str,
     }
 
 
-def signing_key_secret(ch: ChannelSpec, keys: tuple[str, ...], owner: Mapping[str, Any]) -> dict[str, Any]:
-    text = "".join(f"{key}\n" for key in keys)
+def _lines_secret(ch: ChannelSpec, name: str, key: str, lines: tuple[str, ...],
+                  owner: Mapping[str, Any]) -> dict[str, Any]:
+    text = "".join(f"{line}\n" for line in lines)
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(ch, names.signing_key_secret_name(ch.name), owner),
+        "metadata": _metadata(ch, name, owner),
         "type": "Opaque",
-        "data": {names.SIGNING_KEY_SECRET_KEY: base64.b64encode(text.encode()).decode()},
+        "data": {key: base64.b64encode(text.encode()).decode()},
     }
+
+
+def signing_key_secret(ch: ChannelSpec, keys: tuple[str, ...], owner: Mapping[str, Any]) -> dict[str, Any]:
+    return _lines_secret(ch, names.signing_key_secret_name(ch.name), names.SIGNING_KEY_SECRET_KEY, keys, owner)
+
+
+def receipt_token_secret(ch: ChannelSpec, tokens: tuple[str, ...], rotation: str,
+                         owner: Mapping[str, Any]) -> dict[str, Any]:
+    """The tokens 8x8's receipts must carry in their path; ``rotation`` is the rotation request
+    they answer (kept in the Secret, so a request is handled once)."""
+    secret = _lines_secret(ch, names.receipt_token_secret_name(ch.name), names.RECEIPT_TOKEN_SECRET_KEY,
+                           tokens, owner)
+    secret["data"][names.RECEIPT_ROTATION_SECRET_KEY] = base64.b64encode(rotation.encode()).decode()
+    return secret
 
 
 def limits_scope(ch: ChannelSpec) -> str:
@@ -100,6 +115,8 @@ def relay_env(ch: ChannelSpec) -> list[dict[str, str]]:
         "OTP_RELAY_ENCODING": ch.sms.encoding,
         "OTP_RELAY_PER_RECIPIENT": f"{ch.policy.per_recipient_limit}/{ch.policy.per_recipient_window}",
         "OTP_RELAY_GLOBAL_LIMIT": global_limit_per_relay(ch),
+        "OTP_RELAY_RECEIPT_URL": ch.relay.public_url + names.RELAY_RECEIPT_PATH,
+        "OTP_RELAY_RECEIPT_TOKEN_FILE": f"{names.RECEIPT_TOKEN_MOUNT_DIR}/{names.RECEIPT_TOKEN_SECRET_KEY}",
     }
     store = ch.relay.state_store
     if store:
@@ -170,6 +187,7 @@ def relay_deployment(
         "volumeMounts": [
             {"name": "sms-api-key", "mountPath": names.SMS_KEY_MOUNT_DIR, "readOnly": True},
             {"name": "signing-key", "mountPath": names.SIGNING_KEY_MOUNT_DIR, "readOnly": True},
+            {"name": "receipt-token", "mountPath": names.RECEIPT_TOKEN_MOUNT_DIR, "readOnly": True},
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
@@ -217,6 +235,18 @@ def relay_deployment(
                                 "defaultMode": 0o444,
                             },
                         },
+                        {
+                            # optional: receipts are not needed to send; the relay picks the
+                            # file up when it appears
+                            "name": "receipt-token",
+                            "secret": {
+                                "secretName": names.receipt_token_secret_name(ch.name),
+                                "items": [{"key": names.RECEIPT_TOKEN_SECRET_KEY,
+                                           "path": names.RECEIPT_TOKEN_SECRET_KEY}],
+                                "defaultMode": 0o444,
+                                "optional": True,
+                            },
+                        },
                         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
                         *_state_password_volume(ch),
                     ],
@@ -235,7 +265,7 @@ def _state_password_volume(ch: ChannelSpec) -> list[dict[str, Any]]:
         "secret": {
             "secretName": store.password.name,
             "items": [{"key": store.password.key, "path": names.STATE_PASSWORD_FILE}],
-            "defaultMode": 0o440,
+            "defaultMode": 0o444,
         },
     }]
 
@@ -275,7 +305,15 @@ def relay_ingress(ch: ChannelSpec, owner: Mapping[str, Any]) -> dict[str, Any] |
                             "backend": {
                                 "service": {"name": names.relay_name(ch.name), "port": {"name": "http"}}
                             },
-                        }
+                        },
+                        {
+                            # Prefix: the token follows; an Exact path would put it in the Ingress
+                            "path": ch.relay.path_prefix + names.RELAY_RECEIPT_PATH,
+                            "pathType": "Prefix",
+                            "backend": {
+                                "service": {"name": names.relay_name(ch.name), "port": {"name": "http"}}
+                            },
+                        },
                     ]
                 },
             }
@@ -345,7 +383,9 @@ def render_children(
     signing_keys: tuple[str, ...],
     secrets_checksum: str,
     owner: Mapping[str, Any],
+    receipt_tokens: tuple[tuple[str, ...], str] | None = None,
 ) -> Children:
+    """``receipt_tokens``: (tokens, rotation request handled), see ``receipt_tokens.plan``."""
     deployment = relay_deployment(ch, image, secrets_checksum, owner)
     apply: list[dict[str, Any]] = [
         signing_key_secret(ch, signing_keys, owner),
@@ -353,6 +393,8 @@ def render_children(
         relay_service(ch, owner),
         relay_network_policy(ch, deployment, owner),
     ]
+    if receipt_tokens is not None:
+        apply.append(receipt_token_secret(ch, *receipt_tokens, owner))
     delete: list[ChildRef] = []
     name = names.relay_name(ch.name)
     for manifest, api_version, kind in (

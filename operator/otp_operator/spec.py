@@ -69,6 +69,7 @@ class PolicySpec:
     per_recipient_window: str
     global_limit: int = 100
     global_window: str = "1s"
+    delivery_ratio_threshold: float | None = None
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,14 @@ def window_seconds(window: str, path: str = "spec.policy.perRecipient.window") -
         return parse_duration(window)
     except ValueError:
         raise SpecError(f"{path} {window!r} is not a duration like 10m or 1h30m") from None
+
+
+def _ratio(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise SpecError(f"spec.policy.deliveryRatioThreshold must be a number from 0 to 1, not {value!r}")
+    return float(value)
 
 
 def _state_store(store: Mapping[str, Any] | None) -> StateStoreSpec | None:
@@ -231,6 +240,7 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
             per_recipient_window=window,
             global_limit=int(_get(global_limit, "limit", 100)),
             global_window=global_window,
+            delivery_ratio_threshold=_ratio(_get(policy, "deliveryRatioThreshold")),
         ),
         relay=RelaySpec(
             replicas=int(_get(relay, "replicas", 2)),

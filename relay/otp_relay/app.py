@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from . import messages, signing
+from . import messages, receipts, signing
 from .config import Settings
 from .connections import ConnectionGuard
 from .keys import WatchedFile, parse_api_key, parse_signing_keys
@@ -76,6 +76,8 @@ class Relay:
         self._primed: tuple = ()
         self._primed_from: list[str] | None = None
         self.state = build_state(settings)
+        self.receipts = receipts.Receipts(settings, receipts.store_for(self.state, settings.state_prefix),
+                                          self.metrics.registry, self.metrics.key_reload)
         self.state_ok = self.state.scope == "process"
         self.guard = ConnectionGuard(settings.max_connections, settings.header_timeout,
                                      settings.idle_timeout, self.metrics.dropped)
@@ -94,6 +96,7 @@ class Relay:
     async def refresh(self) -> None:
         self.api_key.refresh()
         self.signing_keys.refresh()
+        self.receipts.refresh()
         if self.certificate is not None:
             self.certificate.refresh()
         if self.state.scope == "shared":
@@ -196,11 +199,14 @@ class Relay:
                    "clientMessageId": request_id}
         if otp.client_ip:
             payload["clientIp"] = otp.client_ip
+        if callback := self.receipts.callback_url():
+            payload["dlrCallbackUrl"] = callback
         outcome, attempts = await self.upstream.send(api_key, payload, started + self.settings.deadline)
         fields["attempts"] = attempts
         await self._settle(otp.idempotency_key, outcome, fields)
         if isinstance(outcome, Accepted):
             fields["umid"] = outcome.umid
+            self.receipts.sent(outcome.umid)
             return _accepted(outcome.umid)
         if isinstance(outcome, Rejected):
             fields["upstream"] = f"{outcome.http_status}/{outcome.code}"
@@ -322,7 +328,8 @@ class Relay:
     def public_routes(self) -> dict[str, Handler]:
         """Every public ``POST`` path (each also served under ``--path-prefix``): the one
         place a public route is added."""
-        return {"/v1/messages": self.send}
+        return {"/v1/messages": self.send,
+                f"{receipts.RECEIPT_PATH}/{{token}}": lambda request: receipts.handle(self, request)}
 
     def make_app(self) -> web.Application:
         """The public application: only the routes above (and their prefixed twins)."""
@@ -338,6 +345,7 @@ class Relay:
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics_endpoint)
+        receipts.add_admin_route(self, app)
         return app
 
 

@@ -89,6 +89,8 @@ class Settings:
     body_timeout: float = 5.0
     idle_timeout: float = 75.0
     workers: int = 1
+    receipt_url: str | None = None
+    receipt_token_file: Path | None = None
 
     @property
     def scheme(self) -> str:
@@ -129,6 +131,10 @@ _OPTIONS: list[tuple[str, str, str]] = [
     ("--idle-timeout", "IDLE_TIMEOUT", "seconds an idle keep-alive connection is kept (default 75)"),
     ("--workers", "WORKERS", "processes sharing the public port (SO_REUSEPORT); more than 1 needs "
      "--state-url so limits and idempotency stay exact (default 1)"),
+    ("--receipt-url", "RECEIPT_URL", "public URL 8x8 posts delivery receipts to, without the token "
+     "(e.g. https://otp.example.com/v1/receipts); sends carry <this>/<newest token>"),
+    ("--receipt-token-file", "RECEIPT_TOKEN_FILE", "file with receipt tokens, one per line, newest last "
+     "(re-read on change; every line is accepted)"),
 ]
 
 
@@ -258,6 +264,11 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
     if workers > 1 and not pick("STATE_URL"):
         raise _fail("WORKERS", "more than one worker needs --state-url: limits and idempotency "
                     "must stay exact across the pod's processes, never workers x the budget")
+    receipt_url, receipt_token_file = pick("RECEIPT_URL").rstrip("/"), pick("RECEIPT_TOKEN_FILE")
+    if receipt_url and not receipt_url.startswith(("https://", "http://")):
+        raise _fail("RECEIPT_URL", f"expected an https:// URL, got {receipt_url!r}")
+    if receipt_url and not receipt_token_file:
+        raise _fail("RECEIPT_TOKEN_FILE", "required with --receipt-url (the token goes in the path)")
     log_level = pick("LOG_LEVEL", "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise _fail("LOG_LEVEL", f"use DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
@@ -286,4 +297,6 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
         body_timeout=_seconds("BODY_TIMEOUT", pick("BODY_TIMEOUT", "5")),
         idle_timeout=_seconds("IDLE_TIMEOUT", pick("IDLE_TIMEOUT", "75")),
         workers=workers,
+        receipt_url=receipt_url or None,
+        receipt_token_file=Path(receipt_token_file) if receipt_token_file else None,
     )

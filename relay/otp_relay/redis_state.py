@@ -119,6 +119,11 @@ class RedisState:
         except (RedisError, OSError) as exc:
             raise StateUnavailable(type(exc).__name__) from None
 
+    @property
+    def client(self) -> redis.Redis:
+        """The connection pool, for other shared records (delivery receipts)."""
+        return self._client
+
     async def check(self) -> bool:
         try:
             return bool(await self._client.ping())

@@ -55,6 +55,8 @@ class Summary:
     sms_text: str
     latency_ms: float
     kubeconfig: Path
+    receipt: str = "-"
+    delivery: str = "-"
 
     def lines(self) -> list[str]:
         return [
@@ -63,6 +65,8 @@ class Summary:
             f"Auth0 action:   {self.action_id} (deployed version {self.action_version})",
             f"SMS at 8x8:     to {self.sms_destination} from {self.sms_source}: \"{self.sms_text}\"",
             f"end to end:     {self.latency_ms:.0f} ms (Auth0 action -> relay -> 8x8)",
+            f"8x8 receipt:    {self.receipt}",
+            f"delivery:       {self.delivery}",
         ]
 
 
@@ -151,6 +155,7 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
             stack.callback(sms.stop)
             api_key = secrets.token_urlsafe(24)
             sms.add_subaccount("shop_otp", api_key)
+            sms.set_outcome(RECIPIENT, "delivered", after_ms=800)  # the receipt the summary shows
             detail(f"8x8 API at {sms.base_url}, subaccount shop_otp")
         with steps.step("starting the Auth0 emulator (runs registered code in Node.js)",
                         "install Node.js >= 20 (`apt-get install nodejs`), then rerun") as detail:
@@ -211,7 +216,7 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
             action_version=str(status["auth0"].get("deployedVersion", "?")),
             sms_destination=mask_number(message.destination), sms_source=message.source or "-",
             sms_text=message.text.replace(CODE, "*" * len(CODE)), latency_ms=latency_ms,
-            kubeconfig=plane.kubeconfig)
+            kubeconfig=plane.kubeconfig, **_delivery(relay.relay, message.destination))
         out("")
         out("Summary (the OTP code is masked)")
         for line in summary.lines():
@@ -222,6 +227,27 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
     finally:
         stack.close()
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _delivery(relay: Any, destination: str, timeout: float = 30.0) -> dict[str, str]:
+    """The relay's record of 8x8's delivery receipt, and its delivery summary (what the operator
+    copies into status.delivery)."""
+    import json
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in relay.logs().splitlines():
+            entry = json.loads(line) if line.startswith("{") else {}
+            if entry.get("msg") == "receipt" and entry.get("outcome") == "counted":
+                summary = relay.get("/v1/delivery-summary").json()
+                ratio = "-" if summary["ratio"] is None else f"{summary['ratio']:.0%}"
+                return {"receipt": f"{entry['state']} to {mask_number(destination)} after "
+                                   f"{entry.get('duration_ms', 0) / 1000:.1f} s",
+                        "delivery": f"last {summary['windowSeconds'] // 60} min: {summary['sent']} sent, "
+                                    f"{summary['delivered']} delivered, {summary['undelivered']} undelivered, "
+                                    f"ratio {ratio}"}
+        time.sleep(0.1)
+    return {"receipt": f"no receipt from 8x8 within {timeout:.0f} s"}
 
 
 def _wait_ready(objects: Any, detail: Callable[[str], None], timeout: float = 120.0) -> dict[str, Any]:

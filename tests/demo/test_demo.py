@@ -51,6 +51,8 @@ def test_demo_delivers_an_otp_end_to_end_and_leaves_nothing_running() -> None:
     assert re.search(r"Auth0 action:\s+[0-9a-f-]{36} \(deployed version 1\)", summary)
     assert re.search(r'SMS at 8x8:\s+to \*+4567 from ShopOTP: "Your ShopOTP code is \*{6}"', summary)
     assert re.search(r"end to end:\s+\d+ ms", summary)
+    assert re.search(r"8x8 receipt:\s+delivered to \*{6}4567 after (0\.[89]|[1-9]\.\d) s", summary)
+    assert re.search(r"delivery:\s+last 15 min: 1 sent, 1 delivered, 0 undelivered, ratio 100%", summary)
     # the full number and the code never reach the terminal
     assert "6591234567" not in output and "482913" not in output
     work_dir = _work_dir(output)

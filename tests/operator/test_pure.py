@@ -105,6 +105,8 @@ def test_relay_deployment_follows_the_env_contract_and_is_restricted():
         "OTP_RELAY_SENDER": "ShopOTP",
         "OTP_RELAY_ALLOWED_COUNTRIES": "SG,MY",
         "OTP_RELAY_PATH_PREFIX": "/prod",
+        "OTP_RELAY_RECEIPT_URL": "https://otp.shop.example/prod/v1/receipts",
+        "OTP_RELAY_RECEIPT_TOKEN_FILE": "/var/run/otp-relay/receipts/tokens",
     }
     assert container["command"] == ["otp-relay"] and container["image"] == "img:1"
     assert pod["metadata"]["annotations"][names.ANNOTATION_SECRETS_CHECKSUM] == "abc"
@@ -138,8 +140,9 @@ def test_ingress_routes_the_public_path_with_tls():
     ingress = render.relay_ingress(channel(), OWNER)
     rule = ingress["spec"]["rules"][0]
     assert rule["host"] == "otp.shop.example"
-    [path] = rule["http"]["paths"]
+    path, receipts = rule["http"]["paths"]
     assert (path["path"], path["pathType"]) == ("/prod/v1/messages", "Exact")
+    assert (receipts["path"], receipts["pathType"]) == ("/prod/v1/receipts", "Prefix")
     assert path["backend"]["service"]["port"] == {"name": "http"}
     assert render.relay_ingress(channel(publicUrl="https://otp.shop.example"), OWNER)["spec"]["rules"][0][
         "http"]["paths"][0]["path"] == "/v1/messages"

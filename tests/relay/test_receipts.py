@@ -1,0 +1,238 @@
+"""8x8 delivery receipts through a real relay: the emulator posts them to the send's
+``dlrCallbackUrl``; wrong tokens look like unknown paths; repeats count once; metrics, the
+delivery summary and the log never show a full number."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from otp_operator import delivery
+from otp_relay import receipts
+from tests.fixtures.redis import RedisServer
+from tests.fixtures.relay import RelayProcess, free_port, kubelet_volume, otp_body, relay_env
+
+from .conftest import API_KEY, SIGNING_KEYS, SUBACCOUNT, assert_no_secrets, fresh_number, wait_for
+
+KEY = SIGNING_KEYS[1]
+TOKENS = ("rcpt-old-Q2d8xV1mZ0aT7kLp", "rcpt-new-9fJw3Hs6Ye4RbN1c")
+
+
+@pytest.fixture
+def receipt_relay(relay_factory, emulator_keys, ssl_cert_file: Path, tmp_path: Path):
+    """``receipt_relay(**settings)``: a relay whose sends ask 8x8 for receipts on its own port."""
+    counter = iter(range(100))
+
+    def start(tokens: tuple[str, ...] = TOKENS, **settings: str) -> RelayProcess:
+        workdir = tmp_path / f"relay{next(counter)}"
+        port = free_port()
+        kubelet_volume(workdir / "receipts", {"tokens": "".join(f"{t}\n" for t in tokens)})
+        env = relay_env(workdir, base_url=emulator_keys.base_url, ssl_cert_file=ssl_cert_file,
+                        subaccount=SUBACCOUNT, api_key=API_KEY, signing_keys=SIGNING_KEYS,
+                        GLOBAL_LIMIT="100000/s", PER_RECIPIENT="100000/s",
+                        RECEIPT_URL=f"http://127.0.0.1:{port}/v1/receipts",
+                        RECEIPT_TOKEN_FILE=str(workdir / "receipts" / "tokens"), **settings)
+        return relay_factory(env, workdir=workdir, port=port)
+
+    return start
+
+
+def samples(relay: RelayProcess, name: str) -> dict[tuple, float]:
+    """``{sorted label items: value}`` of one sample name on the relay's /metrics."""
+    found: dict[tuple, float] = {}
+    for family in text_string_to_metric_families(relay.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name:
+                found[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def receipt_body(umid: str, state: str = "delivered", destination: str = "+6591234567", **status) -> dict:
+    return {"namespace": "SMS", "eventType": "outbound_message_status_changed",
+            "payload": {"umid": umid, "subAccountId": SUBACCOUNT, "destination": destination,
+                        "status": {"state": state, "timestamp": "2026-12-01T10:00:00.00Z", **status}}}
+
+
+def post_receipt(relay: RelayProcess, body: object, token: str = TOKENS[1]):
+    kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+    return relay.client.post(f"{relay.url}/v1/receipts/{token}", **kwargs)
+
+
+def test_a_delivered_receipt_from_8x8_is_timed_and_summarised(receipt_relay, emulator) -> None:
+    relay = receipt_relay()
+    number = fresh_number()
+    emulator.set_outcome(number, "delivered", after_ms=800)
+    umid = relay.post(otp_body(number), KEY).json()["id"]
+    [sent] = emulator.messages()
+    assert sent.dlr_callback_url == f"{relay.url}/v1/receipts/{TOKENS[1]}"  # the newest token
+    wait_for(lambda: samples(relay, "otp_relay_delivery_seconds_count") == {(): 1.0})
+    [attempt] = emulator.receipts()["attempts"]
+    assert (attempt["umid"], attempt["attempt"], attempt["result"]) == (umid, 1, 200)
+    assert samples(relay, "otp_relay_receipts_total") == {
+        (("country", "SG"), ("detail", "delivered_to_recipient"), ("error_code", ""),
+         ("state", "delivered")): 1.0}
+    assert 0.8 <= samples(relay, "otp_relay_delivery_seconds_sum")[()] < 10
+    assert relay.get("/v1/delivery-summary").json() == {
+        "windowSeconds": 900, "sent": 1, "delivered": 1, "undelivered": 0, "ratio": 1.0,
+        "topFailureReason": ""}
+    assert samples(relay, "otp_relay_delivery_ratio") == {(): 1.0}
+    logs = relay.logs()
+    assert "***" + number[-4:] in logs
+    assert_no_secrets(logs, [number, *TOKENS, API_KEY])
+
+
+def test_undelivered_receipts_carry_the_error_code_and_lower_the_ratio(receipt_relay, emulator) -> None:
+    relay = receipt_relay()
+    good, bad = fresh_number(), "+60123456789"
+    emulator.set_outcome(bad, "undelivered", error_code=1)
+    for number in (good, good, bad):
+        assert relay.post(otp_body(number, code=str(time.monotonic_ns())[-6:]), KEY).status_code == 202
+    wait_for(lambda: sum(samples(relay, "otp_relay_receipts_total").values()) == 3)
+    counted = samples(relay, "otp_relay_receipts_total")
+    assert counted[(("country", "MY"), ("detail", "rejected_by_operator"), ("error_code", "1"),
+                    ("state", "undelivered"))] == 1.0
+    summary = relay.get("/v1/delivery-summary").json()
+    assert (summary["sent"], summary["delivered"], summary["undelivered"]) == (3, 2, 1)
+    assert summary["ratio"] == pytest.approx(2 / 3, abs=1e-3)
+    assert summary["topFailureReason"] == "Absent subscriber"
+    # what the operator reads into status.delivery
+    read = asyncio.run(delivery.fetch_summary(relay.admin_url + "/v1/delivery-summary"))
+    assert read == summary
+
+
+def test_a_wrong_token_gets_the_same_404_as_an_unknown_path(receipt_relay, emulator) -> None:
+    relay = receipt_relay()
+    body = receipt_body("0f3c5a2e-6b1d-4c55-9a0e-1d2b3c4d5e6f")
+    unknown_path = relay.client.post(f"{relay.url}/v1/nothing-here", json=body)
+    for token in ("rcpt-new-9fJw3Hs6Ye4RbN1", TOKENS[1] + "x", "", "..%2F" + TOKENS[1]):
+        answer = post_receipt(relay, body, token)
+        assert answer.status_code == 404
+        assert (answer.text, answer.headers["content-type"]) == (
+            unknown_path.text, unknown_path.headers["content-type"])
+    assert samples(relay, "otp_relay_receipts_total") == {}
+    assert_no_secrets(relay.logs(), TOKENS)
+
+
+def test_both_the_previous_and_the_current_token_are_accepted(receipt_relay, emulator) -> None:
+    relay = receipt_relay()
+    for index, token in enumerate(TOKENS):
+        assert post_receipt(relay, receipt_body(f"aa{index}"), token).status_code == 200
+    assert sum(samples(relay, "otp_relay_receipts_total").values()) == 2
+
+
+def test_a_rotated_token_file_is_used_without_a_restart(receipt_relay, emulator) -> None:
+    relay = receipt_relay(tokens=(TOKENS[0],))
+    directory = Path(relay.log_path).parent / "receipts"
+    kubelet_volume(directory, {"tokens": f"{TOKENS[0]}\n{TOKENS[1]}\n"})
+    wait_for(lambda: post_receipt(relay, receipt_body("bb1"), TOKENS[1]).status_code == 200)
+    relay.post(otp_body(fresh_number()), KEY)
+    assert emulator.messages()[-1].dlr_callback_url.endswith("/" + TOKENS[1])
+
+
+def test_a_repeated_receipt_is_counted_once(receipt_relay, emulator) -> None:
+    relay = receipt_relay()
+    body = receipt_body("5d1e0c7a-aaaa-4bbb-8ccc-000000000001", "undelivered", errorCode=1,
+                        errorMessage="Absent subscriber")
+    assert [post_receipt(relay, body).status_code for _ in range(3)] == [200, 200, 200]
+    assert list(samples(relay, "otp_relay_receipts_total").values()) == [1.0]
+    assert samples(relay, "otp_relay_receipt_requests_total")[(("result", "duplicate"),)] == 2.0
+    assert relay.get("/v1/delivery-summary").json()["undelivered"] == 1
+    assert samples(relay, "otp_relay_delivery_ratio") == {(): 0.0}  # none delivered is 0, not "no data"
+    # a new state of the same message is a new receipt
+    assert post_receipt(relay, receipt_body("5d1e0c7a-aaaa-4bbb-8ccc-000000000001", "read")).status_code == 200
+    assert sum(samples(relay, "otp_relay_receipts_total").values()) == 2.0
+
+
+def test_a_receipt_for_an_unknown_message_still_counts(receipt_relay, emulator) -> None:
+    relay = receipt_relay()
+    assert post_receipt(relay, receipt_body("77777777-0000-4000-8000-000000000000")).status_code == 200
+    assert sum(samples(relay, "otp_relay_receipts_total").values()) == 1.0
+    assert samples(relay, "otp_relay_delivery_seconds_count") == {(): 0.0}  # no submit time known
+    assert relay.get("/v1/delivery-summary").json()["delivered"] == 1
+
+
+@pytest.mark.parametrize("body, status", [
+    (b"x" * (receipts.MAX_RECEIPT + 1), 413),
+    (b"{not json", 400),
+    (b'{"eventType": "outbound_message_status_changed", "payload": {"umid": "x y"}}', 400),
+])
+def test_bad_bodies_are_refused_and_not_counted(receipt_relay, emulator, body: bytes, status: int) -> None:
+    relay = receipt_relay()
+    assert post_receipt(relay, body).status_code == status
+    assert samples(relay, "otp_relay_receipts_total") == {}
+
+
+def test_a_chunked_body_without_length_is_bounded_too(receipt_relay, emulator) -> None:
+    relay = receipt_relay()
+    answer = relay.client.post(f"{relay.url}/v1/receipts/{TOKENS[1]}", content=iter([b"x" * 4096] * 5))
+    assert answer.status_code == 413
+    assert samples(relay, "otp_relay_receipt_requests_total")[(("result", "too_large"),)] == 1.0
+
+
+def test_replicas_on_redis_share_submit_times_and_repeats(receipt_relay, emulator,
+                                                           redis_server: RedisServer) -> None:
+    prefix = f"test:receipts:{time.monotonic_ns()}"
+    shared = {"STATE_URL": redis_server.url, "STATE_PASSWORD_FILE": str(redis_server.password_file),
+              "STATE_PREFIX": prefix}
+    one, two = receipt_relay(**shared), receipt_relay(**shared)
+    number = fresh_number()
+    emulator.set_outcome(number, "none")
+    umid = one.post(otp_body(number), KEY).json()["id"]
+    body = receipt_body(umid, destination=number)
+    time.sleep(0.3)
+    assert post_receipt(two, body).status_code == 200  # 8x8 reached the other replica
+    assert post_receipt(one, body).status_code == 200  # and retried on the first one
+    assert samples(two, "otp_relay_delivery_seconds_count") == {(): 1.0}
+    assert samples(two, "otp_relay_delivery_seconds_sum")[()] >= 0.3
+    assert sum(samples(one, "otp_relay_receipts_total").values()) == 0  # counted once, on two
+    client = redis_server.client()
+    keys = list(client.scan_iter(match="{" + prefix + "}:receipt:*"))
+    assert len(keys) == 2  # the submit time and the one receipt seen
+    assert all(0 < client.pttl(key) <= 48 * 3600 * 1000 for key in keys)
+    assert number[1:] not in "".join(keys)
+
+
+# --- units ----------------------------------------------------------------------------------
+def test_labels_are_bounded_whatever_the_sender_writes() -> None:
+    raw = receipt_body("ab", "exploded", destination="+999", errorCode=10**9, detail="x" * 500)
+    parsed = receipts.parse(receipts.json.dumps(raw).encode())
+    assert parsed is not None
+    assert (parsed.state, parsed.detail, parsed.error_code, parsed.country) == ("other", "other", "other",
+                                                                               "unknown")
+    assert len(parsed.reason) <= 64
+
+
+def test_the_token_check_accepts_each_line_and_nothing_else() -> None:
+    assert receipts.token_matches(list(TOKENS), TOKENS[0])
+    assert receipts.token_matches(list(TOKENS), TOKENS[1])
+    assert not receipts.token_matches(list(TOKENS), TOKENS[1][:-1])
+    assert not receipts.token_matches([], "")
+    assert not receipts.token_matches(None, TOKENS[0])
+
+
+def test_the_window_forgets_old_minutes() -> None:
+    now = [0.0]
+    window = receipts.DeliveryWindow(window=900, clock=lambda: now[0])
+    window.add("sent")
+    window.add("undelivered")
+    window.add("reason:Absent subscriber")
+    now[0] = 899
+    assert window.summary()["undelivered"] == 1
+    now[0] = 960
+    assert window.summary() == {"windowSeconds": 900, "sent": 0, "delivered": 0, "undelivered": 0,
+                                "ratio": None, "topFailureReason": ""}
+
+
+def test_memory_receipts_stay_bounded() -> None:
+    store = receipts.MemoryReceipts(limit=3)
+
+    async def run() -> list[bool]:
+        for i in range(10):
+            store.sent(f"u{i}", time.time())
+        return [(await store.first(f"u{i}", "delivered"))[1] is not None for i in range(10)]
+
+    assert asyncio.run(run()) == [False] * 7 + [True] * 3
