@@ -13,7 +13,6 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY relay/ relay/
-COPY sandbox/ sandbox/
 RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && python -m venv /opt/otp-relay-operator \
  && /opt/otp-relay-operator/bin/pip install --no-cache-dir /wheels/otp_relay_operator-*.whl \

@@ -13,12 +13,12 @@ help:
 	@echo "make test   - set up everything and run the whole test suite"
 	@echo "make bench  - run the benchmarks (prints figures)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sandbox/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
-	@echo ">> creating the virtualenv in $(VENV) and installing the project with its test extras"
+	@echo ">> creating the virtualenv in $(VENV) and installing the project with its test extras and the sandbox"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' -e ./sandbox
 	@touch $@
 
 venv: $(STAMP)
