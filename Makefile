@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OTP_SANDBOX_CACHE ?= $(HOME)/.cache/otp-relay-operator
 
-.PHONY: help venv node controlplane helm test test-fast demo bench bench-tools clean
+.PHONY: help venv node controlplane helm image image-tools node-tools test test-fast demo bench bench-tools clean
 
 help:
 	@echo "make demo   - run the whole system on the local sandbox (see README)"
 	@echo "make test   - set up everything and run the whole test suite"
 	@echo "make bench  - run the benchmarks (prints figures)"
+	@echo "make image  - build the image from the Dockerfile with podman (prints its id, size and how to run it)"
 
 $(STAMP): pyproject.toml sandbox/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
@@ -33,11 +34,21 @@ controlplane: $(STAMP) node
 helm: $(STAMP)
 	$(BIN)/python -m tests.chart.helm
 
-test: controlplane helm
+# podman and runc build and run the image without a Docker engine; mmdebstrap makes its local
+# Python base from Debian packages (no registry is needed).
+image-tools:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null || { \
+	  echo ">> installing podman, runc and mmdebstrap from Debian to build the image"; \
+	  apt-get update -qq && apt-get install -y -qq podman runc mmdebstrap; }
+
+image: $(STAMP) image-tools
+	$(BIN)/otp-sandbox image
+
+test: controlplane helm image
 	$(BIN)/python -m pytest -ra
 
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -ra -m "not cluster"
+	$(BIN)/python -m pytest -ra -m "not cluster and not container"
 
 demo: controlplane
 	$(BIN)/otp-sandbox demo $(ARGS)

@@ -6,4 +6,5 @@ pytest_plugins = [
     "tests.fixtures.crd",
     "tests.fixtures.cluster",
     "tests.fixtures.auth0",
+    "tests.fixtures.image",
 ]
