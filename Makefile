@@ -44,13 +44,19 @@ image-tools:
 image: $(STAMP) image-tools
 	$(BIN)/otp-sandbox image
 
-test: controlplane helm image
+# containerd, runc and the CNI plugins (Debian) run the sandbox's real kubelet Node.
+node-tools:
+	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge || { \
+	  echo ">> installing containerd, runc and containernetworking-plugins from Debian for the sandbox's real node"; \
+	  apt-get update -qq && apt-get install -y -qq containerd runc containernetworking-plugins; }
+
+test: controlplane helm image node-tools
 	$(BIN)/python -m pytest -ra
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -ra -m "not cluster and not container"
 
-demo: controlplane
+demo: controlplane image node-tools
 	$(BIN)/otp-sandbox demo $(ARGS)
 
 # wrk (load generator) and nginx (reference proxy and canned upstream) come from Debian.

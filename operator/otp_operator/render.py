@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from . import names
+from . import names, podtemplate
 from .spec import ChannelSpec
 
 DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
@@ -128,7 +128,7 @@ def relay_deployment(
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
-    return {
+    deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(ch, names.relay_name(ch.name), owner),
@@ -177,6 +177,8 @@ def relay_deployment(
             },
         },
     }
+    podtemplate.apply(deployment["spec"]["template"], ch.relay.pod_template)
+    return deployment
 
 
 def relay_service(ch: ChannelSpec, owner: Mapping[str, Any]) -> dict[str, Any]:

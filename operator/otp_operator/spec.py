@@ -78,6 +78,7 @@ class RelaySpec:
     public_url: str
     ingress: IngressSpec | None
     resources: Mapping[str, Any] = field(default_factory=dict)
+    pod_template: Mapping[str, Any] = field(default_factory=dict)  # spec.relay.podTemplate, as written
 
     @property
     def path_prefix(self) -> str:
@@ -193,6 +194,7 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
             public_url=public_url.rstrip("/"),
             ingress=ingress_spec,
             resources=dict(_get(relay, "resources", {})),
+            pod_template=dict(_get(relay, "podTemplate", {})),
         ),
         suspend=bool(_get(spec, "suspend", False)),
     )

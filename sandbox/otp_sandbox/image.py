@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from .controlplane.builder import Reporter, cache_root, printer
+from .controlplane.node import PAUSE_COMMAND, NodeImages
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 REPOSITORY = "localhost/otp-relay-operator"
 BASE_REPOSITORY = "localhost/otp-python-base"
+PAUSE_REPOSITORY = "localhost/otp-sandbox-pause"
 BASE_SUITE = "bookworm"
 # What the Dockerfile needs from its base: python with venv (ensurepip), `python` on PATH,
 # groupadd/useradd, and CA certificates for the relay's and operator's outbound TLS.
@@ -143,10 +145,35 @@ def build(report: Reporter | None = None) -> Image:
     return Image(ref, details["Id"], int(details["Size"]))
 
 
-def save(ref: str, path: Path) -> Path:
-    """The image as a docker-archive tarball (what ``ctr images import`` loads)."""
-    podman("save", "--format", "docker-archive", "--output", str(path), ref)
-    return path
+def node_images(report: Reporter | None = None) -> NodeImages:
+    """The project's image and a pod-sandbox image (the base, sleeping) in one docker-archive
+    (what ``ctr images import`` loads; the shared base layer is stored once), cached by image ids."""
+    report = report or printer()
+    product = build(report)
+    pause = _ensure_pause()
+    key = hashlib.sha256(f"{product.id} {inspect(pause)['Id']}".encode()).hexdigest()[:12]
+    directory = cache_root() / "images"
+    archive = directory / f"node-{key}.tar"
+    if not archive.is_file():
+        for old in directory.glob("node-*.tar"):
+            old.unlink(missing_ok=True)
+        with tempfile.TemporaryDirectory(dir=directory, prefix=".node-") as tmp:
+            staged = Path(tmp) / archive.name
+            podman("save", "--multi-image-archive", "--format", "docker-archive", "--output", str(staged),
+                   product.reference, pause)
+            os.replace(staged, archive)
+    return NodeImages(pause=pause, archives=(archive,))
+
+
+def _ensure_pause() -> str:
+    base = base_reference()
+    ref = f"{PAUSE_REPOSITORY}:{base.rsplit(':', 1)[1]}"
+    if not exists(ref):
+        with tempfile.TemporaryDirectory(prefix="otp-pause-") as tmp:
+            containerfile = Path(tmp) / "Containerfile"
+            containerfile.write_text(f"FROM {base}\nCMD {json.dumps(list(PAUSE_COMMAND))}\n")
+            podman("build", *CONTAINER_FLAGS, "--file", str(containerfile), "--tag", ref, tmp)
+    return ref
 
 
 def _git(*args: str) -> str:

@@ -1,0 +1,54 @@
+"""The relay contract's read-only rows (tests/relay/test_contract.py, every test that uses the
+shared relay) against a relay pod on the real kubelet Node, reached through its pod IP; the relay
+in the pod calls the 8x8 emulator across the node's bridge."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client
+
+from otp_sandbox.eightbyeight import EightByEightEmulator
+from tests.fixtures.cluster import temporary_namespace
+from tests.relay import test_contract
+from tests.relay.conftest import API_KEY, SIGNING_KEYS, SUBACCOUNT, assert_no_secrets
+
+pytestmark = [pytest.mark.cluster, pytest.mark.container]
+
+# The shared relay's settings (tests/relay/conftest.py), here as the pod's OTP_RELAY_* environment.
+SETTINGS = {"SUBACCOUNT": SUBACCOUNT, "SENDER": "ShopOTP", "ENCODING": "GSM7", "ALLOWED_COUNTRIES": "SG,MY",
+            "GLOBAL_LIMIT": "100000/s", "PER_RECIPIENT": "3/10m", "PATH_PREFIX": "/prod"}
+
+CONTRACT_ROWS = {name: test for name, test in vars(test_contract).items()
+                 if name.startswith("test_") and "shared_relay" in inspect.signature(test).parameters}
+globals().update(CONTRACT_ROWS)
+
+
+def test_the_contract_rows_are_collected_here() -> None:
+    assert len(CONTRACT_ROWS) >= 10
+
+
+@pytest.fixture(scope="module")
+def emulator_keys(node_sms_emulator: EightByEightEmulator) -> EightByEightEmulator:
+    node_sms_emulator.add_subaccount(SUBACCOUNT, API_KEY)
+    return node_sms_emulator
+
+
+@pytest.fixture
+def emulator(emulator_keys: EightByEightEmulator) -> EightByEightEmulator:
+    emulator_keys.clear()
+    return emulator_keys
+
+
+@pytest.fixture(scope="module")
+def shared_relay(k8s_api: client.ApiClient, relay_pod, emulator_keys: EightByEightEmulator) -> Iterator:
+    with temporary_namespace(k8s_api) as namespace:
+        relay = relay_pod(namespace, {**SETTINGS, "SMS_BASE_URL": emulator_keys.base_url}, API_KEY, SIGNING_KEYS)
+        try:
+            yield relay
+        finally:
+            logs = relay.logs()
+            relay.stop()
+            assert_no_secrets(logs, [API_KEY, *SIGNING_KEYS])
