@@ -18,6 +18,8 @@ from otp_sandbox.eightbyeight import EightByEightEmulator
 from otp_sandbox.pki import CertificateAuthority
 from otp_sandbox.processes import RelayProcess
 
+from tests.operator.conftest import run_operator, setup_channel  # noqa: F401  (the operator's fixtures)
+
 from .support import real_node_pod_template, wait_pod_ready
 
 CA_MOUNT_DIR = "/etc/otp-sandbox-ca"

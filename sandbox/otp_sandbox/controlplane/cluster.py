@@ -157,7 +157,7 @@ class ControlPlane:
             # It taints new Nodes not-ready and only the node-lifecycle controller lifts that taint;
             # kwok reports the fake Node's readiness itself, so the controller is not run.
             "--disable-admission-plugins=TaintNodesByCondition",
-            # `kubectl logs/exec` on the real node: the kubelet listens on loopback (its InternalIP).
+            # `kubectl logs/exec` on the real node: the kubelet listens on its InternalIP.
             "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-client-certificate={kubelet_client.cert}", f"--kubelet-client-key={kubelet_client.key}",
         ])
@@ -209,7 +209,7 @@ class ControlPlane:
         self.node.start_runtime(images.archives)
         # Like kwok, the kubelet gets node-wide powers (the sandbox runs no Node authorizer).
         config = self._component_kubeconfig(f"system:node:{NODE_NAME}", groups=("system:masters",))
-        serving = self._ca.issue(f"{NODE_NAME}-serving", hosts=("localhost", "127.0.0.1"))
+        serving = self._ca.issue(f"{NODE_NAME}-serving", hosts=("localhost", "127.0.0.1", self.node.gateway))
         self.node.start_kubelet(locate(("kubelet",))["kubelet"], config, self._ca.cert_path,
                                 (serving.cert, serving.key))
         deadline = time.monotonic() + self.startup_timeout

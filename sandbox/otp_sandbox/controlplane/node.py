@@ -115,7 +115,8 @@ class RealNode:
         self.components.append(spawn("kubelet", [
             str(kubelet), f"--config={config}", f"--kubeconfig={kubeconfig}",
             f"--root-dir={self.directory / 'kubelet'}", f"--hostname-override={NODE_NAME}",
-            "--node-ip=127.0.0.1", "--v=1",
+            # The kubelet refuses a loopback node IP: the bridge address is the host's on the pod network.
+            f"--node-ip={self.gateway}", "--v=1",
         ], self._log("kubelet")))
 
     def check(self) -> None:
@@ -215,14 +216,14 @@ class RealNode:
         config = {
             "apiVersion": "kubelet.config.k8s.io/v1beta1",
             "kind": "KubeletConfiguration",
-            "address": "127.0.0.1",
+            "address": self.gateway,
             "port": free_port(),
             "readOnlyPort": 0,
             "healthzBindAddress": "127.0.0.1",
             "healthzPort": free_port(),
             "tlsCertFile": str(serving[0]),
             "tlsPrivateKeyFile": str(serving[1]),
-            # Only the API server (client certificate from the sandbox CA) talks to it, on loopback.
+            # Only the API server (client certificate from the sandbox CA) may use its API.
             "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False},
                                "x509": {"clientCAFile": str(ca_cert)}},
             "authorization": {"mode": "AlwaysAllow"},
