@@ -1,5 +1,6 @@
-"""Fixtures of the real-node tests: an 8x8 emulator the pods can reach (on the node's bridge
-address, certificate valid for it) and a relay pod built from the operator's own rendering."""
+"""Fixtures of the real-node tests: the 8x8 emulator is one the pods can reach (on the node's
+bridge address, certificate valid for it); a relay pod built from the operator's own rendering;
+the sandbox's ingress in front of a channel's relay Service."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from otp_operator import names, render
 from otp_operator.spec import parse_channel
 from otp_sandbox.controlplane.node import RealNode
 from otp_sandbox.eightbyeight import EightByEightEmulator
+from otp_sandbox.ingress import SANDBOX_CA_DIR, SANDBOX_CA_NAME, apply_sandbox_ca
 from otp_sandbox.pki import CertificateAuthority
 from otp_sandbox.processes import RelayProcess
 
@@ -22,11 +24,9 @@ from tests.operator.conftest import run_operator, setup_channel  # noqa: F401  (
 
 from .support import real_node_pod_template, wait_pod_ready
 
-CA_MOUNT_DIR = "/etc/otp-sandbox-ca"
-
 
 @pytest.fixture(scope="session")
-def node_sms_emulator(sandbox_ca: CertificateAuthority, real_node: RealNode,
+def sms_emulator(sandbox_ca: CertificateAuthority, real_node: RealNode,
                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[EightByEightEmulator]:
     emulator = EightByEightEmulator.start(sandbox_ca, tmp_path_factory.mktemp("node-sms-emulator"),
                                           listen=f"{real_node.gateway}:0")
@@ -80,16 +80,15 @@ def relay_pod(k8s_api: client.ApiClient, real_node: RealNode, ssl_cert_file: Pat
         core.create_namespaced_secret(namespace, client.V1Secret(
             metadata=client.V1ObjectMeta(name=names.signing_key_secret_name(name)),
             data={names.SIGNING_KEY_SECRET_KEY: base64.b64encode("".join(f"{k}\n" for k in signing_keys).encode()).decode()}))
-        core.create_namespaced_config_map(namespace, client.V1ConfigMap(
-            metadata=client.V1ObjectMeta(name="sandbox-ca"), data={"ca.pem": ssl_cert_file.read_text()}))
+        ca_file = apply_sandbox_ca(k8s_api, namespace, ssl_cert_file)
         pod_spec: dict[str, Any] = template["spec"]
         (container,) = pod_spec["containers"]
         env = {e["name"]: e["value"] for e in container["env"]}
         env.update({f"OTP_RELAY_{k}": v for k, v in settings.items()})
-        env["SSL_CERT_FILE"] = f"{CA_MOUNT_DIR}/ca.pem"
+        env["SSL_CERT_FILE"] = ca_file
         container["env"] = [{"name": k, "value": v} for k, v in env.items()]
-        container["volumeMounts"].append({"name": "sandbox-ca", "mountPath": CA_MOUNT_DIR, "readOnly": True})
-        pod_spec["volumes"].append({"name": "sandbox-ca", "configMap": {"name": "sandbox-ca"}})
+        container["volumeMounts"].append({"name": SANDBOX_CA_NAME, "mountPath": SANDBOX_CA_DIR, "readOnly": True})
+        pod_spec["volumes"].append({"name": SANDBOX_CA_NAME, "configMap": {"name": SANDBOX_CA_NAME}})
         core.create_namespaced_pod(namespace, {"apiVersion": "v1", "kind": "Pod", "spec": pod_spec,
                                                "metadata": {"name": name, "labels": template["metadata"]["labels"]}})
         pod = wait_pod_ready(k8s_api, namespace, name)

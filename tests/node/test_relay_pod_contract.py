@@ -31,9 +31,9 @@ def test_the_contract_rows_are_collected_here() -> None:
 
 
 @pytest.fixture(scope="module")
-def emulator_keys(node_sms_emulator: EightByEightEmulator) -> EightByEightEmulator:
-    node_sms_emulator.add_subaccount(SUBACCOUNT, API_KEY)
-    return node_sms_emulator
+def emulator_keys(sms_emulator: EightByEightEmulator) -> EightByEightEmulator:
+    sms_emulator.add_subaccount(SUBACCOUNT, API_KEY)
+    return sms_emulator
 
 
 @pytest.fixture
