@@ -114,7 +114,9 @@ class ControlPlane:
         return {
             "profile": self.profile, "server": self.server, "kubeconfig": str(self.kubeconfig),
             "run_dir": str(self._dir), "components": {c.name: c.pid for c in self.components},
-            **({"real_node": {"name": NODE_NAME, "pod_subnet": str(self.node.subnet),
+            **({"real_node": {"name": NODE_NAME, "pod_subnet": str(self.node.subnet), "bridge": self.node.bridge,
+                              "directory": str(self.node.directory),
+                              "components": {c.name: c.pid for c in self.node.components},
                               "started_seconds": round(self.node.started_seconds, 1)}} if self.node else {}),
         }
 
