@@ -1,6 +1,6 @@
 """The Dockerfile: hadolint-clean and built by the project's rules; the wheel it installs provides
-both commands. There is no Docker engine here, so the image itself is not built by the tests: the
-same wheel build runs from a copy of exactly what the Dockerfile COPYs."""
+both commands (built here from a copy of exactly what the Dockerfile COPYs). The image itself,
+built with podman, is inspected in test_built_image.py."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from otp_sandbox.ingress import SANDBOX_CA_DIR, SANDBOX_CA_NAME, apply_sandbox_c
 from otp_sandbox.pki import CertificateAuthority
 from otp_sandbox.processes import RelayProcess
 
+from tests.chart.conftest import helm  # noqa: F401  (the chart's fixture)
 from tests.operator.conftest import run_operator, setup_channel  # noqa: F401  (the operator's fixtures)
 
 from .support import real_node_pod_template, wait_pod_ready

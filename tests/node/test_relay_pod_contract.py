@@ -1,6 +1,6 @@
 """The relay contract's read-only rows (tests/relay/test_contract.py, every test that uses the
 shared relay) against a relay pod on the real kubelet Node, reached through its pod IP; the relay
-in the pod calls the 8x8 emulator across the node's bridge."""
+in the pod calls the 8x8 emulator across the node's bridge (``sms_emulator`` of tests/node)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from kubernetes import client
 from otp_sandbox.eightbyeight import EightByEightEmulator
 from tests.fixtures.cluster import temporary_namespace
 from tests.relay import test_contract
-from tests.relay.conftest import API_KEY, SIGNING_KEYS, SUBACCOUNT, assert_no_secrets
+from tests.relay.conftest import (  # noqa: F401  (its fixtures, on this directory's 8x8 emulator)
+    API_KEY, SIGNING_KEYS, SUBACCOUNT, assert_no_secrets, emulator, emulator_keys,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.container]
 
@@ -28,18 +30,6 @@ globals().update(CONTRACT_ROWS)
 
 def test_the_contract_rows_are_collected_here() -> None:
     assert len(CONTRACT_ROWS) >= 10
-
-
-@pytest.fixture(scope="module")
-def emulator_keys(sms_emulator: EightByEightEmulator) -> EightByEightEmulator:
-    sms_emulator.add_subaccount(SUBACCOUNT, API_KEY)
-    return sms_emulator
-
-
-@pytest.fixture
-def emulator(emulator_keys: EightByEightEmulator) -> EightByEightEmulator:
-    emulator_keys.clear()
-    return emulator_keys
 
 
 @pytest.fixture(scope="module")

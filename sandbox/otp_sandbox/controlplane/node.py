@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -260,9 +260,9 @@ class RealNode:
     def _log(self, name: str) -> Path:
         return self.directory / "logs" / f"{name}.log"
 
-    def _wait(self, name: str, ready: object, timeout: float) -> None:
+    def _wait(self, name: str, ready: Callable[[], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not ready():  # type: ignore[operator]
+        while not ready():
             self.check()
             if time.monotonic() > deadline:
                 raise NodeError(f"{name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
