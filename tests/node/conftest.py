@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from kubernetes import client
 
@@ -28,7 +29,7 @@ from .support import real_node_pod_template, wait_pod_ready
 
 @pytest.fixture(scope="session")
 def sms_emulator(sandbox_ca: CertificateAuthority, real_node: RealNode,
-                      tmp_path_factory: pytest.TempPathFactory) -> Iterator[EightByEightEmulator]:
+                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[EightByEightEmulator]:
     emulator = EightByEightEmulator.start(sandbox_ca, tmp_path_factory.mktemp("node-sms-emulator"),
                                           listen=f"{real_node.gateway}:0")
     try:
@@ -42,7 +43,7 @@ class PodRelay(RelayProcess):
 
     def __init__(self, url: str, read_logs: Callable[[], str]) -> None:
         self.url = url
-        self.client = httpx_client()
+        self.client = httpx.Client(timeout=30)
         self._read_logs = read_logs
 
     def logs(self) -> str:
@@ -51,12 +52,6 @@ class PodRelay(RelayProcess):
     def stop(self) -> int:
         self.client.close()
         return 0
-
-
-def httpx_client():  # noqa: ANN201
-    import httpx  # noqa: PLC0415
-
-    return httpx.Client(timeout=30)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from kubernetes import client
 from otp_operator import names
 from otp_sandbox.ingress import ServiceIngress, trust_sandbox_ca
 from tests.fixtures.cluster import temporary_namespace
-from tests.fixtures.relay import free_port, otp_body
+from tests.fixtures.relay import otp_body
 from tests.operator.support import create_channel, get_channel, patch_channel, wait_condition, wait_for
 from tests.relay.conftest import fresh_number
 
