@@ -5,6 +5,7 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 # --- build: make the wheel and install it with its dependencies into a self-contained venv ---
+# (the venv's own pip builds the wheel: a base whose system Python has no pip works too)
 FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -13,9 +14,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
 COPY relay/ relay/
-COPY sandbox/ sandbox/
-RUN python -m pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
- && python -m venv /opt/otp-relay-operator \
+RUN python -m venv /opt/otp-relay-operator \
+ && /opt/otp-relay-operator/bin/pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
  && /opt/otp-relay-operator/bin/pip install --no-cache-dir /wheels/otp_relay_operator-*.whl \
  && /opt/otp-relay-operator/bin/pip uninstall --yes pip \
  && /opt/otp-relay-operator/bin/otp-operator --help >/dev/null \

@@ -6,19 +6,20 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OTP_SANDBOX_CACHE ?= $(HOME)/.cache/otp-relay-operator
 
-.PHONY: help venv node controlplane helm test-tools test test-fast demo bench bench-tools clean
+.PHONY: help venv node controlplane helm image image-tools node-tools test-tools test test-fast demo bench bench-tools clean
 
 help:
 	@echo "make demo   - run the whole system on the local sandbox (see README)"
 	@echo "make test   - set up everything and run the whole test suite"
 	@echo "make bench  - run the benchmarks (prints figures)"
+	@echo "make image  - build the image from the Dockerfile with podman (prints its id, size and how to run it)"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sandbox/pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
-	@echo ">> creating the virtualenv in $(VENV) and installing the project with its test extras"
+	@echo ">> creating the virtualenv in $(VENV) and installing the project with its test extras and the sandbox"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -e '.[test]' -e ./sandbox
 	@touch $@
 
 venv: $(STAMP)
@@ -43,13 +44,29 @@ test-tools:
 	  echo ">> installing from Debian for the tests:" $$missing; \
 	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing; fi
 
-test: controlplane helm test-tools
+# podman and runc build and run the image without a Docker engine; mmdebstrap makes its local
+# Python base from Debian packages (no registry is needed).
+image-tools:
+	@command -v podman >/dev/null && command -v runc >/dev/null && command -v mmdebstrap >/dev/null || { \
+	  echo ">> installing podman, runc and mmdebstrap from Debian to build the image"; \
+	  apt-get update -qq && apt-get install -y -qq podman runc mmdebstrap; }
+
+image: $(STAMP) image-tools
+	$(BIN)/otp-sandbox image
+
+# containerd, runc and the CNI plugins (Debian) run the sandbox's real kubelet Node.
+node-tools:
+	@command -v containerd >/dev/null && command -v runc >/dev/null && test -x /usr/lib/cni/bridge || { \
+	  echo ">> installing containerd, runc and containernetworking-plugins from Debian for the sandbox's real node"; \
+	  apt-get update -qq && apt-get install -y -qq containerd runc containernetworking-plugins; }
+
+test: controlplane helm image node-tools test-tools
 	$(BIN)/python -m pytest -ra
 
 test-fast: $(STAMP) test-tools
-	$(BIN)/python -m pytest -ra -m "not cluster"
+	$(BIN)/python -m pytest -ra -m "not cluster and not container"
 
-demo: controlplane
+demo: controlplane image node-tools
 	$(BIN)/otp-sandbox demo $(ARGS)
 
 # wrk (load generator) and nginx (reference proxy and canned upstream) come from Debian.

@@ -7,4 +7,5 @@ pytest_plugins = [
     "tests.fixtures.crd",
     "tests.fixtures.cluster",
     "tests.fixtures.auth0",
+    "tests.fixtures.image",
 ]

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from . import names
+from . import names, podtemplate
 from .spec import ChannelSpec
 
 REDIS_DEFAULT_PORT = 6379
@@ -194,7 +194,7 @@ def relay_deployment(
     if ch.relay.state_store and ch.relay.state_store.password:
         container["volumeMounts"].append(
             {"name": "state-password", "mountPath": names.STATE_PASSWORD_MOUNT_DIR, "readOnly": True})
-    return {
+    deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(ch, names.relay_name(ch.name), owner),
@@ -254,6 +254,8 @@ def relay_deployment(
             },
         },
     }
+    podtemplate.apply(deployment["spec"]["template"], ch.relay.pod_template)
+    return deployment
 
 
 def _state_password_volume(ch: ChannelSpec) -> list[dict[str, Any]]:

@@ -95,6 +95,7 @@ class RelaySpec:
     ingress: IngressSpec | None
     resources: Mapping[str, Any] = field(default_factory=dict)
     state_store: StateStoreSpec | None = None
+    pod_template: Mapping[str, Any] = field(default_factory=dict)  # spec.relay.podTemplate, as written
 
     @property
     def path_prefix(self) -> str:
@@ -248,6 +249,7 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
             ingress=ingress_spec,
             resources=dict(_get(relay, "resources", {})),
             state_store=_state_store(_get(relay, "stateStore")),
+            pod_template=dict(_get(relay, "podTemplate", {})),
         ),
         suspend=bool(_get(spec, "suspend", False)),
     )

@@ -91,7 +91,7 @@ def run_worker(settings: config.Settings, worker: int = 0) -> int:
     logs.configure(settings.log_level)
     try:
         import uvloop  # noqa: PLC0415
-    except ImportError:  # pragma: no cover - uvloop ships with uvicorn[standard]
+    except ImportError:  # pragma: no cover - uvloop is a dependency; plain asyncio still works
         asyncio.run(serve(settings, worker))
     else:
         uvloop.run(serve(settings, worker))

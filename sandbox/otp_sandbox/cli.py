@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     from . import demo  # noqa: PLC0415
 
     demo.register(subparsers)
+    from . import image  # noqa: PLC0415
+
+    image.register(subparsers)
 
     args = parser.parse_args(argv)
     return int(args.func(args) or 0)

@@ -1,9 +1,11 @@
 """``otp-sandbox demo``: the whole system on the local sandbox, an OTP delivered end to end.
 
-Starts the control plane (full profile), the 8x8 and Auth0 emulators and the operator, applies
-``examples/`` with sandbox credentials, waits for the channel to turn Ready, fires a phone
-message the way Auth0 would (the registered action runs in Node.js, calls the relay started from
-the Deployment's own container spec, which sends through the 8x8 emulator) and prints a summary.
+Builds the project's image (podman, cached), starts the control plane (full profile) with a real
+kubelet Node loaded with that image, the 8x8 and Auth0 emulators and the operator, applies
+``examples/`` with sandbox credentials plus a pod template that puts the relay on the real node,
+waits for the channel to turn Ready (its relay pods pass their real probes), fires a phone message
+the way Auth0 would (the registered action runs in Node.js and calls the relay pods through the
+sandbox's ingress; the relay sends through the 8x8 emulator) and prints a summary.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ class Summary:
     sms_text: str
     latency_ms: float
     kubeconfig: Path
+    node_seconds: float
+    relay_pods: str
     receipt: str = "-"
     delivery: str = "-"
 
@@ -67,6 +71,8 @@ class Summary:
             f"end to end:     {self.latency_ms:.0f} ms (Auth0 action -> relay -> 8x8)",
             f"8x8 receipt:    {self.receipt}",
             f"delivery:       {self.delivery}",
+            f"relay pods:     {self.relay_pods}",
+            f"real node:      started (containerd, images, kubelet, Ready) in {self.node_seconds:.1f}s",
         ]
 
 
@@ -128,30 +134,41 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
     from kubernetes import client, config
 
     from .auth0_emulator import Auth0Emulator, Client
-    from .controlplane import ControlPlane, build
-    from .eightbyeight import EightByEightEmulator
-    from .processes import OperatorProcess, RelayFromDeployment, free_port
+    from otp_operator import names
 
-    steps = Steps(8, out)
+    from . import image
+    from .controlplane import ControlPlane, build
+    from .controlplane.node import NODE_NAME, node_selector, toleration
+    from .eightbyeight import EightByEightEmulator
+    from .ingress import ServiceIngress, trust_sandbox_ca
+    from .processes import OperatorProcess, free_port
+
+    steps = Steps(9, out)
     workdir = Path(tempfile.mkdtemp(prefix="otp-demo-"))
     stack = contextlib.ExitStack()
     try:
         with steps.step("control plane binaries (built from source once, then cached)",
                         "install Go (https://go.dev/dl) or set KUBEBUILDER_ASSETS, then rerun"):
             build()
-        with steps.step("starting the local control plane (etcd, kube-apiserver, "
-                        "controller-manager, scheduler, kwok)",
+        with steps.step("building the project's image with podman (layers cached)",
+                        "`make image` installs podman, runc and mmdebstrap; its error is quoted above") as detail:
+            images = image.node_images(report=lambda text, finished=True: detail(text) if finished else None)
+            detail(f"image {image.reference()}")
+        with steps.step("starting the local control plane (etcd, kube-apiserver, controller-manager, "
+                        "scheduler, kwok) and a real kubelet node (containerd, runc, CNI)",
                         "see the component log quoted above; `otp-sandbox cluster down` stops "
                         "a cluster left over from an earlier run") as detail:
-            plane = ControlPlane(profile="full", run_dir=workdir / "cluster")
+            plane = ControlPlane(profile="full", run_dir=workdir / "cluster", real_node=images)
             plane.start()
             stack.callback(plane.stop)
+            assert plane.node is not None
             detail(f"KUBECONFIG={plane.kubeconfig}")
+            detail(f"node {NODE_NAME} Ready in {plane.node.started_seconds:.1f}s (pods on {plane.node.subnet})")
         ca = CertificateAuthority(workdir / "ca")
         trust = ca.trust_bundle(workdir / "trust-bundle.pem")
-        with steps.step("starting the 8x8 SMS emulator (HTTPS on loopback)",
+        with steps.step("starting the 8x8 SMS emulator (HTTPS on the node's bridge, where pods reach it)",
                         "check the emulator log in the demo's work directory") as detail:
-            sms = EightByEightEmulator.start(ca, workdir / "sms")
+            sms = EightByEightEmulator.start(ca, workdir / "sms", listen=f"{plane.node.gateway}:0")
             stack.callback(sms.stop)
             api_key = secrets.token_urlsafe(24)
             sms.add_subaccount("shop_otp", api_key)
@@ -181,6 +198,8 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
             auth0_domain=tenant.domain, client_id=credentials.client_id,
             client_secret=credentials.client_secret, api_key=api_key,
             sms_base_url=sms.base_url, public_url=public_url)
+        channel["spec"]["relay"]["podTemplate"] = {"spec": {
+            "nodeSelector": node_selector(), "tolerations": [toleration()], "container": {"image": image.reference()}}}
         with steps.step(f"applying examples/ (namespace {NAMESPACE}, Secrets, OtpChannel "
                         f"{NAMESPACE}/{CHANNEL}) and waiting for Ready",
                         "`kubectl describe otpch prod -n shop` with the KUBECONFIG above shows "
@@ -192,14 +211,18 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
             objects = client.CustomObjectsApi(api)
             objects.create_namespaced_custom_object("otprelay.io", "v1alpha1", NAMESPACE,
                                                     "otpchannels", channel)
-            status = _wait_ready(objects, detail)
-        relay = RelayFromDeployment(api, NAMESPACE, status["deployment"], workdir / "relay", ca, trust)
-        with steps.step("starting the relay from the Deployment's own container spec "
-                        "(kwok runs no containers; this stands in for the kubelet and ingress)",
-                        "read the relay log in the demo's work directory") as detail:
-            relay.start(public_url)
-            stack.callback(relay.stop)
-            detail(f"relay listening at {public_url}")
+            _trust_sandbox_ca_when_deployed(api, trust, lambda d, c: trust_sandbox_ca(api, NAMESPACE, d, c, trust))
+            status = _wait_ready(objects, detail, timeout=300.0)
+        with steps.step("routing the public URL to the relay pods (the sandbox's ingress: HTTPS on loopback)",
+                        "`kubectl get pods -n shop -o wide` with the KUBECONFIG above shows the relay pods") as detail:
+            port = int(public_url.split(":")[2].split("/")[0])
+            ingress = stack.enter_context(ServiceIngress(api, NAMESPACE, status["deployment"], port, ca.issue("ingress")))
+            pods = client.CoreV1Api(api).list_namespaced_pod(
+                NAMESPACE, label_selector=",".join(f"{k}={v}" for k, v in names.selector_labels(CHANNEL).items())).items
+            live = [p for p in pods if p.metadata.deletion_timestamp is None]
+            pod_ips = [p.status.pod_ip for p in live]
+            relay_pods = ", ".join(f"{p.metadata.name} on {p.spec.node_name} ({p.status.pod_ip})" for p in live)
+            detail(f"{public_url} -> {', '.join(ingress.endpoints())}")
         with steps.step("firing a phone message through Auth0 (action in Node.js -> relay -> 8x8)",
                         "the action's outcome and reason are printed above") as detail:
             started = time.monotonic()
@@ -216,7 +239,8 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
             action_version=str(status["auth0"].get("deployedVersion", "?")),
             sms_destination=mask_number(message.destination), sms_source=message.source or "-",
             sms_text=message.text.replace(CODE, "*" * len(CODE)), latency_ms=latency_ms,
-            kubeconfig=plane.kubeconfig, **_delivery(relay.relay, message.destination))
+            kubeconfig=plane.kubeconfig, node_seconds=plane.node.started_seconds, relay_pods=relay_pods,
+            **_delivery(sms, pod_ips, message))
         out("")
         out("Summary (the OTP code is masked)")
         for line in summary.lines():
@@ -229,25 +253,44 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _delivery(relay: Any, destination: str, timeout: float = 30.0) -> dict[str, str]:
-    """The relay's record of 8x8's delivery receipt, and its delivery summary (what the operator
-    copies into status.delivery)."""
-    import json
+def _delivery(sms: Any, pod_ips: list[str], message: Any, timeout: float = 30.0) -> dict[str, str]:
+    """8x8's delivery receipt as the relay took it, and the relay's delivery summary (what the
+    operator copies into status.delivery), read from the pods' admin listener."""
+    import httpx
+
+    from otp_operator import names
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for line in relay.logs().splitlines():
-            entry = json.loads(line) if line.startswith("{") else {}
-            if entry.get("msg") == "receipt" and entry.get("outcome") == "counted":
-                summary = relay.get("/v1/delivery-summary").json()
-                ratio = "-" if summary["ratio"] is None else f"{summary['ratio']:.0%}"
-                return {"receipt": f"{entry['state']} to {mask_number(destination)} after "
-                                   f"{entry.get('duration_ms', 0) / 1000:.1f} s",
-                        "delivery": f"last {summary['windowSeconds'] // 60} min: {summary['sent']} sent, "
-                                    f"{summary['delivered']} delivered, {summary['undelivered']} undelivered, "
-                                    f"ratio {ratio}"}
-        time.sleep(0.1)
-    return {"receipt": f"no receipt from 8x8 within {timeout:.0f} s"}
+        taken = [a for a in sms.receipts()["attempts"] if a["umid"] == message.umid and a["result"] == 200]
+        summaries = [httpx.get(f"http://{ip}:{names.RELAY_ADMIN_PORT}{names.RELAY_DELIVERY_SUMMARY_PATH}",
+                               timeout=5).json() for ip in pod_ips]
+        counted = [s for s in summaries if s["delivered"] + s["undelivered"]]
+        if taken and counted:
+            summary = counted[0]
+            state = taken[0]["body"]["payload"]["status"]["state"]
+            ratio = "-" if summary["ratio"] is None else f"{summary['ratio']:.0%}"
+            return {"receipt": f"{state} to {mask_number(message.destination)} after {taken[0]['elapsed']:.1f} s",
+                    "delivery": f"last {summary['windowSeconds'] // 60} min: {summary['sent']} sent, "
+                                f"{summary['delivered']} delivered, {summary['undelivered']} undelivered, "
+                                f"ratio {ratio}"}
+        time.sleep(0.2)
+    return {"receipt": f"no receipt from 8x8 reached the relay within {timeout:.0f} s"}
+
+
+def _trust_sandbox_ca_when_deployed(api: Any, trust: Path, apply: Callable[[str, str], None],
+                                    timeout: float = 60.0) -> None:
+    """Once the operator created the relay Deployment, let its pods trust the 8x8 emulator's CA."""
+    from kubernetes import client
+
+    from otp_operator import names
+
+    deadline = time.monotonic() + timeout
+    while not client.AppsV1Api(api).list_namespaced_deployment(NAMESPACE).items:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the operator created no relay Deployment within {timeout:.0f}s")
+        time.sleep(0.2)
+    apply(names.relay_name(CHANNEL), names.RELAY_CONTAINER)
 
 
 def _wait_ready(objects: Any, detail: Callable[[str], None], timeout: float = 120.0) -> dict[str, Any]:

@@ -45,8 +45,10 @@ def test_up_status_down_leaves_no_process_behind(tmp_path):
     kubeconfig = Path(up.stdout.strip().splitlines()[-1].removeprefix("KUBECONFIG="))
     assert kubeconfig.is_file()
     state = json.loads((tmp_path / "cluster.json").read_text())
-    pids = [state["pid"], *state["components"].values()]
+    node = state["real_node"]
+    pids = [state["pid"], *state["components"].values(), *node["components"].values()]
     assert set(state["components"]) == {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok"}
+    assert set(node["components"]) == {"containerd", "kubelet"} and node["started_seconds"] > 0
     assert all(alive(p) for p in pids)
 
     status = otp_sandbox(tmp_path, "cluster", "status")
@@ -58,6 +60,7 @@ def test_up_status_down_leaves_no_process_behind(tmp_path):
     assert wait_gone(pids) == []
     assert not (tmp_path / "cluster.json").exists()
     assert not kubeconfig.exists() and not Path(state["run_dir"]).exists()
+    assert not Path(node["directory"]).exists() and not Path("/sys/class/net", node["bridge"]).exists()
     assert otp_sandbox(tmp_path, "cluster", "status").returncode == 3
 
 

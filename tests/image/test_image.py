@@ -1,6 +1,6 @@
 """The Dockerfile: hadolint-clean and built by the project's rules; the wheel it installs provides
-both commands. There is no Docker engine here, so the image itself is not built by the tests: the
-same wheel build runs from a copy of exactly what the Dockerfile COPYs."""
+both commands (built here from a copy of exactly what the Dockerfile COPYs). The image itself,
+built with podman, is inspected in test_built_image.py."""
 
 from __future__ import annotations
 
@@ -98,8 +98,8 @@ def test_oci_labels_and_version() -> None:
 def test_dockerignore_sends_only_the_sources() -> None:
     rules = dockerignore(REPO_ROOT / ".dockerignore")
     assert in_context("pyproject.toml", rules) and in_context("operator/otp_operator/cli.py", rules)
-    assert in_context("sandbox/otp_sandbox/controlplane/build.py", rules)
-    for outside in (".venv/bin/python", "tests/conftest.py", ".git/HEAD", "sandbox/controlplane/kubernetes/go.mod",
+    for outside in ("sandbox/otp_sandbox/controlplane/builder.py", "sandbox/pyproject.toml",
+                    ".venv/bin/python", "tests/conftest.py", ".git/HEAD", "sandbox/controlplane/kubernetes/go.mod",
                     "operator/otp_operator/__pycache__/cli.cpython-311.pyc", "charts/otp-relay-operator/Chart.yaml"):
         assert not in_context(outside, rules), outside
 
@@ -151,6 +151,8 @@ def test_wheel_declares_both_entrypoints(wheel: Path) -> None:
         assert re.search(rf"^{re.escape(command)}\s*=\s*{re.escape(target)}$", text, re.M), command
         module = target.split(":")[0].replace(".", "/") + ".py"
         assert module in names, f"{command} points at {target}, missing from the wheel"
+    assert "otp-sandbox" not in text
+    assert {n.split("/")[0] for n in names if not n.startswith("otp_relay_operator-")} == {"otp_operator", "otp_relay"}
 
 
 def test_installed_wheel_runs_both_commands(wheel: Path, tmp_path: Path) -> None:

@@ -26,7 +26,8 @@ def register(subparsers: Any) -> None:
     actions = cluster.add_subparsers(dest="action", required=True)
     up = actions.add_parser("up", help="start it and print KUBECONFIG=<path>")
     up.add_argument("--full", action="store_true",
-                    help="also run controller-manager, scheduler and kwok with a fake Node")
+                    help="also run controller-manager, scheduler, kwok with a fake Node and a real kubelet Node "
+                         "running the project's image (built with podman)")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds each component may take to get ready")
     up.set_defaults(func=_up)
     actions.add_parser("down", help="stop it and remove its files").set_defaults(func=_down)
@@ -57,13 +58,23 @@ def _up(args: argparse.Namespace) -> int:
     except BuildError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    node_args: list[str] = []
+    if args.full:
+        from .. import image  # noqa: PLC0415  (podman is needed for --full only)
+
+        try:
+            images = image.node_images(report=printer(sys.stderr))
+        except image.ImageError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        node_args = [f"--node-pause={images.pause}", *(f"--node-archive={a}" for a in images.archives)]
     directory = supervisor.state_dir()
     directory.mkdir(parents=True, exist_ok=True)
     supervisor.state_file().unlink(missing_ok=True)
     log_path = directory / "supervisor.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", supervisor.MODULE, f"--profile={profile}", f"--timeout={args.timeout}"],
+            [sys.executable, "-m", supervisor.MODULE, f"--profile={profile}", f"--timeout={args.timeout}", *node_args],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     deadline = time.monotonic() + args.timeout * (3 if args.full else 2) + _UP_MARGIN

@@ -19,6 +19,7 @@ from ..pki import CertificateAuthority, CertPair
 from . import api, kubeconfig
 from .builder import locate
 from .gomodules import KWOK_STAGES_FILE
+from .node import NODE_NAME, NodeImages, RealNode
 from .process import Component, free_port, spawn, stop_all
 
 Profile = Literal["minimal", "full"]
@@ -51,7 +52,10 @@ class ControlPlane:
     startup_timeout: float = 60.0
     stop_grace: float = 10.0
     run_dir: Path | None = None
+    # "full" profile only: also run a real kubelet Node (containerd, runc, CNI) with these images.
+    real_node: NodeImages | None = None
     components: list[Component] = field(default_factory=list, init=False)
+    node: RealNode | None = field(default=None, init=False)
     server: str = field(default="", init=False)
 
     def __post_init__(self) -> None:
@@ -77,12 +81,17 @@ class ControlPlane:
             self._start_minimal(binaries)
             if self.profile == "full":
                 self._start_full(binaries)
+                if self.real_node is not None:
+                    self._start_real_node(self.real_node)
         except BaseException:
             self.stop()
             raise
 
     def stop(self) -> None:
         """Stop the components (dependents first) and remove the run directory."""
+        if self.node is not None:
+            self.node.stop(self.stop_grace)
+            self.node = None
         dependents = [c for c in self.components if c.name not in _MINIMAL_BINARIES]
         ordered = [dependents, *([c] for c in self.components if c.name == "kube-apiserver"),
                    *([c] for c in self.components if c.name == "etcd")]
@@ -105,6 +114,10 @@ class ControlPlane:
         return {
             "profile": self.profile, "server": self.server, "kubeconfig": str(self.kubeconfig),
             "run_dir": str(self._dir), "components": {c.name: c.pid for c in self.components},
+            **({"real_node": {"name": NODE_NAME, "pod_subnet": str(self.node.subnet), "bridge": self.node.bridge,
+                              "directory": str(self.node.directory),
+                              "components": {c.name: c.pid for c in self.node.components},
+                              "started_seconds": round(self.node.started_seconds, 1)}} if self.node else {}),
         }
 
     def __enter__(self) -> ControlPlane:
@@ -130,6 +143,7 @@ class ControlPlane:
             "kubernetes.default.svc", "kubernetes.default.svc.cluster.local", "10.0.0.1",
         ))
         self._sa_private, sa_public = self._service_account_keys()
+        kubelet_client = self._ca.issue("kube-apiserver-kubelet-client", client=True)
         self.server = f"https://127.0.0.1:{api_port}"
         self._spawn("kube-apiserver", [
             str(binaries["kube-apiserver"]), f"--etcd-servers={etcd_url}",
@@ -145,6 +159,9 @@ class ControlPlane:
             # It taints new Nodes not-ready and only the node-lifecycle controller lifts that taint;
             # kwok reports the fake Node's readiness itself, so the controller is not run.
             "--disable-admission-plugins=TaintNodesByCondition",
+            # `kubectl logs/exec` on the real node: the kubelet listens on its InternalIP.
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-client-certificate={kubelet_client.cert}", f"--kubelet-client-key={kubelet_client.key}",
         ])
         admin = self._ca.issue(ADMIN_USER, client=True, organizations=("system:masters",))
         self._write_kubeconfig(admin, ADMIN_USER, self.kubeconfig)
@@ -186,6 +203,25 @@ class ControlPlane:
         finally:
             scheduler.close()
             kcm.close()
+
+    def _start_real_node(self, images: NodeImages) -> None:
+        started = time.monotonic()
+        # Its own short directory: the kubelet's unix sockets must fit in 108 bytes.
+        self.node = RealNode(Path(tempfile.mkdtemp(prefix="otp-node-")), images.pause)
+        self.node.start_runtime(images.archives)
+        # Like kwok, the kubelet gets node-wide powers (the sandbox runs no Node authorizer).
+        config = self._component_kubeconfig(f"system:node:{NODE_NAME}", groups=("system:masters",))
+        serving = self._ca.issue(f"{NODE_NAME}-serving", hosts=("localhost", "127.0.0.1", self.node.gateway))
+        self.node.start_kubelet(locate(("kubelet",))["kubelet"], config, self._ca.cert_path,
+                                (serving.cert, serving.key))
+        deadline = time.monotonic() + self.startup_timeout
+        while not api.node_ready(self._admin, NODE_NAME):
+            self.node.check()
+            if time.monotonic() > deadline:
+                raise ControlPlaneError(f"{NODE_NAME} not ready after {self.startup_timeout:.0f}s:\n"
+                                        f"{self.node.log_tail()}")
+            time.sleep(_POLL)
+        self.node.started_seconds = time.monotonic() - started
 
     def _wait(self, checks: dict[str, Callable[[], bool]], watch: Sequence[Component] | None = None) -> None:
         """Poll until every check passes; fail fast when a component exits, and on timeout name

@@ -76,6 +76,7 @@ def control_plane_binaries(root: Path = MODULES_ROOT) -> tuple[BinarySpec, ...]:
         BinarySpec("etcd", "etcd", "./cmd/etcd"),
         *kube[1:],
         BinarySpec("kwok", "kwok", f"{KWOK_MODULE}/cmd/kwok"),
+        BinarySpec("kubelet", "kubernetes", f"{KUBERNETES_MODULE}/cmd/kubelet", version_flags),
     )
 
 

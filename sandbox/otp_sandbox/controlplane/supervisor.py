@@ -19,6 +19,7 @@ from typing import Any
 
 from .builder import cache_root
 from .cluster import PROFILES, ControlPlane, ControlPlaneError
+from .node import NodeImages
 
 MODULE = "otp_sandbox.controlplane.supervisor"
 
@@ -55,12 +56,13 @@ def is_supervisor(pid: int) -> bool:
     return MODULE.encode() in cmdline and stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def run(profile: str, timeout: float) -> int:
+def run(profile: str, timeout: float, real_node: NodeImages | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, lambda *_: stop.set())
     run_dir = state_dir() / f"cluster-{os.getpid()}"
-    plane = ControlPlane(profile=profile, startup_timeout=timeout, run_dir=run_dir)  # type: ignore[arg-type]
+    plane = ControlPlane(profile=profile, startup_timeout=timeout, run_dir=run_dir,  # type: ignore[arg-type]
+                         real_node=real_node)
     state: dict[str, Any] = {"status": "starting", "pid": os.getpid(), "profile": profile, "run_dir": str(run_dir)}
     write_state(state)
     try:
@@ -95,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=MODULE)
     parser.add_argument("--profile", choices=PROFILES, default="minimal")
     parser.add_argument("--timeout", type=float, default=60.0)
+    parser.add_argument("--node-pause", help="run a real kubelet Node with this pod sandbox image")
+    parser.add_argument("--node-archive", action="append", default=[], type=Path, help="image tarball for it")
     args = parser.parse_args(argv)
-    return run(args.profile, args.timeout)
+    node = NodeImages(args.node_pause, tuple(args.node_archive)) if args.node_pause else None
+    return run(args.profile, args.timeout, node)
 
 
 if __name__ == "__main__":

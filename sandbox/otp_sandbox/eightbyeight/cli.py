@@ -45,8 +45,9 @@ def run(args: argparse.Namespace) -> int:
     from .receipts import Dispatcher  # noqa: PLC0415
 
     ca = CertificateAuthority(args.ca_dir or state_dir / "ca")
-    pair = ca.issue(f"sms-emulator-{os.getpid()}")
     host, port = args.listen
+    # Valid for the address it listens on too (e.g. the sandbox node's bridge, for relay pods).
+    pair = ca.issue(f"sms-emulator-{os.getpid()}", hosts=tuple(dict.fromkeys(("localhost", "127.0.0.1", "::1", host))))
 
     def announce(url: str) -> None:
         print(json.dumps({"url": url, "admin_url": f"{url}/__sandbox", "ca": str(ca.cert_path),
