@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 from collections.abc import Sequence
 
 from . import names
@@ -20,7 +21,12 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
     run.add_argument("--peering", metavar="NAME",
                      help="HA peering object name (needs kopf's peering CRDs); default: standalone")
-    run.add_argument("--priority", type=int, default=0, help="peering priority of this instance")
+    run.add_argument("--priority", type=int, default=None,
+                     help="peering priority of this instance (the highest live one works, the others stand "
+                          "by; equal priorities freeze all of them); default with --peering: a random one")
+    run.add_argument("--peering-lifetime", type=float, default=15.0, metavar="SECONDS",
+                     help="how long a silent peer counts as alive, so the longest a standby waits after the "
+                          "active operator died without a clean exit")
     run.add_argument("--liveness", metavar="URL", help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
     run.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     run.add_argument("--drift-interval", type=float, default=names.DEFAULT_DRIFT_INTERVAL_SECONDS,
@@ -41,11 +47,22 @@ def _positive(parser: argparse.ArgumentParser, value: float, flag: str) -> None:
         parser.error(f"{flag} must be a positive number of seconds, not {value}")
 
 
+def peering_priority(peering: str | None, priority: int | None) -> int:
+    """Replicas of one Deployment share their arguments, so an unset priority is drawn at random
+    from a range wide enough that two replicas practically never tie (kopf's own advice for
+    multi-pod operators, with a far wider range than $RANDOM)."""
+    if priority is not None or peering is None:
+        return priority or 0
+    return 1 + secrets.randbelow(2**31 - 2)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     _positive(parser, args.drift_interval, "--drift-interval")
     _positive(parser, args.rotation_grace, "--rotation-grace")
+    if args.peering_lifetime < 5:
+        parser.error("--peering-lifetime must be at least 5 seconds (the keep-alive is sent a few seconds earlier)")
     if args.auth0_concurrency < 1 or args.max_concurrent_reconciles < 1:
         parser.error("--auth0-concurrency and --max-concurrent-reconciles must be at least 1")
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
@@ -63,6 +80,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         auth0_concurrency_per_tenant=args.auth0_concurrency,
         max_concurrent_reconciles=args.max_concurrent_reconciles,
         namespaced=bool(args.namespace),
+        peering_lifetime=args.peering_lifetime,
     )
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port)
@@ -76,7 +94,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         namespaces=args.namespace,
         standalone=args.peering is None,
         peering_name=args.peering,
-        priority=args.priority,
+        priority=peering_priority(args.peering, args.priority),
         liveness_endpoint=args.liveness,
         memo=kopf.Memo(runtime=Runtime(config)),
     )

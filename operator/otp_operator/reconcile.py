@@ -15,10 +15,11 @@ from typing import Any
 
 import kopf
 
-from . import metrics, names, render, rotation, status
+from . import cleanup, metrics, names, render, rotation, status
 from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration
+from .auth0.client import before_write
 from .kube import Applied, KubeApi, KubeError
-from .runtime import ChannelMemory, Runtime, child_token, digest, monotonic
+from .runtime import ChannelMemory, Runtime, child_token, digest, jittered, monotonic
 from .secrets import SecretProblem, checksum, new_signing_key, secret_value, signing_keys
 from .spec import ChannelSpec, SpecError, parse_channel
 
@@ -42,7 +43,7 @@ def _creation_time(meta: Mapping[str, Any]) -> float | None:
 def auth0_backoff(error: Auth0Error, failures: int) -> float:
     if error.reason in status.STALLED_REASONS:
         return STALLED_RECHECK
-    base = TRANSIENT_BACKOFF[min(failures, len(TRANSIENT_BACKOFF)) - 1]
+    base = jittered(TRANSIENT_BACKOFF[min(failures, len(TRANSIENT_BACKOFF)) - 1])
     return max(base, error.retry_after or 0.0)
 
 
@@ -75,15 +76,19 @@ async def _apply_children(
     """Apply in dependency order (the Secret before the Deployment); returns the live Deployment."""
     assert rt.kube is not None
     kube = rt.kube
+    rt.check_not_deleting(body)
+    await _refuse_foreign(rt, body, children.apply)
     mem.children_dirty = False  # events arriving during the apply set it again
     secret, deployment, *rest = children.apply
+    markers = {id(m): rt.cache.marker(m["kind"], m["metadata"]["namespace"], m["metadata"]["name"])
+               for m in children.apply}
     results: list[tuple[dict[str, Any], Applied]] = [(secret, await kube.apply(secret))]
     applied = await asyncio.gather(*(kube.apply(m) for m in (deployment, *rest)))
     results.extend(zip((deployment, *rest), applied))
     for manifest, outcome in results:
         _record_child(mem, body, manifest, outcome)
         meta = manifest["metadata"]
-        rt.cache.put(manifest["kind"], meta["namespace"], meta["name"], outcome.obj)
+        rt.cache.stored(manifest["kind"], meta["namespace"], meta["name"], outcome.obj, markers[id(manifest)])
     mem.children_applied_at = monotonic()
     for ref in children.delete:
         key = f"{ref.kind}/{ref.name}"
@@ -97,6 +102,43 @@ async def _apply_children(
         mem.absent_confirmed.discard(f"{manifest['kind']}/{manifest['metadata']['name']}")
     return rt.cache.get("Deployment", deployment["metadata"]["namespace"], deployment["metadata"]["name"]) \
         or applied[0].obj
+
+
+def owned_by(obj: Mapping[str, Any], channel_uid: str, channel: str) -> bool:
+    """Ours: it points to this channel, or (restored from a backup, say) it carries our labels
+    for this channel and no other controller claims it."""
+    meta = obj.get("metadata") or {}
+    refs = meta.get("ownerReferences") or []
+    if any(ref.get("uid") == channel_uid for ref in refs):
+        return True
+    labels = meta.get("labels") or {}
+    return (not any(ref.get("controller") for ref in refs)
+            and labels.get(names.LABEL_MANAGED_BY) == names.OPERATOR_NAME and labels.get(names.LABEL_CHANNEL) == channel)
+
+
+async def _refuse_foreign(rt: Runtime, body: Mapping[str, Any], manifests: tuple[dict[str, Any], ...]) -> None:
+    """Server-side apply with force would silently take over an unrelated object that happens to
+    have a child's name: refuse instead, naming it."""
+    assert rt.kube is not None
+    meta = body["metadata"]
+
+    async def existing(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        kind, namespace, name = manifest["kind"], manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        if rt.cache.known(kind, namespace, name):
+            return rt.cache.get(kind, namespace, name)
+        assert rt.kube is not None
+        marker = rt.cache.marker(kind, namespace, name)
+        found = await rt.kube.find(manifest["apiVersion"], kind, namespace, name)
+        if found is None:
+            rt.cache.stored(kind, namespace, name, None, marker)
+        return found
+
+    found = await asyncio.gather(*(existing(m) for m in manifests))
+    foreign = [f"{m['kind']} {m['metadata']['namespace']}/{m['metadata']['name']}"
+               for m, obj in zip(manifests, found) if obj is not None and not owned_by(obj, meta["uid"], meta["name"])]
+    if foreign:
+        raise KubeError(409, f"{', '.join(foreign)} already exists and does not belong to this OtpChannel; "
+                             "the operator does not take over objects it did not create: delete or rename it")
 
 
 def _record_child(mem: ChannelMemory, body: Mapping[str, Any], manifest: Mapping[str, Any], outcome: Applied) -> None:
@@ -154,6 +196,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     current = body.get("status") or {}
     previous_conditions = current.get("conditions") or []
     mem = rt.memory(namespace, name)
+    before_write.set(lambda: rt.check_not_deleting(body))  # this task's Auth0 writes check first
     if generation not in mem.generation_seen_at:
         created = _creation_time(meta) if generation == 1 else None
         mem.generation_seen_at[generation] = created or time.time()
@@ -255,6 +298,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
             delays.append(config.drift_interval - since_check)
         else:
             try:
+                await _protect_credentials(rt, ch, mem, creds_secret)
                 auth0_status = await _retire_previous_integration(rt, ch, credentials, auth0_status, body)
                 result = await rt.auth0.ensure(credentials, desired, auth0_status)
             except ValueError as error:  # our own input refused by the library (name, URL)
@@ -302,6 +346,27 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     ready = status.find(conds, status.READY) or {}
     _report(mem, body, "ok" if ready.get("status") == "True" else str(ready.get("reason")), str(ready.get("message")))
     return min(delays) if delays else None
+
+
+async def _protect_credentials(rt: Runtime, ch: ChannelSpec, mem: ChannelMemory,
+                               secret: Mapping[str, Any] | None) -> None:
+    """Before any Auth0 write: the deletion will need these credentials, so the Secret keeps the
+    in-use finalizer (released by the deletion, or here when the channel stops needing it)."""
+    assert rt.kube is not None
+    wanted = ch.auth0.credentials_secret if cleanup.needs_credentials(ch) else ""
+    previous, mem.credentials_secret = mem.credentials_secret, wanted
+    if previous and previous != wanted and not rt.credentials_users(ch.namespace, previous) - {ch.name}:
+        await cleanup.release_credentials(rt, ch.namespace, previous)
+    if not wanted or secret is None:
+        return
+    if names.FINALIZER_CREDENTIALS_IN_USE in ((secret.get("metadata") or {}).get("finalizers") or ()):
+        return
+    try:
+        await cleanup.protect_credentials(rt, secret)
+    except KubeError:  # changed since cached: once more with a fresh read
+        fresh = await rt.kube.get("v1", "Secret", ch.namespace, wanted)
+        if fresh is not None:
+            await cleanup.protect_credentials(rt, fresh)
 
 
 async def _retire_previous_integration(

@@ -13,6 +13,7 @@ from . import names
 INTEGRATIONS = ("phone-provider", "send-phone-message", "legacy-hook")
 REGIONS = ("ap", "us", "eu", "id")
 ENCODINGS = ("AUTO", "GSM7", "UCS2")
+DELETION_POLICIES = ("Delete", "Orphan")
 _WINDOW = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 
 
@@ -94,6 +95,7 @@ class ChannelSpec:
     policy: PolicySpec
     relay: RelaySpec
     suspend: bool
+    deletion_policy: str = "Delete"  # Orphan: deleting the channel leaves the Auth0 side as it is
 
     @property
     def owner(self) -> str:
@@ -195,4 +197,5 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
             resources=dict(_get(relay, "resources", {})),
         ),
         suspend=bool(_get(spec, "suspend", False)),
+        deletion_policy=_one_of(_get(spec, "deletionPolicy", "Delete"), DELETION_POLICIES, "deletionPolicy"),
     )

@@ -180,7 +180,12 @@ def test_cluster_wide_peering_when_replicated(helm: Helm) -> None:
     objects = helm.template(*set_values({"replicas": 2}))
     (peering,) = by_kind(objects, "ClusterKopfPeering")
     assert peering["metadata"]["name"] == "otp-relay-operator"
-    assert "--peering=otp-relay-operator" in operator_container(objects)["args"]
+    args = operator_container(objects)["args"]
+    assert "--peering=otp-relay-operator" in args
+    assert "--peering-lifetime=15" in args  # a standby takes over within 15 s of a crash
+    # Replicas share their arguments: a priority here would be equal in all of them and freeze
+    # them all; each one draws its own at start.
+    assert not any(a.startswith("--priority") for a in args)
 
 
 @pytest.mark.parametrize(
