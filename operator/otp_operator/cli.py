@@ -33,6 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
                      metavar="SECONDS", help="how often Auth0 is checked for drift (reads only)")
     run.add_argument("--rotation-grace", type=float, default=30.0, metavar="SECONDS",
                      help="how long the old signing key stays accepted after Auth0 has the new one")
+    run.add_argument("--key-propagation", type=float, default=60.0, metavar="SECONDS",
+                     help="how long after the relay rolled out with a new signing key before Auth0 gets it "
+                          "(the kubelet refreshes a running pod's mounted Secret about once a minute)")
     run.add_argument("--relay-image", default=os.environ.get(names.RELAY_IMAGE_ENV) or names.default_relay_image(),
                      help=f"relay container image (env {names.RELAY_IMAGE_ENV})")
     run.add_argument("--auth0-concurrency", type=int, default=4, help="concurrent Auth0 syncs per tenant")
@@ -61,6 +64,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     _positive(parser, args.drift_interval, "--drift-interval")
     _positive(parser, args.rotation_grace, "--rotation-grace")
+    if args.key_propagation < 0:
+        parser.error("--key-propagation must not be negative")
     if args.peering_lifetime < 5:
         parser.error("--peering-lifetime must be at least 5 seconds (the keep-alive is sent a few seconds earlier)")
     if args.auth0_concurrency < 1 or args.max_concurrent_reconciles < 1:
@@ -77,6 +82,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         relay_image=args.relay_image,
         drift_interval=args.drift_interval,
         rotation_grace=args.rotation_grace,
+        key_propagation=args.key_propagation,
         auth0_concurrency_per_tenant=args.auth0_concurrency,
         max_concurrent_reconciles=args.max_concurrent_reconciles,
         namespaced=bool(args.namespace),

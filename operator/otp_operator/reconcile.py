@@ -243,6 +243,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
         time.time(),
         config.rotation_grace,
         new_signing_key,
+        config.key_propagation,
     )
     secrets_checksum = _checksum(api_key, list(signing_plan.keys))
     children = render.render_children(
@@ -322,7 +323,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
                 delays.append(config.drift_interval)
     rotation_delay = rotation.retry_after(
         rotation.SigningPlan(signing_plan.keys, signing_plan.auth0_key, signing_state), time.time(),
-        config.rotation_grace,
+        config.rotation_grace, config.key_propagation,
     )
     if rotation_delay is not None:
         delays.append(rotation_delay)

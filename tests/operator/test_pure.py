@@ -237,6 +237,18 @@ def test_rotation_walks_add_update_retire():
     assert rotation.plan(["new1"], p.state, "r1", True, 50, 30, _keygen()).keys == ("new1",)
 
 
+def test_auth0_gets_the_new_key_only_after_running_pods_could_see_it():
+    """A rolled-out Deployment is not proof: a running pod sees a changed Secret only when the
+    kubelet refreshes it. Auth0 switches keys once that propagation time has passed."""
+    p = rotation.plan(["old"], rotation.SigningState(rotation.STABLE, "", 0), "r1", True, 100, 30, _keygen(), 60)
+    assert p.state.phase == rotation.KEY_ADDED and p.state.since == 100
+    p = rotation.plan(list(p.keys), p.state, "r1", True, 159, 30, _keygen(), 60)
+    assert p.auth0_key == "old" and p.state.phase == rotation.KEY_ADDED
+    assert rotation.retry_after(p, 159, 30, 60) == pytest.approx(1)
+    p = rotation.plan(list(p.keys), p.state, "r1", True, 160, 30, _keygen(), 60)
+    assert p.auth0_key == "new1" and p.state.phase == rotation.AUTH0_UPDATING
+
+
 def test_rotation_resumes_after_a_crash_before_status_was_written():
     # Secret already has two keys but status still says Stable (operator killed in between).
     p = rotation.plan(["old", "new"], rotation.SigningState(), "r9", False, 5, 30, _keygen())

@@ -94,6 +94,16 @@ class ControlPlane:
         if self._own_run_dir and getattr(self, "_dir", None) is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
 
+    def restart_apiserver(self, downtime: float = 0.0) -> None:
+        """Stop kube-apiserver, wait ``downtime`` seconds, start it again with the same flags and
+        port (clients keep their kubeconfig), and wait until it is ready (tests of clients' recovery)."""
+        old = next(c for c in self.components if c.name == "kube-apiserver")
+        stop_all([old], self.stop_grace)
+        self.components.remove(old)
+        time.sleep(downtime)
+        self._spawn("kube-apiserver", [str(arg) for arg in old.process.args])
+        self._wait({"kube-apiserver": lambda: api.is_ok(self._admin, "/readyz")})
+
     def user_kubeconfig(self, user: str, groups: Sequence[str] = (), path: Path | None = None) -> Path:
         """A kubeconfig authenticating as ``user`` in ``groups`` (client certificate CN/O)."""
         if not user or any(not g for g in groups):
