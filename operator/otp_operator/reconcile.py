@@ -85,11 +85,15 @@ async def _apply_children(
     results: list[tuple[dict[str, Any], Applied]] = [(secret, await kube.apply(secret))]
     applied = await asyncio.gather(*(kube.apply(m) for m in (deployment, *rest)))
     results.extend(zip((deployment, *rest), applied))
+    changes = []
     for manifest, outcome in results:
-        _record_child(mem, body, manifest, outcome)
+        change = _record_child(mem, manifest, outcome)
+        if change is not None:
+            changes.append(change)
         meta = manifest["metadata"]
         rt.cache.stored(manifest["kind"], meta["namespace"], meta["name"], outcome.obj, markers[id(manifest)])
     mem.children_applied_at = monotonic()
+    _child_events(body, changes)
     for ref in children.delete:
         key = f"{ref.kind}/{ref.name}"
         if key in mem.absent_confirmed:
@@ -141,25 +145,32 @@ async def _refuse_foreign(rt: Runtime, body: Mapping[str, Any], manifests: tuple
                              "the operator does not take over objects it did not create: delete or rename it")
 
 
-def _record_child(mem: ChannelMemory, body: Mapping[str, Any], manifest: Mapping[str, Any], outcome: Applied) -> None:
+def _record_child(mem: ChannelMemory, manifest: Mapping[str, Any], outcome: Applied) -> tuple[str, str, bool] | None:
+    """Remember what was applied; returns (reason, what happened, warning) when worth an Event."""
     meta = outcome.obj.get("metadata") or {}
     key = f"{manifest['kind']}/{manifest['metadata']['name']}"
     token = child_token(outcome.obj)
     wanted = digest(manifest)
     before, before_digest = mem.child_tokens.get(key), mem.child_digests.get(key)
     describe = f"{manifest['kind']} {meta.get('namespace')}/{meta.get('name')}"
-    if outcome.created:
-        if before is None:
-            _event(body, "Created", f"created {describe}")
-        else:
-            _event(body, "Repaired", f"re-created {describe} (it was deleted)", warning=True)
-    elif before is not None and before != token:
-        if before_digest == wanted:
-            _event(body, "Repaired", f"restored {describe} (edited outside the operator)", warning=True)
-        else:
-            _event(body, "Updated", f"updated {describe}")
     mem.child_tokens[key] = token
     mem.child_digests[key] = wanted
+    if outcome.created:
+        return ("Created", describe, False) if before is None else ("Repaired", f"re-created {describe} (it was deleted)", True)
+    if before is not None and before != token:
+        if before_digest == wanted:
+            return "Repaired", f"restored {describe} (edited outside the operator)", True
+        return "Updated", describe, False
+    return None
+
+
+def _child_events(body: Mapping[str, Any], changes: list[tuple[str, str, bool]]) -> None:
+    """One Event per reason and reconcile (not per child): Events are API writes too."""
+    for reason in dict.fromkeys(reason for reason, _, _ in changes):
+        items = [what for r, what, _ in changes if r == reason]
+        warning = any(w for r, _, w in changes if r == reason)
+        verb = {"Created": "created ", "Updated": "updated "}.get(reason, "")
+        _event(body, reason, verb + "; ".join(items), warning=warning)
 
 
 async def _write_status(

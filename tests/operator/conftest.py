@@ -56,9 +56,10 @@ def run_operator(kubeconfig: Path, ssl_cert_file: Path, otpchannel_crd: dict, au
     then the operators are stopped."""
     started: list[OperatorProcess] = []
 
-    def start(*args: str) -> OperatorProcess:
+    def start(*args: str, env: dict[str, str] | None = None) -> OperatorProcess:
         process = OperatorProcess(kubeconfig, ssl_cert_file, tmp_path / f"operator-{len(started)}.log",
                                   (*TEST_OPERATOR_ARGS, *args))
+        process.env.update(env or {})
         started.append(process.start())
         return process
 
