@@ -92,13 +92,16 @@ def channels_by_tenant(namespace: str, name: str, spec: Mapping[str, Any], **_: 
 def channel_changed(type: str, body: Mapping[str, Any], memo: Any, **_: Any) -> None:
     meta = body.get("metadata") or {}
     rt = _runtime(memo)
+    if type == "DELETED":
+        rt.guards.pop(str(meta.get("uid")), None)
+        return
     if meta.get("deletionTimestamp"):  # an in-flight reconcile stops before its next write
         rt.mark_deleting(str(meta.get("uid")))
         rt.wakeups.kick(meta["namespace"], meta["name"])
         return
     trigger = (meta.get("generation"), (meta.get("annotations") or {}).get(names.ANNOTATION_ROTATE_SIGNING_KEY))
     mem = rt.memory(meta.get("namespace", ""), meta.get("name", ""))
-    if type != "DELETED" and mem.last_trigger != trigger:
+    if mem.last_trigger != trigger:
         mem.last_trigger = trigger
         rt.wakeups.kick(meta["namespace"], meta["name"])
 
