@@ -249,7 +249,7 @@ def test_tenant_change_is_refused_once_registered(k8s_api, namespace, otpchannel
     manifest = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "OtpChannel",
                 "metadata": {"name": "prod", "namespace": namespace},
                 "spec": {"auth0": {"domain": "old.eu.auth0.com", "credentialsSecretRef": {"name": "auth0-mgmt"}},
-                         "sms": {"subaccountId": "s", "apiKeySecretRef": {"name": "eightbyeight"}},
+                         "sms": {"subaccountId": "shop_otp", "apiKeySecretRef": {"name": "eightbyeight"}},
                          "relay": {"publicUrl": "https://otp.example/prod"}}}
     create_channel(k8s_api, manifest)
     # Not registered yet (e.g. a typo that never reached Auth0): free to fix.
