@@ -39,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--relay-image", default=os.environ.get(names.RELAY_IMAGE_ENV) or names.default_relay_image(),
                      help=f"relay container image (env {names.RELAY_IMAGE_ENV})")
     run.add_argument("--auth0-concurrency", type=int, default=4, help="concurrent Auth0 syncs per tenant")
-    run.add_argument("--max-concurrent-reconciles", type=int, default=32,
+    run.add_argument("--max-concurrent-reconciles", type=int, default=64,
                      help="channels reconciled at the same time (bounds API bursts and memory)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser

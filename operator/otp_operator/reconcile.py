@@ -94,18 +94,29 @@ async def _apply_children(
         rt.cache.stored(manifest["kind"], meta["namespace"], meta["name"], outcome.obj, markers[id(manifest)])
     mem.children_applied_at = monotonic()
     _child_events(body, changes)
-    for ref in children.delete:
-        key = f"{ref.kind}/{ref.name}"
-        if key in mem.absent_confirmed:
-            continue
-        if await kube.delete(ref.api_version, ref.kind, ref.namespace, ref.name):
+    pending = [ref for ref in children.delete if f"{ref.kind}/{ref.name}" not in mem.absent_confirmed]
+    existed = await asyncio.gather(*(_delete_optional(rt, body, ref) for ref in pending))
+    for ref, was_there in zip(pending, existed):
+        if was_there:
             _event(body, "Deleted", f"deleted {ref.describe()} (no longer in the spec)")
-        mem.absent_confirmed.add(key)
-        mem.child_tokens.pop(key, None)
+        mem.absent_confirmed.add(f"{ref.kind}/{ref.name}")
+        mem.child_tokens.pop(f"{ref.kind}/{ref.name}", None)
     for manifest in children.apply:
         mem.absent_confirmed.discard(f"{manifest['kind']}/{manifest['metadata']['name']}")
     return rt.cache.get("Deployment", deployment["metadata"]["namespace"], deployment["metadata"]["name"]) \
         or applied[0].obj
+
+
+async def _delete_optional(rt: Runtime, body: Mapping[str, Any], ref: render.ChildRef) -> bool:
+    """Delete a child the spec no longer asks for, if it exists and is ours; whether it did."""
+    assert rt.kube is not None
+    if rt.cache.known(ref.kind, ref.namespace, ref.name):
+        current = rt.cache.get(ref.kind, ref.namespace, ref.name)
+    else:
+        current = await rt.kube.find(ref.api_version, ref.kind, ref.namespace, ref.name)
+    if current is None or not owned_by(current, body["metadata"]["uid"], body["metadata"]["name"]):
+        return False
+    return await rt.kube.delete(ref.api_version, ref.kind, ref.namespace, ref.name)
 
 
 def owned_by(obj: Mapping[str, Any], channel_uid: str, channel: str) -> bool:

@@ -26,7 +26,7 @@ class OperatorConfig:
     key_propagation: float = 60.0  # seconds a running relay pod may take to see a changed Secret
     auth0_concurrency_per_tenant: int = 4
     progress_recheck: float = 60.0  # safety net while waiting for a rollout without events
-    max_concurrent_reconciles: int = 32  # bounds API bursts and peak memory with many channels
+    max_concurrent_reconciles: int = 64  # bounds API bursts and peak memory with many channels
     namespaced: bool = False  # watching listed namespaces only: no cluster-wide permissions
     # Cached Secrets and children not confirmed by a watch event or a read for this long are read
     # again: a watch that reconnects after its history expired never reports what was deleted.

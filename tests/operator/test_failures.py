@@ -223,15 +223,20 @@ def test_namespace_deletion_completes_across_an_operator_restart(k8s_api, run_op
 
 # --- children the operator does not own ---------------------------------------------------------
 
-def test_an_unrelated_object_with_a_childs_name_is_not_taken_over(k8s_api, namespace, run_operator,
-                                                                   setup_channel, sms_emulator):
-    core = client.CoreV1Api(k8s_api)
+def test_unrelated_objects_with_a_childs_name_are_neither_taken_over_nor_deleted(k8s_api, namespace, run_operator,
+                                                                                 setup_channel, sms_emulator):
+    core, policy = client.CoreV1Api(k8s_api), client.PolicyV1Api(k8s_api)
     core.create_namespaced_service(namespace, client.V1Service(
         metadata=client.V1ObjectMeta(name="prod-relay", labels={"app": "someone-else"}),
         spec=client.V1ServiceSpec(ports=[client.V1ServicePort(port=8443)], selector={"app": "someone-else"})))
+    # A one-replica relay has no PodDisruptionBudget: the operator deletes its own, never this one.
+    policy.create_namespaced_pod_disruption_budget(namespace, client.V1PodDisruptionBudget(
+        metadata=client.V1ObjectMeta(name="prod-relay"),
+        spec=client.V1PodDisruptionBudgetSpec(min_available=1, selector=client.V1LabelSelector(
+            match_labels={"app": "someone-else"}))))
     run_operator()
     ch = setup_channel(namespace)
-    create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
+    create_channel(k8s_api, ch.manifest(sms_emulator.base_url, replicas=1))
     channel = wait_condition(k8s_api, namespace, "prod", "Ready", "False", reason="ApplyFailed", timeout=90)
     assert f"Service {namespace}/prod-relay" in condition(channel, "Ready")["message"]
     service = core.read_namespaced_service("prod-relay", namespace)
@@ -241,6 +246,8 @@ def test_an_unrelated_object_with_a_childs_name_is_not_taken_over(k8s_api, names
 
     core.delete_namespaced_service("prod-relay", namespace)
     wait_condition(k8s_api, namespace, "prod", timeout=120)
+    pdb = policy.read_namespaced_pod_disruption_budget("prod-relay", namespace)
+    assert pdb.spec.selector.match_labels == {"app": "someone-else"} and not pdb.metadata.owner_references
 
 
 # --- tenant and integration changes -------------------------------------------------------------
