@@ -394,3 +394,18 @@ def test_backoff_is_jittered():
 
     delays = {round(jittered(10.0), 6) for _ in range(50)}
     assert len(delays) > 40 and all(8.0 <= d <= 12.0 for d in delays)
+
+
+@pytest.mark.parametrize("encode", [
+    lambda s: s, lambda s: base64.b64encode(s.encode()).decode(),
+    lambda s: base64.b64encode((s + "\n").encode()).decode(), lambda s: base64.urlsafe_b64encode(s.encode()).decode(),
+])
+def test_the_operator_log_scan_finds_secrets_raw_and_base64(tmp_path, encode):
+    from otp_sandbox.processes import OperatorProcess
+
+    secret = "s3cr3t-value-~~>?"
+    process = OperatorProcess(tmp_path / "kubeconfig", tmp_path / "ca.pem", tmp_path / "operator.log")
+    (tmp_path / "operator.log").write_text(f"INFO all fine\nDEBUG body={{'data': {{'k': '{encode(secret)}'}}}}\n")
+    with pytest.raises(AssertionError, match="s3cr"):
+        process.assert_no_secrets_logged([secret])
+    process.assert_no_secrets_logged(["another-value"])
