@@ -56,8 +56,9 @@ def peering(k8s_api: client.ApiClient) -> str:
     custom(k8s_api).delete_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)
 
 
-def test_two_replicas_one_works_and_the_standby_takes_over(k8s_api, namespace, second_namespace, run_operator,
-                                                           setup_channel, sms_emulator, peering):
+def test_two_replicas_one_works_and_the_standby_takes_over(peering, k8s_api, namespace, second_namespace,
+                                                           run_operator, setup_channel, sms_emulator):
+    # (peering first: torn down last, after the teardown deleted the channels through the replicas)
     # Two replicas with the same arguments, as a Deployment runs them (no --priority).
     operators = {pod: run_operator("--peering", peering, "--peering-lifetime", "6", env={"POD_ID": pod})
                  for pod in ("replica-a", "replica-b")}
