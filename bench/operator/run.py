@@ -60,18 +60,19 @@ class Watcher:
             thread.start()
 
     def _channels(self) -> None:
-        try:
-            self._watch_channels()
-        except Exception:  # the control plane goes away at the end of the run
-            if not self._stop.is_set():
-                raise
+        self._keep_watching(self._watch_channels)
 
     def _deployments(self) -> None:
-        try:
-            self._watch_deployments()
-        except Exception:
-            if not self._stop.is_set():
-                raise
+        self._keep_watching(self._watch_deployments)
+
+    def _keep_watching(self, watch_loop) -> None:
+        """An overloaded API server ends watches with 504s/410s: list and watch again (the
+        timestamps are first-seen, so a re-list loses nothing already recorded)."""
+        while not self._stop.is_set():
+            try:
+                watch_loop()
+            except Exception:  # also: the control plane goes away at the end of the run
+                time.sleep(0.5)
 
     def _watch_channels(self) -> None:
         custom = client.CustomObjectsApi(self.api)

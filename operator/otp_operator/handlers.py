@@ -40,6 +40,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.posting.reporting_component = names.OPERATOR_NAME
     settings.posting.loggers = False  # Events only from explicit kopf.info/warn, never log lines
     settings.watching.server_timeout = 300
+    # kopf waits this long for more events of one object before handling them; the channel loop
+    # coalesces its own kicks, so a short window only makes reactions (e.g. relay Available) faster.
+    settings.batching.batch_window = 0.02
     settings.networking.request_timeout = 60
     # A standby takes over at most this long after the active operator died without a goodbye
     # (a clean exit hands over at once); the keep-alive is sent a few seconds more often.

@@ -290,7 +290,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
                                       stamp)
             await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
             _report(mem, body, "ApplyFailed", relay_v.message)
-            return 30.0
+            return jittered(30.0)
     else:
         live_deployment = deployment
     if signing_plan.event:
@@ -312,6 +312,10 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     if credentials is not None and not rolled_out:
         auth0_v = _auth0_waiting(previous_conditions)
         delays.append(config.progress_recheck)
+        # Off the critical path while the relay rolls out: protect the credentials and have a
+        # Management API token ready, so registering starts the moment the relay is available.
+        await _protect_credentials(rt, ch, mem, creds_secret)
+        rt.auth0.warm_up(credentials)
     elif credentials is not None:
         desired = desired_integration(ch, signing_plan.auth0_key)
         wanted = digest(ch.auth0, ch.relay.public_url, signing_plan.auth0_key, credentials.client_id)
@@ -377,19 +381,23 @@ async def _protect_credentials(rt: Runtime, ch: ChannelSpec, mem: ChannelMemory,
     in-use finalizer (released by the deletion, or here when the channel stops needing it)."""
     assert rt.kube is not None
     wanted = ch.auth0.credentials_secret if cleanup.needs_credentials(ch) else ""
-    previous, mem.credentials_secret = mem.credentials_secret, wanted
-    if previous and previous != wanted and not rt.credentials_users(ch.namespace, previous) - {ch.name}:
+    previous = mem.credentials_secret
+    if previous == wanted:
+        return  # protected (or not needed) already
+    if previous and not rt.credentials_users(ch.namespace, previous) - {ch.name}:
         await cleanup.release_credentials(rt, ch.namespace, previous)
+    mem.credentials_secret = ""
     if not wanted or secret is None:
         return
-    if names.FINALIZER_CREDENTIALS_IN_USE in ((secret.get("metadata") or {}).get("finalizers") or ()):
-        return
-    try:
-        await cleanup.protect_credentials(rt, secret)
-    except KubeError:  # changed since cached: once more with a fresh read
-        fresh = await rt.kube.get("v1", "Secret", ch.namespace, wanted)
-        if fresh is not None:
+    if names.FINALIZER_CREDENTIALS_IN_USE not in ((secret.get("metadata") or {}).get("finalizers") or ()):
+        try:
+            await cleanup.protect_credentials(rt, secret)
+        except KubeError:  # changed since cached: once more with a fresh read
+            fresh = await rt.kube.get("v1", "Secret", ch.namespace, wanted)
+            if fresh is None:
+                return
             await cleanup.protect_credentials(rt, fresh)
+    mem.credentials_secret = wanted
 
 
 async def _retire_previous_integration(
