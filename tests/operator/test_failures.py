@@ -115,8 +115,9 @@ def test_delete_during_a_reconcile_leaves_nothing_in_auth0(k8s_api, namespace, r
     metrics_port = free_port()
     run_operator("--metrics-port", str(metrics_port))
     ch = setup_channel(namespace)
-    ch.tenant.set_latency(400)  # every step of the sync is slow: deletion lands in the middle
-    ch.tenant.set_build_seconds(2)
+    # Every Auth0 call is slow, so the deletion lands while the sync still has writes to make
+    # (deploy, phone provider) that, unserialised, would come after the cleanup's first DELETE.
+    ch.tenant.set_latency(400)
     create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
     wait_for(lambda: _owned_actions(ch.tenant.state()), timeout=90, interval=0.05, what="the action to be created")
     state = ch.tenant.state()
@@ -127,6 +128,10 @@ def test_delete_during_a_reconcile_leaves_nothing_in_auth0(k8s_api, namespace, r
     wait_for(lambda: _metric(metrics_port, "otp_operator_channels") == 0, timeout=30, what="the loop to stop")
     state = ch.tenant.state()
     assert _owned_actions(state) == [] and state["phone_providers"] == [], state
+    # Reconcile and cleanup never overlapped: once the cleanup started deleting, nothing was created.
+    writes = [(w.method, w.path) for w in ch.tenant.writes()]
+    first_delete = next(i for i, (method, _) in enumerate(writes) if method == "DELETE")
+    assert [w for w in writes[first_delete:] if w[0] == "POST"] == [], writes
 
 
 # --- deletion policies and escapes ------------------------------------------------------------------
