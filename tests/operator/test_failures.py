@@ -116,7 +116,7 @@ def test_delete_during_a_reconcile_leaves_nothing_in_auth0(k8s_api, namespace, r
     run_operator("--metrics-port", str(metrics_port))
     ch = setup_channel(namespace)
     # Every Auth0 call is slow, so the deletion lands while the sync still has writes to make
-    # (deploy, phone provider) that, unserialised, would come after the cleanup's first DELETE.
+    # (deploy, phone provider) that, unserialised, could come after the cleanup's first DELETE.
     ch.tenant.set_latency(400)
     create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
     wait_for(lambda: _owned_actions(ch.tenant.state()), timeout=90, interval=0.05, what="the action to be created")
