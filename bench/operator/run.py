@@ -6,11 +6,12 @@ Starts the full local control plane (kwok makes relay Deployments Available), th
 (100 ms latency, a per-tenant token-bucket rate limit) and ``otp-operator run`` as a process,
 then for each count applies that many channels (spread over tenants: one channel per integration
 point, three integration points per tenant) and measures:
-  * apply -> Ready per channel (p50/p95/max) and Ready minus relay-Available (target <= 3 s);
+  * apply -> Ready per channel (p50/p95/max; targets: all Ready <= 10 s at 100, <= 40 s at 500)
+    and Ready minus relay-Available (target <= 1 s);
   * Auth0 requests and operator Kubernetes API requests per channel at create;
   * steady state: Auth0 requests/writes and Kubernetes requests per channel per hour
     (measured with a short drift interval and scaled to the default 10 min one; target 0 writes);
-  * operator resident memory after the largest round (target <= 200 MB).
+  * operator resident memory after the largest round (target <= 150 MB at 500).
 """
 
 from __future__ import annotations
@@ -60,18 +61,19 @@ class Watcher:
             thread.start()
 
     def _channels(self) -> None:
-        try:
-            self._watch_channels()
-        except Exception:  # the control plane goes away at the end of the run
-            if not self._stop.is_set():
-                raise
+        self._keep_watching(self._watch_channels)
 
     def _deployments(self) -> None:
-        try:
-            self._watch_deployments()
-        except Exception:
-            if not self._stop.is_set():
-                raise
+        self._keep_watching(self._watch_deployments)
+
+    def _keep_watching(self, watch_loop) -> None:
+        """An overloaded API server ends watches with 504s/410s: list and watch again (the
+        timestamps are first-seen, so a re-list loses nothing already recorded)."""
+        while not self._stop.is_set():
+            try:
+                watch_loop()
+            except Exception:  # also: the control plane goes away at the end of the run
+                time.sleep(0.5)
 
     def _watch_channels(self) -> None:
         custom = client.CustomObjectsApi(self.api)
@@ -222,6 +224,7 @@ def main() -> None:
                 "channels": count, "ready": len(done),
                 "to_ready_p50": pct(to_ready, 0.5), "to_ready_p95": pct(to_ready, 0.95),
                 "to_ready_max": max(to_ready, default=float("nan")),
+                "all_ready": (max(watcher.ready[k] for k in done) - min(applied.values())) if done else float("nan"),
                 "after_available_p50": pct(after_available, 0.5),
                 "after_available_max": max(after_available, default=float("nan")),
                 "auth0_per_channel_create": auth0_create / count,
@@ -234,15 +237,15 @@ def main() -> None:
             row = rows[-1]
             print(f"\n== {count} channel(s): {row['ready']}/{count} Ready")
             print(f"  apply -> Ready        p50 {row['to_ready_p50']:.2f}s  p95 {row['to_ready_p95']:.2f}s  "
-                  f"max {row['to_ready_max']:.2f}s")
+                  f"max {row['to_ready_max']:.2f}s   all Ready {row['all_ready']:.2f}s after the first apply")
             print(f"  relay Available -> Ready  p50 {row['after_available_p50']:.2f}s  "
-                  f"max {row['after_available_max']:.2f}s   (target <= 3 s)")
+                  f"max {row['after_available_max']:.2f}s   (target <= 1 s)")
             print(f"  at create: Auth0 requests/channel {row['auth0_per_channel_create']:.1f}, "
                   f"operator Kubernetes requests/channel {row['kube_per_channel_create']:.1f}")
             print(f"  steady state (scaled to a {DEFAULT_DRIFT:.0f}s drift interval): Auth0 requests/channel/h "
                   f"{row['auth0_per_channel_hour']:.1f}, Auth0 writes {row['auth0_writes_steady']} (target 0), "
                   f"Kubernetes requests/channel/h {row['kube_per_channel_hour']:.1f}")
-            print(f"  operator RSS {row['rss_mb']:.0f} MB (target <= 200 MB at 500)")
+            print(f"  operator RSS {row['rss_mb']:.0f} MB (target <= 150 MB at 500)")
     finally:
         watcher.stop()
         if args.keep:
@@ -258,10 +261,10 @@ def main() -> None:
         plane.stop()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print("\nchannels  ready  to-Ready p50/p95/max(s)  Avail->Ready max(s)  Auth0/ch create  K8s/ch create  "
+    print("\nchannels  ready  all-Ready(s)  to-Ready p50/p95/max(s)  Avail->Ready max(s)  Auth0/ch create  K8s/ch create  "
           "Auth0/ch/h  Auth0 writes steady  K8s/ch/h  RSS MB")
     for r in rows:
-        print(f"{r['channels']:>8}  {r['ready']:>5}  {r['to_ready_p50']:.2f}/{r['to_ready_p95']:.2f}/{r['to_ready_max']:.2f}"
+        print(f"{r['channels']:>8}  {r['ready']:>5}  {r['all_ready']:>12.2f}  {r['to_ready_p50']:.2f}/{r['to_ready_p95']:.2f}/{r['to_ready_max']:.2f}"
               f"  {r['after_available_max']:>19.2f}  {r['auth0_per_channel_create']:>15.1f}  "
               f"{r['kube_per_channel_create']:>13.1f}  {r['auth0_per_channel_hour']:>10.1f}  "
               f"{r['auth0_writes_steady']:>19}  {r['kube_per_channel_hour']:>8.1f}  {r['rss_mb']:>6.0f}")

@@ -28,6 +28,7 @@ class Auth0Pool:
         self._in_use: dict[Key, int] = {}
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._lock = asyncio.Lock()
+        self._warming: set[asyncio.Future[None]] = set()
 
     @staticmethod
     def _key(credentials: Auth0Credentials) -> Key:
@@ -76,6 +77,20 @@ class Auth0Pool:
         async with self._semaphore(credentials.domain), self._sync(credentials) as sync:
             return await sync.remove(owner=owner, integration=integration, name=name,  # type: ignore[arg-type]
                                      recorded=recorded)
+
+    def warm_up(self, credentials: Auth0Credentials) -> None:
+        """Fetch (or reuse) this tenant's token in the background; failures surface later, in
+        the ensure() that needs it."""
+        task = asyncio.ensure_future(self._warm_up(credentials))
+        self._warming.add(task)
+        task.add_done_callback(self._warming.discard)
+
+    async def _warm_up(self, credentials: Auth0Credentials) -> None:
+        try:
+            async with self._sync(credentials) as sync:
+                await sync.api.tokens.token()
+        except Exception:  # noqa: BLE001 - only a head start
+            pass
 
     async def close(self) -> None:
         async with self._lock:

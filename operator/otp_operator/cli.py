@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import secrets
 from collections.abc import Sequence
 
 from . import endpoints, names
@@ -20,17 +21,25 @@ def build_parser() -> argparse.ArgumentParser:
     scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch every namespace (default)")
     run.add_argument("--peering", metavar="NAME",
                      help="HA peering object name (needs kopf's peering CRDs); default: standalone")
-    run.add_argument("--priority", type=int, default=0, help="peering priority of this instance")
+    run.add_argument("--priority", type=int, default=None,
+                     help="peering priority of this instance (the highest live one works, the others stand "
+                          "by; equal priorities freeze all of them); default with --peering: a random one")
+    run.add_argument("--peering-lifetime", type=float, default=15.0, metavar="SECONDS",
+                     help="how long a silent peer counts as alive, so the longest a standby waits after the "
+                          "active operator died without a clean exit")
     run.add_argument("--liveness", metavar="URL", help="liveness endpoint, e.g. http://0.0.0.0:8081/healthz")
     run.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     run.add_argument("--drift-interval", type=float, default=names.DEFAULT_DRIFT_INTERVAL_SECONDS,
                      metavar="SECONDS", help="how often Auth0 is checked for drift (reads only)")
     run.add_argument("--rotation-grace", type=float, default=30.0, metavar="SECONDS",
                      help="how long the old signing key stays accepted after Auth0 has the new one")
+    run.add_argument("--key-propagation", type=float, default=60.0, metavar="SECONDS",
+                     help="how long after the relay rolled out with a new signing key before Auth0 gets it "
+                          "(the kubelet refreshes a running pod's mounted Secret about once a minute)")
     run.add_argument("--relay-image", default=os.environ.get(names.RELAY_IMAGE_ENV) or names.default_relay_image(),
                      help=f"relay container image (env {names.RELAY_IMAGE_ENV})")
     run.add_argument("--auth0-concurrency", type=int, default=4, help="concurrent Auth0 syncs per tenant")
-    run.add_argument("--max-concurrent-reconciles", type=int, default=32,
+    run.add_argument("--max-concurrent-reconciles", type=int, default=64,
                      help="channels reconciled at the same time (bounds API bursts and memory)")
     run.add_argument(endpoints.ALLOW_AUTH0_DOMAIN_FLAG, action="append", metavar="GLOB",
                      default=endpoints.split_patterns(os.environ.get(endpoints.ALLOW_AUTH0_DOMAIN_ENV)),
@@ -51,11 +60,24 @@ def _positive(parser: argparse.ArgumentParser, value: float, flag: str) -> None:
         parser.error(f"{flag} must be a positive number of seconds, not {value}")
 
 
+def peering_priority(peering: str | None, priority: int | None) -> int:
+    """Replicas of one Deployment share their arguments, so an unset priority is drawn at random
+    from a range wide enough that two replicas practically never tie (kopf's own advice for
+    multi-pod operators, with a far wider range than $RANDOM)."""
+    if priority is not None or peering is None:
+        return priority or 0
+    return 1 + secrets.randbelow(2**31 - 2)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     _positive(parser, args.drift_interval, "--drift-interval")
     _positive(parser, args.rotation_grace, "--rotation-grace")
+    if args.key_propagation < 0:
+        parser.error("--key-propagation must not be negative")
+    if args.peering_lifetime < 5:
+        parser.error("--peering-lifetime must be at least 5 seconds (the keep-alive is sent a few seconds earlier)")
     if args.auth0_concurrency < 1 or args.max_concurrent_reconciles < 1:
         parser.error("--auth0-concurrency and --max-concurrent-reconciles must be at least 1")
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
@@ -70,10 +92,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         relay_image=args.relay_image,
         drift_interval=args.drift_interval,
         rotation_grace=args.rotation_grace,
+        key_propagation=args.key_propagation,
         auth0_concurrency_per_tenant=args.auth0_concurrency,
         max_concurrent_reconciles=args.max_concurrent_reconciles,
         namespaced=bool(args.namespace),
         endpoints=endpoints.EndpointPolicy(tuple(args.allow_auth0_domain), tuple(args.allow_sms_base_url)),
+        peering_lifetime=args.peering_lifetime,
     )
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port)
@@ -87,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         namespaces=args.namespace,
         standalone=args.peering is None,
         peering_name=args.peering,
-        priority=args.priority,
+        priority=peering_priority(args.peering, args.priority),
         liveness_endpoint=args.liveness,
         memo=kopf.Memo(runtime=Runtime(config)),
     )

@@ -15,10 +15,10 @@ from typing import Any
 
 import kopf
 
-from . import endpoints, metrics, names, status
+from . import cleanup, endpoints, metrics, names, status
 from .auth0 import Auth0Error
 from .reconcile import credentials_for, now_iso, reconcile
-from .runtime import Runtime
+from .runtime import ChannelDeleting, Runtime, jittered
 from .secrets import SecretProblem
 from .spec import SpecError, parse_channel
 
@@ -40,7 +40,13 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.posting.reporting_component = names.OPERATOR_NAME
     settings.posting.loggers = False  # Events only from explicit kopf.info/warn, never log lines
     settings.watching.server_timeout = 300
+    # kopf waits this long for more events of one object before handling them; the channel loop
+    # coalesces its own kicks, so a short window only makes reactions (e.g. relay Available) faster.
+    settings.batching.batch_window = 0.02
     settings.networking.request_timeout = 60
+    # A standby takes over at most this long after the active operator died without a goodbye
+    # (a clean exit hands over at once); the keep-alive is sent a few seconds more often.
+    settings.peering.lifetime = int(_runtime(memo).config.peering_lifetime)
     # With listed namespaces the operator holds Roles only: scanning CRDs and namespaces
     # cluster-wide would be refused (and retried) for nothing.
     settings.scanning.disabled = _runtime(memo).config.namespaced
@@ -65,6 +71,18 @@ def channels_by_secret(namespace: str, name: str, spec: Mapping[str, Any], **_: 
 
 
 @kopf.index(*CHANNELS)
+def channels_needing_credentials(namespace: str, name: str, spec: Mapping[str, Any], **_: Any) -> dict[Any, str]:
+    """(namespace, Auth0 credentials Secret) -> channels whose deletion will call Auth0 with it."""
+    try:
+        channel = parse_channel(namespace, name, spec)
+    except SpecError:
+        return {}
+    if not cleanup.needs_credentials(channel):
+        return {}
+    return {(namespace, channel.auth0.credentials_secret): name}
+
+
+@kopf.index(*CHANNELS)
 def channels_by_tenant(namespace: str, name: str, spec: Mapping[str, Any], **_: Any) -> dict[Any, tuple[str, str]]:
     """Auth0 domain -> channels on that tenant (to hand over an integration point on delete)."""
     domain = ((spec or {}).get("auth0") or {}).get("domain")
@@ -76,30 +94,40 @@ def channels_by_tenant(namespace: str, name: str, spec: Mapping[str, Any], **_: 
 @kopf.on.event(*CHANNELS)
 def channel_changed(type: str, body: Mapping[str, Any], memo: Any, **_: Any) -> None:
     meta = body.get("metadata") or {}
+    rt = _runtime(memo)
+    if type == "DELETED":
+        rt.guards.pop(str(meta.get("uid")), None)
+        return
+    if meta.get("deletionTimestamp"):  # an in-flight reconcile stops before its next write
+        rt.mark_deleting(str(meta.get("uid")))
+        rt.wakeups.kick(meta["namespace"], meta["name"])
+        return
     annotations = meta.get("annotations") or {}
     trigger = (meta.get("generation"), annotations.get(names.ANNOTATION_ROTATE_SIGNING_KEY),
                annotations.get(names.ANNOTATION_ROTATE_RECEIPT_TOKEN))
-    rt = _runtime(memo)
     mem = rt.memory(meta.get("namespace", ""), meta.get("name", ""))
-    if type != "DELETED" and mem.last_trigger != trigger:
+    if mem.last_trigger != trigger:
         mem.last_trigger = trigger
         rt.wakeups.kick(meta["namespace"], meta["name"])
 
 
 @kopf.on.event("v1", "secrets")
-def secret_changed(type: str, namespace: str, name: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
-                   channels_by_secret: kopf.Index, **_: Any) -> None:
+async def secret_changed(type: str, namespace: str, name: str, labels: Mapping[str, str], body: kopf.Body,
+                         memo: Any, channels_by_secret: kopf.Index, channels_needing_credentials: kopf.Index,
+                         **_: Any) -> None:
     rt = _runtime(memo)
     readers = list(channels_by_secret.get((namespace, name), ()))
     if readers:  # only Secrets some channel references are kept, never the rest of the cluster's
-        if type == "DELETED":
-            rt.cache.gone("Secret", namespace, name)
-        else:
-            rt.cache.put("Secret", namespace, name, _plain(body))
+        rt.cache.observed("Secret", namespace, name, None if type == "DELETED" else _plain(body))
         for channel in readers:
             rt.wakeups.kick(namespace, channel)
     else:
         rt.cache.drop("Secret", namespace, name)
+    # Level-triggered release (also after a restart): protected, but no channel needs it any more.
+    finalizers = (body.get("metadata") or {}).get("finalizers") or ()
+    if type != "DELETED" and names.FINALIZER_CREDENTIALS_IN_USE in finalizers \
+            and not channels_needing_credentials.get((namespace, name)):
+        await cleanup.release_credentials(rt, namespace, name)
     if labels.get(names.LABEL_MANAGED_BY) == names.OPERATOR_NAME and names.LABEL_CHANNEL in labels:
         _child_changed("Secret", type, namespace, labels, body, memo)
 
@@ -150,25 +178,31 @@ def network_policy_changed(type: str, namespace: str, labels: Mapping[str, str],
 # --- the channel loop ------------------------------------------------------------------------
 
 @kopf.daemon(*CHANNELS, cancellation_timeout=15.0)
-async def channel_loop(namespace: str, name: str, body: kopf.Body, memo: Any, logger: logging.Logger,
-                       stopped: kopf.DaemonStopped, **_: Any) -> None:
+async def channel_loop(namespace: str, name: str, uid: str, body: kopf.Body, memo: Any, logger: logging.Logger,
+                       stopped: kopf.DaemonStopped, channels_needing_credentials: kopf.Index, **_: Any) -> None:
     rt = _runtime(memo)
+    rt.credentials_index = channels_needing_credentials  # kopf keeps this one live
     wake = rt.wakeups.register(namespace, name)
+    guard = rt.guard(uid)
     metrics.CHANNELS.inc()
     failures = 0
     try:
         while not stopped:
             wake.clear()
-            try:
-                async with rt.reconcile_slots:
+            async with rt.reconcile_slots, guard.lock:  # never while the deletion handler runs
+                if stopped or guard.deleting or body.get("metadata", {}).get("deletionTimestamp"):
+                    break
+                try:
                     delay = await reconcile(rt, body, logger)
-                failures = 0
-            except Exception as error:  # an API hiccup must not kill the loop; retry with backoff
-                failures += 1
-                delay = min(300.0, 2.0 ** min(failures, 8))
-                metrics.RECONCILES.labels("error").inc()
-                logger.warning("reconcile failed (%s), retrying in %.0fs: %s",
-                               type(error).__name__, delay, error)
+                    failures = 0
+                except ChannelDeleting:
+                    break
+                except Exception as error:  # an API hiccup must not kill the loop; retry with backoff
+                    failures += 1
+                    delay = jittered(min(300.0, 2.0 ** min(failures, 8)))
+                    metrics.RECONCILES.labels("error").inc()
+                    logger.warning("reconcile failed (%s), retrying in %.0fs: %s",
+                                   type(error).__name__, delay, error)
             await _sleep(wake, stopped, delay)
             await asyncio.sleep(0.05)  # coalesce bursts of kicks (e.g. several child events)
     finally:
@@ -187,66 +221,88 @@ async def _sleep(wake: asyncio.Event, stopped: kopf.DaemonStopped, delay: float 
 
 # --- deletion --------------------------------------------------------------------------------
 
+DELETION_RETRY_MAX = 20.0  # seconds; also how soon an abandon annotation or restored Secret is seen
+DELETION_BLOCKED = "cannot remove the Auth0 side"
+
+
 @kopf.on.delete(*CHANNELS)
-async def channel_deleted(namespace: str, name: str, body: kopf.Body, memo: Any, logger: logging.Logger,
-                          channels_by_tenant: kopf.Index, **_: Any) -> None:
-    """Remove the Auth0 side first; garbage collection then takes the children."""
+async def channel_deleted(namespace: str, name: str, uid: str, body: kopf.Body, memo: Any, retry: int,
+                          channels_by_tenant: kopf.Index, channels_needing_credentials: kopf.Index,
+                          **_: Any) -> None:
+    """Remove the Auth0 side first (unless told not to); garbage collection takes the children."""
     rt = _runtime(memo)
-    assert rt.kube is not None
+    rt.mark_deleting(uid)
+    rt.wakeups.kick(namespace, name)
     try:
         channel = parse_channel(namespace, name, body.get("spec") or {})
         endpoints.check_channel(channel, rt.config.endpoints)
     except SpecError:
-        rt.forget(namespace, name)
-        return  # an invalid spec never reached Auth0, and a disallowed domain gets no credentials
+        channel = None  # an invalid spec never reached Auth0
+    if channel is not None:
+        async with rt.guard(uid).lock:  # waits for a reconcile in flight to stop
+            await _clean_up(rt, channel, body, retry)
+        rt.credentials_index = channels_needing_credentials
+        if not rt.credentials_users(namespace, channel.auth0.credentials_secret) - {name}:
+            await cleanup.release_credentials(rt, namespace, channel.auth0.credentials_secret)
+        # Another channel may have been refused with Auth0Conflict because this one owned the point.
+        for other_namespace, other_name in channels_by_tenant.get(channel.auth0.domain, ()):
+            if (other_namespace, other_name) != (namespace, name):
+                rt.wakeups.kick(other_namespace, other_name)
+    rt.guards.pop(uid, None)
+    rt.forget(namespace, name)
+
+
+async def _clean_up(rt: Runtime, channel: Any, body: kopf.Body, retry: int) -> None:
+    assert rt.kube is not None
     recorded = (body.get("status") or {}).get("auth0")
-    secret = await rt.kube.get("v1", "Secret", namespace, channel.auth0.credentials_secret)
+    decision = cleanup.decide(channel, (body.get("metadata") or {}).get("annotations") or {}, recorded)
+    if isinstance(decision, cleanup.Leave):
+        (kopf.warn if decision.warning else kopf.info)(dict(body), reason=decision.reason, message=decision.message)
+        return
+    delay = jittered(min(DELETION_RETRY_MAX, 2.0 ** min(retry + 1, 5)))
+    secret = await rt.kube.get("v1", "Secret", channel.namespace, channel.auth0.credentials_secret)
     try:
         credentials = credentials_for(channel, secret)
     except SecretProblem as problem:
-        credentials = rt.memory(namespace, name).last_credentials
+        credentials = rt.memory(channel.namespace, channel.name).last_credentials
         if credentials is None:
             if not recorded:
-                rt.forget(namespace, name)
-                return
+                return  # never registered, and nothing to remove it with
             await _deletion_blocked(rt, body, problem.reason,
-                                    f"cannot remove the Auth0 side: {problem.message}; restore it to finish deletion")
-            raise kopf.TemporaryError(problem.message, delay=30)
-    # What status recorded (an older integration or name not yet re-synced) and what the spec says.
-    targets = {(channel.auth0.integration, channel.auth0.name)}
-    if recorded and recorded.get("integration") and recorded.get("name"):
-        targets.add((recorded["integration"], recorded["name"]))
+                                    f"{DELETION_BLOCKED}: {problem.message}; restore it, or set the "
+                                    f"annotation {names.ANNOTATION_ABANDON_CLEANUP}=true to delete without it")
+            raise kopf.TemporaryError(problem.message, delay=delay)
     removed: list[str] = []
     try:
-        for integration, auth0_name in sorted(targets):
+        for integration, auth0_name in decision.targets:
+            matches = (recorded or {}).get("integration") == integration and (recorded or {}).get("name") == auth0_name
             removed += await rt.auth0.remove(credentials, owner=channel.owner, integration=integration,
-                                             name=auth0_name,
-                                             recorded=recorded if (recorded or {}).get("integration") == integration
-                                             and recorded.get("name") == auth0_name else None)
+                                             name=auth0_name, recorded=recorded if matches else None)
     except Auth0Error as error:
         metrics.AUTH0_CALLS.labels("remove", error.reason).inc()
         await _deletion_blocked(rt, body, error.reason,
-                                f"cannot remove the Auth0 side yet, deletion waits: {error.message}")
-        raise kopf.TemporaryError(error.message, delay=max(10.0, error.retry_after or 0.0))
+                                f"{DELETION_BLOCKED} yet, deletion waits: {error.message} (to give up, "
+                                f"set the annotation {names.ANNOTATION_ABANDON_CLEANUP}=true)")
+        raise kopf.TemporaryError(error.message, delay=max(delay, error.retry_after or 0.0))
     metrics.AUTH0_CALLS.labels("remove", "ok").inc()
     if removed:
         kopf.info(dict(body), reason="Auth0Removed", message=f"removed from Auth0: {', '.join(removed)}")
-    rt.forget(namespace, name)
-    # Another channel may have been refused with Auth0Conflict because this one owned the point.
-    for other_namespace, other_name in channels_by_tenant.get(channel.auth0.domain, ()):
-        if (other_namespace, other_name) != (namespace, name):
-            rt.wakeups.kick(other_namespace, other_name)
 
 
 async def _deletion_blocked(rt: Runtime, body: Mapping[str, Any], reason: str, message: str) -> None:
+    """Status on every attempt; a Warning only when the blocking reason changes (not per retry)."""
     assert rt.kube is not None
     meta = body["metadata"]
     previous = (body.get("status") or {}).get("conditions") or []
+    before = status.find(previous, status.AUTH0_SYNCED) or {}
     generation = int(meta.get("generation") or 1)
     verdict = status.false(reason, message)
     relay = status.find(previous, status.RELAY_AVAILABLE) or {}
     relay_v = status.Verdict(str(relay.get("status") or "Unknown"), str(relay.get("reason") or "Deleting"),
                              str(relay.get("message") or "channel is being deleted"))
     conds = status.conditions(previous, generation, relay_v, verdict, now_iso())
-    await rt.kube.patch_channel_status(meta["namespace"], meta["name"], {"conditions": conds})
-    kopf.warn(dict(body), reason=reason, message=message)
+    if (before.get("reason"), before.get("message")) != (reason, message):
+        await rt.kube.patch_channel_status(meta["namespace"], meta["name"], {"conditions": conds})
+    already_blocked = str(before.get("message") or "").startswith(DELETION_BLOCKED)
+    if before.get("reason") != reason or not already_blocked:
+        kopf.warn(dict(body), reason=reason, message=message)

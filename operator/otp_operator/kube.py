@@ -133,6 +133,36 @@ class KubeApi:
             raise KubeError(404, f"namespace {meta['namespace']} not found")
         return Applied(payload, created=status == 201)
 
+    async def find(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object if it exists, by a list with a name selector (RBAC grants list, not get,
+        on some child kinds)."""
+        _, payload = await self._request("GET", path_for(api_version, kind, namespace),
+                                         params={"fieldSelector": f"metadata.name={name}"})
+        items = (payload or {}).get("items") or []
+        if not items:
+            return None
+        item = dict(items[0])
+        item.setdefault("apiVersion", api_version)
+        item.setdefault("kind", kind)
+        return item
+
+    async def set_finalizer(self, api_version: str, kind: str, obj: Mapping[str, Any], finalizer: str,
+                            present: bool) -> None:
+        """Add or remove one finalizer with a JSON patch that fails if the object changed
+        meanwhile (422/409: the caller re-reads on the next event). No-op when already so."""
+        meta = obj["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if (finalizer in finalizers) == present:
+            return
+        test = {"op": "test", "path": "/metadata/resourceVersion", "value": meta["resourceVersion"]}
+        if present:
+            ops = [test, {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer} if finalizers
+                   else {"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}]
+        else:
+            ops = [test, {"op": "remove", "path": f"/metadata/finalizers/{finalizers.index(finalizer)}"}]
+        await self._request("PATCH", path_for(api_version, kind, meta["namespace"], meta["name"]),
+                            body=ops, content_type="application/json-patch+json")
+
     async def delete(self, api_version: str, kind: str, namespace: str, name: str,
                      propagation: str | None = None) -> bool:
         params = {"propagationPolicy": propagation} if propagation else None

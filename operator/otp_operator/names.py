@@ -26,6 +26,12 @@ ANNOTATION_ROTATE_SIGNING_KEY = f"{GROUP}/rotate-signing-key"
 ANNOTATION_SECRETS_CHECKSUM = f"{GROUP}/secrets-checksum"
 ANNOTATION_ROTATE_RECEIPT_TOKEN = f"{GROUP}/rotate-receipt-token"
 ANNOTATION_PREFIX_KOPF = GROUP  # kopf's progress/diff-base annotations live under our group
+# Set on a channel being deleted: finish without removing the Auth0 side (it stays as it is).
+ANNOTATION_ABANDON_CLEANUP = f"{GROUP}/abandon-cleanup"
+
+# On an Auth0 credentials Secret while a channel's deletion may still need it (like Kubernetes'
+# own pvc-protection): deleting the Secret (or its namespace) waits until the cleanup is done.
+FINALIZER_CREDENTIALS_IN_USE = f"{GROUP}/auth0-credentials-in-use"
 
 # Relay container contract.
 RELAY_CONTAINER = "relay"

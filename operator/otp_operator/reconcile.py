@@ -15,10 +15,11 @@ from typing import Any
 
 import kopf
 
-from . import endpoints, metrics, names, receipt_tokens, render, rotation, selector_migration, status
+from . import cleanup, endpoints, metrics, names, receipt_tokens, render, rotation, selector_migration, status
 from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration
+from .auth0.client import before_write
 from .kube import Applied, KubeApi, KubeError
-from .runtime import ChannelMemory, Runtime, child_token, digest, monotonic
+from .runtime import ChannelMemory, Runtime, child_token, digest, jittered, monotonic
 from .secrets import SecretProblem, checksum, new_signing_key, secret_value, signing_keys
 from .spec import ChannelSpec, SpecError, parse_channel
 
@@ -46,7 +47,7 @@ def _creation_time(meta: Mapping[str, Any]) -> float | None:
 def auth0_backoff(error: Auth0Error, failures: int) -> float:
     if error.reason in status.STALLED_REASONS:
         return STALLED_RECHECK
-    base = TRANSIENT_BACKOFF[min(failures, len(TRANSIENT_BACKOFF)) - 1]
+    base = jittered(TRANSIENT_BACKOFF[min(failures, len(TRANSIENT_BACKOFF)) - 1])
     return max(base, error.retry_after or 0.0)
 
 
@@ -81,50 +82,113 @@ async def _apply_children(
     """Apply in dependency order (the Secret before the Deployment); returns the live Deployment."""
     assert rt.kube is not None
     kube = rt.kube
+    rt.check_not_deleting(body)
+    await _refuse_foreign(rt, body, children.apply)
     mem.children_dirty = False  # events arriving during the apply set it again
     secret, deployment, *rest = children.apply
+    markers = {id(m): rt.cache.marker(m["kind"], m["metadata"]["namespace"], m["metadata"]["name"])
+               for m in children.apply}
     results: list[tuple[dict[str, Any], Applied]] = [(secret, await kube.apply(secret))]
     applied = await asyncio.gather(selector_migration.apply_deployment(kube, deployment),
                                    *(kube.apply(m) for m in rest))
     results.extend(zip((deployment, *rest), applied))
+    changes = []
     for manifest, outcome in results:
-        _record_child(mem, body, manifest, outcome)
+        change = _record_child(mem, manifest, outcome)
+        if change is not None:
+            changes.append(change)
         meta = manifest["metadata"]
-        rt.cache.put(manifest["kind"], meta["namespace"], meta["name"], outcome.obj)
+        rt.cache.stored(manifest["kind"], meta["namespace"], meta["name"], outcome.obj, markers[id(manifest)])
     mem.children_applied_at = monotonic()
-    for ref in children.delete:
-        key = f"{ref.kind}/{ref.name}"
-        if key in mem.absent_confirmed:
-            continue
-        if await kube.delete(ref.api_version, ref.kind, ref.namespace, ref.name):
+    _child_events(body, changes)
+    pending = [ref for ref in children.delete if f"{ref.kind}/{ref.name}" not in mem.absent_confirmed]
+    existed = await asyncio.gather(*(_delete_optional(rt, body, ref) for ref in pending))
+    for ref, was_there in zip(pending, existed):
+        if was_there:
             _event(body, "Deleted", f"deleted {ref.describe()} (no longer in the spec)")
-        mem.absent_confirmed.add(key)
-        mem.child_tokens.pop(key, None)
+        mem.absent_confirmed.add(f"{ref.kind}/{ref.name}")
+        mem.child_tokens.pop(f"{ref.kind}/{ref.name}", None)
     for manifest in children.apply:
         mem.absent_confirmed.discard(f"{manifest['kind']}/{manifest['metadata']['name']}")
     return rt.cache.get("Deployment", deployment["metadata"]["namespace"], deployment["metadata"]["name"]) \
         or applied[0].obj
 
 
-def _record_child(mem: ChannelMemory, body: Mapping[str, Any], manifest: Mapping[str, Any], outcome: Applied) -> None:
+async def _delete_optional(rt: Runtime, body: Mapping[str, Any], ref: render.ChildRef) -> bool:
+    """Delete a child the spec no longer asks for, if it exists and is ours; whether it did."""
+    assert rt.kube is not None
+    if rt.cache.known(ref.kind, ref.namespace, ref.name):
+        current = rt.cache.get(ref.kind, ref.namespace, ref.name)
+    else:
+        current = await rt.kube.find(ref.api_version, ref.kind, ref.namespace, ref.name)
+    if current is None or not owned_by(current, body["metadata"]["uid"], body["metadata"]["name"]):
+        return False
+    return await rt.kube.delete(ref.api_version, ref.kind, ref.namespace, ref.name)
+
+
+def owned_by(obj: Mapping[str, Any], channel_uid: str, channel: str) -> bool:
+    """Ours: it points to this channel, or (restored from a backup, say) it carries our labels
+    for this channel and no other controller claims it."""
+    meta = obj.get("metadata") or {}
+    refs = meta.get("ownerReferences") or []
+    if any(ref.get("uid") == channel_uid for ref in refs):
+        return True
+    labels = meta.get("labels") or {}
+    return (not any(ref.get("controller") for ref in refs)
+            and labels.get(names.LABEL_MANAGED_BY) == names.OPERATOR_NAME and labels.get(names.LABEL_CHANNEL) == channel)
+
+
+async def _refuse_foreign(rt: Runtime, body: Mapping[str, Any], manifests: tuple[dict[str, Any], ...]) -> None:
+    """Server-side apply with force would silently take over an unrelated object that happens to
+    have a child's name: refuse instead, naming it."""
+    assert rt.kube is not None
+    meta = body["metadata"]
+
+    async def existing(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
+        kind, namespace, name = manifest["kind"], manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        if rt.cache.known(kind, namespace, name):
+            return rt.cache.get(kind, namespace, name)
+        assert rt.kube is not None
+        marker = rt.cache.marker(kind, namespace, name)
+        found = await rt.kube.find(manifest["apiVersion"], kind, namespace, name)
+        if found is None:
+            rt.cache.stored(kind, namespace, name, None, marker)
+        return found
+
+    found = await asyncio.gather(*(existing(m) for m in manifests))
+    foreign = [f"{m['kind']} {m['metadata']['namespace']}/{m['metadata']['name']}"
+               for m, obj in zip(manifests, found) if obj is not None and not owned_by(obj, meta["uid"], meta["name"])]
+    if foreign:
+        raise KubeError(409, f"{', '.join(foreign)} already exists and does not belong to this OtpChannel; "
+                             "the operator does not take over objects it did not create: delete or rename it")
+
+
+def _record_child(mem: ChannelMemory, manifest: Mapping[str, Any], outcome: Applied) -> tuple[str, str, bool] | None:
+    """Remember what was applied; returns (reason, what happened, warning) when worth an Event."""
     meta = outcome.obj.get("metadata") or {}
     key = f"{manifest['kind']}/{manifest['metadata']['name']}"
     token = child_token(outcome.obj)
     wanted = digest(manifest)
     before, before_digest = mem.child_tokens.get(key), mem.child_digests.get(key)
     describe = f"{manifest['kind']} {meta.get('namespace')}/{meta.get('name')}"
-    if outcome.created:
-        if before is None:
-            _event(body, "Created", f"created {describe}")
-        else:
-            _event(body, "Repaired", f"re-created {describe} (it was deleted)", warning=True)
-    elif before is not None and before != token:
-        if before_digest == wanted:
-            _event(body, "Repaired", f"restored {describe} (edited outside the operator)", warning=True)
-        else:
-            _event(body, "Updated", f"updated {describe}")
     mem.child_tokens[key] = token
     mem.child_digests[key] = wanted
+    if outcome.created:
+        return ("Created", describe, False) if before is None else ("Repaired", f"re-created {describe} (it was deleted)", True)
+    if before is not None and before != token:
+        if before_digest == wanted:
+            return "Repaired", f"restored {describe} (edited outside the operator)", True
+        return "Updated", describe, False
+    return None
+
+
+def _child_events(body: Mapping[str, Any], changes: list[tuple[str, str, bool]]) -> None:
+    """One Event per reason and reconcile (not per child): Events are API writes too."""
+    for reason in dict.fromkeys(reason for reason, _, _ in changes):
+        items = [what for r, what, _ in changes if r == reason]
+        warning = any(w for r, _, w in changes if r == reason)
+        verb = {"Created": "created ", "Updated": "updated "}.get(reason, "")
+        _event(body, reason, verb + "; ".join(items), warning=warning)
 
 
 async def _write_status(
@@ -161,6 +225,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     current = body.get("status") or {}
     previous_conditions = current.get("conditions") or []
     mem = rt.memory(namespace, name)
+    before_write.set(lambda: rt.check_not_deleting(body))  # this task's Auth0 writes check first
     if generation not in mem.generation_seen_at:
         created = _creation_time(meta) if generation == 1 else None
         mem.generation_seen_at[generation] = created or time.time()
@@ -209,6 +274,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
         time.time(),
         config.rotation_grace,
         new_signing_key,
+        config.key_propagation,
     )
     secrets_checksum = _checksum(api_key, list(signing_plan.keys))
     children = render.render_children(
@@ -235,7 +301,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
                                       stamp)
             await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
             _report(mem, body, "ApplyFailed", relay_v.message)
-            return 30.0
+            return jittered(30.0)
     else:
         live_deployment = deployment
     if signing_plan.event:
@@ -258,6 +324,10 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     if credentials is not None and not rolled_out:
         auth0_v = _auth0_waiting(previous_conditions)
         delays.append(config.progress_recheck)
+        # Off the critical path while the relay rolls out: protect the credentials and have a
+        # Management API token ready, so registering starts the moment the relay is available.
+        await _protect_credentials(rt, ch, mem, creds_secret)
+        rt.auth0.warm_up(credentials)
     elif credentials is not None:
         desired = desired_integration(ch, signing_plan.auth0_key)
         wanted = digest(ch.auth0, ch.relay.public_url, signing_plan.auth0_key, credentials.client_id)
@@ -268,6 +338,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
             delays.append(config.drift_interval - since_check)
         else:
             try:
+                await _protect_credentials(rt, ch, mem, creds_secret)
                 auth0_status = await _retire_previous_integration(rt, ch, credentials, auth0_status, body)
                 result = await rt.auth0.ensure(credentials, desired, auth0_status)
             except ValueError as error:  # our own input refused by the library (name, URL)
@@ -297,7 +368,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
                         delays.append(ROUTING_RECHECK)
     rotation_delay = rotation.retry_after(
         rotation.SigningPlan(signing_plan.keys, signing_plan.auth0_key, signing_state), time.time(),
-        config.rotation_grace,
+        config.rotation_grace, config.key_propagation,
     )
     if rotation_delay is not None:
         delays.append(rotation_delay)
@@ -322,6 +393,31 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     ready = status.find(conds, status.READY) or {}
     _report(mem, body, "ok" if ready.get("status") == "True" else str(ready.get("reason")), str(ready.get("message")))
     return min(delays) if delays else None
+
+
+async def _protect_credentials(rt: Runtime, ch: ChannelSpec, mem: ChannelMemory,
+                               secret: Mapping[str, Any] | None) -> None:
+    """Before any Auth0 write: the deletion will need these credentials, so the Secret keeps the
+    in-use finalizer (released by the deletion, or here when the channel stops needing it)."""
+    assert rt.kube is not None
+    wanted = ch.auth0.credentials_secret if cleanup.needs_credentials(ch) else ""
+    previous = mem.credentials_secret
+    if previous == wanted:
+        return  # protected (or not needed) already
+    if previous and not rt.credentials_users(ch.namespace, previous) - {ch.name}:
+        await cleanup.release_credentials(rt, ch.namespace, previous)
+    mem.credentials_secret = ""
+    if not wanted or secret is None:
+        return
+    if names.FINALIZER_CREDENTIALS_IN_USE not in ((secret.get("metadata") or {}).get("finalizers") or ()):
+        try:
+            await cleanup.protect_credentials(rt, secret)
+        except KubeError:  # changed since cached: once more with a fresh read
+            fresh = await rt.kube.get("v1", "Secret", ch.namespace, wanted)
+            if fresh is None:
+                return
+            await cleanup.protect_credentials(rt, fresh)
+    mem.credentials_secret = wanted
 
 
 async def _retire_previous_integration(

@@ -3,7 +3,8 @@
 The relay accepts every key in its key file; Auth0 holds exactly one. A rotation walks:
 
     Stable --(annotation with a new value)--> KeyAdded      secret = [old, new], Auth0 = old
-    KeyAdded --(relay rolled out with both keys)--> Auth0Updating   Auth0 = new
+    KeyAdded --(relay rolled out with both keys, and the kubelet had time to refresh mounted
+                Secrets: ``propagation`` seconds)--> Auth0Updating   Auth0 = new
     Auth0Updating --(ensure() succeeded)--> Auth0Updated    (grace for in-flight executions)
     Auth0Updated --(grace elapsed)--> Stable               secret = [new]
 
@@ -60,6 +61,7 @@ def plan(
     now: float,
     grace_seconds: float,
     new_key: Callable[[], str],
+    propagation: float = 0.0,
 ) -> SigningPlan:
     """Decide the key set and Auth0's key for this reconcile.
 
@@ -83,8 +85,9 @@ def plan(
     if state.phase in (STABLE, KEY_ADDED):
         # STABLE with two keys: killed after writing the Secret, before recording the phase.
         request = state.handled_request if state.phase == KEY_ADDED else (requested or state.handled_request)
-        if not relay_rolled_out:
-            return SigningPlan(current, old, SigningState(KEY_ADDED, request, state.since or now))
+        since = state.since or now
+        if not relay_rolled_out or now - since < propagation:
+            return SigningPlan(current, old, SigningState(KEY_ADDED, request, since))
         return SigningPlan(
             current, newest, SigningState(AUTH0_UPDATING, request, now),
             "signing-key rotation: relay accepts both keys, updating Auth0",
@@ -107,8 +110,10 @@ def after_auth0_synced(plan_: SigningPlan, now: float) -> SigningState:
     return plan_.state
 
 
-def retry_after(plan_: SigningPlan, now: float, grace_seconds: float) -> float | None:
-    """Seconds until the rotation can advance by time alone (the grace period), else None."""
+def retry_after(plan_: SigningPlan, now: float, grace_seconds: float, propagation: float = 0.0) -> float | None:
+    """Seconds until the rotation can advance by time alone (propagation, grace), else None."""
     if plan_.state.phase == AUTH0_UPDATED:
         return max(0.5, grace_seconds - (now - plan_.state.since))
+    if plan_.state.phase == KEY_ADDED and now - plan_.state.since < propagation:
+        return max(0.5, propagation - (now - plan_.state.since))
     return None

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +24,16 @@ class OperatorConfig:
     relay_image: str = field(default_factory=names.default_relay_image)
     drift_interval: float = names.DEFAULT_DRIFT_INTERVAL_SECONDS
     rotation_grace: float = 30.0  # seconds the old signing key stays after Auth0 has the new one
+    key_propagation: float = 60.0  # seconds a running relay pod may take to see a changed Secret
     auth0_concurrency_per_tenant: int = 4
     progress_recheck: float = 60.0  # safety net while waiting for a rollout without events
-    max_concurrent_reconciles: int = 32  # bounds API bursts and peak memory with many channels
+    max_concurrent_reconciles: int = 64  # bounds API bursts and peak memory with many channels
     namespaced: bool = False  # watching listed namespaces only: no cluster-wide permissions
     endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)  # extra allowed Auth0/8x8 hosts
+    # Cached Secrets and children not confirmed by a watch event or a read for this long are read
+    # again: a watch that reconnects after its history expired never reports what was deleted.
+    cache_ttl: float = 300.0
+    peering_lifetime: float = 15.0  # seconds a silent peer counts as alive (bounds the HA takeover)
 
 
 @dataclass
@@ -44,6 +51,7 @@ class ChannelMemory:
     last_trigger: tuple[Any, ...] = ()
     children_dirty: bool = True  # a child changed (or vanished) other than by our last apply
     children_applied_at: float = 0.0  # monotonic time of the last full apply
+    credentials_secret: str = ""  # the Auth0 credentials Secret the last reconcile protected
 
 
 class Wakeups:
@@ -66,19 +74,8 @@ class Wakeups:
         return True
 
 
-def _newer(candidate: dict[str, Any], current: dict[str, Any] | None) -> bool:
-    """Whether ``candidate`` is at least as new as ``current`` (resourceVersions are etcd revisions
-    in practice; when they are not numbers, the latest arrival wins)."""
-    if current is None:
-        return True
-    new_rv = str((candidate.get("metadata") or {}).get("resourceVersion", ""))
-    old_rv = str((current.get("metadata") or {}).get("resourceVersion", ""))
-    if new_rv.isdigit() and old_rv.isdigit():
-        return int(new_rv) >= int(old_rv)
-    return True
-
-
-_KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation", "labels")
+_KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation", "labels", "ownerReferences",
+                  "finalizers", "deletionTimestamp")
 
 
 def _slim(obj: dict[str, Any]) -> dict[str, Any]:
@@ -107,27 +104,63 @@ class ObjectCache:
     """The latest body of each watched object of interest (children, referenced Secrets).
 
     ``None`` records an object known to be absent (seen deleted), so a reconcile need not ask.
+    resourceVersions are opaque (only equality means anything), so ordering comes from arrival:
+    a watch stream delivers one object's events in order, so an event always replaces; a read
+    (GET, apply response) replaces only when no event for that object arrived while it was in
+    flight. Entries not confirmed for ``ttl`` seconds count as unknown (read again).
     """
 
-    def __init__(self) -> None:
-        self._objects: dict[tuple[str, str, str], dict[str, Any] | None] = {}
+    def __init__(self, ttl: float = 300.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._objects: dict[tuple[str, str, str], tuple[dict[str, Any] | None, float]] = {}
+        self._events: dict[tuple[str, str, str], int] = {}  # events seen per object (for reads)
+        self._ttl = ttl
+        self._clock = clock
 
     def known(self, kind: str, namespace: str, name: str) -> bool:
-        return (kind, namespace, name) in self._objects
+        entry = self._objects.get((kind, namespace, name))
+        return entry is not None and self._clock() - entry[1] < self._ttl
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return self._objects.get((kind, namespace, name))
+        entry = self._objects.get((kind, namespace, name))
+        return None if entry is None else entry[0]
 
-    def put(self, kind: str, namespace: str, name: str, obj: dict[str, Any]) -> None:
+    def marker(self, kind: str, namespace: str, name: str) -> int:
+        """Taken before a read; ``stored`` accepts the read only if no event came in between."""
+        return self._events.get((kind, namespace, name), 0)
+
+    def observed(self, kind: str, namespace: str, name: str, obj: dict[str, Any] | None) -> None:
+        """A watch event: the newest state (``None``: deleted)."""
         key = (kind, namespace, name)
-        if _newer(obj, self._objects.get(key)):
-            self._objects[key] = _slim(obj)
+        self._events[key] = self._events.get(key, 0) + 1
+        self._objects[key] = (None if obj is None else _slim(obj), self._clock())
 
-    def gone(self, kind: str, namespace: str, name: str) -> None:
-        self._objects[(kind, namespace, name)] = None
+    def stored(self, kind: str, namespace: str, name: str, obj: dict[str, Any] | None, marker: int) -> None:
+        """The result of our own read or write, taken after ``marker``."""
+        key = (kind, namespace, name)
+        if self._events.get(key, 0) == marker:
+            self._objects[key] = (None if obj is None else _slim(obj), self._clock())
 
     def drop(self, kind: str, namespace: str, name: str) -> None:
         self._objects.pop((kind, namespace, name), None)
+        self._events.pop((kind, namespace, name), None)
+
+
+class ChannelGuard:
+    """Serialises one channel's reconciles and its deletion, and tells an in-flight reconcile
+    that deletion has begun (so it stops before its next Auth0 write)."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.deleting = False
+
+
+class ChannelDeleting(Exception):
+    """Raised before a write when the channel's deletion has begun; the reconcile stops."""
+
+
+def jittered(base: float) -> float:
+    """``base`` seconds spread by +-20 % so channels failing together do not retry together."""
+    return base * random.uniform(0.8, 1.2)
 
 
 class Runtime:
@@ -139,8 +172,28 @@ class Runtime:
         self.wakeups = Wakeups()
         self.auth0 = Auth0Pool(config.auth0_concurrency_per_tenant)
         self.memories: dict[tuple[str, str], ChannelMemory] = {}
-        self.cache = ObjectCache()
+        self.cache = ObjectCache(config.cache_ttl)
         self.reconcile_slots = asyncio.Semaphore(config.max_concurrent_reconciles)
+        self.guards: dict[str, ChannelGuard] = {}  # by channel uid (a re-created channel is another)
+        self.credentials_index: Mapping[Any, Any] = {}  # kopf's channels_needing_credentials index
+
+    def credentials_users(self, namespace: str, secret: str) -> set[str]:
+        """Channels whose deletion needs this credentials Secret."""
+        return set(self.credentials_index.get((namespace, secret), ()))
+
+    def guard(self, uid: str) -> ChannelGuard:
+        return self.guards.setdefault(uid, ChannelGuard())
+
+    def mark_deleting(self, uid: str) -> None:
+        self.guard(uid).deleting = True
+
+    def check_not_deleting(self, body: Mapping[str, Any]) -> None:
+        """Before each write of a reconcile: stop if the channel's deletion has begun (seen by
+        the delete handler, the event handler, or in kopf's live body of the daemon)."""
+        meta = body.get("metadata") or {}
+        guard = self.guards.get(str(meta.get("uid")))
+        if meta.get("deletionTimestamp") or (guard is not None and guard.deleting):
+            raise ChannelDeleting(f"{meta.get('namespace')}/{meta.get('name')} is being deleted")
 
     async def start(self) -> None:
         self.kube = KubeApi.from_environment()
@@ -158,11 +211,9 @@ class Runtime:
         if self.cache.known(kind, namespace, name):
             return self.cache.get(kind, namespace, name)
         assert self.kube is not None
+        marker = self.cache.marker(kind, namespace, name)
         obj = await self.kube.get(api_version, kind, namespace, name)
-        if obj is None:
-            self.cache.gone(kind, namespace, name)
-        else:
-            self.cache.put(kind, namespace, name, obj)
+        self.cache.stored(kind, namespace, name, obj, marker)
         return obj
 
     def observe_child(self, kind: str, namespace: str, channel: str, obj: dict[str, Any], deleted: bool) -> None:
@@ -170,10 +221,7 @@ class Runtime:
         when the child differs from what our last apply produced."""
         name = (obj.get("metadata") or {}).get("name", "")
         memory = self.memories.get((namespace, channel))
-        if deleted:
-            self.cache.gone(kind, namespace, name)
-        else:
-            self.cache.put(kind, namespace, name, obj)
+        self.cache.observed(kind, namespace, name, None if deleted else obj)
         if memory is not None:
             key = f"{kind}/{name}"
             if deleted or memory.child_tokens.get(key) != child_token(obj):

@@ -14,6 +14,7 @@ from . import names
 INTEGRATIONS = ("phone-provider", "send-phone-message", "legacy-hook")
 REGIONS = ("ap", "us", "eu", "id")
 ENCODINGS = ("AUTO", "GSM7", "UCS2")
+DELETION_POLICIES = ("Delete", "Orphan")
 
 
 class SpecError(ValueError):
@@ -112,6 +113,7 @@ class ChannelSpec:
     policy: PolicySpec
     relay: RelaySpec
     suspend: bool
+    deletion_policy: str = "Delete"  # Orphan: deleting the channel leaves the Auth0 side as it is
 
     @property
     def owner(self) -> str:
@@ -252,4 +254,5 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
             pod_template=dict(_get(relay, "podTemplate", {})),
         ),
         suspend=bool(_get(spec, "suspend", False)),
+        deletion_policy=_one_of(_get(spec, "deletionPolicy", "Delete"), DELETION_POLICIES, "deletionPolicy"),
     )

@@ -13,14 +13,15 @@ from kubernetes.client.rest import ApiException
 CRD_PATH = Path(__file__).resolve().parents[2] / "crds" / "otpchannels.otprelay.io.yaml"
 
 
-def load_crd() -> dict[str, Any]:
-    return yaml.safe_load(CRD_PATH.read_text())
+def load_crd(path: Path = CRD_PATH) -> dict[str, Any]:
+    return yaml.safe_load(path.read_text())
 
 
-def install_crd(api: client.ApiClient, timeout: float = 30.0) -> dict[str, Any]:
-    """Create or replace the CRD and wait until it is Established; returns the live object."""
+def install_crd(api: client.ApiClient, timeout: float = 30.0, path: Path = CRD_PATH) -> dict[str, Any]:
+    """Create or replace the CRD (the OtpChannel one unless ``path`` names another) and wait until
+    it is Established; returns the live object."""
     ext = client.ApiextensionsV1Api(api)
-    body = load_crd()
+    body = load_crd(path)
     name = body["metadata"]["name"]
     try:
         current = ext.read_custom_resource_definition(name)

@@ -166,6 +166,16 @@ class RelayProcess:
         return self.process.returncode
 
 
+def encodings(secret: str) -> list[str]:
+    """How a secret value can show up in text: raw, and base64 (standard and URL-safe) with and
+    without the trailing newline Secret files often carry, padding stripped."""
+    forms = [secret]
+    for raw in (secret.encode(), (secret + "\n").encode()):
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            forms.append(encode(raw).decode().rstrip("="))
+    return forms
+
+
 class OperatorProcess:
     """``otp-operator run`` as a subprocess; logs go to a file scanned for secrets at the end."""
 
@@ -185,6 +195,9 @@ class OperatorProcess:
                                             start_new_session=True, preexec_fn=die_with_this_process())
         return self
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def kill(self) -> None:
         """SIGKILL: no cleanup at all, as a crashed pod."""
         if self.process is None:
@@ -200,8 +213,9 @@ class OperatorProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def assert_no_secrets_logged(self, secrets: Iterable[str]) -> None:
+        """Each value, raw or base64-encoded (as in a Secret's data), must be absent."""
         text = self.logs()
-        leaked = [s[:4] + "..." for s in secrets if s and s in text]
+        leaked = [s[:4] + "..." for s in secrets if s and any(form in text for form in encodings(s))]
         if leaked:
             raise AssertionError(f"secrets found in the operator log: {leaked}")
 

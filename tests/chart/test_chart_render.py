@@ -196,6 +196,11 @@ def test_cluster_wide_peering_when_replicated_is_named_after_the_release(
     assert f"--peering={name}" in operator_container(objects)["args"]
     (role,) = [r for r in by_kind(objects, "ClusterRole") if r["metadata"]["name"] == f"{release}-otp-relay-operator"]
     assert [r["resourceNames"] for r in role["rules"] if "resourceNames" in r] == [[name]]
+    args = operator_container(objects)["args"]
+    assert "--peering-lifetime=15" in args  # a standby takes over within 15 s of a crash
+    # Replicas share their arguments: a priority here would be equal in all of them and freeze
+    # them all; each one draws its own at start.
+    assert not any(a.startswith("--priority") for a in args)
 
 
 @pytest.mark.parametrize(

@@ -20,12 +20,13 @@ from tests.fixtures.relay import free_port
 from otp_sandbox.processes import SANDBOX_ENDPOINT_ARGS, OperatorProcess, RelayFromDeployment
 from tests.fixtures.cluster import temporary_namespace
 
-from .support import channel_manifest, make_secret
+from .support import channel_manifest, delete_all_channels, make_secret
 
-# A relay image nobody pulls (kwok runs no containers) and a short grace before an old signing
-# key is retired, so rotation tests finish quickly.
+# A relay image nobody pulls (kwok runs no containers), a short grace before an old signing key
+# is retired and no wait for Secret propagation, so rotation tests finish quickly (the rotation
+# test with a realistic relay stand-in sets its own propagation).
 TEST_OPERATOR_ARGS = ("--all-namespaces", "--relay-image", "example.test/otp-relay:dev",
-                      "--rotation-grace", "2", *SANDBOX_ENDPOINT_ARGS)
+                      "--rotation-grace", "2", "--key-propagation", "0", *SANDBOX_ENDPOINT_ARGS)
 
 
 @dataclass
@@ -49,19 +50,27 @@ class ChannelSetup:
 
 @pytest.fixture
 def run_operator(kubeconfig: Path, ssl_cert_file: Path, otpchannel_crd: dict, auth0_emulator: Any,
-                 tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
-    """``run_operator(*extra_args)`` starts ``otp-operator run``; stopped at teardown."""
+                 k8s_api: client.ApiClient, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+    """``run_operator(*extra_args)`` starts ``otp-operator run``. At teardown the test's channels
+    are deleted while an operator still runs (so no namespace is left stuck on finalizers),
+    then the operators are stopped."""
     started: list[OperatorProcess] = []
 
-    def start(*args: str) -> OperatorProcess:
+    def start(*args: str, env: dict[str, str] | None = None) -> OperatorProcess:
         process = OperatorProcess(kubeconfig, ssl_cert_file, tmp_path / f"operator-{len(started)}.log",
                                   (*TEST_OPERATOR_ARGS, *args))
+        process.env.update(env or {})
         started.append(process.start())
         return process
 
     yield start
-    for process in started:
-        process.stop()
+    try:
+        if not any(p.running() for p in started):
+            start()  # the test stopped every operator: one more cleans up
+        delete_all_channels(k8s_api)
+    finally:
+        for process in started:
+            process.stop()
 
 
 @pytest.fixture
@@ -91,9 +100,9 @@ def relay_from_deployment(k8s_api: client.ApiClient, sandbox_ca: CertificateAuth
                           tmp_path: Path) -> Iterator[Callable[..., RelayFromDeployment]]:
     started: list[RelayFromDeployment] = []
 
-    def start(namespace: str, deployment: str, public_url: str) -> RelayFromDeployment:
+    def start(namespace: str, deployment: str, public_url: str, sync_interval: float = 0.1) -> RelayFromDeployment:
         relay = RelayFromDeployment(k8s_api, namespace, deployment, tmp_path / f"relay-{len(started)}",
-                                    sandbox_ca, ssl_cert_file, sync_interval=0.1)
+                                    sandbox_ca, ssl_cert_file, sync_interval=sync_interval)
         started.append(relay)
         relay.start(public_url)
         return relay

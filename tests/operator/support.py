@@ -81,6 +81,33 @@ def delete_channel(api: client.ApiClient, namespace: str, name: str) -> None:
     custom(api).delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
 
 
+def delete_all_channels(api: client.ApiClient, timeout: float = 90.0) -> None:
+    """Delete every OtpChannel and wait until they are gone (an operator must be running).
+    A deletion still blocked after half the time (the test broke Auth0 on purpose) is told to
+    give up on its Auth0 side, so later tests never inherit a stuck namespace."""
+    listed = custom(api).list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+    keys = [(c["metadata"]["namespace"], c["metadata"]["name"]) for c in listed]
+    for namespace, name in keys:
+        try:
+            delete_channel(api, namespace, name)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+    deadline = time.monotonic() + timeout / 2
+    while time.monotonic() < deadline and any(get_channel(api, ns, n) for ns, n in keys):
+        time.sleep(0.3)
+    for namespace, name in keys:
+        if get_channel(api, namespace, name) is not None:
+            try:
+                patch_channel(api, namespace, name,
+                              {"metadata": {"annotations": {names.ANNOTATION_ABANDON_CLEANUP: "true"}}})
+            except ApiException as error:
+                if error.status != 404:
+                    raise
+    wait_for(lambda: not any(get_channel(api, ns, n) for ns, n in keys), timeout / 2,
+             what="every channel deleted at teardown")
+
+
 def condition(channel: Mapping[str, Any] | None, type_: str) -> dict[str, Any]:
     for item in ((channel or {}).get("status") or {}).get("conditions") or []:
         if item.get("type") == type_:

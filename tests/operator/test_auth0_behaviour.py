@@ -11,6 +11,7 @@ from kubernetes import client
 
 from otp_operator import names
 from tests.fixtures.auth0 import make_client
+from tests.fixtures.relay import otp_body
 
 from .support import (condition, create_channel, delete_channel, get_channel, make_secret, patch_channel,
                       wait_condition, wait_for)
@@ -29,6 +30,7 @@ def test_two_channels_on_one_tenant_conflict_then_hand_over(k8s_api, namespace, 
     create_channel(k8s_api, first.manifest(sms_emulator.base_url))
     wait_condition(k8s_api, namespace, "prod", timeout=90)
     state_before = first.tenant.state()
+    first.tenant.clear_requests()
 
     second = setup_channel(second_namespace, tenant=first.tenant)
     create_channel(k8s_api, second.manifest(sms_emulator.base_url))
@@ -36,6 +38,9 @@ def test_two_channels_on_one_tenant_conflict_then_hand_over(k8s_api, namespace, 
                              timeout=90)
     assert f"{namespace}/prod" in condition(channel, "Ready")["message"]
     assert condition(channel, "Stalled")["status"] == "True"
+    # Refused before any write: not even a draft action or a binding was touched.
+    assert first.tenant.writes() == [], [(w.method, w.path) for w in first.tenant.writes()]
+    assert any(r.method == "GET" for r in first.tenant.requests()), "the conflict was decided on Auth0's state"
     state = first.tenant.state()
     assert [a["id"] for a in _owned_actions(state)] == [a["id"] for a in _owned_actions(state_before)]
     assert state["phone_providers"] == state_before["phone_providers"]
@@ -107,24 +112,37 @@ def test_operator_killed_mid_reconcile_converges_without_duplicates(k8s_api, nam
     ch.tenant.set_build_seconds(3)
     operator = run_operator()
     create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
-    wait_for(lambda: _owned_actions(ch.tenant.state()), timeout=90, what="the action to be created")
+    wait_for(lambda: _owned_actions(ch.tenant.state()), timeout=90, interval=0.05, what="the action to be created")
     operator.kill()  # while the operator waits for the build
+    # It really was mid-sync: the action exists but was never deployed, no provider yet, and the
+    # channel never reported Auth0Synced.
+    killed_at = ch.tenant.state()
+    (action,) = _owned_actions(killed_at)
+    assert action["deployed_version"] is None and killed_at["phone_providers"] == []
+    assert condition(get_channel(k8s_api, namespace, "prod"), "Auth0Synced").get("status") != "True"
     ch.tenant.set_build_seconds(0.3)
     run_operator()
     wait_condition(k8s_api, namespace, "prod", timeout=90)
     state = ch.tenant.state()
-    assert len(_owned_actions(state)) == 1
+    (resumed,) = _owned_actions(state)
+    assert resumed["id"] == action["id"] and resumed["deployed_version"] is not None  # adopted, not duplicated
     assert len(state["phone_providers"]) == 1
     assert all(len(chain) <= 1 for chain in state["bindings"].values())
 
 
+# The stand-in relay sees a changed Secret this long after it changed, like a running pod whose
+# mounted Secret the kubelet refreshes (about a minute in a real cluster); kwok readies pods at
+# once, so only the operator's propagation wait keeps Auth0 from using a key the relay lacks.
+KUBELET_SECRET_REFRESH = 3.0
+
+
 def test_signing_key_rotation_under_traffic_loses_no_otp(k8s_api, namespace, run_operator, setup_channel,
                                                          sms_emulator, relay_from_deployment):
-    operator = run_operator()
+    operator = run_operator("--key-propagation", str(2 * KUBELET_SECRET_REFRESH))
     ch = setup_channel(namespace)
     create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
     wait_condition(k8s_api, namespace, "prod", timeout=90)
-    relay_from_deployment(namespace, "prod-relay", ch.public_url)
+    relay = relay_from_deployment(namespace, "prod-relay", ch.public_url, sync_interval=KUBELET_SECRET_REFRESH)
     core = client.CoreV1Api(k8s_api)
 
     def keys() -> list[str]:
@@ -155,8 +173,13 @@ def test_signing_key_rotation_under_traffic_loses_no_otp(k8s_api, namespace, run
             return signing.get("phase") == "Stable" and signing.get("rotationRequest") == "2026-11-25T00:00:00Z" \
                 and len(keys()) == 1 and keys() != [old_key]
 
-        wait_for(finished, timeout=90, what="the rotation to finish")
-        time.sleep(1.5)  # traffic after the old key is gone
+        wait_for(finished, timeout=120, what="the rotation to finish")
+        # The relay itself no longer accepts the old key ...
+        wait_for(lambda: relay.relay.post(otp_body("+6598765432"), old_key).status_code == 401,
+                 timeout=4 * KUBELET_SECRET_REFRESH, what="the relay to refuse the retired key")
+        # ... and OTPs still go through after that.
+        after_retirement = len(outcomes)
+        wait_for(lambda: len(outcomes) >= after_retirement + 5, timeout=60, what="traffic after retirement")
     finally:
         stop.set()
         thread.join(timeout=60)
@@ -171,7 +194,7 @@ def test_signing_key_rotation_under_traffic_loses_no_otp(k8s_api, namespace, run
 
 
 def test_suspend_stops_all_writes(k8s_api, namespace, run_operator, setup_channel, sms_emulator):
-    run_operator()
+    run_operator("--drift-interval", "2")
     ch = setup_channel(namespace)
     create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
     wait_condition(k8s_api, namespace, "prod", timeout=90)
@@ -179,14 +202,20 @@ def test_suspend_stops_all_writes(k8s_api, namespace, run_operator, setup_channe
     wait_condition(k8s_api, namespace, "prod", "Ready", "True", reason="Suspended", timeout=30)
     ch.tenant.clear_requests()
     apps = client.AppsV1Api(k8s_api)
-    patch_channel(k8s_api, namespace, "prod", {"spec": {"relay": {"replicas": 3}}})
-    time.sleep(3)
+    # Changes to both sides: the Auth0 name (an Auth0 input; written in the same pass that would
+    # report it) and the relay's replicas. The operator acknowledges the new generation ...
+    patch_channel(k8s_api, namespace, "prod", {"spec": {"relay": {"replicas": 3}, "auth0": {"name": "renamed"}}})
+    channel = wait_condition(k8s_api, namespace, "prod", "Ready", "True", timeout=30)
+    assert condition(channel, "Ready")["reason"] == "Suspended"
+    # ... having written nothing (a pass that ignored suspend would have written both first).
     assert apps.read_namespaced_deployment("prod-relay", namespace).spec.replicas == 2
     assert ch.tenant.requests() == []
+    assert [a["name"] for a in _owned_actions(ch.tenant.state(), prefix="")] == [f"otp-relay-{namespace}-prod"]
     patch_channel(k8s_api, namespace, "prod", {"spec": {"suspend": False}})
     wait_condition(k8s_api, namespace, "prod", timeout=60)
     wait_for(lambda: apps.read_namespaced_deployment("prod-relay", namespace).spec.replicas == 3, timeout=30,
              what="replicas 3 after resuming")
+    assert [a["name"] for a in _owned_actions(ch.tenant.state(), prefix="")] == ["renamed"]
 
 
 def test_drift_in_auth0_is_repaired_by_the_timer(k8s_api, namespace, run_operator, setup_channel, sms_emulator,

@@ -123,8 +123,14 @@ def test_relay_deployment_follows_the_env_contract_and_is_restricted():
     assert volumes["sms-api-key"]["secret"]["secretName"] == "eightbyeight"
     assert volumes["sms-api-key"]["secret"]["items"] == [{"key": "apikey", "path": "apikey"}]
     assert volumes["signing-key"]["secret"]["secretName"] == "prod-relay-signing-key"
-    # No secret value ever sits in the pod spec: only file paths.
-    assert "k1" not in repr(deployment)
+    # No secret value ever sits in the pod spec, only file paths: render a channel with a real
+    # signing key and look for it (raw and base64) in the Deployment, having seen it in the Secret.
+    key = "sIgNiNg-KeY-0123456789abcdefghijklmnop"
+    kinds = by_kind(render.render_children(channel(), image="img:1", signing_keys=(key,), secrets_checksum="abc",
+                                           owner=OWNER))
+    assert base64.b64decode(kinds["Secret"]["data"]["keys"]).decode() == key + "\n"
+    rendered = repr(kinds["Deployment"])
+    assert key not in rendered and base64.b64encode(key.encode()).decode()[:24] not in rendered
 
 
 def test_single_replica_without_ingress_deletes_optional_children():
@@ -284,6 +290,18 @@ def test_rotation_walks_add_update_retire():
     assert rotation.plan(["new1"], p.state, "r1", True, 50, 30, _keygen()).keys == ("new1",)
 
 
+def test_auth0_gets_the_new_key_only_after_running_pods_could_see_it():
+    """A rolled-out Deployment is not proof: a running pod sees a changed Secret only when the
+    kubelet refreshes it. Auth0 switches keys once that propagation time has passed."""
+    p = rotation.plan(["old"], rotation.SigningState(rotation.STABLE, "", 0), "r1", True, 100, 30, _keygen(), 60)
+    assert p.state.phase == rotation.KEY_ADDED and p.state.since == 100
+    p = rotation.plan(list(p.keys), p.state, "r1", True, 159, 30, _keygen(), 60)
+    assert p.auth0_key == "old" and p.state.phase == rotation.KEY_ADDED
+    assert rotation.retry_after(p, 159, 30, 60) == pytest.approx(1)
+    p = rotation.plan(list(p.keys), p.state, "r1", True, 160, 30, _keygen(), 60)
+    assert p.auth0_key == "new1" and p.state.phase == rotation.AUTH0_UPDATING
+
+
 def test_rotation_resumes_after_a_crash_before_status_was_written():
     # Secret already has two keys but status still says Stable (operator killed in between).
     p = rotation.plan(["old", "new"], rotation.SigningState(), "r9", False, 5, 30, _keygen())
@@ -331,14 +349,116 @@ def test_cached_objects_keep_what_reconciles_read():
     deployment = _deployment()
     deployment["metadata"].update(name="prod-relay", namespace="shop", uid="u1", resourceVersion="7",
                                   managedFields=[{"manager": "x" * 1000}])
-    cache.put("Deployment", "shop", "prod-relay", deployment)
+    cache.observed("Deployment", "shop", "prod-relay", deployment)
     cached = cache.get("Deployment", "shop", "prod-relay")
     assert "managedFields" not in cached["metadata"]
     assert render.relay_rollout(cached, "c") == render.relay_rollout(deployment, "c")
     assert child_token(cached) == child_token(deployment) == ("u1", "1")
-    # An older event arriving late never replaces a newer object.
-    older = {**deployment, "metadata": {**deployment["metadata"], "resourceVersion": "5", "generation": 0}}
-    cache.put("Deployment", "shop", "prod-relay", older)
-    assert cache.get("Deployment", "shop", "prod-relay")["metadata"]["resourceVersion"] == "7"
-    cache.gone("Deployment", "shop", "prod-relay")
+    cache.observed("Deployment", "shop", "prod-relay", None)
     assert cache.known("Deployment", "shop", "prod-relay") and cache.get("Deployment", "shop", "prod-relay") is None
+
+
+def _versioned(rv: str) -> dict:
+    return {"metadata": {"name": "s", "namespace": "shop", "resourceVersion": rv}, "data": {"k": rv}}
+
+
+def test_cache_orders_by_arrival_not_by_resource_version():
+    """resourceVersions are opaque: a newer one may compare lower (another etcd, a restore)."""
+    from otp_operator.runtime import ObjectCache
+
+    cache = ObjectCache()
+    cache.observed("Secret", "shop", "s", _versioned("900"))
+    cache.observed("Secret", "shop", "s", _versioned("1000"))
+    assert cache.get("Secret", "shop", "s")["data"] == {"k": "1000"}
+    cache.observed("Secret", "shop", "s", _versioned("99"))  # an event: the newest, whatever its number
+    assert cache.get("Secret", "shop", "s")["data"] == {"k": "99"}
+    # A read that was in flight while an event arrived is older than that event: dropped.
+    marker = cache.marker("Secret", "shop", "s")
+    cache.observed("Secret", "shop", "s", _versioned("abc"))
+    cache.stored("Secret", "shop", "s", _versioned("zzz"), marker)
+    assert cache.get("Secret", "shop", "s")["data"] == {"k": "abc"}
+    marker = cache.marker("Secret", "shop", "s")
+    cache.stored("Secret", "shop", "s", None, marker)  # a read with no event meanwhile: it is the newest
+    assert cache.known("Secret", "shop", "s") and cache.get("Secret", "shop", "s") is None
+
+
+def test_cache_forgets_what_no_event_or_read_confirmed_lately():
+    """A watch reconnecting after its history expired never reports deletions in between: an
+    entry not confirmed within the TTL is read again instead of trusted."""
+    from otp_operator.runtime import ObjectCache
+
+    now = [0.0]
+    cache = ObjectCache(ttl=300.0, clock=lambda: now[0])
+    cache.observed("Secret", "shop", "s", _versioned("1"))
+    now[0] = 299.0
+    assert cache.known("Secret", "shop", "s")
+    now[0] = 301.0
+    assert not cache.known("Secret", "shop", "s")
+    cache.observed("Secret", "shop", "s", _versioned("2"))
+    assert cache.known("Secret", "shop", "s")
+
+
+@pytest.mark.parametrize("meta, owned", [
+    ({"ownerReferences": [{"uid": "uid-1", "controller": True}]}, True),
+    ({"ownerReferences": [{"uid": "other", "controller": True}],
+      "labels": {names.LABEL_MANAGED_BY: names.OPERATOR_NAME, names.LABEL_CHANNEL: "prod"}}, False),
+    ({"labels": {names.LABEL_MANAGED_BY: names.OPERATOR_NAME, names.LABEL_CHANNEL: "prod"}}, True),
+    ({"labels": {names.LABEL_MANAGED_BY: names.OPERATOR_NAME, names.LABEL_CHANNEL: "other"}}, False),
+    ({"labels": {"app": "prod-relay"}}, False),
+    ({}, False),
+])
+def test_only_own_children_are_adopted(meta, owned):
+    from otp_operator.reconcile import owned_by
+
+    assert owned_by({"metadata": meta}, "uid-1", "prod") is owned
+
+
+def test_deletion_decision():
+    from otp_operator import cleanup
+
+    recorded = {"integration": "phone-provider", "name": "old-name", "actionId": "act_1", "providerId": "pro_1"}
+    decision = cleanup.decide(channel(), {}, recorded)
+    assert isinstance(decision, cleanup.Remove)
+    assert decision.targets == (("phone-provider", "old-name"), ("phone-provider", "otp-relay-shop-prod"))
+    orphan = cleanup.decide(parse_channel("shop", "prod", {**SPEC, "deletionPolicy": "Orphan"}), {}, recorded)
+    assert isinstance(orphan, cleanup.Leave) and not orphan.warning and "act_1" in orphan.message
+    suspended = cleanup.decide(parse_channel("shop", "prod", {**SPEC, "suspend": True}), {}, recorded)
+    assert isinstance(suspended, cleanup.Leave) and suspended.warning and "spec.suspend" in suspended.message
+    abandoned = cleanup.decide(channel(), {names.ANNOTATION_ABANDON_CLEANUP: "true"}, recorded)
+    assert isinstance(abandoned, cleanup.Leave) and abandoned.reason == "CleanupAbandoned"
+    assert "pro_1" in abandoned.message
+    assert cleanup.needs_credentials(channel())
+    assert not cleanup.needs_credentials(parse_channel("shop", "prod", {**SPEC, "deletionPolicy": "Orphan"}))
+    with pytest.raises(SpecError, match="deletionPolicy"):
+        parse_channel("shop", "prod", {**SPEC, "deletionPolicy": "Keep"})
+
+
+def test_peering_priorities_differ_per_replica():
+    from otp_operator.cli import peering_priority
+
+    drawn = {peering_priority("otp", None) for _ in range(200)}
+    assert len(drawn) == 200 and min(drawn) >= 1
+    assert peering_priority("otp", 7) == 7
+    assert peering_priority(None, None) == 0
+
+
+def test_backoff_is_jittered():
+    from otp_operator.runtime import jittered
+
+    delays = {round(jittered(10.0), 6) for _ in range(50)}
+    assert len(delays) > 40 and all(8.0 <= d <= 12.0 for d in delays)
+
+
+@pytest.mark.parametrize("encode", [
+    lambda s: s, lambda s: base64.b64encode(s.encode()).decode(),
+    lambda s: base64.b64encode((s + "\n").encode()).decode(), lambda s: base64.urlsafe_b64encode(s.encode()).decode(),
+])
+def test_the_operator_log_scan_finds_secrets_raw_and_base64(tmp_path, encode):
+    from otp_sandbox.processes import OperatorProcess
+
+    secret = "s3cr3t-value-~~>?"
+    process = OperatorProcess(tmp_path / "kubeconfig", tmp_path / "ca.pem", tmp_path / "operator.log")
+    (tmp_path / "operator.log").write_text(f"INFO all fine\nDEBUG body={{'data': {{'k': '{encode(secret)}'}}}}\n")
+    with pytest.raises(AssertionError, match="s3cr"):
+        process.assert_no_secrets_logged([secret])
+    process.assert_no_secrets_logged(["another-value"])

@@ -15,6 +15,7 @@ import random
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _RETRYABLE = {408, 429, 500, 502, 503, 504}
+
+# Set by the caller (per task) around ensure()/remove(): runs before every write request and
+# raises to stop the operation, e.g. when the channel being synced started to be deleted.
+before_write: ContextVar[Callable[[], None] | None] = ContextVar("before_write", default=None)
 
 
 @dataclass(frozen=True)
@@ -181,6 +186,9 @@ class ManagementApi:
         refreshed = False
         while True:
             attempt += 1
+            check = before_write.get() if write else None
+            if check is not None:
+                check()
             await self.tokens.token()  # token errors surface as themselves, not as this request's
             self.requests += 1
             self.writes += write

@@ -1,0 +1,300 @@
+"""The operator under failure: HA takeover, API server restarts, deletion racing a reconcile,
+deletion policies and escapes, namespace deletion across an operator restart, foreign objects,
+tenant and integration changes."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from prometheus_client.parser import text_string_to_metric_families
+
+from otp_operator import names
+from otp_sandbox.crd import install_crd
+from tests.fixtures.relay import free_port
+
+from .support import (GROUP, PLURAL, VERSION, condition, create_channel, custom, delete_channel, events_for,
+                      get_channel, patch_channel, wait_condition, wait_for)
+
+pytestmark = pytest.mark.cluster
+
+PEERING_CRD = Path(__file__).resolve().parents[2] / "charts/otp-relay-operator/crds/clusterkopfpeerings.kopf.dev.yaml"
+
+
+def _owned_actions(state: dict) -> list[dict]:
+    return [a for a in state["actions"] if a["name"].startswith("otp-relay-")]
+
+
+def _metric(port: int, name: str) -> float:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+
+
+def _warnings(api: client.ApiClient, namespace: str, name: str, reason: str) -> list[client.CoreV1Event]:
+    return [e for e in events_for(api, namespace, name) if e.type == "Warning" and e.reason == reason]
+
+
+def _credentials_finalizers(api: client.ApiClient, namespace: str) -> list[str]:
+    secret = client.CoreV1Api(api).read_namespaced_secret("auth0-mgmt", namespace)
+    return list(secret.metadata.finalizers or [])
+
+
+# --- HA ------------------------------------------------------------------------------------------
+
+@pytest.fixture
+def peering(k8s_api: client.ApiClient) -> str:
+    install_crd(k8s_api, path=PEERING_CRD)
+    name = f"otp-{uuid.uuid4().hex[:8]}"
+    custom(k8s_api).create_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings",
+                                                 {"apiVersion": "kopf.dev/v1", "kind": "ClusterKopfPeering",
+                                                  "metadata": {"name": name}})
+    yield name
+    custom(k8s_api).delete_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", name)
+
+
+def test_two_replicas_one_works_and_the_standby_takes_over(peering, k8s_api, namespace, second_namespace,
+                                                           run_operator, setup_channel, sms_emulator):
+    # (peering first: torn down last, after the teardown deleted the channels through the replicas)
+    # Two replicas with the same arguments, as a Deployment runs them (no --priority).
+    operators = {pod: run_operator("--peering", peering, "--peering-lifetime", "6", env={"POD_ID": pod})
+                 for pod in ("replica-a", "replica-b")}
+
+    def peers() -> dict:
+        obj = custom(k8s_api).get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
+        return {k: v for k, v in (obj.get("status") or {}).items() if v}
+
+    wait_for(lambda: set(peers()) == set(operators), timeout=60, what="both replicas in the peering object")
+    priorities = {pod: info["priority"] for pod, info in peers().items()}
+    assert len(set(priorities.values())) == 2, f"equal priorities freeze every replica: {priorities}"
+
+    first = setup_channel(namespace)
+    create_channel(k8s_api, first.manifest(sms_emulator.base_url))
+    wait_condition(k8s_api, namespace, "prod", timeout=90)  # two live replicas still serve
+
+    active = max(priorities, key=priorities.get)
+    standby = min(priorities, key=priorities.get)
+    operators[active].kill()  # a crash: no goodbye in the peering object
+    second = setup_channel(second_namespace)
+    create_channel(k8s_api, second.manifest(sms_emulator.base_url))
+    # The standby waits out the dead peer's lifetime (6 s), then converges the new channel.
+    wait_condition(k8s_api, second_namespace, "prod", timeout=90)
+    assert (_owned_actions(second.tenant.state())[0]["name"] == f"otp-relay-{second_namespace}-prod")
+    assert operators[standby].running()
+
+
+# --- the API server goes away ----------------------------------------------------------------------
+
+def test_api_server_restart_while_the_operator_runs(cluster, k8s_api, namespace, second_namespace, run_operator,
+                                                    setup_channel, sms_emulator):
+    if cluster.control_plane is None:
+        pytest.skip("needs the sandbox control plane (an existing cluster cannot be restarted here)")
+    operator = run_operator()
+    first = setup_channel(namespace)
+    create_channel(k8s_api, first.manifest(sms_emulator.base_url))
+    wait_condition(k8s_api, namespace, "prod", timeout=90)
+
+    cluster.control_plane.restart_apiserver(downtime=3)
+
+    # Both an existing channel's change and a new channel converge, with no operator restart.
+    patch_channel(k8s_api, namespace, "prod", {"spec": {"policy": {"allowedCountries": ["SG"]}}})
+    second = setup_channel(second_namespace)
+    create_channel(k8s_api, second.manifest(sms_emulator.base_url))
+    wait_condition(k8s_api, namespace, "prod", timeout=120)
+    wait_condition(k8s_api, second_namespace, "prod", timeout=120)
+    assert operator.running()
+
+
+# --- deletion racing a reconcile ---------------------------------------------------------------------
+
+def test_delete_during_a_reconcile_leaves_nothing_in_auth0(k8s_api, namespace, run_operator, setup_channel,
+                                                          sms_emulator):
+    metrics_port = free_port()
+    run_operator("--metrics-port", str(metrics_port))
+    ch = setup_channel(namespace)
+    # Every Auth0 call is slow, so the deletion lands while the sync still has writes to make
+    # (deploy, phone provider) that, unserialised, could come after the cleanup's first DELETE.
+    ch.tenant.set_latency(400)
+    create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
+    wait_for(lambda: _owned_actions(ch.tenant.state()), timeout=90, interval=0.05, what="the action to be created")
+    state = ch.tenant.state()
+    assert state["phone_providers"] == [], "the sync must still be in progress when the deletion starts"
+    delete_channel(k8s_api, namespace, "prod")
+    wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=90, what="the channel to go")
+    # The channel's loop has ended: nothing can write for it any more.
+    wait_for(lambda: _metric(metrics_port, "otp_operator_channels") == 0, timeout=30, what="the loop to stop")
+    state = ch.tenant.state()
+    assert _owned_actions(state) == [] and state["phone_providers"] == [], state
+    # Reconcile and cleanup never overlapped: once the cleanup started deleting, nothing was created.
+    writes = [(w.method, w.path) for w in ch.tenant.writes()]
+    first_delete = next(i for i, (method, _) in enumerate(writes) if method == "DELETE")
+    assert [w for w in writes[first_delete:] if w[0] == "POST"] == [], writes
+
+
+# --- deletion policies and escapes ------------------------------------------------------------------
+
+def test_orphan_policy_leaves_auth0_and_needs_no_credentials(k8s_api, namespace, run_operator, setup_channel,
+                                                             sms_emulator):
+    run_operator()
+    ch = setup_channel(namespace)
+    create_channel(k8s_api, ch.manifest(sms_emulator.base_url, deletionPolicy="Orphan"))
+    wait_condition(k8s_api, namespace, "prod", timeout=90)
+    assert names.FINALIZER_CREDENTIALS_IN_USE not in _credentials_finalizers(k8s_api, namespace)
+    ch.tenant.clear_requests()
+    delete_channel(k8s_api, namespace, "prod")
+    wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=60, what="the channel to go")
+    assert len(_owned_actions(ch.tenant.state())) == 1 and ch.tenant.writes() == []
+    assert [e.reason for e in events_for(k8s_api, namespace, "prod") if e.reason == "Auth0Orphaned"]
+
+
+def test_suspended_channel_is_deleted_without_touching_auth0(k8s_api, namespace, run_operator, setup_channel,
+                                                             sms_emulator):
+    run_operator()
+    ch = setup_channel(namespace)
+    create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
+    wait_condition(k8s_api, namespace, "prod", timeout=90)
+    patch_channel(k8s_api, namespace, "prod", {"spec": {"suspend": True}})
+    wait_condition(k8s_api, namespace, "prod", "Ready", "True", reason="Suspended", timeout=30)
+    ch.tenant.clear_requests()
+    delete_channel(k8s_api, namespace, "prod")
+    wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=60, what="the channel to go")
+    assert ch.tenant.writes() == [] and len(_owned_actions(ch.tenant.state())) == 1
+    (warning,) = _warnings(k8s_api, namespace, "prod", "Auth0Orphaned")
+    assert "spec.suspend" in warning.message
+
+
+def test_stuck_deletion_warns_once_and_can_be_abandoned(k8s_api, namespace, run_operator, setup_channel,
+                                                        sms_emulator):
+    run_operator()
+    ch = setup_channel(namespace)
+    create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
+    wait_condition(k8s_api, namespace, "prod", timeout=90)
+    ch.tenant.fail_next(503, count=10_000)
+    ch.tenant.clear_requests()
+    delete_channel(k8s_api, namespace, "prod")
+    channel = wait_condition(k8s_api, namespace, "prod", "Auth0Synced", "False", reason="Auth0Unavailable",
+                             timeout=90)
+    assert names.ANNOTATION_ABANDON_CLEANUP in condition(channel, "Auth0Synced")["message"]
+    # Several attempts (each retried by the client a few times), one Warning.
+    wait_for(lambda: len([r for r in ch.tenant.requests() if r.status == 503]) >= 9, timeout=90,
+             what="at least three removal attempts")
+    assert len(_warnings(k8s_api, namespace, "prod", "Auth0Unavailable")) == 1
+
+    patch_channel(k8s_api, namespace, "prod",
+                  {"metadata": {"annotations": {names.ANNOTATION_ABANDON_CLEANUP: "true"}}})
+    wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=60, what="the channel to go")
+    assert len(_owned_actions(ch.tenant.state())) == 1  # left as it was, and said so
+    (warning,) = _warnings(k8s_api, namespace, "prod", "CleanupAbandoned")
+    assert ch.tenant.domain in warning.message
+    wait_for(lambda: names.FINALIZER_CREDENTIALS_IN_USE not in _credentials_finalizers(k8s_api, namespace),
+             timeout=30, what="the credentials Secret released")
+
+
+def test_namespace_deletion_completes_across_an_operator_restart(k8s_api, run_operator, setup_channel,
+                                                                sms_emulator):
+    core = client.CoreV1Api(k8s_api)
+    namespace = f"t-{uuid.uuid4().hex[:10]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+    operator = run_operator()
+    ch = setup_channel(namespace)
+    create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
+    wait_condition(k8s_api, namespace, "prod", timeout=90)
+    assert names.FINALIZER_CREDENTIALS_IN_USE in _credentials_finalizers(k8s_api, namespace)
+
+    operator.stop()
+    core.delete_namespace(namespace)
+    # The namespace controller removes what it can; the credentials stay for the cleanup.
+    wait_for(lambda: not core.list_namespaced_secret(namespace, field_selector="metadata.name=eightbyeight").items,
+             timeout=60, what="the namespace's other Secrets deleted")
+    secret = core.read_namespaced_secret("auth0-mgmt", namespace)
+    assert secret.metadata.deletion_timestamp is not None
+    assert len(_owned_actions(ch.tenant.state())) == 1
+
+    run_operator()
+
+    def namespace_gone() -> bool:
+        try:
+            core.read_namespace(namespace)
+        except ApiException as error:
+            return error.status == 404
+        return False
+
+    wait_for(namespace_gone, timeout=120, what="the namespace to be deleted")
+    state = ch.tenant.state()
+    assert _owned_actions(state) == [] and state["phone_providers"] == []
+
+
+# --- children the operator does not own ---------------------------------------------------------
+
+def test_unrelated_objects_with_a_childs_name_are_neither_taken_over_nor_deleted(k8s_api, namespace, run_operator,
+                                                                                 setup_channel, sms_emulator):
+    core, policy = client.CoreV1Api(k8s_api), client.PolicyV1Api(k8s_api)
+    core.create_namespaced_service(namespace, client.V1Service(
+        metadata=client.V1ObjectMeta(name="prod-relay", labels={"app": "someone-else"}),
+        spec=client.V1ServiceSpec(ports=[client.V1ServicePort(port=8443)], selector={"app": "someone-else"})))
+    # A one-replica relay has no PodDisruptionBudget: the operator deletes its own, never this one.
+    policy.create_namespaced_pod_disruption_budget(namespace, client.V1PodDisruptionBudget(
+        metadata=client.V1ObjectMeta(name="prod-relay"),
+        spec=client.V1PodDisruptionBudgetSpec(min_available=1, selector=client.V1LabelSelector(
+            match_labels={"app": "someone-else"}))))
+    run_operator()
+    ch = setup_channel(namespace)
+    create_channel(k8s_api, ch.manifest(sms_emulator.base_url, replicas=1))
+    channel = wait_condition(k8s_api, namespace, "prod", "Ready", "False", reason="ApplyFailed", timeout=90)
+    assert f"Service {namespace}/prod-relay" in condition(channel, "Ready")["message"]
+    service = core.read_namespaced_service("prod-relay", namespace)
+    assert not service.metadata.owner_references and service.spec.selector == {"app": "someone-else"}
+    assert [p.port for p in service.spec.ports] == [8443]
+    assert _owned_actions(ch.tenant.state()) == []
+
+    core.delete_namespaced_service("prod-relay", namespace)
+    wait_condition(k8s_api, namespace, "prod", timeout=120)
+    pdb = policy.read_namespaced_pod_disruption_budget("prod-relay", namespace)
+    assert pdb.spec.selector.match_labels == {"app": "someone-else"} and not pdb.metadata.owner_references
+
+
+# --- tenant and integration changes -------------------------------------------------------------
+
+def test_tenant_change_is_refused_once_registered(k8s_api, namespace, otpchannel_crd):
+    manifest = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "OtpChannel",
+                "metadata": {"name": "prod", "namespace": namespace},
+                "spec": {"auth0": {"domain": "old.eu.auth0.com", "credentialsSecretRef": {"name": "auth0-mgmt"}},
+                         "sms": {"subaccountId": "shop_otp", "apiKeySecretRef": {"name": "eightbyeight"}},
+                         "relay": {"publicUrl": "https://otp.example/prod"}}}
+    create_channel(k8s_api, manifest)
+    # Not registered yet (e.g. a typo that never reached Auth0): free to fix.
+    patch_channel(k8s_api, namespace, "prod", {"spec": {"auth0": {"domain": "typo-fixed.eu.auth0.com"}}})
+    custom(k8s_api).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, "prod",
+        {"status": {"auth0": {"integration": "phone-provider", "name": "otp-relay-x", "actionId": "act_1"}}})
+    with pytest.raises(ApiException) as refused:
+        patch_channel(k8s_api, namespace, "prod", {"spec": {"auth0": {"domain": "new.eu.auth0.com"}}})
+    assert refused.value.status == 422
+    assert "create a new OtpChannel" in refused.value.body and "spec.auth0.domain" in refused.value.body
+    # Everything else stays editable.
+    patch_channel(k8s_api, namespace, "prod", {"spec": {"auth0": {"integration": "send-phone-message"}}})
+    assert get_channel(k8s_api, namespace, "prod")["spec"]["auth0"]["domain"] == "typo-fixed.eu.auth0.com"
+
+
+def test_integration_change_removes_the_old_one_first(k8s_api, namespace, run_operator, setup_channel,
+                                                      sms_emulator):
+    run_operator()
+    ch = setup_channel(namespace)
+    create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
+    before = wait_condition(k8s_api, namespace, "prod", timeout=90)["status"]["auth0"]
+    assert ch.tenant.state()["phone_providers"]
+    ch.tenant.clear_requests()
+    patch_channel(k8s_api, namespace, "prod", {"spec": {"auth0": {"integration": "send-phone-message"}}})
+    channel = wait_condition(k8s_api, namespace, "prod", timeout=90)
+    assert channel["status"]["auth0"]["integration"] == "send-phone-message"
+    state = ch.tenant.state()
+    (action,) = _owned_actions(state)
+    assert action["id"] == channel["status"]["auth0"]["actionId"] != before["actionId"]
+    assert state["phone_providers"] == []
+    writes = [(w.method, w.path) for w in ch.tenant.writes()]
+    removed_old = writes.index(("DELETE", f"/api/v2/actions/actions/{before['actionId']}"))
+    created_new = next(i for i, w in enumerate(writes) if w == ("POST", "/api/v2/actions/actions"))
+    assert removed_old < created_new, writes
