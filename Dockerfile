@@ -35,7 +35,8 @@ LABEL org.opencontainers.image.title="otp-relay-operator" \
       org.opencontainers.image.url="https://github.com/otp-relay-operator/otp-relay-operator" \
       org.opencontainers.image.licenses="Apache-2.0" \
       org.opencontainers.image.vendor="otp-relay-operator"
-# 65532 is the uid/gid the chart and the relay pods run as (runAsUser/runAsGroup).
+# A numeric non-root user, so runAsNonRoot can check it; the chart and the relay pods set no
+# runAsUser, so OpenShift's restricted SCC may run the image under an arbitrary uid instead.
 RUN groupadd --system --gid 65532 otp \
  && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin otp

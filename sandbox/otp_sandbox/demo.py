@@ -254,8 +254,8 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
 
 
 def _delivery(sms: Any, pod_ips: list[str], message: Any, timeout: float = 30.0) -> dict[str, str]:
-    """8x8's delivery receipt as the relay took it, and the relay's delivery summary (what the
-    operator copies into status.delivery), read from the pods' admin listener."""
+    """8x8's delivery receipt as the relay took it, and the relay pods' delivery summary added up
+    (what the operator copies into status.delivery), read from the pods' admin listener."""
     import httpx
 
     from otp_operator import names
@@ -265,15 +265,14 @@ def _delivery(sms: Any, pod_ips: list[str], message: Any, timeout: float = 30.0)
         taken = [a for a in sms.receipts()["attempts"] if a["umid"] == message.umid and a["result"] == 200]
         summaries = [httpx.get(f"http://{ip}:{names.RELAY_ADMIN_PORT}{names.RELAY_DELIVERY_SUMMARY_PATH}",
                                timeout=5).json() for ip in pod_ips]
-        counted = [s for s in summaries if s["delivered"] + s["undelivered"]]
-        if taken and counted:
-            summary = counted[0]
+        total = {key: sum(s[key] for s in summaries) for key in ("sent", "delivered", "undelivered")}
+        final = total["delivered"] + total["undelivered"]
+        if taken and final:
             state = taken[0]["body"]["payload"]["status"]["state"]
-            ratio = "-" if summary["ratio"] is None else f"{summary['ratio']:.0%}"
             return {"receipt": f"{state} to {mask_number(message.destination)} after {taken[0]['elapsed']:.1f} s",
-                    "delivery": f"last {summary['windowSeconds'] // 60} min: {summary['sent']} sent, "
-                                f"{summary['delivered']} delivered, {summary['undelivered']} undelivered, "
-                                f"ratio {ratio}"}
+                    "delivery": f"last {summaries[0]['windowSeconds'] // 60} min: {total['sent']} sent, "
+                                f"{total['delivered']} delivered, {total['undelivered']} undelivered, "
+                                f"ratio {total['delivered'] / final:.0%}"}
         time.sleep(0.2)
     return {"receipt": f"no receipt from 8x8 reached the relay within {timeout:.0f} s"}
 

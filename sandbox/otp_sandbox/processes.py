@@ -27,15 +27,18 @@ from kubernetes import client
 
 from otp_relay.signing import sign
 
+from .controlplane.node import POD_NETWORKS_GLOB
 from .lifetime import die_with_this_process
 from .pki import CertificateAuthority, CertPair
 
 _START_TIMEOUT = 30.0
-# The sandbox's emulators listen on loopback; the operator accepts only Auth0 and 8x8 hosts
-# unless told otherwise, so every sandbox and test operator is started with this allow-list.
+# The sandbox's emulators listen on loopback (the 8x8 one on a real node's bridge when relay pods
+# must reach it); the operator accepts only Auth0 and 8x8 hosts unless told otherwise, so every
+# sandbox and test operator is started with this allow-list.
 SANDBOX_ENDPOINT_ARGS = (
     "--allow-auth0-domain", "localhost:*", "--allow-auth0-domain", "127.0.0.1:*",
     "--allow-sms-base-url", "https://localhost:*", "--allow-sms-base-url", "https://127.0.0.1:*",
+    "--allow-sms-base-url", f"https://{POD_NETWORKS_GLOB}",
 )
 
 

@@ -20,6 +20,7 @@ from kubernetes import client
 from otp_sandbox import image
 from otp_sandbox.controlplane.node import NODE_NAME, node_selector, toleration
 from otp_sandbox.ingress import SANDBOX_CA_DIR, SANDBOX_CA_NAME, apply_sandbox_ca
+from otp_sandbox.processes import SANDBOX_ENDPOINT_ARGS
 from tests.chart.helm import set_values
 from tests.chart.kube import deployment_available, server_side_apply
 from tests.fixtures.relay import free_port
@@ -32,9 +33,12 @@ pytestmark = [pytest.mark.cluster, pytest.mark.container]
 
 def operator_deployment(helm, namespace: str, server: str, node_ip: str, ca_file: str) -> tuple[list[dict], dict]:
     repository, tag = image.reference().rsplit(":", 1)
+    allowed = list(zip(SANDBOX_ENDPOINT_ARGS[::2], SANDBOX_ENDPOINT_ARGS[1::2]))
     objects = helm.template(*set_values({
         "image.repository": repository, "image.tag": tag, "image.pullPolicy": "Never",
         "nodeSelector": node_selector(), "tolerations": [toleration()],
+        "allowedEndpoints.auth0Domains": [v for flag, v in allowed if flag == "--allow-auth0-domain"],
+        "allowedEndpoints.smsBaseUrls": [v for flag, v in allowed if flag == "--allow-sms-base-url"],
     }), release="otp", namespace=namespace)
     (deployment,) = [o for o in objects if o["kind"] == "Deployment"]
     others = [o for o in objects if o["kind"] in {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",

@@ -44,6 +44,9 @@ PAUSE_COMMAND = ("sleep", "infinity")
 CNI_BIN_DIR = Path("/usr/lib/cni")
 # Pod subnets are /24s from here; each node takes the first one no route on the host uses yet.
 POD_NETWORKS = ipaddress.ip_network("10.89.0.0/16")
+# The same /16 as an allow-list glob for the operator: the 8x8 emulator listens on a node's
+# bridge address when relay pods must reach it.
+POD_NETWORKS_GLOB = ".".join(str(POD_NETWORKS.network_address).split(".")[:2]) + ".*"
 TOOLS_HINT = ("containerd, runc and the CNI plugins are needed for the real node "
               "(`make node-tools` installs containerd, runc and containernetworking-plugins from Debian)")
 _MNT_DETACH = 2
