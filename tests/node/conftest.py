@@ -41,8 +41,9 @@ def sms_emulator(sandbox_ca: CertificateAuthority, real_node: RealNode,
 class PodRelay(RelayProcess):
     """A relay running in a pod, driven like a local RelayProcess (post/get/metric) at its pod IP."""
 
-    def __init__(self, url: str, read_logs: Callable[[], str]) -> None:
+    def __init__(self, url: str, admin_url: str, read_logs: Callable[[], str]) -> None:
         self.url = url
+        self.admin_url = admin_url
         self.client = httpx.Client(timeout=30)
         self._read_logs = read_logs
 
@@ -90,7 +91,8 @@ def relay_pod(k8s_api: client.ApiClient, real_node: RealNode, ssl_cert_file: Pat
         pod = wait_pod_ready(k8s_api, namespace, name)
         port = next(p["containerPort"] for p in container["ports"] if p["name"] == names.RELAY_PORT_NAME)
         prefix = settings.get("PATH_PREFIX", "").rstrip("/")
-        return PodRelay(f"http://{pod.status.pod_ip}:{port}{prefix}",
+        admin_port = next(p["containerPort"] for p in container["ports"] if p["name"] == names.RELAY_ADMIN_PORT_NAME)
+        return PodRelay(f"http://{pod.status.pod_ip}:{port}{prefix}", f"http://{pod.status.pod_ip}:{admin_port}",
                         lambda: core.read_namespaced_pod_log(name, namespace))
 
     return start
