@@ -286,6 +286,7 @@ def test_integration_change_removes_the_old_one_first(k8s_api, namespace, run_op
     create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
     before = wait_condition(k8s_api, namespace, "prod", timeout=90)["status"]["auth0"]
     assert ch.tenant.state()["phone_providers"]
+    ch.tenant.route_phone_messages_to("send-phone-message")  # the tenant admin moves MFA off UPE first
     ch.tenant.clear_requests()
     patch_channel(k8s_api, namespace, "prod", {"spec": {"auth0": {"integration": "send-phone-message"}}})
     channel = wait_condition(k8s_api, namespace, "prod", timeout=90)
