@@ -22,7 +22,7 @@ from .support import (GROUP, PLURAL, VERSION, condition, create_channel, custom,
 
 pytestmark = pytest.mark.cluster
 
-PEERING_CRD = Path(__file__).resolve().parents[2] / "charts/otp-relay-operator/crds/clusterkopfpeerings.kopf.dev.yaml"
+PEERING_CRD = Path(__file__).resolve().parents[2] / "charts/otp-relay-operator/files/crds/clusterkopfpeerings.kopf.dev.yaml"
 
 
 def _owned_actions(state: dict) -> list[dict]:
