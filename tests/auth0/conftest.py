@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from otp_operator.auth0 import Auth0Credentials, Auth0Sync, DesiredIntegration
-from otp_sandbox.auth0_emulator import Auth0Tenant, Client
+from otp_sandbox.auth0_emulator import Auth0Tenant, Client, RateLimit
 from tests.fixtures.auth0 import make_client
 from tests.fixtures.relay import RelayProcess, relay_env
 
@@ -84,7 +84,10 @@ class Setup:
 @pytest.fixture
 def setup(auth0_tenant: Callable[..., Auth0Tenant]) -> Iterator[Setup]:
     operator, person = make_client(), make_client()
-    tenant = auth0_tenant(clients=[operator, person])
+    # These tests play the dashboard at machine speed (dozens of edits a second) on the same
+    # bucket as the operator; a person does not. The default burst of 50 let a fast run end in a
+    # 429 with a 5 s reset. Rate limits have their own tests, with tenants of their own.
+    tenant = auth0_tenant(clients=[operator, person], rate_limit=RateLimit(capacity=1000, refill_per_second=100))
     dashboard = Dashboard(tenant, person)
     yield Setup(tenant, operator, dashboard)
     dashboard.http.close()
