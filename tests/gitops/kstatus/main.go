@@ -1,0 +1,34 @@
+// kstatus (sigs.k8s.io/cli-utils, what Flux and kpt use to judge health) as a command for
+// tests/gitops: reads one object as JSON on stdin, prints its status and message on two lines.
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+)
+
+func main() {
+	data, err := io.ReadAll(os.Stdin)
+	if err != nil {
+		fail(err)
+	}
+	obj := map[string]interface{}{}
+	if err := json.Unmarshal(data, &obj); err != nil {
+		fail(err)
+	}
+	result, err := status.Compute(&unstructured.Unstructured{Object: obj})
+	if err != nil {
+		fail(err)
+	}
+	fmt.Printf("%s\n%s\n", result.Status, result.Message)
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(1)
+}
