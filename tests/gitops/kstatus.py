@@ -4,6 +4,7 @@ program in ``kstatus/`` built through the Go module proxy into the control plane
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -18,7 +19,8 @@ CLI_UTILS_MODULE = "sigs.k8s.io/cli-utils"
 
 def locate_kstatus() -> Path:
     version = required_version(KSTATUS_DIR / "go.mod", CLI_UTILS_MODULE)
-    return build_go_binary(f"kstatus-{version}", KSTATUS_DIR, ".")
+    sources = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(KSTATUS_DIR.iterdir()))).hexdigest()[:12]
+    return build_go_binary(f"kstatus-{version}-{sources}", KSTATUS_DIR, ".")  # rebuilt when main.go changes
 
 
 def compute(binary: Path, obj: dict[str, Any]) -> tuple[str, str]:
