@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--key-propagation", type=float, default=60.0, metavar="SECONDS",
                      help="how long after the relay rolled out with a new signing key before Auth0 gets it "
                           "(the kubelet refreshes a running pod's mounted Secret about once a minute)")
+    run.add_argument("--secret-grace", type=float, default=300.0, metavar="SECONDS",
+                     help="how long a missing referenced Secret counts as on its way (Reconciling) before "
+                          "the channel is Stalled (GitOps tools may create it seconds after the channel)")
     run.add_argument("--relay-image", default=os.environ.get(names.RELAY_IMAGE_ENV) or names.default_relay_image(),
                      help=f"relay container image (env {names.RELAY_IMAGE_ENV})")
     run.add_argument("--auth0-concurrency", type=int, default=4, help="concurrent Auth0 syncs per tenant")
@@ -74,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     _positive(parser, args.drift_interval, "--drift-interval")
     _positive(parser, args.rotation_grace, "--rotation-grace")
+    if args.secret_grace < 0:
+        parser.error("--secret-grace must not be negative")
     if args.key_propagation < 0:
         parser.error("--key-propagation must not be negative")
     if args.peering_lifetime < 5:
@@ -98,6 +103,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         namespaced=bool(args.namespace),
         endpoints=endpoints.EndpointPolicy(tuple(args.allow_auth0_domain), tuple(args.allow_sms_base_url)),
         peering_lifetime=args.peering_lifetime,
+        secret_grace=args.secret_grace,
     )
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port)

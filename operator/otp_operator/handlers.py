@@ -17,7 +17,7 @@ import kopf
 
 from . import cleanup, endpoints, metrics, names, status
 from .auth0 import Auth0Error
-from .reconcile import credentials_for, now_iso, reconcile
+from .reconcile import credentials_for, now_iso, reconcile, report_error
 from .runtime import ChannelDeleting, Runtime, jittered
 from .secrets import SecretProblem
 from .spec import SpecError, parse_channel
@@ -203,6 +203,7 @@ async def channel_loop(namespace: str, name: str, uid: str, body: kopf.Body, mem
                     metrics.RECONCILES.labels("error").inc()
                     logger.warning("reconcile failed (%s), retrying in %.0fs: %s",
                                    type(error).__name__, delay, error)
+                    await report_error(rt, body, error)
             await _sleep(wake, stopped, delay)
             await asyncio.sleep(0.05)  # coalesce bursts of kicks (e.g. several child events)
     finally:

@@ -20,7 +20,7 @@ from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration
 from .auth0.client import before_write
 from .kube import Applied, KubeApi, KubeError
 from .runtime import ChannelMemory, Runtime, child_token, digest, jittered, monotonic
-from .secrets import SecretProblem, checksum, new_signing_key, secret_value, signing_keys
+from .secrets import SECRET_NOT_FOUND, SecretProblem, checksum, new_signing_key, secret_value, signing_keys
 from .spec import ChannelSpec, SpecError, parse_channel
 
 # Retry delays after Auth0 failures that may clear by themselves, and for those that need a
@@ -257,12 +257,13 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     try:
         api_key = secret_value(sms_secret, ch.sms.api_key, namespace)
     except SecretProblem as problem:
-        relay_v = status.false(problem.reason, f"{problem.message} (8x8 API key)")
+        relay_v = _secret_verdict(mem, problem, "8x8 API key", config.secret_grace)
         auth0_v = _auth0_waiting(previous_conditions)
         conds = status.conditions(previous_conditions, generation, relay_v, auth0_v, stamp)
         await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
-        _report(mem, body, problem.reason, relay_v.message)
-        return None  # the Secret index kicks this channel when the Secret appears or changes
+        _report(mem, body, relay_v.reason, relay_v.message)
+        # The Secret index kicks this channel when the Secret appears; look again when the grace ends.
+        return _grace_left(mem, config.secret_grace) if relay_v.reason == status.WAITING_FOR_SECRET else None
 
     keys_now = signing_keys(signing_secret)
     rolled_out_now = render.relay_rollout(deployment, _checksum(api_key, keys_now))[0]
@@ -308,7 +309,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
         _event(body, "SigningKey", signing_plan.event)
 
     rolled_out, available, relay_message = render.relay_rollout(live_deployment, secrets_checksum)
-    relay_v = status.true("Available", relay_message) if rolled_out else status.false("Progressing", relay_message)
+    relay_v = status.relay_verdict(live_deployment, rolled_out, available, relay_message)
     signing_state = signing_plan.state
     auth0_status: dict[str, Any] | None = current.get("auth0")
     delays: list[float] = []
@@ -317,9 +318,12 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     try:
         credentials = credentials_for(ch, creds_secret)
         mem.last_credentials = credentials
+        mem.secret_missing_since = None
     except SecretProblem as problem:
         credentials = None
-        auth0_v = status.false(problem.reason, f"{problem.message} (Auth0 credentials)")
+        auth0_v = _secret_verdict(mem, problem, "Auth0 credentials", config.secret_grace)
+        if auth0_v.reason == status.WAITING_FOR_SECRET:
+            delays.append(_grace_left(mem, config.secret_grace))
 
     if credentials is not None and not rolled_out:
         auth0_v = _auth0_waiting(previous_conditions)
@@ -395,6 +399,19 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     return min(delays) if delays else None
 
 
+async def report_error(rt: Runtime, body: Mapping[str, Any], error: Exception) -> None:
+    """An unexpected failure must not leave a stale Ready=True: Ready goes Unknown with the error."""
+    assert rt.kube is not None
+    meta = body["metadata"]
+    message = f"reconcile failed ({type(error).__name__}), retrying: {str(error)[:300]}"
+    conds = status.error_conditions((body.get("status") or {}).get("conditions"), int(meta.get("generation") or 1),
+                                    message, now_iso())
+    try:
+        await _write_status(rt.kube, body, {"conditions": conds})
+    except Exception:  # noqa: BLE001 - the API server may be what failed; the loop retries anyway
+        pass
+
+
 async def _protect_credentials(rt: Runtime, ch: ChannelSpec, mem: ChannelMemory,
                                secret: Mapping[str, Any] | None) -> None:
     """Before any Auth0 write: the deletion will need these credentials, so the Secret keeps the
@@ -442,11 +459,23 @@ def _checksum(api_key: str, keys: list[str]) -> str:
     return checksum({"sms-api-key": api_key, "signing-keys": "\n".join(keys)})
 
 
+def _secret_verdict(mem: ChannelMemory, problem: SecretProblem, what: str, grace: float) -> status.Verdict:
+    """The grace runs from when this operator process first found a referenced Secret missing."""
+    if problem.reason == SECRET_NOT_FOUND and mem.secret_missing_since is None:
+        mem.secret_missing_since = time.time()
+    missing_for = time.time() - (mem.secret_missing_since or time.time())
+    return status.secret_verdict(problem.reason, f"{problem.message} ({what})", missing_for, grace)
+
+
+def _grace_left(mem: ChannelMemory, grace: float) -> float:
+    return max(1.0, grace - (time.time() - (mem.secret_missing_since or time.time())) + 0.5)
+
+
 def _auth0_waiting(previous_conditions: list[dict[str, Any]]) -> status.Verdict:
     before = status.find(previous_conditions, status.AUTH0_SYNCED)
     if before and before.get("status") == "True":
         return status.true(str(before.get("reason")), str(before.get("message")))
-    return status.false("WaitingForRelay", "waiting for the relay to be available before registering it in Auth0")
+    return status.false(status.WAITING_FOR_RELAY, "waiting for the relay to be available before registering it in Auth0")
 
 
 def _synced_message(ch: ChannelSpec) -> str:

@@ -34,6 +34,7 @@ class OperatorConfig:
     # again: a watch that reconnects after its history expired never reports what was deleted.
     cache_ttl: float = 300.0
     peering_lifetime: float = 15.0  # seconds a silent peer counts as alive (bounds the HA takeover)
+    secret_grace: float = 300.0  # seconds a missing referenced Secret is awaited before Stalled
 
 
 @dataclass
@@ -52,6 +53,7 @@ class ChannelMemory:
     children_dirty: bool = True  # a child changed (or vanished) other than by our last apply
     children_applied_at: float = 0.0  # monotonic time of the last full apply
     credentials_secret: str = ""  # the Auth0 credentials Secret the last reconcile protected
+    secret_missing_since: float | None = None  # wall time a referenced Secret was first found missing
 
 
 class Wakeups:

@@ -11,6 +11,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .secrets import SECRET_KEY_MISSING, SECRET_NOT_FOUND
+
 READY = "Ready"
 RELAY_AVAILABLE = "RelayAvailable"
 AUTH0_SYNCED = "Auth0Synced"
@@ -24,8 +26,8 @@ STALLED_REASONS = frozenset(
     {
         "InvalidSpec",
         "DisallowedEndpoint",
-        "SecretNotFound",
-        "SecretKeyMissing",
+        SECRET_NOT_FOUND,
+        SECRET_KEY_MISSING,
         "Auth0Unauthorized",
         "Auth0Forbidden",
         "Auth0Conflict",
@@ -36,8 +38,20 @@ STALLED_REASONS = frozenset(
         "GuardianProviderNotHook",
         "SmsFactorDisabled",
         "SmsMessageTypeMissing",
+        "RelayRolloutStuck",
     }
 )
+# Relay states (see relay_verdict). Rolling out while old or new replicas serve keeps Ready and
+# adds Reconciling. Scaled to zero is a stated, stable state: Ready True with reason ScaledToZero,
+# neither Reconciling nor Stalled, so kstatus reads Current and Argo CD Healthy.
+ROLLING_OUT = "RollingOut"
+SCALED_TO_ZERO = "ScaledToZero"
+ROLLOUT_STUCK = "RelayRolloutStuck"
+# A referenced Secret that does not exist yet (GitOps: External Secrets or SOPS may land it
+# seconds later): Reconciling during the grace period, SecretNotFound (Stalled) after it.
+WAITING_FOR_SECRET = "WaitingForSecret"
+RECONCILE_ERROR = "ReconcileError"
+WAITING_FOR_RELAY = "WaitingForRelay"
 
 
 @dataclass(frozen=True)
@@ -64,10 +78,36 @@ def unknown(reason: str, message: str) -> Verdict:
 
 
 def ready_verdict(relay: Verdict, auth0: Verdict, routing: Verdict | None = None) -> Verdict:
+    if relay.reason == SCALED_TO_ZERO and (auth0.ok or auth0.reason == WAITING_FOR_RELAY):
+        return true(SCALED_TO_ZERO, relay.message)  # nothing to register in Auth0 until it serves
     if relay.ok and auth0.ok and (routing is None or routing.ok):
         return true("Ready", f"{relay.message}; {auth0.message}")
     failing = next(v for v in (relay, auth0, routing) if v is not None and not v.ok)
     return false(failing.reason, failing.message)
+
+
+def relay_verdict(deployment: Mapping[str, Any] | None, rolled_out: bool, available: int, message: str) -> Verdict:
+    """RelayAvailable from the live Deployment and render.relay_rollout's reading of it."""
+    if rolled_out:
+        return true("Available", message)
+    spec = (deployment or {}).get("spec") or {}
+    if deployment is not None and int(spec.get("replicas", 1)) == 0:
+        return true(SCALED_TO_ZERO, "relay scaled to 0 replicas (spec.relay.replicas is 0): it serves no OTPs")
+    for condition in ((deployment or {}).get("status") or {}).get("conditions") or ():
+        if (condition.get("type") == "Progressing" and condition.get("status") == "False"
+                and condition.get("reason") == "ProgressDeadlineExceeded"):
+            return false(ROLLOUT_STUCK, f"relay rollout stuck (ProgressDeadlineExceeded): {condition.get('message', '')}")
+    if available >= 1:
+        return true(ROLLING_OUT, f"{message}; {available} replica(s) serving meanwhile")
+    return false("Progressing", message)
+
+
+def secret_verdict(reason: str, message: str, missing_for: float, grace: float) -> Verdict:
+    """A missing Secret is awaited for `grace` seconds before it counts as needing a human."""
+    if reason == SECRET_NOT_FOUND and missing_for < grace:
+        return false(WAITING_FOR_SECRET, f"{message}; waiting up to {max(1, round(grace - missing_for))}s more "
+                                         "for it to be created before reporting SecretNotFound")
+    return false(reason, message)
 
 
 def _condition(
@@ -103,11 +143,12 @@ def conditions(
     ]
     if routing is not None:
         result.append(_condition(PHONE_ROUTING, routing, generation, before, now))
-    if not ready.ok:
-        if ready.reason in STALLED_REASONS:
-            result.append(_condition(STALLED, true(ready.reason, ready.message), generation, before, now))
-        else:
-            result.append(_condition(RECONCILING, true(ready.reason, ready.message), generation, before, now))
+    if ready.ok and relay.reason == ROLLING_OUT:  # serving all along: Ready stays, the rollout is work
+        result.append(_condition(RECONCILING, true(ROLLING_OUT, relay.message), generation, before, now))
+    elif not ready.ok and ready.reason in STALLED_REASONS:
+        result.append(_condition(STALLED, true(ready.reason, ready.message), generation, before, now))
+    elif not ready.ok:
+        result.append(_condition(RECONCILING, true(ready.reason, ready.message), generation, before, now))
     return result
 
 
@@ -122,6 +163,18 @@ def suspended_conditions(
     kept = [dict(c) for c in previous or () if c.get("type") in (RELAY_AVAILABLE, AUTH0_SYNCED,
                                                                   PHONE_ROUTING)]
     return [_condition(READY, ready, generation, before, now), *kept]
+
+
+def error_conditions(
+    previous: Sequence[Mapping[str, Any]] | None, generation: int, message: str, now: str
+) -> list[dict[str, Any]]:
+    """After an unexpected error nothing is known for sure: Ready goes Unknown (never a stale
+    True) and Reconciling says the operator retries; the other conditions stay as they were."""
+    before = {c.get("type", ""): c for c in previous or ()}
+    error = Verdict("Unknown", RECONCILE_ERROR, message)
+    kept = [dict(c) for c in previous or () if c.get("type") in (RELAY_AVAILABLE, AUTH0_SYNCED, PHONE_ROUTING)]
+    return [_condition(READY, error, generation, before, now), *kept,
+            _condition(RECONCILING, true(RECONCILE_ERROR, message), generation, before, now)]
 
 
 def find(conditions_: Iterable[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:

@@ -121,8 +121,10 @@ def wait_condition(api: client.ApiClient, namespace: str, name: str, type_: str 
         channel = get_channel(api, namespace, name)
         found = condition(channel, type_)
         generation = ((channel or {}).get("metadata") or {}).get("generation")
+        # Ready stays True during a routine rollout: a plain wait for Ready waits for it to settle.
+        settled = not (type_ == "Ready" and status == "True" and condition(channel, "Reconciling"))
         if found.get("status") == status and (reason is None or found.get("reason") == reason) \
-                and found.get("observedGeneration") == generation:
+                and found.get("observedGeneration") == generation and settled:
             return channel
         return None
 

@@ -1,0 +1,50 @@
+"""kstatus (sigs.k8s.io/cli-utils, how Flux and kpt judge health), built from the Go module proxy,
+reads live channels on the cluster the way the README's GitOps section says."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tests.gitops.kstatus import compute, locate_kstatus
+
+from .support import condition, create_channel, wait_condition
+
+SECRET_GRACE = 20  # seconds; long enough to see the channel InProgress on a loaded machine
+
+
+@pytest.fixture(scope="module")
+def kstatus():
+    return locate_kstatus()
+
+
+def test_kstatus_current_in_progress_and_failed(kstatus, k8s_api, namespace, run_operator, setup_channel,
+                                                 sms_emulator):
+    run_operator("--secret-grace", str(SECRET_GRACE))
+    ch = setup_channel(namespace)
+    ready = ch.manifest(sms_emulator.base_url)
+    later = copy.deepcopy(ready)
+    later["metadata"]["name"] = "later"
+    later["spec"]["sms"]["apiKeySecretRef"]["name"] = "eightbyeight-later"  # GitOps lands it later (or never)
+    zero = copy.deepcopy(ready)
+    zero["metadata"]["name"] = "zero"
+    zero["spec"]["relay"]["replicas"] = 0
+    zero["spec"]["relay"]["publicUrl"] = ready["spec"]["relay"]["publicUrl"].replace("/prod", "/zero")
+    for manifest in (later, ready, zero):
+        create_channel(k8s_api, manifest)
+
+    channel = wait_condition(k8s_api, namespace, "later", "Ready", "False", reason="WaitingForSecret", timeout=SECRET_GRACE)
+    state, message = compute(kstatus, channel)
+    assert state == "InProgress" and "eightbyeight-later" in message
+
+    channel = wait_condition(k8s_api, namespace, "prod", "Ready", "True", reason="Ready", timeout=90)
+    assert compute(kstatus, channel)[0] == "Current"
+
+    channel = wait_condition(k8s_api, namespace, "zero", "Ready", "True", reason="ScaledToZero", timeout=60)
+    assert compute(kstatus, channel)[0] == "Current"
+    assert condition(channel, "RelayAvailable")["reason"] == "ScaledToZero"
+
+    channel = wait_condition(k8s_api, namespace, "later", "Ready", "False", reason="SecretNotFound", timeout=90)
+    state, message = compute(kstatus, channel)
+    assert state == "Failed" and "eightbyeight-later" in message
