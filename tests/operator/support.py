@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import base64
+import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -138,3 +140,53 @@ def wait_condition(api: client.ApiClient, namespace: str, name: str, type_: str 
 def events_for(api: client.ApiClient, namespace: str, name: str) -> list[client.CoreV1Event]:
     events = client.CoreV1Api(api).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
     return list(events.items)
+
+
+def signing_keys(api: client.ApiClient, namespace: str, channel: str) -> list[str]:
+    """The keys in the channel's signing-key Secret, newest last."""
+    secret = client.CoreV1Api(api).read_namespaced_secret(names.signing_key_secret_name(channel), namespace)
+    return [k for k in base64.b64decode(secret.data[names.SIGNING_KEY_SECRET_KEY]).decode().splitlines() if k]
+
+
+def rotation_finished(api: client.ApiClient, namespace: str, channel: str, request: str, old_key: str) -> bool:
+    """The operator reports rotation `request` done and only a new key is left in the Secret."""
+    signing = ((get_channel(api, namespace, channel) or {}).get("status") or {}).get("signingKey") or {}
+    keys = signing_keys(api, namespace, channel)
+    return (signing.get("phase") == "Stable" and signing.get("rotationRequest") == request
+            and len(keys) == 1 and keys != [old_key])
+
+
+class OtpTraffic:
+    """Auth0 sending OTPs through a channel back to back on a thread, from `with` entry to exit
+    (at most `limit` seconds); `outcomes` holds "success" or what went wrong, per message."""
+
+    def __init__(self, tenant: Any, limit: float = 600.0) -> None:
+        self.tenant = tenant
+        self.limit = limit
+        self.outcomes: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.limit
+        number = 0
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            number += 1
+            result = self.tenant.fire_phone_message(recipient=f"+6591{number:06d}", text=f"code {number}", code=None)
+            self.outcomes.append("success" if result.outcome == "success" else f"{result.outcome}: {result.reason}")
+
+    def wait_for_more(self, count: int, what: str, timeout: float = 60.0) -> None:
+        """Wait until `count` more messages went out than so far."""
+        target = len(self.outcomes) + count
+        wait_for(lambda: len(self.outcomes) >= target, timeout=timeout, what=what)
+
+    def failures(self) -> list[str]:
+        return [o for o in self.outcomes if o != "success"]
+
+    def __enter__(self) -> OtpTraffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)

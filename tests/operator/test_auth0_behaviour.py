@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import threading
 import time
 
 import pytest
@@ -13,8 +11,8 @@ from otp_operator import names
 from tests.fixtures.auth0 import make_client
 from tests.fixtures.relay import otp_body
 
-from .support import (condition, create_channel, delete_channel, get_channel, make_secret, patch_channel,
-                      wait_condition, wait_for)
+from .support import (OtpTraffic, condition, create_channel, delete_channel, get_channel, make_secret,
+                      patch_channel, rotation_finished, signing_keys, wait_condition, wait_for)
 
 pytestmark = pytest.mark.cluster
 
@@ -143,54 +141,27 @@ def test_signing_key_rotation_under_traffic_loses_no_otp(k8s_api, namespace, run
     create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
     wait_condition(k8s_api, namespace, "prod", timeout=90)
     relay = relay_from_deployment(namespace, "prod-relay", ch.public_url, sync_interval=KUBELET_SECRET_REFRESH)
-    core = client.CoreV1Api(k8s_api)
-
-    def keys() -> list[str]:
-        secret = core.read_namespaced_secret(names.signing_key_secret_name("prod"), namespace)
-        return [k for k in base64.b64decode(secret.data["keys"]).decode().splitlines() if k]
-
-    (old_key,) = keys()
-    outcomes: list[str] = []
-    stop = threading.Event()
-
-    def traffic() -> None:
-        number = 0
-        while not stop.is_set():
-            number += 1
-            result = ch.tenant.fire_phone_message(recipient=f"+6591{number:06d}", text=f"code {number}", code=None)
-            outcomes.append(result.outcome if result.outcome == "success" else f"{result.outcome}: {result.reason}")
-
-    thread = threading.Thread(target=traffic)
-    thread.start()
-    try:
-        time.sleep(1)
+    (old_key,) = signing_keys(k8s_api, namespace, "prod")
+    request = "2026-11-25T00:00:00Z"
+    with OtpTraffic(ch.tenant, limit=300) as traffic:
+        traffic.wait_for_more(3, "traffic before the rotation")
         patch_channel(k8s_api, namespace, "prod",
-                      {"metadata": {"annotations": {names.ANNOTATION_ROTATE_SIGNING_KEY: "2026-11-25T00:00:00Z"}}})
-
-        def finished() -> bool:
-            status = (get_channel(k8s_api, namespace, "prod") or {}).get("status") or {}
-            signing = status.get("signingKey") or {}
-            return signing.get("phase") == "Stable" and signing.get("rotationRequest") == "2026-11-25T00:00:00Z" \
-                and len(keys()) == 1 and keys() != [old_key]
-
-        wait_for(finished, timeout=120, what="the rotation to finish")
+                      {"metadata": {"annotations": {names.ANNOTATION_ROTATE_SIGNING_KEY: request}}})
+        wait_for(lambda: rotation_finished(k8s_api, namespace, "prod", request, old_key), timeout=120,
+                 what="the rotation to finish")
         # The relay itself no longer accepts the old key ...
         wait_for(lambda: relay.relay.post(otp_body("+6598765432"), old_key).status_code == 401,
                  timeout=4 * KUBELET_SECRET_REFRESH, what="the relay to refuse the retired key")
         # ... and OTPs still go through after that.
-        after_retirement = len(outcomes)
-        wait_for(lambda: len(outcomes) >= after_retirement + 5, timeout=60, what="traffic after retirement")
-    finally:
-        stop.set()
-        thread.join(timeout=60)
-    assert len(outcomes) >= 10
-    assert [o for o in outcomes if o != "success"] == []
+        traffic.wait_for_more(5, "traffic after retirement")
+    assert len(traffic.outcomes) >= 10
+    assert traffic.failures() == []
     channel = wait_condition(k8s_api, namespace, "prod", timeout=30)
     reasons = [e.reason for e in client.CoreV1Api(k8s_api).list_namespaced_event(
         namespace, field_selector="involvedObject.name=prod").items]
     assert "SigningKey" in reasons
     assert channel["status"]["signingKey"]["keys"] == 1
-    operator.assert_no_secrets_logged([old_key, *keys(), *ch.secret_values])
+    operator.assert_no_secrets_logged([old_key, *signing_keys(k8s_api, namespace, "prod"), *ch.secret_values])
 
 
 def test_suspend_stops_all_writes(k8s_api, namespace, run_operator, setup_channel, sms_emulator):
