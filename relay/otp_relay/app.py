@@ -268,8 +268,11 @@ class Relay:
         if request.content_length is not None and request.content_length > MAX_BODY:
             return _TOO_LARGE
         try:
-            async with asyncio.timeout(self.settings.body_timeout):
+            if request.content.is_eof():  # the body came with the headers: no timer to arm
                 raw = await request.read()
+            else:
+                async with asyncio.timeout(self.settings.body_timeout):
+                    raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _TOO_LARGE
         except TimeoutError:

@@ -2,13 +2,15 @@
 protocol, independent of the HTTP library.
 
 Every public connection is in one of three states:
-- ``WAITING``: idle between requests, or receiving a request's headers. Its timer closes it
+- ``WAITING``: idle between requests, or receiving a request's headers. The sweep closes it
   after ``idle_timeout`` (idle) or ``header_timeout`` from its first byte (headers), and it
   may be evicted: when ``max_connections`` are open, a new connection closes the oldest
   waiting one, so slow or idle clients can never lock legitimate ones out;
 - ``READING``: a handler runs and is reading the body (bounded by the handler's own timeout);
 - ``SENDING``: the body is in, the message is being decided and sent (bounded by the deadline).
 Only when every open connection is busy is a new one refused, with a canned 503.
+Deadlines are fields checked by one sweep every ``TICK`` seconds, not a timer per connection
+and request: a request then costs a few assignments, and a deadline is kept to within a tick.
 On shutdown, ``close_unbusy`` drops every connection that is not ``SENDING`` at once, so a
 stalled client never holds SIGTERM up.
 """
@@ -20,19 +22,20 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 WAITING, READING, SENDING = "waiting", "reading", "sending"
+TICK = 0.25  # seconds between sweeps for connections past their deadline
 _BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
                   b"Connection: close\r\n\r\n")
 
 
 class _Guarded(asyncio.Protocol):
-    __slots__ = ("_guard", "inner", "transport", "state", "timer", "has_data")
+    __slots__ = ("_guard", "inner", "transport", "state", "deadline", "has_data")
 
     def __init__(self, guard: "ConnectionGuard", inner: asyncio.Protocol) -> None:
         self._guard = guard
         self.inner = inner
         self.transport: asyncio.Transport | None = None
         self.state = WAITING
-        self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # loop time after which a WAITING connection is dropped
         self.has_data = False  # bytes of a request arrived while WAITING
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -43,7 +46,7 @@ class _Guarded(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.state is WAITING and not self.has_data:
             self.has_data = True
-            self._guard._arm(self, self._guard.header_timeout)
+            self.deadline = self._guard._now() + self._guard.header_timeout
         self.inner.data_received(data)
 
     def eof_received(self) -> bool | None:
@@ -70,6 +73,7 @@ class ConnectionGuard:
         self._open: dict[object, _Guarded] = {}  # transport -> connection
         self._waiting: OrderedDict[_Guarded, None] = OrderedDict()  # oldest first
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._sweeper: asyncio.TimerHandle | None = None
 
     def __len__(self) -> int:
         return len(self._open)
@@ -78,6 +82,10 @@ class ConnectionGuard:
         return lambda: _Guarded(self, factory())
 
     # --- called by the protocol -----------------------------------------------------------
+    def _now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
     def _opened(self, conn: _Guarded) -> bool:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
@@ -93,24 +101,26 @@ class ConnectionGuard:
                 return False
         self._open[conn.transport] = conn
         self._wait(conn, self.header_timeout)
+        if self._sweeper is None:
+            self._sweeper = self._loop.call_later(TICK, self._sweep)
         return True
+
+    def _sweep(self) -> None:
+        """Drop every waiting connection past its deadline; runs while connections are open."""
+        now = self._now()
+        for conn in [c for c in self._waiting if c.deadline <= now]:
+            self._drop(conn, "timeout")
+        assert self._loop is not None
+        self._sweeper = self._loop.call_later(TICK, self._sweep) if self._open else None
 
     def _closed(self, conn: _Guarded) -> None:
         if self._open.pop(conn.transport, None) is not None:
             self._waiting.pop(conn, None)
-            if conn.timer is not None:
-                conn.timer.cancel()
-
-    def _arm(self, conn: _Guarded, seconds: float) -> None:
-        if conn.timer is not None:
-            conn.timer.cancel()
-        assert self._loop is not None
-        conn.timer = self._loop.call_later(seconds, self._drop, conn, "timeout")
 
     def _wait(self, conn: _Guarded, seconds: float) -> None:
         conn.state, conn.has_data = WAITING, False
+        conn.deadline = self._now() + seconds
         self._waiting[conn] = None
-        self._arm(conn, seconds)
 
     def _drop(self, conn: _Guarded, reason: str) -> None:
         self._closed(conn)
@@ -124,9 +134,6 @@ class ConnectionGuard:
         if conn is not None:
             conn.state = READING
             self._waiting.pop(conn, None)
-            if conn.timer is not None:
-                conn.timer.cancel()
-                conn.timer = None
 
     def body_received(self, transport: object) -> None:
         conn = self._open.get(transport)

@@ -22,7 +22,7 @@ MAX_TEXT = 1600  # characters; 8x8 splits long texts, an OTP never needs more
 NUMBER_CACHE = 8192  # recipients whose parse is remembered (bounded: clients choose them)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class OtpRequest:
     recipient: str  # E.164
     country: str  # ISO 3166 alpha-2 region of the number

@@ -27,7 +27,6 @@ from typing import Any, Protocol
 
 import phonenumbers
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from redis.exceptions import RedisError
 
 from .config import Settings
 from .keys import WatchedFile, parse_signing_keys
@@ -160,12 +159,15 @@ class RedisReceipts:
     8x8's 48 h). If the store does not answer, the receipt still counts (no time, maybe twice)."""
 
     def __init__(self, client: Any, prefix: str, retention: float = RETENTION) -> None:
+        from redis.exceptions import RedisError  # noqa: PLC0415  redis only with a store (~7 MB)
+
         self._client, self._prefix, self._ttl = client, prefix, int(retention)
+        self._errors = (RedisError, OSError)
 
     async def sent(self, umid: str, at: float) -> None:
         try:
             await self._client.set(f"{self._prefix}u:{umid.lower()}", repr(at), ex=self._ttl)
-        except (RedisError, OSError):  # a lost submit time costs one histogram sample only
+        except self._errors:  # a lost submit time costs one histogram sample only
             pass
 
     async def first(self, umid: str, state: str) -> tuple[bool, float | None]:
@@ -174,7 +176,7 @@ class RedisReceipts:
                 pipe.set(f"{self._prefix}d:{umid}:{state}", "1", nx=True, ex=self._ttl)
                 pipe.get(f"{self._prefix}u:{umid}")
                 fresh, sent_at = await pipe.execute()
-        except (RedisError, OSError):
+        except self._errors:
             return True, None
         return bool(fresh), float(sent_at) if sent_at else None
 

@@ -103,8 +103,8 @@ class Timing:
     in_flight: float
 
 
-@dataclass
-class _Record:
+@dataclass(slots=True)
+class _Record:  # slots: up to 200,000 live at once
     state: str  # "p" pending, "a" accepted, "u" unknown
     umid: str
     in_flight_until: float

@@ -3,9 +3,14 @@ restarts; the relay fails closed when Redis does not answer."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
+
+from otp_relay.config import Rate
+from otp_relay.redis_state import RedisState
+from otp_relay.state import ACCEPTED, RELEASE, InFlight, Limited, Proceed, Replay, Timing
 
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.relay import otp_body
@@ -56,6 +61,31 @@ def test_per_recipient_budget_is_exact_across_replicas(shared_relays, emulator) 
     statuses = [replicas[i % 2].post(otp_body(number, code=f"66{i:04d}"), KEY).status_code for i in range(6)]
     assert statuses == [202, 202, 429, 429, 429, 429]
     assert len(emulator.messages()) == 2  # the channel's budget, not replicas x budget
+
+
+def test_concurrent_calls_share_a_round_trip_and_keep_their_own_verdicts(redis_server: RedisServer) -> None:
+    """Script calls made in one event-loop turn go to Redis as one pipeline; each caller still
+    gets the verdict of its own call, in order, and a flushed script cache is reloaded once."""
+
+    async def scenario() -> list[list[object]]:
+        state = RedisState(redis_server.url, redis_server.password_file, f"test:pipeline:{time.monotonic_ns()}",
+                           Rate(2, 600), Rate(1000, 1), Timing(60, 10))
+        try:
+            first = await asyncio.gather(*(state.claim(key, number, f"request-{i}") for i, (key, number) in enumerate((
+                ("a" * 64, "+6591000001"), ("a" * 64, "+6591000001"), ("b" * 64, "+6591000002"),
+                ("c" * 64, "+6591000002"), ("d" * 64, "+6591000002")))))
+            redis_server.client().script_flush()
+            await asyncio.gather(state.settle("a" * 64, ACCEPTED, "umid-a"), state.settle("b" * 64, RELEASE))
+            second = await asyncio.gather(state.claim("a" * 64, "+6591000001", "request-5"),
+                                          state.claim("b" * 64, "+6591000003", "request-6"))
+            return [first, second]
+        finally:
+            await state.close()
+
+    first, second = asyncio.run(scenario())
+    assert [type(v) for v in first] == [Proceed, InFlight, Proceed, Proceed, Limited]
+    assert first[4].limit == "recipient"
+    assert second == [Replay("umid-a"), Proceed()]
 
 
 def test_global_limit_is_exact_across_replicas(shared_relays, emulator) -> None:

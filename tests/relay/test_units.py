@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 import time
 
 import pytest
@@ -207,3 +208,10 @@ async def test_memory_state_limits_and_bound() -> None:
     clock.now += 900
     assert await state.claim("c", "+6591234569", "r") == Proceed()  # a and b expired
     assert len(state) == 1
+
+
+def test_redis_is_imported_only_with_a_state_store() -> None:
+    """Without ``--state-url`` the relay never loads redis-py (~7 MB of every worker's RSS)."""
+    code = "import sys, otp_relay.cli, otp_relay.app; print('redis' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
