@@ -21,6 +21,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from . import names
+from .kube import KubeError
 from .spec import SpecError, parse_channel
 
 if TYPE_CHECKING:  # runtime imports this module
@@ -77,7 +78,7 @@ async def unlabel(rt: Runtime, namespace: str, name: str) -> None:
              {"op": "remove", "path": _LABEL_PATH}]
     try:
         await rt.kube.patch("v1", "Secret", namespace, name, patch, content_type="application/json-patch+json")
-    except Exception as error:  # noqa: BLE001 - 422: not labelled (any more); the next event retries
+    except KubeError as error:  # 422: not (or no longer) labelled referenced; a conflict: the next event retries
         log.debug("label of Secret %s/%s left as it is: %s", namespace, name, error)
     rt.cache.drop("Secret", namespace, name)
 
