@@ -24,6 +24,7 @@ from kubernetes import client
 
 from tests.chart.helm import CHART_DIR, Helm, set_values
 from otp_operator import names
+from otp_sandbox.crd import install_crd
 from tests.chart.kube import adopt_crds, extra_namespaces
 from tests.chart.serviceaccount import service_account_kubeconfig, service_account_token
 from tests.fixtures.relay import free_port
@@ -34,6 +35,7 @@ from tests.operator.support import (channel_manifest, condition, create_channel,
 
 pytestmark = pytest.mark.cluster
 
+PEERING_CRDS = ("kopfpeerings.kopf.dev.yaml", "clusterkopfpeerings.kopf.dev.yaml")
 REFUSED = re.compile(r"\b403\b|forbidden|Not enough permissions", re.I)
 CLUSTER_SCOPE_OBSERVERS = re.compile(
     r"GET \S+/apis/apiextensions\.k8s\.io/v1/customresourcedefinitions\S* -> APIForbiddenError"
@@ -65,6 +67,8 @@ def test_operator_brings_a_channel_to_ready_as_the_chart_service_account(
         values: dict = {"watchNamespaces": [channels_ns]} if scope == "namespaced" else {"replicas": 2, "peering.name": release}
         operator = None
         try:
+            for crd in PEERING_CRDS:  # Helm cannot create a CRD and an object of it in one install
+                install_crd(k8s_api, path=CHART_DIR / "files" / "crds" / crd)
             adopt_crds(k8s_api, release, namespace)
             cluster_helm.run("install", release, str(CHART_DIR), "--namespace", namespace, "--wait",
                              "--timeout", "180s", *set_values(values))
