@@ -55,6 +55,7 @@ def authorised_as(api: client.ApiClient, namespace: str, service_account: str, v
     return client.AuthorizationV1Api(api).create_subject_access_review(review).status.allowed
 
 
+@pytest.mark.timeout(600)  # a loaded machine: helm install --wait, then several waits of up to 2 min
 @pytest.mark.parametrize("scope", ["cluster-wide", "namespaced"])
 def test_operator_brings_a_channel_to_ready_as_the_chart_service_account(
     scope: str, cluster_helm: Helm, k8s_api: client.ApiClient, kubeconfig: Path, namespace: str,
