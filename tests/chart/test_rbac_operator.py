@@ -116,6 +116,16 @@ def test_operator_brings_a_channel_to_ready_as_the_chart_service_account(
             assert secret_labels(k8s_api, channels_ns, "prod-relay-signing-key")[names.LABEL_SECRET] == names.SECRET_RELAY
             assert names.LABEL_SECRET not in secret_labels(k8s_api, channels_ns, "unrelated")
 
+            apps, networking = client.AppsV1Api(k8s_api), client.NetworkingV1Api(k8s_api)
+            assert apps.read_namespaced_deployment("prod-relay", channels_ns).status.available_replicas == 2
+            networking.read_namespaced_ingress("prod-relay", channels_ns)
+            client.PolicyV1Api(k8s_api).read_namespaced_pod_disruption_budget("prod-relay", channels_ns)
+
+            if scope == "cluster-wide":  # the operator announced itself in the chart's peering object
+                peering = client.CustomObjectsApi(k8s_api).get_cluster_custom_object(
+                    "kopf.dev", "v1", "clusterkopfpeerings", release)
+                assert peering.get("status"), peering
+
             # A change of the referenced Secret arrives through the label-selected watch (nothing
             # else would reconcile the Ready channel for minutes) and rolls the relay.
             rolled = roll_8x8_key(k8s_api, channels_ns, channel)
@@ -126,15 +136,6 @@ def test_operator_brings_a_channel_to_ready_as_the_chart_service_account(
             wait_for(lambda: secret_labels(k8s_api, channels_ns, "eightbyeight").get(names.LABEL_SECRET)
                      == names.SECRET_REFERENCED, 60, what="the label put back")
             roll_8x8_key(k8s_api, channels_ns, rolled)
-            apps, networking = client.AppsV1Api(k8s_api), client.NetworkingV1Api(k8s_api)
-            assert apps.read_namespaced_deployment("prod-relay", channels_ns).status.available_replicas == 2
-            networking.read_namespaced_ingress("prod-relay", channels_ns)
-            client.PolicyV1Api(k8s_api).read_namespaced_pod_disruption_budget("prod-relay", channels_ns)
-
-            if scope == "cluster-wide":  # the operator announced itself in the chart's peering object
-                peering = client.CustomObjectsApi(k8s_api).get_cluster_custom_object(
-                    "kopf.dev", "v1", "clusterkopfpeerings", release)
-                assert peering.get("status"), peering
 
             # Dropping the optional children (ingress, PDB) exercises the delete verbs.
             patch = {"spec": {"relay": {"replicas": 1, "ingress": None, "publicUrl": f"https://127.0.0.1:{free_port()}/prod"}}}
