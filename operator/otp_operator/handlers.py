@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from . import cleanup, endpoints, metrics, names, status
+from . import cleanup, endpoints, metrics, names, secret_watch, status
 from .auth0 import Auth0Error
 from .reconcile import credentials_for, now_iso, reconcile, report_error
 from .runtime import ChannelDeleting, Runtime, jittered
@@ -50,6 +50,9 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     # With listed namespaces the operator holds Roles only: scanning CRDs and namespaces
     # cluster-wide would be refused (and retried) for nothing.
     settings.scanning.disabled = _runtime(memo).config.namespaced
+    # Server-side: the API server lists and watches for the operator only the Secrets it labelled
+    # or created (secret_watch), never the cluster's others.
+    settings.watching.label_selectors["v1", "secrets"] = names.SECRET_WATCH_SELECTOR
     await _runtime(memo).start()
 
 
@@ -63,11 +66,7 @@ async def shutdown(memo: Any, **_: Any) -> None:
 @kopf.index(*CHANNELS)
 def channels_by_secret(namespace: str, name: str, spec: Mapping[str, Any], **_: Any) -> dict[Any, str]:
     """(namespace, Secret name) -> channel names that read it."""
-    try:
-        channel = parse_channel(namespace, name, spec)
-    except SpecError:
-        return {}
-    return {(namespace, secret): name for secret in channel.referenced_secrets()}
+    return {(namespace, secret): name for secret in secret_watch.referenced(namespace, name, spec)}
 
 
 @kopf.index(*CHANNELS)
@@ -111,25 +110,38 @@ def channel_changed(type: str, body: Mapping[str, Any], memo: Any, **_: Any) -> 
         rt.wakeups.kick(meta["namespace"], meta["name"])
 
 
+# Only labelled Secrets arrive here: configure() sets the watch's server-side label selector. No
+# client-side labels= filter: a Secret whose label was removed arrives as DELETED still labelled.
 @kopf.on.event("v1", "secrets")
 async def secret_changed(type: str, namespace: str, name: str, labels: Mapping[str, str], body: kopf.Body,
                          memo: Any, channels_by_secret: kopf.Index, channels_needing_credentials: kopf.Index,
                          **_: Any) -> None:
     rt = _runtime(memo)
     readers = list(channels_by_secret.get((namespace, name), ()))
-    if readers:  # only Secrets some channel references are kept, never the rest of the cluster's
-        rt.cache.observed("Secret", namespace, name, None if type == "DELETED" else _plain(body))
-        for channel in readers:
-            rt.wakeups.kick(namespace, channel)
-    else:
-        rt.cache.drop("Secret", namespace, name)
-    # Level-triggered release (also after a restart): protected, but no channel needs it any more.
-    finalizers = (body.get("metadata") or {}).get("finalizers") or ()
-    if type != "DELETED" and names.FINALIZER_CREDENTIALS_IN_USE in finalizers \
-            and not channels_needing_credentials.get((namespace, name)):
-        await cleanup.release_credentials(rt, namespace, name)
-    if labels.get(names.LABEL_MANAGED_BY) == names.OPERATOR_NAME and names.LABEL_CHANNEL in labels:
+    owned = labels.get(names.LABEL_MANAGED_BY) == names.OPERATOR_NAME and names.LABEL_CHANNEL in labels
+    if owned:
         _child_changed("Secret", type, namespace, labels, body, memo)
+    if type == "DELETED":
+        # Deleted, or only unlabelled (the watch cannot tell): the readers GET it again (and relabel).
+        rt.cache.drop("Secret", namespace, name)
+    elif _version(rt.cache.get("Secret", namespace, name)) == _version(body):
+        readers = []  # our own label patch coming back: nothing new
+    elif readers:
+        rt.cache.observed("Secret", namespace, name, _plain(body))
+    for channel in readers:
+        rt.wakeups.kick(namespace, channel)
+    if type == "DELETED":
+        return
+    # Level-triggered (also after a restart): protected or labelled, but no channel needs it any more.
+    finalizers = (body.get("metadata") or {}).get("finalizers") or ()
+    if names.FINALIZER_CREDENTIALS_IN_USE in finalizers and not channels_needing_credentials.get((namespace, name)):
+        await cleanup.release_credentials(rt, namespace, name)
+    if not channels_by_secret.get((namespace, name)) and labels.get(names.LABEL_SECRET) == names.SECRET_REFERENCED:
+        await secret_watch.unlabel(rt, namespace, name)
+
+
+def _version(obj: Mapping[str, Any] | None) -> str | None:
+    return ((obj or {}).get("metadata") or {}).get("resourceVersion")
 
 
 def _plain(body: kopf.Body) -> dict[str, Any]:
@@ -179,13 +191,15 @@ def network_policy_changed(type: str, namespace: str, labels: Mapping[str, str],
 
 @kopf.daemon(*CHANNELS, cancellation_timeout=15.0)
 async def channel_loop(namespace: str, name: str, uid: str, body: kopf.Body, memo: Any, logger: logging.Logger,
-                       stopped: kopf.DaemonStopped, channels_needing_credentials: kopf.Index, **_: Any) -> None:
+                       stopped: kopf.DaemonStopped, channels_needing_credentials: kopf.Index,
+                       channels_by_secret: kopf.Index, **_: Any) -> None:
     rt = _runtime(memo)
     rt.credentials_index = channels_needing_credentials  # kopf keeps this one live
     wake = rt.wakeups.register(namespace, name)
     guard = rt.guard(uid)
     metrics.CHANNELS.inc()
     failures = 0
+    referenced: frozenset[str] = frozenset()  # the Secrets this channel's spec named last time
     try:
         while not stopped:
             wake.clear()
@@ -204,6 +218,9 @@ async def channel_loop(namespace: str, name: str, uid: str, body: kopf.Body, mem
                     logger.warning("reconcile failed (%s), retrying in %.0fs: %s",
                                    type(error).__name__, delay, error)
                     await report_error(rt, body, error)
+                now_referenced = secret_watch.referenced(namespace, name, body.get("spec") or {})
+                await secret_watch.release(rt, namespace, name, referenced - now_referenced, channels_by_secret)
+                referenced = now_referenced
             await _sleep(wake, stopped, delay)
             await asyncio.sleep(0.05)  # coalesce bursts of kicks (e.g. several child events)
     finally:
@@ -229,7 +246,7 @@ DELETION_BLOCKED = "cannot remove the Auth0 side"
 @kopf.on.delete(*CHANNELS)
 async def channel_deleted(namespace: str, name: str, uid: str, body: kopf.Body, memo: Any, retry: int,
                           channels_by_tenant: kopf.Index, channels_needing_credentials: kopf.Index,
-                          **_: Any) -> None:
+                          channels_by_secret: kopf.Index, **_: Any) -> None:
     """Remove the Auth0 side first (unless told not to); garbage collection takes the children."""
     rt = _runtime(memo)
     rt.mark_deleting(uid)
@@ -245,6 +262,7 @@ async def channel_deleted(namespace: str, name: str, uid: str, body: kopf.Body, 
         rt.credentials_index = channels_needing_credentials
         if not rt.credentials_users(namespace, channel.auth0.credentials_secret) - {name}:
             await cleanup.release_credentials(rt, namespace, channel.auth0.credentials_secret)
+        await secret_watch.release(rt, namespace, name, channel.referenced_secrets(), channels_by_secret)
         # Another channel may have been refused with Auth0Conflict because this one owned the point.
         for other_namespace, other_name in channels_by_tenant.get(channel.auth0.domain, ()):
             if (other_namespace, other_name) != (namespace, name):

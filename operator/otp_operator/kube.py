@@ -133,9 +133,18 @@ class KubeApi:
             raise KubeError(404, f"namespace {meta['namespace']} not found")
         return Applied(payload, created=status == 201)
 
+    async def patch(self, api_version: str, kind: str, namespace: str, name: str, body: Any,
+                    content_type: str = "application/merge-patch+json") -> dict[str, Any] | None:
+        """A merge (or JSON) patch; the patched object, or None when it does not exist."""
+        status, payload = await self._request("PATCH", path_for(api_version, kind, namespace, name), body=body,
+                                              content_type=content_type)
+        return None if status == 404 else payload
+
     async def find(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         """The object if it exists, by a list with a name selector (RBAC grants list, not get,
-        on some child kinds)."""
+        on some child kinds). Secrets by GET: the operator lists them only through its watch."""
+        if kind == "Secret":
+            return await self.get(api_version, kind, namespace, name)
         _, payload = await self._request("GET", path_for(api_version, kind, namespace),
                                          params={"fieldSelector": f"metadata.name={name}"})
         items = (payload or {}).get("items") or []

@@ -29,6 +29,14 @@ ANNOTATION_PREFIX_KOPF = GROUP  # kopf's progress/diff-base annotations live und
 # Set on a channel being deleted: finish without removing the Auth0 side (it stays as it is).
 ANNOTATION_ABANDON_CLEANUP = f"{GROUP}/abandon-cleanup"
 
+# The operator lists and watches only Secrets with this label (a server-side label selector), never
+# the cluster's others: its relay Secrets carry SECRET_RELAY, and a Secret an OtpChannel reads (8x8
+# key, Auth0 credentials) gets SECRET_REFERENCED while any channel references it.
+LABEL_SECRET = f"{GROUP}/secret"
+SECRET_REFERENCED = "referenced"
+SECRET_RELAY = "relay"
+SECRET_WATCH_SELECTOR = f"{LABEL_SECRET} in ({SECRET_REFERENCED},{SECRET_RELAY})"
+
 # On an Auth0 credentials Secret while a channel's deletion may still need it (like Kubernetes'
 # own pvc-protection): deleting the Secret (or its namespace) waits until the cleanup is done.
 FINALIZER_CREDENTIALS_IN_USE = f"{GROUP}/auth0-credentials-in-use"

@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from . import cleanup, endpoints, metrics, names, receipt_tokens, render, rotation, selector_migration, status
+from . import secret_watch
 from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration
 from .auth0.client import before_write
 from .kube import Applied, KubeApi, KubeError
@@ -248,8 +249,8 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
         return None
 
     sms_secret, creds_secret, signing_secret, deployment, receipt_secret = await asyncio.gather(
-        rt.read("v1", "Secret", namespace, ch.sms.api_key.name),
-        rt.read("v1", "Secret", namespace, ch.auth0.credentials_secret),
+        secret_watch.read_referenced(rt, namespace, ch.sms.api_key.name),
+        secret_watch.read_referenced(rt, namespace, ch.auth0.credentials_secret),
         rt.read("v1", "Secret", namespace, names.signing_key_secret_name(name)),
         rt.read("apps/v1", "Deployment", namespace, names.relay_name(name)),
         rt.read("v1", "Secret", namespace, names.receipt_token_secret_name(name)),
@@ -262,8 +263,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
         conds = status.conditions(previous_conditions, generation, relay_v, auth0_v, stamp)
         await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
         _report(mem, body, relay_v.reason, relay_v.message)
-        # The Secret index kicks this channel when the Secret appears; look again when the grace ends.
-        return _grace_left(mem, config.secret_grace) if relay_v.reason == status.WAITING_FOR_SECRET else None
+        return _recheck_secret(mem, problem, config.secret_grace)
 
     keys_now = signing_keys(signing_secret)
     rolled_out_now = render.relay_rollout(deployment, _checksum(api_key, keys_now))[0]
@@ -322,8 +322,9 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     except SecretProblem as problem:
         credentials = None
         auth0_v = _secret_verdict(mem, problem, "Auth0 credentials", config.secret_grace)
-        if auth0_v.reason == status.WAITING_FOR_SECRET:
-            delays.append(_grace_left(mem, config.secret_grace))
+        recheck = _recheck_secret(mem, problem, config.secret_grace)
+        if recheck is not None:
+            delays.append(recheck)
 
     if credentials is not None and not rolled_out:
         auth0_v = _auth0_waiting(previous_conditions)
@@ -467,8 +468,12 @@ def _secret_verdict(mem: ChannelMemory, problem: SecretProblem, what: str, grace
     return status.secret_verdict(problem.reason, f"{problem.message} ({what})", missing_for, grace)
 
 
-def _grace_left(mem: ChannelMemory, grace: float) -> float:
-    return max(1.0, grace - (time.time() - (mem.secret_missing_since or time.time())) + 0.5)
+def _recheck_secret(mem: ChannelMemory, problem: SecretProblem, grace: float) -> float | None:
+    """A Secret that exists is labelled and watched (its change kicks the channel); a missing one
+    is looked for again by GET (nothing announces its creation)."""
+    if problem.reason != SECRET_NOT_FOUND:
+        return None
+    return secret_watch.recheck_missing(time.time() - (mem.secret_missing_since or time.time()), grace)
 
 
 def _auth0_waiting(previous_conditions: list[dict[str, Any]]) -> status.Verdict:

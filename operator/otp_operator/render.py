@@ -65,10 +65,12 @@ def _metadata(ch: ChannelSpec, name: str, owner: Mapping[str, Any]) -> dict[str,
 def _lines_secret(ch: ChannelSpec, name: str, key: str, lines: tuple[str, ...],
                   owner: Mapping[str, Any]) -> dict[str, Any]:
     text = "".join(f"{line}\n" for line in lines)
+    metadata = _metadata(ch, name, owner)
+    metadata["labels"][names.LABEL_SECRET] = names.SECRET_RELAY  # within the operator's Secret watch
     return {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": _metadata(ch, name, owner),
+        "metadata": metadata,
         "type": "Opaque",
         "data": {key: base64.b64encode(text.encode()).decode()},
     }

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import metrics, names
+from . import metrics, names, secret_watch
 from .endpoints import EndpointPolicy
 from .kube import KubeApi
 
@@ -139,6 +139,10 @@ class ObjectCache:
     def stored(self, kind: str, namespace: str, name: str, obj: dict[str, Any] | None, marker: int) -> None:
         """The result of our own read or write, taken after ``marker``."""
         key = (kind, namespace, name)
+        if kind == "Secret" and not secret_watch.watched(obj):
+            # No watch event would tell us when it changes (or appears): read it again next time.
+            self._objects.pop(key, None)
+            return
         if self._events.get(key, 0) == marker:
             self._objects[key] = (None if obj is None else _slim(obj), self._clock())
 

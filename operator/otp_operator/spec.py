@@ -120,9 +120,9 @@ class ChannelSpec:
         return names.owner_of(self.namespace, self.name)
 
     def referenced_secrets(self) -> frozenset[str]:
-        store = self.relay.state_store
-        extra = {store.password.name} if store and store.password else set()
-        return frozenset({self.auth0.credentials_secret, self.sms.api_key.name, *extra})
+        """The user's Secrets the operator reads. Not the state store's password: only the relay
+        pods mount it, and the operator needs no access to it."""
+        return frozenset({self.auth0.credentials_secret, self.sms.api_key.name})
 
 
 def _get(mapping: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:

@@ -20,8 +20,9 @@ CHANNEL_RULES = {
     ("otprelay.io", "otpchannels/status", "patch", None),
     # ownerReferences with blockOwnerDeletion need it under OwnerReferencesPermissionEnforcement.
     ("otprelay.io", "otpchannels/finalizers", "update", None),
-    # Referenced Secrets read (GET) and watched (a rotation re-reconciles exactly the affected
-    # channels); the signing-key Secret created and updated with server-side apply.
+    # Secrets: GET by name (referenced and own); list/watch only with the operator's label selector
+    # (RBAC cannot say so: test_rbac_operator.py checks the audit log); create/patch the relay's
+    # own Secrets, the label on referenced ones and the in-use finalizer. Never update or delete.
     *(("", "secrets", verb, None) for verb in ("get", "list", "watch", "create", "patch")),
     # Relay Deployment: read for availability, server-side applied, watched for drift; deleted
     # (orphaning its pods) only to re-create it when its immutable selector changed.

@@ -173,7 +173,8 @@ def test_missing_secret_reports_and_recovers(k8s_api, namespace, run_operator, s
 
     from .support import make_secret
     make_secret(k8s_api, namespace, "eightbyeight", {"wrong": "x"})
-    channel = wait_condition(k8s_api, namespace, "prod", "Ready", "False", reason="SecretKeyMissing", timeout=30)
+    # Not watched while missing: found by the next look (secret_watch.STALLED_RECHECK, 30 s) at the latest.
+    channel = wait_condition(k8s_api, namespace, "prod", "Ready", "False", reason="SecretKeyMissing", timeout=60)
     assert "'apikey'" in condition(channel, "Ready")["message"]
 
     make_secret(k8s_api, namespace, "eightbyeight", {"apikey": ch.api_key})

@@ -167,7 +167,7 @@ def test_state_store_makes_limits_channel_wide():
                 "url": "redis://redis.cache.svc:6379/2", "tls": True,
                 "passwordSecretRef": {"name": "otp-redis"}}}}
     ch = parse_channel("shop", "prod", spec)
-    assert "otp-redis" in ch.referenced_secrets()
+    assert "otp-redis" not in ch.referenced_secrets()  # mounted by the relay pods, never read by the operator
     deployment = render.relay_deployment(ch, "img:1", "abc", OWNER)
     pod = deployment["spec"]["template"]["spec"]
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
@@ -367,19 +367,19 @@ def test_cache_orders_by_arrival_not_by_resource_version():
     from otp_operator.runtime import ObjectCache
 
     cache = ObjectCache()
-    cache.observed("Secret", "shop", "s", _versioned("900"))
-    cache.observed("Secret", "shop", "s", _versioned("1000"))
-    assert cache.get("Secret", "shop", "s")["data"] == {"k": "1000"}
-    cache.observed("Secret", "shop", "s", _versioned("99"))  # an event: the newest, whatever its number
-    assert cache.get("Secret", "shop", "s")["data"] == {"k": "99"}
+    cache.observed("Deployment", "shop", "s", _versioned("900"))
+    cache.observed("Deployment", "shop", "s", _versioned("1000"))
+    assert cache.get("Deployment", "shop", "s")["data"] == {"k": "1000"}
+    cache.observed("Deployment", "shop", "s", _versioned("99"))  # an event: the newest, whatever its number
+    assert cache.get("Deployment", "shop", "s")["data"] == {"k": "99"}
     # A read that was in flight while an event arrived is older than that event: dropped.
-    marker = cache.marker("Secret", "shop", "s")
-    cache.observed("Secret", "shop", "s", _versioned("abc"))
-    cache.stored("Secret", "shop", "s", _versioned("zzz"), marker)
-    assert cache.get("Secret", "shop", "s")["data"] == {"k": "abc"}
-    marker = cache.marker("Secret", "shop", "s")
-    cache.stored("Secret", "shop", "s", None, marker)  # a read with no event meanwhile: it is the newest
-    assert cache.known("Secret", "shop", "s") and cache.get("Secret", "shop", "s") is None
+    marker = cache.marker("Deployment", "shop", "s")
+    cache.observed("Deployment", "shop", "s", _versioned("abc"))
+    cache.stored("Deployment", "shop", "s", _versioned("zzz"), marker)
+    assert cache.get("Deployment", "shop", "s")["data"] == {"k": "abc"}
+    marker = cache.marker("Deployment", "shop", "s")
+    cache.stored("Deployment", "shop", "s", None, marker)  # a read with no event meanwhile: it is the newest
+    assert cache.known("Deployment", "shop", "s") and cache.get("Deployment", "shop", "s") is None
 
 
 def test_cache_forgets_what_no_event_or_read_confirmed_lately():

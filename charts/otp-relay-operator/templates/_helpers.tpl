@@ -75,8 +75,18 @@ operator; tests/chart/test_rbac.py keeps the allow-list and proves the operator 
 - apiGroups: ["otprelay.io"]
   resources: ["otpchannels/finalizers"]
   verbs: ["update"]
-# Referenced Secrets (8x8 key, Auth0 credentials) are read and watched, so a rotation
-# re-reconciles; the relay's signing-key Secret is created and updated with server-side apply.
+# Secrets, each verb for one reason (README "Security"):
+# - get: a Secret a channel names (8x8 key, Auth0 credentials), by name, and the relay's own ones;
+#   a missing one is looked for again by GET until it exists.
+# - list, watch: only with the label selector "otprelay.io/secret in (referenced,relay)": the
+#   Secrets channels reference (labelled by the operator) and the relay Secrets it created, so a
+#   rotation re-reconciles at once. RBAC cannot restrict list/watch to a selector; the operator
+#   never asks for more (tests/chart/test_rbac_operator.py checks the API server's audit log).
+#   For a hard boundary, set watchNamespaces: a Role in those namespaces only.
+# - create: the relay's signing-key and receipt-token Secrets (server-side apply).
+# - patch: updating those; the otprelay.io/secret label on referenced Secrets (added, and removed
+#   when no channel references them); the in-use finalizer on the Auth0 credentials Secret.
+# Never update, delete or deletecollection: the operator does not remove anyone's Secret.
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "watch", "create", "patch"]

@@ -45,6 +45,18 @@ _COMPONENT_API_RATE = ("--kube-api-qps=1000", "--kube-api-burst=2000")
 _MINIMAL_BINARIES = ("etcd", "kube-apiserver")
 _FULL_BINARIES = (*_MINIMAL_BINARIES, "kube-controller-manager", "kube-scheduler", "kwok")
 _POLL = 0.1
+# The API server's audit log records who read Secrets and how (tests check that the operator
+# lists and watches them only with its label selector); everything else is left out.
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+  - level: Metadata
+    resources: [{group: "", resources: ["secrets"]}]
+    verbs: ["get", "list", "watch"]
+  - level: None
+"""
 
 
 class ControlPlaneError(RuntimeError):
@@ -72,6 +84,11 @@ class ControlPlane:
     @property
     def kubeconfig(self) -> Path:
         return self._dir / "admin.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        """JSON lines, one per read of a Secret (AUDIT_POLICY)."""
+        return self._dir / "audit.log"
 
     @property
     def ca_cert(self) -> Path:
@@ -160,6 +177,8 @@ class ControlPlane:
         self._sa_private, sa_public = self._service_account_keys()
         kubelet_client = self._ca.issue("kube-apiserver-kubelet-client", client=True)
         self.server = f"https://127.0.0.1:{api_port}"
+        audit_policy = self._dir / "audit-policy.yaml"
+        audit_policy.write_text(AUDIT_POLICY)
         self._spawn("kube-apiserver", [
             str(binaries["kube-apiserver"]), f"--etcd-servers={etcd_url}",
             "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1", f"--secure-port={api_port}",
@@ -177,6 +196,7 @@ class ControlPlane:
             # `kubectl logs/exec` on the real node: the kubelet listens on its InternalIP.
             "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-client-certificate={kubelet_client.cert}", f"--kubelet-client-key={kubelet_client.key}",
+            f"--audit-policy-file={audit_policy}", f"--audit-log-path={self.audit_log}",
         ])
         admin = self._ca.issue(ADMIN_USER, client=True, organizations=("system:masters",))
         self._write_kubeconfig(admin, ADMIN_USER, self.kubeconfig)
