@@ -151,6 +151,19 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+async def _landed(write: Awaitable[T]) -> T:
+    """A write already sent takes effect at Auth0 even when we stop waiting for it. If our task
+    is cancelled (kopf cancels a deleted channel's loop), wait for the answer before unwinding,
+    so whoever runs next under the channel's lock (the cleanup) reads a tenant that includes it."""
+    task = asyncio.ensure_future(write)
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved either way
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])  # bounded by the HTTP client's timeout
+        raise
+
+
 class ManagementApi:
     """`AsyncAuth0` for one tenant plus the retry/refresh/error policy around every call."""
 
@@ -193,7 +206,7 @@ class ManagementApi:
             self.requests += 1
             self.writes += write
             try:
-                return await request()
+                return await (_landed(request()) if write else request())
             except ApiError as exc:
                 status = exc.status_code or 0
                 headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
