@@ -72,6 +72,10 @@ class Auth0Pool:
         async with self._semaphore(credentials.domain), self._sync(credentials) as sync:
             return await sync.ensure(desired, recorded=recorded)
 
+    async def prepare(self, credentials: Auth0Credentials, desired: DesiredIntegration) -> dict[str, Any] | None:
+        async with self._semaphore(credentials.domain), self._sync(credentials) as sync:
+            return await sync.prepare(desired)
+
     async def remove(self, credentials: Auth0Credentials, *, owner: str, integration: str, name: str,
                      recorded: dict[str, Any] | None = None) -> list[str]:
         async with self._semaphore(credentials.domain), self._sync(credentials) as sync:

@@ -82,9 +82,11 @@ class TokenSource:
     def cached(self) -> str:
         return self._token or ""
 
-    def invalidate(self) -> None:
-        self._token = None
-        self._expires_at = 0.0
+    def invalidate(self, rejected: str) -> None:
+        """Forget ``rejected`` (requests sent at once with it all fail: one new fetch, not one each)."""
+        if self._token == rejected:
+            self._token = None
+            self._expires_at = 0.0
 
     async def token(self) -> str:
         if self._token and time.time() < self._expires_at:
@@ -202,7 +204,7 @@ class ManagementApi:
             check = before_write.get() if write else None
             if check is not None:
                 check()
-            await self.tokens.token()  # token errors surface as themselves, not as this request's
+            used = await self.tokens.token()  # token errors surface as themselves, not as this request's
             self.requests += 1
             self.writes += write
             try:
@@ -215,7 +217,7 @@ class ManagementApi:
                 if status == 401 and not refreshed:
                     refreshed = True
                     attempt -= 1
-                    self.tokens.invalidate()
+                    self.tokens.invalidate(used)
                     continue
                 wait = self.policy.delay(status, headers, attempt, time.time())
                 if wait is None:
