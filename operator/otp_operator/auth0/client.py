@@ -82,6 +82,13 @@ class TokenSource:
     def cached(self) -> str:
         return self._token or ""
 
+    def saved(self) -> tuple[str | None, float, frozenset[str] | None]:
+        """The token to hand to the next TokenSource of these credentials (see `restore`)."""
+        return self._token, self._expires_at, self.granted_scopes
+
+    def restore(self, saved: tuple[str | None, float, frozenset[str] | None]) -> None:
+        self._token, self._expires_at, self.granted_scopes = saved
+
     def invalidate(self, rejected: str) -> None:
         """Forget ``rejected`` (requests sent at once with it all fail: one new fetch, not one each)."""
         if self._token == rejected:
