@@ -117,10 +117,11 @@ class Auth0Sync:
         if previous is not None and previous.integration not in (None, desired.integration):
             previous = None  # the mode changed: nothing recorded applies to the new one
         writes_before = self.api.writes
+        prepared = bool((recorded or {}).get("prepared"))  # what prepare() returned, not a status
         if desired.integration == "phone-provider":
-            result = await self._ensure_phone_provider(target, previous)
+            result = await self._ensure_phone_provider(target, previous, prepared)
         elif desired.integration == "send-phone-message":
-            result = await self._ensure_send_phone_message(target, previous)
+            result = await self._ensure_send_phone_message(target, previous, prepared)
         else:
             result = await self._ensure_legacy_hook(target, previous)
         return _with_writes(result, self.api.writes - writes_before)
@@ -139,7 +140,7 @@ class Auth0Sync:
             return None  # ours exists (ensure checks it) or the name is taken (ensure reports it)
         action_id, version, *_ = await self._apply_action(target, None, None)
         return {"integration": target.integration, "actionId": action_id, "deployedVersion": version,
-                "secretsHash": target.secrets_hash}
+                "secretsHash": target.secrets_hash, "prepared": True}
 
     async def remove(self, owner: str, integration: Integration, name: str,
                      recorded: Mapping[str, Any] | None = None) -> list[str]:
@@ -157,7 +158,8 @@ class Auth0Sync:
 
     # --- phone-provider ------------------------------------------------------------------------
 
-    async def _ensure_phone_provider(self, target: Target, recorded: Recorded | None) -> SyncResult:
+    async def _ensure_phone_provider(self, target: Target, recorded: Recorded | None,
+                                     prepared: bool = False) -> SyncResult:
         gw = self.gateway
         # Independent reads at once (every check still comes before the first write).
         actions, bindings, providers, observed = await asyncio.gather(
@@ -178,6 +180,7 @@ class Auth0Sync:
             raise _refuse(provider_plan, self.credentials.domain)
         action_id, version, repaired, updated, created, deployed_now = await self._apply_action(
             target, own, recorded)
+        deployed_now = deployed_now or prepared  # a 409 on activating a just-prepared deploy is transient too
         chain = plan_provider_binding(bindings, action_id, target.name)
         if chain is not None:
             await self._settle(deployed_now, "binding the action to custom-phone-provider",
@@ -228,7 +231,8 @@ class Auth0Sync:
 
     # --- send-phone-message --------------------------------------------------------------------
 
-    async def _ensure_send_phone_message(self, target: Target, recorded: Recorded | None) -> SyncResult:
+    async def _ensure_send_phone_message(self, target: Target, recorded: Recorded | None,
+                                         prepared: bool = False) -> SyncResult:
         gw = self.gateway
         trigger_id = target.trigger[0]
         actions, bindings, observed = await asyncio.gather(
@@ -241,6 +245,7 @@ class Auth0Sync:
             raise _refuse(conflict, self.credentials.domain)
         action_id, version, repaired, updated, created, deployed_now = await self._apply_action(
             target, own, recorded)
+        deployed_now = deployed_now or prepared  # a 409 on activating a just-prepared deploy is transient too
         chain = plan_binding_add(bindings, action_id, target.name)
         if chain is not None:
             await self._settle(deployed_now, "binding the action to send-phone-message",
