@@ -190,7 +190,9 @@ def test_stuck_deletion_warns_once_and_can_be_abandoned(k8s_api, namespace, run_
                   {"metadata": {"annotations": {names.ANNOTATION_ABANDON_CLEANUP: "true"}}})
     wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=60, what="the channel to go")
     assert len(_owned_actions(ch.tenant.state())) == 1  # left as it was, and said so
-    (warning,) = _warnings(k8s_api, namespace, "prod", "CleanupAbandoned")
+    # kopf posts Events in the background: the Warning may come just after the channel went.
+    (warning,) = wait_for(lambda: _warnings(k8s_api, namespace, "prod", "CleanupAbandoned"), timeout=30,
+                          what="the CleanupAbandoned Warning")
     assert ch.tenant.domain in warning.message
     wait_for(lambda: names.FINALIZER_CREDENTIALS_IN_USE not in _credentials_finalizers(k8s_api, namespace),
              timeout=30, what="the credentials Secret released")
