@@ -4,8 +4,9 @@
 
 Starts the full local control plane (kwok makes relay Deployments Available), the Auth0 emulator
 (100 ms latency, a per-tenant token-bucket rate limit) and ``otp-operator run`` as a process,
-then for each count applies that many channels (spread over tenants: one channel per integration
-point, three integration points per tenant) and measures:
+then for each count applies that many channels (one tenant per channel, as one environment per
+tenant; the integration modes take turns, each tenant's MFA SMS routed to its channel's mode the
+way a person sets it up, since a tenant routes its SMS to one place) and measures:
   * apply -> Ready per channel (p50/p95/max; targets: all Ready <= 10 s at 100, <= 40 s at 500)
     and Ready minus relay-Available (target <= 1 s);
   * Auth0 requests and operator Kubernetes API requests per channel at create;
@@ -146,6 +147,7 @@ def main() -> None:
     parser.add_argument("--steady-seconds", type=float, default=60)
     parser.add_argument("--keep", action="store_true", help="keep the work directory (operator log)")
     args = parser.parse_args()
+    sys.stdout.reconfigure(line_buffering=True)  # progress shows while it runs, also into a file
     counts = [int(c) for c in args.counts.split(",")]
 
     work = Path(tempfile.mkdtemp(prefix="bench-operator-"))
@@ -177,10 +179,11 @@ def main() -> None:
             namespace = f"bench-{round_no}-{count}"
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
             tenants = []
-            for index in range((count + len(INTEGRATIONS) - 1) // len(INTEGRATIONS)):
+            for index in range(count):
                 creds = Client(f"bench{round_no}x{index}", secrets.token_urlsafe(24))
                 tenant = emulator.add_tenant([creds], latency_ms=LATENCY_MS, rate_limit=RATE_LIMIT,
                                              build_seconds=0.3)
+                tenant.route_phone_messages_to(INTEGRATIONS[index % len(INTEGRATIONS)])
                 secret_name = f"auth0-{index}"
                 core.create_namespaced_secret(namespace, client.V1Secret(
                     metadata=client.V1ObjectMeta(name=secret_name),
@@ -192,7 +195,7 @@ def main() -> None:
             kube_before = operator_metric(metrics_port, "otp_operator_kube_requests_total")
             applied: dict[tuple[str, str], float] = {}
             for i in range(count):
-                tenant, secret_name = tenants[i // len(INTEGRATIONS)]
+                tenant, secret_name = tenants[i]
                 name = f"ch{i}"
                 body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "OtpChannel",
                         "metadata": {"name": name, "namespace": namespace},

@@ -3,7 +3,7 @@
 Bounds concurrent Auth0 work per tenant (many channels on one tenant queue here instead of
 burning the tenant's rate limit) and the number of open syncs: each holds an HTTP client with
 its own TLS context (~0.7 MB), so idle ones beyond ``max_open`` are closed, least recently used
-first; reopening one costs a token request.
+first; the token of a closed one is kept for its reopening (a few hundred bytes, not a request).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ class Auth0Pool:
         self._semaphores: dict[str, asyncio.Semaphore] = {}
         self._lock = asyncio.Lock()
         self._warming: set[asyncio.Future[None]] = set()
+        self._tokens: dict[Key, Any] = {}  # tokens of closed syncs, for their reopening
 
     @staticmethod
     def _key(credentials: Auth0Credentials) -> Key:
@@ -44,7 +45,11 @@ class Auth0Pool:
                 # Credentials of the same tenant and client changed: drop the outdated sync.
                 for old in [k for k in self._syncs if k[:2] == key[:2] and not self._in_use.get(k)]:
                     await self._syncs.pop(old).aclose()
+                for old in [k for k in self._tokens if k[:2] == key[:2] and k != key]:
+                    del self._tokens[old]
                 sync = Auth0Sync(credentials)
+                if key in self._tokens:
+                    sync.api.tokens.restore(self._tokens.pop(key))
                 self._syncs[key] = sync
             self._syncs.move_to_end(key)
             self._in_use[key] = self._in_use.get(key, 0) + 1
@@ -61,7 +66,9 @@ class Auth0Pool:
             if len(self._syncs) <= self._max_open:
                 break
             if not self._in_use.get(key):
-                await self._syncs.pop(key).aclose()
+                sync = self._syncs.pop(key)
+                self._tokens[key] = sync.api.tokens.saved()
+                await sync.aclose()
 
     def _semaphore(self, domain: str) -> asyncio.Semaphore:
         return self._semaphores.setdefault(domain, asyncio.Semaphore(self._concurrency))
@@ -71,6 +78,10 @@ class Auth0Pool:
     ) -> SyncResult:
         async with self._semaphore(credentials.domain), self._sync(credentials) as sync:
             return await sync.ensure(desired, recorded=recorded)
+
+    async def prepare(self, credentials: Auth0Credentials, desired: DesiredIntegration) -> dict[str, Any] | None:
+        async with self._semaphore(credentials.domain), self._sync(credentials) as sync:
+            return await sync.prepare(desired)
 
     async def remove(self, credentials: Auth0Credentials, *, owner: str, integration: str, name: str,
                      recorded: dict[str, Any] | None = None) -> list[str]:
@@ -97,3 +108,4 @@ class Auth0Pool:
             for sync in self._syncs.values():
                 await sync.aclose()
             self._syncs.clear()
+            self._tokens.clear()

@@ -10,6 +10,7 @@ A relay that does not answer changes nothing (the last summary stays, with its t
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import time
@@ -35,13 +36,33 @@ def summary_url(namespace: str, channel: str) -> str:
             f"{names.RELAY_DELIVERY_SUMMARY_PATH}")
 
 
+_http: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
+
+
+def _client() -> httpx.AsyncClient:
+    """One client for every poll (of this event loop): a new one per poll builds a TLS context
+    (loads the CA bundle), which with hundreds of channels cost more CPU than every reconcile."""
+    global _http
+    loop = asyncio.get_running_loop()
+    if _http is None or _http[0] is not loop:
+        _http = (loop, httpx.AsyncClient(timeout=TIMEOUT))
+    return _http[1]
+
+
+@kopf.on.cleanup()
+async def close_client(**_: Any) -> None:
+    global _http
+    if _http is not None:
+        await _http[1].aclose()
+        _http = None
+
+
 async def fetch_summary(url: str) -> dict[str, Any]:
     """The relay's summary, keeping only the known fields of the right types; raises
     ``httpx.HTTPError`` or ``ValueError`` when there is none."""
-    async with httpx.AsyncClient(timeout=TIMEOUT) as http:
-        answer = await http.get(url)
-        answer.raise_for_status()
-        data = answer.json()
+    answer = await _client().get(url)
+    answer.raise_for_status()
+    data = answer.json()
     if not isinstance(data, dict):
         raise ValueError("the delivery summary is not a JSON object")
     summary: dict[str, Any] = {}

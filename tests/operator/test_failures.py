@@ -112,26 +112,29 @@ def test_api_server_restart_while_the_operator_runs(cluster, k8s_api, namespace,
 
 def test_delete_during_a_reconcile_leaves_nothing_in_auth0(k8s_api, namespace, run_operator, setup_channel,
                                                           sms_emulator):
+    """kopf cancels a deleted channel's loop and runs the cleanup, but a write the sync already
+    sent still lands at Auth0. The cleanup must not read the tenant before that write has its
+    answer, or it misses what the write creates and the tenant keeps an integration (here: an
+    action, next a binding and provider) pointing at a deleted relay."""
     metrics_port = free_port()
     run_operator("--metrics-port", str(metrics_port))
     ch = setup_channel(namespace)
-    # Every Auth0 call is slow, so the deletion lands while the sync still has writes to make
-    # (deploy, phone provider) that, unserialised, could come after the cleanup's first DELETE.
-    ch.tenant.set_latency(400)
+    ch.tenant.set_latency(2000)  # every request takes 2 s: the create stays in flight that long
     create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
-    wait_for(lambda: _owned_actions(ch.tenant.state()), timeout=90, interval=0.05, what="the action to be created")
-    state = ch.tenant.state()
-    assert state["phone_providers"] == [], "the sync must still be in progress when the deletion starts"
+    wait_for(lambda: "POST /api/v2/actions/actions" in ch.tenant.state()["in_flight"], timeout=120,
+             interval=0.05, what="the sync's action create to be in flight")
+    # Requests sent from now on are answered at once: the cleanup's reads would overtake the
+    # create (requests on separate connections finish in any order).
+    ch.tenant.set_latency(0)
     delete_channel(k8s_api, namespace, "prod")
     wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=90, what="the channel to go")
-    # The channel's loop has ended: nothing can write for it any more.
+    # The channel's loop has ended and Auth0 has answered everything: nothing can change any more.
     wait_for(lambda: _metric(metrics_port, "otp_operator_channels") == 0, timeout=30, what="the loop to stop")
+    wait_for(lambda: ch.tenant.state()["in_flight"] == [], timeout=30, what="every request to be answered")
     state = ch.tenant.state()
+    assert any(w.method == "POST" and w.path == "/api/v2/actions/actions" for w in ch.tenant.writes())
     assert _owned_actions(state) == [] and state["phone_providers"] == [], state
-    # Reconcile and cleanup never overlapped: once the cleanup started deleting, nothing was created.
-    writes = [(w.method, w.path) for w in ch.tenant.writes()]
-    first_delete = next(i for i, (method, _) in enumerate(writes) if method == "DELETE")
-    assert [w for w in writes[first_delete:] if w[0] == "POST"] == [], writes
+    assert state["bindings"].get("custom-phone-provider", []) == [], state["bindings"]
 
 
 # --- deletion policies and escapes ------------------------------------------------------------------
@@ -187,7 +190,9 @@ def test_stuck_deletion_warns_once_and_can_be_abandoned(k8s_api, namespace, run_
                   {"metadata": {"annotations": {names.ANNOTATION_ABANDON_CLEANUP: "true"}}})
     wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=60, what="the channel to go")
     assert len(_owned_actions(ch.tenant.state())) == 1  # left as it was, and said so
-    (warning,) = _warnings(k8s_api, namespace, "prod", "CleanupAbandoned")
+    # kopf posts Events in the background: the Warning may come just after the channel went.
+    (warning,) = wait_for(lambda: _warnings(k8s_api, namespace, "prod", "CleanupAbandoned"), timeout=30,
+                          what="the CleanupAbandoned Warning")
     assert ch.tenant.domain in warning.message
     wait_for(lambda: names.FINALIZER_CREDENTIALS_IN_USE not in _credentials_finalizers(k8s_api, namespace),
              timeout=30, what="the credentials Secret released")

@@ -82,9 +82,18 @@ class TokenSource:
     def cached(self) -> str:
         return self._token or ""
 
-    def invalidate(self) -> None:
-        self._token = None
-        self._expires_at = 0.0
+    def saved(self) -> tuple[str | None, float, frozenset[str] | None]:
+        """The token to hand to the next TokenSource of these credentials (see `restore`)."""
+        return self._token, self._expires_at, self.granted_scopes
+
+    def restore(self, saved: tuple[str | None, float, frozenset[str] | None]) -> None:
+        self._token, self._expires_at, self.granted_scopes = saved
+
+    def invalidate(self, rejected: str) -> None:
+        """Forget ``rejected`` (requests sent at once with it all fail: one new fetch, not one each)."""
+        if self._token == rejected:
+            self._token = None
+            self._expires_at = 0.0
 
     async def token(self) -> str:
         if self._token and time.time() < self._expires_at:
@@ -151,6 +160,19 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+async def _landed(write: Awaitable[T]) -> T:
+    """A write already sent takes effect at Auth0 even when we stop waiting for it. If our task
+    is cancelled (kopf cancels a deleted channel's loop), wait for the answer before unwinding,
+    so whoever runs next under the channel's lock (the cleanup) reads a tenant that includes it."""
+    task = asyncio.ensure_future(write)
+    task.add_done_callback(lambda done: done.cancelled() or done.exception())  # retrieved either way
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])  # bounded by the HTTP client's timeout
+        raise
+
+
 class ManagementApi:
     """`AsyncAuth0` for one tenant plus the retry/refresh/error policy around every call."""
 
@@ -189,11 +211,11 @@ class ManagementApi:
             check = before_write.get() if write else None
             if check is not None:
                 check()
-            await self.tokens.token()  # token errors surface as themselves, not as this request's
+            used = await self.tokens.token()  # token errors surface as themselves, not as this request's
             self.requests += 1
             self.writes += write
             try:
-                return await request()
+                return await (_landed(request()) if write else request())
             except ApiError as exc:
                 status = exc.status_code or 0
                 headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
@@ -202,7 +224,7 @@ class ManagementApi:
                 if status == 401 and not refreshed:
                     refreshed = True
                     attempt -= 1
-                    self.tokens.invalidate()
+                    self.tokens.invalidate(used)
                     continue
                 wait = self.policy.delay(status, headers, attempt, time.time())
                 if wait is None:

@@ -3,6 +3,8 @@ answers converted to the `Observed*` records of `model.py`. No decisions here.""
 
 from __future__ import annotations
 
+import asyncio
+
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -170,15 +172,15 @@ class Gateway:
 
     async def read_routing(self) -> ObservedRouting:
         """Three reads, four off the Unified Phone Experience (the legacy provider is 403 on it)."""
-        settings = await self.api.call("GET tenant settings", lambda: self.sdk.tenants.settings.get(
-            fields="phone_consolidated_experience", include_fields=True))
+        settings, factors, types = await asyncio.gather(
+            self.api.call("GET tenant settings", lambda: self.sdk.tenants.settings.get(
+                fields="phone_consolidated_experience", include_fields=True)),
+            self.api.call("GET guardian factors", lambda: self.sdk.guardian.factors.list()),
+            self.api.call("GET phone message types", lambda: self.sdk.guardian.factors.phone.get_message_types()))
         # Auth0 leaves the flag out for tenants that never changed it; new tenants are on UPE.
         flag = getattr(settings, "phone_consolidated_experience", None) if settings else None
         upe = True if flag is None else bool(flag)
-        factors = await self.api.call("GET guardian factors", lambda: self.sdk.guardian.factors.list())
         sms = any(getattr(f, "name", None) == SMS and getattr(f, "enabled", False) for f in factors or ())
-        types = await self.api.call("GET phone message types",
-                                    lambda: self.sdk.guardian.factors.phone.get_message_types())
         selected = await self.selected_provider() if not upe else None
         return ObservedRouting(upe=upe, sms_factor=sms,
                                message_types=tuple(str(t) for t in getattr(types, "message_types", None) or ()),

@@ -29,9 +29,10 @@ from .routing import ObservedRouting, RoutingVerdict
 from .templates import render
 
 PROVIDER_TRIGGER = ACTION_TRIGGERS["phone-provider"][0]
-# Polling a build or a deploy: gentle on the tenant's rate limit (free tenants allow about two
-# Management API requests per second); builds and deploys take seconds on Auth0.
-POLL_FIRST, POLL_MAX = 0.5, 2.0
+# Polling a build or a deploy: the first look after a short wait (one that just started is never
+# done at once), then less and less often, gentle on the tenant's rate limit (free tenants allow
+# about two Management API requests per second; builds and deploys take seconds on Auth0).
+POLL_FIRST, POLL_GROWTH, POLL_MAX = 0.3, 1.5, 2.0
 # Right after our own deploy Auth0 may still answer as if the version were not deployed.
 NOT_DEPLOYED_YET = "custom_email_provider_deployed_action_not_found"
 
@@ -116,13 +117,30 @@ class Auth0Sync:
         if previous is not None and previous.integration not in (None, desired.integration):
             previous = None  # the mode changed: nothing recorded applies to the new one
         writes_before = self.api.writes
+        prepared = bool((recorded or {}).get("prepared"))  # what prepare() returned, not a status
         if desired.integration == "phone-provider":
-            result = await self._ensure_phone_provider(target, previous)
+            result = await self._ensure_phone_provider(target, previous, prepared)
         elif desired.integration == "send-phone-message":
-            result = await self._ensure_send_phone_message(target, previous)
+            result = await self._ensure_send_phone_message(target, previous, prepared)
         else:
             result = await self._ensure_legacy_hook(target, previous)
         return _with_writes(result, self.api.writes - writes_before)
+
+    async def prepare(self, desired: DesiredIntegration) -> dict[str, Any] | None:
+        """While the relay rolls out: create our action and have it built and deployed but not
+        bound, so that activating it (binding, provider) is all that is left once the relay
+        serves. Only a new action: deploying one that is bound would make it serve at once.
+        Returns what `ensure` then takes as recorded (None: nothing was prepared)."""
+        if desired.integration == "legacy-hook":
+            return None  # a hook has no build or deploy to get ahead of
+        self.api.add_secret(desired.signing_key)
+        await self._check_scopes(desired.integration, "ensure")
+        target = build_target(desired, render(desired.integration, desired.owner), self._hash_key)
+        if pick_own_action(await self.gateway.list_actions(target.trigger[0]), target, None) is not None:
+            return None  # ours exists (ensure checks it) or the name is taken (ensure reports it)
+        action_id, version, *_ = await self._apply_action(target, None, None)
+        return {"integration": target.integration, "actionId": action_id, "deployedVersion": version,
+                "secretsHash": target.secrets_hash, "prepared": True}
 
     async def remove(self, owner: str, integration: Integration, name: str,
                      recorded: Mapping[str, Any] | None = None) -> list[str]:
@@ -140,19 +158,20 @@ class Auth0Sync:
 
     # --- phone-provider ------------------------------------------------------------------------
 
-    async def _ensure_phone_provider(self, target: Target, recorded: Recorded | None) -> SyncResult:
+    async def _ensure_phone_provider(self, target: Target, recorded: Recorded | None,
+                                     prepared: bool = False) -> SyncResult:
         gw = self.gateway
-        actions = await gw.list_actions(PROVIDER_TRIGGER)
+        # Independent reads at once (every check still comes before the first write).
+        actions, bindings, providers, observed = await asyncio.gather(
+            gw.list_actions(PROVIDER_TRIGGER), gw.list_bindings(PROVIDER_TRIGGER),
+            gw.list_phone_providers(), gw.read_routing())
         own = pick_own_action(actions, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
-        bindings = await gw.list_bindings(PROVIDER_TRIGGER)
         conflict = foreign_provider_binding(bindings, {a.id: a.owner for a in actions}, target,
                                             [own.id] if own else [])
         if conflict is not None:
             raise _refuse(conflict, self.credentials.domain)
-        providers = await gw.list_phone_providers()
-        observed = await gw.read_routing()
         methods = routing.delivery_methods(observed)
         provider_plan = plan_provider(providers, target.desired.replace_foreign_provider,
                                       recorded_matches(target, recorded),
@@ -161,6 +180,7 @@ class Auth0Sync:
             raise _refuse(provider_plan, self.credentials.domain)
         action_id, version, repaired, updated, created, deployed_now = await self._apply_action(
             target, own, recorded)
+        deployed_now = deployed_now or prepared  # a 409 on activating a just-prepared deploy is transient too
         chain = plan_provider_binding(bindings, action_id, target.name)
         if chain is not None:
             await self._settle(deployed_now, "binding the action to custom-phone-provider",
@@ -211,20 +231,21 @@ class Auth0Sync:
 
     # --- send-phone-message --------------------------------------------------------------------
 
-    async def _ensure_send_phone_message(self, target: Target, recorded: Recorded | None) -> SyncResult:
+    async def _ensure_send_phone_message(self, target: Target, recorded: Recorded | None,
+                                         prepared: bool = False) -> SyncResult:
         gw = self.gateway
         trigger_id = target.trigger[0]
-        actions = await gw.list_actions(trigger_id)
+        actions, bindings, observed = await asyncio.gather(
+            gw.list_actions(trigger_id), gw.list_bindings(trigger_id), gw.read_routing())
         own = pick_own_action(actions, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
-        bindings = await gw.list_bindings(trigger_id)
         conflict = binding_conflict(bindings, {a.id: a.owner for a in actions}, target.owner)
         if conflict is not None:
             raise _refuse(conflict, self.credentials.domain)
-        observed = await gw.read_routing()
         action_id, version, repaired, updated, created, deployed_now = await self._apply_action(
             target, own, recorded)
+        deployed_now = deployed_now or prepared  # a 409 on activating a just-prepared deploy is transient too
         chain = plan_binding_add(bindings, action_id, target.name)
         if chain is not None:
             await self._settle(deployed_now, "binding the action to send-phone-message",
@@ -287,18 +308,18 @@ class Auth0Sync:
         deadline = time.monotonic() + timeout
         pause = POLL_FIRST
         while True:
+            await asyncio.sleep(pause)
             action = await self.gateway.get_action(action_id)
             if action is None:
                 raise Auth0Error(CONFLICT, f"Auth0 tenant {self.credentials.domain}: action "
                                  f"{action_id} disappeared before it was {state}")
             if done(action):
                 return
+            pause = min(pause * POLL_GROWTH, POLL_MAX)
             if time.monotonic() + pause > deadline:
                 raise Auth0Error(UNAVAILABLE, f"Auth0 tenant {self.credentials.domain}: action "
                                  f"{action.name!r} not {state} after {timeout:.0f} s",
                                  retry_after=timeout)
-            await asyncio.sleep(pause)
-            pause = min(pause * 2, POLL_MAX)
 
     # --- phone routing -------------------------------------------------------------------------
 
@@ -372,11 +393,11 @@ class Auth0Sync:
 
     async def _ensure_legacy_hook(self, target: Target, recorded: Recorded | None) -> SyncResult:
         gw = self.gateway
-        own = pick_own_hook(await gw.list_hooks(), target, recorded)
+        hooks, observed = await asyncio.gather(gw.list_hooks(), gw.read_routing())
+        own = pick_own_hook(hooks, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
         names = await gw.hook_secret_names(own.id) if own is not None else frozenset()
-        observed = await gw.read_routing()
         plan = plan_hook(target, own, names, recorded)
         hook_id = own.id if own is not None else (await gw.create_hook(target.name, target.code)).id
         secret_writes = plan.add_secrets or plan.change_secrets or plan.delete_secrets

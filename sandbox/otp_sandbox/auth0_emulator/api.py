@@ -318,7 +318,7 @@ def _wrap(scope: str, handler: Handler) -> Callable[[web.Request], Awaitable[web
         grant: Grant = request["grant"]
         require_scope(grant, scope)
         body = None
-        if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.can_read_body:
+        if request.method in ("POST", "PATCH", "PUT", "DELETE") and request.body_exists:
             raw = await request.read()
             if raw.strip():
                 try:
@@ -334,6 +334,19 @@ async def _management_api(request: web.Request, handler: Any) -> web.StreamRespo
     tenant = request.app[_TENANT_KEY]
     if request.path.startswith("/__sandbox/"):
         return await handler(request)
+    # Received but not answered yet (shown in state()): a request stays in flight (and takes
+    # effect) even when its client has stopped waiting, as on Auth0.
+    entry = f"{request.method} {request.path}"
+    tenant.in_flight.append(entry)
+    try:
+        return await _answer(request, handler, tenant)
+    finally:
+        tenant.in_flight.remove(entry)
+
+
+async def _answer(request: web.Request, handler: Any, tenant: Tenant) -> web.StreamResponse:
+    if request.body_exists:
+        await request.read()  # received in full before the latency: it takes effect even if the client goes
     if tenant.latency_ms:
         await asyncio.sleep(tenant.latency_ms / 1000)
     if request.path == "/oauth/token":

@@ -81,6 +81,7 @@ class Tenant:
                                   config.rate_limit.refill_per_second, clock)
         self.runner_timeout_seconds = config.runner_timeout_seconds
         self.requests: list[LoggedRequest] = []
+        self.in_flight: list[str] = []  # "METHOD /path" of requests received, not yet answered
         self.fault: Fault | None = None
         self.fail_remaining = 0
 
@@ -197,6 +198,7 @@ class Tenant:
             "phone_providers": [self.providers.to_json(p)
                                 for p in self.providers.providers.values()],
             "phone": self.phone.state(),
+            "in_flight": list(self.in_flight),
         }
 
     def requests_json(self) -> list[dict[str, Any]]:
