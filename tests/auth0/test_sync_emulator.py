@@ -175,8 +175,15 @@ async def test_second_channel_on_the_same_integration_point_is_refused_without_w
         rival = desired_for(mode, relay.url, owner="shop/dev", name="otp-relay-shop-dev")
         with pytest.raises(Auth0Error) as caught:
             await sync.ensure(rival)
-    assert caught.value.reason == CONFLICT
-    assert "shop/prod" in caught.value.message
+        assert caught.value.reason == CONFLICT
+        assert "shop/prod" in caught.value.message
+        # Nor may the head start taken while its relay rolls out leave an action behind.
+        if mode == "legacy-hook":
+            assert await sync.prepare(rival) is None
+        else:
+            with pytest.raises(Auth0Error) as caught:
+                await sync.prepare(rival)
+            assert caught.value.reason == CONFLICT
     assert setup.tenant.writes() == []
 
 

@@ -20,7 +20,8 @@ from .errors import BUILD_FAILED, CONFLICT, FORBIDDEN, UNAVAILABLE, Auth0Error
 from .gateway import Gateway
 from .model import (ACTION_TRIGGERS, CUSTOM_PROVIDER, INTEGRATIONS, REQUIRED_SCOPES,
                     ROUTING_WRITE_SCOPES, Auth0Credentials, Conflict, DesiredIntegration,
-                    Integration, ObservedAction, Recorded, Target, binding_conflict, build_target,
+                    Integration, ObservedAction, ObservedBinding, ProviderPlan, Recorded, Target,
+                    binding_conflict, build_target,
                     describe_holder, foreign_provider_binding, is_ours, missing_scopes,
                     pick_own_action, pick_own_hook, plan_action, plan_binding_add,
                     plan_binding_removal, plan_hook, plan_provider, plan_provider_binding,
@@ -70,6 +71,17 @@ class SyncResult:
         if self.routing is not None and self.routing.changed:
             status["routingChanges"] = dict(self.routing.changed)
         return status
+
+
+@dataclass(frozen=True)
+class _ProviderReads:
+    """What the phone-provider sync read and decided before its first write."""
+    own: ObservedAction | None
+    bindings: list[ObservedBinding]
+    routing: ObservedRouting
+    provider_plan: ProviderPlan
+    provider_id: str | None
+    methods: tuple[str, ...]
 
 
 def _refuse(conflict: Conflict, domain: str) -> Auth0Error:
@@ -136,8 +148,14 @@ class Auth0Sync:
         self.api.add_secret(desired.signing_key)
         await self._check_scopes(desired.integration, "ensure")
         target = build_target(desired, render(desired.integration, desired.owner), self._hash_key)
-        if pick_own_action(await self.gateway.list_actions(target.trigger[0]), target, None) is not None:
-            return None  # ours exists (ensure checks it) or the name is taken (ensure reports it)
+        # The same refusals as ensure(), before any write: a channel that may not use this tenant
+        # (its trigger or provider held by someone else) must not leave an action behind.
+        if desired.integration == "phone-provider":
+            own = (await self._checked_phone_provider(target, None)).own
+        else:
+            own = (await self._checked_send_phone_message(target, None))[0]
+        if own is not None:
+            return None  # ours exists: ensure() updates it in place
         action_id, version, *_ = await self._apply_action(target, None, None)
         return {"integration": target.integration, "actionId": action_id, "deployedVersion": version,
                 "secretsHash": target.secrets_hash, "prepared": True}
@@ -158,10 +176,9 @@ class Auth0Sync:
 
     # --- phone-provider ------------------------------------------------------------------------
 
-    async def _ensure_phone_provider(self, target: Target, recorded: Recorded | None,
-                                     prepared: bool = False) -> SyncResult:
+    async def _checked_phone_provider(self, target: Target, recorded: Recorded | None) -> _ProviderReads:
+        """The reads and every refusal, before any write."""
         gw = self.gateway
-        # Independent reads at once (every check still comes before the first write).
         actions, bindings, providers, observed = await asyncio.gather(
             gw.list_actions(PROVIDER_TRIGGER), gw.list_bindings(PROVIDER_TRIGGER),
             gw.list_phone_providers(), gw.read_routing())
@@ -178,6 +195,15 @@ class Auth0Sync:
                                       recorded.provider_id if recorded else None, methods)
         if isinstance(provider_plan, Conflict):
             raise _refuse(provider_plan, self.credentials.domain)
+        return _ProviderReads(own, bindings, observed, provider_plan,
+                              providers[0].id if providers else None, methods)
+
+    async def _ensure_phone_provider(self, target: Target, recorded: Recorded | None,
+                                     prepared: bool = False) -> SyncResult:
+        gw = self.gateway
+        reads = await self._checked_phone_provider(target, recorded)
+        own, bindings, observed, provider_plan, methods = (
+            reads.own, reads.bindings, reads.routing, reads.provider_plan, reads.methods)
         action_id, version, repaired, updated, created, deployed_now = await self._apply_action(
             target, own, recorded)
         deployed_now = deployed_now or prepared  # a 409 on activating a just-prepared deploy is transient too
@@ -190,7 +216,7 @@ class Auth0Sync:
                 updated.append(f"custom-phone-provider action {', '.join(map(repr, foreign))} replaced")
             elif not created and recorded_matches(target, recorded):
                 repaired.append("action was unbound from custom-phone-provider")
-        provider_id = providers[0].id if providers else None
+        provider_id = reads.provider_id
         if provider_plan.create:
             provider = await self._settle(deployed_now, "creating the custom phone provider",
                                           lambda: gw.create_custom_phone_provider(methods))
@@ -231,8 +257,9 @@ class Auth0Sync:
 
     # --- send-phone-message --------------------------------------------------------------------
 
-    async def _ensure_send_phone_message(self, target: Target, recorded: Recorded | None,
-                                         prepared: bool = False) -> SyncResult:
+    async def _checked_send_phone_message(self, target: Target, recorded: Recorded | None
+                                          ) -> tuple[ObservedAction | None, list[ObservedBinding], ObservedRouting]:
+        """The reads and every refusal, before any write: (own action, bindings, routing)."""
         gw = self.gateway
         trigger_id = target.trigger[0]
         actions, bindings, observed = await asyncio.gather(
@@ -243,6 +270,13 @@ class Auth0Sync:
         conflict = binding_conflict(bindings, {a.id: a.owner for a in actions}, target.owner)
         if conflict is not None:
             raise _refuse(conflict, self.credentials.domain)
+        return own, bindings, observed
+
+    async def _ensure_send_phone_message(self, target: Target, recorded: Recorded | None,
+                                         prepared: bool = False) -> SyncResult:
+        gw = self.gateway
+        trigger_id = target.trigger[0]
+        own, bindings, observed = await self._checked_send_phone_message(target, recorded)
         action_id, version, repaired, updated, created, deployed_now = await self._apply_action(
             target, own, recorded)
         deployed_now = deployed_now or prepared  # a 409 on activating a just-prepared deploy is transient too
