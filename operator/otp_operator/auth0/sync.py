@@ -73,6 +73,11 @@ class SyncResult:
         return status
 
 
+# _FIRST_READ_ALONE: each sync sends one read and only then the others together. A tenant that is
+# rate-limiting us (or refusing the token) gets that one request and its retries, not every read at
+# once with retries each; once it answered, the independent reads go out concurrently.
+
+
 @dataclass(frozen=True)
 class _ProviderReads:
     """What the phone-provider sync read and decided before its first write."""
@@ -179,9 +184,9 @@ class Auth0Sync:
     async def _checked_phone_provider(self, target: Target, recorded: Recorded | None) -> _ProviderReads:
         """The reads and every refusal, before any write."""
         gw = self.gateway
-        actions, bindings, providers, observed = await asyncio.gather(
-            gw.list_actions(PROVIDER_TRIGGER), gw.list_bindings(PROVIDER_TRIGGER),
-            gw.list_phone_providers(), gw.read_routing())
+        actions = await gw.list_actions(PROVIDER_TRIGGER)  # alone first: see _FIRST_READ_ALONE
+        bindings, providers, observed = await asyncio.gather(
+            gw.list_bindings(PROVIDER_TRIGGER), gw.list_phone_providers(), gw.read_routing())
         own = pick_own_action(actions, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
@@ -262,8 +267,8 @@ class Auth0Sync:
         """The reads and every refusal, before any write: (own action, bindings, routing)."""
         gw = self.gateway
         trigger_id = target.trigger[0]
-        actions, bindings, observed = await asyncio.gather(
-            gw.list_actions(trigger_id), gw.list_bindings(trigger_id), gw.read_routing())
+        actions = await gw.list_actions(trigger_id)  # alone first: see _FIRST_READ_ALONE
+        bindings, observed = await asyncio.gather(gw.list_bindings(trigger_id), gw.read_routing())
         own = pick_own_action(actions, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
@@ -427,7 +432,8 @@ class Auth0Sync:
 
     async def _ensure_legacy_hook(self, target: Target, recorded: Recorded | None) -> SyncResult:
         gw = self.gateway
-        hooks, observed = await asyncio.gather(gw.list_hooks(), gw.read_routing())
+        hooks = await gw.list_hooks()  # alone first: see _FIRST_READ_ALONE
+        observed = await gw.read_routing()
         own = pick_own_hook(hooks, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
