@@ -204,11 +204,12 @@ def test_hand_edits_of_children_are_repaired(k8s_api, namespace, run_operator, s
     apps, core = client.AppsV1Api(k8s_api), client.CoreV1Api(k8s_api)
     apps.patch_namespaced_deployment("prod-relay", namespace, {"spec": {"replicas": 5}})
     core.delete_namespaced_service("prod-relay", namespace)
-    wait_for(lambda: _deployment(k8s_api, namespace, "prod")["spec"]["replicas"] == 2, timeout=30,
+    wait_for(lambda: _deployment(k8s_api, namespace, "prod")["spec"]["replicas"] == 2, timeout=60,
              what="replicas restored")
-    wait_for(lambda: core.list_namespaced_service(namespace).items, timeout=30, what="the Service re-created")
-    reasons = [e.reason for e in events_for(k8s_api, namespace, "prod")]
-    assert "Repaired" in reasons
+    wait_for(lambda: core.list_namespaced_service(namespace).items, timeout=60, what="the Service re-created")
+    # kopf posts Events in the background: wait for it rather than read once.
+    wait_for(lambda: "Repaired" in [e.reason for e in events_for(k8s_api, namespace, "prod")], timeout=30,
+             what="the Repaired Event")
 
 
 def test_delete_waits_while_auth0_is_unreachable(k8s_api, namespace, run_operator, setup_channel, sms_emulator):
