@@ -207,10 +207,9 @@ class Auth0Sync:
                                      prepared: bool = False) -> SyncResult:
         gw = self.gateway
         reads = await self._checked_phone_provider(target, recorded)
-        own, bindings, observed, provider_plan, methods = (
-            reads.own, reads.bindings, reads.routing, reads.provider_plan, reads.methods)
+        bindings, provider_plan, methods = reads.bindings, reads.provider_plan, reads.methods
         action_id, version, repaired, updated, created, deployed_now = await self._apply_action(
-            target, own, recorded)
+            target, reads.own, recorded)
         deployed_now = deployed_now or prepared  # a 409 on activating a just-prepared deploy is transient too
         chain = plan_provider_binding(bindings, action_id, target.name)
         if chain is not None:
@@ -230,7 +229,7 @@ class Auth0Sync:
             pid = provider_id
             await self._settle(deployed_now, "switching the phone provider to custom",
                                lambda: gw.update_to_custom_phone_provider(pid, methods))
-        verdict = await self._route(target, observed, recorded)
+        verdict = await self._route(target, reads.routing, recorded)
         return SyncResult(
             integration=target.integration, action_id=action_id, hook_id=None,
             provider_id=provider_id, deployed_version=version, secrets_hash=target.secrets_hash,
