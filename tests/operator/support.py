@@ -142,6 +142,15 @@ def events_for(api: client.ApiClient, namespace: str, name: str) -> list[client.
     return list(events.items)
 
 
+def wait_for_event(api: client.ApiClient, namespace: str, name: str, reason: str,
+                   timeout: float = 30) -> list[client.CoreV1Event]:
+    """The object's Events once one has ``reason``: kopf posts Events from a background queue (in
+    order), so they can lag behind the status that reports the same pass."""
+    return wait_for(lambda: (events := events_for(api, namespace, name)) and
+                    any(e.reason == reason for e in events) and events,
+                    timeout, what=f"a {reason} Event on {namespace}/{name}")
+
+
 def signing_keys(api: client.ApiClient, namespace: str, channel: str) -> list[str]:
     """The keys in the channel's signing-key Secret, newest last."""
     secret = client.CoreV1Api(api).read_namespaced_secret(names.signing_key_secret_name(channel), namespace)

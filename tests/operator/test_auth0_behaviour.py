@@ -12,7 +12,8 @@ from tests.fixtures.auth0 import make_client
 from tests.fixtures.relay import otp_body
 
 from .support import (OtpTraffic, condition, create_channel, delete_channel, get_channel, make_secret,
-                      patch_channel, rotation_finished, signing_keys, wait_condition, wait_for)
+                      patch_channel, rotation_finished, signing_keys, wait_condition, wait_for,
+                      wait_for_event)
 
 pytestmark = pytest.mark.cluster
 
@@ -157,9 +158,7 @@ def test_signing_key_rotation_under_traffic_loses_no_otp(k8s_api, namespace, run
     assert len(traffic.outcomes) >= 10
     assert traffic.failures() == []
     channel = wait_condition(k8s_api, namespace, "prod", timeout=30)
-    reasons = [e.reason for e in client.CoreV1Api(k8s_api).list_namespaced_event(
-        namespace, field_selector="involvedObject.name=prod").items]
-    assert "SigningKey" in reasons
+    wait_for_event(k8s_api, namespace, "prod", "SigningKey")
     assert channel["status"]["signingKey"]["keys"] == 1
     operator.assert_no_secrets_logged([old_key, *signing_keys(k8s_api, namespace, "prod"), *ch.secret_values])
 
@@ -213,6 +212,4 @@ def test_drift_in_auth0_is_repaired_by_the_timer(k8s_api, namespace, run_operato
 
     wait_for(lambda: ch.tenant.state()["phone_providers"][0]["disabled"] is False, timeout=30,
              what="the drift timer to re-enable the provider")
-    reasons = [e.reason for e in client.CoreV1Api(k8s_api).list_namespaced_event(
-        namespace, field_selector="involvedObject.name=prod").items]
-    assert "Auth0Repaired" in reasons
+    wait_for_event(k8s_api, namespace, "prod", "Auth0Repaired")

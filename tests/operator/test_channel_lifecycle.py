@@ -11,8 +11,8 @@ from kubernetes import client
 from otp_operator import names
 from tests.fixtures.relay import free_port
 
-from .support import (condition, create_channel, delete_channel, events_for, get_channel, patch_channel,
-                      wait_condition, wait_for)
+from .support import (condition, create_channel, delete_channel, get_channel, patch_channel,
+                      wait_condition, wait_for, wait_for_event)
 
 pytestmark = pytest.mark.cluster
 
@@ -74,8 +74,8 @@ def test_apply_to_ready_and_an_otp_reaches_8x8(k8s_api, namespace, run_operator,
     sent = [m for m in sms_emulator.messages() if m.subaccount == ch.subaccount]
     assert [(m.destination, m.text, m.source) for m in sent] == [("6591234567", "Your code is 246810", "ShopOTP")]
 
-    events = events_for(k8s_api, namespace, "prod")
-    assert {"Created", "Auth0Created"} <= {e.reason for e in events}
+    wait_for_event(k8s_api, namespace, "prod", "Created")
+    events = wait_for_event(k8s_api, namespace, "prod", "Auth0Created")
     (created,) = [e.message for e in events if e.reason == "Created"]  # one Event for all children
     assert f"Deployment {namespace}/prod-relay" in created and f"Service {namespace}/prod-relay" in created
 
@@ -207,9 +207,7 @@ def test_hand_edits_of_children_are_repaired(k8s_api, namespace, run_operator, s
     wait_for(lambda: _deployment(k8s_api, namespace, "prod")["spec"]["replicas"] == 2, timeout=60,
              what="replicas restored")
     wait_for(lambda: core.list_namespaced_service(namespace).items, timeout=60, what="the Service re-created")
-    # kopf posts Events in the background: wait for it rather than read once.
-    wait_for(lambda: "Repaired" in [e.reason for e in events_for(k8s_api, namespace, "prod")], timeout=30,
-             what="the Repaired Event")
+    wait_for_event(k8s_api, namespace, "prod", "Repaired")
 
 
 def test_delete_waits_while_auth0_is_unreachable(k8s_api, namespace, run_operator, setup_channel, sms_emulator):

@@ -18,7 +18,7 @@ from otp_sandbox.crd import install_crd
 from tests.fixtures.relay import free_port
 
 from .support import (GROUP, PLURAL, VERSION, condition, create_channel, custom, delete_channel, events_for,
-                      get_channel, patch_channel, wait_condition, wait_for)
+                      get_channel, patch_channel, wait_condition, wait_for, wait_for_event)
 
 pytestmark = pytest.mark.cluster
 
@@ -150,7 +150,7 @@ def test_orphan_policy_leaves_auth0_and_needs_no_credentials(k8s_api, namespace,
     delete_channel(k8s_api, namespace, "prod")
     wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=60, what="the channel to go")
     assert len(_owned_actions(ch.tenant.state())) == 1 and ch.tenant.writes() == []
-    assert [e.reason for e in events_for(k8s_api, namespace, "prod") if e.reason == "Auth0Orphaned"]
+    wait_for_event(k8s_api, namespace, "prod", "Auth0Orphaned")
 
 
 def test_suspended_channel_is_deleted_without_touching_auth0(k8s_api, namespace, run_operator, setup_channel,

@@ -13,8 +13,8 @@ from kubernetes import client
 
 from otp_operator import names
 
-from .support import (GROUP, PLURAL, VERSION, condition, create_channel, delete_channel, events_for,
-                      get_channel, patch_channel, wait_condition, wait_for)
+from .support import (GROUP, PLURAL, VERSION, condition, create_channel, delete_channel, get_channel,
+                      patch_channel, wait_condition, wait_for, wait_for_event)
 
 pytestmark = pytest.mark.cluster
 
@@ -60,7 +60,8 @@ def test_a_tenant_set_up_the_real_way_delivers_an_otp(mode, k8s_api, namespace, 
     assert len(sent) == 1
 
     eol = [w for w in warnings if "end-of-life" in w]
-    reasons = {e.reason for e in events_for(k8s_api, namespace, "prod")}
+    # The end-of-life Warning is posted before Auth0Created in the same pass.
+    reasons = {e.reason for e in wait_for_event(k8s_api, namespace, "prod", "Auth0Created")}
     if mode == "legacy-hook":
         assert eol, warnings
         assert "LegacyHookEndOfLife" in reasons
@@ -104,7 +105,7 @@ def test_wrong_routing_is_shown_then_manage_routing_fixes_it_and_delete_restores
     assert condition(channel, "PhoneRouting")["status"] == "True"
     changed = channel["status"]["auth0"]["routingChanges"]
     assert changed["smsFactor"] is False and changed["messageTypes"] == []
-    assert "Auth0RoutingChanged" in {e.reason for e in events_for(k8s_api, namespace, "prod")}
+    wait_for_event(k8s_api, namespace, "prod", "Auth0RoutingChanged")
     outcome, reason_text, sent = fire(ch, sms_emulator)
     assert outcome == "success", reason_text
     assert len(sent) == 1
@@ -177,6 +178,6 @@ def test_a_409_right_after_the_deploy_is_transient(k8s_api, namespace, run_opera
     statuses = [r.status for r in ch.tenant.requests()
                 if r.method == "PATCH" and r.path.endswith("/custom-phone-provider/bindings")]
     assert statuses == [409, 409, 409, 200]
-    reasons = {e.reason for e in events_for(k8s_api, namespace, "prod")}
+    reasons = {e.reason for e in wait_for_event(k8s_api, namespace, "prod", "Auth0Created")}
     assert "Auth0Conflict" not in reasons and "Auth0Unavailable" not in reasons
     assert json.dumps(get_channel(k8s_api, namespace, "prod")["status"]).count("Stalled") == 0
