@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/operator/run.py [--counts 1,100,500] [--tenants-per-channel 3]
 
-Starts the full local control plane (kwok makes relay Deployments Available), the Auth0 emulator
+Starts the full local control plane (kwok makes relay Deployments Available, each relay pod Ready
+``--pod-ready-seconds`` after it starts, as on a real node), the Auth0 emulator
 (100 ms latency, a per-tenant token-bucket rate limit) and ``otp-operator run`` as a process,
 then for each count applies that many channels (one tenant per channel, as one environment per
 tenant; the integration modes take turns, each tenant's MFA SMS routed to its channel's mode the
@@ -36,6 +37,7 @@ from kubernetes import client, config, watch  # noqa: E402
 
 from otp_sandbox.auth0_emulator import Auth0Emulator, Client, RateLimit  # noqa: E402
 from otp_sandbox.controlplane import ControlPlane  # noqa: E402
+from otp_sandbox.controlplane.gomodules import KWOK_POD_READY_DELAY_ANNOTATION  # noqa: E402
 from otp_sandbox.pki import CertificateAuthority  # noqa: E402
 from otp_sandbox.processes import SANDBOX_ENDPOINT_ARGS  # noqa: E402
 from otp_sandbox.crd import install_crd  # noqa: E402
@@ -46,6 +48,9 @@ LATENCY_MS = 100
 RATE_LIMIT = RateLimit(capacity=20, refill_per_second=10.0)
 MEASURED_DRIFT = 20.0
 DEFAULT_DRIFT = 600.0
+# A relay pod on the sandbox's real node was Ready 5 and 8 s after creation with its image already
+# present (tests/node/test_relay_pods.py); kwok's fast stages would make it Ready at once.
+POD_READY_SECONDS = 5.0
 
 
 class Watcher:
@@ -122,6 +127,36 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+CPU_GROUPS = ("kube-apiserver", "etcd", "kube-controller-manager", "kube-scheduler", "kwok", "otp-operator",
+              "auth0-emulator")
+
+
+def cpu_by_process() -> dict[str, float]:
+    """CPU seconds used so far by this benchmark's process tree, by component (from /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, ValueError, IndexError):
+            continue
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / ticks)
+    ours = {os.getpid()}
+    while grown := {pid for pid, (parent, _) in stats.items() if parent in ours} - ours:
+        ours |= grown
+    totals: dict[str, float] = {}
+    for pid in ours:
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        group = next((g for g in CPU_GROUPS if g in command), "bench and other")
+        totals[group] = totals.get(group, 0.0) + stats[pid][1]
+    return totals
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -145,6 +180,8 @@ def main() -> None:
     parser.add_argument("--counts", default="1,100,500")
     parser.add_argument("--ready-timeout", type=float, default=900)
     parser.add_argument("--steady-seconds", type=float, default=60)
+    parser.add_argument("--pod-ready-seconds", type=float, default=POD_READY_SECONDS,
+                        help="how long after it starts a relay pod becomes Ready (0: at once)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (operator log)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows while it runs, also into a file
@@ -193,7 +230,9 @@ def main() -> None:
             core.create_namespaced_secret(namespace, client.V1Secret(
                 metadata=client.V1ObjectMeta(name="eightbyeight"), string_data={"apikey": secrets.token_urlsafe(24)}))
             kube_before = operator_metric(metrics_port, "otp_operator_kube_requests_total")
+            cpu_before = cpu_by_process()
             applied: dict[tuple[str, str], float] = {}
+            pod_template = {"metadata": {"annotations": {KWOK_POD_READY_DELAY_ANNOTATION: f"{args.pod_ready_seconds}s"}}}
             for i in range(count):
                 tenant, secret_name = tenants[i]
                 name = f"ch{i}"
@@ -202,12 +241,14 @@ def main() -> None:
                         "spec": {"auth0": {"domain": tenant.domain, "integration": INTEGRATIONS[i % len(INTEGRATIONS)],
                                            "credentialsSecretRef": {"name": secret_name}},
                                  "sms": {"subaccountId": "bench_otp", "apiKeySecretRef": {"name": "eightbyeight"}},
-                                 "relay": {"replicas": 1, "publicUrl": f"https://otp.bench.example/{namespace}/{name}"}}}
+                                 "relay": {"replicas": 1, "publicUrl": f"https://otp.bench.example/{namespace}/{name}",
+                                           "podTemplate": pod_template}}}
                 custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
                 applied[(namespace, name)] = time.time()
             deadline = time.monotonic() + args.ready_timeout
             while time.monotonic() < deadline and not all(k in watcher.ready for k in applied):
                 time.sleep(0.5)
+            cpu_used = {group: seconds - cpu_before.get(group, 0.0) for group, seconds in cpu_by_process().items()}
             done = [k for k in applied if k in watcher.ready]
             to_ready = [watcher.ready[k] - applied[k] for k in done]
             after_available = [watcher.ready[k] - watcher.available[k] for k in done if k in watcher.available]
@@ -236,6 +277,7 @@ def main() -> None:
                 "auth0_writes_steady": len(writes),
                 "kube_per_channel_hour": kube_steady / count * scale,
                 "rss_mb": rss_mb(operator.pid),
+                "cpu_ms_per_channel": {g: 1000 * v / count for g, v in sorted(cpu_used.items(), key=lambda i: -i[1])},
             })
             row = rows[-1]
             print(f"\n== {count} channel(s): {row['ready']}/{count} Ready")
@@ -249,6 +291,8 @@ def main() -> None:
                   f"{row['auth0_per_channel_hour']:.1f}, Auth0 writes {row['auth0_writes_steady']} (target 0), "
                   f"Kubernetes requests/channel/h {row['kube_per_channel_hour']:.1f}")
             print(f"  operator RSS {row['rss_mb']:.0f} MB (target <= 150 MB at 500)")
+            print("  CPU ms per channel, apply to all Ready: " + ", ".join(
+                f"{group} {ms:.0f}" for group, ms in row["cpu_ms_per_channel"].items()))
     finally:
         watcher.stop()
         if args.keep:

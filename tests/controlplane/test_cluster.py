@@ -114,6 +114,28 @@ def test_deployment_becomes_available_on_the_fake_node(cluster, k8s_api, namespa
             assert pod.spec.node_name == "kwok-node-0"
 
 
+def test_a_pod_annotated_with_a_ready_delay_becomes_ready_that_much_later(cluster, k8s_api, namespace):
+    """Benchmarks model a real node's pod start (seconds) with kwok's per-pod delay annotation."""
+    if cluster.control_plane is None:
+        pytest.skip("needs the sandbox's own kwok stages")
+    core = client.CoreV1Api(k8s_api)
+    created = {}
+    for name, annotations in (("delayed", {gomodules.KWOK_POD_READY_DELAY_ANNOTATION: "3s"}), ("plain", {})):
+        core.create_namespaced_pod(namespace, {
+            "metadata": {"name": name, "annotations": annotations},
+            "spec": {"nodeName": "kwok-node-0",
+                     "containers": [{"name": "main", "image": "registry.invalid/sleeper:1"}]}})
+        created[name] = time.monotonic()
+
+    def ready_after(name: str) -> float | None:
+        pod = core.read_namespaced_pod(name, namespace)
+        ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+        return time.monotonic() - created[name] if ready else None
+
+    eventually(lambda: ready_after("plain"), 30, "the plain pod to be Ready")
+    assert eventually(lambda: ready_after("delayed"), 30, "the delayed pod to be Ready") >= 3.0
+
+
 def test_garbage_collector_deletes_an_owned_configmap_with_its_owner(k8s_api, namespace):
     core = client.CoreV1Api(k8s_api)
     owner = core.create_namespaced_config_map(namespace, {"metadata": {"name": "owner"}})

@@ -19,6 +19,8 @@ from typing import TextIO
 from contextlib import contextmanager
 from pathlib import Path
 
+import yaml
+
 from . import gomodules
 
 KUBEBUILDER_ASSETS = "KUBEBUILDER_ASSETS"
@@ -170,10 +172,22 @@ def _write_kwok_stages(go: Path, output: Path) -> None:
     module_dir = Path(result.stdout.strip())
     if result.returncode != 0 or not module_dir.is_dir():
         raise BuildError(f"cannot locate the {gomodules.KWOK_MODULE} module: {result.stderr.strip()}")
-    documents = [(module_dir / source).read_text().strip() for source in gomodules.KWOK_STAGE_SOURCES]
+    stages = [yaml.safe_load((module_dir / source).read_text()) for source in gomodules.KWOK_STAGE_SOURCES]
+    for stage in stages:
+        if stage["metadata"]["name"] == "pod-ready":
+            stage["spec"]["delay"] = {"durationMilliseconds": 0, "durationFrom": {
+                "expressionFrom": f'.metadata.annotations["{gomodules.KWOK_POD_READY_DELAY_ANNOTATION}"]'}}
     staged = output.with_name(f".{output.name}.tmp")
-    staged.write_text("\n---\n".join(documents) + "\n")
+    staged.write_text(yaml.dump_all(stages, Dumper=_BlockDumper, sort_keys=False))
     os.replace(staged, output)
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Keeps kwok's multi-line status templates readable (literal blocks)."""
+
+
+_BlockDumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
 
 
 def _go_env(go: Path) -> dict[str, str]:

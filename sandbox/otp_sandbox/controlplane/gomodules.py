@@ -15,7 +15,11 @@ MODULES_ROOT = Path(__file__).resolve().parents[2] / "controlplane"
 
 KUBERNETES_MODULE = "k8s.io/kubernetes"
 KWOK_MODULE = "sigs.k8s.io/kwok"
-KWOK_STAGES_FILE = "kwok-stages.yaml"
+KWOK_STAGES_FILE = "kwok-stages-v2.yaml"  # v2: pod readiness can be delayed per pod
+# A pod annotated with a duration (e.g. "3s") is marked Ready by kwok that long after it starts,
+# as a real node's pod would be after pulling, starting and passing its probes; benchmarks use it.
+# Pods without it are Ready at once.
+KWOK_POD_READY_DELAY_ANNOTATION = "pod-ready.stage.kwok.x-k8s.io/delay"
 # Upstream's default "fast" stages (node init + heartbeat, pod ready/complete/delete), shipped
 # inside the pinned kwok module; the kwok binary refuses to start without stages.
 KWOK_STAGE_SOURCES = (
