@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from . import routing
@@ -73,9 +74,12 @@ class SyncResult:
         return status
 
 
-# _FIRST_READ_ALONE: each sync sends one read and only then the others together. A tenant that is
-# rate-limiting us (or refusing the token) gets that one request and its retries, not every read at
-# once with retries each; once it answered, the independent reads go out concurrently.
+async def _first_read_alone(first: Callable[[], Awaitable[Any]], *rest: Callable[[], Awaitable[Any]]) -> list[Any]:
+    """Run ``first``, then ``rest`` together; their results in order. A tenant that is rate-limiting
+    us (or refusing the token) gets that one request and its retries, not every read at once with
+    retries each; once it answered, the independent reads go out concurrently."""
+    head = await first()
+    return [head, *await asyncio.gather(*(read() for read in rest))]
 
 
 @dataclass(frozen=True)
@@ -184,9 +188,9 @@ class Auth0Sync:
     async def _checked_phone_provider(self, target: Target, recorded: Recorded | None) -> _ProviderReads:
         """The reads and every refusal, before any write."""
         gw = self.gateway
-        actions = await gw.list_actions(PROVIDER_TRIGGER)  # alone first: see _FIRST_READ_ALONE
-        bindings, providers, observed = await asyncio.gather(
-            gw.list_bindings(PROVIDER_TRIGGER), gw.list_phone_providers(), gw.read_routing())
+        actions, bindings, providers, observed = await _first_read_alone(
+            partial(gw.list_actions, PROVIDER_TRIGGER), partial(gw.list_bindings, PROVIDER_TRIGGER),
+            gw.list_phone_providers, gw.read_routing)
         own = pick_own_action(actions, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
@@ -266,8 +270,8 @@ class Auth0Sync:
         """The reads and every refusal, before any write: (own action, bindings, routing)."""
         gw = self.gateway
         trigger_id = target.trigger[0]
-        actions = await gw.list_actions(trigger_id)  # alone first: see _FIRST_READ_ALONE
-        bindings, observed = await asyncio.gather(gw.list_bindings(trigger_id), gw.read_routing())
+        actions, bindings, observed = await _first_read_alone(
+            partial(gw.list_actions, trigger_id), partial(gw.list_bindings, trigger_id), gw.read_routing)
         own = pick_own_action(actions, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
@@ -431,8 +435,7 @@ class Auth0Sync:
 
     async def _ensure_legacy_hook(self, target: Target, recorded: Recorded | None) -> SyncResult:
         gw = self.gateway
-        hooks = await gw.list_hooks()  # alone first: see _FIRST_READ_ALONE
-        observed = await gw.read_routing()
+        hooks, observed = await _first_read_alone(gw.list_hooks, gw.read_routing)
         own = pick_own_hook(hooks, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
