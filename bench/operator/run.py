@@ -14,6 +14,12 @@ way a person sets it up, since a tenant routes its SMS to one place) and measure
   * steady state: Auth0 requests/writes and Kubernetes requests per channel per hour
     (measured with a short drift interval and scaled to the default 10 min one; target 0 writes);
   * operator resident memory after the largest round (target <= 150 MB at 500).
+
+With ``--floor`` it measures what no operator can beat on this machine: no operator and no Auth0;
+the benchmark itself creates each channel and the children the operator would create for it
+(rendered by the operator's own ``render.render_children``, created from 8 threads), and reports
+when every relay Deployment is Available. A channel cannot be Ready before that, so if this floor
+misses a target, the target is out of reach here whatever the operator does.
 """
 
 from __future__ import annotations
@@ -157,6 +163,31 @@ def cpu_by_process() -> dict[str, float]:
     return totals
 
 
+def apiserver_requests(api: client.ApiClient) -> dict[str, float]:
+    """Requests the API server has served so far (every client), by verb and resource."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    method, url, headers, _, _ = api.param_serialize("GET", "/metrics", auth_settings=["BearerToken"])
+    response = api.call_api(method, url, headers)
+    response.read()
+    totals: dict[str, float] = {}
+    for family in text_string_to_metric_families(response.data.decode()):
+        for sample in family.samples:
+            if sample.name == "apiserver_request_total" and sample.labels.get("verb") != "WATCH":
+                labels = sample.labels
+                key = f"{labels['verb']} {labels.get('resource', '')}" + (
+                    f"/{labels['subresource']}" if labels.get("subresource") else "")
+                totals[key] = totals.get(key, 0.0) + sample.value
+    return totals
+
+
+def request_breakdown(before: dict[str, float], after: dict[str, float], count: int) -> str:
+    per_channel = {k: (v - before.get(k, 0.0)) / count for k, v in after.items()}
+    shown = sorted(((k, v) for k, v in per_channel.items() if v >= 0.05), key=lambda i: -i[1])
+    return (f"  API server requests/channel (all clients, no watches) {sum(v for _, v in shown):.1f}: "
+            + ", ".join(f"{k} {v:.1f}" for k, v in shown))
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
@@ -174,6 +205,74 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # run the cleanup in main()'s finally on SIGTERM too
 
 
+def floor_round(api: client.ApiClient, namespace: str, count: int,
+                pod_template: dict) -> dict[str, object]:
+    """Create ``count`` channels and their children directly; when were they all Available."""
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+
+    from kubernetes.dynamic import DynamicClient  # noqa: PLC0415
+    from otp_operator import render  # noqa: PLC0415
+    from otp_operator.spec import parse_channel  # noqa: PLC0415
+
+    custom, dynamic = client.CustomObjectsApi(api), DynamicClient(api)
+    kinds = {}
+    applied: dict[tuple[str, str], float] = {}
+
+    def create(index: int) -> None:
+        name = f"ch{index}"
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "OtpChannel",
+                "metadata": {"name": name, "namespace": namespace},
+                "spec": {"auth0": {"domain": f"floor{index}.auth0.test", "integration": "phone-provider",
+                                   "credentialsSecretRef": {"name": "auth0"}},
+                         "sms": {"subaccountId": "bench_otp", "apiKeySecretRef": {"name": "eightbyeight"}},
+                         "relay": {"replicas": 1, "publicUrl": f"https://otp.bench.example/{namespace}/{name}",
+                                   "podTemplate": pod_template}}}
+        applied[(namespace, name)] = time.time()
+        created = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
+        children = render.render_children(
+            parse_channel(namespace, name, created["spec"]), image="example.test/otp-relay:bench",
+            signing_keys=(secrets.token_urlsafe(32),), secrets_checksum="floor",
+            owner=render.owner_reference(created["metadata"]["uid"], name))
+        for manifest in children.apply:
+            key = (manifest["apiVersion"], manifest["kind"])
+            if key not in kinds:
+                kinds[key] = dynamic.resources.get(api_version=key[0], kind=key[1])
+            kinds[key].create(body=manifest, namespace=namespace)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, range(count)))
+    return applied
+
+
+def run_floor(api: client.ApiClient, counts: list[int], args: argparse.Namespace) -> None:
+    watcher = Watcher(api)
+    core = client.CoreV1Api(api)
+    pod_template = {"metadata": {"annotations": {KWOK_POD_READY_DELAY_ANNOTATION: f"{args.pod_ready_seconds}s"}}}
+    print("\nfloor: no operator, no Auth0; channels and their children created by the benchmark")
+    try:
+        for round_no, count in enumerate(counts):
+            namespace = f"floor-{round_no}-{count}"
+            core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+            cpu_before, served_before = cpu_by_process(), apiserver_requests(api)
+            applied = floor_round(api, namespace, count, pod_template)
+            deadline = time.monotonic() + args.ready_timeout
+            while time.monotonic() < deadline and not all(k in watcher.available for k in applied):
+                time.sleep(0.2)
+            cpu_used = {g: v - cpu_before.get(g, 0.0) for g, v in cpu_by_process().items()}
+            done = [k for k in applied if k in watcher.available]
+            to_available = [watcher.available[k] - applied[k] for k in done]
+            last_apply = max(applied.values()) - min(applied.values())
+            every = max((watcher.available[k] for k in done), default=float("nan")) - min(applied.values())
+            print(f"== {count} channel(s): {len(done)}/{count} relays Available; all Available {every:.2f}s "
+                  f"after the first create (last create at {last_apply:.2f}s); create -> Available "
+                  f"p50 {pct(to_available, 0.5):.2f}s max {max(to_available, default=float('nan')):.2f}s")
+            print("  CPU ms per channel: " + ", ".join(
+                f"{g} {1000 * v / count:.0f}" for g, v in sorted(cpu_used.items(), key=lambda i: -i[1]) if v > 0))
+            print(request_breakdown(served_before, apiserver_requests(api), count))
+    finally:
+        watcher.stop()
+
+
 def main() -> None:
     signal.signal(signal.SIGTERM, _interrupt)
     parser = argparse.ArgumentParser()
@@ -183,6 +282,9 @@ def main() -> None:
     parser.add_argument("--pod-ready-seconds", type=float, default=POD_READY_SECONDS,
                         help="how long after it starts a relay pod becomes Ready (0: at once)")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (operator log)")
+    parser.add_argument("--floor", action="store_true",
+                        help="no operator, no Auth0: create channels and their children directly and "
+                             "report when all relays are Available (the floor for any operator here)")
     args = parser.parse_args()
     sys.stdout.reconfigure(line_buffering=True)  # progress shows while it runs, also into a file
     counts = [int(c) for c in args.counts.split(",")]
@@ -196,9 +298,17 @@ def main() -> None:
     started = time.monotonic()
     plane.start()
     print(f"control plane (full) up in {time.monotonic() - started:.1f}s")
-    emulator = Auth0Emulator.start(ca, work / "auth0")
     api = config.new_client_from_config(config_file=str(plane.kubeconfig))
     install_crd(api)
+    if args.floor:
+        try:
+            run_floor(api, counts, args)
+        finally:
+            api.close()
+            plane.stop()
+            shutil.rmtree(work, ignore_errors=True)
+        return
+    emulator = Auth0Emulator.start(ca, work / "auth0")
     metrics_port = free_port()
     log = open(work / "operator.log", "ab")
     operator = subprocess.Popen(
@@ -230,7 +340,7 @@ def main() -> None:
             core.create_namespaced_secret(namespace, client.V1Secret(
                 metadata=client.V1ObjectMeta(name="eightbyeight"), string_data={"apikey": secrets.token_urlsafe(24)}))
             kube_before = operator_metric(metrics_port, "otp_operator_kube_requests_total")
-            cpu_before = cpu_by_process()
+            cpu_before, served_before = cpu_by_process(), apiserver_requests(api)
             applied: dict[tuple[str, str], float] = {}
             pod_template = {"metadata": {"annotations": {KWOK_POD_READY_DELAY_ANNOTATION: f"{args.pod_ready_seconds}s"}}}
             for i in range(count):
@@ -249,6 +359,7 @@ def main() -> None:
             while time.monotonic() < deadline and not all(k in watcher.ready for k in applied):
                 time.sleep(0.5)
             cpu_used = {group: seconds - cpu_before.get(group, 0.0) for group, seconds in cpu_by_process().items()}
+            breakdown = request_breakdown(served_before, apiserver_requests(api), count)
             done = [k for k in applied if k in watcher.ready]
             to_ready = [watcher.ready[k] - applied[k] for k in done]
             after_available = [watcher.ready[k] - watcher.available[k] for k in done if k in watcher.available]
@@ -293,6 +404,7 @@ def main() -> None:
             print(f"  operator RSS {row['rss_mb']:.0f} MB (target <= 150 MB at 500)")
             print("  CPU ms per channel, apply to all Ready: " + ", ".join(
                 f"{group} {ms:.0f}" for group, ms in row["cpu_ms_per_channel"].items()))
+            print(breakdown)
     finally:
         watcher.stop()
         if args.keep:

@@ -8,7 +8,6 @@ check, retry backoff). Watches on children and Secrets only kick; they never rec
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -64,13 +63,13 @@ async def shutdown(memo: Any, **_: Any) -> None:
 # --- indices ---------------------------------------------------------------------------------
 
 @kopf.index(*CHANNELS)
-def channels_by_secret(namespace: str, name: str, spec: Mapping[str, Any], **_: Any) -> dict[Any, str]:
+async def channels_by_secret(namespace: str, name: str, spec: Mapping[str, Any], **_: Any) -> dict[Any, str]:
     """(namespace, Secret name) -> channel names that read it."""
     return {(namespace, secret): name for secret in secret_watch.referenced(namespace, name, spec)}
 
 
 @kopf.index(*CHANNELS)
-def channels_needing_credentials(namespace: str, name: str, spec: Mapping[str, Any], **_: Any) -> dict[Any, str]:
+async def channels_needing_credentials(namespace: str, name: str, spec: Mapping[str, Any], **_: Any) -> dict[Any, str]:
     """(namespace, Auth0 credentials Secret) -> channels whose deletion will call Auth0 with it."""
     try:
         channel = parse_channel(namespace, name, spec)
@@ -82,7 +81,8 @@ def channels_needing_credentials(namespace: str, name: str, spec: Mapping[str, A
 
 
 @kopf.index(*CHANNELS)
-def channels_by_tenant(namespace: str, name: str, spec: Mapping[str, Any], **_: Any) -> dict[Any, tuple[str, str]]:
+async def channels_by_tenant(namespace: str, name: str, spec: Mapping[str, Any],
+                             **_: Any) -> dict[Any, tuple[str, str]]:
     """Auth0 domain -> channels on that tenant (to hand over an integration point on delete)."""
     domain = ((spec or {}).get("auth0") or {}).get("domain")
     return {domain: (namespace, name)} if domain else {}
@@ -91,7 +91,7 @@ def channels_by_tenant(namespace: str, name: str, spec: Mapping[str, Any], **_: 
 # --- kicks -----------------------------------------------------------------------------------
 
 @kopf.on.event(*CHANNELS)
-def channel_changed(type: str, body: Mapping[str, Any], memo: Any, **_: Any) -> None:
+async def channel_changed(type: str, body: Mapping[str, Any], memo: Any, **_: Any) -> None:
     meta = body.get("metadata") or {}
     rt = _runtime(memo)
     if type == "DELETED":
@@ -127,7 +127,7 @@ async def secret_changed(type: str, namespace: str, name: str, labels: Mapping[s
     elif _version(rt.cache.get("Secret", namespace, name)) == _version(body):
         readers = []  # our own label patch coming back: nothing new
     elif readers:
-        rt.cache.observed("Secret", namespace, name, _plain(body))
+        rt.cache.observed("Secret", namespace, name, body)
     for channel in readers:
         rt.wakeups.kick(namespace, channel)
     if type == "DELETED":
@@ -144,46 +144,42 @@ def _version(obj: Mapping[str, Any] | None) -> str | None:
     return ((obj or {}).get("metadata") or {}).get("resourceVersion")
 
 
-def _plain(body: kopf.Body) -> dict[str, Any]:
-    return copy.deepcopy(dict(body))
-
-
 def _child_changed(kind: str, type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body,
                    memo: Any) -> None:
     channel = labels.get(names.LABEL_CHANNEL)
     if channel:
         rt = _runtime(memo)
-        rt.observe_child(kind, namespace, channel, _plain(body), deleted=type == "DELETED")
+        rt.observe_child(kind, namespace, channel, body, deleted=type == "DELETED")
         rt.wakeups.kick(namespace, channel)
 
 
 @kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-def deployment_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
-                       **_: Any) -> None:
+async def deployment_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
+                             **_: Any) -> None:
     _child_changed("Deployment", type, namespace, labels, body, memo)
 
 
 @kopf.on.event("v1", "services", labels=MANAGED)
-def service_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
-                    **_: Any) -> None:
+async def service_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
+                          **_: Any) -> None:
     _child_changed("Service", type, namespace, labels, body, memo)
 
 
 @kopf.on.event("networking.k8s.io", "v1", "ingresses", labels=MANAGED)
-def ingress_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
-                    **_: Any) -> None:
+async def ingress_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
+                          **_: Any) -> None:
     _child_changed("Ingress", type, namespace, labels, body, memo)
 
 
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
-def pdb_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
-                **_: Any) -> None:
+async def pdb_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
+                      **_: Any) -> None:
     _child_changed("PodDisruptionBudget", type, namespace, labels, body, memo)
 
 
 @kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
-def network_policy_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
-                           **_: Any) -> None:
+async def network_policy_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
+                                 **_: Any) -> None:
     _child_changed("NetworkPolicy", type, namespace, labels, body, memo)
 
 

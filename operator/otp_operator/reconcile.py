@@ -79,14 +79,15 @@ def _event(body: Mapping[str, Any], reason: str, message: str, warning: bool = F
 
 
 async def _apply_children(
-    rt: Runtime, mem: ChannelMemory, body: Mapping[str, Any], children: render.Children
+    rt: Runtime, mem: ChannelMemory, body: Mapping[str, Any], children: render.Children,
+    read_now: Mapping[tuple[str, str], dict[str, Any] | None],
 ) -> dict[str, Any]:
-    """Apply in dependency order (the Secret before the Deployment); returns the live Deployment."""
+    """Apply in dependency order (the Secret before the Deployment); returns the live Deployment.
+    ``read_now``: children this reconcile has just read, by (kind, name)."""
     assert rt.kube is not None
     kube = rt.kube
     rt.check_not_deleting(body)
-    await _refuse_foreign(rt, body, children.apply)
-    mem.children_dirty = False  # events arriving during the apply set it again
+    await _refuse_foreign(rt, body, children.apply, read_now)
     secret, deployment, *rest = children.apply
     markers = {id(m): rt.cache.marker(m["kind"], m["metadata"]["namespace"], m["metadata"]["name"])
                for m in children.apply}
@@ -102,6 +103,9 @@ async def _apply_children(
         meta = manifest["metadata"]
         rt.cache.stored(manifest["kind"], meta["namespace"], meta["name"], outcome.obj, markers[id(manifest)])
     mem.children_applied_at = monotonic()
+    # Events that arrived during the apply were compared with tokens we did not have yet (our
+    # own create looks foreign then): judge them again, from the newest event of each child.
+    mem.children_dirty = any(_changed_by_others(rt, mem, m) for m in children.apply)
     _child_events(body, changes)
     pending = [ref for ref in children.delete if f"{ref.kind}/{ref.name}" not in mem.absent_confirmed]
     existed = await asyncio.gather(*(_delete_optional(rt, body, ref) for ref in pending))
@@ -114,6 +118,25 @@ async def _apply_children(
         mem.absent_confirmed.discard(f"{manifest['kind']}/{manifest['metadata']['name']}")
     return rt.cache.get("Deployment", deployment["metadata"]["namespace"], deployment["metadata"]["name"]) \
         or applied[0].obj
+
+
+def _changed_by_others(rt: Runtime, mem: ChannelMemory, manifest: Mapping[str, Any]) -> bool:
+    """Whether the newest watch event of an applied child shows a change other than ours: it is
+    gone, re-created, or has a newer generation (or, for kinds without one, another
+    resourceVersion) than our apply left."""
+    kind, meta = manifest["kind"], manifest["metadata"]
+    if not rt.cache.known(kind, meta["namespace"], meta["name"]):
+        return False
+    seen = rt.cache.get(kind, meta["namespace"], meta["name"])
+    if seen is None:
+        return True
+    seen_uid, seen_version = child_token(seen)
+    our_uid, our_version = mem.child_tokens[f"{kind}/{meta['name']}"]
+    if seen_uid != our_uid:
+        return True
+    if (seen.get("metadata") or {}).get("generation"):
+        return int(seen_version) > int(our_version)
+    return seen_version != our_version
 
 
 async def _delete_optional(rt: Runtime, body: Mapping[str, Any], ref: render.ChildRef) -> bool:
@@ -140,7 +163,8 @@ def owned_by(obj: Mapping[str, Any], channel_uid: str, channel: str) -> bool:
             and labels.get(names.LABEL_MANAGED_BY) == names.OPERATOR_NAME and labels.get(names.LABEL_CHANNEL) == channel)
 
 
-async def _refuse_foreign(rt: Runtime, body: Mapping[str, Any], manifests: tuple[dict[str, Any], ...]) -> None:
+async def _refuse_foreign(rt: Runtime, body: Mapping[str, Any], manifests: tuple[dict[str, Any], ...],
+                          read_now: Mapping[tuple[str, str], dict[str, Any] | None]) -> None:
     """Server-side apply with force would silently take over an unrelated object that happens to
     have a child's name: refuse instead, naming it."""
     assert rt.kube is not None
@@ -150,6 +174,8 @@ async def _refuse_foreign(rt: Runtime, body: Mapping[str, Any], manifests: tuple
         kind, namespace, name = manifest["kind"], manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         if rt.cache.known(kind, namespace, name):
             return rt.cache.get(kind, namespace, name)
+        if (kind, name) in read_now:  # e.g. the relay's Secrets, which the cache only keeps once labelled
+            return read_now[kind, name]
         assert rt.kube is not None
         marker = rt.cache.marker(kind, namespace, name)
         found = await rt.kube.find(manifest["apiVersion"], kind, namespace, name)
@@ -295,7 +321,10 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
             or monotonic() - mem.children_applied_at >= config.drift_interval
             or any(f"{ref.kind}/{ref.name}" not in mem.absent_confirmed for ref in children.delete)):
         try:
-            live_deployment = await _apply_children(rt, mem, body, children)
+            live_deployment = await _apply_children(rt, mem, body, children, {
+                ("Secret", names.signing_key_secret_name(name)): signing_secret,
+                ("Secret", names.receipt_token_secret_name(name)): receipt_secret,
+            })
         except KubeError as error:  # e.g. admission refused a child, quota, no Service IPs left
             mem.children_dirty = True
             relay_v = status.false("ApplyFailed", f"applying the relay's objects failed: {error.message}")

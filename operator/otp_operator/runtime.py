@@ -7,6 +7,7 @@ unchanged Auth0 checks); losing it on a restart costs a few reads, never correct
 from __future__ import annotations
 
 import asyncio
+import copy
 import hashlib
 import random
 import time
@@ -82,22 +83,23 @@ _KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "generation", "
                   "finalizers", "deletionTimestamp")
 
 
-def _slim(obj: dict[str, Any]) -> dict[str, Any]:
-    """What reconciles read of a cached object (managedFields and the like are most of its size)."""
+def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of what reconciles read of an object (managedFields and the like are most of its
+    size, so copying only this is what makes caching each watch event cheap)."""
     meta = obj.get("metadata") or {}
     slim: dict[str, Any] = {"metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta}}
     for field_ in ("data", "status"):
         if field_ in obj:
             slim[field_] = obj[field_]
     spec = obj.get("spec")
-    if isinstance(spec, dict):  # a Deployment: what relay_rollout reads
+    if isinstance(spec, Mapping):  # a Deployment: what relay_rollout reads
         template_meta = (spec.get("template") or {}).get("metadata") or {}
         slim["spec"] = {"replicas": spec.get("replicas", 1),
                         "template": {"metadata": {"annotations": template_meta.get("annotations") or {}}}}
-    return slim
+    return copy.deepcopy(slim)
 
 
-def child_token(obj: dict[str, Any]) -> tuple[str, str]:
+def child_token(obj: Mapping[str, Any]) -> tuple[str, str]:
     """Changes with spec edits: generation where the kind has one (status updates leave it alone),
     resourceVersion otherwise."""
     meta = obj.get("metadata") or {}
@@ -132,7 +134,7 @@ class ObjectCache:
         """Taken before a read; ``stored`` accepts the read only if no event came in between."""
         return self._events.get((kind, namespace, name), 0)
 
-    def observed(self, kind: str, namespace: str, name: str, obj: dict[str, Any] | None) -> None:
+    def observed(self, kind: str, namespace: str, name: str, obj: Mapping[str, Any] | None) -> None:
         """A watch event: the newest state (``None``: deleted)."""
         key = (kind, namespace, name)
         self._events[key] = self._events.get(key, 0) + 1
@@ -224,7 +226,7 @@ class Runtime:
         self.cache.stored(kind, namespace, name, obj, marker)
         return obj
 
-    def observe_child(self, kind: str, namespace: str, channel: str, obj: dict[str, Any], deleted: bool) -> None:
+    def observe_child(self, kind: str, namespace: str, channel: str, obj: Mapping[str, Any], deleted: bool) -> None:
         """A watch event for one of a channel's children: cache it; mark the channel dirty
         when the child differs from what our last apply produced."""
         name = (obj.get("metadata") or {}).get("name", "")

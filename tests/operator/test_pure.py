@@ -462,3 +462,57 @@ def test_the_operator_log_scan_finds_secrets_raw_and_base64(tmp_path, encode):
     with pytest.raises(AssertionError, match="s3cr"):
         process.assert_no_secrets_logged([secret])
     process.assert_no_secrets_logged(["another-value"])
+
+
+def test_after_an_apply_only_changes_by_others_leave_a_child_to_repair():
+    """The watch event of our own write can arrive before the write's answer (when the memory has
+    no token to compare it with yet). Judged again after the apply, it leaves the channel clean,
+    so a new channel's children are applied once, not twice; a later edit, a deletion or a
+    re-creation by someone else still marks the child for repair."""
+    from types import SimpleNamespace
+
+    from otp_operator.reconcile import _changed_by_others
+    from otp_operator.runtime import ChannelMemory, ObjectCache
+
+    def obj(uid: str, generation: int | None, rv: str) -> dict:
+        meta = {"name": "prod-relay", "namespace": "shop", "uid": uid, "resourceVersion": rv}
+        if generation is not None:
+            meta["generation"] = generation
+        return {"metadata": meta}
+
+    rt = SimpleNamespace(cache=ObjectCache())
+    mem = ChannelMemory(child_tokens={"Deployment/prod-relay": ("u1", "2"), "Secret/prod-relay": ("u2", "41")})
+    deployment = {"kind": "Deployment", "metadata": {"name": "prod-relay", "namespace": "shop"}}
+    secret = {"kind": "Secret", "metadata": {"name": "prod-relay", "namespace": "shop"}}
+
+    assert not _changed_by_others(rt, mem, deployment)  # no event yet
+    for seen, changed in [
+        (obj("u1", 2, "10"), False),  # our own write
+        (obj("u1", 1, "9"), False),  # from before our write, which replaced it
+        (obj("u1", 3, "11"), True),  # edited after our write
+        (obj("u9", 1, "12"), True),  # deleted and re-created by someone else
+        (None, True),  # deleted
+    ]:
+        rt.cache.observed("Deployment", "shop", "prod-relay", seen)
+        assert _changed_by_others(rt, mem, deployment) is changed, seen
+    for seen, changed in [(obj("u2", None, "41"), False), (obj("u2", None, "42"), True)]:
+        rt.cache.observed("Secret", "shop", "prod-relay", seen)  # no generation: the version must match
+        assert _changed_by_others(rt, mem, secret) is changed, seen
+
+
+def test_every_kopf_handler_runs_on_the_event_loop():
+    """kopf runs plain functions in a thread pool; the handlers set the channel loops' asyncio
+    Events and share the object cache, neither of which is safe from another thread."""
+    import inspect
+
+    import kopf
+
+    import otp_operator.handlers  # noqa: F401  registers the handlers
+
+    registry = kopf.get_default_registry()
+    handlers = [handler.fn for part in (registry._activities, registry._indexing, registry._watching,
+                                        registry._spawning, registry._changing)
+                for handler in part.get_all_handlers()
+                if handler.fn.__module__ == "otp_operator.handlers"]
+    assert len(handlers) >= 13
+    assert [fn.__name__ for fn in handlers if not inspect.iscoroutinefunction(fn)] == []
