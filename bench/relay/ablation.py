@@ -109,12 +109,7 @@ def main() -> int:
     cpu: dict[str, list[float]] = {name: [] for name in rows}
     with tempfile.TemporaryDirectory(prefix="bench-ablation-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
-        up_port = bench.free_port()
-        bench.start_nginx(stack, workdir, "upstream", up_port, up_port,
-                          f"location {bench.PATH} {{ default_type application/json; return 200 '{bench.CANNED}'; }}",
-                          cpu=0)
-        (workdir / "apikey").write_text("bench-api-key\n")
-        (workdir / "signing").write_text(bench.SIGNING_KEY + "\n")
+        up_port = bench.start_upstream(stack, workdir)
         upstream = f"http://127.0.0.1:{up_port}"
         print(bench.HEADER)
         for round_no in range(args.rounds):

@@ -77,12 +77,7 @@ def main() -> int:
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     with tempfile.TemporaryDirectory(prefix="profile-relay-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
-        up_port = bench.free_port()
-        bench.start_nginx(stack, workdir, "upstream", up_port, up_port,
-                          f"location {bench.PATH} {{ default_type application/json; return 200 '{bench.CANNED}'; }}",
-                          cpu=0)
-        (workdir / "apikey").write_text("bench-api-key\n")
-        (workdir / "signing").write_text(bench.SIGNING_KEY + "\n")
+        up_port = bench.start_upstream(stack, workdir)
         extra, store = {}, None
         if args.redis:
             store, redis_port = bench.start_redis(stack, workdir)

@@ -145,6 +145,17 @@ def start_nginx(stack: ExitStack, workdir: Path, role: str, port: int, upstream_
                  port, workdir / f"{role}.log", cpu=cpu)
 
 
+def start_upstream(stack: ExitStack, workdir: Path) -> int:
+    """The canned 8x8 answer (nginx) on a free port, and the relay's key files in ``workdir``;
+    returns the port."""
+    port = free_port()
+    start_nginx(stack, workdir, "upstream", port, port,
+                f"location {PATH} {{ default_type application/json; return 200 '{CANNED}'; }}", cpu=0)
+    (workdir / "apikey").write_text("bench-api-key\n")
+    (workdir / "signing").write_text(SIGNING_KEY + "\n")
+    return port
+
+
 def start_redis(stack: ExitStack, workdir: Path) -> tuple[subprocess.Popen, int]:
     port = free_port()
     command = [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind", "127.0.0.1",
@@ -305,15 +316,11 @@ def main() -> int:
     relay_bin = str(Path(sys.executable).with_name("otp-relay"))
     with tempfile.TemporaryDirectory(prefix="bench-relay-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
-        up_port, proxy_port = free_port(), free_port()
-        start_nginx(stack, workdir, "upstream", up_port, up_port,
-                    f"location {PATH} {{ default_type application/json; return 200 '{CANNED}'; }}", cpu=0)
+        up_port, proxy_port = start_upstream(stack, workdir), free_port()
         proxy = start_nginx(stack, workdir, "proxy", proxy_port, up_port,
                             "location / { proxy_pass http://sms; proxy_http_version 1.1; "
                             "proxy_set_header Connection \"\"; }", cpu=1)
         redis, redis_port = start_redis(stack, workdir)
-        (workdir / "apikey").write_text("bench-api-key\n")
-        (workdir / "signing").write_text(SIGNING_KEY + "\n")
         upstream = f"http://127.0.0.1:{up_port}"
         direct_url = upstream + PATH
         filler = presigned(workdir / "filler.tsv", 1000, "f")
