@@ -205,8 +205,27 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # run the cleanup in main()'s finally on SIGTERM too
 
 
+def channel_body(namespace: str, name: str, domain: str, integration: str, credentials: str,
+                 pod_ready_seconds: float) -> dict:
+    """A benchmark channel; its relay pods become Ready ``pod_ready_seconds`` after they start."""
+    pod_template = {"metadata": {"annotations": {KWOK_POD_READY_DELAY_ANNOTATION: f"{pod_ready_seconds}s"}}}
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "OtpChannel",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"auth0": {"domain": domain, "integration": integration,
+                               "credentialsSecretRef": {"name": credentials}},
+                     "sms": {"subaccountId": "bench_otp", "apiKeySecretRef": {"name": "eightbyeight"}},
+                     "relay": {"replicas": 1, "publicUrl": f"https://otp.bench.example/{namespace}/{name}",
+                               "podTemplate": pod_template}}}
+
+
+def cpu_line(label: str, cpu_used: dict[str, float], count: int) -> str:
+    return f"  CPU ms per channel, {label}: " + ", ".join(
+        f"{group} {1000 * seconds / count:.0f}" for group, seconds in sorted(cpu_used.items(), key=lambda i: -i[1])
+        if seconds > 0)
+
+
 def floor_round(api: client.ApiClient, namespace: str, count: int,
-                pod_template: dict) -> dict[str, object]:
+                pod_ready_seconds: float) -> dict[tuple[str, str], float]:
     """Create ``count`` channels and their children directly; when were they all Available."""
     from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
@@ -220,13 +239,8 @@ def floor_round(api: client.ApiClient, namespace: str, count: int,
 
     def create(index: int) -> None:
         name = f"ch{index}"
-        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "OtpChannel",
-                "metadata": {"name": name, "namespace": namespace},
-                "spec": {"auth0": {"domain": f"floor{index}.auth0.test", "integration": "phone-provider",
-                                   "credentialsSecretRef": {"name": "auth0"}},
-                         "sms": {"subaccountId": "bench_otp", "apiKeySecretRef": {"name": "eightbyeight"}},
-                         "relay": {"replicas": 1, "publicUrl": f"https://otp.bench.example/{namespace}/{name}",
-                                   "podTemplate": pod_template}}}
+        body = channel_body(namespace, name, f"floor{index}.auth0.test", "phone-provider", "auth0",
+                            pod_ready_seconds)
         applied[(namespace, name)] = time.time()
         created = custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
         children = render.render_children(
@@ -247,18 +261,17 @@ def floor_round(api: client.ApiClient, namespace: str, count: int,
 def run_floor(api: client.ApiClient, counts: list[int], args: argparse.Namespace) -> None:
     watcher = Watcher(api)
     core = client.CoreV1Api(api)
-    pod_template = {"metadata": {"annotations": {KWOK_POD_READY_DELAY_ANNOTATION: f"{args.pod_ready_seconds}s"}}}
     print("\nfloor: no operator, no Auth0; channels and their children created by the benchmark")
     try:
         for round_no, count in enumerate(counts):
             namespace = f"floor-{round_no}-{count}"
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
             cpu_before, served_before = cpu_by_process(), apiserver_requests(api)
-            applied = floor_round(api, namespace, count, pod_template)
+            applied = floor_round(api, namespace, count, args.pod_ready_seconds)
             deadline = time.monotonic() + args.ready_timeout
             while time.monotonic() < deadline and not all(k in watcher.available for k in applied):
                 time.sleep(0.2)
-            cpu_used = {g: v - cpu_before.get(g, 0.0) for g, v in cpu_by_process().items()}
+            cpu_used = {group: seconds - cpu_before.get(group, 0.0) for group, seconds in cpu_by_process().items()}
             done = [k for k in applied if k in watcher.available]
             to_available = [watcher.available[k] - applied[k] for k in done]
             last_apply = max(applied.values()) - min(applied.values())
@@ -266,8 +279,7 @@ def run_floor(api: client.ApiClient, counts: list[int], args: argparse.Namespace
             print(f"== {count} channel(s): {len(done)}/{count} relays Available; all Available {every:.2f}s "
                   f"after the first create (last create at {last_apply:.2f}s); create -> Available "
                   f"p50 {pct(to_available, 0.5):.2f}s max {max(to_available, default=float('nan')):.2f}s")
-            print("  CPU ms per channel: " + ", ".join(
-                f"{g} {1000 * v / count:.0f}" for g, v in sorted(cpu_used.items(), key=lambda i: -i[1]) if v > 0))
+            print(cpu_line("create to all Available", cpu_used, count))
             print(request_breakdown(served_before, apiserver_requests(api), count))
     finally:
         watcher.stop()
@@ -342,17 +354,11 @@ def main() -> None:
             kube_before = operator_metric(metrics_port, "otp_operator_kube_requests_total")
             cpu_before, served_before = cpu_by_process(), apiserver_requests(api)
             applied: dict[tuple[str, str], float] = {}
-            pod_template = {"metadata": {"annotations": {KWOK_POD_READY_DELAY_ANNOTATION: f"{args.pod_ready_seconds}s"}}}
             for i in range(count):
                 tenant, secret_name = tenants[i]
                 name = f"ch{i}"
-                body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "OtpChannel",
-                        "metadata": {"name": name, "namespace": namespace},
-                        "spec": {"auth0": {"domain": tenant.domain, "integration": INTEGRATIONS[i % len(INTEGRATIONS)],
-                                           "credentialsSecretRef": {"name": secret_name}},
-                                 "sms": {"subaccountId": "bench_otp", "apiKeySecretRef": {"name": "eightbyeight"}},
-                                 "relay": {"replicas": 1, "publicUrl": f"https://otp.bench.example/{namespace}/{name}",
-                                           "podTemplate": pod_template}}}
+                body = channel_body(namespace, name, tenant.domain, INTEGRATIONS[i % len(INTEGRATIONS)], secret_name,
+                                    args.pod_ready_seconds)
                 custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
                 applied[(namespace, name)] = time.time()
             deadline = time.monotonic() + args.ready_timeout
@@ -388,7 +394,6 @@ def main() -> None:
                 "auth0_writes_steady": len(writes),
                 "kube_per_channel_hour": kube_steady / count * scale,
                 "rss_mb": rss_mb(operator.pid),
-                "cpu_ms_per_channel": {g: 1000 * v / count for g, v in sorted(cpu_used.items(), key=lambda i: -i[1])},
             })
             row = rows[-1]
             print(f"\n== {count} channel(s): {row['ready']}/{count} Ready")
@@ -402,8 +407,7 @@ def main() -> None:
                   f"{row['auth0_per_channel_hour']:.1f}, Auth0 writes {row['auth0_writes_steady']} (target 0), "
                   f"Kubernetes requests/channel/h {row['kube_per_channel_hour']:.1f}")
             print(f"  operator RSS {row['rss_mb']:.0f} MB (target <= 150 MB at 500)")
-            print("  CPU ms per channel, apply to all Ready: " + ", ".join(
-                f"{group} {ms:.0f}" for group, ms in row["cpu_ms_per_channel"].items()))
+            print(cpu_line("apply to all Ready", cpu_used, count))
             print(breakdown)
     finally:
         watcher.stop()
