@@ -11,7 +11,6 @@ import base64
 import json
 import os
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from kubernetes import client
 from otp_relay.signing import sign
 
 from .controlplane.node import POD_NETWORKS_GLOB
+from .controlplane.process import free_port
 from .lifetime import die_with_this_process
 from .pki import CertificateAuthority, CertPair
 
@@ -40,12 +40,6 @@ SANDBOX_ENDPOINT_ARGS = (
     "--allow-sms-base-url", "https://localhost:*", "--allow-sms-base-url", "https://127.0.0.1:*",
     "--allow-sms-base-url", f"https://{POD_NETWORKS_GLOB}",
 )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def relay_command() -> list[str]:

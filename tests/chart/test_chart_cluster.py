@@ -10,6 +10,7 @@ import pytest
 import yaml
 from kubernetes import client
 
+from otp_sandbox.crd import install_crd
 from tests.chart.helm import CHART_DIR, REPO_ROOT, Helm, HelmError, set_values
 from tests.chart.kube import (CHART_CRDS, adopt_crds, deployment_available, exists, extra_namespaces,
                               server_side_apply, wait_for)
@@ -152,6 +153,7 @@ def test_install_upgrade_uninstall_keeps_the_crd_and_channels(
             cluster_helm.uninstall(release, namespace)
         if exists(lambda: custom.get_namespaced_custom_object("otprelay.io", "v1alpha1", namespace, "otpchannels", "kept")):
             custom.delete_namespaced_custom_object("otprelay.io", "v1alpha1", namespace, "otpchannels", "kept")
+        install_crd(k8s_api)  # the session's CRD exactly as in crds/, whichever step failed
 
 
 def test_install_refuses_bad_values_before_touching_the_cluster(cluster_helm: Helm, k8s_api: client.ApiClient, namespace: str) -> None:

@@ -50,10 +50,13 @@ class ChannelSetup:
 
 @pytest.fixture
 def run_operator(kubeconfig: Path, ssl_cert_file: Path, otpchannel_crd: dict, auth0_emulator: Any,
-                 k8s_api: client.ApiClient, tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
+                 auth0_tenant: Callable[..., Auth0Tenant], k8s_api: client.ApiClient,
+                 tmp_path: Path) -> Iterator[Callable[..., OperatorProcess]]:
     """``run_operator(*extra_args)`` starts ``otp-operator run``. At teardown the test's channels
     are deleted while an operator still runs (so no namespace is left stuck on finalizers),
-    then the operators are stopped."""
+    then the operators are stopped. It depends on ``auth0_tenant`` so the test's tenants are
+    removed only after that: each channel's cleanup then meets its tenant, as in production
+    (with the tenant gone first, every cleanup backed off until it was abandoned, ~50 s a test)."""
     started: list[OperatorProcess] = []
 
     def start(*args: str, env: dict[str, str] | None = None) -> OperatorProcess:
@@ -77,17 +80,19 @@ def run_operator(kubeconfig: Path, ssl_cert_file: Path, otpchannel_crd: dict, au
 def setup_channel(k8s_api: client.ApiClient, auth0_tenant: Callable[..., Auth0Tenant],
                   sms_emulator: EightByEightEmulator) -> Callable[..., ChannelSetup]:
     def create(namespace: str, name: str = "prod", tenant: Auth0Tenant | None = None,
-               integration: str = "phone-provider") -> ChannelSetup:
+               integration: str = "phone-provider", api: client.ApiClient | None = None) -> ChannelSetup:
+        """``api``: another cluster's client (default: the session cluster's)."""
+        api = api or k8s_api
         if tenant is None:
             tenant = auth0_tenant()
             tenant.route_phone_messages_to(integration)  # a tenant set up the real way
         credentials = tenant.clients[0]
-        make_secret(k8s_api, namespace, "auth0-mgmt",
+        make_secret(api, namespace, "auth0-mgmt",
                     {"client_id": credentials.client_id, "client_secret": credentials.client_secret})
         subaccount = f"sub_{uuid.uuid4().hex[:8]}"
         api_key = secrets.token_urlsafe(24)
         sms_emulator.add_subaccount(subaccount, api_key)
-        make_secret(k8s_api, namespace, "eightbyeight", {"apikey": api_key})
+        make_secret(api, namespace, "eightbyeight", {"apikey": api_key})
         return ChannelSetup(namespace, name, tenant, subaccount, api_key,
                             f"https://127.0.0.1:{free_port()}/prod",
                             [credentials.client_secret, api_key])

@@ -13,6 +13,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from otp_operator import names
+from otp_sandbox.controlplane.gomodules import KWOK_POD_READY_DELAY_ANNOTATION
+from otp_sandbox.controlplane.node import RELAY_POD_READY_SECONDS
 
 GROUP, VERSION, PLURAL = names.GROUP, names.VERSION, names.PLURAL
 
@@ -44,12 +46,14 @@ def make_secret(api: client.ApiClient, namespace: str, name: str, data: Mapping[
 
 def channel_manifest(namespace: str, name: str, *, domain: str, public_url: str, sms_base_url: str,
                      integration: str = "phone-provider", replicas: int = 2, **extra: Any) -> dict[str, Any]:
+    # kwok marks the relay pods Ready as late as the real node does (not at once).
+    pod_template = {"metadata": {"annotations": {KWOK_POD_READY_DELAY_ANNOTATION: f"{RELAY_POD_READY_SECONDS}s"}}}
     spec: dict[str, Any] = {
         "auth0": {"domain": domain, "credentialsSecretRef": {"name": "auth0-mgmt"}, "integration": integration},
         "sms": {"subaccountId": "shop_otp", "apiKeySecretRef": {"name": "eightbyeight", "key": "apikey"},
                 "baseUrl": sms_base_url, "sender": "ShopOTP"},
         "policy": {"allowedCountries": ["SG", "MY"]},
-        "relay": {"replicas": replicas, "publicUrl": public_url},
+        "relay": {"replicas": replicas, "publicUrl": public_url, "podTemplate": pod_template},
     }
     for key, value in extra.items():
         spec[key] = value

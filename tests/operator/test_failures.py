@@ -5,20 +5,24 @@ tenant and integration changes."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from prometheus_client.parser import text_string_to_metric_families
 
 from otp_operator import names
+from otp_sandbox.controlplane import ControlPlane
 from otp_sandbox.crd import install_crd
+from otp_sandbox.processes import OperatorProcess
 from tests.fixtures.relay import free_port
 
-from .support import (GROUP, PLURAL, VERSION, condition, create_channel, custom, delete_channel, events_for,
-                      get_channel, patch_channel, wait_condition, wait_for, wait_for_event)
+from .conftest import TEST_OPERATOR_ARGS
+from .support import (GROUP, PLURAL, VERSION, condition, create_channel, custom, delete_all_channels, delete_channel,
+                      events_for, get_channel, patch_channel, wait_condition, wait_for, wait_for_event)
 
 pytestmark = pytest.mark.cluster
 
@@ -88,24 +92,47 @@ def test_two_replicas_one_works_and_the_standby_takes_over(peering, k8s_api, nam
 
 # --- the API server goes away ----------------------------------------------------------------------
 
-def test_api_server_restart_while_the_operator_runs(cluster, k8s_api, namespace, second_namespace, run_operator,
-                                                    setup_channel, sms_emulator):
-    if cluster.control_plane is None:
-        pytest.skip("needs the sandbox control plane (an existing cluster cannot be restarted here)")
-    operator = run_operator()
-    first = setup_channel(namespace)
-    create_channel(k8s_api, first.manifest(sms_emulator.base_url))
-    wait_condition(k8s_api, namespace, "prod", timeout=90)
+@pytest.fixture
+def own_control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
+    """A control plane of this test's own (kwok's fake Node, no real node): restarting the
+    session's API server would break every test sharing it."""
+    plane = ControlPlane(profile="full")
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
 
-    cluster.control_plane.restart_apiserver(downtime=3)
 
-    # Both an existing channel's change and a new channel converge, with no operator restart.
-    patch_channel(k8s_api, namespace, "prod", {"spec": {"policy": {"allowedCountries": ["SG"]}}})
-    second = setup_channel(second_namespace)
-    create_channel(k8s_api, second.manifest(sms_emulator.base_url))
-    wait_condition(k8s_api, namespace, "prod", timeout=120)
-    wait_condition(k8s_api, second_namespace, "prod", timeout=120)
-    assert operator.running()
+def test_api_server_restart_while_the_operator_runs(own_control_plane, ssl_cert_file, setup_channel, sms_emulator,
+                                                    tmp_path):
+    api = config.new_client_from_config(config_file=str(own_control_plane.kubeconfig))
+    install_crd(api)
+    core = client.CoreV1Api(api)
+    first_ns, second_ns = "restart-a", "restart-b"
+    for name in (first_ns, second_ns):
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    operator = OperatorProcess(own_control_plane.kubeconfig, ssl_cert_file, tmp_path / "operator.log",
+                               TEST_OPERATOR_ARGS).start()
+    try:
+        first = setup_channel(first_ns, api=api)
+        create_channel(api, first.manifest(sms_emulator.base_url))
+        wait_condition(api, first_ns, "prod", timeout=90)
+
+        own_control_plane.restart_apiserver(downtime=3)
+
+        # Both an existing channel's change and a new channel converge, with no operator restart.
+        patch_channel(api, first_ns, "prod", {"spec": {"policy": {"allowedCountries": ["SG"]}}})
+        second = setup_channel(second_ns, api=api)
+        create_channel(api, second.manifest(sms_emulator.base_url))
+        wait_condition(api, first_ns, "prod", timeout=120)
+        wait_condition(api, second_ns, "prod", timeout=120)
+        assert operator.running()
+        delete_all_channels(api)  # the tenants are still there: a clean removal
+        assert all(_owned_actions(ch.tenant.state()) == [] for ch in (first, second))
+    finally:
+        operator.stop()
+        api.close()
 
 
 # --- deletion racing a reconcile ---------------------------------------------------------------------
@@ -165,6 +192,9 @@ def test_suspended_channel_is_deleted_without_touching_auth0(k8s_api, namespace,
     delete_channel(k8s_api, namespace, "prod")
     wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=60, what="the channel to go")
     assert ch.tenant.writes() == [] and len(_owned_actions(ch.tenant.state())) == 1
+    # kopf posts Events from a background queue: wait for the Warning, then check it is the only one.
+    wait_for(lambda: _warnings(k8s_api, namespace, "prod", "Auth0Orphaned"), timeout=30,
+             what="the Auth0Orphaned Warning")
     (warning,) = _warnings(k8s_api, namespace, "prod", "Auth0Orphaned")
     assert "spec.suspend" in warning.message
 
@@ -182,6 +212,8 @@ def test_stuck_deletion_warns_once_and_can_be_abandoned(k8s_api, namespace, run_
                              timeout=90)
     assert names.ANNOTATION_ABANDON_CLEANUP in condition(channel, "Auth0Synced")["message"]
     # Several attempts (each retried by the client a few times), one Warning.
+    wait_for(lambda: _warnings(k8s_api, namespace, "prod", "Auth0Unavailable"), timeout=30,
+             what="the Auth0Unavailable Warning")
     wait_for(lambda: len([r for r in ch.tenant.requests() if r.status == 503]) >= 9, timeout=90,
              what="at least three removal attempts")
     assert len(_warnings(k8s_api, namespace, "prod", "Auth0Unavailable")) == 1
