@@ -18,6 +18,8 @@ pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.auth0",
     "tests.fixtures.image",
+    "tests.fixtures.helm",
+    "tests.fixtures.operator",
 ]
 
 

@@ -21,17 +21,26 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kubernetes import client
-
-from tests.chart.helm import CHART_DIR, Helm, set_values
 from otp_operator import names
 from otp_sandbox.crd import install_crd
+from otp_sandbox.processes import OperatorProcess
+
+from tests.chart.helm import CHART_DIR, Helm, set_values
 from tests.chart.kube import adopt_crds, extra_namespaces
 from tests.chart.serviceaccount import service_account_kubeconfig, service_account_token
+from tests.fixtures.operator import TEST_OPERATOR_ARGS
 from tests.fixtures.relay import free_port
-from otp_sandbox.processes import OperatorProcess
-from tests.operator.conftest import TEST_OPERATOR_ARGS
-from tests.operator.support import (channel_manifest, condition, create_channel, delete_channel, get_channel,
-                                    make_secret, wait_condition, wait_for)
+from tests.support.channels import (
+    channel_manifest,
+    condition,
+    create_channel,
+    delete_channel,
+    get_channel,
+    make_secret,
+    owned_actions,
+    wait_condition,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -150,7 +159,7 @@ def test_operator_brings_a_channel_to_ready_as_the_chart_service_account(
             # Delete: the finalizer removes the Auth0 side, then the channel goes.
             delete_channel(k8s_api, channels_ns, "prod")
             wait_for(lambda: get_channel(k8s_api, channels_ns, "prod") is None, 60, what="channel deleted")
-            assert not [a for a in tenant.state()["actions"] if a["name"].startswith("otp-relay-")]
+            assert not owned_actions(tenant.state())
             # No channel references them any more: label (and the in-use finalizer) gone.
             for name in ("eightbyeight", "auth0-mgmt"):
                 wait_for(lambda n=name: names.LABEL_SECRET not in secret_labels(k8s_api, channels_ns, n)

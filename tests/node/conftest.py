@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 from kubernetes import client
-
 from otp_operator import names, render
 from otp_operator.spec import parse_channel
 from otp_sandbox.controlplane.node import RealNode
@@ -20,9 +19,6 @@ from otp_sandbox.eightbyeight import EightByEightEmulator
 from otp_sandbox.ingress import SANDBOX_CA_DIR, SANDBOX_CA_NAME, apply_sandbox_ca
 from otp_sandbox.pki import CertificateAuthority
 from otp_sandbox.processes import RelayProcess
-
-from tests.chart.conftest import helm  # noqa: F401  (the chart's fixture)
-from tests.operator.conftest import run_operator, setup_channel  # noqa: F401  (the operator's fixtures)
 
 from .support import real_node_pod_template, wait_pod_ready
 

@@ -16,15 +16,15 @@ from urllib.parse import urlsplit
 
 import pytest
 from kubernetes import client
-
 from otp_sandbox import image
 from otp_sandbox.controlplane.node import NODE_NAME, node_selector, toleration
 from otp_sandbox.ingress import SANDBOX_CA_DIR, SANDBOX_CA_NAME, apply_sandbox_ca
 from otp_sandbox.processes import SANDBOX_ENDPOINT_ARGS
+
 from tests.chart.helm import set_values
 from tests.chart.kube import deployment_available, server_side_apply
 from tests.fixtures.relay import free_port
-from tests.operator.support import create_channel, wait_condition, wait_for
+from tests.support.channels import create_channel, wait_condition, wait_for
 
 from .support import real_node_pod_template
 

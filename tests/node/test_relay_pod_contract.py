@@ -9,12 +9,17 @@ from collections.abc import Iterator
 
 import pytest
 from kubernetes import client
-
 from otp_sandbox.eightbyeight import EightByEightEmulator
+
 from tests.fixtures.cluster import temporary_namespace
 from tests.relay import test_contract
 from tests.relay.conftest import (  # noqa: F401  (its fixtures, on this directory's 8x8 emulator)
-    API_KEY, SIGNING_KEYS, SUBACCOUNT, assert_no_secrets, emulator, emulator_keys,
+    API_KEY,
+    SIGNING_KEYS,
+    SUBACCOUNT,
+    assert_no_secrets,
+    emulator,
+    emulator_keys,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.container]
@@ -23,12 +28,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.container]
 SETTINGS = {"SUBACCOUNT": SUBACCOUNT, "SENDER": "ShopOTP", "ENCODING": "GSM7", "ALLOWED_COUNTRIES": "SG,MY",
             "GLOBAL_LIMIT": "100000/s", "PER_RECIPIENT": "3/10m", "PATH_PREFIX": "/prod"}
 
-# Left out: test_invalid_fields_are_400 failed here intermittently under load (2 of 7 runs, one
-# parameter each time, cause not found yet); it still runs against the local relay process.
-FLAKY_ON_POD = {"test_invalid_fields_are_400"}
 CONTRACT_ROWS = {name: test for name, test in vars(test_contract).items()
-                 if name.startswith("test_") and name not in FLAKY_ON_POD
-                 and "shared_relay" in inspect.signature(test).parameters}
+                 if name.startswith("test_") and "shared_relay" in inspect.signature(test).parameters}
 globals().update(CONTRACT_ROWS)
 
 

@@ -8,14 +8,21 @@ import time
 
 import pytest
 from kubernetes import client
-
 from otp_operator import names
 from otp_sandbox.ingress import ServiceIngress, trust_sandbox_ca
+
 from tests.fixtures.cluster import temporary_namespace
 from tests.fixtures.relay import otp_body
-from tests.operator.support import (OtpTraffic, create_channel, patch_channel, rotation_finished, signing_keys,
-                                    wait_condition, wait_for)
 from tests.relay.conftest import fresh_number
+from tests.support.channels import (
+    OtpTraffic,
+    create_channel,
+    patch_channel,
+    rotation_finished,
+    signing_keys,
+    wait_condition,
+    wait_for,
+)
 
 from .support import real_node_pod_template
 

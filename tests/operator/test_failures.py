@@ -12,25 +12,36 @@ import httpx
 import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
-from prometheus_client.parser import text_string_to_metric_families
-
 from otp_operator import names
 from otp_sandbox.controlplane import ControlPlane
 from otp_sandbox.crd import install_crd
 from otp_sandbox.processes import OperatorProcess
-from tests.fixtures.relay import free_port
+from prometheus_client.parser import text_string_to_metric_families
 
-from .conftest import TEST_OPERATOR_ARGS
-from .support import (GROUP, PLURAL, VERSION, condition, create_channel, custom, delete_all_channels, delete_channel,
-                      events_for, get_channel, patch_channel, wait_condition, wait_for, wait_for_event)
+from tests.fixtures.operator import TEST_OPERATOR_ARGS
+from tests.fixtures.relay import free_port
+from tests.support.channels import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    condition,
+    create_channel,
+    custom,
+    delete_all_channels,
+    delete_channel,
+    events_for,
+    get_channel,
+    owned_actions,
+    patch_channel,
+    wait_condition,
+    wait_for,
+    wait_for_event,
+)
 
 pytestmark = pytest.mark.cluster
 
 PEERING_CRD = Path(__file__).resolve().parents[2] / "charts/otp-relay-operator/files/crds/clusterkopfpeerings.kopf.dev.yaml"
 
-
-def _owned_actions(state: dict) -> list[dict]:
-    return [a for a in state["actions"] if a["name"].startswith("otp-relay-")]
 
 
 def _metric(port: int, name: str) -> float:
@@ -86,7 +97,7 @@ def test_two_replicas_one_works_and_the_standby_takes_over(peering, k8s_api, nam
     create_channel(k8s_api, second.manifest(sms_emulator.base_url))
     # The standby waits out the dead peer's lifetime (6 s), then converges the new channel.
     wait_condition(k8s_api, second_namespace, "prod", timeout=90)
-    assert (_owned_actions(second.tenant.state())[0]["name"] == f"otp-relay-{second_namespace}-prod")
+    assert (owned_actions(second.tenant.state())[0]["name"] == f"otp-relay-{second_namespace}-prod")
     assert operators[standby].running()
 
 
@@ -129,7 +140,7 @@ def test_api_server_restart_while_the_operator_runs(own_control_plane, ssl_cert_
         wait_condition(api, second_ns, "prod", timeout=120)
         assert operator.running()
         delete_all_channels(api)  # the tenants are still there: a clean removal
-        assert all(_owned_actions(ch.tenant.state()) == [] for ch in (first, second))
+        assert all(owned_actions(ch.tenant.state()) == [] for ch in (first, second))
     finally:
         operator.stop()
         api.close()
@@ -160,7 +171,7 @@ def test_delete_during_a_reconcile_leaves_nothing_in_auth0(k8s_api, namespace, r
     wait_for(lambda: ch.tenant.state()["in_flight"] == [], timeout=30, what="every request to be answered")
     state = ch.tenant.state()
     assert any(w.method == "POST" and w.path == "/api/v2/actions/actions" for w in ch.tenant.writes())
-    assert _owned_actions(state) == [] and state["phone_providers"] == [], state
+    assert owned_actions(state) == [] and state["phone_providers"] == [], state
     assert state["bindings"].get("custom-phone-provider", []) == [], state["bindings"]
 
 
@@ -176,7 +187,7 @@ def test_orphan_policy_leaves_auth0_and_needs_no_credentials(k8s_api, namespace,
     ch.tenant.clear_requests()
     delete_channel(k8s_api, namespace, "prod")
     wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=60, what="the channel to go")
-    assert len(_owned_actions(ch.tenant.state())) == 1 and ch.tenant.writes() == []
+    assert len(owned_actions(ch.tenant.state())) == 1 and ch.tenant.writes() == []
     wait_for_event(k8s_api, namespace, "prod", "Auth0Orphaned")
 
 
@@ -191,7 +202,7 @@ def test_suspended_channel_is_deleted_without_touching_auth0(k8s_api, namespace,
     ch.tenant.clear_requests()
     delete_channel(k8s_api, namespace, "prod")
     wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=60, what="the channel to go")
-    assert ch.tenant.writes() == [] and len(_owned_actions(ch.tenant.state())) == 1
+    assert ch.tenant.writes() == [] and len(owned_actions(ch.tenant.state())) == 1
     # kopf posts Events from a background queue: wait for the Warning, then check it is the only one.
     wait_for(lambda: _warnings(k8s_api, namespace, "prod", "Auth0Orphaned"), timeout=30,
              what="the Auth0Orphaned Warning")
@@ -221,7 +232,7 @@ def test_stuck_deletion_warns_once_and_can_be_abandoned(k8s_api, namespace, run_
     patch_channel(k8s_api, namespace, "prod",
                   {"metadata": {"annotations": {names.ANNOTATION_ABANDON_CLEANUP: "true"}}})
     wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=60, what="the channel to go")
-    assert len(_owned_actions(ch.tenant.state())) == 1  # left as it was, and said so
+    assert len(owned_actions(ch.tenant.state())) == 1  # left as it was, and said so
     # kopf posts Events in the background: the Warning may come just after the channel went.
     (warning,) = wait_for(lambda: _warnings(k8s_api, namespace, "prod", "CleanupAbandoned"), timeout=30,
                           what="the CleanupAbandoned Warning")
@@ -248,7 +259,7 @@ def test_namespace_deletion_completes_across_an_operator_restart(k8s_api, run_op
              timeout=60, what="the namespace's other Secrets deleted")
     secret = core.read_namespaced_secret("auth0-mgmt", namespace)
     assert secret.metadata.deletion_timestamp is not None
-    assert len(_owned_actions(ch.tenant.state())) == 1
+    assert len(owned_actions(ch.tenant.state())) == 1
 
     run_operator()
 
@@ -261,7 +272,7 @@ def test_namespace_deletion_completes_across_an_operator_restart(k8s_api, run_op
 
     wait_for(namespace_gone, timeout=120, what="the namespace to be deleted")
     state = ch.tenant.state()
-    assert _owned_actions(state) == [] and state["phone_providers"] == []
+    assert owned_actions(state) == [] and state["phone_providers"] == []
 
 
 # --- children the operator does not own ---------------------------------------------------------
@@ -285,7 +296,7 @@ def test_unrelated_objects_with_a_childs_name_are_neither_taken_over_nor_deleted
     service = core.read_namespaced_service("prod-relay", namespace)
     assert not service.metadata.owner_references and service.spec.selector == {"app": "someone-else"}
     assert [p.port for p in service.spec.ports] == [8443]
-    assert _owned_actions(ch.tenant.state()) == []
+    assert owned_actions(ch.tenant.state()) == []
 
     core.delete_namespaced_service("prod-relay", namespace)
     wait_condition(k8s_api, namespace, "prod", timeout=120)
@@ -329,7 +340,7 @@ def test_integration_change_removes_the_old_one_first(k8s_api, namespace, run_op
     channel = wait_condition(k8s_api, namespace, "prod", timeout=90)
     assert channel["status"]["auth0"]["integration"] == "send-phone-message"
     state = ch.tenant.state()
-    (action,) = _owned_actions(state)
+    (action,) = owned_actions(state)
     assert action["id"] == channel["status"]["auth0"]["actionId"] != before["actionId"]
     assert state["phone_providers"] == []
     writes = [(w.method, w.path) for w in ch.tenant.writes()]

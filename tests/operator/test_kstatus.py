@@ -6,11 +6,8 @@ from __future__ import annotations
 
 import copy
 
-import pytest
-
 from tests.gitops.tools import argocd_health, kstatus
-
-from .support import condition, create_channel, wait_condition
+from tests.support.channels import condition, create_channel, wait_condition
 
 SECRET_GRACE = 20  # seconds; long enough to see the channel InProgress on a loaded machine
 

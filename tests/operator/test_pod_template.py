@@ -6,21 +6,10 @@ import copy
 
 from otp_operator import names, render
 from otp_operator.spec import parse_channel
-from tests.operator.test_pure import OWNER, SPEC
 
-TEMPLATE = {
-    "metadata": {"labels": {"team": "payments"}, "annotations": {"example.com/owner": "payments"}},
-    "spec": {
-        "nodeSelector": {"kubernetes.io/hostname": "node-a"},
-        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "otp", "effect": "NoSchedule"}],
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
-        "priorityClassName": "otp-critical",
-        "imagePullSecrets": [{"name": "registry"}],
-        "container": {"image": "registry.example/otp-relay-operator:9.9.9",
-                      "resources": {"requests": {"cpu": "10m"}, "limits": {"memory": "96Mi"}}},
-    },
-}
+from tests.support.builders import OWNER
+from tests.support.builders import POD_TEMPLATE as TEMPLATE
+from tests.support.builders import SHOP_SPEC as SPEC
 
 
 def deployment(pod_template=None, **relay):

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import phonenumbers
 import pytest
-
 from otp_sandbox.eightbyeight import EightByEightEmulator
+
 from tests.fixtures.relay import RelayProcess, relay_env
+from tests.support.leaks import assert_no_secrets  # noqa: F401  (the relay tests import it from here)
+from tests.support.waiting import wait_for as support_wait_for
 
 SUBACCOUNT = "shop_otp"
 API_KEY = "sk-live-8x8-3f9a1c77e2b04d5f"
@@ -30,23 +31,9 @@ def fresh_number(prefix: str = "+6591") -> str:
             return candidate
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-def assert_no_secrets(text: str, secrets: Iterable[str]) -> None:
-    """Fail naming the kind of leak, never printing the secret itself."""
-    for index, secret in enumerate(secrets):
-        variants = {secret}
-        if secret.startswith("+"):
-            variants.add(secret[1:])  # the number without its plus, as 8x8 writes it
-        for variant in variants:
-            assert variant not in text, f"secret #{index} (len {len(secret)}) found in the logs"
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """The suite's ``wait_for`` at the pace of a local relay (polls every 50 ms)."""
+    return support_wait_for(predicate, timeout, interval=0.05)
 
 
 @pytest.fixture(scope="session")

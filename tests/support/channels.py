@@ -6,29 +6,18 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-
 from otp_operator import names
 from otp_sandbox.controlplane.gomodules import KWOK_POD_READY_DELAY_ANNOTATION
 from otp_sandbox.controlplane.node import RELAY_POD_READY_SECONDS
 
+from tests.support.waiting import wait_for
+
 GROUP, VERSION, PLURAL = names.GROUP, names.VERSION, names.PLURAL
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2,
-             what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 # --- channels -------------------------------------------------------------------------------
@@ -65,9 +54,10 @@ def custom(api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api)
 
 
-def create_channel(api: client.ApiClient, manifest: Mapping[str, Any]) -> None:
+def create_channel(api: client.ApiClient, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Create the channel in its metadata's namespace; returns it as stored (defaults applied)."""
     meta = manifest["metadata"]
-    custom(api).create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, dict(manifest))
+    return custom(api).create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, dict(manifest))
 
 
 def get_channel(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
@@ -153,6 +143,12 @@ def wait_for_event(api: client.ApiClient, namespace: str, name: str, reason: str
     return wait_for(lambda: (events := events_for(api, namespace, name)) and
                     any(e.reason == reason for e in events) and events,
                     timeout, what=f"a {reason} Event on {namespace}/{name}")
+
+
+def owned_actions(state: Mapping[str, Any], prefix: str = "otp-relay-") -> list[dict[str, Any]]:
+    """The Auth0 actions an operator made (named by ``names.default_auth0_name``), from an
+    emulated tenant's state."""
+    return [a for a in state["actions"] if a["name"].startswith(prefix)]
 
 
 def signing_keys(api: client.ApiClient, namespace: str, channel: str) -> list[str]:
