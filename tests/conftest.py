@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.fixtures.image",
     "tests.fixtures.helm",
     "tests.fixtures.operator",
+    "tests.fixtures.node",
 ]
 
 

@@ -12,8 +12,7 @@ from otp_operator import names
 from otp_sandbox.ingress import ServiceIngress, trust_sandbox_ca
 
 from tests.fixtures.cluster import temporary_namespace
-from tests.fixtures.relay import otp_body
-from tests.relay.conftest import fresh_number
+from tests.fixtures.relay import fresh_number, otp_body
 from tests.support.channels import (
     OtpTraffic,
     create_channel,
@@ -23,8 +22,7 @@ from tests.support.channels import (
     wait_condition,
     wait_for,
 )
-
-from .support import real_node_pod_template
+from tests.support.node import real_node_pod_template
 
 pytestmark = [pytest.mark.cluster, pytest.mark.container]
 
@@ -53,6 +51,7 @@ def test_a_secret_update_reaches_a_running_relay_pod_within_the_key_propagation(
         relay.stop()
 
 
+@pytest.mark.timeout(900)  # its waits add up to 840 s: real pods, 90 s key propagation, 30 s grace, two rollouts
 def test_signing_key_rotation_under_traffic_on_real_pods_loses_no_otp(
         k8s_api, namespace, run_operator, setup_channel, sms_emulator, sandbox_ca, ssl_cert_file) -> None:
     # The production timings this test exists to prove, not the quick ones of the other tests.

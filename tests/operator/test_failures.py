@@ -115,6 +115,7 @@ def own_control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
         plane.stop()
 
 
+@pytest.mark.timeout(480)  # its own control plane, then waits of up to 420 s
 def test_api_server_restart_while_the_operator_runs(own_control_plane, ssl_cert_file, setup_channel, sms_emulator,
                                                     tmp_path):
     api = config.new_client_from_config(config_file=str(own_control_plane.kubeconfig))

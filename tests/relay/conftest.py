@@ -8,28 +8,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import phonenumbers
 import pytest
 from otp_sandbox.eightbyeight import EightByEightEmulator
 
-from tests.fixtures.relay import RelayProcess, relay_env
+from tests.fixtures.cluster import temporary_namespace
+from tests.fixtures.relay import RelayProcess, fresh_number, relay_env  # noqa: F401  (fresh_number: the relay tests import it from here)
 from tests.support.leaks import assert_no_secrets  # noqa: F401  (the relay tests import it from here)
 from tests.support.waiting import wait_for as support_wait_for
 
 SUBACCOUNT = "shop_otp"
 API_KEY = "sk-live-8x8-3f9a1c77e2b04d5f"
 SIGNING_KEYS = ("sig-old-5b2e9d14c8a7", "sig-new-a81f3c6e0d92")
-
-_numbers = itertools.count(100_000)
-
-
-def fresh_number(prefix: str = "+6591") -> str:
-    """A valid number no other test uses (keeps per-recipient windows apart)."""
-    while True:
-        candidate = f"{prefix}{next(_numbers):06d}"
-        if phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
-            return candidate
-
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
     """The suite's ``wait_for`` at the pace of a local relay (polls every 50 ms)."""
@@ -68,21 +57,49 @@ def make_relay(relay_factory: Callable[..., RelayProcess], emulator_keys: EightB
     return start
 
 
+# The shared relay's settings (as OTP_RELAY_* variables without the prefix), for the local
+# process and the relay pod alike.
+SHARED_RELAY_SETTINGS = {"SUBACCOUNT": SUBACCOUNT, "SENDER": "ShopOTP", "ENCODING": "GSM7",
+                         "ALLOWED_COUNTRIES": "SG,MY", "GLOBAL_LIMIT": "100000/s", "PER_RECIPIENT": "3/10m",
+                         "PATH_PREFIX": "/prod"}
+
+
 @pytest.fixture(scope="module")
-def shared_relay(emulator_keys: EightByEightEmulator, ssl_cert_file: Path,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
-    """One relay for the read-only contract rows of a module (fast)."""
+def process_shared_relay(emulator_keys: EightByEightEmulator, ssl_cert_file: Path,
+                         tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    """One relay process for the read-only contract rows of a module (fast)."""
     workdir = tmp_path_factory.mktemp("shared-relay")
+    settings = {k: v for k, v in SHARED_RELAY_SETTINGS.items() if k != "SUBACCOUNT"}
     env = relay_env(workdir, base_url=emulator_keys.base_url, ssl_cert_file=ssl_cert_file,
-                    subaccount=SUBACCOUNT, api_key=API_KEY, signing_keys=SIGNING_KEYS,
-                    SENDER="ShopOTP", ENCODING="GSM7", ALLOWED_COUNTRIES="SG,MY",
-                    GLOBAL_LIMIT="100000/s", PER_RECIPIENT="3/10m", PATH_PREFIX="/prod")
+                    subaccount=SUBACCOUNT, api_key=API_KEY, signing_keys=SIGNING_KEYS, **settings)
     relay = RelayProcess.start(workdir, env)
     try:
         yield relay
     finally:
         relay.stop()
         assert_no_secrets(relay.logs(), [API_KEY, *SIGNING_KEYS])
+
+
+@pytest.fixture(scope="module")
+def shared_relay(process_shared_relay: RelayProcess) -> RelayProcess:
+    return process_shared_relay
+
+
+@pytest.fixture(scope="module")
+def pod_shared_relay(k8s_api: Any, relay_pod: Callable[..., RelayProcess],
+                     node_sms_emulator: EightByEightEmulator) -> Iterator[tuple[RelayProcess, EightByEightEmulator]]:
+    """The shared relay as a pod on the real node (the image, its settings as the pod's
+    environment), with the 8x8 emulator it reaches across the node's bridge."""
+    node_sms_emulator.add_subaccount(SUBACCOUNT, API_KEY)
+    with temporary_namespace(k8s_api) as namespace:
+        relay = relay_pod(namespace, {**SHARED_RELAY_SETTINGS, "SMS_BASE_URL": node_sms_emulator.base_url},
+                          API_KEY, SIGNING_KEYS)
+        try:
+            yield relay, node_sms_emulator
+        finally:
+            logs = relay.logs()
+            relay.stop()
+            assert_no_secrets(logs, [API_KEY, *SIGNING_KEYS])
 
 
 def problem(response: Any) -> dict[str, Any]:
