@@ -70,7 +70,7 @@ def test_apply_to_ready_and_an_otp_reaches_8x8(k8s_api, namespace, run_operator,
     assert provider["name"] == "custom" and provider["disabled"] is False
 
     # An OTP fired the way Auth0 would reaches the 8x8 emulator through the relay.
-    relay = relay_from_deployment(namespace, "prod-relay", ch.public_url)
+    relay = relay_from_deployment(namespace, "prod-relay", ch.public_url).relay
     sms_emulator.clear()
     result = ch.tenant.fire_phone_message(recipient="+6591234567", text="Your code is 246810", code="246810")
     assert result.outcome == "success", result
