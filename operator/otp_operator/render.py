@@ -14,9 +14,10 @@ from .spec import ChannelSpec
 
 REDIS_DEFAULT_PORT = 6379
 
+# The relay's memory bound with its default caps is ~242 MB (relay/README.md, "Memory bound").
 DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
-    "requests": {"cpu": "50m", "memory": "64Mi"},
-    "limits": {"memory": "128Mi"},
+    "requests": {"cpu": "50m", "memory": "128Mi"},
+    "limits": {"memory": "256Mi"},
 }
 
 

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from . import messages, receipts, signing
 from .config import Settings
-from .connections import ConnectionGuard
+from .connections import MAX_BODY, ConnectionGuard
 from .keys import WatchedFile, parse_api_key, parse_signing_keys
 from .limits import retry_after_header
 from .logs import LineBudget, RequestLog, mask_number
@@ -36,8 +36,8 @@ from .state import (
 from .tls import ServingCertificate
 from .upstream import Accepted, EightByEight, NotSent, Rejected, RetryPolicy, Unknown
 
-MAX_BODY = 16 * 1024
 IN_FLIGHT_MARGIN = 1.0  # seconds a claimed key stays "in flight" beyond the deadline
+ADMIN_CONNECTIONS = 64  # open admin connections at most (probes, scrapes, the operator)
 log = logging.getLogger("otp_relay.request")
 request_log = RequestLog()
 
@@ -80,8 +80,14 @@ class Relay:
                                           self.metrics.registry, self.metrics.key_reload)
         self.state_ok = self.state.scope == "process"
         self.guard = ConnectionGuard(settings.max_connections, settings.header_timeout,
-                                     settings.idle_timeout, self.metrics.dropped)
+                                     settings.idle_timeout, self.metrics.dropped,
+                                     max_readers=settings.max_body_readers,
+                                     min_body_rate=settings.body_min_rate)
+        self.admin_guard = ConnectionGuard(ADMIN_CONNECTIONS, settings.header_timeout,
+                                           settings.idle_timeout, self.metrics.admin_dropped,
+                                           max_readers=ADMIN_CONNECTIONS)
         self.metrics.connections.set_function(lambda: len(self.guard))
+        self.metrics.readers.set_function(lambda: self.guard.readers)
         self.in_flight = 0
         self.metrics.in_flight.set_function(lambda: self.in_flight)
         self._base_payload: dict[str, object] = {"encoding": settings.encoding}
@@ -138,7 +144,6 @@ class Relay:
         fields: dict[str, object] = {"request_id": request_id, **self._line_start}
         transport = request.transport
         self.guard.request_started(transport)
-        self.in_flight += 1
         try:
             status, body, headers = await self._send(request, request_id, fields, started)
         except Exception:
@@ -147,7 +152,6 @@ class Relay:
             status, body, headers = _problem(
                 Problem(500, "Internal error", "the relay failed to process the request"), request_id)
         finally:
-            self.in_flight -= 1
             self.guard.request_finished(transport)
         close = fields.pop("close", False)
         outcome = fields.pop("outcome", None) or (
@@ -180,6 +184,14 @@ class Relay:
         if isinstance(otp, Problem):
             fields.setdefault("detail", otp.detail)
             return _problem(otp, request_id)
+        self.in_flight += 1  # only signed requests past every check count (no await since the cap)
+        try:
+            return await self._deliver(otp, request_id, fields, started)
+        finally:
+            self.in_flight -= 1
+
+    async def _deliver(self, otp: messages.OtpRequest, request_id: str, fields: dict[str, object],
+                       started: float) -> Answer:
         fields["recipient"] = mask_number(otp.recipient)
         fields["country"] = otp.country
         api_key = self.api_key.value
@@ -256,10 +268,8 @@ class Relay:
                                 "sent; it is never sent again"), request_id)
 
     async def _admit(self, request: web.Request, fields: dict[str, object]) -> messages.OtpRequest | Problem:
-        """Every check before the message may go to 8x8, cheapest and most basic first."""
-        if self.in_flight > self.settings.max_in_flight:
-            fields["outcome"] = "overloaded"
-            return _BUSY
+        """Every check before the message may go to 8x8, cheapest and most basic first; nothing
+        before the signature check holds more than a connection and a body reader."""
         if not self.ready:
             fields["outcome"] = "state_unavailable" if not self.state_ok else "not_ready"
             return _STATE_UNAVAILABLE if not self.state_ok else _NOT_READY
@@ -278,6 +288,9 @@ class Relay:
         except TimeoutError:
             fields["close"] = True  # the rest of the body is not worth waiting for
             return _BODY_TIMEOUT
+        except OSError:  # the client hung up (or the guard dropped it) mid-body: nobody to answer
+            fields["outcome"], fields["close"] = "client_abort", True
+            return _CLIENT_GONE
         self.guard.body_received(request.transport)
         timestamp, now = request.headers.get("X-Otp-Timestamp"), time.time()
         digest = signing.verify(self._keys(), timestamp, request.headers.get("X-Otp-Signature"), raw, now)
@@ -285,6 +298,9 @@ class Relay:
             fields["detail"] = digest.value
             return _UNAUTHORIZED
         fields["authenticated"] = True
+        if self.in_flight >= self.settings.max_in_flight:
+            fields["outcome"] = "overloaded"
+            return _BUSY
         if request.content_type != "application/json":
             return _UNSUPPORTED
         otp = messages.parse(raw)
@@ -344,7 +360,19 @@ class Relay:
         return app
 
     def make_admin_app(self) -> web.Application:
-        app = web.Application(client_max_size=1024)
+        guard = self.admin_guard
+
+        @web.middleware
+        async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+            """Admin requests carry no body: answered, the connection is idle again."""
+            guard.request_started(request.transport)
+            guard.body_received(request.transport)
+            try:
+                return await handler(request)
+            finally:
+                guard.request_finished(request.transport)
+
+        app = web.Application(client_max_size=1024, middlewares=[guarded])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics_endpoint)
@@ -362,6 +390,7 @@ _STATE_UNAVAILABLE = Problem(503, "Relay not ready", "the shared state store doe
                              {"Retry-After": "2"})
 _BUSY = Problem(503, "Relay busy", "too many requests in flight", {"Retry-After": "1"})
 _TOO_LARGE = Problem(413, "Payload too large", f"the body must be at most {MAX_BODY} bytes")
+_CLIENT_GONE = Problem(499, "Client closed request", "the connection closed before the body arrived")
 _BODY_TIMEOUT = Problem(408, "Request timeout", "the body did not arrive in time")
 _UNAUTHORIZED = Problem(401, "Unauthorized", "missing, invalid or expired signature")
 _UNSUPPORTED = Problem(415, "Unsupported media type", "send Content-Type: application/json")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import phonenumbers
 
+from .connections import MAX_READERS, MIN_BODY_RATE
 from .durations import parse_duration
 
 REGION_BASE_URLS = {
@@ -85,6 +86,8 @@ class Settings:
     insecure_upstream: bool = False
     max_connections: int = 1000
     max_in_flight: int = 256
+    max_body_readers: int = MAX_READERS
+    body_min_rate: float = MIN_BODY_RATE
     header_timeout: float = 5.0
     body_timeout: float = 5.0
     idle_timeout: float = 75.0
@@ -126,6 +129,10 @@ _OPTIONS: list[tuple[str, str, str]] = [
     ("--insecure-upstream", "INSECURE_UPSTREAM", "allow an http:// 8x8 base URL (test sandboxes only)"),
     ("--max-connections", "MAX_CONNECTIONS", "open client connections at most (default 1000)"),
     ("--max-in-flight", "MAX_IN_FLIGHT", "sends processed at once at most; more get 503 (default 256)"),
+    ("--max-body-readers", "MAX_BODY_READERS", "connections reading a request body at once; a new "
+     f"one evicts the oldest (default {MAX_READERS})"),
+    ("--body-min-rate", "BODY_MIN_RATE", "bytes/s a request body must keep up after its first second, "
+     f"else the connection gets 408 and is closed; 0 = no minimum (default {MIN_BODY_RATE})"),
     ("--header-timeout", "HEADER_TIMEOUT", "seconds to receive a request's headers (default 5)"),
     ("--body-timeout", "BODY_TIMEOUT", "seconds to receive a request's body (default 5)"),
     ("--idle-timeout", "IDLE_TIMEOUT", "seconds an idle keep-alive connection is kept (default 75)"),
@@ -173,6 +180,12 @@ def _count(suffix: str, text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise _fail(suffix, f"expected a positive whole number, got {text!r}")
     return int(text)
+
+
+def _min_rate(text: str) -> float:
+    if not text.isdigit():
+        raise _fail("BODY_MIN_RATE", f"expected bytes per second (0 = no minimum), got {text!r}")
+    return float(text)
 
 
 def _flag(suffix: str, text: str) -> bool:
@@ -293,6 +306,8 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
         insecure_upstream=insecure,
         max_connections=_count("MAX_CONNECTIONS", pick("MAX_CONNECTIONS", "1000")),
         max_in_flight=_count("MAX_IN_FLIGHT", pick("MAX_IN_FLIGHT", "256")),
+        max_body_readers=_count("MAX_BODY_READERS", pick("MAX_BODY_READERS", str(MAX_READERS))),
+        body_min_rate=_min_rate(pick("BODY_MIN_RATE", str(MIN_BODY_RATE))),
         header_timeout=_seconds("HEADER_TIMEOUT", pick("HEADER_TIMEOUT", "5")),
         body_timeout=_seconds("BODY_TIMEOUT", pick("BODY_TIMEOUT", "5")),
         idle_timeout=_seconds("IDLE_TIMEOUT", pick("IDLE_TIMEOUT", "75")),

@@ -330,6 +330,9 @@ async def handle(relay: Any, request: Any) -> Any:
     except TimeoutError:
         desk.metrics.requests.labels("timeout").inc()
         return web.Response(status=408, text="the body did not arrive in time")
+    except OSError:  # the sender hung up mid-body (or the guard dropped it): nobody to answer
+        desk.metrics.requests.labels("client_abort").inc()
+        return web.Response(status=499, text="the connection closed before the body arrived")
     finally:
         relay.guard.request_finished(request.transport)
     receipt_log.info("receipt", fields)
