@@ -218,7 +218,7 @@ class Relay:
         await self._settle(otp.idempotency_key, outcome, fields)
         if isinstance(outcome, Accepted):
             fields["umid"] = outcome.umid
-            self.receipts.sent(outcome.umid)
+            self.receipts.sent(outcome.umid, otp.country)
             return _accepted(outcome.umid)
         if isinstance(outcome, Rejected):
             fields["upstream"] = f"{outcome.http_status}/{outcome.code}"

@@ -135,7 +135,10 @@ def test_token_bucket() -> None:
 
 
 def test_interpreting_8x8_answers() -> None:
-    assert interpret(200, b'{"umid":"u1","status":{"code":"QUEUED"}}') == Accepted("u1")
+    umid = "0f3c5a2e-6b1d-4c55-9a0e-1d2b3c4d5e6f"
+    assert interpret(200, b'{"umid":"%s","status":{"code":"QUEUED"}}' % umid.encode()) == Accepted(umid)
+    for bad in ('"u1"', '"a\\nb"', '"%s"' % ("a" * 65), "7", '""'):  # only hex and dashes go in keys and logs
+        assert isinstance(interpret(200, b'{"umid":%s}' % bad.encode()), Unknown), bad
     assert interpret(200, b'{"umid":"u1","status":{"code":"REJECTED","description":"blocked"}}') == Rejected(200, "REJECTED", "blocked")
     assert interpret(400, b'{"code":1002,"message":"Invalid MSISDN"}') == Rejected(400, "1002", "Invalid MSISDN")
     assert interpret(502, b"<html>") == Rejected(502, "502", "")
