@@ -9,8 +9,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from otp_relay import config as relay_config
+
 from . import names, podtemplate
-from .spec import ChannelSpec
+from .spec import ChannelSpec, SpecError
 
 REDIS_DEFAULT_PORT = 6379
 
@@ -104,6 +106,22 @@ def global_limit_per_relay(ch: ChannelSpec) -> str:
     if not ch.relay.state_store:
         limit = math.ceil(limit / max(1, ch.relay.replicas))
     return f"{limit}/{ch.policy.global_window}"
+
+
+def check_store_capacity(ch: ChannelSpec) -> None:
+    """Without a state store each relay keeps its idempotency keys in process, and refuses to
+    start with a global limit its store cannot hold: say so on the channel instead."""
+    if ch.relay.state_store:
+        return
+    per_relay = relay_config.Rate.parse(global_limit_per_relay(ch))
+    needed = relay_config.keys_needed(per_relay)
+    if needed > relay_config.MAX_IDEMPOTENCY_KEYS:
+        raise SpecError(
+            f"spec.policy.globalLimit {ch.policy.global_limit}/{ch.policy.global_window} gives each of "
+            f"{ch.relay.replicas} replica(s) {global_limit_per_relay(ch)}, up to {needed:,} messages "
+            f"within the relay's idempotency retention, more than its in-process store's "
+            f"{relay_config.MAX_IDEMPOTENCY_KEYS:,} keys: set spec.relay.stateStore, add replicas or "
+            "lower the limit")
 
 
 def relay_env(ch: ChannelSpec) -> list[dict[str, str]]:

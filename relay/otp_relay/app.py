@@ -22,7 +22,7 @@ import orjson
 from aiohttp import web
 
 from . import messages, receipts, signing
-from .config import Settings
+from .config import IN_FLIGHT_MARGIN, Settings
 from .connections import MAX_BODY, ConnectionGuard
 from .keys import WatchedFile, parse_api_key, parse_signing_keys
 from .limits import retry_after_header
@@ -30,13 +30,12 @@ from .logs import LineBudget, RequestLog, mask_number
 from .metrics import RelayMetrics
 from .problems import CONTENT_TYPE as PROBLEM_JSON, Problem
 from .state import (
-    ACCEPTED, RELEASE, UNKNOWN, InFlight, Limited, MemoryState, Proceed, Replay, State,
+    ACCEPTED, RELEASE, UNKNOWN, Full, InFlight, Limited, MemoryState, Proceed, Replay, State,
     StateUnavailable, Timing,
 )
 from .tls import ServingCertificate
 from .upstream import Accepted, EightByEight, NotSent, Rejected, RetryPolicy, Unknown
 
-IN_FLIGHT_MARGIN = 1.0  # seconds a claimed key stays "in flight" beyond the deadline
 ADMIN_CONNECTIONS = 64  # open admin connections at most (probes, scrapes, the operator)
 log = logging.getLogger("otp_relay.request")
 request_log = RequestLog()
@@ -53,7 +52,8 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 def build_state(settings: Settings) -> State:
     timing = Timing(settings.idempotency_retention, settings.deadline + IN_FLIGHT_MARGIN)
     if not settings.state_url:
-        return MemoryState(settings.per_recipient, settings.global_limit, timing)
+        return MemoryState(settings.per_recipient, settings.global_limit, timing,
+                           max_keys=settings.max_idempotency_keys)
     from .redis_state import RedisState  # noqa: PLC0415  only with a store configured
 
     return RedisState(settings.state_url, settings.state_password_file, settings.state_prefix,
@@ -257,6 +257,10 @@ class Relay:
         if isinstance(verdict, InFlight):
             fields["idempotent"] = "in_flight"
             return _problem(Problem(409, "Already in flight", "this message is being sent; retry later",
+                                    {"Retry-After": retry_after_header(verdict.retry_after)}), request_id)
+        if isinstance(verdict, Full):
+            fields["outcome"] = "store_full"
+            return _problem(Problem(503, "Relay busy", "the idempotency store is full; retry later",
                                     {"Retry-After": retry_after_header(verdict.retry_after)}), request_id)
         if isinstance(verdict, Limited):
             (self.metrics.global_limited if verdict.limit == "global" else self.metrics.recipient_limited).inc()

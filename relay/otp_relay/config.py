@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -25,7 +26,10 @@ _SUBACCOUNT = re.compile(r"^[A-Za-z0-9\-._&]{3,50}$")
 DEFAULT_GLOBAL_LIMIT = "100/s"
 DEFAULT_PER_RECIPIENT = "5/10m"
 DEFAULT_RETENTION = "30m"
+DEFAULT_DEADLINE = 6.0  # seconds
 MIN_RETENTION = 15 * 60  # covers Auth0's retries of one message
+MAX_IDEMPOTENCY_KEYS = 200_000  # live keys of the in-process store (~360 bytes each)
+IN_FLIGHT_MARGIN = 1.0  # seconds a claimed key stays "in flight" beyond the deadline
 _TRUE, _FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
 
 
@@ -78,7 +82,7 @@ class Settings:
     log_level: str = "INFO"
     admin_host: str = "0.0.0.0"
     admin_port: int = 9090
-    deadline: float = 6.0
+    deadline: float = DEFAULT_DEADLINE
     idempotency_retention: float = 1800.0
     state_url: str | None = None
     state_password_file: Path | None = None
@@ -94,6 +98,7 @@ class Settings:
     workers: int = 1
     receipt_url: str | None = None
     receipt_token_file: Path | None = None
+    max_idempotency_keys: int = MAX_IDEMPOTENCY_KEYS
 
     @property
     def scheme(self) -> str:
@@ -127,6 +132,8 @@ _OPTIONS: list[tuple[str, str, str]] = [
     ("--state-password-file", "STATE_PASSWORD_FILE", "file holding the state store's password"),
     ("--state-prefix", "STATE_PREFIX", "key prefix in the state store (default otp-relay:<subaccount>)"),
     ("--insecure-upstream", "INSECURE_UPSTREAM", "allow an http:// 8x8 base URL (test sandboxes only)"),
+    ("--max-idempotency-keys", "MAX_IDEMPOTENCY_KEYS", "live keys the in-process store holds at most "
+     f"(~360 bytes each); the global limit over the retention must fit (default {MAX_IDEMPOTENCY_KEYS})"),
     ("--max-connections", "MAX_CONNECTIONS", "open client connections at most (default 1000)"),
     ("--max-in-flight", "MAX_IN_FLIGHT", "sends processed at once at most; more get 503 (default 256)"),
     ("--max-body-readers", "MAX_BODY_READERS", "connections reading a request body at once; a new "
@@ -285,7 +292,7 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
     log_level = pick("LOG_LEVEL", "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise _fail("LOG_LEVEL", f"use DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
-    return Settings(
+    settings = Settings(
         host=host, port=port, base_url=base_url, subaccount=subaccount,
         api_key_file=Path(api_key_file), signing_key_file=Path(signing_key_file),
         sender=sender, encoding=encoding,
@@ -298,7 +305,7 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
         shutdown_timeout=_seconds("SHUTDOWN_TIMEOUT", pick("SHUTDOWN_TIMEOUT", "25")),
         log_level=log_level,
         admin_host=admin_host, admin_port=admin_port,
-        deadline=_seconds("DEADLINE", pick("DEADLINE", "6")),
+        deadline=_seconds("DEADLINE", pick("DEADLINE", f"{DEFAULT_DEADLINE:g}")),
         idempotency_retention=_retention(pick("IDEMPOTENCY_RETENTION", DEFAULT_RETENTION)),
         state_url=_state_url(pick("STATE_URL")),
         state_password_file=Path(password_file) if password_file else None,
@@ -314,4 +321,25 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
         workers=workers,
         receipt_url=receipt_url or None,
         receipt_token_file=Path(receipt_token_file) if receipt_token_file else None,
+        max_idempotency_keys=_count("MAX_IDEMPOTENCY_KEYS", pick("MAX_IDEMPOTENCY_KEYS", str(MAX_IDEMPOTENCY_KEYS))),
     )
+    if not settings.state_url:
+        needed = keys_needed(settings.global_limit, settings.idempotency_retention, settings.deadline)
+        if needed > settings.max_idempotency_keys:
+            raise _fail("GLOBAL_LIMIT", f"{settings.global_limit.limit}/{settings.global_limit.window:g}s "
+                        f"admits up to {needed:,} messages within the idempotency retention "
+                        f"({settings.idempotency_retention:g}s + {settings.deadline + IN_FLIGHT_MARGIN:g}s "
+                        f"in flight), more than the in-process store's {settings.max_idempotency_keys:,} "
+                        "keys (--max-idempotency-keys): lower the limit or the retention, raise the "
+                        "store, or use --state-url")
+    return settings
+
+
+def keys_needed(rate: Rate, retention: float = parse_duration(DEFAULT_RETENTION),
+                deadline: float = DEFAULT_DEADLINE) -> int:
+    """Keys the in-process store may have to hold at once under the global limit ``rate``: a
+    full bucket (its burst) plus its refill over the time a key lives (the retention after its
+    last change, which can come up to the in-flight time after its claim). The operator asks
+    the same for a channel without a state store."""
+    lifetime = retention + deadline + IN_FLIGHT_MARGIN
+    return rate.limit + math.ceil(rate.limit / rate.window * lifetime)

@@ -37,6 +37,7 @@ _END_OF_HEADERS = b"\r\n\r\n"
 _BUSY_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
                   b"Connection: close\r\n\r\n")
 _BODY_TOO_SLOW = (b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+_BODY_TOO_LARGE = (b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 _HEADERS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nContent-Length: 0\r\n"
                       b"Connection: close\r\n\r\n")
 
@@ -89,8 +90,11 @@ class _Guarded(asyncio.Protocol):
                 self.tail = seen[-3:]
         self.waiting_bytes += len(data)
         header_bytes = self.waiting_bytes if self.headers_end < 0 else self.headers_end
-        if header_bytes > guard.max_header_bytes or self.waiting_bytes > guard.max_header_bytes + MAX_BODY:
+        if header_bytes > guard.max_header_bytes:
             guard._drop(self, "headers_too_large", _HEADERS_TOO_LARGE)
+            return False
+        if self.waiting_bytes > guard.max_header_bytes + MAX_BODY:
+            guard._drop(self, "body_too_large", _BODY_TOO_LARGE)
             return False
         return True
 
@@ -120,7 +124,7 @@ class ConnectionGuard:
         self.min_body_rate = min_body_rate
         self.body_grace = body_grace
         self.max_header_bytes = max_header_bytes
-        # "evicted", "refused", "timeout", "shutdown", "headers_too_large", "slow_body"
+        # "evicted", "refused", "timeout", "shutdown", "headers_too_large", "body_too_large", "slow_body"
         self._on_drop = on_drop
         self._open: dict[object, _Guarded] = {}  # transport -> connection
         self._waiting: OrderedDict[_Guarded, None] = OrderedDict()  # oldest first

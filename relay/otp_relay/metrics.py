@@ -9,9 +9,10 @@ OUTCOMES = (
     "accepted", "bad_request", "unauthorized", "forbidden", "too_large", "unsupported_media_type",
     "unprocessable", "rate_limited", "upstream_rejected", "upstream_unavailable", "not_ready",
     "internal_error", "replayed", "in_flight", "outcome_unknown", "overloaded", "timeout",
-    "state_unavailable", "client_abort",
+    "state_unavailable", "client_abort", "store_full",
 )
-DROP_REASONS = ("evicted", "refused", "timeout", "shutdown", "headers_too_large", "slow_body")
+DROP_REASONS = ("evicted", "refused", "timeout", "shutdown", "headers_too_large", "body_too_large",
+                "slow_body")
 
 
 class RelayMetrics:

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
-from .config import Rate
+from .config import MAX_IDEMPOTENCY_KEYS, Rate
 from .limits import RecipientWindow, TokenBucket
 
 _HEX = frozenset("0123456789abcdef")
@@ -70,11 +70,19 @@ class Limited:
     retry_after: float
 
 
-Verdict = Proceed | Replay | InFlight | Unknown | Limited
+@dataclass(frozen=True)
+class Full:
+    """The in-process store holds its maximum of live keys: this message is refused (nothing
+    is forgotten); ``retry_after`` is when the oldest key expires and frees room."""
+
+    retry_after: float
+
+
+Verdict = Proceed | Replay | InFlight | Unknown | Limited | Full
 
 
 class StateUnavailable(Exception):
-    """The store cannot decide (unreachable, timed out, or full): the send must not happen."""
+    """The store cannot decide (unreachable, timed out, out of memory): the send must not happen."""
 
 
 # --- outcomes for ``settle`` --------------------------------------------------------------
@@ -114,12 +122,13 @@ class _Record:  # slots: up to 200,000 live at once
 class MemoryState:
     """Exact state for one process, bounded: at most ``max_keys`` live keys. Every record
     lives exactly ``retention`` from its last change, so insertion order is expiry order. When
-    full of live keys a claim is refused (``StateUnavailable``) rather than forget a key."""
+    full of live keys a claim is refused (``Full``, that message only) rather than forget a key;
+    expired keys are dropped at every claim, so room comes back by itself."""
 
     scope = "process"
 
     def __init__(self, per_recipient: Rate, global_limit: Rate, timing: Timing,
-                 max_keys: int = 200_000, clock=time.monotonic) -> None:
+                 max_keys: int = MAX_IDEMPOTENCY_KEYS, clock=time.monotonic) -> None:
         self._clock = clock
         self._timing = timing
         self._keys: OrderedDict[str, _Record] = OrderedDict()
@@ -157,7 +166,7 @@ class MemoryState:
         if wait is not None:
             return Limited("recipient", wait)
         if len(self._keys) >= self._max_keys:
-            raise StateUnavailable("idempotency store full")
+            return Full(max(0.0, next(iter(self._keys.values())).expires - now))
         self._bucket.take()
         self._recipients.record(tag, now)
         self._put(key, _Record("p", "", now + self._timing.in_flight, now + self._timing.retention))

@@ -516,3 +516,15 @@ def test_every_kopf_handler_runs_on_the_event_loop():
                 if handler.fn.__module__ == "otp_operator.handlers"]
     assert len(handlers) >= 13
     assert [fn.__name__ for fn in handlers if not inspect.iscoroutinefunction(fn)] == []
+
+
+def test_a_budget_the_relays_cannot_hold_without_a_store_is_refused():
+    """Each relay keeps its keys in process without relay.stateStore and would refuse to start;
+    the channel says why, naming the numbers."""
+    spec = {**SPEC, "policy": {**SPEC["policy"], "globalLimit": {"limit": 400, "window": "1s"}}}
+    with pytest.raises(SpecError) as error:
+        render.check_store_capacity(parse_channel("shop", "prod", spec))
+    assert "400/1s" in str(error.value) and "361,600" in str(error.value) and "200,000" in str(error.value)
+    render.check_store_capacity(channel())  # the default budget fits
+    shared = {**spec, "relay": {**SPEC["relay"], "stateStore": {"url": "redis://redis.shop:6379"}}}
+    render.check_store_capacity(parse_channel("shop", "prod", shared))  # Redis holds any budget

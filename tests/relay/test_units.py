@@ -16,7 +16,8 @@ from otp_relay.upstream import (
     Accepted, EightByEight, NotSent, Rejected, RetryPolicy, Unknown, interpret, parse_retry_after,
 )
 from otp_relay.state import (
-    ACCEPTED, RELEASE, UNKNOWN, InFlight, Limited, MemoryState, Proceed, Replay, StateUnavailable, Timing,
+    ACCEPTED, RELEASE, UNKNOWN, InFlight, Limited, MemoryState, Proceed, Replay, Timing,
+    Full,
     Unknown as UnknownOutcome,
 )
 from tests.fixtures.relay import relay_command
@@ -205,8 +206,8 @@ async def test_memory_state_limits_and_bound() -> None:
     assert await state.claim("a", "+6591234567", "r") == Proceed()
     assert await state.claim("b", "+6591234567", "r") == Limited("recipient", 60.0)
     assert await state.claim("b", "+6591234568", "r") == Proceed()
-    with pytest.raises(StateUnavailable):  # full of live keys: refuse, forget nothing
-        await state.claim("c", "+6591234569", "r")
+    # full of live keys: refuse this one, forget nothing; retry when the oldest expires
+    assert await state.claim("c", "+6591234569", "r") == Full(900.0)
     assert await state.claim("a", "+6591234567", "r") == InFlight(7.0)
     clock.now += 900
     assert await state.claim("c", "+6591234569", "r") == Proceed()  # a and b expired
@@ -218,3 +219,14 @@ def test_redis_is_imported_only_with_a_state_store() -> None:
     code = "import sys, otp_relay.cli, otp_relay.app; print('redis' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_a_limit_the_in_process_store_cannot_hold_is_refused_at_start() -> None:
+    env = {**BASE_ENV, "OTP_RELAY_GLOBAL_LIMIT": "200/s"}
+    with pytest.raises(config.ConfigError) as error:
+        config.load([], env)
+    message = str(error.value)
+    assert "--global-limit" in message and "361,600 messages" in message and "200,000 keys" in message
+    assert config.load([], {**env, "OTP_RELAY_MAX_IDEMPOTENCY_KEYS": "400000"}).max_idempotency_keys == 400_000
+    assert config.load([], {**env, "OTP_RELAY_STATE_URL": "redis://127.0.0.1:6379/0"}).state_url  # Redis holds it
+    assert config.keys_needed(config.load([], BASE_ENV).global_limit) == 180_800  # the defaults fit: 100/s, 30m + 7s
