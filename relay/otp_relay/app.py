@@ -57,7 +57,8 @@ def build_state(settings: Settings) -> State:
     from .redis_state import RedisState  # noqa: PLC0415  only with a store configured
 
     return RedisState(settings.state_url, settings.state_password_file, settings.state_prefix,
-                      settings.per_recipient, settings.global_limit, timing)
+                      settings.per_recipient, settings.global_limit, timing,
+                      ca_file=settings.state_ca_file)
 
 
 class Relay:

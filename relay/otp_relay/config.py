@@ -8,6 +8,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import phonenumbers
 
@@ -86,6 +87,7 @@ class Settings:
     idempotency_retention: float = 1800.0
     state_url: str | None = None
     state_password_file: Path | None = None
+    state_ca_file: Path | None = None
     state_prefix: str = ""
     insecure_upstream: bool = False
     max_connections: int = 1000
@@ -130,6 +132,8 @@ _OPTIONS: list[tuple[str, str, str]] = [
      f"how long a message's key is remembered, >= 15m (default {DEFAULT_RETENTION})"),
     ("--state-url", "STATE_URL", "redis:// or rediss:// URL of the shared state (default: in process)"),
     ("--state-password-file", "STATE_PASSWORD_FILE", "file holding the state store's password"),
+    ("--state-ca-file", "STATE_CA_FILE", "CA bundle the rediss:// store's certificate is checked against "
+     "(default: SSL_CERT_FILE, else the system's)"),
     ("--state-prefix", "STATE_PREFIX", "key prefix in the state store (default otp-relay:<subaccount>)"),
     ("--insecure-upstream", "INSECURE_UPSTREAM", "allow an http:// 8x8 base URL (test sandboxes only)"),
     ("--max-idempotency-keys", "MAX_IDEMPOTENCY_KEYS", "live keys the in-process store holds at most "
@@ -211,9 +215,18 @@ def _retention(text: str) -> float:
     return float(seconds)
 
 
+# query parameters of a state URL that would turn TLS verification off (redis-py honours them)
+_UNVERIFIED = {"ssl_cert_reqs": {"none", "optional", "cert_none", "cert_optional"},
+               "ssl_check_hostname": {"false", "0", "no", "off"}}
+
+
 def _state_url(text: str) -> str | None:
     if text and not text.startswith(("redis://", "rediss://")):
         raise _fail("STATE_URL", "expected a redis:// or rediss:// URL")  # never echo: may hold a password
+    for name, value in parse_qsl(urlsplit(text).query, keep_blank_values=True):
+        if value.strip().lower() in _UNVERIFIED.get(name.lower(), ()):
+            raise _fail("STATE_URL", f"{name}={value} would turn off the check of the store's TLS "
+                        "certificate; it is always verified (trust: SSL_CERT_FILE or --state-ca-file)")
     return text or None
 
 
@@ -309,6 +322,7 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
         idempotency_retention=_retention(pick("IDEMPOTENCY_RETENTION", DEFAULT_RETENTION)),
         state_url=_state_url(pick("STATE_URL")),
         state_password_file=Path(password_file) if password_file else None,
+        state_ca_file=Path(pick("STATE_CA_FILE")) if pick("STATE_CA_FILE") else None,
         state_prefix=pick("STATE_PREFIX") or f"otp-relay:{subaccount}",
         insecure_upstream=insecure,
         max_connections=_count("MAX_CONNECTIONS", pick("MAX_CONNECTIONS", "1000")),

@@ -145,11 +145,17 @@ class RedisState:
     scope = "shared"
 
     def __init__(self, url: str, password_file: Path | None, prefix: str, per_recipient: Rate,
-                 global_limit: Rate, timing: Timing, timeout: float = 1.0) -> None:
+                 global_limit: Rate, timing: Timing, timeout: float = 1.0,
+                 ca_file: Path | None = None) -> None:
+        tls: dict[str, object] = {}
+        if url.startswith("rediss://"):  # the certificate and the host name are always checked
+            tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+            if ca_file is not None:
+                tls["ssl_ca_certs"] = str(ca_file)
         self._client = redis.Redis.from_url(
             url, credential_provider=PasswordFile(password_file) if password_file else None,
             socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False,
-            max_connections=256, decode_responses=True)
+            max_connections=256, decode_responses=True, **tls)
         self._scripts = Scripts(self._client, {"claim": _CLAIM, "settle": _SETTLE})
         self._prefix = f"{{{prefix}}}:"
         self._timing_ms = (int(timing.retention * 1000), int(timing.in_flight * 1000))

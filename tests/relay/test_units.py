@@ -58,6 +58,9 @@ def test_base_url_overrides_region() -> None:
     ({"OTP_RELAY_TLS_CERT_FILE": "/c"}, "set both"),
     ({"OTP_RELAY_PATH_PREFIX": "prod"}, "must start with '/'"),
     ({"OTP_RELAY_LISTEN": "8080"}, "expected HOST:PORT"),
+    ({"OTP_RELAY_STATE_URL": "rediss://redis:6380/0?ssl_cert_reqs=none"},
+     "ssl_cert_reqs=none would turn off the check of the store's TLS certificate"),
+    ({"OTP_RELAY_STATE_URL": "rediss://redis:6380/0?ssl_check_hostname=False"}, "ssl_check_hostname=False"),
 ])
 def test_bad_settings_say_what_is_wrong(env: dict[str, str], message: str) -> None:
     with pytest.raises(config.ConfigError, match=re.escape(message)):
@@ -230,3 +233,17 @@ def test_a_limit_the_in_process_store_cannot_hold_is_refused_at_start() -> None:
     assert config.load([], {**env, "OTP_RELAY_MAX_IDEMPOTENCY_KEYS": "400000"}).max_idempotency_keys == 400_000
     assert config.load([], {**env, "OTP_RELAY_STATE_URL": "redis://127.0.0.1:6379/0"}).state_url  # Redis holds it
     assert config.keys_needed(config.load([], BASE_ENV).global_limit) == 180_800  # the defaults fit: 100/s, 30m + 7s
+
+
+def test_the_tls_store_client_checks_certificate_and_host_name(tmp_path) -> None:
+    from otp_relay.redis_state import RedisState  # noqa: PLC0415
+
+    ca = tmp_path / "ca.pem"
+    state = RedisState("rediss://redis.example:6380/0", None, "p", config.Rate(1, 1), config.Rate(1, 1),
+                       Timing(900, 7), ca_file=ca)
+    kwargs = state.client.connection_pool.connection_kwargs
+    assert (kwargs["ssl_cert_reqs"], kwargs["ssl_check_hostname"], kwargs["ssl_ca_certs"]) == (
+        "required", True, str(ca))
+    settings = config.load([], {**BASE_ENV, "OTP_RELAY_STATE_URL": "rediss://redis.example:6380/0",
+                                "OTP_RELAY_STATE_CA_FILE": str(ca)})
+    assert settings.state_ca_file == ca
