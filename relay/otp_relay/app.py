@@ -22,6 +22,7 @@ import orjson
 from aiohttp import web
 
 from . import messages, receipts, signing
+from . import policy as sms_policy
 from .config import IN_FLIGHT_MARGIN, Settings
 from .connections import MAX_BODY, ConnectionGuard
 from .keys import WatchedFile, parse_api_key, parse_signing_keys
@@ -31,7 +32,7 @@ from .metrics import RelayMetrics
 from .problems import CONTENT_TYPE as PROBLEM_JSON, Problem
 from .state import (
     ACCEPTED, RELEASE, UNKNOWN, Full, InFlight, Limited, MemoryState, Proceed, Replay, State,
-    StateUnavailable, Timing,
+    StateUnavailable, Timing, recipient_tag,
 )
 from .tls import ServingCertificate
 from .upstream import Accepted, EightByEight, NotSent, Rejected, RetryPolicy, Unknown
@@ -95,6 +96,7 @@ class Relay:
         if settings.sender:
             self._base_payload["source"] = settings.sender
         self.rejections_log = LineBudget()
+        self.numbers = sms_policy.NumberPolicy(settings.allowed_number_types, settings.allowed_non_geographic)
         self.upstream = EightByEight(settings.base_url, settings.subaccount,
                                      policy or RetryPolicy(deadline=settings.deadline),
                                      self.metrics.upstream)
@@ -199,17 +201,23 @@ class Relay:
         if api_key is None:
             fields["outcome"] = "not_ready"
             return _problem(_NOT_READY, request_id)
+        segments = fields["segments"]
         try:
-            verdict = await self.state.claim(otp.idempotency_key, otp.recipient, request_id)
+            verdict = await self.state.claim(otp.idempotency_key, otp.recipient, request_id,
+                                             segments, self._windows(otp, segments))
         except StateUnavailable:
             self._state_answered(False)
             fields["outcome"] = "state_unavailable"
             return _problem(_STATE_UNAVAILABLE, request_id)
         if not isinstance(verdict, Proceed):
             return self._answer_known(verdict, fields, request_id)
+        for rule in verdict.would_refuse:
+            self._monitored(rule, fields)
 
         payload = {**self._base_payload, "destination": otp.recipient, "text": otp.text,
-                   "clientMessageId": request_id}
+                   "clientMessageId": request_id,
+                   "expiry": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                           time.gmtime(time.time() + self.settings.code_validity))}
         if otp.client_ip:
             payload["clientIp"] = otp.client_ip
         if callback := self.receipts.callback_url():
@@ -264,8 +272,11 @@ class Relay:
             return _problem(Problem(503, "Relay busy", "the idempotency store is full; retry later",
                                     {"Retry-After": retry_after_header(verdict.retry_after)}), request_id)
         if isinstance(verdict, Limited):
-            (self.metrics.global_limited if verdict.limit == "global" else self.metrics.recipient_limited).inc()
-            detail = "global rate limit reached" if verdict.limit == "global" else "limit for this recipient reached"
+            if verdict.limit in sms_policy.WINDOW_RULES:
+                self.metrics.policy(verdict.limit, monitored=False)
+            else:
+                (self.metrics.global_limited if verdict.limit == "global" else self.metrics.recipient_limited).inc()
+            detail = _LIMIT_DETAILS[verdict.limit]
             return _problem(Problem(429, "Too many requests", detail,
                                     {"Retry-After": retry_after_header(verdict.retry_after)}), request_id)
         fields["idempotent"] = "outcome_unknown"
@@ -316,7 +327,41 @@ class Relay:
             fields["recipient"], fields["country"] = mask_number(otp.recipient), otp.country
             return Problem(403, "Destination not allowed",
                            f"SMS to country {otp.country} is not allowed by policy")
+        refused_type = self.numbers.refusal(otp.number_type, otp.country, otp.calling_code)
+        if refused_type is not None and not self._monitored("number_type", fields):
+            fields["recipient"], fields["country"] = mask_number(otp.recipient), otp.country
+            return Problem(403, "Destination not allowed",
+                           f"numbers of type {refused_type} get no SMS by policy")
+        segments = fields["segments"] = sms_policy.segments(otp.text, self.settings.encoding)
+        if segments > self.settings.max_segments and not self._monitored("segments", fields):
+            return Problem(400, "Invalid request", f"'text' needs {segments} SMS segments, more than "
+                           f"the {self.settings.max_segments} a message may use")
         return otp
+
+    def _monitored(self, rule: str, fields: dict[str, object]) -> bool:
+        """Count a rule that would refuse; True when it only monitors (the send goes on)."""
+        monitored = rule in self.settings.monitor_rules
+        self.metrics.policy(rule, monitored)
+        if monitored:
+            fields["would_refuse"] = ",".join(filter(None, (str(fields.get("would_refuse", "")), rule)))
+        return monitored
+
+    def _windows(self, otp: messages.OtpRequest, segments: int) -> tuple[sms_policy.Window, ...]:
+        """The policy's fixed-window counts a send is charged to (keys are digests)."""
+        s, monitor = self.settings, self.settings.monitor_rules
+        windows = [
+            sms_policy.Window("prefix", recipient_tag(sms_policy.prefix_of(otp.recipient, s.prefix_digits)),
+                          s.per_prefix.limit, s.per_prefix.window, 1, "prefix" in monitor),
+            sms_policy.Window("country_hour", otp.country, s.country_hour.limit, s.country_hour.window,
+                          segments, "country_hour" in monitor),
+            sms_policy.Window("country_day", otp.country, s.country_day.limit, s.country_day.window,
+                          segments, "country_day" in monitor),
+        ]
+        if s.per_client_ip is not None and otp.client_ip:
+            windows.append(sms_policy.Window("client_ip", recipient_tag(sms_policy.ip_group(otp.client_ip)),
+                                         s.per_client_ip.limit, s.per_client_ip.window, 1,
+                                         "client_ip" in monitor))
+        return tuple(windows)
 
     # --- admin endpoints ---------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
@@ -390,6 +435,13 @@ def _accepted(umid: str, headers: dict[str, str] | None = None) -> Answer:
         "Content-Type": "application/json", **(headers or {})}
 
 
+_LIMIT_DETAILS = {
+    "global": "global rate limit reached", "recipient": "limit for this recipient reached",
+    "prefix": "limit for numbers with this prefix reached",
+    "country_hour": "hourly budget for this country reached",
+    "country_day": "daily budget for this country reached",
+    "client_ip": "limit for this client IP reached",
+}
 _NOT_READY = Problem(503, "Relay not ready", "credentials are not loaded", {"Retry-After": "5"})
 _STATE_UNAVAILABLE = Problem(503, "Relay not ready", "the shared state store does not answer",
                              {"Retry-After": "2"})

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl, urlsplit
 import phonenumbers
 
 from .connections import MAX_READERS, MIN_BODY_RATE
+from . import policy
 from .durations import parse_duration
 
 REGION_BASE_URLS = {
@@ -101,6 +102,16 @@ class Settings:
     receipt_url: str | None = None
     receipt_token_file: Path | None = None
     max_idempotency_keys: int = MAX_IDEMPOTENCY_KEYS
+    allowed_number_types: frozenset[str] = frozenset()
+    allowed_non_geographic: frozenset[int] = frozenset()
+    max_segments: int = policy.DEFAULT_MAX_SEGMENTS
+    per_prefix: Rate = Rate.parse(policy.DEFAULT_PER_PREFIX)
+    prefix_digits: int = policy.DEFAULT_PREFIX_DIGITS
+    country_hour: Rate = Rate.parse(policy.DEFAULT_COUNTRY_HOUR)
+    country_day: Rate = Rate.parse(policy.DEFAULT_COUNTRY_DAY)
+    per_client_ip: Rate | None = None
+    monitor_rules: frozenset[str] = frozenset()
+    code_validity: float = float(parse_duration(policy.DEFAULT_CODE_VALIDITY))
 
     @property
     def scheme(self) -> str:
@@ -149,6 +160,22 @@ _OPTIONS: list[tuple[str, str, str]] = [
     ("--idle-timeout", "IDLE_TIMEOUT", "seconds an idle keep-alive connection is kept (default 75)"),
     ("--workers", "WORKERS", "processes sharing the public port (SO_REUSEPORT); more than 1 needs "
      "--state-url so limits and idempotency stay exact (default 1)"),
+    ("--allow-number-types", "ALLOW_NUMBER_TYPES", "number types that get a text besides MOBILE and "
+     "FIXED_LINE_OR_MOBILE, e.g. VOIP,PERSONAL_NUMBER (libphonenumber's names)"),
+    ("--allow-non-geographic", "ALLOW_NON_GEOGRAPHIC", "non-geographic calling codes that get a text, "
+     "e.g. 882 (default: none)"),
+    ("--max-segments", "MAX_SEGMENTS", f"SMS segments a text may need at most (default {policy.DEFAULT_MAX_SEGMENTS})"),
+    ("--per-prefix", "PER_PREFIX", f"window per number prefix (default {policy.DEFAULT_PER_PREFIX})"),
+    ("--prefix-digits", "PREFIX_DIGITS", f"digits a prefix leaves out (default {policy.DEFAULT_PREFIX_DIGITS})"),
+    ("--country-hour", "COUNTRY_HOUR", f"SMS segments per destination country per hour-long window "
+     f"(default {policy.DEFAULT_COUNTRY_HOUR})"),
+    ("--country-day", "COUNTRY_DAY", f"SMS segments per destination country per day-long window "
+     f"(default {policy.DEFAULT_COUNTRY_DAY})"),
+    ("--per-client-ip", "PER_CLIENT_IP", "window per end-user IP (IPv6 per /64), e.g. 10/1h (default: off)"),
+    ("--monitor-rules", "MONITOR_RULES", f"rules that only count and log what they would refuse: "
+     f"{', '.join(policy.RULES)}"),
+    ("--code-validity", "CODE_VALIDITY", f"how long a code is valid: every send carries expiry = now + "
+     f"this, so a late SMS is never delivered (default {policy.DEFAULT_CODE_VALIDITY})"),
     ("--receipt-url", "RECEIPT_URL", "public URL 8x8 posts delivery receipts to, without the token "
      "(e.g. https://otp.example.com/v1/receipts); sends carry <this>/<newest token>"),
     ("--receipt-token-file", "RECEIPT_TOKEN_FILE", "file with receipt tokens, one per line, newest last "
@@ -228,6 +255,34 @@ def _state_url(text: str) -> str | None:
             raise _fail("STATE_URL", f"{name}={value} would turn off the check of the store's TLS "
                         "certificate; it is always verified (trust: SSL_CERT_FILE or --state-ca-file)")
     return text or None
+
+
+_NUMBER_TYPES = frozenset(name for name, value in vars(phonenumbers.PhoneNumberType).items()
+                          if isinstance(value, int))
+
+
+def _names(suffix: str, text: str, known: frozenset[str]) -> frozenset[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise _fail(suffix, f"unknown name(s) {', '.join(unknown)}; use {', '.join(sorted(known))}")
+    return frozenset(names)
+
+
+def _calling_codes(text: str) -> frozenset[int]:
+    codes = [c.strip().lstrip("+") for c in text.split(",") if c.strip()]
+    bad = [c for c in codes if not c.isdigit() or "001" not in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(c), ())]
+    if bad:
+        raise _fail("ALLOW_NON_GEOGRAPHIC", f"not non-geographic calling code(s): {', '.join(bad)} "
+                    "(e.g. 800, 808, 870, 881, 882, 883, 979)")
+    return frozenset(int(c) for c in codes)
+
+
+def _duration(suffix: str, text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise _fail(suffix, str(exc)) from None
 
 
 def _countries(text: str) -> frozenset[str]:
@@ -336,6 +391,16 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
         receipt_url=receipt_url or None,
         receipt_token_file=Path(receipt_token_file) if receipt_token_file else None,
         max_idempotency_keys=_count("MAX_IDEMPOTENCY_KEYS", pick("MAX_IDEMPOTENCY_KEYS", str(MAX_IDEMPOTENCY_KEYS))),
+        allowed_number_types=_names("ALLOW_NUMBER_TYPES", pick("ALLOW_NUMBER_TYPES"), _NUMBER_TYPES),
+        allowed_non_geographic=_calling_codes(pick("ALLOW_NON_GEOGRAPHIC")),
+        max_segments=_count("MAX_SEGMENTS", pick("MAX_SEGMENTS", str(policy.DEFAULT_MAX_SEGMENTS))),
+        per_prefix=_rate("PER_PREFIX", pick("PER_PREFIX", policy.DEFAULT_PER_PREFIX)),
+        prefix_digits=_count("PREFIX_DIGITS", pick("PREFIX_DIGITS", str(policy.DEFAULT_PREFIX_DIGITS))),
+        country_hour=_rate("COUNTRY_HOUR", pick("COUNTRY_HOUR", policy.DEFAULT_COUNTRY_HOUR)),
+        country_day=_rate("COUNTRY_DAY", pick("COUNTRY_DAY", policy.DEFAULT_COUNTRY_DAY)),
+        per_client_ip=_rate("PER_CLIENT_IP", pick("PER_CLIENT_IP")) if pick("PER_CLIENT_IP") else None,
+        monitor_rules=_names("MONITOR_RULES", pick("MONITOR_RULES"), frozenset(policy.RULES)),
+        code_validity=float(_duration("CODE_VALIDITY", pick("CODE_VALIDITY", policy.DEFAULT_CODE_VALIDITY))),
     )
     if not settings.state_url:
         needed = keys_needed(settings.global_limit, settings.idempotency_retention, settings.deadline)

@@ -22,7 +22,8 @@ pytestmark = [pytest.mark.cluster, pytest.mark.container]
 # The shared relay's settings (tests/relay/conftest.py), here as the pod's OTP_RELAY_* environment.
 SETTINGS = {"SUBACCOUNT": SUBACCOUNT, "SENDER": "ShopOTP", "ENCODING": "GSM7", "ALLOWED_COUNTRIES": "SG,MY",
             "GLOBAL_LIMIT": "100000/s", "PER_RECIPIENT": "3/10m", "PATH_PREFIX": "/prod",
-            "MAX_IDEMPOTENCY_KEYS": "1000000000"}
+            "MAX_IDEMPOTENCY_KEYS": "1000000000", "PER_PREFIX": "100000/s",
+            "COUNTRY_HOUR": "1000000000/1h", "COUNTRY_DAY": "1000000000/24h"}
 
 # Left out: test_invalid_fields_are_400 failed here intermittently under load (2 of 7 runs, one
 # parameter each time, cause not found yet); it still runs against the local relay process.

@@ -19,7 +19,7 @@ from otp_relay import receipts
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.relay import RelayProcess, free_port, kubelet_volume, otp_body, relay_env
 
-from .conftest import API_KEY, SIGNING_KEYS, SUBACCOUNT, UNLIMITED_KEYS, assert_no_secrets, fresh_number, wait_for
+from .conftest import API_KEY, NO_POLICY_WINDOWS, SIGNING_KEYS, SUBACCOUNT, UNLIMITED_KEYS, assert_no_secrets, fresh_number, wait_for
 
 KEY = SIGNING_KEYS[1]
 TOKENS = ("rcpt-old-Q2d8xV1mZ0aT7kLp", "rcpt-new-9fJw3Hs6Ye4RbN1c")
@@ -36,7 +36,7 @@ def receipt_relay(relay_factory, emulator_keys, ssl_cert_file: Path, tmp_path: P
         kubelet_volume(workdir / "receipts", {"tokens": "".join(f"{t}\n" for t in tokens)})
         env = relay_env(workdir, base_url=emulator_keys.base_url, ssl_cert_file=ssl_cert_file,
                         subaccount=SUBACCOUNT, api_key=API_KEY, signing_keys=SIGNING_KEYS,
-                        GLOBAL_LIMIT="100000/s", PER_RECIPIENT="100000/s", MAX_IDEMPOTENCY_KEYS=UNLIMITED_KEYS,
+                        GLOBAL_LIMIT="100000/s", PER_RECIPIENT="100000/s", MAX_IDEMPOTENCY_KEYS=UNLIMITED_KEYS, **NO_POLICY_WINDOWS,
                         RECEIPT_URL=f"http://127.0.0.1:{port}/v1/receipts",
                         RECEIPT_TOKEN_FILE=str(workdir / "receipts" / "tokens"), **settings)
         return relay_factory(env, workdir=workdir, port=port)
