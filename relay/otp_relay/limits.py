@@ -50,11 +50,7 @@ class RecipientWindow:
 
     def _make_room(self, now: float) -> None:
         cutoff = now - self._window
-        for recipient in [r for r, s in self._sends.items() if not s or s[-1] <= cutoff]:
-            del self._sends[recipient]
-        if len(self._sends) >= self._max:
-            for recipient in list(self._sends)[: max(1, self._max // 10)]:
-                del self._sends[recipient]
+        _make_room(self._sends, self._max, lambda sends: not sends or sends[-1] <= cutoff)
 
     def __len__(self) -> int:
         return len(self._sends)
@@ -111,14 +107,19 @@ class FixedWindows:
             entry[0], entry[1] = index, cost
 
     def _make_room(self, index: int) -> None:
-        for tag in [t for t, (i, _) in self._counts.items() if i < index]:
-            del self._counts[tag]
-        if len(self._counts) >= self._max:
-            for tag in list(self._counts)[: max(1, self._max // 10)]:
-                del self._counts[tag]
+        _make_room(self._counts, self._max, lambda entry: entry[0] < index)
 
     def __len__(self) -> int:
         return len(self._counts)
+
+
+def _make_room(table: dict, max_keys: int, stale) -> None:
+    """Drop the entries ``stale`` says are done; if still full, the oldest-seen tenth."""
+    for key in [k for k, value in table.items() if stale(value)]:
+        del table[key]
+    if len(table) >= max_keys:
+        for key in list(table)[: max(1, max_keys // 10)]:
+            del table[key]
 
 
 def retry_after_header(seconds: float) -> str:
