@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OTP_SANDBOX_CACHE ?= $(HOME)/.cache/otp-relay-operator
 
-.PHONY: help venv node controlplane helm image image-tools node-tools test-tools test test-fast demo bench bench-tools clean
+.PHONY: help venv node controlplane helm gitops-tools image image-tools node-tools test-tools test test-fast demo bench bench-tools clean
 
 help:
 	@echo "make demo   - run the whole system on the local sandbox (see README)"
@@ -34,10 +34,15 @@ controlplane: $(STAMP) node
 helm: $(STAMP)
 	$(BIN)/python -m tests.chart.helm
 
+# kstatus (how Flux and kpt judge health) and Argo CD's Lua health runner (gopher-lua) for the
+# GitOps tests: Go programs built once into the same cache.
+gitops-tools: $(STAMP)
+	$(BIN)/python -m tests.gitops.tools
+
 # Debian tools the tests run for real, as command:package: redis-server (the relay's shared state,
-# started by a fixture on loopback), lua5.4 (the Argo CD health check), promtool (the alert rules'
+# started by a fixture on loopback), promtool (the alert rules'
 # checks and unit tests). Installed in one apt run, only when missing.
-TEST_TOOLS := redis-server:redis-server lua5.4:lua5.4 promtool:prometheus
+TEST_TOOLS := redis-server:redis-server promtool:prometheus
 test-tools:
 	@missing=$$(for t in $(TEST_TOOLS); do command -v $${t%%:*} >/dev/null || echo $${t#*:}; done); \
 	if [ -n "$$missing" ]; then \
@@ -60,7 +65,7 @@ node-tools:
 	  echo ">> installing containerd, runc and containernetworking-plugins from Debian for the sandbox's real node"; \
 	  apt-get update -qq && apt-get install -y -qq containerd runc containernetworking-plugins; }
 
-test: controlplane helm image node-tools test-tools
+test: controlplane helm gitops-tools image node-tools test-tools
 	$(BIN)/python -m pytest -ra
 
 test-fast: $(STAMP) test-tools

@@ -44,6 +44,7 @@ from kubernetes import client, config, watch  # noqa: E402
 from otp_sandbox.auth0_emulator import Auth0Emulator, Client, RateLimit  # noqa: E402
 from otp_sandbox.controlplane import ControlPlane  # noqa: E402
 from otp_sandbox.controlplane.gomodules import KWOK_POD_READY_DELAY_ANNOTATION  # noqa: E402
+from otp_sandbox.controlplane.node import RELAY_POD_READY_SECONDS  # noqa: E402
 from otp_sandbox.pki import CertificateAuthority  # noqa: E402
 from otp_sandbox.processes import SANDBOX_ENDPOINT_ARGS  # noqa: E402
 from otp_sandbox.crd import install_crd  # noqa: E402
@@ -54,9 +55,7 @@ LATENCY_MS = 100
 RATE_LIMIT = RateLimit(capacity=20, refill_per_second=10.0)
 MEASURED_DRIFT = 20.0
 DEFAULT_DRIFT = 600.0
-# A relay pod on the sandbox's real node was Ready 5 and 8 s after creation with its image already
-# present (tests/node/test_relay_pods.py); kwok's fast stages would make it Ready at once.
-POD_READY_SECONDS = 5.0
+POD_READY_SECONDS = RELAY_POD_READY_SECONDS
 
 
 class Watcher:

@@ -31,11 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port")
     run.add_argument("--drift-interval", type=float, default=names.DEFAULT_DRIFT_INTERVAL_SECONDS,
                      metavar="SECONDS", help="how often Auth0 is checked for drift (reads only)")
-    run.add_argument("--rotation-grace", type=float, default=30.0, metavar="SECONDS",
+    run.add_argument("--rotation-grace", type=float, default=names.DEFAULT_ROTATION_GRACE_SECONDS, metavar="SECONDS",
                      help="how long the old signing key stays accepted after Auth0 has the new one")
-    run.add_argument("--key-propagation", type=float, default=60.0, metavar="SECONDS",
+    run.add_argument("--key-propagation", type=float, default=names.DEFAULT_KEY_PROPAGATION_SECONDS,
+                     metavar="SECONDS",
                      help="how long after the relay rolled out with a new signing key before Auth0 gets it "
-                          "(the kubelet refreshes a running pod's mounted Secret about once a minute)")
+                          "(the kubelet refreshes a running pod's mounted Secret at its next sync of the pod: "
+                          "up to 90 s with the kubelet's defaults)")
     run.add_argument("--secret-grace", type=float, default=300.0, metavar="SECONDS",
                      help="how long a missing referenced Secret counts as on its way (Reconciling) before "
                           "the channel is Stalled (GitOps tools may create it seconds after the channel)")

@@ -69,6 +69,11 @@ RECEIPT_TOKEN_SECRET_KEY = "tokens"  # one token per line, newest last (the rela
 RECEIPT_ROTATION_SECRET_KEY = "rotation"  # the rotation request the tokens answer (not mounted)
 
 DEFAULT_DRIFT_INTERVAL_SECONDS = 600.0
+DEFAULT_ROTATION_GRACE_SECONDS = 30.0  # the old signing key stays this long after Auth0 has the new one
+# A running pod sees a changed Secret at the kubelet's next sync of that pod: every syncFrequency
+# (1 m by default) plus up to 50 % jitter (pod_workers' workerResyncIntervalJitterFactor), so up
+# to 90 s; the real-node test measures it against this value.
+DEFAULT_KEY_PROPAGATION_SECONDS = 90.0
 RELAY_IMAGE_ENV = "OTP_OPERATOR_RELAY_IMAGE"
 RELAY_IMAGE_REPOSITORY = "ghcr.io/otp-relay-operator/otp-relay-operator"
 

@@ -24,8 +24,8 @@ from .kube import KubeApi
 class OperatorConfig:
     relay_image: str = field(default_factory=names.default_relay_image)
     drift_interval: float = names.DEFAULT_DRIFT_INTERVAL_SECONDS
-    rotation_grace: float = 30.0  # seconds the old signing key stays after Auth0 has the new one
-    key_propagation: float = 60.0  # seconds a running relay pod may take to see a changed Secret
+    rotation_grace: float = names.DEFAULT_ROTATION_GRACE_SECONDS
+    key_propagation: float = names.DEFAULT_KEY_PROPAGATION_SECONDS
     auth0_concurrency_per_tenant: int = 4
     progress_recheck: float = 60.0  # safety net while waiting for a rollout without events
     max_concurrent_reconciles: int = 64  # bounds API bursts and peak memory with many channels

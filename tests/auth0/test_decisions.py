@@ -372,8 +372,9 @@ def test_retry_policy_never_hot_loops_on_a_reset_already_due():
 
 def test_retry_policy_retries_5xx_and_transport_errors_a_bounded_number_of_times():
     policy = RetryPolicy(attempts=3)
-    assert policy.delay(503, {}, 1, 0) is not None
-    assert policy.delay(None, {}, 2, 0) is not None
+    # Exponential back-off with up to 20 % jitter: the first retry after ~backoff, the next ~2x.
+    assert policy.backoff <= policy.delay(503, {}, 1, 0) <= 1.2 * policy.backoff
+    assert 2 * policy.backoff <= policy.delay(None, {}, 2, 0) <= 2.4 * policy.backoff
     assert policy.delay(503, {}, 3, 0) is None
     assert policy.delay(400, {}, 1, 0) is None
     assert policy.delay(409, {}, 1, 0) is None

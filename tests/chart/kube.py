@@ -1,31 +1,16 @@
-"""Small Kubernetes helpers for the chart tests (admin client; bounded waits)."""
+"""Small Kubernetes helpers for the chart tests (admin client)."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic import DynamicClient
 
-T = TypeVar("T")
 FIELD_MANAGER = "otp-chart-tests"
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 120.0, interval: float = 0.5) -> T:
-    """Poll ``probe`` until it returns something truthy; raise naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = probe()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
 
 
 def server_side_apply(api: client.ApiClient, body: dict, *, dry_run: bool) -> dict:

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import client
+from otp_sandbox.crd import install_crd
 
 from tests.chart.helm import CHART_DIR, REPO_ROOT, Helm, HelmError, set_values
-from tests.chart.kube import (CHART_CRDS, adopt_crds, deployment_available, exists, extra_namespaces,
-                              server_side_apply, wait_for)
+from tests.chart.kube import CHART_CRDS, adopt_crds, deployment_available, exists, extra_namespaces, server_side_apply
+from tests.support.builders import example_channel
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -31,10 +33,10 @@ def install_chart_crds(api: client.ApiClient) -> None:
         server_side_apply(api, yaml.safe_load(path.read_text()), dry_run=False)
     extensions = client.ApiextensionsV1Api(api)
     for name in CRD_NAMES:
-        wait_for(f"CRD {name} Established", lambda n=name: any(
+        wait_for(lambda n=name: any(
             c.type == "Established" and c.status == "True"
             for c in extensions.read_custom_resource_definition(n).status.conditions or []
-        ), timeout=30)
+        ), timeout=30, what=f"CRD {name} Established")
 
 
 @pytest.mark.parametrize(
@@ -62,12 +64,6 @@ def test_every_rendered_object_is_accepted_by_the_api_server(
     if values.get("replicas", 1) > 1:
         assert "PodDisruptionBudget" in checked
     assert {"ClusterRole", "Role"} & set(checked)
-
-
-def channel_manifest(namespace: str) -> dict:
-    body = yaml.safe_load((REPO_ROOT / "examples" / "otpchannel.yaml").read_text())
-    body["metadata"] = {"name": "kept", "namespace": namespace}
-    return body
 
 
 def chart_with_crd_description(tmp_path: Path, description: str) -> Path:
@@ -106,7 +102,8 @@ def test_install_upgrade_uninstall_keeps_the_crd_and_channels(
         assert f"kubectl --namespace {namespace} rollout status deployment/{deployment_name}" in notes
         assert "create secret generic auth0-mgmt" in notes and "create secret generic eightbyeight" in notes
         assert "get otpch" in notes and "every namespace" in notes
-        wait_for("operator Deployment Available", lambda: deployment_available(k8s_api, namespace, deployment_name, 1))
+        wait_for(lambda: deployment_available(k8s_api, namespace, deployment_name, 1), 120, 0.5,
+                 what="operator Deployment Available")
         for name in CRD_NAMES:
             assert exists(lambda n=name: extensions.read_custom_resource_definition(n))
         assert exists(lambda: rbac.read_cluster_role(deployment_name))
@@ -120,8 +117,8 @@ def test_install_upgrade_uninstall_keeps_the_crd_and_channels(
             *set_values({"peering.name": release, "replicas": 2, "driftIntervalSeconds": 120}),
         )
         assert live_crd_description(extensions) == f"newer CRD {release}"
-        wait_for("operator Deployment Available with 2 replicas",
-                 lambda: deployment_available(k8s_api, namespace, deployment_name, 2))
+        wait_for(lambda: deployment_available(k8s_api, namespace, deployment_name, 2), 120, 0.5,
+                 what="operator Deployment Available with 2 replicas")
         args = apps.read_namespaced_deployment(deployment_name, namespace).spec.template.spec.containers[0].args
         assert f"--peering={release}" in args and "--drift-interval=120" in args
         assert exists(lambda: custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", release))
@@ -129,14 +126,14 @@ def test_install_upgrade_uninstall_keeps_the_crd_and_channels(
         # And back to one standalone replica: the peering object goes, the flag too; the CRD as in crds/.
         cluster_helm.run("upgrade", release, str(CHART_DIR), *common, *set_values({"peering.name": release}))
         assert live_crd_description(extensions) == original_description
-        wait_for("operator Deployment Available with 1 replica",
-                 lambda: deployment_available(k8s_api, namespace, deployment_name, 1))
+        wait_for(lambda: deployment_available(k8s_api, namespace, deployment_name, 1), 120, 0.5,
+                 what="operator Deployment Available with 1 replica")
         args = apps.read_namespaced_deployment(deployment_name, namespace).spec.template.spec.containers[0].args
         assert not any(a.startswith("--peering") for a in args)
         assert not exists(lambda: custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", release))
 
         # A user's channel exists when the chart goes away.
-        custom.create_namespaced_custom_object("otprelay.io", "v1alpha1", namespace, "otpchannels", channel_manifest(namespace))
+        custom.create_namespaced_custom_object("otprelay.io", "v1alpha1", namespace, "otpchannels", example_channel(namespace, "kept"))
 
         cluster_helm.run("uninstall", release, "--namespace", namespace, "--wait", "--timeout", "120s")
         installed = False
@@ -152,6 +149,7 @@ def test_install_upgrade_uninstall_keeps_the_crd_and_channels(
             cluster_helm.uninstall(release, namespace)
         if exists(lambda: custom.get_namespaced_custom_object("otprelay.io", "v1alpha1", namespace, "otpchannels", "kept")):
             custom.delete_namespaced_custom_object("otprelay.io", "v1alpha1", namespace, "otpchannels", "kept")
+        install_crd(k8s_api)  # the session's CRD exactly as in crds/, whichever step failed
 
 
 def test_install_refuses_bad_values_before_touching_the_cluster(cluster_helm: Helm, k8s_api: client.ApiClient, namespace: str) -> None:

@@ -21,22 +21,33 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from kubernetes import client
-
-from tests.chart.helm import CHART_DIR, Helm, set_values
 from otp_operator import names
 from otp_sandbox.crd import install_crd
+from otp_sandbox.processes import OperatorProcess
+
+from tests.chart.helm import CHART_DIR, Helm, set_values
 from tests.chart.kube import adopt_crds, extra_namespaces
 from tests.chart.serviceaccount import service_account_kubeconfig, service_account_token
+from tests.fixtures.operator import TEST_OPERATOR_ARGS
 from tests.fixtures.relay import free_port
-from otp_sandbox.processes import OperatorProcess
-from tests.operator.conftest import TEST_OPERATOR_ARGS
-from tests.operator.support import (channel_manifest, condition, create_channel, delete_channel, get_channel,
-                                    make_secret, wait_condition, wait_for)
+from tests.support.channels import (
+    channel_manifest,
+    condition,
+    create_channel,
+    delete_channel,
+    get_channel,
+    make_secret,
+    owned_actions,
+    wait_condition,
+    wait_for,
+)
 
 pytestmark = pytest.mark.cluster
 
 PEERING_CRDS = ("kopfpeerings.kopf.dev.yaml", "clusterkopfpeerings.kopf.dev.yaml")
-REFUSED = re.compile(r"\b403\b|forbidden|Not enough permissions", re.I)
+# What RBAC says when it refuses (the API server's "User ... cannot <verb> resource ...", kopf's
+# own "Not enough permissions"); other 403s (e.g. a namespace being deleted) are not RBAC's.
+REFUSED = re.compile(r"cannot \w+ resource|Not enough permissions", re.I)
 CLUSTER_SCOPE_OBSERVERS = re.compile(
     r"GET \S+/apis/apiextensions\.k8s\.io/v1/customresourcedefinitions\S* -> APIForbiddenError"
     r"|GET \S+/api/v1/namespaces(\?\S*)? -> APIForbiddenError"
@@ -86,6 +97,7 @@ def test_operator_brings_a_channel_to_ready_as_the_chart_service_account(
             if scope == "namespaced":
                 operator_args.remove("--all-namespaces")
             operator = OperatorProcess(sa_kubeconfig, ssl_cert_file, tmp_path / "operator.log", operator_args)
+            operator.env["POD_ID"] = f"{release}-operator"  # its identity in the peering object
             operator.start()
 
             tenant = auth0_tenant()
@@ -124,7 +136,7 @@ def test_operator_brings_a_channel_to_ready_as_the_chart_service_account(
             if scope == "cluster-wide":  # the operator announced itself in the chart's peering object
                 peering = client.CustomObjectsApi(k8s_api).get_cluster_custom_object(
                     "kopf.dev", "v1", "clusterkopfpeerings", release)
-                assert peering.get("status"), peering
+                assert f"{release}-operator" in (peering.get("status") or {}), peering
 
             # A change of the referenced Secret arrives through the label-selected watch (nothing
             # else would reconcile the Ready channel for minutes) and rolls the relay.
@@ -147,7 +159,7 @@ def test_operator_brings_a_channel_to_ready_as_the_chart_service_account(
             # Delete: the finalizer removes the Auth0 side, then the channel goes.
             delete_channel(k8s_api, channels_ns, "prod")
             wait_for(lambda: get_channel(k8s_api, channels_ns, "prod") is None, 60, what="channel deleted")
-            assert not [a for a in tenant.state()["actions"] if a["name"].startswith("otp-relay-")]
+            assert not owned_actions(tenant.state())
             # No channel references them any more: label (and the in-use finalizer) gone.
             for name in ("eightbyeight", "auth0-mgmt"):
                 wait_for(lambda n=name: names.LABEL_SECRET not in secret_labels(k8s_api, channels_ns, n)

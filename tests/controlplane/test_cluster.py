@@ -5,29 +5,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable
-from typing import TypeVar
 
 import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
-
 from otp_sandbox.controlplane import gomodules
 
+from tests.support.waiting import wait_for
+
 pytestmark = pytest.mark.cluster
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], timeout: float, what: str) -> T:
-    """Poll ``probe`` until it returns something truthy (bounded by ``timeout``)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = probe()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def test_apiserver_is_ready_and_reports_the_pinned_version(cluster, k8s_api):
@@ -72,7 +58,7 @@ def test_rbac_forbids_a_user_until_a_rolebinding_allows_it(k8s_api, user_kubecon
                 return False
             return True
 
-        eventually(allowed, 10, "the RoleBinding to take effect")
+        wait_for(allowed, 10, what="the RoleBinding to take effect")
         with pytest.raises(ApiException) as still_denied:  # the binding is for the group only
             client.CoreV1Api(outsider).list_namespaced_config_map(namespace)
         assert still_denied.value.status == 403
@@ -104,7 +90,7 @@ def test_deployment_becomes_available_on_the_fake_node(cluster, k8s_api, namespa
         ok = conditions.get("Available") == "True" and deployment.status.available_replicas == 2
         return deployment if ok else None
 
-    eventually(available, 60, "Deployment sleeper to be Available with 2 replicas")
+    wait_for(available, 60, what="Deployment sleeper to be Available with 2 replicas")
     pods = client.CoreV1Api(k8s_api).list_namespaced_pod(namespace, label_selector="app=sleeper").items
     assert len(pods) == 2
     for pod in pods:
@@ -132,8 +118,8 @@ def test_a_pod_annotated_with_a_ready_delay_becomes_ready_that_much_later(cluste
         ready = any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
         return time.monotonic() - created[name] if ready else None
 
-    eventually(lambda: ready_after("plain"), 30, "the plain pod to be Ready")
-    assert eventually(lambda: ready_after("delayed"), 30, "the delayed pod to be Ready") >= 3.0
+    wait_for(lambda: ready_after("plain"), 30, what="the plain pod to be Ready")
+    assert wait_for(lambda: ready_after("delayed"), 30, what="the delayed pod to be Ready") >= 3.0
 
 
 def test_garbage_collector_deletes_an_owned_configmap_with_its_owner(k8s_api, namespace):
@@ -154,4 +140,4 @@ def test_garbage_collector_deletes_an_owned_configmap_with_its_owner(k8s_api, na
             return True
         return False
 
-    eventually(owned_gone, 60, f"the garbage collector to delete {owned_name}")
+    wait_for(owned_gone, 60, what=f"the garbage collector to delete {owned_name}")

@@ -4,37 +4,17 @@ from __future__ import annotations
 
 import copy
 import json
-from pathlib import Path
 
 import pytest
-import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.fixtures.crd import GROUP, PLURAL, VERSION
+from tests.support.builders import example_channel, minimal_channel
+from tests.support.channels import create_channel
 
 pytestmark = pytest.mark.cluster
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "otpchannel.yaml"
-
-
-def example_channel(namespace: str, name: str = "prod") -> dict:
-    body = yaml.safe_load(EXAMPLE.read_text())
-    body["metadata"] = {"name": name, "namespace": namespace}
-    return body
-
-
-def minimal_channel(namespace: str, name: str = "minimal") -> dict:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "OtpChannel",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "auth0": {"domain": "tenant.eu.auth0.com", "credentialsSecretRef": {"name": "auth0"}},
-            "sms": {"subaccountId": "shop_otp", "apiKeySecretRef": {"name": "eightbyeight"}},
-            "relay": {"publicUrl": "https://otp.example.com/prod"},
-        },
-    }
 
 
 def get_json(api: client.ApiClient, path: str, accept: str = "application/json") -> dict:
@@ -42,12 +22,6 @@ def get_json(api: client.ApiClient, path: str, accept: str = "application/json")
     response.read()
     assert response.status == 200, response.data
     return json.loads(response.data)
-
-
-def create(api: client.ApiClient, namespace: str, body: dict) -> dict:
-    return client.CustomObjectsApi(api).create_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, body
-    )
 
 
 def test_crd_is_established_with_short_name_and_status(otpchannel_crd: dict) -> None:
@@ -60,13 +34,13 @@ def test_crd_is_established_with_short_name_and_status(otpchannel_crd: dict) -> 
 
 
 def test_example_is_accepted(k8s_api, otpchannel_crd, namespace: str) -> None:
-    created = create(k8s_api, namespace, example_channel(namespace))
+    created = create_channel(k8s_api, example_channel(namespace))
     assert created["spec"]["auth0"]["domain"] == "shop.eu.auth0.com"
     assert created["spec"]["policy"]["allowedCountries"] == ["SG", "MY"]
 
 
 def test_defaults_are_filled_in(k8s_api, otpchannel_crd, namespace: str) -> None:
-    spec = create(k8s_api, namespace, minimal_channel(namespace))["spec"]
+    spec = create_channel(k8s_api, minimal_channel(namespace))["spec"]
     assert spec["auth0"]["integration"] == "phone-provider"
     assert spec["auth0"]["name"] == ""
     assert spec["auth0"]["replaceForeignProvider"] is False
@@ -138,7 +112,7 @@ def test_invalid_spec_is_rejected_naming_the_field(k8s_api, otpchannel_crd, name
     body = copy.deepcopy(minimal_channel(namespace, name="bad"))
     _set(body, path, value)
     with pytest.raises(ApiException) as raised:
-        create(k8s_api, namespace, body)
+        create_channel(k8s_api, body)
     assert raised.value.status == 422, raised.value.body
     message = json.loads(raised.value.body)["message"]
     assert expected in message, message
@@ -146,14 +120,14 @@ def test_invalid_spec_is_rejected_naming_the_field(k8s_api, otpchannel_crd, name
 
 def test_channel_name_must_fit_child_names(k8s_api, otpchannel_crd, namespace) -> None:
     with pytest.raises(ApiException) as raised:
-        create(k8s_api, namespace, minimal_channel(namespace, name="prod.v2"))
+        create_channel(k8s_api, minimal_channel(namespace, name="prod.v2"))
     assert raised.value.status == 422
     assert "metadata.name must be a DNS label" in json.loads(raised.value.body)["message"]
 
 
 def test_printer_columns_in_table_view(k8s_api, otpchannel_crd, namespace) -> None:
     objects = client.CustomObjectsApi(k8s_api)
-    create(k8s_api, namespace, minimal_channel(namespace))
+    create_channel(k8s_api, minimal_channel(namespace))
     objects.patch_namespaced_custom_object_status(
         GROUP, VERSION, namespace, PLURAL, "minimal",
         {"status": {

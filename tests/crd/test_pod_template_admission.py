@@ -8,8 +8,9 @@ import copy
 import pytest
 from kubernetes.client.rest import ApiException
 
-from tests.crd.test_crd import create, minimal_channel
-from tests.operator.test_pod_template import TEMPLATE
+from tests.support.builders import POD_TEMPLATE as TEMPLATE
+from tests.support.builders import minimal_channel
+from tests.support.channels import create_channel
 
 pytestmark = pytest.mark.cluster
 
@@ -21,7 +22,7 @@ def with_template(namespace: str, template: dict, name: str = "templated") -> di
 
 
 def test_full_pod_template_is_stored_as_written(k8s_api, otpchannel_crd, namespace: str) -> None:
-    stored = create(k8s_api, namespace, with_template(namespace, TEMPLATE))
+    stored = create_channel(k8s_api, with_template(namespace, TEMPLATE))
     assert stored["spec"]["relay"]["podTemplate"] == TEMPLATE
 
 
@@ -29,7 +30,7 @@ def test_fields_outside_the_schema_are_dropped(k8s_api, otpchannel_crd, namespac
     """Only the listed fields exist: a command, privileged mode or host network never reach the pod."""
     template = {"spec": {"hostNetwork": True, "container": {"image": "r/i:1", "command": ["sh"],
                                                              "securityContext": {"privileged": True}}}}
-    stored = create(k8s_api, namespace, with_template(namespace, template))
+    stored = create_channel(k8s_api, with_template(namespace, template))
     assert stored["spec"]["relay"]["podTemplate"] == {"spec": {"container": {"image": "r/i:1"}}}
 
 
@@ -68,6 +69,6 @@ INVALID = {
 def test_bad_pod_template_is_rejected_naming_the_field(k8s_api, otpchannel_crd, namespace: str, case: str) -> None:
     template, expected = INVALID[case]
     with pytest.raises(ApiException) as raised:
-        create(k8s_api, namespace, with_template(namespace, template, name="bad"))
+        create_channel(k8s_api, with_template(namespace, template, name="bad"))
     assert raised.value.status == 422, raised.value.body
     assert expected in raised.value.body, raised.value.body

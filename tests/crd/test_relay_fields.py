@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from kubernetes.client.rest import ApiException
-
 from otp_relay import config
 
-from .test_crd import create, minimal_channel
+from tests.support.builders import minimal_channel
+from tests.support.channels import create_channel
 
 pytestmark = pytest.mark.cluster
 
@@ -17,7 +17,7 @@ def test_state_store_and_global_limit_are_accepted(k8s_api, otpchannel_crd, name
     body["spec"]["policy"] = {"perRecipient": {"window": "1h30m"}, "globalLimit": {"limit": 20, "window": "1m"}}
     body["spec"]["relay"]["stateStore"] = {"url": "redis://redis.cache.svc:6379/1",
                                            "passwordSecretRef": {"name": "otp-redis"}}
-    spec = create(k8s_api, namespace, body)["spec"]
+    spec = create_channel(k8s_api, body)["spec"]
     assert spec["relay"]["stateStore"] == {"url": "redis://redis.cache.svc:6379/1", "tls": False,
                                            "passwordSecretRef": {"name": "otp-redis", "key": "password"}}
     # the window the API server took is one the relay runs with (it crash-looped on 1h30m)
@@ -33,7 +33,7 @@ def test_bad_state_store_is_rejected(k8s_api, otpchannel_crd, namespace: str, st
     body = minimal_channel(namespace, name="bad-store")
     body["spec"]["relay"]["stateStore"] = store
     with pytest.raises(ApiException) as error:
-        create(k8s_api, namespace, body)
+        create_channel(k8s_api, body)
     assert error.value.status == 422 and field in error.value.body
 
 
@@ -41,5 +41,5 @@ def test_global_limit_window_uses_the_duration_grammar(k8s_api, otpchannel_crd, 
     body = minimal_channel(namespace, name="bad-window")
     body["spec"]["policy"] = {"globalLimit": {"window": "1d"}}
     with pytest.raises(ApiException) as error:
-        create(k8s_api, namespace, body)
+        create_channel(k8s_api, body)
     assert error.value.status == 422 and "spec.policy.globalLimit.window" in error.value.body

@@ -14,6 +14,7 @@ import yaml
 from prometheus_client import REGISTRY, generate_latest
 
 from otp_operator import metrics as operator_metrics  # noqa: F401  registers the operator's metrics
+from otp_relay import metrics as relay_metrics, receipts
 from tests.fixtures.relay import RelayProcess, relay_env
 
 HERE = Path(__file__).parent
@@ -82,6 +83,44 @@ def test_every_metric_of_the_alerts_and_the_dashboard_is_exported(tmp_path: Path
     assert len(used) >= 10, sorted(used)
     missing = {name: sorted(where) for name, where in used.items() if name not in exported}
     assert not missing, f"used but exported by neither the relay nor the operator: {missing}"
+
+
+# The bounded label sets the code owns, per (metric, label) an alert, panel or rule test selects
+# on: a value outside them can never match a real series, whatever the rule tests' own series say.
+OWNED_LABEL_VALUES = {
+    ("otp_relay_requests_total", "outcome"): set(relay_metrics.OUTCOMES),
+    ("otp_relay_receipts_total", "state"): set(receipts.STATES),
+    ("otp_relay_receipts_total", "detail"): set(receipts.DETAILS),
+}
+# Labels Prometheus adds from the scrape target, and the operator's object names: not value sets.
+TARGET_LABELS = {"namespace", "job", "channel", "country", "error_code"}
+_SELECTOR = re.compile(r"\b(otp_[a-z0-9_]+)\{([^}]*)\}")
+_MATCHER = re.compile(r'(\w+)\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def selected_label_values(text: str) -> list[tuple[str, str, str]]:
+    """(metric, label, value) of every matcher in PromQL or series notation; regex alternatives
+    (``a|b``) are split into their values."""
+    found = []
+    for metric, matchers in _SELECTOR.findall(text.replace('\\"', '"')):
+        for label, _, value in _MATCHER.findall(matchers):
+            found.extend((metric, label, one) for one in value.split("|"))
+    return found
+
+
+def test_alerts_panels_and_rule_tests_select_only_label_values_the_code_emits() -> None:
+    sources = {"rules": RULES.read_text(), "dashboard": DASHBOARD.read_text(),
+               "rule tests": (HERE / "rules_test.yaml").read_text()}
+    checked = 0
+    for where, text in sources.items():
+        for metric, label, value in selected_label_values(text):
+            if label in TARGET_LABELS:
+                continue
+            owned = OWNED_LABEL_VALUES.get((metric, label))
+            assert owned is not None, f"{where}: {metric}{{{label}}} has no known value set (add it above)"
+            assert value in owned, f"{where}: {metric}{{{label}={value!r}}} is never emitted; emitted: {sorted(owned)}"
+            checked += 1
+    assert checked >= 20, checked
 
 
 def test_the_dashboard_is_grafana_json_with_unique_panel_ids() -> None:

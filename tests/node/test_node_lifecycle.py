@@ -14,7 +14,7 @@ from otp_sandbox import image
 from otp_sandbox.controlplane import FAKE_NODE, ControlPlane
 from otp_sandbox.controlplane.node import NODE_NAME, mounts_under, node_selector, toleration
 
-from .support import wait_pod_ready
+from tests.support.node import wait_pod_ready
 
 pytestmark = [pytest.mark.cluster, pytest.mark.container]
 

@@ -16,17 +16,17 @@ from urllib.parse import urlsplit
 
 import pytest
 from kubernetes import client
-
 from otp_sandbox import image
 from otp_sandbox.controlplane.node import NODE_NAME, node_selector, toleration
 from otp_sandbox.ingress import SANDBOX_CA_DIR, SANDBOX_CA_NAME, apply_sandbox_ca
 from otp_sandbox.processes import SANDBOX_ENDPOINT_ARGS
+
 from tests.chart.helm import set_values
 from tests.chart.kube import deployment_available, server_side_apply
 from tests.fixtures.relay import free_port
-from tests.operator.support import create_channel, wait_condition, wait_for
+from tests.support.channels import create_channel, wait_condition, wait_for
 
-from .support import real_node_pod_template
+from tests.support.node import real_node_pod_template
 
 pytestmark = [pytest.mark.cluster, pytest.mark.container]
 
@@ -63,6 +63,7 @@ def operator_deployment(helm, namespace: str, server: str, node_ip: str, ca_file
     return others, deployment
 
 
+@pytest.mark.timeout(600)  # its waits add up to 480 s (operator pod, then relay pods, on the real node)
 def test_operator_container_on_the_node_brings_a_channel_to_ready(
         helm, k8s_api, cluster, namespace, otpchannel_crd, auth0_emulator, setup_channel, sms_emulator,
         ssl_cert_file, real_node) -> None:

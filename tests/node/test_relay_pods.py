@@ -7,13 +7,13 @@ from __future__ import annotations
 import httpx
 import pytest
 from kubernetes import client
-
 from otp_operator import names
 from otp_sandbox import image
 from otp_sandbox.controlplane.node import NODE_NAME, RealNode
-from tests.operator.support import create_channel, wait_condition
 
-from .support import is_ready, probe_port, real_node_pod_template, relay_pods
+from tests.support.channels import create_channel, wait_condition
+
+from tests.support.node import is_ready, probe_port, real_node_pod_template, relay_pods
 
 pytestmark = [pytest.mark.cluster, pytest.mark.container]
 

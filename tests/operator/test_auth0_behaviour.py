@@ -6,20 +6,28 @@ import time
 
 import pytest
 from kubernetes import client
-
 from otp_operator import names
+
 from tests.fixtures.auth0 import make_client
 from tests.fixtures.relay import otp_body
-
-from .support import (OtpTraffic, condition, create_channel, delete_channel, get_channel, make_secret,
-                      patch_channel, rotation_finished, signing_keys, wait_condition, wait_for,
-                      wait_for_event)
+from tests.support.channels import (
+    OtpTraffic,
+    condition,
+    create_channel,
+    delete_channel,
+    get_channel,
+    make_secret,
+    owned_actions,
+    patch_channel,
+    rotation_finished,
+    signing_keys,
+    wait_condition,
+    wait_for,
+    wait_for_event,
+)
 
 pytestmark = pytest.mark.cluster
 
-
-def _owned_actions(state: dict, prefix: str = "otp-relay-") -> list[dict]:
-    return [a for a in state["actions"] if a["name"].startswith(prefix)]
 
 
 def test_two_channels_on_one_tenant_conflict_then_hand_over(k8s_api, namespace, second_namespace, run_operator,
@@ -41,12 +49,12 @@ def test_two_channels_on_one_tenant_conflict_then_hand_over(k8s_api, namespace, 
     assert first.tenant.writes() == [], [(w.method, w.path) for w in first.tenant.writes()]
     assert any(r.method == "GET" for r in first.tenant.requests()), "the conflict was decided on Auth0's state"
     state = first.tenant.state()
-    assert [a["id"] for a in _owned_actions(state)] == [a["id"] for a in _owned_actions(state_before)]
+    assert [a["id"] for a in owned_actions(state)] == [a["id"] for a in owned_actions(state_before)]
     assert state["phone_providers"] == state_before["phone_providers"]
 
     delete_channel(k8s_api, namespace, "prod")
     channel = wait_condition(k8s_api, second_namespace, "prod", timeout=90)
-    (action,) = _owned_actions(first.tenant.state())
+    (action,) = owned_actions(first.tenant.state())
     assert action["name"] == f"otp-relay-{second_namespace}-prod"
     assert action["id"] == channel["status"]["auth0"]["actionId"]
     operator.assert_no_secrets_logged(first.secret_values + second.secret_values)
@@ -61,14 +69,14 @@ def test_two_tenants_never_touch_each_other(k8s_api, namespace, second_namespace
     create_channel(k8s_api, b.manifest(sms_emulator.base_url, replicas=1))
     wait_condition(k8s_api, namespace, "prod", timeout=90)
     wait_condition(k8s_api, second_namespace, "prod", timeout=90)
-    assert [x["name"] for x in _owned_actions(a.tenant.state())] == [f"otp-relay-{namespace}-prod"]
-    assert [x["name"] for x in _owned_actions(b.tenant.state())] == [f"otp-relay-{second_namespace}-prod"]
+    assert [x["name"] for x in owned_actions(a.tenant.state())] == [f"otp-relay-{namespace}-prod"]
+    assert [x["name"] for x in owned_actions(b.tenant.state())] == [f"otp-relay-{second_namespace}-prod"]
     b.tenant.clear_requests()
     delete_channel(k8s_api, namespace, "prod")
     wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=60, what="deletion")
-    assert _owned_actions(a.tenant.state()) == []
+    assert owned_actions(a.tenant.state()) == []
     assert b.tenant.writes() == []
-    assert len(_owned_actions(b.tenant.state())) == 1
+    assert len(owned_actions(b.tenant.state())) == 1
 
 
 @pytest.mark.parametrize("fault, reason", [("bad-secret", "Auth0Unauthorized"), ("no-scopes", "Auth0Forbidden"),
@@ -111,19 +119,19 @@ def test_operator_killed_mid_reconcile_converges_without_duplicates(k8s_api, nam
     ch.tenant.set_build_seconds(3)
     operator = run_operator()
     create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
-    wait_for(lambda: _owned_actions(ch.tenant.state()), timeout=90, interval=0.05, what="the action to be created")
+    wait_for(lambda: owned_actions(ch.tenant.state()), timeout=90, interval=0.05, what="the action to be created")
     operator.kill()  # while the operator waits for the build
     # It really was mid-sync: the action exists but was never deployed, no provider yet, and the
     # channel never reported Auth0Synced.
     killed_at = ch.tenant.state()
-    (action,) = _owned_actions(killed_at)
+    (action,) = owned_actions(killed_at)
     assert action["deployed_version"] is None and killed_at["phone_providers"] == []
     assert condition(get_channel(k8s_api, namespace, "prod"), "Auth0Synced").get("status") != "True"
     ch.tenant.set_build_seconds(0.3)
     run_operator()
     wait_condition(k8s_api, namespace, "prod", timeout=90)
     state = ch.tenant.state()
-    (resumed,) = _owned_actions(state)
+    (resumed,) = owned_actions(state)
     assert resumed["id"] == action["id"] and resumed["deployed_version"] is not None  # adopted, not duplicated
     assert len(state["phone_providers"]) == 1
     assert all(len(chain) <= 1 for chain in state["bindings"].values())
@@ -180,12 +188,12 @@ def test_suspend_stops_all_writes(k8s_api, namespace, run_operator, setup_channe
     # ... having written nothing (a pass that ignored suspend would have written both first).
     assert apps.read_namespaced_deployment("prod-relay", namespace).spec.replicas == 2
     assert ch.tenant.requests() == []
-    assert [a["name"] for a in _owned_actions(ch.tenant.state(), prefix="")] == [f"otp-relay-{namespace}-prod"]
+    assert [a["name"] for a in owned_actions(ch.tenant.state(), prefix="")] == [f"otp-relay-{namespace}-prod"]
     patch_channel(k8s_api, namespace, "prod", {"spec": {"suspend": False}})
     wait_condition(k8s_api, namespace, "prod", timeout=60)
     wait_for(lambda: apps.read_namespaced_deployment("prod-relay", namespace).spec.replicas == 3, timeout=30,
              what="replicas 3 after resuming")
-    assert [a["name"] for a in _owned_actions(ch.tenant.state(), prefix="")] == ["renamed"]
+    assert [a["name"] for a in owned_actions(ch.tenant.state(), prefix="")] == ["renamed"]
 
 
 def test_drift_in_auth0_is_repaired_by_the_timer(k8s_api, namespace, run_operator, setup_channel, sms_emulator,

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import pytest
 from kubernetes import client
-
 from otp_operator import names
 from otp_operator.cli import build_parser
-from otp_operator.endpoints import (ALLOW_AUTH0_DOMAIN_ENV, ALLOW_SMS_BASE_URL_ENV, DisallowedEndpoint,
-                                    EndpointPolicy, check_auth0_domain, check_sms_base_url)
+from otp_operator.endpoints import (
+    ALLOW_AUTH0_DOMAIN_ENV,
+    ALLOW_SMS_BASE_URL_ENV,
+    DisallowedEndpoint,
+    EndpointPolicy,
+    check_auth0_domain,
+    check_sms_base_url,
+)
 from otp_sandbox.processes import SANDBOX_ENDPOINT_ARGS, OperatorProcess
-from tests.operator.conftest import TEST_OPERATOR_ARGS
 
-from .support import condition, create_channel, get_channel, wait_condition
+from tests.fixtures.operator import TEST_OPERATOR_ARGS
+from tests.support.channels import condition, create_channel, get_channel, wait_condition
 
 NOTHING_EXTRA = EndpointPolicy()
 

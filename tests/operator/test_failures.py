@@ -5,28 +5,43 @@ tenant and integration changes."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from kubernetes import client
+from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from otp_operator import names
+from otp_sandbox.controlplane import ControlPlane
+from otp_sandbox.crd import install_crd
+from otp_sandbox.processes import OperatorProcess
 from prometheus_client.parser import text_string_to_metric_families
 
-from otp_operator import names
-from otp_sandbox.crd import install_crd
+from tests.fixtures.operator import TEST_OPERATOR_ARGS
 from tests.fixtures.relay import free_port
-
-from .support import (GROUP, PLURAL, VERSION, condition, create_channel, custom, delete_channel, events_for,
-                      get_channel, patch_channel, wait_condition, wait_for, wait_for_event)
+from tests.support.channels import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    condition,
+    create_channel,
+    custom,
+    delete_all_channels,
+    delete_channel,
+    events_for,
+    get_channel,
+    owned_actions,
+    patch_channel,
+    wait_condition,
+    wait_for,
+    wait_for_event,
+)
 
 pytestmark = pytest.mark.cluster
 
 PEERING_CRD = Path(__file__).resolve().parents[2] / "charts/otp-relay-operator/files/crds/clusterkopfpeerings.kopf.dev.yaml"
 
-
-def _owned_actions(state: dict) -> list[dict]:
-    return [a for a in state["actions"] if a["name"].startswith("otp-relay-")]
 
 
 def _metric(port: int, name: str) -> float:
@@ -82,30 +97,54 @@ def test_two_replicas_one_works_and_the_standby_takes_over(peering, k8s_api, nam
     create_channel(k8s_api, second.manifest(sms_emulator.base_url))
     # The standby waits out the dead peer's lifetime (6 s), then converges the new channel.
     wait_condition(k8s_api, second_namespace, "prod", timeout=90)
-    assert (_owned_actions(second.tenant.state())[0]["name"] == f"otp-relay-{second_namespace}-prod")
+    assert (owned_actions(second.tenant.state())[0]["name"] == f"otp-relay-{second_namespace}-prod")
     assert operators[standby].running()
 
 
 # --- the API server goes away ----------------------------------------------------------------------
 
-def test_api_server_restart_while_the_operator_runs(cluster, k8s_api, namespace, second_namespace, run_operator,
-                                                    setup_channel, sms_emulator):
-    if cluster.control_plane is None:
-        pytest.skip("needs the sandbox control plane (an existing cluster cannot be restarted here)")
-    operator = run_operator()
-    first = setup_channel(namespace)
-    create_channel(k8s_api, first.manifest(sms_emulator.base_url))
-    wait_condition(k8s_api, namespace, "prod", timeout=90)
+@pytest.fixture
+def own_control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
+    """A control plane of this test's own (kwok's fake Node, no real node): restarting the
+    session's API server would break every test sharing it."""
+    plane = ControlPlane(profile="full")
+    plane.start()
+    try:
+        yield plane
+    finally:
+        plane.stop()
 
-    cluster.control_plane.restart_apiserver(downtime=3)
 
-    # Both an existing channel's change and a new channel converge, with no operator restart.
-    patch_channel(k8s_api, namespace, "prod", {"spec": {"policy": {"allowedCountries": ["SG"]}}})
-    second = setup_channel(second_namespace)
-    create_channel(k8s_api, second.manifest(sms_emulator.base_url))
-    wait_condition(k8s_api, namespace, "prod", timeout=120)
-    wait_condition(k8s_api, second_namespace, "prod", timeout=120)
-    assert operator.running()
+@pytest.mark.timeout(480)  # its own control plane, then waits of up to 420 s
+def test_api_server_restart_while_the_operator_runs(own_control_plane, ssl_cert_file, setup_channel, sms_emulator,
+                                                    tmp_path):
+    api = config.new_client_from_config(config_file=str(own_control_plane.kubeconfig))
+    install_crd(api)
+    core = client.CoreV1Api(api)
+    first_ns, second_ns = "restart-a", "restart-b"
+    for name in (first_ns, second_ns):
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    operator = OperatorProcess(own_control_plane.kubeconfig, ssl_cert_file, tmp_path / "operator.log",
+                               TEST_OPERATOR_ARGS).start()
+    try:
+        first = setup_channel(first_ns, api=api)
+        create_channel(api, first.manifest(sms_emulator.base_url))
+        wait_condition(api, first_ns, "prod", timeout=90)
+
+        own_control_plane.restart_apiserver(downtime=3)
+
+        # Both an existing channel's change and a new channel converge, with no operator restart.
+        patch_channel(api, first_ns, "prod", {"spec": {"policy": {"allowedCountries": ["SG"]}}})
+        second = setup_channel(second_ns, api=api)
+        create_channel(api, second.manifest(sms_emulator.base_url))
+        wait_condition(api, first_ns, "prod", timeout=120)
+        wait_condition(api, second_ns, "prod", timeout=120)
+        assert operator.running()
+        delete_all_channels(api)  # the tenants are still there: a clean removal
+        assert all(owned_actions(ch.tenant.state()) == [] for ch in (first, second))
+    finally:
+        operator.stop()
+        api.close()
 
 
 # --- deletion racing a reconcile ---------------------------------------------------------------------
@@ -133,7 +172,7 @@ def test_delete_during_a_reconcile_leaves_nothing_in_auth0(k8s_api, namespace, r
     wait_for(lambda: ch.tenant.state()["in_flight"] == [], timeout=30, what="every request to be answered")
     state = ch.tenant.state()
     assert any(w.method == "POST" and w.path == "/api/v2/actions/actions" for w in ch.tenant.writes())
-    assert _owned_actions(state) == [] and state["phone_providers"] == [], state
+    assert owned_actions(state) == [] and state["phone_providers"] == [], state
     assert state["bindings"].get("custom-phone-provider", []) == [], state["bindings"]
 
 
@@ -149,7 +188,7 @@ def test_orphan_policy_leaves_auth0_and_needs_no_credentials(k8s_api, namespace,
     ch.tenant.clear_requests()
     delete_channel(k8s_api, namespace, "prod")
     wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=60, what="the channel to go")
-    assert len(_owned_actions(ch.tenant.state())) == 1 and ch.tenant.writes() == []
+    assert len(owned_actions(ch.tenant.state())) == 1 and ch.tenant.writes() == []
     wait_for_event(k8s_api, namespace, "prod", "Auth0Orphaned")
 
 
@@ -164,7 +203,10 @@ def test_suspended_channel_is_deleted_without_touching_auth0(k8s_api, namespace,
     ch.tenant.clear_requests()
     delete_channel(k8s_api, namespace, "prod")
     wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=60, what="the channel to go")
-    assert ch.tenant.writes() == [] and len(_owned_actions(ch.tenant.state())) == 1
+    assert ch.tenant.writes() == [] and len(owned_actions(ch.tenant.state())) == 1
+    # kopf posts Events from a background queue: wait for the Warning, then check it is the only one.
+    wait_for(lambda: _warnings(k8s_api, namespace, "prod", "Auth0Orphaned"), timeout=30,
+             what="the Auth0Orphaned Warning")
     (warning,) = _warnings(k8s_api, namespace, "prod", "Auth0Orphaned")
     assert "spec.suspend" in warning.message
 
@@ -182,6 +224,8 @@ def test_stuck_deletion_warns_once_and_can_be_abandoned(k8s_api, namespace, run_
                              timeout=90)
     assert names.ANNOTATION_ABANDON_CLEANUP in condition(channel, "Auth0Synced")["message"]
     # Several attempts (each retried by the client a few times), one Warning.
+    wait_for(lambda: _warnings(k8s_api, namespace, "prod", "Auth0Unavailable"), timeout=30,
+             what="the Auth0Unavailable Warning")
     wait_for(lambda: len([r for r in ch.tenant.requests() if r.status == 503]) >= 9, timeout=90,
              what="at least three removal attempts")
     assert len(_warnings(k8s_api, namespace, "prod", "Auth0Unavailable")) == 1
@@ -189,7 +233,7 @@ def test_stuck_deletion_warns_once_and_can_be_abandoned(k8s_api, namespace, run_
     patch_channel(k8s_api, namespace, "prod",
                   {"metadata": {"annotations": {names.ANNOTATION_ABANDON_CLEANUP: "true"}}})
     wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=60, what="the channel to go")
-    assert len(_owned_actions(ch.tenant.state())) == 1  # left as it was, and said so
+    assert len(owned_actions(ch.tenant.state())) == 1  # left as it was, and said so
     # kopf posts Events in the background: the Warning may come just after the channel went.
     (warning,) = wait_for(lambda: _warnings(k8s_api, namespace, "prod", "CleanupAbandoned"), timeout=30,
                           what="the CleanupAbandoned Warning")
@@ -216,7 +260,7 @@ def test_namespace_deletion_completes_across_an_operator_restart(k8s_api, run_op
              timeout=60, what="the namespace's other Secrets deleted")
     secret = core.read_namespaced_secret("auth0-mgmt", namespace)
     assert secret.metadata.deletion_timestamp is not None
-    assert len(_owned_actions(ch.tenant.state())) == 1
+    assert len(owned_actions(ch.tenant.state())) == 1
 
     run_operator()
 
@@ -229,7 +273,7 @@ def test_namespace_deletion_completes_across_an_operator_restart(k8s_api, run_op
 
     wait_for(namespace_gone, timeout=120, what="the namespace to be deleted")
     state = ch.tenant.state()
-    assert _owned_actions(state) == [] and state["phone_providers"] == []
+    assert owned_actions(state) == [] and state["phone_providers"] == []
 
 
 # --- children the operator does not own ---------------------------------------------------------
@@ -253,7 +297,7 @@ def test_unrelated_objects_with_a_childs_name_are_neither_taken_over_nor_deleted
     service = core.read_namespaced_service("prod-relay", namespace)
     assert not service.metadata.owner_references and service.spec.selector == {"app": "someone-else"}
     assert [p.port for p in service.spec.ports] == [8443]
-    assert _owned_actions(ch.tenant.state()) == []
+    assert owned_actions(ch.tenant.state()) == []
 
     core.delete_namespaced_service("prod-relay", namespace)
     wait_condition(k8s_api, namespace, "prod", timeout=120)
@@ -297,7 +341,7 @@ def test_integration_change_removes_the_old_one_first(k8s_api, namespace, run_op
     channel = wait_condition(k8s_api, namespace, "prod", timeout=90)
     assert channel["status"]["auth0"]["integration"] == "send-phone-message"
     state = ch.tenant.state()
-    (action,) = _owned_actions(state)
+    (action,) = owned_actions(state)
     assert action["id"] == channel["status"]["auth0"]["actionId"] != before["actionId"]
     assert state["phone_providers"] == []
     writes = [(w.method, w.path) for w in ch.tenant.writes()]

@@ -10,11 +10,21 @@ import json
 
 import pytest
 from kubernetes import client
-
 from otp_operator import names
 
-from .support import (GROUP, PLURAL, VERSION, condition, create_channel, delete_channel, get_channel,
-                      patch_channel, wait_condition, wait_for, wait_for_event)
+from tests.support.channels import (
+    GROUP,
+    PLURAL,
+    VERSION,
+    condition,
+    create_channel,
+    delete_channel,
+    get_channel,
+    patch_channel,
+    wait_condition,
+    wait_for,
+    wait_for_event,
+)
 
 pytestmark = pytest.mark.cluster
 

@@ -6,21 +6,10 @@ import copy
 
 from otp_operator import names, render
 from otp_operator.spec import parse_channel
-from tests.operator.test_pure import OWNER, SPEC
 
-TEMPLATE = {
-    "metadata": {"labels": {"team": "payments"}, "annotations": {"example.com/owner": "payments"}},
-    "spec": {
-        "nodeSelector": {"kubernetes.io/hostname": "node-a"},
-        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "otp", "effect": "NoSchedule"}],
-        "affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}]}}},
-        "priorityClassName": "otp-critical",
-        "imagePullSecrets": [{"name": "registry"}],
-        "container": {"image": "registry.example/otp-relay-operator:9.9.9",
-                      "resources": {"requests": {"cpu": "10m"}, "limits": {"memory": "96Mi"}}},
-    },
-}
+from tests.support.builders import OWNER
+from tests.support.builders import POD_TEMPLATE as TEMPLATE
+from tests.support.builders import SHOP_SPEC as SPEC
 
 
 def deployment(pod_template=None, **relay):
@@ -52,19 +41,38 @@ def test_without_pod_template_nothing_is_added():
     assert deployment({}) == plain
 
 
+# Every field a template could use to take over the relay pod (the CRD's schema prunes most of
+# them; the renderer must ignore them all the same).
+HOSTILE_CONTAINER = {
+    "image": "x/y:1", "command": ["sh", "-c", "cat /var/run/otp-relay/*"], "args": ["--insecure"],
+    "env": [{"name": "OTP_RELAY_ALLOWED_COUNTRIES", "value": "*"}],
+    "securityContext": {"privileged": True, "runAsUser": 0, "readOnlyRootFilesystem": False},
+    "readinessProbe": {"exec": {"command": ["true"]}}, "livenessProbe": {"exec": {"command": ["true"]}},
+    "volumeMounts": [{"name": "host", "mountPath": "/host"}],
+}
+HOSTILE_POD_SPEC = {
+    "hostNetwork": True, "hostPID": True, "serviceAccountName": "cluster-admin", "automountServiceAccountToken": True,
+    "securityContext": {"runAsUser": 0, "runAsNonRoot": False},
+    "volumes": [{"name": "host", "hostPath": {"path": "/"}}],
+    "initContainers": [{"name": "steal", "image": "x/y:1"}], "containers": [{"name": "sidecar", "image": "x/y:1"}],
+}
+
+
 def test_the_operators_labels_annotations_and_security_win():
     hostile = {"metadata": {"labels": {**names.child_labels("prod"), "app.kubernetes.io/name": "other"},
                             "annotations": {names.ANNOTATION_SECRETS_CHECKSUM: "forged"}},
-               "spec": {"container": {"image": "x/y:1"}}}
+               "spec": {**HOSTILE_POD_SPEC, "container": HOSTILE_CONTAINER}}
     rendered = deployment(hostile)
     template = rendered["spec"]["template"]
     assert template["metadata"]["labels"] == names.child_labels("prod")
     assert template["metadata"]["annotations"][names.ANNOTATION_SECRETS_CHECKSUM] == "sum"
-    plain = deployment()["spec"]["template"]["spec"]["containers"][0]
-    container = template["spec"]["containers"][0]
-    for key in ("command", "env", "securityContext", "readinessProbe", "livenessProbe", "volumeMounts"):
-        assert container[key] == plain[key], key
-    assert template["spec"]["securityContext"] == deployment()["spec"]["template"]["spec"]["securityContext"]
+    plain_pod = deployment()["spec"]["template"]["spec"]
+    (plain,) = plain_pod["containers"]
+    (container,) = template["spec"]["containers"]
+    for key in set(HOSTILE_CONTAINER) - {"image"}:
+        assert container.get(key) == plain.get(key), key
+    for key in set(HOSTILE_POD_SPEC) - {"containers"}:  # the one container is compared above
+        assert template["spec"].get(key) == plain_pod.get(key), key
 
 
 def test_template_resources_replace_relay_resources():

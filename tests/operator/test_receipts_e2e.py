@@ -8,10 +8,9 @@ import base64
 
 import pytest
 from kubernetes import client
-
 from otp_operator import names
 
-from .support import create_channel, patch_channel, wait_condition, wait_for
+from tests.support.channels import create_channel, patch_channel, wait_condition, wait_for
 
 pytestmark = pytest.mark.cluster
 

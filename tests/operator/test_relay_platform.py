@@ -8,11 +8,10 @@ import copy
 import pytest
 from kubernetes import client
 from kubernetes.dynamic import DynamicClient
-
 from otp_operator import names, render
 from otp_operator.spec import parse_channel
 
-from .support import create_channel, get_channel, wait_condition, wait_for
+from tests.support.channels import create_channel, get_channel, wait_condition, wait_for
 
 SPEC = {
     "auth0": {"domain": "shop.eu.auth0.com", "credentialsSecretRef": {"name": "auth0-mgmt"}},

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import phonenumbers
 import pytest
-
 from otp_sandbox.eightbyeight import EightByEightEmulator
-from tests.fixtures.relay import RelayProcess, relay_env
+
+from tests.fixtures.cluster import temporary_namespace
+from tests.fixtures.relay import RelayProcess, fresh_number, relay_env  # noqa: F401  (fresh_number: the relay tests import it from here)
+from tests.support.leaks import assert_no_secrets  # noqa: F401  (the relay tests import it from here)
+from tests.support.waiting import wait_for as support_wait_for
 
 SUBACCOUNT = "shop_otp"
 API_KEY = "sk-live-8x8-3f9a1c77e2b04d5f"
@@ -25,34 +26,10 @@ UNLIMITED_KEYS = "1000000000"
 # windows are set out of reach unless a test is about them
 NO_POLICY_WINDOWS = {"PER_PREFIX": "100000/s", "COUNTRY_HOUR": "1000000000/1h", "COUNTRY_DAY": "1000000000/24h"}
 
-_numbers = itertools.count(100_000)
 
-
-def fresh_number(prefix: str = "+6591") -> str:
-    """A valid number no other test uses (keeps per-recipient windows apart)."""
-    while True:
-        candidate = f"{prefix}{next(_numbers):06d}"
-        if phonenumbers.is_valid_number(phonenumbers.parse(candidate)):
-            return candidate
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("condition not met in time")
-
-
-def assert_no_secrets(text: str, secrets: Iterable[str]) -> None:
-    """Fail naming the kind of leak, never printing the secret itself."""
-    for index, secret in enumerate(secrets):
-        variants = {secret}
-        if secret.startswith("+"):
-            variants.add(secret[1:])  # the number without its plus, as 8x8 writes it
-        for variant in variants:
-            assert variant not in text, f"secret #{index} (len {len(secret)}) found in the logs"
+def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
+    """The suite's ``wait_for`` at the pace of a local relay (polls every 50 ms)."""
+    return support_wait_for(predicate, timeout, interval=0.05)
 
 
 @pytest.fixture(scope="session")
@@ -90,22 +67,49 @@ def make_relay(relay_factory: Callable[..., RelayProcess], emulator_keys: EightB
     return start
 
 
+# The shared relay's settings (as OTP_RELAY_* variables without the prefix), for the local
+# process and the relay pod alike.
+SHARED_RELAY_SETTINGS = {"SUBACCOUNT": SUBACCOUNT, "SENDER": "ShopOTP", "ENCODING": "GSM7",
+                         "ALLOWED_COUNTRIES": "SG,MY", "GLOBAL_LIMIT": "100000/s", "PER_RECIPIENT": "3/10m",
+                         "PATH_PREFIX": "/prod", "MAX_IDEMPOTENCY_KEYS": UNLIMITED_KEYS, **NO_POLICY_WINDOWS}
+
+
 @pytest.fixture(scope="module")
-def shared_relay(emulator_keys: EightByEightEmulator, ssl_cert_file: Path,
-                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
-    """One relay for the read-only contract rows of a module (fast)."""
+def process_shared_relay(emulator_keys: EightByEightEmulator, ssl_cert_file: Path,
+                         tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    """One relay process for the read-only contract rows of a module (fast)."""
     workdir = tmp_path_factory.mktemp("shared-relay")
+    settings = {k: v for k, v in SHARED_RELAY_SETTINGS.items() if k != "SUBACCOUNT"}
     env = relay_env(workdir, base_url=emulator_keys.base_url, ssl_cert_file=ssl_cert_file,
-                    subaccount=SUBACCOUNT, api_key=API_KEY, signing_keys=SIGNING_KEYS,
-                    SENDER="ShopOTP", ENCODING="GSM7", ALLOWED_COUNTRIES="SG,MY",
-                    GLOBAL_LIMIT="100000/s", PER_RECIPIENT="3/10m", PATH_PREFIX="/prod",
-                    MAX_IDEMPOTENCY_KEYS=UNLIMITED_KEYS, **NO_POLICY_WINDOWS)
+                    subaccount=SUBACCOUNT, api_key=API_KEY, signing_keys=SIGNING_KEYS, **settings)
     relay = RelayProcess.start(workdir, env)
     try:
         yield relay
     finally:
         relay.stop()
         assert_no_secrets(relay.logs(), [API_KEY, *SIGNING_KEYS])
+
+
+@pytest.fixture(scope="module")
+def shared_relay(process_shared_relay: RelayProcess) -> RelayProcess:
+    return process_shared_relay
+
+
+@pytest.fixture(scope="module")
+def pod_shared_relay(k8s_api: Any, relay_pod: Callable[..., RelayProcess],
+                     node_sms_emulator: EightByEightEmulator) -> Iterator[tuple[RelayProcess, EightByEightEmulator]]:
+    """The shared relay as a pod on the real node (the image, its settings as the pod's
+    environment), with the 8x8 emulator it reaches across the node's bridge."""
+    node_sms_emulator.add_subaccount(SUBACCOUNT, API_KEY)
+    with temporary_namespace(k8s_api) as namespace:
+        relay = relay_pod(namespace, {**SHARED_RELAY_SETTINGS, "SMS_BASE_URL": node_sms_emulator.base_url},
+                          API_KEY, SIGNING_KEYS)
+        try:
+            yield relay, node_sms_emulator
+        finally:
+            logs = relay.logs()
+            relay.stop()
+            assert_no_secrets(logs, [API_KEY, *SIGNING_KEYS])
 
 
 def problem(response: Any) -> dict[str, Any]:

@@ -1,18 +1,61 @@
-"""Every row of the relay's HTTP contract, against the real process and the 8x8 emulator."""
+"""Every row of the relay's HTTP contract, against the real process and the 8x8 emulator; the
+rows on the shared relay also against a relay pod on the real node (the image as shipped)."""
 
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import pytest
-
 from otp_relay.signing import sign
-from tests.fixtures.relay import RelayProcess, free_port, otp_body, relay_env, signed_headers
+from otp_sandbox.eightbyeight import EightByEightEmulator
 
-from .conftest import API_KEY, SIGNING_KEYS, SUBACCOUNT, assert_no_secrets, fresh_number, problem
+from tests.fixtures.relay import (
+    RelayProcess,
+    free_port,
+    otp_body,
+    relay_env,
+    signed_headers,
+)
+
+from .conftest import (
+    API_KEY,
+    SIGNING_KEYS,
+    SUBACCOUNT,
+    assert_no_secrets,
+    fresh_number,
+    problem,
+)
 
 NEW_KEY = SIGNING_KEYS[1]
+RELAY_TARGETS = ["process", pytest.param("pod", marks=[pytest.mark.cluster, pytest.mark.container])]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "shared_relay" in metafunc.fixturenames:
+        metafunc.parametrize("relay_target", RELAY_TARGETS, indirect=True, scope="module")
+
+
+@pytest.fixture(scope="module")
+def relay_target(request: pytest.FixtureRequest) -> tuple[RelayProcess, EightByEightEmulator]:
+    """(relay, the 8x8 emulator it sends to) for the target this row runs on."""
+    if request.param == "process":
+        return request.getfixturevalue("process_shared_relay"), request.getfixturevalue("emulator_keys")
+    return request.getfixturevalue("pod_shared_relay")
+
+
+@pytest.fixture(scope="module")
+def shared_relay(relay_target: tuple[RelayProcess, EightByEightEmulator]) -> RelayProcess:
+    return relay_target[0]
+
+
+@pytest.fixture
+def emulator(request: pytest.FixtureRequest, emulator_keys: EightByEightEmulator) -> EightByEightEmulator:
+    """The emulator of this row's relay (a row on the shared relay may run on the pod's), cleared."""
+    target = request.getfixturevalue("relay_target")[1] if "relay_target" in request.fixturenames else emulator_keys
+    target.clear()
+    return target
 
 
 def test_accepted_message_reaches_8x8_exactly(shared_relay: RelayProcess, emulator) -> None:
@@ -25,7 +68,7 @@ def test_accepted_message_reaches_8x8_exactly(shared_relay: RelayProcess, emulat
     assert answer["id"] == sent.umid
     assert (sent.subaccount, sent.destination, sent.text) == (SUBACCOUNT, number[1:], "Your verification code is 731904")
     assert (sent.source, sent.encoding, sent.client_ip) == ("ShopOTP", "GSM7", "203.0.113.9")
-    assert sent.client_message_id and len(sent.client_message_id) <= 50
+    assert re.fullmatch(r"[0-9a-f]{32}", sent.client_message_id)  # the request id (8x8 allows up to 50)
     assert response.headers["X-Request-Id"] == sent.client_message_id
 
 

@@ -74,13 +74,13 @@ def test_8x8_answering_after_the_deadline_is_504_and_one_sms(make_relay, emulato
     and 8x8 is asked once. (The emulator drops a message whose client went away; real 8x8 may
     not, which is why the relay must assume it was sent.)"""
     relay = make_relay(DEADLINE="2")
-    emulator.inject("latency", ms=4000)
+    emulator.inject("latency", ms=8000)
     body = otp_body(fresh_number())
     started = time.monotonic()
     response = relay.post(body, KEY)
     elapsed = time.monotonic() - started
     assert response.status_code == 504, response.text
-    assert elapsed < 3.9  # the deadline (2 s) plus process overhead, not 8x8's 4 s
+    assert elapsed < 6.0  # the deadline (2 s) plus a loaded machine's overhead, not 8x8's 8 s
     assert relay.post(body, KEY).status_code == 504
     assert len(emulator.requests()) == 1
 

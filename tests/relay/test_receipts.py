@@ -68,10 +68,12 @@ def post_receipt(relay: RelayProcess, body: object, token: str = TOKENS[1]):
 def test_a_delivered_receipt_from_8x8_is_timed_and_summarised(receipt_relay, emulator) -> None:
     relay = receipt_relay()
     number = fresh_number()
-    emulator.set_outcome(number, "delivered", after_ms=800)
+    emulator.set_outcome(number, "delivered", after_ms=2000)
     started = time.monotonic()
     umid = relay.post(otp_body(number), KEY).json()["id"]
     send_took = time.monotonic() - started
+    # The lower bound below must mean something: 8x8's 2 s, less at most the whole send.
+    assert send_took < 1.5, f"the send took {send_took:.2f} s: too loaded to time a 2 s delivery"
     [sent] = emulator.messages()
     assert sent.dlr_callback_url == f"{relay.url}/v1/receipts/{TOKENS[1]}"  # the newest token
     wait_for(lambda: samples(relay, "otp_relay_delivery_seconds_count") == {(): 1.0})
@@ -81,7 +83,7 @@ def test_a_delivered_receipt_from_8x8_is_timed_and_summarised(receipt_relay, emu
         (("country", "SG"), ("detail", "delivered_to_recipient"), ("error_code", ""),
          ("state", "delivered")): 1.0}
     # The relay learns of the acceptance when 8x8's answer arrives, up to one send after it.
-    assert 0.8 - send_took <= samples(relay, "otp_relay_delivery_seconds_sum")[()] < 10
+    assert 2.0 - send_took <= samples(relay, "otp_relay_delivery_seconds_sum")[()] < 10
     assert relay.get("/v1/delivery-summary").json() == {
         "windowSeconds": 900, "sent": 1, "delivered": 1, "undelivered": 0, "ratio": 1.0,
         "topFailureReason": ""}

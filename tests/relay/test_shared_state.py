@@ -11,6 +11,7 @@ import pytest
 from otp_relay.config import Rate
 from otp_relay.redis_state import RedisState
 from otp_relay.state import ACCEPTED, RELEASE, InFlight, Limited, Proceed, Replay, Timing
+from otp_sandbox.pki import CertificateAuthority
 
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.relay import otp_body
@@ -140,6 +141,27 @@ def test_wrong_redis_password_is_not_ready(make_relay, redis_server: RedisServer
     assert relay.post(otp_body(fresh_number()), KEY).status_code == 503
     assert emulator.requests() == []
     assert "not-the-password" not in relay.logs() and redis_server.password not in relay.logs()
+
+
+def test_rediss_with_a_certificate_from_an_untrusted_ca_is_refused(make_relay, tmp_path, emulator) -> None:
+    """A store presenting a certificate the relay's trust (SSL_CERT_FILE, the sandbox CA) did
+    not sign is never used: not ready, sends refused, nothing reaches 8x8 and the password is
+    never sent over that connection (the handshake fails first)."""
+    stranger = CertificateAuthority(tmp_path / "stranger-ca", name="not the sandbox CA")
+    workdir = tmp_path / "redis-stranger"
+    workdir.mkdir()
+    server = RedisServer(workdir, "stranger-redis-password", ca=stranger).start()
+    try:
+        relay = make_relay(wait_ready=False, STATE_URL=server.url, STATE_PASSWORD_FILE=str(server.password_file))
+        deadline = time.monotonic() + 5  # several tries of the store, none may succeed
+        while time.monotonic() < deadline:
+            assert relay.get("/readyz").status_code == 503
+            time.sleep(0.5)
+        assert relay.post(otp_body(fresh_number()), KEY).status_code == 503
+        assert emulator.requests() == []
+        assert relay.metric("otp_relay_state_up") == 0
+    finally:
+        server.stop()
 
 
 def test_rediss_is_verified_against_ssl_cert_file(make_relay, tls_redis_server: RedisServer, emulator) -> None:

@@ -79,7 +79,7 @@ def test_rates() -> None:
     assert config.Rate.parse("100/s") == config.Rate(100, 1.0)
     assert config.Rate.parse("5/1h30m") == config.Rate(5, 5400.0)  # the CRD accepts it
     for bad in ("0/s", "5/0m", "5/d", "five/m", "5/", "5/1m1h"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=re.escape(repr(bad))):  # the message quotes what was wrong
             config.Rate.parse(bad)
 
 

@@ -193,6 +193,10 @@ class ControlPlane:
             # It taints new Nodes not-ready and only the node-lifecycle controller lifts that taint;
             # kwok reports the fake Node's readiness itself, so the controller is not run.
             "--disable-admission-plugins=TaintNodesByCondition",
+            # As on managed clusters (OpenShift, GKE ...): setting blockOwnerDeletion on a child
+            # needs update on the owner's finalizers subresource (the chart's
+            # otpchannels/finalizers rule exists for it).
+            "--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
             # `kubectl logs/exec` on the real node: the kubelet listens on its InternalIP.
             "--kubelet-preferred-address-types=InternalIP",
             f"--kubelet-client-certificate={kubelet_client.cert}", f"--kubelet-client-key={kubelet_client.key}",

@@ -41,6 +41,10 @@ NODE_NAME = "kubelet-node-0"
 TAINT_KEY = "otp-sandbox.dev/real-node"
 HOSTNAME_LABEL = "kubernetes.io/hostname"
 PAUSE_COMMAND = ("sleep", "infinity")
+# A relay pod on this node was Ready 5 and 8 s after creation with its image already present
+# (tests/node/test_relay_pods.py): what kwok-backed relay pods wait before Ready in the operator's
+# tests and benchmark (kwok's own stages would make them Ready at once).
+RELAY_POD_READY_SECONDS = 5.0
 CNI_BIN_DIR = Path("/usr/lib/cni")
 # Pod subnets are /24s from here; each node takes the first one no route on the host uses yet.
 POD_NETWORKS = ipaddress.ip_network("10.89.0.0/16")

@@ -6,6 +6,7 @@ only Python, which then stops the components in order.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -58,10 +59,35 @@ def stop_all(components: Sequence[Component], grace: float = 10.0) -> None:
             component.process.wait(timeout=grace)
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_ports() -> range:
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback TCP port that is free now and stays free until someone binds it on purpose:
+    picked below the kernel's ephemeral range, so no outgoing connection is given it meanwhile
+    (a port the kernel handed out with bind(0) could be), and never handed out twice here."""
+    ephemeral = _ephemeral_ports()
+    candidates = range(20000, ephemeral.start) if ephemeral.start > 21000 else range(ephemeral.stop, 65536)
+    for _ in range(1000):
+        port = random.choice(candidates)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {candidates}")
 
 
 def log_tail(path: Path, lines: int = 15) -> str:

@@ -1,7 +1,8 @@
 -- Argo CD health of an otprelay.io/OtpChannel, from the conditions the operator writes:
 -- Ready (the summary), Reconciling (work in progress) and Stalled (needs a human), each only
 -- trusted once status.observedGeneration has caught up with metadata.generation.
--- Plain Lua 5.1 (Argo CD runs gopher-lua).
+-- Plain Lua 5.1 with the base and table libraries only: Argo CD runs a health script from
+-- argocd-cm in gopher-lua without the string, math or io libraries.
 local hs = {}
 
 local function condition(conditions, type)

@@ -8,12 +8,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client
-
 from otp_operator import names
 from otp_sandbox import image
 from otp_sandbox.controlplane import node
 
-from tests.operator.support import wait_for
+from tests.support.channels import wait_for
 
 
 def real_node_pod_template() -> dict[str, Any]:

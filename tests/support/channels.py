@@ -6,27 +6,18 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
-
 from otp_operator import names
+from otp_sandbox.controlplane.gomodules import KWOK_POD_READY_DELAY_ANNOTATION
+from otp_sandbox.controlplane.node import RELAY_POD_READY_SECONDS
+
+from tests.support.waiting import wait_for
 
 GROUP, VERSION, PLURAL = names.GROUP, names.VERSION, names.PLURAL
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2,
-             what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
 # --- channels -------------------------------------------------------------------------------
@@ -44,12 +35,14 @@ def make_secret(api: client.ApiClient, namespace: str, name: str, data: Mapping[
 
 def channel_manifest(namespace: str, name: str, *, domain: str, public_url: str, sms_base_url: str,
                      integration: str = "phone-provider", replicas: int = 2, **extra: Any) -> dict[str, Any]:
+    # kwok marks the relay pods Ready as late as the real node does (not at once).
+    pod_template = {"metadata": {"annotations": {KWOK_POD_READY_DELAY_ANNOTATION: f"{RELAY_POD_READY_SECONDS}s"}}}
     spec: dict[str, Any] = {
         "auth0": {"domain": domain, "credentialsSecretRef": {"name": "auth0-mgmt"}, "integration": integration},
         "sms": {"subaccountId": "shop_otp", "apiKeySecretRef": {"name": "eightbyeight", "key": "apikey"},
                 "baseUrl": sms_base_url, "sender": "ShopOTP"},
         "policy": {"allowedCountries": ["SG", "MY"]},
-        "relay": {"replicas": replicas, "publicUrl": public_url},
+        "relay": {"replicas": replicas, "publicUrl": public_url, "podTemplate": pod_template},
     }
     for key, value in extra.items():
         spec[key] = value
@@ -61,9 +54,10 @@ def custom(api: client.ApiClient) -> client.CustomObjectsApi:
     return client.CustomObjectsApi(api)
 
 
-def create_channel(api: client.ApiClient, manifest: Mapping[str, Any]) -> None:
+def create_channel(api: client.ApiClient, manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """Create the channel in its metadata's namespace; returns it as stored (defaults applied)."""
     meta = manifest["metadata"]
-    custom(api).create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, dict(manifest))
+    return custom(api).create_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, dict(manifest))
 
 
 def get_channel(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any] | None:
@@ -149,6 +143,12 @@ def wait_for_event(api: client.ApiClient, namespace: str, name: str, reason: str
     return wait_for(lambda: (events := events_for(api, namespace, name)) and
                     any(e.reason == reason for e in events) and events,
                     timeout, what=f"a {reason} Event on {namespace}/{name}")
+
+
+def owned_actions(state: Mapping[str, Any], prefix: str = "otp-relay-") -> list[dict[str, Any]]:
+    """The Auth0 actions an operator made (named by ``names.default_auth0_name``), from an
+    emulated tenant's state."""
+    return [a for a in state["actions"] if a["name"].startswith(prefix)]
 
 
 def signing_keys(api: client.ApiClient, namespace: str, channel: str) -> list[str]:
