@@ -12,7 +12,8 @@ A receipt counts only for a message this relay sent (its umid was recorded when 
 it), once per umid + state; everything the metrics and the summary show comes from the relay's
 own record (the recipient's country) or from fixed sets (state, detail, 8x8's documented error
 codes and their reasons), so a forged receipt can neither grow a metric nor fake health nor
-put its text anywhere. Receipts for unknown umids are answered 200 and only counted by result.
+put its text anywhere. A receipt for a umid the relay does not know (yet) is answered 503 (8x8
+retries it: a real one may have overtaken the send's answer) and only counted by result.
 
 Parsing, token check, de-duplication and the delivery window are framework independent; the
 aiohttp handler at the end is thin.
@@ -394,7 +395,8 @@ def store_for(state: Any, prefix: str) -> ReceiptStore:
 # --- HTTP (aiohttp) -------------------------------------------------------------------------
 async def handle(relay: Any, request: Any) -> Any:
     """``POST <prefix>/v1/receipts/{token}``: 404 exactly like an unknown path for a wrong token,
-    200 for every receipt (counted or a repeat), 400 for a body that is not one, 413 too big."""
+    200 for a receipt of a sent message (counted or a repeat), 503 for one of a umid not known
+    (yet), 400 for a body that is not one, 413 too big."""
     from aiohttp import web  # noqa: PLC0415  the only aiohttp-specific part
 
     desk: Receipts = relay.receipts
@@ -425,6 +427,12 @@ async def handle(relay: Any, request: Any) -> Any:
     finally:
         relay.guard.request_finished(request.transport)
     desk.log(fields)
+    if fields["outcome"] in ("unknown_umid", "unavailable"):
+        # Not (yet) a message this relay knows: its receipt can come before the relay has read
+        # 8x8's answer to the send, or reach a replica before the shared record. 8x8 retries
+        # after 1, 10, 30 and 90 s, so a real receipt is counted on a retry; a forged one
+        # never is. Nothing is stored for it either way.
+        return web.Response(status=503, headers={"Retry-After": "1"}, text="unknown message")
     return web.json_response({"status": "ok"})
 
 

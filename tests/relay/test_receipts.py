@@ -143,7 +143,7 @@ def test_a_rotated_token_file_is_used_without_a_restart(receipt_relay, emulator)
     relay = receipt_relay(tokens=(TOKENS[0],))
     directory = Path(relay.log_path).parent / "receipts"
     kubelet_volume(directory, {"tokens": f"{TOKENS[0]}\n{TOKENS[1]}\n"})
-    wait_for(lambda: post_receipt(relay, receipt_body("bb1"), TOKENS[1]).status_code == 200)
+    wait_for(lambda: post_receipt(relay, receipt_body("bb1"), TOKENS[1]).status_code != 404)  # 503: unknown umid
     relay.post(otp_body(fresh_number()), KEY)
     assert emulator.messages()[-1].dlr_callback_url.endswith("/" + TOKENS[1])
 
@@ -164,7 +164,7 @@ def test_a_repeated_receipt_is_counted_once(receipt_relay, emulator) -> None:
 
 def test_forged_receipts_neither_grow_the_metrics_nor_fake_health(receipt_relay, emulator) -> None:
     """With the token, 3,000 receipts for umids the relay never sent (random error codes and
-    destinations, "delivered" ones among them): answered 200, counted by result only; the
+    destinations, "delivered" ones among them): answered 503, counted by result only; the
     receipt series, the delivery ratio, the summary and its failure reason stay the relay's own."""
     relay = receipt_relay()
     number = fresh_number()
@@ -177,7 +177,7 @@ def test_forged_receipts_neither_grow_the_metrics_nor_fake_health(receipt_relay,
             state = "delivered" if i % 2 else "undelivered"
             body = receipt_body(str(uuid.UUID(int=i)), state, destination=f"+{1 + i % 9}{i:010d}",
                                 errorCode=i % 1000, errorMessage=f"attacker text {i}")
-            assert client.post(f"{relay.url}/v1/receipts/{TOKENS[1]}", json=body).status_code == 200
+            assert client.post(f"{relay.url}/v1/receipts/{TOKENS[1]}", json=body).status_code == 503
     counted = samples(relay, "otp_relay_receipts_total")
     assert len(counted) <= 1 and sum(counted.values()) == 1  # the real receipt only
     assert relay.get("/v1/delivery-summary").json() == before
@@ -230,7 +230,7 @@ def test_replicas_on_redis_share_submit_times_and_repeats(receipt_relay, emulato
     assert samples(two, "otp_relay_delivery_seconds_sum")[()] >= 0.3
     assert sum(samples(one, "otp_relay_receipts_total").values()) == 0  # counted once, on two
     forged = receipt_body("77777777-0000-4000-8000-000000000000", destination=number)
-    assert post_receipt(one, forged).status_code == 200  # never sent: nothing stored
+    assert post_receipt(one, forged).status_code == 503  # never sent: nothing stored
     client = redis_server.client()
     keys = list(client.scan_iter(match="{" + prefix + "}:receipt:*"))
     assert len(keys) == 1  # the sent umid, with its states seen
@@ -309,3 +309,16 @@ def test_a_superseded_token_stops_working_after_the_grace(tmp_path: Path) -> Non
     assert TOKENS[1] in later.accepted()
     now[0] += 101
     assert later.accepted() == ["rcpt-newest-1"]
+
+
+def test_a_receipt_that_overtakes_the_send_is_counted_on_8x8s_retry(receipt_relay, emulator) -> None:
+    """8x8 may post a receipt before the relay has read its answer to the send (the emulator
+    posts at once): the relay answers 503 for a umid it does not know yet, 8x8 retries after
+    1 s, and each of these receipts is counted, once."""
+    relay = receipt_relay()
+    numbers = [fresh_number() for _ in range(5)]
+    for number in numbers:
+        emulator.set_outcome(number, "delivered")
+        assert relay.post(otp_body(number), KEY).status_code == 202
+    wait_for(lambda: relay.get("/v1/delivery-summary").json()["delivered"] == 5, timeout=20)
+    assert sum(samples(relay, "otp_relay_receipts_total").values()) == 5
