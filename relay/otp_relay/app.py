@@ -224,10 +224,11 @@ class Relay:
             payload["dlrCallbackUrl"] = callback
         outcome, attempts = await self.upstream.send(api_key, payload, started + self.settings.deadline)
         fields["attempts"] = attempts
+        if isinstance(outcome, Accepted):  # recorded first: its receipts may be on their way
+            self.receipts.sent(outcome.umid, otp.country)
         await self._settle(otp.idempotency_key, outcome, fields)
         if isinstance(outcome, Accepted):
             fields["umid"] = outcome.umid
-            self.receipts.sent(outcome.umid, otp.country)
             return _accepted(outcome.umid)
         if isinstance(outcome, Rejected):
             fields["upstream"] = f"{outcome.http_status}/{outcome.code}"
