@@ -270,7 +270,9 @@ def relay_env(workdir: Path, port: int, admin_port: int, upstream: str, **extra:
         "OTP_RELAY_SUBACCOUNT": SUBACCOUNT,
         "OTP_RELAY_API_KEY_FILE": str(workdir / "apikey"),
         "OTP_RELAY_SIGNING_KEY_FILE": str(workdir / "signing"),
-        "OTP_RELAY_GLOBAL_LIMIT": "1000000/s", "OTP_RELAY_PER_RECIPIENT": "1000000/s",
+        "OTP_RELAY_GLOBAL_LIMIT": "1000000/s", "OTP_RELAY_MAX_IDEMPOTENCY_KEYS": "4000000000",
+        "OTP_RELAY_PER_PREFIX": "1000000/s", "OTP_RELAY_COUNTRY_HOUR": "4000000000/1h",
+        "OTP_RELAY_COUNTRY_DAY": "4000000000/24h", "OTP_RELAY_PER_RECIPIENT": "1000000/s",
         **{f"OTP_RELAY_{k}": v for k, v in extra.items()},
     })
     return env

@@ -101,7 +101,9 @@ class Relay:
             "OTP_RELAY_SMS_BASE_URL": f"http://127.0.0.1:{upstream_port}", "OTP_RELAY_INSECURE_UPSTREAM": "true",
             "OTP_RELAY_SUBACCOUNT": "bench_sub", "OTP_RELAY_API_KEY_FILE": str(workdir / "apikey"),
             "OTP_RELAY_SIGNING_KEY_FILE": str(workdir / "signing"), "OTP_RELAY_LOG_LEVEL": "WARNING",
-            "OTP_RELAY_GLOBAL_LIMIT": "1000000/s", "OTP_RELAY_PER_RECIPIENT": "1000000/s",
+            "OTP_RELAY_GLOBAL_LIMIT": "1000000/s", "OTP_RELAY_MAX_IDEMPOTENCY_KEYS": "4000000000",
+        "OTP_RELAY_PER_PREFIX": "1000000/s", "OTP_RELAY_COUNTRY_HOUR": "4000000000/1h",
+        "OTP_RELAY_COUNTRY_DAY": "4000000000/24h", "OTP_RELAY_PER_RECIPIENT": "1000000/s",
         })
         env.update({f"OTP_RELAY_{k.upper()}": v for k, v in settings.items()})
         self.process = spawn(stack, [str(Path(sys.executable).with_name("otp-relay"))],

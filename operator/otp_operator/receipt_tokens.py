@@ -3,8 +3,9 @@
 Receipts are not signed: the unguessable token in ``<publicUrl>/v1/receipts/<token>`` is what
 tells the relay a receipt comes from the message's sender. The relay accepts every line of
 the token Secret and puts the newest (last) line on new sends, so a rotation keeps the
-previous token for receipts still on their way (8x8 retries for up to 48 h: rotate at most
-once in that time to lose none).
+previous token for receipts still on their way; the relay accepts it for 48 h after it sees it
+superseded (8x8 retries for up to 48 h), so one rotation revokes a leaked token and loses no
+receipt (rotate at most once in 48 h).
 
 Rotate by setting the channel annotation ``otprelay.io/rotate-receipt-token`` to a new value;
 the Secret records the request it answered (key ``rotation``), so each value rotates once. Pure: the caller

@@ -262,6 +262,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     try:
         ch = parse_channel(namespace, name, body.get("spec") or {})
         endpoints.check_channel(ch, config.endpoints)  # before any Secret is read or sent
+        render.check_store_capacity(ch)
     except SpecError as error:
         verdict = status.false(error.reason, str(error))
         conds = status.conditions(previous_conditions, generation, verdict, verdict, stamp)

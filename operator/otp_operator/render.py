@@ -9,14 +9,17 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from otp_relay import config as relay_config
+
 from . import names, podtemplate
-from .spec import ChannelSpec
+from .spec import ChannelSpec, SpecError
 
 REDIS_DEFAULT_PORT = 6379
 
+# The relay's memory bound with its default caps is ~242 MB (relay/README.md, "Memory bound").
 DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
-    "requests": {"cpu": "50m", "memory": "64Mi"},
-    "limits": {"memory": "128Mi"},
+    "requests": {"cpu": "50m", "memory": "128Mi"},
+    "limits": {"memory": "256Mi"},
 }
 
 
@@ -105,6 +108,37 @@ def global_limit_per_relay(ch: ChannelSpec) -> str:
     return f"{limit}/{ch.policy.global_window}"
 
 
+def _pumping_env(ch: ChannelSpec) -> dict[str, str]:
+    """spec.policy's SMS-pumping rules that are set, as the relay's variables (unset ones keep
+    the relay's defaults, their one place)."""
+    p = ch.policy
+    values = {
+        "PER_PREFIX": p.per_prefix, "COUNTRY_HOUR": p.country_hourly, "COUNTRY_DAY": p.country_daily,
+        "PER_CLIENT_IP": p.per_client_ip, "MAX_SEGMENTS": str(p.max_segments) if p.max_segments else None,
+        "CODE_VALIDITY": p.code_validity,
+        "ALLOW_NUMBER_TYPES": ",".join(p.allow_number_types) or None,
+        "ALLOW_NON_GEOGRAPHIC": ",".join(map(str, p.allow_non_geographic)) or None,
+        "MONITOR_RULES": ",".join(p.monitor_rules) or None,
+    }
+    return {f"OTP_RELAY_{name}": value for name, value in values.items() if value}
+
+
+def check_store_capacity(ch: ChannelSpec) -> None:
+    """Without a state store each relay keeps its idempotency keys in process, and refuses to
+    start with a global limit its store cannot hold: say so on the channel instead."""
+    if ch.relay.state_store:
+        return
+    per_relay = relay_config.Rate.parse(global_limit_per_relay(ch))
+    needed = relay_config.keys_needed(per_relay)
+    if needed > relay_config.MAX_IDEMPOTENCY_KEYS:
+        raise SpecError(
+            f"spec.policy.globalLimit {ch.policy.global_limit}/{ch.policy.global_window} gives each of "
+            f"{ch.relay.replicas} replica(s) {global_limit_per_relay(ch)}, up to {needed:,} messages "
+            f"within the relay's idempotency retention, more than its in-process store's "
+            f"{relay_config.MAX_IDEMPOTENCY_KEYS:,} keys: set spec.relay.stateStore, add replicas or "
+            "lower the limit")
+
+
 def relay_env(ch: ChannelSpec) -> list[dict[str, str]]:
     """The relay's configuration through its OTP_RELAY_* environment contract."""
     env: dict[str, str] = {
@@ -132,6 +166,7 @@ def relay_env(ch: ChannelSpec) -> list[dict[str, str]]:
         env["OTP_RELAY_SENDER"] = ch.sms.sender
     if ch.policy.allowed_countries:
         env["OTP_RELAY_ALLOWED_COUNTRIES"] = ",".join(ch.policy.allowed_countries)
+    env.update(_pumping_env(ch))
     if ch.relay.path_prefix:
         env["OTP_RELAY_PATH_PREFIX"] = ch.relay.path_prefix
     return [{"name": key, "value": value} for key, value in env.items()]

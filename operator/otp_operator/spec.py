@@ -71,6 +71,16 @@ class PolicySpec:
     global_limit: int = 100
     global_window: str = "1s"
     delivery_ratio_threshold: float | None = None
+    # SMS-pumping rules: None / empty = the relay's own default (relay/README.md)
+    per_prefix: str | None = None  # "LIMIT/WINDOW", as the relay's flags take them
+    country_hourly: str | None = None
+    country_daily: str | None = None
+    per_client_ip: str | None = None
+    max_segments: int | None = None
+    code_validity: str | None = None
+    allow_number_types: tuple[str, ...] = ()
+    allow_non_geographic: tuple[int, ...] = ()
+    monitor_rules: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -178,6 +188,16 @@ def _state_store(store: Mapping[str, Any] | None) -> StateStoreSpec | None:
     return StateStoreSpec(url=url, password=password)
 
 
+def _policy_window(policy: Mapping[str, Any], field: str) -> str | None:
+    """``spec.policy.<field>`` {limit, window} as the relay's ``LIMIT/WINDOW``, or None when unset."""
+    value = _get(policy, field)
+    if not value:
+        return None
+    window = _get(value, "window", "")
+    window_seconds(window, f"spec.policy.{field}.window")
+    return f"{int(_require(_get(value, 'limit'), f'policy.{field}.limit'))}/{window}"
+
+
 def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> ChannelSpec:
     auth0 = _get(spec, "auth0", {})
     creds = _get(auth0, "credentialsSecretRef", {})
@@ -244,6 +264,15 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
             global_limit=int(_get(global_limit, "limit", 100)),
             global_window=global_window,
             delivery_ratio_threshold=_ratio(_get(policy, "deliveryRatioThreshold")),
+            per_prefix=_policy_window(policy, "perPrefix"),
+            country_hourly=_policy_window(policy, "countryHourly"),
+            country_daily=_policy_window(policy, "countryDaily"),
+            per_client_ip=_policy_window(policy, "perClientIp"),
+            max_segments=int(_get(policy, "maxSegments")) if _get(policy, "maxSegments") else None,
+            code_validity=_get(policy, "codeValidity") or None,
+            allow_number_types=tuple(_get(policy, "allowNumberTypes", [])),
+            allow_non_geographic=tuple(int(c) for c in _get(policy, "allowNonGeographic", [])),
+            monitor_rules=tuple(_get(policy, "monitorRules", [])),
         ),
         relay=RelaySpec(
             replicas=int(_get(relay, "replicas", 2)),

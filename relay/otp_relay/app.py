@@ -22,22 +22,22 @@ import orjson
 from aiohttp import web
 
 from . import messages, receipts, signing
-from .config import Settings
-from .connections import ConnectionGuard
+from . import policy as sms_policy
+from .config import IN_FLIGHT_MARGIN, Settings
+from .connections import MAX_BODY, ConnectionGuard
 from .keys import WatchedFile, parse_api_key, parse_signing_keys
 from .limits import retry_after_header
 from .logs import LineBudget, RequestLog, mask_number
 from .metrics import RelayMetrics
 from .problems import CONTENT_TYPE as PROBLEM_JSON, Problem
 from .state import (
-    ACCEPTED, RELEASE, UNKNOWN, InFlight, Limited, MemoryState, Proceed, Replay, State,
-    StateUnavailable, Timing,
+    ACCEPTED, RELEASE, UNKNOWN, Full, InFlight, Limited, MemoryState, Proceed, Replay, State,
+    StateUnavailable, Timing, recipient_tag,
 )
 from .tls import ServingCertificate
 from .upstream import Accepted, EightByEight, NotSent, Rejected, RetryPolicy, Unknown
 
-MAX_BODY = 16 * 1024
-IN_FLIGHT_MARGIN = 1.0  # seconds a claimed key stays "in flight" beyond the deadline
+ADMIN_CONNECTIONS = 64  # open admin connections at most (probes, scrapes, the operator)
 log = logging.getLogger("otp_relay.request")
 request_log = RequestLog()
 
@@ -53,11 +53,13 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 def build_state(settings: Settings) -> State:
     timing = Timing(settings.idempotency_retention, settings.deadline + IN_FLIGHT_MARGIN)
     if not settings.state_url:
-        return MemoryState(settings.per_recipient, settings.global_limit, timing)
+        return MemoryState(settings.per_recipient, settings.global_limit, timing,
+                           max_keys=settings.max_idempotency_keys)
     from .redis_state import RedisState  # noqa: PLC0415  only with a store configured
 
     return RedisState(settings.state_url, settings.state_password_file, settings.state_prefix,
-                      settings.per_recipient, settings.global_limit, timing)
+                      settings.per_recipient, settings.global_limit, timing,
+                      ca_file=settings.state_ca_file)
 
 
 class Relay:
@@ -80,14 +82,21 @@ class Relay:
                                           self.metrics.registry, self.metrics.key_reload)
         self.state_ok = self.state.scope == "process"
         self.guard = ConnectionGuard(settings.max_connections, settings.header_timeout,
-                                     settings.idle_timeout, self.metrics.dropped)
+                                     settings.idle_timeout, self.metrics.dropped,
+                                     max_readers=settings.max_body_readers,
+                                     min_body_rate=settings.body_min_rate)
+        self.admin_guard = ConnectionGuard(ADMIN_CONNECTIONS, settings.header_timeout,
+                                           settings.idle_timeout, self.metrics.admin_dropped,
+                                           max_readers=ADMIN_CONNECTIONS)
         self.metrics.connections.set_function(lambda: len(self.guard))
+        self.metrics.readers.set_function(lambda: self.guard.readers)
         self.in_flight = 0
         self.metrics.in_flight.set_function(lambda: self.in_flight)
         self._base_payload: dict[str, object] = {"encoding": settings.encoding}
         if settings.sender:
             self._base_payload["source"] = settings.sender
         self.rejections_log = LineBudget()
+        self.numbers = sms_policy.NumberPolicy(settings.allowed_number_types, settings.allowed_non_geographic)
         self.upstream = EightByEight(settings.base_url, settings.subaccount,
                                      policy or RetryPolicy(deadline=settings.deadline),
                                      self.metrics.upstream)
@@ -138,7 +147,6 @@ class Relay:
         fields: dict[str, object] = {"request_id": request_id, **self._line_start}
         transport = request.transport
         self.guard.request_started(transport)
-        self.in_flight += 1
         try:
             status, body, headers = await self._send(request, request_id, fields, started)
         except Exception:
@@ -147,7 +155,6 @@ class Relay:
             status, body, headers = _problem(
                 Problem(500, "Internal error", "the relay failed to process the request"), request_id)
         finally:
-            self.in_flight -= 1
             self.guard.request_finished(transport)
         close = fields.pop("close", False)
         outcome = fields.pop("outcome", None) or (
@@ -180,33 +187,48 @@ class Relay:
         if isinstance(otp, Problem):
             fields.setdefault("detail", otp.detail)
             return _problem(otp, request_id)
+        self.in_flight += 1  # only signed requests past every check count (no await since the cap)
+        try:
+            return await self._deliver(otp, request_id, fields, started)
+        finally:
+            self.in_flight -= 1
+
+    async def _deliver(self, otp: messages.OtpRequest, request_id: str, fields: dict[str, object],
+                       started: float) -> Answer:
         fields["recipient"] = mask_number(otp.recipient)
         fields["country"] = otp.country
         api_key = self.api_key.value
         if api_key is None:
             fields["outcome"] = "not_ready"
             return _problem(_NOT_READY, request_id)
+        segments = fields["segments"]
         try:
-            verdict = await self.state.claim(otp.idempotency_key, otp.recipient, request_id)
+            verdict = await self.state.claim(otp.idempotency_key, otp.recipient, request_id,
+                                             segments, self._windows(otp, segments))
         except StateUnavailable:
             self._state_answered(False)
             fields["outcome"] = "state_unavailable"
             return _problem(_STATE_UNAVAILABLE, request_id)
         if not isinstance(verdict, Proceed):
             return self._answer_known(verdict, fields, request_id)
+        for rule in verdict.would_refuse:
+            self._monitored(rule, fields)
 
         payload = {**self._base_payload, "destination": otp.recipient, "text": otp.text,
-                   "clientMessageId": request_id}
+                   "clientMessageId": request_id,
+                   "expiry": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                           time.gmtime(time.time() + self.settings.code_validity))}
         if otp.client_ip:
             payload["clientIp"] = otp.client_ip
         if callback := self.receipts.callback_url():
             payload["dlrCallbackUrl"] = callback
         outcome, attempts = await self.upstream.send(api_key, payload, started + self.settings.deadline)
         fields["attempts"] = attempts
+        if isinstance(outcome, Accepted):  # recorded first: its receipts may be on their way
+            self.receipts.sent(outcome.umid, otp.country)
         await self._settle(otp.idempotency_key, outcome, fields)
         if isinstance(outcome, Accepted):
             fields["umid"] = outcome.umid
-            self.receipts.sent(outcome.umid)
             return _accepted(outcome.umid)
         if isinstance(outcome, Rejected):
             fields["upstream"] = f"{outcome.http_status}/{outcome.code}"
@@ -246,9 +268,16 @@ class Relay:
             fields["idempotent"] = "in_flight"
             return _problem(Problem(409, "Already in flight", "this message is being sent; retry later",
                                     {"Retry-After": retry_after_header(verdict.retry_after)}), request_id)
+        if isinstance(verdict, Full):
+            fields["outcome"] = "store_full"
+            return _problem(Problem(503, "Relay busy", "the idempotency store is full; retry later",
+                                    {"Retry-After": retry_after_header(verdict.retry_after)}), request_id)
         if isinstance(verdict, Limited):
-            (self.metrics.global_limited if verdict.limit == "global" else self.metrics.recipient_limited).inc()
-            detail = "global rate limit reached" if verdict.limit == "global" else "limit for this recipient reached"
+            if verdict.limit in sms_policy.WINDOW_RULES:
+                self.metrics.policy(verdict.limit, monitored=False)
+            else:
+                (self.metrics.global_limited if verdict.limit == "global" else self.metrics.recipient_limited).inc()
+            detail = _LIMIT_DETAILS[verdict.limit]
             return _problem(Problem(429, "Too many requests", detail,
                                     {"Retry-After": retry_after_header(verdict.retry_after)}), request_id)
         fields["idempotent"] = "outcome_unknown"
@@ -256,10 +285,8 @@ class Relay:
                                 "sent; it is never sent again"), request_id)
 
     async def _admit(self, request: web.Request, fields: dict[str, object]) -> messages.OtpRequest | Problem:
-        """Every check before the message may go to 8x8, cheapest and most basic first."""
-        if self.in_flight > self.settings.max_in_flight:
-            fields["outcome"] = "overloaded"
-            return _BUSY
+        """Every check before the message may go to 8x8, cheapest and most basic first; nothing
+        before the signature check holds more than a connection and a body reader."""
         if not self.ready:
             fields["outcome"] = "state_unavailable" if not self.state_ok else "not_ready"
             return _STATE_UNAVAILABLE if not self.state_ok else _NOT_READY
@@ -278,6 +305,9 @@ class Relay:
         except TimeoutError:
             fields["close"] = True  # the rest of the body is not worth waiting for
             return _BODY_TIMEOUT
+        except OSError:  # the client hung up (or the guard dropped it) mid-body: nobody to answer
+            fields["outcome"], fields["close"] = "client_abort", True
+            return _CLIENT_GONE
         self.guard.body_received(request.transport)
         timestamp, now = request.headers.get("X-Otp-Timestamp"), time.time()
         digest = signing.verify(self._keys(), timestamp, request.headers.get("X-Otp-Signature"), raw, now)
@@ -285,6 +315,9 @@ class Relay:
             fields["detail"] = digest.value
             return _UNAUTHORIZED
         fields["authenticated"] = True
+        if self.in_flight >= self.settings.max_in_flight:
+            fields["outcome"] = "overloaded"
+            return _BUSY
         if request.content_type != "application/json":
             return _UNSUPPORTED
         otp = messages.parse(raw)
@@ -295,7 +328,41 @@ class Relay:
             fields["recipient"], fields["country"] = mask_number(otp.recipient), otp.country
             return Problem(403, "Destination not allowed",
                            f"SMS to country {otp.country} is not allowed by policy")
+        refused_type = self.numbers.refusal(otp.number_type, otp.country, otp.calling_code)
+        if refused_type is not None and not self._monitored("number_type", fields):
+            fields["recipient"], fields["country"] = mask_number(otp.recipient), otp.country
+            return Problem(403, "Destination not allowed",
+                           f"numbers of type {refused_type} get no SMS by policy")
+        segments = fields["segments"] = sms_policy.segments(otp.text, self.settings.encoding)
+        if segments > self.settings.max_segments and not self._monitored("segments", fields):
+            return Problem(400, "Invalid request", f"'text' needs {segments} SMS segments, more than "
+                           f"the {self.settings.max_segments} a message may use")
         return otp
+
+    def _monitored(self, rule: str, fields: dict[str, object]) -> bool:
+        """Count a rule that would refuse; True when it only monitors (the send goes on)."""
+        monitored = rule in self.settings.monitor_rules
+        self.metrics.policy(rule, monitored)
+        if monitored:
+            fields["would_refuse"] = ",".join(filter(None, (str(fields.get("would_refuse", "")), rule)))
+        return monitored
+
+    def _windows(self, otp: messages.OtpRequest, segments: int) -> tuple[sms_policy.Window, ...]:
+        """The policy's fixed-window counts a send is charged to (keys are digests)."""
+        s, monitor = self.settings, self.settings.monitor_rules
+        windows = [
+            sms_policy.Window("prefix", recipient_tag(sms_policy.prefix_of(otp.recipient, s.prefix_digits)),
+                          s.per_prefix.limit, s.per_prefix.window, 1, "prefix" in monitor),
+            sms_policy.Window("country_hour", otp.country, s.country_hour.limit, s.country_hour.window,
+                          segments, "country_hour" in monitor),
+            sms_policy.Window("country_day", otp.country, s.country_day.limit, s.country_day.window,
+                          segments, "country_day" in monitor),
+        ]
+        if s.per_client_ip is not None and otp.client_ip:
+            windows.append(sms_policy.Window("client_ip", recipient_tag(sms_policy.ip_group(otp.client_ip)),
+                                         s.per_client_ip.limit, s.per_client_ip.window, 1,
+                                         "client_ip" in monitor))
+        return tuple(windows)
 
     # --- admin endpoints ---------------------------------------------------------------
     async def healthz(self, request: web.Request) -> web.Response:
@@ -344,7 +411,19 @@ class Relay:
         return app
 
     def make_admin_app(self) -> web.Application:
-        app = web.Application(client_max_size=1024)
+        guard = self.admin_guard
+
+        @web.middleware
+        async def guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+            """Admin requests carry no body: answered, the connection is idle again."""
+            guard.request_started(request.transport)
+            guard.body_received(request.transport)
+            try:
+                return await handler(request)
+            finally:
+                guard.request_finished(request.transport)
+
+        app = web.Application(client_max_size=1024, middlewares=[guarded])
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.metrics_endpoint)
@@ -357,11 +436,19 @@ def _accepted(umid: str, headers: dict[str, str] | None = None) -> Answer:
         "Content-Type": "application/json", **(headers or {})}
 
 
+_LIMIT_DETAILS = {
+    "global": "global rate limit reached", "recipient": "limit for this recipient reached",
+    "prefix": "limit for numbers with this prefix reached",
+    "country_hour": "hourly budget for this country reached",
+    "country_day": "daily budget for this country reached",
+    "client_ip": "limit for this client IP reached",
+}
 _NOT_READY = Problem(503, "Relay not ready", "credentials are not loaded", {"Retry-After": "5"})
 _STATE_UNAVAILABLE = Problem(503, "Relay not ready", "the shared state store does not answer",
                              {"Retry-After": "2"})
 _BUSY = Problem(503, "Relay busy", "too many requests in flight", {"Retry-After": "1"})
 _TOO_LARGE = Problem(413, "Payload too large", f"the body must be at most {MAX_BODY} bytes")
+_CLIENT_GONE = Problem(499, "Client closed request", "the connection closed before the body arrived")
 _BODY_TIMEOUT = Problem(408, "Request timeout", "the body did not arrive in time")
 _UNAUTHORIZED = Problem(401, "Unauthorized", "missing, invalid or expired signature")
 _UNSUPPORTED = Problem(415, "Unsupported media type", "send Content-Type: application/json")

@@ -46,22 +46,30 @@ class GuardedSite(web.TCPSite):
             **extra)
 
 
+# aiohttp's parser limits (its defaults allow 128 fields of 8 KiB: ~1 MiB a connection); the
+# guard also caps a whole header block at connections.MAX_HEADER_BYTES
+HEADER_LIMITS = {"max_line_size": 2048, "max_field_size": 2048, "max_headers": 32}
+
+
 async def serve(settings: config.Settings, worker: int = 0) -> None:
     relay = Relay(settings, worker=worker)
     runner = web.AppRunner(relay.make_app(), access_log=None, handle_signals=False,
                            shutdown_timeout=settings.shutdown_timeout,
                            # the guard closes idle connections (and counts them); aiohttp's own
                            # timer only backs it up, so the two never race
-                           keepalive_timeout=settings.idle_timeout + 1, auto_decompress=False)
+                           keepalive_timeout=settings.idle_timeout + 1, auto_decompress=False,
+                           **HEADER_LIMITS)
     admin = web.AppRunner(relay.make_admin_app(), access_log=None, handle_signals=False,
-                          shutdown_timeout=1, keepalive_timeout=settings.idle_timeout)
+                          shutdown_timeout=1, keepalive_timeout=settings.idle_timeout + 1,
+                          **HEADER_LIMITS)
     await runner.setup()
     await admin.setup()
     context = relay.certificate.context if relay.certificate else None
     site = GuardedSite(runner, relay.guard, settings.header_timeout, host=settings.host,
                        port=settings.port, ssl_context=context, backlog=1024, reuse_address=True,
                        reuse_port=settings.workers > 1)
-    admin_site = (web.TCPSite(admin, settings.admin_host, settings.admin_port, reuse_address=True)
+    admin_site = (GuardedSite(admin, relay.admin_guard, settings.header_timeout, host=settings.admin_host,
+                              port=settings.admin_port, reuse_address=True)
                   if worker == 0 else None)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -81,6 +89,7 @@ async def serve(settings: config.Settings, worker: int = 0) -> None:
         log.info("shutting down: finishing in-flight sends")
         await site.stop()
         relay.guard.close_unbusy()
+        relay.admin_guard.close_unbusy()
     finally:
         await runner.cleanup()
         await admin.cleanup()

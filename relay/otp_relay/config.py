@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import phonenumbers
 
+from .connections import MAX_READERS, MIN_BODY_RATE
+from . import policy
 from .durations import parse_duration
 
 REGION_BASE_URLS = {
@@ -24,7 +28,10 @@ _SUBACCOUNT = re.compile(r"^[A-Za-z0-9\-._&]{3,50}$")
 DEFAULT_GLOBAL_LIMIT = "100/s"
 DEFAULT_PER_RECIPIENT = "5/10m"
 DEFAULT_RETENTION = "30m"
+DEFAULT_DEADLINE = 6.0  # seconds
 MIN_RETENTION = 15 * 60  # covers Auth0's retries of one message
+MAX_IDEMPOTENCY_KEYS = 200_000  # live keys of the in-process store (~360 bytes each)
+IN_FLIGHT_MARGIN = 1.0  # seconds a claimed key stays "in flight" beyond the deadline
 _TRUE, _FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
 
 
@@ -77,20 +84,34 @@ class Settings:
     log_level: str = "INFO"
     admin_host: str = "0.0.0.0"
     admin_port: int = 9090
-    deadline: float = 6.0
+    deadline: float = DEFAULT_DEADLINE
     idempotency_retention: float = 1800.0
     state_url: str | None = None
     state_password_file: Path | None = None
+    state_ca_file: Path | None = None
     state_prefix: str = ""
     insecure_upstream: bool = False
     max_connections: int = 1000
     max_in_flight: int = 256
+    max_body_readers: int = MAX_READERS
+    body_min_rate: float = MIN_BODY_RATE
     header_timeout: float = 5.0
     body_timeout: float = 5.0
     idle_timeout: float = 75.0
     workers: int = 1
     receipt_url: str | None = None
     receipt_token_file: Path | None = None
+    max_idempotency_keys: int = MAX_IDEMPOTENCY_KEYS
+    allowed_number_types: frozenset[str] = frozenset()
+    allowed_non_geographic: frozenset[int] = frozenset()
+    max_segments: int = policy.DEFAULT_MAX_SEGMENTS
+    per_prefix: Rate = Rate.parse(policy.DEFAULT_PER_PREFIX)
+    prefix_digits: int = policy.DEFAULT_PREFIX_DIGITS
+    country_hour: Rate = Rate.parse(policy.DEFAULT_COUNTRY_HOUR)
+    country_day: Rate = Rate.parse(policy.DEFAULT_COUNTRY_DAY)
+    per_client_ip: Rate | None = None
+    monitor_rules: frozenset[str] = frozenset()
+    code_validity: float = float(parse_duration(policy.DEFAULT_CODE_VALIDITY))
 
     @property
     def scheme(self) -> str:
@@ -122,15 +143,39 @@ _OPTIONS: list[tuple[str, str, str]] = [
      f"how long a message's key is remembered, >= 15m (default {DEFAULT_RETENTION})"),
     ("--state-url", "STATE_URL", "redis:// or rediss:// URL of the shared state (default: in process)"),
     ("--state-password-file", "STATE_PASSWORD_FILE", "file holding the state store's password"),
+    ("--state-ca-file", "STATE_CA_FILE", "CA bundle the rediss:// store's certificate is checked against "
+     "(default: SSL_CERT_FILE, else the system's)"),
     ("--state-prefix", "STATE_PREFIX", "key prefix in the state store (default otp-relay:<subaccount>)"),
     ("--insecure-upstream", "INSECURE_UPSTREAM", "allow an http:// 8x8 base URL (test sandboxes only)"),
+    ("--max-idempotency-keys", "MAX_IDEMPOTENCY_KEYS", "live keys the in-process store holds at most "
+     f"(~360 bytes each); the global limit over the retention must fit (default {MAX_IDEMPOTENCY_KEYS})"),
     ("--max-connections", "MAX_CONNECTIONS", "open client connections at most (default 1000)"),
     ("--max-in-flight", "MAX_IN_FLIGHT", "sends processed at once at most; more get 503 (default 256)"),
+    ("--max-body-readers", "MAX_BODY_READERS", "connections reading a request body at once; a new "
+     f"one evicts the oldest (default {MAX_READERS})"),
+    ("--body-min-rate", "BODY_MIN_RATE", "bytes/s a request body must keep up after its first second, "
+     f"else the connection gets 408 and is closed; 0 = no minimum (default {MIN_BODY_RATE})"),
     ("--header-timeout", "HEADER_TIMEOUT", "seconds to receive a request's headers (default 5)"),
     ("--body-timeout", "BODY_TIMEOUT", "seconds to receive a request's body (default 5)"),
     ("--idle-timeout", "IDLE_TIMEOUT", "seconds an idle keep-alive connection is kept (default 75)"),
     ("--workers", "WORKERS", "processes sharing the public port (SO_REUSEPORT); more than 1 needs "
      "--state-url so limits and idempotency stay exact (default 1)"),
+    ("--allow-number-types", "ALLOW_NUMBER_TYPES", "number types that get a text besides MOBILE and "
+     "FIXED_LINE_OR_MOBILE, e.g. VOIP,PERSONAL_NUMBER (libphonenumber's names)"),
+    ("--allow-non-geographic", "ALLOW_NON_GEOGRAPHIC", "non-geographic calling codes that get a text, "
+     "e.g. 882 (default: none)"),
+    ("--max-segments", "MAX_SEGMENTS", f"SMS segments a text may need at most (default {policy.DEFAULT_MAX_SEGMENTS})"),
+    ("--per-prefix", "PER_PREFIX", f"window per number prefix (default {policy.DEFAULT_PER_PREFIX})"),
+    ("--prefix-digits", "PREFIX_DIGITS", f"digits a prefix leaves out (default {policy.DEFAULT_PREFIX_DIGITS})"),
+    ("--country-hour", "COUNTRY_HOUR", f"SMS segments per destination country per hour-long window "
+     f"(default {policy.DEFAULT_COUNTRY_HOUR})"),
+    ("--country-day", "COUNTRY_DAY", f"SMS segments per destination country per day-long window "
+     f"(default {policy.DEFAULT_COUNTRY_DAY})"),
+    ("--per-client-ip", "PER_CLIENT_IP", "window per end-user IP (IPv6 per /64), e.g. 10/1h (default: off)"),
+    ("--monitor-rules", "MONITOR_RULES", f"rules that only count and log what they would refuse: "
+     f"{', '.join(policy.RULES)}"),
+    ("--code-validity", "CODE_VALIDITY", f"how long a code is valid: every send carries expiry = now + "
+     f"this, so a late SMS is never delivered (default {policy.DEFAULT_CODE_VALIDITY})"),
     ("--receipt-url", "RECEIPT_URL", "public URL 8x8 posts delivery receipts to, without the token "
      "(e.g. https://otp.example.com/v1/receipts); sends carry <this>/<newest token>"),
     ("--receipt-token-file", "RECEIPT_TOKEN_FILE", "file with receipt tokens, one per line, newest last "
@@ -175,6 +220,12 @@ def _count(suffix: str, text: str) -> int:
     return int(text)
 
 
+def _min_rate(text: str) -> float:
+    if not text.isdigit():
+        raise _fail("BODY_MIN_RATE", f"expected bytes per second (0 = no minimum), got {text!r}")
+    return float(text)
+
+
 def _flag(suffix: str, text: str) -> bool:
     if text.lower() not in _TRUE + _FALSE:
         raise _fail(suffix, f"expected true or false, got {text!r}")
@@ -191,10 +242,47 @@ def _retention(text: str) -> float:
     return float(seconds)
 
 
+# query parameters of a state URL that would turn TLS verification off (redis-py honours them)
+_UNVERIFIED = {"ssl_cert_reqs": {"none", "optional", "cert_none", "cert_optional"},
+               "ssl_check_hostname": {"false", "0", "no", "off"}}
+
+
 def _state_url(text: str) -> str | None:
     if text and not text.startswith(("redis://", "rediss://")):
         raise _fail("STATE_URL", "expected a redis:// or rediss:// URL")  # never echo: may hold a password
+    for name, value in parse_qsl(urlsplit(text).query, keep_blank_values=True):
+        if value.strip().lower() in _UNVERIFIED.get(name.lower(), ()):
+            raise _fail("STATE_URL", f"{name}={value} would turn off the check of the store's TLS "
+                        "certificate; it is always verified (trust: SSL_CERT_FILE or --state-ca-file)")
     return text or None
+
+
+_NUMBER_TYPES = frozenset(name for name, value in vars(phonenumbers.PhoneNumberType).items()
+                          if isinstance(value, int))
+
+
+def _names(suffix: str, text: str, known: frozenset[str]) -> frozenset[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise _fail(suffix, f"unknown name(s) {', '.join(unknown)}; use {', '.join(sorted(known))}")
+    return frozenset(names)
+
+
+def _calling_codes(text: str) -> frozenset[int]:
+    codes = [c.strip().lstrip("+") for c in text.split(",") if c.strip()]
+    bad = [c for c in codes if not c.isdigit() or "001" not in phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(int(c), ())]
+    if bad:
+        raise _fail("ALLOW_NON_GEOGRAPHIC", f"not non-geographic calling code(s): {', '.join(bad)} "
+                    "(e.g. 800, 808, 870, 881, 882, 883, 979)")
+    return frozenset(int(c) for c in codes)
+
+
+def _duration(suffix: str, text: str) -> int:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise _fail(suffix, str(exc)) from None
 
 
 def _countries(text: str) -> frozenset[str]:
@@ -272,7 +360,7 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
     log_level = pick("LOG_LEVEL", "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise _fail("LOG_LEVEL", f"use DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
-    return Settings(
+    settings = Settings(
         host=host, port=port, base_url=base_url, subaccount=subaccount,
         api_key_file=Path(api_key_file), signing_key_file=Path(signing_key_file),
         sender=sender, encoding=encoding,
@@ -285,18 +373,52 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
         shutdown_timeout=_seconds("SHUTDOWN_TIMEOUT", pick("SHUTDOWN_TIMEOUT", "25")),
         log_level=log_level,
         admin_host=admin_host, admin_port=admin_port,
-        deadline=_seconds("DEADLINE", pick("DEADLINE", "6")),
+        deadline=_seconds("DEADLINE", pick("DEADLINE", f"{DEFAULT_DEADLINE:g}")),
         idempotency_retention=_retention(pick("IDEMPOTENCY_RETENTION", DEFAULT_RETENTION)),
         state_url=_state_url(pick("STATE_URL")),
         state_password_file=Path(password_file) if password_file else None,
+        state_ca_file=Path(pick("STATE_CA_FILE")) if pick("STATE_CA_FILE") else None,
         state_prefix=pick("STATE_PREFIX") or f"otp-relay:{subaccount}",
         insecure_upstream=insecure,
         max_connections=_count("MAX_CONNECTIONS", pick("MAX_CONNECTIONS", "1000")),
         max_in_flight=_count("MAX_IN_FLIGHT", pick("MAX_IN_FLIGHT", "256")),
+        max_body_readers=_count("MAX_BODY_READERS", pick("MAX_BODY_READERS", str(MAX_READERS))),
+        body_min_rate=_min_rate(pick("BODY_MIN_RATE", str(MIN_BODY_RATE))),
         header_timeout=_seconds("HEADER_TIMEOUT", pick("HEADER_TIMEOUT", "5")),
         body_timeout=_seconds("BODY_TIMEOUT", pick("BODY_TIMEOUT", "5")),
         idle_timeout=_seconds("IDLE_TIMEOUT", pick("IDLE_TIMEOUT", "75")),
         workers=workers,
         receipt_url=receipt_url or None,
         receipt_token_file=Path(receipt_token_file) if receipt_token_file else None,
+        max_idempotency_keys=_count("MAX_IDEMPOTENCY_KEYS", pick("MAX_IDEMPOTENCY_KEYS", str(MAX_IDEMPOTENCY_KEYS))),
+        allowed_number_types=_names("ALLOW_NUMBER_TYPES", pick("ALLOW_NUMBER_TYPES"), _NUMBER_TYPES),
+        allowed_non_geographic=_calling_codes(pick("ALLOW_NON_GEOGRAPHIC")),
+        max_segments=_count("MAX_SEGMENTS", pick("MAX_SEGMENTS", str(policy.DEFAULT_MAX_SEGMENTS))),
+        per_prefix=_rate("PER_PREFIX", pick("PER_PREFIX", policy.DEFAULT_PER_PREFIX)),
+        prefix_digits=_count("PREFIX_DIGITS", pick("PREFIX_DIGITS", str(policy.DEFAULT_PREFIX_DIGITS))),
+        country_hour=_rate("COUNTRY_HOUR", pick("COUNTRY_HOUR", policy.DEFAULT_COUNTRY_HOUR)),
+        country_day=_rate("COUNTRY_DAY", pick("COUNTRY_DAY", policy.DEFAULT_COUNTRY_DAY)),
+        per_client_ip=_rate("PER_CLIENT_IP", pick("PER_CLIENT_IP")) if pick("PER_CLIENT_IP") else None,
+        monitor_rules=_names("MONITOR_RULES", pick("MONITOR_RULES"), frozenset(policy.RULES)),
+        code_validity=float(_duration("CODE_VALIDITY", pick("CODE_VALIDITY", policy.DEFAULT_CODE_VALIDITY))),
     )
+    if not settings.state_url:
+        needed = keys_needed(settings.global_limit, settings.idempotency_retention, settings.deadline)
+        if needed > settings.max_idempotency_keys:
+            raise _fail("GLOBAL_LIMIT", f"{settings.global_limit.limit}/{settings.global_limit.window:g}s "
+                        f"admits up to {needed:,} messages within the idempotency retention "
+                        f"({settings.idempotency_retention:g}s + {settings.deadline + IN_FLIGHT_MARGIN:g}s "
+                        f"in flight), more than the in-process store's {settings.max_idempotency_keys:,} "
+                        "keys (--max-idempotency-keys): lower the limit or the retention, raise the "
+                        "store, or use --state-url")
+    return settings
+
+
+def keys_needed(rate: Rate, retention: float = parse_duration(DEFAULT_RETENTION),
+                deadline: float = DEFAULT_DEADLINE) -> int:
+    """Keys the in-process store may have to hold at once under the global limit ``rate``: a
+    full bucket (its burst) plus its refill over the time a key lives (the retention after its
+    last change, which can come up to the in-flight time after its claim). The operator asks
+    the same for a channel without a state store."""
+    lifetime = retention + deadline + IN_FLIGHT_MARGIN
+    return rate.limit + math.ceil(rate.limit / rate.window * lifetime)

@@ -30,6 +30,8 @@ class OtpRequest:
     message_type: str
     client_ip: str | None
     idempotency_key: str  # as sent (64 lowercase hex) or derived the same way
+    number_type: str = "UNKNOWN"  # libphonenumber's PhoneNumberType name
+    calling_code: int = 0
 
 
 def _bad(detail: str) -> Problem:
@@ -81,9 +83,10 @@ def parse(raw: bytes) -> OtpRequest | Problem:
         except ValueError:
             return _bad("'client_ip' is not an IP address")
 
-    country = _country(recipient)
-    if isinstance(country, Problem):
-        return country
+    classified = _classify(recipient)
+    if isinstance(classified, Problem):
+        return classified
+    country, number_type, calling_code = classified
     if delivery == "voice":
         return Problem(422, "Delivery method not supported", "voice delivery is not supported; use 'text'")
     return OtpRequest(
@@ -93,17 +96,25 @@ def parse(raw: bytes) -> OtpRequest | Problem:
         message_type=message_type,
         client_ip=client_ip,
         idempotency_key=key or idempotency_key(recipient, body.get("code"), message_type, text),
+        number_type=number_type,
+        calling_code=calling_code,
     )
 
 
+_TYPE_NAMES = {value: name for name, value in vars(phonenumbers.PhoneNumberType).items()
+               if isinstance(value, int)}
+
+
 @lru_cache(maxsize=NUMBER_CACHE)
-def _country(recipient: str) -> str | Problem:
-    """The region of a valid E.164 ``recipient`` (parsing is the costliest check of a request,
-    and OTP traffic repeats numbers: a bounded cache answers repeats)."""
+def _classify(recipient: str) -> tuple[str, str, int] | Problem:
+    """(region, number type, calling code) of a valid E.164 ``recipient`` (parsing is the
+    costliest check of a request, and OTP traffic repeats numbers: a bounded cache answers
+    repeats). The region of a non-geographic number is "001"."""
     number = _e164(recipient)
     if isinstance(number, Problem):
         return number
-    return phonenumbers.region_code_for_number(number) or "ZZ"
+    return (phonenumbers.region_code_for_number(number) or "ZZ",
+            _TYPE_NAMES.get(phonenumbers.number_type(number), "UNKNOWN"), number.country_code)
 
 
 def _e164(recipient: str) -> phonenumbers.PhoneNumber | Problem:

@@ -9,9 +9,12 @@ OUTCOMES = (
     "accepted", "bad_request", "unauthorized", "forbidden", "too_large", "unsupported_media_type",
     "unprocessable", "rate_limited", "upstream_rejected", "upstream_unavailable", "not_ready",
     "internal_error", "replayed", "in_flight", "outcome_unknown", "overloaded", "timeout",
-    "state_unavailable",
+    "state_unavailable", "client_abort", "store_full",
 )
-DROP_REASONS = ("evicted", "refused", "timeout", "shutdown")
+from .policy import RULES
+
+DROP_REASONS = ("evicted", "refused", "timeout", "shutdown", "headers_too_large", "body_too_large",
+                "slow_body")
 
 
 class RelayMetrics:
@@ -48,6 +51,16 @@ class RelayMetrics:
         dropped = Counter("otp_relay_connections_dropped", "Public connections closed by the relay's "
                           "bounds", ["reason"], registry=self.registry)
         self._dropped = {reason: dropped.labels(reason) for reason in DROP_REASONS}
+        admin_dropped = Counter("otp_relay_admin_connections_dropped", "Admin connections closed by "
+                                "the relay's bounds", ["reason"], registry=self.registry)
+        self._admin_dropped = {reason: admin_dropped.labels(reason) for reason in DROP_REASONS}
+        self.readers = Gauge("otp_relay_body_readers", "Public connections whose request body is "
+                             "being read", registry=self.registry)
+        policy = Counter("otp_relay_policy_refusals", "Sends a policy rule refused (mode enforced) or "
+                         "would have refused (mode monitored: sent anyway)", ["rule", "mode"],
+                         registry=self.registry)
+        self._policy = {(rule, mode): policy.labels(rule, mode) for rule in RULES
+                        for mode in ("enforced", "monitored")}
         self.log_suppressed = Counter("otp_relay_log_lines_suppressed", "Request log lines left out "
                                       "by the log budget", registry=self.registry)
 
@@ -63,6 +76,12 @@ class RelayMetrics:
 
     def dropped(self, reason: str) -> None:
         self._dropped[reason].inc()
+
+    def policy(self, rule: str, monitored: bool) -> None:
+        self._policy[rule, "monitored" if monitored else "enforced"].inc()
+
+    def admin_dropped(self, reason: str) -> None:
+        self._admin_dropped[reason].inc()
 
     def key_reload(self, file: str, ok: bool) -> None:
         self._reloads.labels(file, "ok" if ok else "error").inc()

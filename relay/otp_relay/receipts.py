@@ -2,13 +2,18 @@
 
 Every send carries ``dlrCallbackUrl = <receipt URL>/<token>`` (the newest line of the receipt
 token file); 8x8 POSTs one JSON receipt per status change there and retries on any error for
-up to 48 h. Receipts are not signed, so the token in the path is the only proof: it is
-compared in constant time against every line of the file (the current and the previous token,
-so a rotation loses no receipt in flight), and a wrong one gets the same plain 404 as a path
-that does not exist. A receipt is answered 200 at once (8x8 would retry anything else); the
-same ``umid`` + ``state`` is counted once (8x8 retries, several replicas); receipts for
-messages the relay does not know (sent before a restart) still count, only without a
-delivery time.
+up to 48 h. Receipts are not signed, so the token in the path is the only proof, and a token
+can leak (it sits in a URL): it is compared in constant time against the newest line and the
+lines it superseded less than ``TOKEN_GRACE`` ago; a wrong or retired one gets the same plain
+404 as a path that does not exist. A receipt is answered 200 at once (8x8 would retry anything
+else).
+
+A receipt counts only for a message this relay sent (its umid was recorded when 8x8 accepted
+it), once per umid + state; everything the metrics and the summary show comes from the relay's
+own record (the recipient's country) or from fixed sets (state, detail, 8x8's documented error
+codes and their reasons), so a forged receipt can neither grow a metric nor fake health nor
+put its text anywhere. A receipt for a umid the relay does not know (yet) is answered 503 (8x8
+retries it: a real one may have overtaken the send's answer) and only counted by result.
 
 Parsing, token check, de-duplication and the delivery window are framework independent; the
 aiohttp handler at the end is thin.
@@ -19,22 +24,24 @@ from __future__ import annotations
 import asyncio
 import hmac
 import json
+import os
 import time
 from collections import Counter as Tally, OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import phonenumbers
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .config import Settings
 from .keys import WatchedFile, parse_signing_keys
-from .logs import RequestLog, mask_number
+from .logs import LineBudget, RequestLog
+from .upstream import valid_umid
 
 MAX_RECEIPT = 8 * 1024  # bytes; 8x8's receipts are well under 1 KiB
-MAX_REMEMBERED = 100_000  # umids (submit times) and umid+state pairs kept in process
+MAX_REMEMBERED = 100_000  # sent umids kept in process (with the states seen for each)
 RETENTION = 48 * 3600  # seconds: 8x8 sends no receipt later than this
+TOKEN_GRACE = 48 * 3600  # seconds a superseded receipt token still works (8x8's receipt window)
 STATES = ("queued", "rejected", "sent", "delivered", "undelivered", "read")  # 8x8's status reference
 DETAILS = ("delivered_to_operator", "delivered_to_recipient", "rejected_by_operator",
            "undelivered_to_recipient")
@@ -42,8 +49,30 @@ DELIVERED = frozenset({"delivered"})
 FAILED = frozenset({"undelivered", "rejected"})
 SUMMARY_WINDOW = 15 * 60  # seconds the delivery summary covers
 _BUCKET = 60  # seconds per slot of the window
-_MAX_REASON = 64
-_UMID_CHARS = frozenset("0123456789abcdefABCDEF-")
+# 8x8's "SMS Delivery Receipt Error Codes" (and 99, Omni Shield's "Rejected by 8x8"): every other
+# code is folded to "other", so the error_code label and the failure reasons are fixed sets.
+ERROR_REASONS = {
+    0: "No reason code", 1: "Absent subscriber", 2: "Content related error", 3: "Data missing",
+    4: "Deferred delivery", 5: "Pending upstream", 7: "Delivery failure", 8: "Deny",
+    9: "Equipment protocol error", 10: "ESME external error", 11: "Flooding", 12: "HLR error",
+    13: "Illegal subscriber or equipment", 14: "Internal error", 15: "Invalid destination",
+    16: "Invalid format", 17: "Invalid message length", 18: "Invalid parameter",
+    19: "Invalid source address", 20: "Local cancel", 21: "Memory capacity exceeded",
+    22: "Message being retried", 23: "Network failure", 24: "Age verification failure",
+    25: "Operation aborted by receiving network or user", 26: "Operation barred",
+    27: "Permanent operator error", 28: "Permanent phone error", 29: "Phone related error",
+    30: "Portability error", 31: "Premium SMS error", 32: "Roaming subscriber", 33: "Route error",
+    34: "Screening error", 35: "Service center congestion", 36: "SMS expired",
+    37: "SMS facility not supported", 38: "SMS malformed", 39: "SMSC cancel", 40: "SMSC error",
+    41: "SMSC reject", 42: "Source credit insufficiency", 43: "Spam filter",
+    44: "Subscriber billing issue", 45: "Subscriber busy for SMS", 46: "Subscriber not reachable",
+    47: "Subscriber temporary unavailable", 48: "System failure", 49: "TCAP error",
+    50: "Throttling error", 51: "Time out error", 52: "Unable to decode the response",
+    53: "Unexpected data value", 54: "Unexpected error", 55: "Unidentified subscriber",
+    56: "Unknown delivery state", 57: "Unknown error", 58: "Unknown service center",
+    59: "Unknown subscriber", 60: "Content filtered", 61: "Session expired", 99: "Rejected by 8x8",
+}
+TOP_REASONS = 5  # failure reasons the summary ranks (from the fixed set above)
 receipt_log = RequestLog("otp_relay.receipt")
 RECEIPT_PATH = "/v1/receipts"
 SUMMARY_PATH = "/v1/delivery-summary"
@@ -51,13 +80,11 @@ SUMMARY_PATH = "/v1/delivery-summary"
 
 @dataclass(frozen=True)
 class Receipt:
-    umid: str
+    umid: str  # lowercase
     state: str  # one of STATES, or "other"
     detail: str  # one of DETAILS, "other" or ""
-    error_code: str  # "" or a small integer as text, or "other"
-    reason: str  # why it failed (8x8's errorMessage, capped), "" when delivered
-    country: str  # ISO 3166 region of the destination, or "unknown"
-    recipient: str  # masked: last 4 digits at most
+    error_code: str  # "" (none), a code of ERROR_REASONS as text, or "other"
+    reason: str  # why it failed, from ERROR_REASONS (or "Other error code" / the state); "" when delivered
 
 
 def _one_of(value: object, allowed: tuple[str, ...], absent: str = "") -> str:
@@ -66,23 +93,10 @@ def _one_of(value: object, allowed: tuple[str, ...], absent: str = "") -> str:
     return value if isinstance(value, str) and value in allowed else "other"
 
 
-def _country(destination: object) -> str:
-    if not isinstance(destination, str) or len(destination) > 20:
-        return "unknown"
-    try:
-        number = phonenumbers.parse(destination if destination.startswith("+") else "+" + destination)
-    except phonenumbers.NumberParseException:
-        return "unknown"
-    return phonenumbers.region_code_for_number(number) or "unknown"
-
-
-def _printable(value: object, limit: int) -> str:
-    return "".join(c for c in str(value)[: limit * 4] if " " <= c <= "~")[:limit]
-
-
 def parse(raw: bytes) -> Receipt | None:
-    """8x8's ``outbound_message_status_changed`` body, or None when it is not one. Every label
-    value is bounded to a known set, so no sender can grow the metrics."""
+    """8x8's ``outbound_message_status_changed`` body, or None when it is not one. Every value
+    kept is bounded to a known set; the sender's free text (destination, errorMessage) is
+    never kept."""
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
@@ -91,21 +105,19 @@ def parse(raw: bytes) -> Receipt | None:
     if not isinstance(payload, dict) or body.get("eventType") != "outbound_message_status_changed":
         return None
     umid, status = payload.get("umid"), payload.get("status")
-    if not isinstance(umid, str) or not 0 < len(umid) <= 64 or not _UMID_CHARS.issuperset(umid):
+    if not valid_umid(umid):
         return None
     if not isinstance(status, dict) or not isinstance(status.get("state"), str):
         return None
     code = status.get("errorCode")
-    error_code = "" if code is None else (
-        str(code) if isinstance(code, int) and not isinstance(code, bool) and 0 <= code < 1000 else "other")
+    known = isinstance(code, int) and not isinstance(code, bool) and code in ERROR_REASONS
+    error_code = "" if code is None else (str(code) if known else "other")
     state = _one_of(status["state"], STATES)
     reason = ""
     if state not in DELIVERED:
-        reason = _printable(status.get("errorMessage") or status.get("detail") or state, _MAX_REASON)
-    destination = payload.get("destination")
+        reason = ERROR_REASONS[code] if known else ("Other error code" if code is not None else state)
     return Receipt(umid=umid.lower(), state=state, detail=_one_of(status.get("detail"), DETAILS),
-                   error_code=error_code, reason=reason, country=_country(destination),
-                   recipient=mask_number(destination) if isinstance(destination, str) else "***")
+                   error_code=error_code, reason=reason)
 
 
 def token_matches(tokens: list[str] | None, presented: str) -> bool:
@@ -117,68 +129,133 @@ def token_matches(tokens: list[str] | None, presented: str) -> bool:
     return found
 
 
+class ReceiptTokens:
+    """The token file: the newest line goes on sends; every line is accepted, the older ones
+    only until ``TOKEN_GRACE`` after the relay saw them superseded (for lines already superseded
+    when the relay starts: since the file's modification time)."""
+
+    def __init__(self, watched: WatchedFile, grace: float = TOKEN_GRACE, clock=time.time) -> None:
+        self.file, self._grace, self._clock = watched, grace, clock
+        self._superseded: dict[str, float] = {}
+        self._seen: list[str] | None = None
+
+    @property
+    def newest(self) -> str | None:
+        tokens = self.file.value
+        return tokens[-1] if tokens else None
+
+    def refresh(self) -> None:
+        self.file.refresh()
+        tokens = self.file.value
+        if tokens is self._seen or not tokens:
+            return
+        if self._seen is None:  # at start: superseded when the file was written
+            try:
+                since = os.stat(self.file.path).st_mtime
+            except OSError:
+                since = self._clock()
+        else:
+            since = self._clock()
+        self._superseded = {t: self._superseded.get(t, since) for t in tokens[:-1]}
+        self._seen = tokens
+
+    def accepted(self) -> list[str]:
+        tokens = self.file.value or []
+        horizon = self._clock() - self._grace
+        return [t for t in tokens[:-1] if self._superseded.get(t, 0.0) > horizon] + tokens[-1:]
+
+
 # --- what the relay remembers between the send and its receipts ----------------------------
 class ReceiptStore(Protocol):
-    def sent(self, umid: str, at: float) -> Awaitable[None] | None:
-        """Remember when 8x8 accepted ``umid`` (an awaitable when it goes to a shared store)."""
+    def sent(self, umid: str, at: float, country: str) -> Awaitable[None] | None:
+        """Remember that 8x8 accepted ``umid`` (an awaitable when it goes to a shared store)."""
         ...
 
-    async def first(self, umid: str, state: str) -> tuple[bool, float | None]:
-        """(True the first time this umid+state is seen, when the message was accepted)."""
+    async def first(self, umid: str, state: str) -> tuple[str, float | None, str]:
+        """("counted" the first time this state of a sent umid is seen, "duplicate" after,
+        "unknown_umid" for a umid this relay did not send), when it was sent, its country."""
         ...
+
+
+@dataclass(slots=True)
+class _Sent:
+    at: float
+    country: str
+    states: int = 0  # bit per index in STATES (+ "other"): the states seen
+
+
+def _state_bit(state: str) -> int:
+    return 1 << (STATES.index(state) if state in STATES else len(STATES))
 
 
 class MemoryReceipts:
-    """Submit times and seen receipts of one process, bounded by count and age."""
+    """Sent umids of one process (with the states seen for each), bounded by count and age."""
 
     def __init__(self, limit: int = MAX_REMEMBERED, retention: float = RETENTION) -> None:
-        self._sent: OrderedDict[str, float] = OrderedDict()
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._sent: OrderedDict[str, _Sent] = OrderedDict()
         self._limit, self._retention = limit, retention
 
-    def _remember(self, table: OrderedDict[str, float], key: str, value: float) -> None:
-        table[key] = value
-        table.move_to_end(key)
-        horizon = time.time() - self._retention
-        while table and (len(table) > self._limit or next(iter(table.values())) < horizon):
+    def _expire(self) -> None:
+        table, horizon = self._sent, time.time() - self._retention
+        while table and (len(table) > self._limit or next(iter(table.values())).at < horizon):
             table.popitem(last=False)
 
-    def sent(self, umid: str, at: float) -> None:
-        self._remember(self._sent, umid.lower(), at)
+    def sent(self, umid: str, at: float, country: str) -> None:
+        self._sent[umid.lower()] = _Sent(at, country)
+        self._sent.move_to_end(umid.lower())
+        self._expire()
 
-    async def first(self, umid: str, state: str) -> tuple[bool, float | None]:
-        key = f"{umid}:{state}"
-        if key in self._seen:
-            return False, None
-        self._remember(self._seen, key, time.time())
-        return True, self._sent.get(umid)
+    async def first(self, umid: str, state: str) -> tuple[str, float | None, str]:
+        self._expire()
+        record = self._sent.get(umid)
+        if record is None:
+            return "unknown_umid", None, ""
+        bit = _state_bit(state)
+        if record.states & bit:
+            return "duplicate", record.at, record.country
+        record.states |= bit
+        return "counted", record.at, record.country
+
+
+# KEYS: the sent umid's hash; ARGV: the state. Nothing is written for a umid never sent.
+_FIRST = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+local fresh = redis.call('HSETNX', KEYS[1], 's:' .. ARGV[1], '1')
+return {fresh, redis.call('HGET', KEYS[1], 't') or '', redis.call('HGET', KEYS[1], 'c') or ''}
+"""
 
 
 class RedisReceipts:
-    """The same, shared by every replica through the relay's state store (keys expire after
-    8x8's 48 h). If the store does not answer, the receipt still counts (no time, maybe twice)."""
+    """The same, shared by every replica through the relay's state store: one hash per sent
+    umid (when, country, states seen), expiring 48 h after the send. If the store does not
+    answer, the receipt is not counted (a forged one must never count)."""
 
     def __init__(self, client: Any, prefix: str, retention: float = RETENTION) -> None:
         from redis.exceptions import RedisError  # noqa: PLC0415  redis only with a store (~7 MB)
 
         self._client, self._prefix, self._ttl = client, prefix, int(retention)
         self._errors = (RedisError, OSError)
+        self._first = client.register_script(_FIRST)
 
-    async def sent(self, umid: str, at: float) -> None:
+    async def sent(self, umid: str, at: float, country: str) -> None:
+        key = f"{self._prefix}u:{umid.lower()}"
         try:
-            await self._client.set(f"{self._prefix}u:{umid.lower()}", repr(at), ex=self._ttl)
-        except self._errors:  # a lost submit time costs one histogram sample only
+            async with self._client.pipeline(transaction=True) as pipe:  # never a key without TTL
+                pipe.hset(key, mapping={"t": repr(at), "c": country})
+                pipe.expire(key, self._ttl)
+                await pipe.execute()
+        except self._errors:  # a lost record costs the receipts of one message
             pass
 
-    async def first(self, umid: str, state: str) -> tuple[bool, float | None]:
+    async def first(self, umid: str, state: str) -> tuple[str, float | None, str]:
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.set(f"{self._prefix}d:{umid}:{state}", "1", nx=True, ex=self._ttl)
-                pipe.get(f"{self._prefix}u:{umid}")
-                fresh, sent_at = await pipe.execute()
+            found = await self._first(keys=[f"{self._prefix}u:{umid}"], args=[state])
         except self._errors:
-            return True, None
-        return bool(fresh), float(sent_at) if sent_at else None
+            return "unavailable", None, ""
+        if not found:
+            return "unknown_umid", None, ""
+        fresh, sent_at, country = found
+        return ("counted" if int(fresh) else "duplicate"), float(sent_at) if sent_at else None, country
 
 
 class DeliveryWindow:
@@ -238,13 +315,15 @@ class Receipts:
     def __init__(self, settings: Settings, store: ReceiptStore, registry: CollectorRegistry,
                  on_reload: Callable[[str, bool], None] = lambda name, ok: None) -> None:
         self.url = settings.receipt_url
-        self.tokens = (WatchedFile("receipt_token", settings.receipt_token_file, parse_signing_keys, on_reload)
+        self.tokens = (ReceiptTokens(WatchedFile("receipt_token", settings.receipt_token_file,
+                                                 parse_signing_keys, on_reload))
                        if settings.receipt_token_file else None)
         self.store = store
         self.window = DeliveryWindow()
         self._writes: set[asyncio.Future] = set()
         self.metrics = ReceiptMetrics(registry)
         self.metrics.ratio.set_function(self._ratio)
+        self.log_budget = LineBudget()  # lines of receipts that did not count (anyone can send them)
 
     def _ratio(self) -> float:
         ratio = self.window.summary()["ratio"]
@@ -254,35 +333,35 @@ class Receipts:
         if self.tokens is not None:
             self.tokens.refresh()
 
+    def accepts(self, token: str) -> bool:
+        return token_matches(self.tokens.accepted() if self.tokens is not None else None, token)
+
     def callback_url(self) -> str | None:
         """``<receipt URL>/<newest token>``, or None when receipts are not set up."""
-        tokens = self.tokens.value if self.tokens is not None else None
-        return f"{self.url}/{tokens[-1]}" if self.url and tokens else None
+        newest = self.tokens.newest if self.tokens is not None else None
+        return f"{self.url}/{newest}" if self.url and newest else None
 
-    def sent(self, umid: str) -> None:
-        """On the send path: never holds the answer up for a shared store. Submit times are
+    def sent(self, umid: str, country: str) -> None:
+        """On the send path: never holds the answer up for a shared store. Sent umids are
         kept only when sends ask for receipts."""
         self.window.add("sent")
         if not self.url:
             return
-        pending = self.store.sent(umid, time.time())
+        pending = self.store.sent(umid, time.time(), country)
         if pending is not None:
             task = asyncio.ensure_future(pending)
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
 
     async def record(self, receipt: Receipt) -> dict[str, object]:
-        """Count a receipt once; the log fields of what happened."""
-        fresh, sent_at = await self.store.first(receipt.umid, receipt.state)
-        fields: dict[str, object] = {"umid": receipt.umid, "recipient": receipt.recipient,
-                                     "country": receipt.country, "state": receipt.state}
-        if not fresh:
-            self.metrics.requests.labels("duplicate").inc()
-            fields["outcome"] = "duplicate"
+        """Count a receipt of a sent message once; the log fields of what happened."""
+        result, sent_at, country = await self.store.first(receipt.umid, receipt.state)
+        self.metrics.requests.labels(result).inc()
+        fields: dict[str, object] = {"umid": receipt.umid, "state": receipt.state, "outcome": result}
+        if result != "counted":
             return fields
-        self.metrics.requests.labels("counted").inc()
-        self.metrics.receipts.labels(receipt.state, receipt.detail, receipt.error_code, receipt.country).inc()
-        fields["outcome"] = "counted"
+        fields["country"] = country
+        self.metrics.receipts.labels(receipt.state, receipt.detail, receipt.error_code, country).inc()
         if receipt.state in DELIVERED:
             self.window.add("delivered")
             if sent_at is not None:
@@ -295,6 +374,17 @@ class Receipts:
             fields["detail"] = receipt.reason
         return fields
 
+    def log(self, fields: dict[str, object]) -> None:
+        """Counted receipts (at most a few per sent message) are always logged; the others
+        within a budget of lines per second."""
+        if fields.get("outcome") != "counted":
+            left_out = self.log_budget.take()
+            if left_out is None:
+                return
+            if left_out:
+                fields["suppressed"] = left_out
+        receipt_log.info("receipt", fields)
+
 
 def store_for(state: Any, prefix: str) -> ReceiptStore:
     """Shared through the relay's Redis when it has one, else in process."""
@@ -305,11 +395,12 @@ def store_for(state: Any, prefix: str) -> ReceiptStore:
 # --- HTTP (aiohttp) -------------------------------------------------------------------------
 async def handle(relay: Any, request: Any) -> Any:
     """``POST <prefix>/v1/receipts/{token}``: 404 exactly like an unknown path for a wrong token,
-    200 for every receipt (counted or a repeat), 400 for a body that is not one, 413 too big."""
+    200 for a receipt of a sent message (counted or a repeat), 503 for one of a umid not known
+    (yet), 400 for a body that is not one, 413 too big."""
     from aiohttp import web  # noqa: PLC0415  the only aiohttp-specific part
 
     desk: Receipts = relay.receipts
-    if not token_matches(desk.tokens.value if desk.tokens else None, request.match_info["token"]):
+    if not desk.accepts(request.match_info["token"]):
         desk.metrics.requests.labels("bad_token").inc()
         raise web.HTTPNotFound()
     relay.guard.request_started(request.transport)
@@ -330,9 +421,18 @@ async def handle(relay: Any, request: Any) -> Any:
     except TimeoutError:
         desk.metrics.requests.labels("timeout").inc()
         return web.Response(status=408, text="the body did not arrive in time")
+    except OSError:  # the sender hung up mid-body (or the guard dropped it): nobody to answer
+        desk.metrics.requests.labels("client_abort").inc()
+        return web.Response(status=499, text="the connection closed before the body arrived")
     finally:
         relay.guard.request_finished(request.transport)
-    receipt_log.info("receipt", fields)
+    desk.log(fields)
+    if fields["outcome"] in ("unknown_umid", "unavailable"):
+        # Not (yet) a message this relay knows: its receipt can come before the relay has read
+        # 8x8's answer to the send, or reach a replica before the shared record. 8x8 retries
+        # after 1, 10, 30 and 90 s, so a real receipt is counted on a retry; a forged one
+        # never is. Nothing is stored for it either way.
+        return web.Response(status=503, headers={"Retry-After": "1"}, text="unknown message")
     return web.json_response({"status": "ok"})
 
 

@@ -21,14 +21,17 @@ from redis.credentials import CredentialProvider
 from redis.exceptions import NoScriptError, RedisError
 
 from .config import Rate
+from .policy import Window
 from .state import (
     ACCEPTED, RELEASE, InFlight, Limited, Proceed, Replay, StateUnavailable, Timing, Unknown,
     Verdict, recipient_tag,
 )
 
-# KEYS: idempotency record, recipient window (sorted set), global bucket (hash)
+# KEYS: idempotency record, recipient window (sorted set), global bucket (hash), then one hash
+#       per policy window ({i: window index, n: units})
 # ARGV: retention ms, in-flight ms, recipient limit, window ms, bucket capacity,
-#       bucket tokens per ms, a unique member for the window
+#       bucket tokens per ms, a unique member for the window, cost (bucket units), then per
+#       policy window: rule, limit, length ms, cost, monitor (1/0)
 _CLAIM = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -41,24 +44,48 @@ if record[1] then
   redis.call('HSET', KEYS[1], 's', 'u')
   return {'unknown', '0'}
 end
-local capacity, per_ms = tonumber(ARGV[5]), tonumber(ARGV[6])
+local capacity, per_ms, cost = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
 local bucket = redis.call('HMGET', KEYS[3], 't', 'ts')
 local tokens, updated = tonumber(bucket[1]) or capacity, tonumber(bucket[2]) or now
 tokens = math.min(capacity, tokens + math.max(0, now - updated) * per_ms)
-if tokens < 1 then return {'global', tostring((1 - tokens) / per_ms)} end
+if tokens < cost then return {'global', tostring((cost - tokens) / per_ms)} end
 local window = tonumber(ARGV[4])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
   local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
   return {'recipient', tostring(tonumber(oldest[2]) + window - now)}
 end
-redis.call('HSET', KEYS[3], 't', tostring(tokens - 1), 'ts', tostring(now))
+local would = {}
+for i = 4, #KEYS do
+  local a = 9 + (i - 4) * 5
+  local limit, length, units = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local index = math.floor(now / length)
+  local seen = redis.call('HMGET', KEYS[i], 'i', 'n')
+  local used = 0
+  if tonumber(seen[1]) == index then used = tonumber(seen[2]) end
+  if used + units > limit then
+    if ARGV[a + 4] ~= '1' then return {ARGV[a], tostring((index + 1) * length - now)} end
+    would[#would + 1] = ARGV[a]
+  end
+end
+redis.call('HSET', KEYS[3], 't', tostring(tokens - cost), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[3], math.ceil(capacity / per_ms) + 1000)
 redis.call('ZADD', KEYS[2], now, ARGV[7])
 redis.call('PEXPIRE', KEYS[2], window)
+for i = 4, #KEYS do
+  local a = 9 + (i - 4) * 5
+  local length, units = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local index = math.floor(now / length)
+  if tonumber(redis.call('HGET', KEYS[i], 'i')) == index then
+    redis.call('HINCRBY', KEYS[i], 'n', units)
+  else
+    redis.call('HSET', KEYS[i], 'i', index, 'n', units)
+  end
+  redis.call('PEXPIRE', KEYS[i], (index + 1) * length - now + 1000)
+end
 redis.call('HSET', KEYS[1], 's', 'p', 'd', tostring(now + tonumber(ARGV[2])))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-return {'proceed', '0'}
+return {'proceed', table.concat(would, ',')}
 """
 
 # KEYS: idempotency record; ARGV: 'a' | 'u' | 'r', umid, retention ms
@@ -145,24 +172,35 @@ class RedisState:
     scope = "shared"
 
     def __init__(self, url: str, password_file: Path | None, prefix: str, per_recipient: Rate,
-                 global_limit: Rate, timing: Timing, timeout: float = 1.0) -> None:
+                 global_limit: Rate, timing: Timing, timeout: float = 1.0,
+                 ca_file: Path | None = None) -> None:
+        tls: dict[str, object] = {}
+        if url.startswith("rediss://"):  # the certificate and the host name are always checked
+            tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
+            if ca_file is not None:
+                tls["ssl_ca_certs"] = str(ca_file)
         self._client = redis.Redis.from_url(
             url, credential_provider=PasswordFile(password_file) if password_file else None,
             socket_timeout=timeout, socket_connect_timeout=timeout, retry_on_timeout=False,
-            max_connections=256, decode_responses=True)
+            max_connections=256, decode_responses=True, **tls)
         self._scripts = Scripts(self._client, {"claim": _CLAIM, "settle": _SETTLE})
         self._prefix = f"{{{prefix}}}:"
         self._timing_ms = (int(timing.retention * 1000), int(timing.in_flight * 1000))
         self._recipient = (per_recipient.limit, int(per_recipient.window * 1000))
         self._bucket = (global_limit.limit, global_limit.limit / (global_limit.window * 1000))
 
-    async def claim(self, key: str, recipient: str, request_id: str) -> Verdict:
+    async def claim(self, key: str, recipient: str, request_id: str, cost: int = 1,
+                    windows: tuple[Window, ...] = ()) -> Verdict:
         keys = [self._prefix + "k:" + key, self._prefix + "r:" + recipient_tag(recipient),
                 self._prefix + "global"]
-        args = [*self._timing_ms, *self._recipient, *self._bucket, request_id]
+        args = [*self._timing_ms, *self._recipient, *self._bucket, request_id, cost]
+        for window in windows:
+            keys.append(f"{self._prefix}w:{window.rule}:{window.tag}")
+            args += [window.rule, window.limit, int(window.seconds * 1000), window.cost,
+                     1 if window.monitor else 0]
         kind, value = await self._scripts.call("claim", keys, args)
         if kind == "proceed":
-            return Proceed()
+            return Proceed(tuple(value.split(",")) if value else ())
         if kind == "replay":
             return Replay(value)
         if kind == "unknown":

@@ -19,8 +19,9 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
 
-from .config import Rate
-from .limits import RecipientWindow, TokenBucket
+from .config import MAX_IDEMPOTENCY_KEYS, Rate
+from .limits import FixedWindows, RecipientWindow, TokenBucket
+from .policy import Window
 
 _HEX = frozenset("0123456789abcdef")
 
@@ -44,7 +45,10 @@ def recipient_tag(recipient: str) -> str:
 # --- verdicts of ``claim`` ----------------------------------------------------------------
 @dataclass(frozen=True)
 class Proceed:
-    """The key is now this request's: send the message, then ``settle``."""
+    """The key is now this request's: send the message, then ``settle``. ``would_refuse``: the
+    monitor-mode windows that would have refused it."""
+
+    would_refuse: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -66,15 +70,23 @@ class Unknown:
 
 @dataclass(frozen=True)
 class Limited:
-    limit: str  # "global" or "recipient"
+    limit: str  # "global", "recipient" or a window rule of ``policy.WINDOW_RULES``
     retry_after: float
 
 
-Verdict = Proceed | Replay | InFlight | Unknown | Limited
+@dataclass(frozen=True)
+class Full:
+    """The in-process store holds its maximum of live keys: this message is refused (nothing
+    is forgotten); ``retry_after`` is when the oldest key expires and frees room."""
+
+    retry_after: float
+
+
+Verdict = Proceed | Replay | InFlight | Unknown | Limited | Full
 
 
 class StateUnavailable(Exception):
-    """The store cannot decide (unreachable, timed out, or full): the send must not happen."""
+    """The store cannot decide (unreachable, timed out, out of memory): the send must not happen."""
 
 
 # --- outcomes for ``settle`` --------------------------------------------------------------
@@ -84,7 +96,11 @@ ACCEPTED, UNKNOWN, RELEASE = "accepted", "unknown", "release"
 class State(Protocol):
     scope: str  # "process" or "shared"
 
-    async def claim(self, key: str, recipient: str, request_id: str) -> Verdict: ...
+    async def claim(self, key: str, recipient: str, request_id: str, cost: int = 1,
+                    windows: tuple[Window, ...] = ()) -> Verdict:
+        """``cost``: units of the global bucket (SMS segments); ``windows``: the policy's
+        fixed-window counts this send is charged to."""
+        ...
 
     async def settle(self, key: str, outcome: str, umid: str = "") -> None: ...
 
@@ -114,18 +130,20 @@ class _Record:  # slots: up to 200,000 live at once
 class MemoryState:
     """Exact state for one process, bounded: at most ``max_keys`` live keys. Every record
     lives exactly ``retention`` from its last change, so insertion order is expiry order. When
-    full of live keys a claim is refused (``StateUnavailable``) rather than forget a key."""
+    full of live keys a claim is refused (``Full``, that message only) rather than forget a key;
+    expired keys are dropped at every claim, so room comes back by itself."""
 
     scope = "process"
 
     def __init__(self, per_recipient: Rate, global_limit: Rate, timing: Timing,
-                 max_keys: int = 200_000, clock=time.monotonic) -> None:
+                 max_keys: int = MAX_IDEMPOTENCY_KEYS, clock=time.monotonic) -> None:
         self._clock = clock
         self._timing = timing
         self._keys: OrderedDict[str, _Record] = OrderedDict()
         self._max_keys = max_keys
         self._recipients = RecipientWindow(per_recipient)
         self._bucket = TokenBucket(global_limit, clock())
+        self._windows: dict[str, FixedWindows] = {}  # per rule
 
     def __len__(self) -> int:
         return len(self._keys)
@@ -142,26 +160,38 @@ class MemoryState:
         self._keys[key] = record
         self._keys.move_to_end(key)
 
-    async def claim(self, key: str, recipient: str, request_id: str) -> Verdict:
+    async def claim(self, key: str, recipient: str, request_id: str, cost: int = 1,
+                    windows: tuple[Window, ...] = ()) -> Verdict:
         now = self._clock()
         self._expire(now)
         record = self._keys.get(key)
         if record is not None:
             return _verdict_of(record, now, lambda: self._put(key, _Record(
                 "u", "", 0.0, now + self._timing.retention)))
-        wait = self._bucket.retry_after(now)
+        wait = self._bucket.retry_after(now, cost)
         if wait is not None:
             return Limited("global", wait)
         tag = recipient_tag(recipient)
         wait = self._recipients.retry_after(tag, now)
         if wait is not None:
             return Limited("recipient", wait)
+        wall = time.time()  # fixed windows follow the wall clock (the same in every replica)
+        would: list[str] = []
+        for window in windows:
+            counts = self._windows.setdefault(window.rule, FixedWindows())
+            wait = counts.retry_after(window.tag, window.limit, window.seconds, window.cost, wall)
+            if wait is not None:
+                if not window.monitor:
+                    return Limited(window.rule, wait)
+                would.append(window.rule)
         if len(self._keys) >= self._max_keys:
-            raise StateUnavailable("idempotency store full")
-        self._bucket.take()
+            return Full(max(0.0, next(iter(self._keys.values())).expires - now))
+        self._bucket.take(cost)
         self._recipients.record(tag, now)
+        for window in windows:
+            self._windows[window.rule].record(window.tag, window.seconds, window.cost, wall)
         self._put(key, _Record("p", "", now + self._timing.in_flight, now + self._timing.retention))
-        return Proceed()
+        return Proceed(tuple(would))
 
     async def settle(self, key: str, outcome: str, umid: str = "") -> None:
         if outcome == RELEASE:

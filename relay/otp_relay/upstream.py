@@ -65,6 +65,13 @@ MAX_CODE = 16
 MAX_ANSWER = 64 * 1024  # bytes of an 8x8 answer read at most
 MIN_ATTEMPT = 0.2  # seconds: with less left, a first attempt is not started
 MAX_DESCRIPTION = 200
+MAX_UMID = 64
+_UMID_CHARS = frozenset("0123456789abcdefABCDEF-")  # 8x8's umids are UUIDs
+
+
+def valid_umid(value: object) -> bool:
+    """A umid fit for keys and logs: 1-64 hex digits and dashes (8x8 sends UUIDs)."""
+    return isinstance(value, str) and 0 < len(value) <= MAX_UMID and _UMID_CHARS.issuperset(value)
 
 
 @dataclass(frozen=True)
@@ -116,7 +123,7 @@ def interpret(status: int, body: bytes) -> Outcome | None:
         if str(state.get("code", "")).upper() == "REJECTED":
             return Rejected(status, "REJECTED", _capped(state.get("description", ""), MAX_DESCRIPTION))
         umid = data.get("umid")
-        if not isinstance(umid, str) or not umid or len(umid) > 64:
+        if not valid_umid(umid):
             return Unknown("8x8 answered without a usable message id; outcome unknown")
         return Accepted(umid)
     return Rejected(status, _capped(data.get("code", status), MAX_CODE) or str(status),

@@ -510,3 +510,42 @@ def test_every_kopf_handler_runs_on_the_event_loop():
                 if handler.fn.__module__ == "otp_operator.handlers"]
     assert len(handlers) >= 13
     assert [fn.__name__ for fn in handlers if not inspect.iscoroutinefunction(fn)] == []
+
+
+def test_a_budget_the_relays_cannot_hold_without_a_store_is_refused():
+    """Each relay keeps its keys in process without relay.stateStore and would refuse to start;
+    the channel says why, naming the numbers."""
+    spec = {**SPEC, "policy": {**SPEC["policy"], "globalLimit": {"limit": 400, "window": "1s"}}}
+    with pytest.raises(SpecError) as error:
+        render.check_store_capacity(parse_channel("shop", "prod", spec))
+    assert "400/1s" in str(error.value) and "361,600" in str(error.value) and "200,000" in str(error.value)
+    render.check_store_capacity(channel())  # the default budget fits
+    shared = {**spec, "relay": {**SPEC["relay"], "stateStore": {"url": "redis://redis.shop:6379"}}}
+    render.check_store_capacity(parse_channel("shop", "prod", shared))  # Redis holds any budget
+
+
+def test_the_pumping_rules_of_spec_policy_become_relay_flags():
+    """Set rules reach the relay as its variables (and the relay accepts them); unset ones are
+    not rendered, so the relay's defaults stay their one place."""
+    from otp_relay import config as relay_config  # noqa: PLC0415
+
+    assert not [e for e in render.relay_env(channel()) if e["name"] in (
+        "OTP_RELAY_PER_PREFIX", "OTP_RELAY_COUNTRY_HOUR", "OTP_RELAY_MONITOR_RULES", "OTP_RELAY_CODE_VALIDITY")]
+    policy = {**SPEC["policy"], "perPrefix": {"limit": 10, "window": "30m"},
+              "countryHourly": {"limit": 500, "window": "1h"}, "countryDaily": {"limit": 5000, "window": "24h"},
+              "perClientIp": {"limit": 5, "window": "1h"}, "maxSegments": 2, "codeValidity": "10m",
+              "allowNumberTypes": ["VOIP"], "allowNonGeographic": [882], "monitorRules": ["prefix", "client_ip"]}
+    env = {e["name"]: e["value"] for e in render.relay_env(parse_channel("shop", "prod", {**SPEC, "policy": policy}))
+           if "value" in e}
+    assert {k: env[k] for k in env if k.startswith("OTP_RELAY_") and k[10:] in (
+        "PER_PREFIX", "COUNTRY_HOUR", "COUNTRY_DAY", "PER_CLIENT_IP", "MAX_SEGMENTS", "CODE_VALIDITY",
+        "ALLOW_NUMBER_TYPES", "ALLOW_NON_GEOGRAPHIC", "MONITOR_RULES")} == {
+        "OTP_RELAY_PER_PREFIX": "10/30m", "OTP_RELAY_COUNTRY_HOUR": "500/1h", "OTP_RELAY_COUNTRY_DAY": "5000/24h",
+        "OTP_RELAY_PER_CLIENT_IP": "5/1h", "OTP_RELAY_MAX_SEGMENTS": "2", "OTP_RELAY_CODE_VALIDITY": "10m",
+        "OTP_RELAY_ALLOW_NUMBER_TYPES": "VOIP", "OTP_RELAY_ALLOW_NON_GEOGRAPHIC": "882",
+        "OTP_RELAY_MONITOR_RULES": "prefix,client_ip"}
+    settings = relay_config.load([], {**env, "OTP_RELAY_API_KEY_FILE": "/k", "OTP_RELAY_SIGNING_KEY_FILE": "/s"})
+    assert (settings.per_prefix, settings.max_segments, settings.code_validity, settings.allowed_non_geographic,
+            settings.monitor_rules) == (relay_config.Rate(10, 1800), 2, 600, {882}, {"prefix", "client_ip"})
+    with pytest.raises(SpecError, match="spec.policy.perPrefix.window"):
+        parse_channel("shop", "prod", {**SPEC, "policy": {**SPEC["policy"], "perPrefix": {"limit": 1, "window": "1d"}}})

@@ -19,6 +19,13 @@ from tests.support.waiting import wait_for as support_wait_for
 SUBACCOUNT = "shop_otp"
 API_KEY = "sk-live-8x8-3f9a1c77e2b04d5f"
 SIGNING_KEYS = ("sig-old-5b2e9d14c8a7", "sig-new-a81f3c6e0d92")
+# The tests' "no global limit" (100000/s) over the retention needs 180.8 M keys; the store's
+# memory grows only with the keys it holds, so a cap this high is what "no limit" means here.
+UNLIMITED_KEYS = "1000000000"
+# fresh_number() hands out sequential numbers of one country: the policy's prefix and country
+# windows are set out of reach unless a test is about them
+NO_POLICY_WINDOWS = {"PER_PREFIX": "100000/s", "COUNTRY_HOUR": "1000000000/1h", "COUNTRY_DAY": "1000000000/24h"}
+
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
     """The suite's ``wait_for`` at the pace of a local relay (polls every 50 ms)."""
@@ -49,6 +56,9 @@ def make_relay(relay_factory: Callable[..., RelayProcess], emulator_keys: EightB
         workdir = tmp_path / f"relay{next(counter)}"
         settings.setdefault("GLOBAL_LIMIT", "100000/s")
         settings.setdefault("PER_RECIPIENT", "100000/s")
+        settings.setdefault("MAX_IDEMPOTENCY_KEYS", UNLIMITED_KEYS)
+        for name, value in NO_POLICY_WINDOWS.items():
+            settings.setdefault(name, value)
         env = relay_env(workdir, base_url=base_url or emulator_keys.base_url,
                         ssl_cert_file=ssl_cert_file, subaccount=SUBACCOUNT, api_key=api_key,
                         signing_keys=signing_keys, **settings)
@@ -61,7 +71,7 @@ def make_relay(relay_factory: Callable[..., RelayProcess], emulator_keys: EightB
 # process and the relay pod alike.
 SHARED_RELAY_SETTINGS = {"SUBACCOUNT": SUBACCOUNT, "SENDER": "ShopOTP", "ENCODING": "GSM7",
                          "ALLOWED_COUNTRIES": "SG,MY", "GLOBAL_LIMIT": "100000/s", "PER_RECIPIENT": "3/10m",
-                         "PATH_PREFIX": "/prod"}
+                         "PATH_PREFIX": "/prod", "MAX_IDEMPOTENCY_KEYS": UNLIMITED_KEYS, **NO_POLICY_WINDOWS}
 
 
 @pytest.fixture(scope="module")

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -16,7 +17,7 @@ import pytest
 
 from tests.fixtures.relay import RelayProcess, otp_body, signed_headers
 
-from .conftest import SIGNING_KEYS, fresh_number
+from .conftest import SIGNING_KEYS, fresh_number, wait_for
 
 KEY = SIGNING_KEYS[1]
 SLOW_CONNECTIONS = 3000
@@ -149,7 +150,7 @@ def test_unsigned_floods_are_logged_within_a_budget(make_relay, emulator) -> Non
 def test_sigterm_does_not_wait_for_stalled_clients(make_relay, emulator, slow_clients) -> None:
     """Slow headers and a body that never finishes: SIGTERM still exits at once (the drain
     deadline, 25 s, is for sends in flight, not for clients that stall)."""
-    relay = make_relay(HEADER_TIMEOUT="60", BODY_TIMEOUT="60", SHUTDOWN_TIMEOUT="25")
+    relay = make_relay(HEADER_TIMEOUT="60", BODY_TIMEOUT="60", BODY_MIN_RATE="0", SHUTDOWN_TIMEOUT="25")
     port = _port(relay)
     _open_slow(port, 200, slow_clients, b"POST /v1/messages HTTP/1.1\r\nHost: relay\r\n")
     raw = json.dumps(otp_body(fresh_number())).encode()
@@ -159,11 +160,90 @@ def test_sigterm_does_not_wait_for_stalled_clients(make_relay, emulator, slow_cl
     stalled.sendall(f"POST /v1/messages HTTP/1.1\r\nHost: relay\r\nContent-Length: {len(raw)}\r\n{head}\r\n"
                     .encode() + raw[:10])
     deadline = time.monotonic() + 15
-    while relay.metric("otp_relay_in_flight_requests") < 1 and time.monotonic() < deadline:
+    while relay.metric("otp_relay_body_readers") < 1 and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert relay.metric("otp_relay_in_flight_requests") == 1  # the stalled body is being read
+    assert relay.metric("otp_relay_body_readers") == 1  # the stalled body is being read
+    assert relay.metric("otp_relay_in_flight_requests") == 0  # unsigned until it is in
     started = time.monotonic()
     relay.process.send_signal(15)
     assert relay.process.wait(timeout=30) == 0
     assert time.monotonic() - started < 5
     assert emulator.requests() == []
+
+
+def test_clients_that_hang_up_mid_body_are_client_aborts(make_relay, emulator) -> None:
+    """A client that sends headers and part of the body, then closes: never an internal error
+    (the dashboard's 5xx panel), never a traceback line; counted as ``client_abort``."""
+    relay = make_relay()
+    raw = json.dumps(otp_body(fresh_number())).encode()
+    head = "".join(f"{k}: {v}\r\n" for k, v in signed_headers(KEY, raw).items())
+    for _ in range(30):
+        with socket.create_connection(("127.0.0.1", _port(relay)), timeout=10) as sock:
+            sock.sendall(f"POST /v1/messages HTTP/1.1\r\nHost: relay\r\nContent-Length: {len(raw)}\r\n"
+                         f"{head}\r\n".encode() + raw[:10])
+            time.sleep(0.01)
+    wait_for(lambda: relay.metric("otp_relay_requests_total", outcome="client_abort") == 30, timeout=10)
+    assert relay.metric("otp_relay_requests_total", outcome="internal_error") == 0
+    relay.stop()
+    records = relay.log_records()
+    assert not [r for r in records if r.get("level") == "error" or "exception" in r]
+    assert len([r for r in records if r.get("outcome") == "client_abort"]) <= 30
+    assert emulator.requests() == []
+
+
+def _send_all(sock: socket.socket, data: bytes) -> None:
+    try:
+        sock.sendall(data)
+    except OSError:  # the relay closed it: what the test wants
+        pass
+
+
+def test_trickling_unsigned_bodies_never_hold_what_signed_sends_need(make_relay, emulator, slow_clients) -> None:
+    """400 unsigned connections send headers announcing a 16,000-byte body and then trickle: they
+    take no in-flight slot (only signed requests do), readers are a bounded pool whose oldest are
+    evicted, and the sweep drops bodies slower than the minimum rate."""
+    relay = make_relay(BODY_TIMEOUT="30")
+    port = _port(relay)
+    head = (b"POST /v1/messages HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 16000\r\nX-Otp-Timestamp: 1\r\nX-Otp-Signature: v1=00\r\n\r\n{")
+    _open_slow(port, 400, slow_clients, head)
+    results = [_signed_post(relay) for _ in range(5)]
+    assert [status for status, _ in results] == [202] * 5
+    assert max(seconds for _, seconds in results) < 3.0
+    assert relay.metric("otp_relay_connections_dropped_total", reason="evicted") >= 400 - 64  # --max-body-readers
+    wait_for(lambda: relay.metric("otp_relay_body_readers") == 0, timeout=10)  # too slow: dropped
+    assert relay.metric("otp_relay_connections_dropped_total", reason="slow_body") >= 1
+    assert relay.metric("otp_relay_requests_total", outcome="overloaded") == 0
+
+
+def test_megabyte_header_blocks_leave_memory_bounded(make_relay, emulator, slow_clients) -> None:
+    """300 clients each sending ~1 MB of header lines (aiohttp alone keeps up to 128 fields of
+    8 KiB a connection): each is answered 431 once its block passes 8 KiB."""
+    relay = make_relay(HEADER_TIMEOUT="30")
+    pid, port = relay.process.pid, _port(relay)
+    assert _signed_post(relay)[0] == 202  # warm: imports, pools
+    baseline = _rss_kib(pid)
+    block = b"POST /v1/messages HTTP/1.1\r\nHost: relay\r\n" + b"".join(
+        b"X-Pad-%d: %s\r\n" % (i, b"a" * 8000) for i in range(125))
+    sockets = []
+    for _ in range(300):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        slow_clients.append(sock)
+        sockets.append(sock)
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda sock: _send_all(sock, block), sockets))
+    wait_for(lambda: relay.metric("otp_relay_connections_dropped_total", reason="headers_too_large") == 300
+             or relay.metric("otp_relay_open_connections") == 300, timeout=20)  # all read, or all held
+    grown = _rss_kib(pid) - baseline
+    assert grown <= 25 * 1024, f"RSS grew by {grown} KiB with 300 megabyte header blocks"
+    assert relay.metric("otp_relay_connections_dropped_total", reason="headers_too_large") == 300
+    assert _signed_post(relay)[0] == 202
+
+
+def test_the_admin_listener_has_its_own_connection_guard(make_relay, emulator, slow_clients) -> None:
+    relay = make_relay()
+    admin_port = int(relay.admin_url.rsplit(":", 1)[1])
+    _open_slow(admin_port, 100, slow_clients, b"GET /metrics HTTP/1.1\r\nHost: relay\r\n")
+    assert relay.get("/readyz").status_code == 200
+    wait_for(lambda: relay.metric("otp_relay_admin_connections_dropped_total", reason="evicted") >= 100 - 64,
+             timeout=10)  # the relay accepts the last of them a moment later

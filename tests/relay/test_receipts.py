@@ -5,9 +5,12 @@ delivery summary and the log never show a full number."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
+import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -16,7 +19,7 @@ from otp_relay import receipts
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.relay import RelayProcess, free_port, kubelet_volume, otp_body, relay_env
 
-from .conftest import API_KEY, SIGNING_KEYS, SUBACCOUNT, assert_no_secrets, fresh_number, wait_for
+from .conftest import API_KEY, NO_POLICY_WINDOWS, SIGNING_KEYS, SUBACCOUNT, UNLIMITED_KEYS, assert_no_secrets, fresh_number, wait_for
 
 KEY = SIGNING_KEYS[1]
 TOKENS = ("rcpt-old-Q2d8xV1mZ0aT7kLp", "rcpt-new-9fJw3Hs6Ye4RbN1c")
@@ -33,7 +36,7 @@ def receipt_relay(relay_factory, emulator_keys, ssl_cert_file: Path, tmp_path: P
         kubelet_volume(workdir / "receipts", {"tokens": "".join(f"{t}\n" for t in tokens)})
         env = relay_env(workdir, base_url=emulator_keys.base_url, ssl_cert_file=ssl_cert_file,
                         subaccount=SUBACCOUNT, api_key=API_KEY, signing_keys=SIGNING_KEYS,
-                        GLOBAL_LIMIT="100000/s", PER_RECIPIENT="100000/s",
+                        GLOBAL_LIMIT="100000/s", PER_RECIPIENT="100000/s", MAX_IDEMPOTENCY_KEYS=UNLIMITED_KEYS, **NO_POLICY_WINDOWS,
                         RECEIPT_URL=f"http://127.0.0.1:{port}/v1/receipts",
                         RECEIPT_TOKEN_FILE=str(workdir / "receipts" / "tokens"), **settings)
         return relay_factory(env, workdir=workdir, port=port)
@@ -122,10 +125,17 @@ def test_a_wrong_token_gets_the_same_404_as_an_unknown_path(receipt_relay, emula
     assert_no_secrets(relay.logs(), TOKENS)
 
 
+def sent_umid(relay: RelayProcess, emulator, number: str | None = None) -> str:
+    """The umid of a message the relay sent (8x8's emulator sends no receipt for it)."""
+    number = number or fresh_number()
+    emulator.set_outcome(number, "none")
+    return relay.post(otp_body(number, code=str(time.monotonic_ns())[-6:]), KEY).json()["id"]
+
+
 def test_both_the_previous_and_the_current_token_are_accepted(receipt_relay, emulator) -> None:
     relay = receipt_relay()
-    for index, token in enumerate(TOKENS):
-        assert post_receipt(relay, receipt_body(f"aa{index}"), token).status_code == 200
+    for token in TOKENS:
+        assert post_receipt(relay, receipt_body(sent_umid(relay, emulator)), token).status_code == 200
     assert sum(samples(relay, "otp_relay_receipts_total").values()) == 2
 
 
@@ -133,31 +143,54 @@ def test_a_rotated_token_file_is_used_without_a_restart(receipt_relay, emulator)
     relay = receipt_relay(tokens=(TOKENS[0],))
     directory = Path(relay.log_path).parent / "receipts"
     kubelet_volume(directory, {"tokens": f"{TOKENS[0]}\n{TOKENS[1]}\n"})
-    wait_for(lambda: post_receipt(relay, receipt_body("bb1"), TOKENS[1]).status_code == 200)
+    wait_for(lambda: post_receipt(relay, receipt_body("bb1"), TOKENS[1]).status_code != 404)  # 503: unknown umid
     relay.post(otp_body(fresh_number()), KEY)
     assert emulator.messages()[-1].dlr_callback_url.endswith("/" + TOKENS[1])
 
 
 def test_a_repeated_receipt_is_counted_once(receipt_relay, emulator) -> None:
     relay = receipt_relay()
-    body = receipt_body("5d1e0c7a-aaaa-4bbb-8ccc-000000000001", "undelivered", errorCode=1,
-                        errorMessage="Absent subscriber")
+    umid = sent_umid(relay, emulator)
+    body = receipt_body(umid, "undelivered", errorCode=1, errorMessage="Absent subscriber")
     assert [post_receipt(relay, body).status_code for _ in range(3)] == [200, 200, 200]
     assert list(samples(relay, "otp_relay_receipts_total").values()) == [1.0]
     assert samples(relay, "otp_relay_receipt_requests_total")[(("result", "duplicate"),)] == 2.0
     assert relay.get("/v1/delivery-summary").json()["undelivered"] == 1
     assert samples(relay, "otp_relay_delivery_ratio") == {(): 0.0}  # none delivered is 0, not "no data"
     # a new state of the same message is a new receipt
-    assert post_receipt(relay, receipt_body("5d1e0c7a-aaaa-4bbb-8ccc-000000000001", "read")).status_code == 200
+    assert post_receipt(relay, receipt_body(umid, "read")).status_code == 200
     assert sum(samples(relay, "otp_relay_receipts_total").values()) == 2.0
 
 
-def test_a_receipt_for_an_unknown_message_still_counts(receipt_relay, emulator) -> None:
+def test_forged_receipts_neither_grow_the_metrics_nor_fake_health(receipt_relay, emulator) -> None:
+    """With the token, 3,000 receipts for umids the relay never sent (random error codes and
+    destinations, "delivered" ones among them): answered 503, counted by result only; the
+    receipt series, the delivery ratio, the summary and its failure reason stay the relay's own."""
     relay = receipt_relay()
-    assert post_receipt(relay, receipt_body("77777777-0000-4000-8000-000000000000")).status_code == 200
-    assert sum(samples(relay, "otp_relay_receipts_total").values()) == 1.0
-    assert samples(relay, "otp_relay_delivery_seconds_count") == {(): 0.0}  # no submit time known
-    assert relay.get("/v1/delivery-summary").json()["delivered"] == 1
+    number = fresh_number()
+    emulator.set_outcome(number, "undelivered", error_code=1)
+    assert relay.post(otp_body(number), KEY).status_code == 202
+    wait_for(lambda: relay.get("/v1/delivery-summary").json()["undelivered"] == 1)
+    before = relay.get("/v1/delivery-summary").json()
+    with httpx.Client(timeout=10) as client:
+        for i in range(3000):
+            state = "delivered" if i % 2 else "undelivered"
+            body = receipt_body(str(uuid.UUID(int=i)), state, destination=f"+{1 + i % 9}{i:010d}",
+                                errorCode=i % 1000, errorMessage=f"attacker text {i}")
+            assert client.post(f"{relay.url}/v1/receipts/{TOKENS[1]}", json=body).status_code == 503
+    counted = samples(relay, "otp_relay_receipts_total")
+    assert len(counted) <= 1 and sum(counted.values()) == 1  # the real receipt only
+    assert relay.get("/v1/delivery-summary").json() == before
+    assert before["ratio"] == 0.0 and before["topFailureReason"] == "Absent subscriber"
+    assert samples(relay, "otp_relay_delivery_ratio") == {(): 0.0}
+    # (and any retried receipt of an earlier test's relay that had this port)
+    assert samples(relay, "otp_relay_receipt_requests_total")[(("result", "unknown_umid"),)] >= 3000
+    series = sum(1 for line in relay.get("/metrics").text.splitlines() if line.startswith("otp_relay_receipt"))
+    assert series <= 20
+    relay.stop()
+    receipt_lines = [r for r in relay.log_records() if r.get("msg") == "receipt"]
+    assert len(receipt_lines) < 300  # the log budget, not one line per forged receipt
+    assert "attacker text" not in relay.logs()
 
 
 @pytest.mark.parametrize("body, status", [
@@ -175,7 +208,9 @@ def test_a_chunked_body_without_length_is_bounded_too(receipt_relay, emulator) -
     relay = receipt_relay()
     answer = relay.client.post(f"{relay.url}/v1/receipts/{TOKENS[1]}", content=iter([b"x" * 4096] * 5))
     assert answer.status_code == 413
-    assert samples(relay, "otp_relay_receipt_requests_total")[(("result", "too_large"),)] == 1.0
+    # refused by the handler's read, or by the connection guard when it all came at once
+    assert (samples(relay, "otp_relay_receipt_requests_total").get((("result", "too_large"),))
+            or relay.metric("otp_relay_connections_dropped_total", reason="body_too_large")) == 1.0
 
 
 def test_replicas_on_redis_share_submit_times_and_repeats(receipt_relay, emulator,
@@ -194,21 +229,29 @@ def test_replicas_on_redis_share_submit_times_and_repeats(receipt_relay, emulato
     assert samples(two, "otp_relay_delivery_seconds_count") == {(): 1.0}
     assert samples(two, "otp_relay_delivery_seconds_sum")[()] >= 0.3
     assert sum(samples(one, "otp_relay_receipts_total").values()) == 0  # counted once, on two
+    forged = receipt_body("77777777-0000-4000-8000-000000000000", destination=number)
+    assert post_receipt(one, forged).status_code == 503  # never sent: nothing stored
     client = redis_server.client()
     keys = list(client.scan_iter(match="{" + prefix + "}:receipt:*"))
-    assert len(keys) == 2  # the submit time and the one receipt seen
+    assert len(keys) == 1  # the sent umid, with its states seen
     assert all(0 < client.pttl(key) <= 48 * 3600 * 1000 for key in keys)
     assert number[1:] not in "".join(keys)
 
 
 # --- units ----------------------------------------------------------------------------------
 def test_labels_are_bounded_whatever_the_sender_writes() -> None:
-    raw = receipt_body("ab", "exploded", destination="+999", errorCode=10**9, detail="x" * 500)
+    raw = receipt_body("ab", "exploded", destination="+999", errorCode=10**9, detail="x" * 500,
+                       errorMessage="free text")
     parsed = receipts.parse(receipts.json.dumps(raw).encode())
     assert parsed is not None
-    assert (parsed.state, parsed.detail, parsed.error_code, parsed.country) == ("other", "other", "other",
-                                                                               "unknown")
-    assert len(parsed.reason) <= 64
+    assert (parsed.state, parsed.detail, parsed.error_code, parsed.reason) == (
+        "other", "other", "other", "Other error code")
+    for code, folded, reason in ((43, "43", "Spam filter"), (99, "99", "Rejected by 8x8"),
+                                 (6, "other", "Other error code"), (62, "other", "Other error code"),
+                                 (True, "other", "Other error code")):
+        raw = receipt_body("ab", "undelivered", errorCode=code, errorMessage="free text")
+        parsed = receipts.parse(receipts.json.dumps(raw).encode())
+        assert (parsed.error_code, parsed.reason) == (folded, reason)
 
 
 def test_the_token_check_accepts_each_line_and_nothing_else() -> None:
@@ -235,9 +278,47 @@ def test_the_window_forgets_old_minutes() -> None:
 def test_memory_receipts_stay_bounded() -> None:
     store = receipts.MemoryReceipts(limit=3)
 
-    async def run() -> list[bool]:
+    async def run() -> list[str]:
         for i in range(10):
-            store.sent(f"u{i}", time.time())
-        return [(await store.first(f"u{i}", "delivered"))[1] is not None for i in range(10)]
+            store.sent(f"u{i}", time.time(), "SG")
+        return [(await store.first(f"u{i}", "delivered"))[0] for i in range(10)]
 
-    assert asyncio.run(run()) == [False] * 7 + [True] * 3
+    assert asyncio.run(run()) == ["unknown_umid"] * 7 + ["counted"] * 3
+
+
+def test_a_superseded_token_stops_working_after_the_grace(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_text(f"{TOKENS[1]}\n")
+    now = [time.time()]
+    tokens = receipts.ReceiptTokens(receipts.WatchedFile("receipt_token", path, receipts.parse_signing_keys),
+                                    grace=3600, clock=lambda: now[0])
+    tokens.refresh()
+    path.write_text(f"{TOKENS[1]}\nrcpt-newest-1\n")
+    os.utime(path, (now[0] + 5, now[0] + 5))  # a new stamp (same-second writes)
+    tokens.refresh()
+    assert tokens.accepted() == [TOKENS[1], "rcpt-newest-1"] and tokens.newest == "rcpt-newest-1"
+    now[0] += 3599
+    assert TOKENS[1] in tokens.accepted()
+    now[0] += 2
+    assert tokens.accepted() == ["rcpt-newest-1"]  # one rotation revoked the leaked token
+    # a relay started after the rotation: the grace runs from the file's modification time
+    os.utime(path, (now[0] - 3500, now[0] - 3500))
+    later = receipts.ReceiptTokens(receipts.WatchedFile("receipt_token", path, receipts.parse_signing_keys),
+                                   grace=3600, clock=lambda: now[0])
+    later.refresh()
+    assert TOKENS[1] in later.accepted()
+    now[0] += 101
+    assert later.accepted() == ["rcpt-newest-1"]
+
+
+def test_a_receipt_that_overtakes_the_send_is_counted_on_8x8s_retry(receipt_relay, emulator) -> None:
+    """8x8 may post a receipt before the relay has read its answer to the send (the emulator
+    posts at once): the relay answers 503 for a umid it does not know yet, 8x8 retries after
+    1 s, and each of these receipts is counted, once."""
+    relay = receipt_relay()
+    numbers = [fresh_number() for _ in range(5)]
+    for number in numbers:
+        emulator.set_outcome(number, "delivered")
+        assert relay.post(otp_body(number), KEY).status_code == 202
+    wait_for(lambda: relay.get("/v1/delivery-summary").json()["delivered"] == 5, timeout=20)
+    assert sum(samples(relay, "otp_relay_receipts_total").values()) == 5

@@ -98,14 +98,18 @@ def test_global_limit_is_exact_across_replicas(shared_relays, emulator) -> None:
 
 
 def test_every_key_in_redis_expires(shared_relays, redis_server: RedisServer, emulator) -> None:
-    [relay] = shared_relays(1, PER_RECIPIENT="5/10m")
+    [relay] = shared_relays(1, PER_RECIPIENT="5/10m", PER_PREFIX="20/1h")
     for _ in range(3):
         assert relay.post(otp_body(fresh_number()), KEY).status_code == 202
     client = redis_server.client()
     keys = list(client.scan_iter(match="{" + shared_relays.prefix + "}:*"))
-    assert len(keys) == 7  # 3 idempotency keys, 3 recipient windows, the global bucket
+    windows = [key for key in keys if ":w:" in key]
+    # 3 idempotency keys, 3 recipient windows, the global bucket; the policy's windows: the
+    # prefixes of the numbers (1 or 2: they are sequential) and the country's hour and day
+    assert len(keys) - len(windows) == 7 and 3 <= len(windows) <= 4
     ttls = {key: client.pttl(key) for key in keys}
-    assert all(0 < ttl <= 30 * 60 * 1000 for ttl in ttls.values()), ttls
+    assert all(0 < ttl <= 30 * 60 * 1000 for key, ttl in ttls.items() if key not in windows), ttls
+    assert all(0 < ttls[key] <= (24 * 3600 + 1) * 1000 for key in windows), ttls
     assert not any(number[1:] in "".join(keys) for number in [m.destination for m in emulator.messages()])
 
 

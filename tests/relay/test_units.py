@@ -16,7 +16,8 @@ from otp_relay.upstream import (
     Accepted, EightByEight, NotSent, Rejected, RetryPolicy, Unknown, interpret, parse_retry_after,
 )
 from otp_relay.state import (
-    ACCEPTED, RELEASE, UNKNOWN, InFlight, Limited, MemoryState, Proceed, Replay, StateUnavailable, Timing,
+    ACCEPTED, RELEASE, UNKNOWN, InFlight, Limited, MemoryState, Proceed, Replay, Timing,
+    Full,
     Unknown as UnknownOutcome,
 )
 from tests.fixtures.relay import relay_command
@@ -57,6 +58,9 @@ def test_base_url_overrides_region() -> None:
     ({"OTP_RELAY_TLS_CERT_FILE": "/c"}, "set both"),
     ({"OTP_RELAY_PATH_PREFIX": "prod"}, "must start with '/'"),
     ({"OTP_RELAY_LISTEN": "8080"}, "expected HOST:PORT"),
+    ({"OTP_RELAY_STATE_URL": "rediss://redis:6380/0?ssl_cert_reqs=none"},
+     "ssl_cert_reqs=none would turn off the check of the store's TLS certificate"),
+    ({"OTP_RELAY_STATE_URL": "rediss://redis:6380/0?ssl_check_hostname=False"}, "ssl_check_hostname=False"),
 ])
 def test_bad_settings_say_what_is_wrong(env: dict[str, str], message: str) -> None:
     with pytest.raises(config.ConfigError, match=re.escape(message)):
@@ -135,7 +139,10 @@ def test_token_bucket() -> None:
 
 
 def test_interpreting_8x8_answers() -> None:
-    assert interpret(200, b'{"umid":"u1","status":{"code":"QUEUED"}}') == Accepted("u1")
+    umid = "0f3c5a2e-6b1d-4c55-9a0e-1d2b3c4d5e6f"
+    assert interpret(200, b'{"umid":"%s","status":{"code":"QUEUED"}}' % umid.encode()) == Accepted(umid)
+    for bad in ('"u1"', '"a\\nb"', '"%s"' % ("a" * 65), "7", '""'):  # only hex and dashes go in keys and logs
+        assert isinstance(interpret(200, b'{"umid":%s}' % bad.encode()), Unknown), bad
     assert interpret(200, b'{"umid":"u1","status":{"code":"REJECTED","description":"blocked"}}') == Rejected(200, "REJECTED", "blocked")
     assert interpret(400, b'{"code":1002,"message":"Invalid MSISDN"}') == Rejected(400, "1002", "Invalid MSISDN")
     assert interpret(502, b"<html>") == Rejected(502, "502", "")
@@ -202,8 +209,8 @@ async def test_memory_state_limits_and_bound() -> None:
     assert await state.claim("a", "+6591234567", "r") == Proceed()
     assert await state.claim("b", "+6591234567", "r") == Limited("recipient", 60.0)
     assert await state.claim("b", "+6591234568", "r") == Proceed()
-    with pytest.raises(StateUnavailable):  # full of live keys: refuse, forget nothing
-        await state.claim("c", "+6591234569", "r")
+    # full of live keys: refuse this one, forget nothing; retry when the oldest expires
+    assert await state.claim("c", "+6591234569", "r") == Full(900.0)
     assert await state.claim("a", "+6591234567", "r") == InFlight(7.0)
     clock.now += 900
     assert await state.claim("c", "+6591234569", "r") == Proceed()  # a and b expired
@@ -215,3 +222,28 @@ def test_redis_is_imported_only_with_a_state_store() -> None:
     code = "import sys, otp_relay.cli, otp_relay.app; print('redis' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True).stdout.strip() == "False"
+
+
+def test_a_limit_the_in_process_store_cannot_hold_is_refused_at_start() -> None:
+    env = {**BASE_ENV, "OTP_RELAY_GLOBAL_LIMIT": "200/s"}
+    with pytest.raises(config.ConfigError) as error:
+        config.load([], env)
+    message = str(error.value)
+    assert "--global-limit" in message and "361,600 messages" in message and "200,000 keys" in message
+    assert config.load([], {**env, "OTP_RELAY_MAX_IDEMPOTENCY_KEYS": "400000"}).max_idempotency_keys == 400_000
+    assert config.load([], {**env, "OTP_RELAY_STATE_URL": "redis://127.0.0.1:6379/0"}).state_url  # Redis holds it
+    assert config.keys_needed(config.load([], BASE_ENV).global_limit) == 180_800  # the defaults fit: 100/s, 30m + 7s
+
+
+def test_the_tls_store_client_checks_certificate_and_host_name(tmp_path) -> None:
+    from otp_relay.redis_state import RedisState  # noqa: PLC0415
+
+    ca = tmp_path / "ca.pem"
+    state = RedisState("rediss://redis.example:6380/0", None, "p", config.Rate(1, 1), config.Rate(1, 1),
+                       Timing(900, 7), ca_file=ca)
+    kwargs = state.client.connection_pool.connection_kwargs
+    assert (kwargs["ssl_cert_reqs"], kwargs["ssl_check_hostname"], kwargs["ssl_ca_certs"]) == (
+        "required", True, str(ca))
+    settings = config.load([], {**BASE_ENV, "OTP_RELAY_STATE_URL": "rediss://redis.example:6380/0",
+                                "OTP_RELAY_STATE_CA_FILE": str(ca)})
+    assert settings.state_ca_file == ca

@@ -40,6 +40,7 @@ class SentMessage:
     dlr_callback_url: str | None
     status: str
     batch_id: str | None
+    expiry: str | None = None  # as the sender gave it (8x8 stops trying after it)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "SentMessage":
@@ -48,7 +49,7 @@ class SentMessage:
             text=data["text"], source=data.get("source"), encoding=data["encoding"],
             sms_count=data["smsCount"], client_message_id=data.get("clientMessageId"),
             client_ip=data.get("clientIp"), dlr_callback_url=data.get("dlrCallbackUrl"),
-            status=data["status"]["code"], batch_id=data.get("batchId"),
+            status=data["status"]["code"], batch_id=data.get("batchId"), expiry=data.get("expiry"),
         )
 
 

@@ -136,6 +136,7 @@ def _accept(request: web.Request, subaccount: str, message: rules.Message,
         "clientIp": message.client_ip,
         "country": message.country,
         "dlrCallbackUrl": message.dlr_callback_url,
+        "expiry": message.expiry,
         **(batch or {}),
         "status": dict(REJECTED if rejected else QUEUED),
     }
