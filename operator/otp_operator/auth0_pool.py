@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from .auth0 import Auth0Credentials, Auth0Sync, DesiredIntegration, SyncResult
+from .auth0.sync import RoutingRecorder
 
 Key = tuple[str, str, str]
 
@@ -74,10 +75,11 @@ class Auth0Pool:
         return self._semaphores.setdefault(domain, asyncio.Semaphore(self._concurrency))
 
     async def ensure(
-        self, credentials: Auth0Credentials, desired: DesiredIntegration, recorded: dict[str, Any] | None
+        self, credentials: Auth0Credentials, desired: DesiredIntegration, recorded: dict[str, Any] | None,
+        record_routing: RoutingRecorder | None = None,
     ) -> SyncResult:
         async with self._semaphore(credentials.domain), self._sync(credentials) as sync:
-            return await sync.ensure(desired, recorded=recorded)
+            return await sync.ensure(desired, recorded=recorded, record_routing=record_routing)
 
     async def prepare(self, credentials: Auth0Credentials, desired: DesiredIntegration) -> dict[str, Any] | None:
         async with self._semaphore(credentials.domain), self._sync(credentials) as sync:

@@ -38,6 +38,8 @@ STALLED_REASONS = frozenset(
         "GuardianProviderNotHook",
         "SmsFactorDisabled",
         "SmsMessageTypeMissing",
+        # The tenant lacks Auth0's legacy phone flag: Auth0 Support or integration phone-provider.
+        "LegacyPhoneProviderNotAllowed",
         "RelayRolloutStuck",
     }
 )

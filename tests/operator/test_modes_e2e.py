@@ -80,7 +80,9 @@ def test_wrong_routing_is_shown_then_manage_routing_fixes_it_and_delete_restores
         mode, reason, fix, k8s_api, namespace, run_operator, auth0_tenant, setup_channel,
         sms_emulator, relay_from_deployment):
     run_operator()
-    tenant = auth0_tenant()  # a new tenant: Unified Phone Experience on, MFA SMS factor off
+    # A tenant on the Unified Phone Experience with the MFA SMS factor off; the legacy modes need
+    # one old enough to have Auth0's legacy phone flag (a new one is refused: the test below).
+    tenant = auth0_tenant(legacy_mfa_phone_provider=mode != "phone-provider")
     before = tenant.state()["phone"]
     ch = setup_channel(namespace, tenant=tenant)
     manifest = ch.manifest(sms_emulator.base_url)
@@ -113,6 +115,24 @@ def test_wrong_routing_is_shown_then_manage_routing_fixes_it_and_delete_restores
     delete_channel(k8s_api, namespace, "prod")
     wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=90, what="deletion")
     assert tenant.state()["phone"] == before
+
+
+def test_manage_routing_on_a_new_tenant_in_a_legacy_mode_is_refused_before_any_write(
+        k8s_api, namespace, run_operator, auth0_tenant, setup_channel, sms_emulator):
+    run_operator()
+    tenant = auth0_tenant()  # new: no legacy phone flag, which only Auth0 Support can set
+    before = tenant.state()
+    ch = setup_channel(namespace, tenant=tenant)
+    manifest = ch.manifest(sms_emulator.base_url)
+    manifest["spec"]["auth0"] |= {"integration": "send-phone-message", "manageRouting": True}
+    create_channel(k8s_api, manifest)
+    channel = wait_condition(k8s_api, namespace, "prod", "PhoneRouting", "False",
+                             reason="LegacyPhoneProviderNotAllowed", timeout=120)
+    message = condition(channel, "PhoneRouting")["message"]
+    assert "Auth0 Support" in message and "integration phone-provider" in message
+    assert condition(channel, "Stalled")["status"] == "True"
+    assert "routingChanges" not in (channel["status"].get("auth0") or {})
+    assert tenant.writes() == [] and tenant.state() == before
 
 
 def test_a_failing_build_is_reported_without_a_retry_loop_and_recovers(

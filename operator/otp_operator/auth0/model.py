@@ -47,9 +47,19 @@ REQUIRED_SCOPES: dict[tuple[Integration, str], frozenset[str]] = {
     ("send-phone-message", "ensure"): frozenset({"read:actions", "create:actions", "update:actions"})
     | ROUTING_READ_SCOPES,
     ("send-phone-message", "remove"): frozenset({"read:actions", "update:actions", "delete:actions"}),
-    ("legacy-hook", "ensure"): frozenset({"read:hooks", "create:hooks", "update:hooks"}) | ROUTING_READ_SCOPES,
+    # An ensure deletes stale hook secrets (DELETE /hooks/{id}/secrets needs delete:hooks) after
+    # other writes: checked up front, so it never fails half-way for want of it.
+    ("legacy-hook", "ensure"): frozenset({"read:hooks", "create:hooks", "update:hooks", "delete:hooks"})
+    | ROUTING_READ_SCOPES,
     ("legacy-hook", "remove"): frozenset({"read:hooks", "delete:hooks"}),
 }
+
+
+def scopes_for(integration: Integration) -> frozenset[str]:
+    """Every scope the M2M application needs for `integration` (ensure and remove), without
+    manageRouting's ROUTING_WRITE_SCOPES: the one source for the README table and
+    examples/secrets.yaml (tests/auth0/test_scopes_documented.py compares them)."""
+    return REQUIRED_SCOPES[(integration, "ensure")] | REQUIRED_SCOPES[(integration, "remove")]
 
 _DOMAIN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
 _OWNER = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")

@@ -9,6 +9,17 @@ Auth0 has two regimes, chosen per tenant by the tenant setting `phone_consolidat
   runs our code (enabled hooks, then bound `send-phone-message` actions).
 In both, MFA by SMS needs the `sms` factor on and `sms` among the phone message types.
 Nothing in the Management API fails when this is wrong: the code is registered and never runs.
+
+Tenant generations:
+- the setting may be absent from the tenant settings. That is not read as either value: the
+  legacy Guardian selected-provider endpoint decides (200: the legacy path is live, so the
+  experience is off; 403 `legacy_mfa_phone_provider_not_allowed`: the tenant is on it).
+- the legacy endpoints answer that 403 unless the tenant has the flag
+  `legacy_mfa_phone_provider`, which only Auth0 sets (an M2M token cannot). On such a tenant
+  MFA can never be switched to `phone-message-hook`: the legacy modes cannot be routed, by us
+  or by anyone but Auth0 Support. That is reported (reason LegacyPhoneProviderNotAllowed), and
+  with manageRouting nothing is changed at all (`unfixable`): turning the experience off first
+  would leave the whole tenant off it with MFA going nowhere.
 """
 
 from __future__ import annotations
@@ -33,22 +44,42 @@ WRONG_EXPERIENCE = "WrongPhoneExperience"
 GUARDIAN_PROVIDER = "GuardianProviderNotHook"
 SMS_FACTOR_DISABLED = "SmsFactorDisabled"
 SMS_MESSAGE_TYPE_MISSING = "SmsMessageTypeMissing"
-REASONS = (WRONG_EXPERIENCE, GUARDIAN_PROVIDER, SMS_FACTOR_DISABLED, SMS_MESSAGE_TYPE_MISSING)
+LEGACY_NOT_ALLOWED = "LegacyPhoneProviderNotAllowed"
+REASONS = (WRONG_EXPERIENCE, GUARDIAN_PROVIDER, SMS_FACTOR_DISABLED, SMS_MESSAGE_TYPE_MISSING,
+           LEGACY_NOT_ALLOWED)
+# Auth0's errorCode on the legacy Guardian phone endpoints of a tenant without the legacy flag.
+LEGACY_NOT_ALLOWED_CODE = "legacy_mfa_phone_provider_not_allowed"
 
 
 @dataclass(frozen=True)
 class ObservedRouting:
-    upe: bool
+    upe: bool  # the experience in effect (found out when the setting is absent)
     sms_factor: bool
     message_types: tuple[str, ...]
-    selected_provider: str | None  # None under UPE (the legacy endpoint answers 403 there)
+    selected_provider: str | None  # None when the legacy endpoint was not asked or refused
+    # False: the tenant settings leave phone_consolidated_experience out (`upe` then comes from
+    # the legacy endpoint's answer).
+    experience_set: bool = True
+    # The legacy selected-provider endpoint answered (True), answered 403
+    # legacy_mfa_phone_provider_not_allowed (False), or was not asked (None).
+    legacy_allowed: bool | None = None
+
+
+def experience_in_effect(setting: bool | None, legacy_allowed: bool | None) -> bool | None:
+    """The experience a tenant runs: its setting, or when that is absent, what the legacy
+    endpoint's answer shows (None: not found out, ask the legacy endpoint)."""
+    if setting is not None:
+        return bool(setting)
+    if legacy_allowed is None:
+        return None
+    return not legacy_allowed
 
 
 @dataclass(frozen=True)
 class Problem:
     reason: str
     message: str  # names the exact setting and the fix
-    key: str  # status key of the setting
+    key: str | None  # status key of the setting; None: no API call of ours can fix it
     wanted: Any  # the value that fixes it
 
 
@@ -56,22 +87,41 @@ def wants_upe(integration: Integration) -> bool:
     return integration == "phone-provider"
 
 
+def _experience_source(observed: ObservedRouting) -> str:
+    if observed.experience_set:
+        return f"tenant setting phone_consolidated_experience: {str(observed.upe).lower()}"
+    answer = "200" if observed.legacy_allowed else f"403 {LEGACY_NOT_ALLOWED_CODE}"
+    return ("the tenant settings leave phone_consolidated_experience out, and GET "
+            f"/api/v2/guardian/factors/phone/selected-provider answered {answer}")
+
+
 def problems(integration: Integration, observed: ObservedRouting) -> list[Problem]:
     """What keeps MFA SMS from reaching `integration`, in the order they must be fixed."""
     found: list[Problem] = []
+    if not wants_upe(integration) and observed.legacy_allowed is False:
+        found.append(Problem(
+            LEGACY_NOT_ALLOWED,
+            "the tenant's legacy MFA phone endpoints answer 403 "
+            f"{LEGACY_NOT_ALLOWED_CODE} (the tenant lacks the legacy_mfa_phone_provider flag), so "
+            f"MFA can never be switched to {PHONE_MESSAGE_HOOK!r} and {integration} code never "
+            "runs for MFA; this is not fixed by a retry or by manageRouting (a Management API "
+            "token cannot set that flag): use integration phone-provider, or ask Auth0 Support "
+            "to enable the legacy phone experience for this tenant",
+            None, None))
+        return found
     if wants_upe(integration) and not observed.upe:
         found.append(Problem(
             WRONG_EXPERIENCE,
-            "the tenant is off the Unified Phone Experience (tenant setting "
-            "phone_consolidated_experience: false), so MFA SMS never reach the custom phone "
-            "provider: turn it on (PATCH /api/v2/tenants/settings "
-            '{"phone_consolidated_experience": true}) or use integration send-phone-message',
+            f"the tenant is off the Unified Phone Experience ({_experience_source(observed)}), "
+            "so MFA SMS never reach the custom phone provider: turn it on (PATCH "
+            '/api/v2/tenants/settings {"phone_consolidated_experience": true}) or use '
+            "integration send-phone-message",
             UPE_KEY, True))
     if not wants_upe(integration) and observed.upe:
         found.append(Problem(
             WRONG_EXPERIENCE,
-            "the tenant uses the Unified Phone Experience (tenant setting "
-            f"phone_consolidated_experience: true), which never runs {integration} code for "
+            f"the tenant uses the Unified Phone Experience ({_experience_source(observed)}), "
+            f"which never runs {integration} code for "
             "MFA: use integration phone-provider, or turn it off (PATCH /api/v2/tenants/settings "
             '{"phone_consolidated_experience": false})',
             UPE_KEY, False))
@@ -97,6 +147,11 @@ def problems(integration: Integration, observed: ObservedRouting) -> list[Proble
             .replace("'", '"'),
             MESSAGE_TYPES_KEY, wanted))
     return found
+
+
+def unfixable(found: list[Problem]) -> list[Problem]:
+    """Problems no Management API call can fix: with manageRouting, nothing is changed then."""
+    return [p for p in found if p.key is None]
 
 
 def current_value(observed: ObservedRouting, key: str) -> Any:
@@ -129,9 +184,10 @@ def verdict(integration: Integration, name: str, domain: str, remaining: list[Pr
         return RoutingVerdict(True, ROUTED, f"MFA SMS of {domain} go through {path} {name!r}",
                               changed)
     fix = "; ".join(p.message for p in remaining)
+    hint = ("" if unfixable(remaining)
+            else " (or set spec.auth0.manageRouting: true to let the operator do it)")
     return RoutingVerdict(False, remaining[0].reason,
-                          f"Auth0 tenant {domain} will not send OTPs through {name!r}: {fix} "
-                          "(or set spec.auth0.manageRouting: true to let the operator do it)",
+                          f"Auth0 tenant {domain} will not send OTPs through {name!r}: {fix}{hint}",
                           changed)
 
 

@@ -11,13 +11,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 from . import routing
 from .client import ManagementApi, RetryPolicy
-from .errors import BUILD_FAILED, CONFLICT, FORBIDDEN, UNAVAILABLE, Auth0Error
+from .errors import BUILD_FAILED, CONFLICT, FORBIDDEN, UNAVAILABLE, Auth0Error, RoutingRefused
 from .gateway import Gateway
 from .model import (ACTION_TRIGGERS, CUSTOM_PROVIDER, INTEGRATIONS, REQUIRED_SCOPES,
                     ROUTING_WRITE_SCOPES, Auth0Credentials, Conflict, DesiredIntegration,
@@ -39,6 +40,11 @@ POLL_FIRST, POLL_GROWTH, POLL_MAX = 0.3, 1.5, 2.0
 NOT_DEPLOYED_YET = "custom_email_provider_deployed_action_not_found"
 
 log = logging.getLogger(__name__)
+
+# Stores status.auth0.routingChanges (the whole map) where removal will find it; awaited after
+# each tenant routing change and before the next write, so a failure half-way stays restorable.
+RoutingRecorder = Callable[[Mapping[str, Any]], Awaitable[None]]
+_recorder: ContextVar[RoutingRecorder | None] = ContextVar("routing_recorder", default=None)
 
 
 @dataclass(frozen=True)
@@ -130,7 +136,17 @@ class Auth0Sync:
     # --- public operations ---------------------------------------------------------------------
 
     async def ensure(self, desired: DesiredIntegration,
-                     recorded: Mapping[str, Any] | None = None) -> SyncResult:
+                     recorded: Mapping[str, Any] | None = None,
+                     record_routing: RoutingRecorder | None = None) -> SyncResult:
+        """`record_routing`: see RoutingRecorder; without it, changes are only in the result."""
+        token = _recorder.set(record_routing)
+        try:
+            return await self._ensure(desired, recorded)
+        finally:
+            _recorder.reset(token)
+
+    async def _ensure(self, desired: DesiredIntegration,
+                      recorded: Mapping[str, Any] | None) -> SyncResult:
         self.api.add_secret(desired.signing_key)
         await self._check_scopes(desired.integration, "ensure", desired.manage_routing)
         target = build_target(desired, render(desired.integration, desired.owner), self._hash_key)
@@ -190,7 +206,8 @@ class Auth0Sync:
         gw = self.gateway
         actions, bindings, providers, observed = await _first_read_alone(
             partial(gw.list_actions, PROVIDER_TRIGGER), partial(gw.list_bindings, PROVIDER_TRIGGER),
-            gw.list_phone_providers, gw.read_routing)
+            gw.list_phone_providers, partial(gw.read_routing, False))
+        self._refuse_unroutable(target, observed)
         own = pick_own_action(actions, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
@@ -271,7 +288,9 @@ class Auth0Sync:
         gw = self.gateway
         trigger_id = target.trigger[0]
         actions, bindings, observed = await _first_read_alone(
-            partial(gw.list_actions, trigger_id), partial(gw.list_bindings, trigger_id), gw.read_routing)
+            partial(gw.list_actions, trigger_id), partial(gw.list_bindings, trigger_id),
+            partial(gw.read_routing, True))
+        self._refuse_unroutable(target, observed)
         own = pick_own_action(actions, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
@@ -365,17 +384,32 @@ class Auth0Sync:
 
     # --- phone routing -------------------------------------------------------------------------
 
+    def _refuse_unroutable(self, target: Target, observed: ObservedRouting) -> None:
+        """With manage_routing, every routing change or none: a tenant that cannot take all of
+        them is refused before the first write (of the routing and of the integration)."""
+        if not target.desired.manage_routing:
+            return
+        found = routing.problems(target.integration, observed)
+        if routing.unfixable(found):
+            verdict = routing.verdict(target.integration, target.name, self.credentials.domain,
+                                      found, {})
+            raise RoutingRefused(verdict, f"{verdict.message}; spec.auth0.manageRouting changed "
+                                 "nothing (every routing change or none)")
+
     async def _route(self, target: Target, observed: ObservedRouting,
                      recorded: Recorded | None) -> RoutingVerdict:
-        """Check (and with manage_routing, fix) that the tenant routes MFA SMS to our code."""
+        """Check (and with manage_routing, fix) that the tenant routes MFA SMS to our code.
+        Each change is recorded (see RoutingRecorder) before the next write."""
         changed: dict[str, Any] = dict(recorded.routing_changes) if recorded else {}
         remaining = routing.problems(target.integration, observed)
         if target.desired.manage_routing and remaining:
+            record = _recorder.get()
             for problem in remaining:
-                before = routing.current_value(observed, problem.key)
-                if problem.key == routing.SELECTED_PROVIDER_KEY and before is None:
-                    before = await self.gateway.selected_provider()  # readable once UPE is off
-                changed.setdefault(problem.key, before)
+                assert problem.key is not None  # unfixable ones were refused before any write
+                if problem.key not in changed:
+                    changed[problem.key] = routing.current_value(observed, problem.key)
+                    if record is not None:
+                        await record(dict(changed))
                 await self._write_routing(problem.key, problem.wanted)
             remaining = []
         return routing.verdict(target.integration, target.name, self.credentials.domain,
@@ -435,7 +469,8 @@ class Auth0Sync:
 
     async def _ensure_legacy_hook(self, target: Target, recorded: Recorded | None) -> SyncResult:
         gw = self.gateway
-        hooks, observed = await _first_read_alone(gw.list_hooks, gw.read_routing)
+        hooks, observed = await _first_read_alone(gw.list_hooks, partial(gw.read_routing, True))
+        self._refuse_unroutable(target, observed)
         own = pick_own_hook(hooks, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)

@@ -217,7 +217,9 @@ async def get_hook_secrets(call: Call) -> web.Response:
     return _json(call.tenant.hooks.get_secrets(call.param("id")))
 
 
-@route("POST", "/hooks/{id}/secrets", "create:hooks")
+# Auth0's API reference: adding secrets needs update:hooks (not create:hooks), deleting them
+# delete:hooks.
+@route("POST", "/hooks/{id}/secrets", "update:hooks")
 async def add_hook_secrets(call: Call) -> web.Response:
     call.tenant.hooks.add_secrets(call.param("id"), call.body)
     return _json({}, 201)
@@ -309,6 +311,14 @@ async def get_guardian_provider(call: Call) -> web.Response:
 @route("PUT", "/guardian/factors/phone/selected-provider", "update:guardian_factors")
 async def put_guardian_provider(call: Call) -> web.Response:
     return _json({"provider": call.tenant.phone.select_provider(call.body)})
+
+
+@route("PATCH", "/migrations", "update:tenant_settings")
+async def patch_migrations(call: Call) -> web.Response:
+    """Where Auth0 sets tenant flags such as legacy_mfa_phone_provider: not for client
+    credentials (docs-v2 configure-unified-phone). The real body is not documented."""
+    raise ApiError(403, "This endpoint is not available to client credentials tokens",
+                   "operation_not_supported")
 
 
 # ---- plumbing -----------------------------------------------------------------------------

@@ -139,8 +139,9 @@ async def _clear_requests(request: web.Request) -> web.Response:
 async def _settings(request: web.Request) -> web.Response:
     """Faults and knobs: latency_ms, rate_limit, fail_next {status, count, method?,
     path_suffix?, error_code?}, revoke_tokens, build_seconds, build_failure, deploy_seconds,
-    runner_timeout_seconds, phone {phone_consolidated_experience?, sms_factor?,
-    message_types?, selected_provider?} (what a person set in the Dashboard)."""
+    runner_timeout_seconds, phone {phone_consolidated_experience? (null: absent), sms_factor?,
+    message_types?, selected_provider?} (what a person set in the Dashboard), and
+    legacy_mfa_phone_provider?, legacy_passwordless_phone_provider? (what only Auth0 sets)."""
     tenant = _tenant_of(request)
     body = await _read(request)
     if not isinstance(body, dict):

@@ -74,7 +74,9 @@ class Tenant:
             config.name, clock,
             lambda: bool(self.actions.deployed_for_trigger("custom-phone-provider")))
         self.phone = PhoneSettings(config.phone_consolidated_experience,
-                                   self.providers.delivery_methods)
+                                   self.providers.delivery_methods,
+                                   legacy_mfa=config.legacy_mfa_phone_provider,
+                                   legacy_passwordless=config.legacy_passwordless_phone_provider)
         self.latency_ms = config.latency_ms
         self.rate_limit = config.rate_limit
         self.bucket = TokenBucket(config.rate_limit.capacity,
@@ -114,6 +116,12 @@ class Tenant:
         if message.message_type not in MFA_MESSAGE_TYPES:
             return Route([], "without the Unified Phone Experience only MFA messages run "
                              "phone-message hooks and send-phone-message actions")
+        if not self.phone.legacy_mfa:
+            # Not documented: what Auth0 sends off the experience without the legacy flag. The
+            # stricter reading: the legacy Guardian provider (and so our code) is not used.
+            return Route([], "the tenant is off the Unified Phone Experience but lacks the "
+                             "legacy_mfa_phone_provider flag: the legacy Guardian phone provider "
+                             "is not used")
         if self.phone.selected_provider != "phone-message-hook":
             return Route([], "the tenant is off the Unified Phone Experience and the Guardian "
                              f"phone provider is {self.phone.selected_provider!r}, not "
