@@ -20,6 +20,7 @@ from . import routing
 from .client import ManagementApi, RetryPolicy
 from .errors import BUILD_FAILED, CONFLICT, FORBIDDEN, UNAVAILABLE, Auth0Error, RoutingRefused
 from .gateway import Gateway
+from .ratelimit import TenantRateLimit
 from .model import (ACTION_TRIGGERS, CUSTOM_PROVIDER, INTEGRATIONS, REQUIRED_SCOPES,
                     ROUTING_WRITE_SCOPES, Auth0Credentials, Conflict, DesiredIntegration,
                     Integration, ObservedAction, ObservedBinding, ProviderPlan, Recorded, Target,
@@ -108,9 +109,10 @@ class Auth0Sync:
 
     def __init__(self, credentials: Auth0Credentials, *, policy: RetryPolicy | None = None,
                  build_timeout: float = 30.0, deploy_timeout: float = 60.0,
-                 settle_timeout: float = 15.0) -> None:
+                 settle_timeout: float = 15.0, limit: TenantRateLimit | None = None) -> None:
+        """`limit`: the tenant's shared rate limiter (Auth0Pool passes one per tenant)."""
         self.credentials = credentials
-        self.api = ManagementApi(credentials, policy)
+        self.api = ManagementApi(credentials, policy, limit=limit)
         self.gateway = Gateway(self.api)
         self.build_timeout = build_timeout
         self.deploy_timeout = deploy_timeout

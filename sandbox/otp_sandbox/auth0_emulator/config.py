@@ -53,15 +53,15 @@ class RateLimit:
     ``refill_per_second``. The default is a free tenant's: burst 2, 2 requests/s (Auth0's rate
     limit configurations, Free: Management API)."""
 
-    capacity: int = 50
-    refill_per_second: float = 10.0
+    capacity: int = 2
+    refill_per_second: float = 2.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RateLimit:
         return cls(int(data["capacity"]), float(data["refill_per_second"]))
 
 
-FREE = RateLimit(capacity=2, refill_per_second=2.0)
+FREE = RateLimit()
 # An Enterprise (public cloud) tenant: x-ratelimit-limit 50 at 50 requests/s, as such tenants
 # report it (Auth0 Community "Rate Limits Exposition"; the per-minute bucket on top of it is not
 # modelled). For tests that are not about rate limits: a paid tenant is a real kind of tenant.

@@ -113,7 +113,8 @@ class Auth0Tenant:
     def set_rate_limit(self, limit: RateLimit | None = None, *, capacity: int | None = None,
                        refill_per_second: float | None = None) -> None:
         if limit is None:
-            limit = RateLimit(capacity or 50, refill_per_second or 10.0)
+            limit = RateLimit(capacity or RateLimit().capacity,
+                              refill_per_second or RateLimit().refill_per_second)
         self._settings(rate_limit={"capacity": limit.capacity,
                                    "refill_per_second": limit.refill_per_second})
 
