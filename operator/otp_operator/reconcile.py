@@ -71,6 +71,7 @@ def desired_integration(ch: ChannelSpec, signing_key: str) -> DesiredIntegration
         replace_foreign_provider=ch.auth0.replace_foreign_provider,
         replace_foreign_action=ch.auth0.replace_foreign_action,
         manage_routing=ch.auth0.manage_routing,
+        flows=ch.auth0.flows,
     )
 
 
@@ -553,6 +554,8 @@ def _previous_routing(conditions: list[dict[str, Any]]) -> status.Verdict | None
 
 
 def _routing_verdict(routing: Any) -> status.Verdict:
+    if routing.unknown:  # never True about what could not be found out
+        return status.unknown(routing.reason, routing.message)
     return (status.true if routing.ok else status.false)(routing.reason, routing.message)
 
 

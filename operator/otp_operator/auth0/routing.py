@@ -25,10 +25,10 @@ Tenant generations:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .model import Integration
+from .model import MFA_FLOW, PASSWORDLESS_FLOW, Integration
 
 PHONE_MESSAGE_HOOK = "phone-message-hook"
 SMS = "sms"
@@ -45,10 +45,26 @@ GUARDIAN_PROVIDER = "GuardianProviderNotHook"
 SMS_FACTOR_DISABLED = "SmsFactorDisabled"
 SMS_MESSAGE_TYPE_MISSING = "SmsMessageTypeMissing"
 LEGACY_NOT_ALLOWED = "LegacyPhoneProviderNotAllowed"
+PASSWORDLESS_NOT_ROUTED = "PasswordlessNotRouted"
+PASSWORDLESS_UNKNOWN = "PasswordlessRoutingUnknown"
 REASONS = (WRONG_EXPERIENCE, GUARDIAN_PROVIDER, SMS_FACTOR_DISABLED, SMS_MESSAGE_TYPE_MISSING,
-           LEGACY_NOT_ALLOWED)
+           LEGACY_NOT_ALLOWED, PASSWORDLESS_NOT_ROUTED, PASSWORDLESS_UNKNOWN)
+TRUE, FALSE, UNKNOWN = "true", "false", "unknown"
+# The per-connection switch users report for "Use Tenant-Level Messaging Provider" (not in
+# Auth0's documentation: trusted when set, never guessed when absent).
+USE_PHONE_PROVIDER = "use_phone_provider"
+_TOGGLE = ("options.use_phone_provider: true (Dashboard: Authentication > Passwordless > SMS > "
+           "Use Tenant-Level Messaging Provider)")
 # Auth0's errorCode on the legacy Guardian phone endpoints of a tenant without the legacy flag.
 LEGACY_NOT_ALLOWED_CODE = "legacy_mfa_phone_provider_not_allowed"
+
+
+@dataclass(frozen=True)
+class ObservedConnection:
+    """A passwordless `strategy: sms` connection (GET /api/v2/connections?strategy=sms)."""
+    id: str
+    name: str
+    options: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
@@ -63,6 +79,8 @@ class ObservedRouting:
     # The legacy selected-provider endpoint answered (True), answered 403
     # legacy_mfa_phone_provider_not_allowed (False), or was not asked (None).
     legacy_allowed: bool | None = None
+    # The passwordless sms connections (None: not read, the channel is not for passwordless).
+    connections: tuple[ObservedConnection, ...] | None = None
 
 
 def experience_in_effect(setting: bool | None, legacy_allowed: bool | None) -> bool | None:
@@ -168,27 +186,104 @@ def delivery_methods(observed: ObservedRouting | None) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class FlowState:
+    """One phone flow of the tenant: does it reach our code? `setting`: what decides it."""
+    flow: str  # MFA_FLOW | PASSWORDLESS_FLOW
+    routed: str  # TRUE | FALSE | UNKNOWN
+    setting: str
+    connection: str | None = None  # the sms connection's name (passwordless)
+    checked: bool = True  # among spec.auth0.flows (PhoneRouting depends on it)
+
+    def as_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {"flow": self.flow, "routed": self.routed, "setting": self.setting,
+                                  "checked": self.checked}
+        if self.connection is not None:
+            status["connection"] = self.connection
+        return status
+
+
+def passwordless_state(integration: Integration, observed: ObservedRouting,
+                       connection: ObservedConnection) -> FlowState:
+    """Where a passwordless login code of `connection` goes, from its options alone."""
+    options = connection.options
+    own = ("its custom SMS gateway (options.provider: sms_gateway, gateway_url "
+           f"{options.get('gateway_url')!r})" if options.get("provider") == "sms_gateway"
+           else "Twilio with its own credentials (options.provider: "
+           f"{options.get('provider') or 'absent'})")
+    flag = options.get(USE_PHONE_PROVIDER)
+
+    def state(routed: str, setting: str) -> FlowState:
+        return FlowState(PASSWORDLESS_FLOW, routed, setting, connection.name)
+
+    if not wants_upe(integration):
+        return state(FALSE, f"passwordless codes never run {integration} code (Auth0 runs it for "
+                            "MFA only); they go through " + (
+                                "the tenant phone provider" if observed.upe and flag is True else own))
+    if not observed.upe:
+        return state(FALSE, "the tenant is off the Unified Phone Experience, so the connection "
+                            f"sends through {own}")
+    if flag is True:
+        return state(TRUE, f"{_TOGGLE}: the tenant phone provider")
+    if flag is False:
+        return state(FALSE, f"options.{USE_PHONE_PROVIDER}: false: the connection sends through {own}")
+    return state(UNKNOWN, f"the connection does not say whether it uses the tenant phone provider "
+                          f"(options.{USE_PHONE_PROVIDER} absent) and may send through {own}; set "
+                          f"{_TOGGLE}")
+
+
+def flow_states(integration: Integration, remaining: list[Problem], observed: ObservedRouting | None,
+                flows: tuple[str, ...]) -> list[FlowState]:
+    """Every phone flow of the tenant we looked at, MFA first."""
+    mfa = FlowState(MFA_FLOW, TRUE if not remaining else FALSE,
+                    remaining[0].message if remaining else (
+                        "the tenant phone provider custom (custom-phone-provider action)"
+                        if wants_upe(integration) else
+                        f"the MFA phone provider {PHONE_MESSAGE_HOOK} ({integration})"),
+                    checked=MFA_FLOW in flows)
+    connections = observed.connections if observed is not None and observed.connections else ()
+    return [mfa, *(replace(passwordless_state(integration, observed, c),  # type: ignore[arg-type]
+                           checked=PASSWORDLESS_FLOW in flows) for c in connections)]
+
+
+@dataclass(frozen=True)
 class RoutingVerdict:
     ok: bool
     reason: str
     message: str
     # Settings the operator changed: status key -> the value before (restored on removal).
     changed: Mapping[str, Any] = field(default_factory=dict)
+    unknown: bool = False  # not ok because a flow could not be found out (never True then)
+    flows: tuple[FlowState, ...] = ()
 
 
 def verdict(integration: Integration, name: str, domain: str, remaining: list[Problem],
-            changed: Mapping[str, Any]) -> RoutingVerdict:
-    if not remaining:
-        path = ("the custom phone provider's custom-phone-provider action" if wants_upe(integration)
-                else f"phone-message-hook ({integration})")
-        return RoutingVerdict(True, ROUTED, f"MFA SMS of {domain} go through {path} {name!r}",
-                              changed)
-    fix = "; ".join(p.message for p in remaining)
-    hint = ("" if unfixable(remaining)
-            else " (or set spec.auth0.manageRouting: true to let the operator do it)")
-    return RoutingVerdict(False, remaining[0].reason,
-                          f"Auth0 tenant {domain} will not send OTPs through {name!r}: {fix}{hint}",
-                          changed)
+            changed: Mapping[str, Any], flows: tuple[str, ...] = (MFA_FLOW,),
+            observed: ObservedRouting | None = None) -> RoutingVerdict:
+    """PhoneRouting: True only when every flow the channel is for reaches `name`."""
+    states = tuple(flow_states(integration, remaining, observed, flows))
+    if remaining and MFA_FLOW in flows:
+        fix = "; ".join(p.message for p in remaining)
+        hint = ("" if unfixable(remaining)
+                else " (or set spec.auth0.manageRouting: true to let the operator do it)")
+        return RoutingVerdict(False, remaining[0].reason,
+                              f"Auth0 tenant {domain} will not send OTPs through {name!r}: {fix}{hint}",
+                              changed, flows=states)
+    checked = [s for s in states if s.checked and s.flow == PASSWORDLESS_FLOW]
+    for routed, reason in ((FALSE, PASSWORDLESS_NOT_ROUTED), (UNKNOWN, PASSWORDLESS_UNKNOWN)):
+        stuck = [s for s in checked if s.routed == routed]
+        if stuck:
+            which = "; ".join(f"connection {s.connection!r}: {s.setting}" for s in stuck)
+            return RoutingVerdict(False, reason, (
+                f"Auth0 tenant {domain}: passwordless SMS login codes "
+                f"{'do not reach' if routed == FALSE else 'may not reach'} {name!r}: {which} (or "
+                "leave passwordless out of spec.auth0.flows if these codes are meant to go "
+                "elsewhere)"), changed, unknown=routed == UNKNOWN, flows=states)
+    path = ("the custom phone provider's custom-phone-provider action" if wants_upe(integration)
+            else f"phone-message-hook ({integration})")
+    what = " and ".join(["MFA SMS"] * (MFA_FLOW in flows) + [
+        f"passwordless codes of {', '.join(repr(s.connection) for s in checked)}"] * bool(checked))
+    return RoutingVerdict(True, ROUTED, f"{what or 'MFA SMS'} of {domain} go through {path} {name!r}",
+                          changed, flows=states)
 
 
 def restore_plan(changed: Mapping[str, Any] | None) -> list[tuple[str, Any]]:

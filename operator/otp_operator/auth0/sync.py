@@ -21,14 +21,14 @@ from .client import ManagementApi, RetryPolicy
 from .errors import BUILD_FAILED, CONFLICT, FORBIDDEN, UNAVAILABLE, Auth0Error, RoutingRefused
 from .gateway import Gateway
 from .ratelimit import TenantRateLimit
-from .model import (ACTION_TRIGGERS, CUSTOM_PROVIDER, INTEGRATIONS, REQUIRED_SCOPES,
-                    ROUTING_WRITE_SCOPES, Auth0Credentials, Conflict, DesiredIntegration,
+from .model import (ACTION_TRIGGERS, CUSTOM_PROVIDER, INTEGRATIONS, PASSWORDLESS_FLOW,
+                    Auth0Credentials, Conflict, DesiredIntegration,
                     Integration, ObservedAction, ObservedBinding, ProviderPlan, Recorded, Target,
                     binding_conflict, build_target,
                     describe_holder, foreign_provider_binding, is_ours, missing_scopes,
                     pick_own_action, pick_own_hook, plan_action, plan_binding_add,
                     plan_binding_removal, plan_hook, plan_provider, plan_provider_binding,
-                    recorded_matches, validate_name)
+                    recorded_matches, required_scopes, validate_name)
 from .routing import ObservedRouting, RoutingVerdict
 from .templates import render
 
@@ -78,6 +78,8 @@ class SyncResult:
         status["fingerprint"] = self.fingerprint
         if self.routing is not None and self.routing.changed:
             status["routingChanges"] = dict(self.routing.changed)
+        if self.routing is not None and self.routing.flows:
+            status["routing"] = [flow.as_status() for flow in self.routing.flows]
         return status
 
 
@@ -150,7 +152,8 @@ class Auth0Sync:
     async def _ensure(self, desired: DesiredIntegration,
                       recorded: Mapping[str, Any] | None) -> SyncResult:
         self.api.add_secret(desired.signing_key)
-        await self._check_scopes(desired.integration, "ensure", desired.manage_routing)
+        await self._check_scopes(desired.integration, "ensure", desired.manage_routing,
+                                 PASSWORDLESS_FLOW in desired.flows)
         target = build_target(desired, render(desired.integration, desired.owner), self._hash_key)
         previous = Recorded.from_status(recorded)
         if previous is not None and previous.integration not in (None, desired.integration):
@@ -173,7 +176,8 @@ class Auth0Sync:
         if desired.integration == "legacy-hook":
             return None  # a hook has no build or deploy to get ahead of
         self.api.add_secret(desired.signing_key)
-        await self._check_scopes(desired.integration, "ensure")
+        await self._check_scopes(desired.integration, "ensure",
+                                 passwordless=PASSWORDLESS_FLOW in desired.flows)
         target = build_target(desired, render(desired.integration, desired.owner), self._hash_key)
         # The same refusals as ensure(), before any write: a channel that may not use this tenant
         # (its trigger or provider held by someone else) must not leave an action behind.
@@ -208,7 +212,7 @@ class Auth0Sync:
         gw = self.gateway
         actions, bindings, providers, observed = await _first_read_alone(
             partial(gw.list_actions, PROVIDER_TRIGGER), partial(gw.list_bindings, PROVIDER_TRIGGER),
-            gw.list_phone_providers, partial(gw.read_routing, False))
+            gw.list_phone_providers, partial(gw.read_routing, False, self._passwordless(target)))
         self._refuse_unroutable(target, observed)
         own = pick_own_action(actions, target, recorded)
         if isinstance(own, Conflict):
@@ -291,7 +295,7 @@ class Auth0Sync:
         trigger_id = target.trigger[0]
         actions, bindings, observed = await _first_read_alone(
             partial(gw.list_actions, trigger_id), partial(gw.list_bindings, trigger_id),
-            partial(gw.read_routing, True))
+            partial(gw.read_routing, True, self._passwordless(target)))
         self._refuse_unroutable(target, observed)
         own = pick_own_action(actions, target, recorded)
         if isinstance(own, Conflict):
@@ -386,6 +390,10 @@ class Auth0Sync:
 
     # --- phone routing -------------------------------------------------------------------------
 
+    @staticmethod
+    def _passwordless(target: Target) -> bool:
+        return PASSWORDLESS_FLOW in target.desired.flows
+
     def _refuse_unroutable(self, target: Target, observed: ObservedRouting) -> None:
         """With manage_routing, every routing change or none: a tenant that cannot take all of
         them is refused before the first write (of the routing and of the integration)."""
@@ -415,7 +423,7 @@ class Auth0Sync:
                 await self._write_routing(problem.key, problem.wanted)
             remaining = []
         return routing.verdict(target.integration, target.name, self.credentials.domain,
-                               remaining, changed)
+                               remaining, changed, target.desired.flows, observed)
 
     async def _write_routing(self, key: str, value: Any) -> None:
         gw = self.gateway
@@ -471,7 +479,8 @@ class Auth0Sync:
 
     async def _ensure_legacy_hook(self, target: Target, recorded: Recorded | None) -> SyncResult:
         gw = self.gateway
-        hooks, observed = await _first_read_alone(gw.list_hooks, partial(gw.read_routing, True))
+        hooks, observed = await _first_read_alone(
+            gw.list_hooks, partial(gw.read_routing, True, self._passwordless(target)))
         self._refuse_unroutable(target, observed)
         own = pick_own_hook(hooks, target, recorded)
         if isinstance(own, Conflict):
@@ -515,12 +524,11 @@ class Auth0Sync:
     # --- scopes --------------------------------------------------------------------------------
 
     async def _check_scopes(self, integration: Integration, operation: str,
-                            routing_writes: bool = False) -> None:
+                            routing_writes: bool = False, passwordless: bool = True) -> None:
         """Refuse before any Management API request when the token lacks scopes we need."""
         await self.api.tokens.token()
-        required = REQUIRED_SCOPES[(integration, operation)]
-        if routing_writes:
-            required |= ROUTING_WRITE_SCOPES | {"read:tenant_settings", "read:guardian_factors"}
+        required = required_scopes(integration, operation, passwordless=passwordless,
+                                   routing_writes=routing_writes)
         missing = missing_scopes(required, self.api.tokens.granted_scopes)
         if missing:
             raise Auth0Error(FORBIDDEN, f"Auth0 tenant {self.credentials.domain}: the client "

@@ -271,6 +271,33 @@ async def delete_provider(call: Call) -> web.Response:
     return web.Response(status=204)
 
 
+# ---- passwordless connections -------------------------------------------------------------
+@route("GET", "/connections", "read:connections")
+async def list_connections(call: Call) -> web.Response:
+    query = call.request.query
+    found = [c.to_json() for c in call.tenant.connections.listed(query.getall("strategy", []))]
+    if "take" in query or "from" in query:  # checkpoint pagination: {connections, next?}
+        start = int(query.get("from") or 0) if (query.get("from") or "0").isdigit() else 0
+        take = min(max(int(query.get("take") or 50), 1), 100)
+        chunk = found[start:start + take]
+        body: dict[str, Any] = {"connections": chunk}
+        if start + take < len(found):
+            body["next"] = str(start + take)
+        return _json(body)
+    page, per_page = page_params(query)
+    return _json(found[page * per_page:(page + 1) * per_page])
+
+
+@route("GET", "/connections/{id}", "read:connections")
+async def get_connection(call: Call) -> web.Response:
+    return _json(call.tenant.connections.get(call.param("id")).to_json())
+
+
+@route("PATCH", "/connections/{id}", "update:connections")
+async def update_connection(call: Call) -> web.Response:
+    return _json(call.tenant.connections.update(call.param("id"), call.body).to_json())
+
+
 # ---- tenant settings and the MFA phone factor ---------------------------------------------
 @route("GET", "/tenants/settings", "read:tenant_settings")
 async def get_settings(call: Call) -> web.Response:

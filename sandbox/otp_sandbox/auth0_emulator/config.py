@@ -13,6 +13,7 @@ ALL_SCOPES: tuple[str, ...] = (
     "delete:phone_providers",
     "read:guardian_factors", "update:guardian_factors",
     "read:tenant_settings", "update:tenant_settings",
+    "read:connections", "update:connections",
 )
 
 

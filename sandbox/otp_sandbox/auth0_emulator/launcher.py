@@ -132,6 +132,11 @@ class Auth0Tenant:
         legacy_passwordless_phone_provider."""
         self._settings(phone=phone)
 
+    def set_sms_connections(self, *connections: dict[str, Any]) -> None:
+        """The tenant's passwordless `sms` connections, as created in the Dashboard:
+        {"name": ..., "options": {...}} each (replacing those it had)."""
+        self._settings(connections=list(connections))
+
     def route_phone_messages_to(self, mode: str) -> None:
         """Route MFA SMS to integration ``mode``'s code, as a person would set the tenant up."""
         self.set_phone(**ROUTING_FOR_MODE[mode])
