@@ -20,7 +20,7 @@ estimate and lets every answer correct it.
 
 A maintained limiter (aiolimiter's leaky bucket) paces at a fixed local rate but has no public
 way to take the server's count or a reset time, which is what keeps us from 429s when someone
-else drains the bucket (see the operator's README, "Auth0 rate limits").
+else drains the bucket, or learn a paid plan (measured in bench/auth0/README.md).
 """
 
 from __future__ import annotations
