@@ -218,14 +218,17 @@ def passwordless_state(integration: Integration, observed: ObservedRouting,
     if not wants_upe(integration):
         return state(FALSE, f"passwordless codes never run {integration} code (Auth0 runs it for "
                             "MFA only); they go through " + (
-                                "the tenant phone provider" if observed.upe and flag is True else own))
+                                "the tenant phone provider" if observed.upe and flag is True else own)
+                     + "; use integration phone-provider")
     if not observed.upe:
         return state(FALSE, "the tenant is off the Unified Phone Experience, so the connection "
-                            f"sends through {own}")
+                            f"sends through {own}; turn the experience on "
+                            f"(phone_consolidated_experience: true) and set {_TOGGLE}")
     if flag is True:
         return state(TRUE, f"{_TOGGLE}: the tenant phone provider")
     if flag is False:
-        return state(FALSE, f"options.{USE_PHONE_PROVIDER}: false: the connection sends through {own}")
+        return state(FALSE, f"options.{USE_PHONE_PROVIDER}: false: the connection sends through "
+                            f"{own}; set {_TOGGLE}")
     return state(UNKNOWN, f"the connection does not say whether it uses the tenant phone provider "
                           f"(options.{USE_PHONE_PROVIDER} absent) and may send through {own}; set "
                           f"{_TOGGLE}")
