@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from otp_operator.auth0 import Auth0Credentials, Auth0Sync, DesiredIntegration
-from otp_sandbox.auth0_emulator import ENTERPRISE, Auth0Tenant, Client
+from otp_sandbox.auth0_emulator import Auth0Tenant, Client
 from tests.fixtures.auth0 import make_client
 from tests.fixtures.relay import RelayProcess, relay_env
 
@@ -84,17 +84,6 @@ class Setup:
 
     def sync(self) -> Auth0Sync:
         return Auth0Sync(self.credentials)
-
-
-@pytest.fixture
-def auth0_tenant(auth0_tenant: Callable[..., Auth0Tenant]) -> Callable[..., Auth0Tenant]:
-    """Sync tests that are not about rate limits run on an Enterprise tenant (ENTERPRISE: 50
-    burst at 50/s), a real kind of tenant: a free one (the emulator's default, FREE: burst 2 at
-    2/s) makes each sync take ~10 s. Rate-limit tests pass ``rate_limit=FREE``."""
-    def create(*args: Any, **kwargs: Any) -> Auth0Tenant:
-        kwargs.setdefault("rate_limit", ENTERPRISE)
-        return auth0_tenant(*args, **kwargs)
-    return create
 
 
 @pytest.fixture

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import httpx
 import pytest
 from auth0.management import AsyncManagementClient
 
-from otp_sandbox.auth0_emulator import ENTERPRISE, Auth0Tenant
+from otp_sandbox.auth0_emulator import Auth0Tenant
 
 NO_RETRY = {"max_retries": 0}
 
@@ -22,17 +21,6 @@ def token_for(tenant: Auth0Tenant, client_index: int = 0) -> str:
         verify=tenant.ssl_context)
     response.raise_for_status()
     return response.json()["access_token"]
-
-
-@pytest.fixture
-def auth0_tenant(auth0_tenant: Callable[..., Auth0Tenant]) -> Callable[..., Auth0Tenant]:
-    """Contract tests send requests at machine speed and are not about rate limits: their tenants
-    are on an Enterprise plan (ENTERPRISE, 50 burst at 50/s) unless a test asks for another
-    ``rate_limit`` (the emulator's own default is a free tenant's, FREE)."""
-    def create(*args: Any, **kwargs: Any) -> Auth0Tenant:
-        kwargs.setdefault("rate_limit", ENTERPRISE)
-        return auth0_tenant(*args, **kwargs)
-    return create
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ from . import routing
 from .client import ManagementApi, RetryPolicy
 from .errors import BUILD_FAILED, CONFLICT, FORBIDDEN, UNAVAILABLE, Auth0Error, RoutingRefused
 from .gateway import Gateway
-from .ratelimit import TenantRateLimit
 from .model import (ACTION_TRIGGERS, CUSTOM_PROVIDER, INTEGRATIONS, PASSWORDLESS_FLOW,
                     Auth0Credentials, Conflict, DesiredIntegration,
                     Integration, ObservedAction, ObservedBinding, ProviderPlan, Recorded, Target,
@@ -29,6 +28,7 @@ from .model import (ACTION_TRIGGERS, CUSTOM_PROVIDER, INTEGRATIONS, PASSWORDLESS
                     pick_own_action, pick_own_hook, plan_action, plan_binding_add,
                     plan_binding_removal, plan_hook, plan_provider, plan_provider_binding,
                     recorded_matches, required_scopes, validate_name)
+from .ratelimit import TenantRateLimit
 from .routing import ObservedRouting, RoutingVerdict
 from .templates import render
 
@@ -42,8 +42,9 @@ NOT_DEPLOYED_YET = "custom_email_provider_deployed_action_not_found"
 
 log = logging.getLogger(__name__)
 
-# Stores status.auth0.routingChanges (the whole map) where removal will find it; awaited after
-# each tenant routing change and before the next write, so a failure half-way stays restorable.
+# Stores status.auth0.routingChanges (the whole map) where removal will find it; awaited with a
+# setting's value before that setting is written (so before the next write), so a failure
+# half-way always stays restorable.
 RoutingRecorder = Callable[[Mapping[str, Any]], Awaitable[None]]
 _recorder: ContextVar[RoutingRecorder | None] = ContextVar("routing_recorder", default=None)
 
