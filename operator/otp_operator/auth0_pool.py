@@ -76,9 +76,6 @@ class Auth0Pool:
                 self._tokens[key] = sync.api.tokens.saved()
                 await sync.aclose()
 
-    def rate_limit(self, domain: str) -> TenantRateLimit | None:
-        return self._limits.get(domain)
-
     def _semaphore(self, domain: str) -> asyncio.Semaphore:
         return self._semaphores.setdefault(domain, asyncio.Semaphore(self._concurrency))
 
