@@ -94,3 +94,15 @@ async def test_passwordless_left_out_of_the_flows_reads_no_connections(setup, re
         result = await sync.ensure(desired_for("phone-provider", relay.url, flows=("mfa",)))
     assert result.routing.ok
     assert not [r for r in setup.tenant.requests() if r.path == "/api/v2/connections"]
+
+
+def test_an_unknown_flow_makes_phone_routing_unknown_and_ready_false_never_true():
+    from otp_operator import reconcile, status  # noqa: PLC0415
+
+    observed = ObservedRouting(True, True, ("sms",), None, connections=(conn(**TWILIO),))
+    routing_v = reconcile._routing_verdict(verdict("phone-provider", "otp", "t.example", [], {}, FLOWS, observed))
+    conds = {c["type"]: c for c in status.conditions(
+        [], 1, status.true("Available", "2/2"), status.true("Synced", "ok"), "2026-12-07T00:00:00Z", routing_v)}
+    assert conds["PhoneRouting"]["status"] == "Unknown"
+    assert (conds["Ready"]["status"], conds["Ready"]["reason"]) == ("False", "PasswordlessRoutingUnknown")
+    assert conds["Stalled"]["status"] == "True"
