@@ -12,11 +12,22 @@ import pytest
 from kubernetes import client
 
 from otp_operator import names
+from otp_sandbox.auth0_emulator import FREE
 
 from .support import (GROUP, PLURAL, VERSION, condition, create_channel, delete_channel, get_channel,
                       patch_channel, wait_condition, wait_for, wait_for_event)
 
 pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def auth0_tenant(auth0_tenant):
+    """The Auth0 side is what these tests are about: free tenants (burst 2 at 2/s), as a new
+    user's, unless a test asks for another plan."""
+    def create(*args, **kwargs):
+        kwargs.setdefault("rate_limit", FREE)
+        return auth0_tenant(*args, **kwargs)
+    return create
 
 MODES = ["phone-provider", "send-phone-message", "legacy-hook"]
 CODES = iter(range(200000, 999999, 7919))
@@ -133,6 +144,37 @@ def test_manage_routing_on_a_new_tenant_in_a_legacy_mode_is_refused_before_any_w
     assert condition(channel, "Stalled")["status"] == "True"
     assert "routingChanges" not in (channel["status"].get("auth0") or {})
     assert tenant.writes() == [] and tenant.state() == before
+
+
+def test_a_passwordless_connection_on_twilio_is_not_routed_until_the_tenant_provider_is_used(
+        k8s_api, namespace, run_operator, setup_channel, sms_emulator, relay_from_deployment):
+    run_operator()
+    ch = setup_channel(namespace)  # MFA routed to phone-provider the real way
+    twilio = {"provider": "twilio", "twilio_sid": "ACx", "twilio_token": "tw-token-1",
+              "from": "+15550001111", "use_phone_provider": False}
+    ch.tenant.set_sms_connections({"name": "sms", "options": twilio})
+    create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
+    channel = wait_condition(k8s_api, namespace, "prod", "PhoneRouting", "False",
+                             reason="PasswordlessNotRouted", timeout=120)
+    assert "Use Tenant-Level Messaging Provider" in condition(channel, "PhoneRouting")["message"]
+    flows = {f["flow"]: f for f in channel["status"]["auth0"]["routing"]}
+    assert flows["mfa"]["routed"] == "true" and flows["passwordless"]["routed"] == "false"
+    assert flows["passwordless"]["connection"] == "sms"
+    relay_from_deployment(namespace, names.relay_name("prod"), ch.public_url)
+    login = ch.tenant.fire_phone_message(recipient="+6591234567", text="Your code is 515151",
+                                         code="515151", connection="sms")
+    assert login.outcome == "no-handler" and "Twilio" in login.reason
+    assert [m for m in sms_emulator.messages() if m.subaccount == ch.subaccount] == []
+
+    # The Dashboard toggle "Use Tenant-Level Messaging Provider"; a spec change reconciles now.
+    ch.tenant.set_sms_connections({"name": "sms", "options": {**twilio, "use_phone_provider": True}})
+    patch_channel(k8s_api, namespace, "prod", {"spec": {"auth0": {"flows": ["passwordless", "mfa"]}}})
+    wait_condition(k8s_api, namespace, "prod", "PhoneRouting", "True", timeout=120)
+    login = ch.tenant.fire_phone_message(recipient="+6591234567", text="Your code is 525252",
+                                         code="525252", connection="sms")
+    assert login.outcome == "success", login.reason
+    assert [m.text for m in sms_emulator.messages() if m.subaccount == ch.subaccount] == [
+        "Your code is 525252"]
 
 
 def test_a_failing_build_is_reported_without_a_retry_loop_and_recovers(
