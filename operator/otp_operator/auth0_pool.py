@@ -1,7 +1,9 @@
 """One Auth0Sync per tenant and credentials, shared by every channel using them.
 
-Bounds concurrent Auth0 work per tenant (many channels on one tenant queue here instead of
-burning the tenant's rate limit) and the number of open syncs: each holds an HTTP client with
+One client-side rate limiter per tenant (`TenantRateLimit`, fed by Auth0's x-ratelimit-*
+headers), shared by every sync of that tenant whatever its credentials: Auth0's bucket is the
+tenant's. Bounds concurrent Auth0 work per tenant (many channels on one tenant queue here) and
+the number of open syncs: each holds an HTTP client with
 its own TLS context (~0.7 MB), so idle ones beyond ``max_open`` are closed, least recently used
 first; the token of a closed one is kept for its reopening (a few hundred bytes, not a request).
 """
@@ -16,6 +18,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from .auth0 import Auth0Credentials, Auth0Sync, DesiredIntegration, SyncResult
+from .auth0.ratelimit import TenantRateLimit
+from .auth0.sync import RoutingRecorder
 
 Key = tuple[str, str, str]
 
@@ -30,6 +34,7 @@ class Auth0Pool:
         self._lock = asyncio.Lock()
         self._warming: set[asyncio.Future[None]] = set()
         self._tokens: dict[Key, Any] = {}  # tokens of closed syncs, for their reopening
+        self._limits: dict[str, TenantRateLimit] = {}  # per tenant domain, kept while we run
 
     @staticmethod
     def _key(credentials: Auth0Credentials) -> Key:
@@ -47,7 +52,8 @@ class Auth0Pool:
                     await self._syncs.pop(old).aclose()
                 for old in [k for k in self._tokens if k[:2] == key[:2] and k != key]:
                     del self._tokens[old]
-                sync = Auth0Sync(credentials)
+                limit = self._limits.setdefault(credentials.domain, TenantRateLimit(credentials.domain))
+                sync = Auth0Sync(credentials, limit=limit)
                 if key in self._tokens:
                     sync.api.tokens.restore(self._tokens.pop(key))
                 self._syncs[key] = sync
@@ -74,10 +80,11 @@ class Auth0Pool:
         return self._semaphores.setdefault(domain, asyncio.Semaphore(self._concurrency))
 
     async def ensure(
-        self, credentials: Auth0Credentials, desired: DesiredIntegration, recorded: dict[str, Any] | None
+        self, credentials: Auth0Credentials, desired: DesiredIntegration, recorded: dict[str, Any] | None,
+        record_routing: RoutingRecorder | None = None,
     ) -> SyncResult:
         async with self._semaphore(credentials.domain), self._sync(credentials) as sync:
-            return await sync.ensure(desired, recorded=recorded)
+            return await sync.ensure(desired, recorded=recorded, record_routing=record_routing)
 
     async def prepare(self, credentials: Auth0Credentials, desired: DesiredIntegration) -> dict[str, Any] | None:
         async with self._semaphore(credentials.domain), self._sync(credentials) as sync:

@@ -18,7 +18,7 @@ import kopf
 
 from . import cleanup, endpoints, metrics, names, receipt_tokens, render, rotation, selector_migration, status
 from . import secret_watch
-from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration
+from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration, RoutingRefused
 from .auth0.client import before_write
 from .kube import Applied, KubeApi, KubeError
 from .runtime import ChannelMemory, Runtime, child_token, digest, jittered, monotonic
@@ -71,6 +71,7 @@ def desired_integration(ch: ChannelSpec, signing_key: str) -> DesiredIntegration
         replace_foreign_provider=ch.auth0.replace_foreign_provider,
         replace_foreign_action=ch.auth0.replace_foreign_action,
         manage_routing=ch.auth0.manage_routing,
+        flows=ch.auth0.flows,
     )
 
 
@@ -382,7 +383,15 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
                 await _protect_credentials(rt, ch, mem, creds_secret)
                 auth0_status = await _retire_previous_integration(rt, ch, credentials, auth0_status, body)
                 prepared = mem.auth0_prepared[1] if mem.auth0_prepared and mem.auth0_prepared[0] == wanted else None
-                result = await rt.auth0.ensure(credentials, desired, auth0_status or prepared)
+
+                async def record_routing(changed: Mapping[str, Any]) -> None:
+                    # Before the next tenant write: a failure half-way leaves it restorable.
+                    nonlocal auth0_status
+                    auth0_status = {**(auth0_status or {}), "routingChanges": dict(changed)}
+                    await _write_status(kube, body, {"auth0": auth0_status})
+
+                result = await rt.auth0.ensure(credentials, desired, auth0_status or prepared,
+                                               record_routing)
                 if prepared and not auth0_status and result.action_id == prepared["actionId"]:
                     result = dataclasses.replace(result, created=True)  # made by prepare, live now
             except ValueError as error:  # our own input refused by the library (name, URL)
@@ -394,6 +403,8 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
                 metrics.AUTH0_CALLS.labels("ensure", error.reason).inc()
                 auth0_v = status.false(error.reason, error.message)
                 delays.append(auth0_backoff(error, mem.auth0_failures))
+                if isinstance(error, RoutingRefused):
+                    routing_v = _routing_verdict(error.verdict)
             else:
                 metrics.AUTH0_CALLS.labels("ensure", "ok").inc()
                 metrics.AUTH0_WRITES.inc(result.writes)
@@ -544,6 +555,8 @@ def _previous_routing(conditions: list[dict[str, Any]]) -> status.Verdict | None
 
 
 def _routing_verdict(routing: Any) -> status.Verdict:
+    if routing.unknown:  # never True about what could not be found out
+        return status.unknown(routing.reason, routing.message)
     return (status.true if routing.ok else status.false)(routing.reason, routing.message)
 
 

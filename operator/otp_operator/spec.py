@@ -12,6 +12,9 @@ from otp_relay.durations import parse_duration
 from . import names
 
 INTEGRATIONS = ("phone-provider", "send-phone-message", "legacy-hook")
+# spec.auth0.flows (the same as otp_operator.auth0.model.FLOWS, which this pure module does not
+# import: tests/auth0/test_passwordless.py keeps them and the CRD equal).
+AUTH0_FLOWS = ("mfa", "passwordless")
 REGIONS = ("ap", "us", "eu", "id")
 ENCODINGS = ("AUTO", "GSM7", "UCS2")
 DELETION_POLICIES = ("Delete", "Orphan")
@@ -43,6 +46,7 @@ class Auth0Spec:
     replace_foreign_provider: bool
     replace_foreign_action: bool = False
     manage_routing: bool = False
+    flows: tuple[str, ...] = AUTH0_FLOWS
 
     @property
     def client_id_ref(self) -> SecretKeyRef:
@@ -133,6 +137,14 @@ class ChannelSpec:
         """The user's Secrets the operator reads. Not the state store's password: only the relay
         pods mount it, and the operator needs no access to it."""
         return frozenset({self.auth0.credentials_secret, self.sms.api_key.name})
+
+
+def _flows(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return AUTH0_FLOWS
+    if not isinstance(value, list) or not value or any(f not in AUTH0_FLOWS for f in value):
+        raise SpecError(f"spec.auth0.flows must be a non-empty list of {', '.join(AUTH0_FLOWS)}, not {value!r}")
+    return tuple(dict.fromkeys(value))
 
 
 def _get(mapping: Mapping[str, Any] | None, key: str, default: Any = None) -> Any:
@@ -246,6 +258,7 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
             replace_foreign_provider=bool(_get(auth0, "replaceForeignProvider", False)),
             replace_foreign_action=bool(_get(auth0, "replaceForeignAction", False)),
             manage_routing=bool(_get(auth0, "manageRouting", False)),
+            flows=_flows(_get(auth0, "flows")),
         ),
         sms=SmsSpec(
             subaccount_id=_require(_get(sms, "subaccountId"), "sms.subaccountId"),

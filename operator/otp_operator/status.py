@@ -38,6 +38,11 @@ STALLED_REASONS = frozenset(
         "GuardianProviderNotHook",
         "SmsFactorDisabled",
         "SmsMessageTypeMissing",
+        # The tenant lacks Auth0's legacy phone flag: Auth0 Support or integration phone-provider.
+        "LegacyPhoneProviderNotAllowed",
+        # A passwordless sms connection that does not (or may not) send through the channel.
+        "PasswordlessNotRouted",
+        "PasswordlessRoutingUnknown",
         "RelayRolloutStuck",
     }
 )

@@ -4,90 +4,27 @@ and a real otp-relay process in front of the 8x8 emulator."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
+from otp_sandbox.auth0_emulator import Auth0Tenant
 
-from otp_operator.auth0 import Auth0Credentials, Auth0Sync, DesiredIntegration
-from otp_sandbox.auth0_emulator import Auth0Tenant, Client, RateLimit
 from tests.fixtures.auth0 import make_client
 from tests.fixtures.relay import RelayProcess, relay_env
-
-SUBACCOUNT = "shop_otp"
-SMS_API_KEY = "sms-api-key-for-tests"
-SIGNING_KEY = "signing-key-0001-abcdef"
-
-
-class Dashboard:
-    """Changes a tenant the way a person in the Auth0 dashboard would: Management API calls."""
-
-    def __init__(self, tenant: Auth0Tenant, client: Client) -> None:
-        token = httpx.post(f"{tenant.base_url}/oauth/token", json={
-            "grant_type": "client_credentials", "client_id": client.client_id,
-            "client_secret": client.client_secret, "audience": f"{tenant.base_url}/api/v2/",
-        }, verify=tenant.ssl_context).raise_for_status().json()["access_token"]
-        self.http = httpx.Client(base_url=f"{tenant.base_url}/api/v2",
-                                 headers={"Authorization": f"Bearer {token}"},
-                                 verify=tenant.ssl_context)
-
-    def __call__(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.http.request(method, path, **kwargs)
-        response.raise_for_status()
-        return response.json() if response.content else None
-
-    def wait_built_and_deploy(self, action_id: str) -> None:
-        """Deploy as a person would: wait for the build, deploy, wait until it serves."""
-        import time
-        for _ in range(100):  # polls gently: the tenant's rate limit is shared with the operator
-            time.sleep(0.2)
-            if self("GET", f"/actions/actions/{action_id}")["status"] == "built":
-                break
-        version = self("POST", f"/actions/actions/{action_id}/deploy")["id"]
-        for _ in range(100):
-            time.sleep(0.2)
-            action = self("GET", f"/actions/actions/{action_id}")
-            if (action.get("deployed_version") or {}).get("id") == version:
-                return
-        raise AssertionError(f"version {version} never deployed")
-
-
-def bind_foreign_provider_action(dashboard: Dashboard) -> str:
-    """What saving "Custom" in the Dashboard leaves: an action bound to custom-phone-provider."""
-    action = dashboard("POST", "/actions/actions", json={
-        "name": "Custom Phone Provider", "runtime": "node22",
-        "code": "exports.onExecuteCustomPhoneProvider = async () => {};",
-        "supported_triggers": [{"id": "custom-phone-provider", "version": "v1"}]})
-    dashboard.wait_built_and_deploy(action["id"])
-    dashboard("PATCH", "/actions/triggers/custom-phone-provider/bindings", json={
-        "bindings": [{"ref": {"type": "action_id", "value": action["id"]}}]})
-    return action["id"]
-
-
-@dataclass
-class Setup:
-    tenant: Auth0Tenant
-    operator: Client
-    dashboard: Dashboard
-
-    @property
-    def credentials(self) -> Auth0Credentials:
-        return Auth0Credentials(self.tenant.domain, self.operator.client_id,
-                                self.operator.client_secret)
-
-    def sync(self) -> Auth0Sync:
-        return Auth0Sync(self.credentials)
+from tests.support.auth0 import (  # noqa: F401
+    SIGNING_KEY,
+    SMS_API_KEY,
+    SUBACCOUNT,
+    Dashboard,
+    Setup,
+    desired_for,
+)
 
 
 @pytest.fixture
 def setup(auth0_tenant: Callable[..., Auth0Tenant]) -> Iterator[Setup]:
     operator, person = make_client(), make_client()
-    # These tests play the dashboard at machine speed (dozens of edits a second) on the same
-    # bucket as the operator; a person does not. The default burst of 50 let a fast run end in a
-    # 429 with a 5 s reset. Rate limits have their own tests, with tenants of their own.
-    tenant = auth0_tenant(clients=[operator, person], rate_limit=RateLimit(capacity=1000, refill_per_second=100))
+    tenant = auth0_tenant(clients=[operator, person])
     dashboard = Dashboard(tenant, person)
     yield Setup(tenant, operator, dashboard)
     dashboard.http.close()
@@ -108,9 +45,3 @@ def relay(relay_settings: dict[str, str], relay_factory, tmp_path: Path) -> Rela
     return relay_factory(relay_settings, workdir=tmp_path / "relay")
 
 
-def desired_for(integration: str, relay_url: str, **overrides: Any) -> DesiredIntegration:
-    fields: dict[str, Any] = dict(owner="shop/prod", integration=integration,
-                                  name="otp-relay-shop-prod", relay_url=relay_url,
-                                  signing_key=SIGNING_KEY)
-    fields.update(overrides)
-    return DesiredIntegration(**fields)

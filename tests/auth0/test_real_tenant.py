@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from otp_operator.auth0 import BUILD_FAILED, CONFLICT, UNAVAILABLE, Auth0Error, Auth0Sync
-from tests.auth0.conftest import Setup, bind_foreign_provider_action, desired_for
+from otp_operator.auth0 import (BUILD_FAILED, CONFLICT, UNAVAILABLE, Auth0Error, Auth0Sync,
+                                RoutingRefused)
+from tests.support.auth0 import Setup, bind_foreign_provider_action, desired_for
 from otp_sandbox.auth0_emulator.launcher import ROUTING_FOR_MODE
 from tests.fixtures.auth0 import route_phone_messages
 
@@ -28,8 +29,9 @@ def fire(setup: Setup, sms_emulator) -> tuple[str, str | None, int]:
 
 @pytest.mark.parametrize(("mode", "reason", "fix"), [
     ("phone-provider", "SmsFactorDisabled", 'PUT /api/v2/guardian/factors/sms {"enabled": true}'),
-    ("send-phone-message", "WrongPhoneExperience", "use integration phone-provider"),
-    ("legacy-hook", "WrongPhoneExperience", '{"phone_consolidated_experience": false}'),
+    # A new tenant lacks the legacy phone flag: no setting of its own can route MFA to a hook.
+    ("send-phone-message", "LegacyPhoneProviderNotAllowed", "ask Auth0 Support"),
+    ("legacy-hook", "LegacyPhoneProviderNotAllowed", "use integration phone-provider"),
 ])
 async def test_a_new_tenant_does_not_route_otps_and_the_verdict_names_the_fix(
         mode, reason, fix, setup, relay, sms_emulator):
@@ -55,6 +57,8 @@ async def test_routing_set_up_the_real_way_is_reported_routed(mode, setup, relay
 @pytest.mark.parametrize("mode", MODES)
 async def test_manage_routing_fixes_the_tenant_records_it_and_removal_restores_it(
         mode, setup, relay, sms_emulator):
+    if mode != "phone-provider":
+        setup.tenant.set_phone(legacy_mfa_phone_provider=True)  # an old tenant: legacy path allowed
     before = setup.tenant.state()["phone"]
     async with setup.sync() as sync:
         result = await sync.ensure(desired_for(mode, relay.url, manage_routing=True))
@@ -175,3 +179,84 @@ async def test_provider_delivery_methods_follow_the_mfa_message_types(setup, rel
         await sync.ensure(desired_for("phone-provider", relay.url))
     provider = setup.tenant.state()["phone_providers"][0]
     assert provider["configuration"]["delivery_methods"] == ["text", "voice"]
+
+
+@pytest.mark.parametrize("mode", ["send-phone-message", "legacy-hook"])
+async def test_manage_routing_on_a_tenant_without_the_legacy_flag_changes_nothing(
+        mode, setup, relay):
+    """Turning the experience off would succeed and picking phone-message-hook then fail,
+    leaving the whole tenant off the Unified Phone Experience: refused before any write."""
+    before = setup.tenant.state()
+    async with setup.sync() as sync:
+        with pytest.raises(RoutingRefused) as caught:
+            await sync.ensure(desired_for(mode, relay.url, manage_routing=True))
+    assert caught.value.verdict.reason == "LegacyPhoneProviderNotAllowed"
+    assert "Auth0 Support" in caught.value.message and "phone-provider" in caught.value.message
+    assert setup.tenant.writes() == []
+    assert setup.tenant.state() == before
+
+
+@pytest.mark.parametrize(("legacy_flag", "mode", "reason"), [
+    # Legacy endpoint 200: the legacy path is live, the custom phone provider never runs.
+    (True, "phone-provider", "WrongPhoneExperience"),
+    (True, "send-phone-message", "Routed"),
+    # Legacy endpoint 403: the tenant is on the Unified Phone Experience.
+    (False, "phone-provider", "Routed"),
+    (False, "send-phone-message", "LegacyPhoneProviderNotAllowed"),
+])
+async def test_an_absent_experience_setting_is_found_out_from_the_legacy_endpoint(
+        legacy_flag, mode, reason, setup, relay, sms_emulator):
+    setup.tenant.set_phone(phone_consolidated_experience=None, sms_factor=True,
+                           message_types=["sms"], selected_provider="phone-message-hook",
+                           legacy_mfa_phone_provider=True)  # the Dashboard, before the flag goes
+    setup.tenant.set_phone(legacy_mfa_phone_provider=legacy_flag)
+    async with setup.sync() as sync:
+        result = await sync.ensure(desired_for(mode, relay.url))
+    assert result.routing is not None and result.routing.reason == reason, result.routing
+    if reason == "WrongPhoneExperience":
+        assert "leave phone_consolidated_experience out" in result.routing.message
+        assert "answered 200" in result.routing.message
+    outcome, _, sent = fire(setup, sms_emulator)
+    assert (outcome == "success", sent) == ((True, 1) if reason == "Routed" else (False, 0))
+
+
+async def test_each_routing_change_is_recorded_before_the_next_write(setup, relay):
+    """A failure half-way through manageRouting leaves the first change restorable."""
+    before = setup.tenant.state()["phone"]
+    setup.tenant.fail_next(400, count=1, method="PUT", path_suffix="/phone/message-types")
+    recorded: list[tuple[dict, int]] = []
+
+    async def record(changed):
+        recorded.append((dict(changed), len(setup.tenant.writes())))
+
+    async with setup.sync() as sync:
+        with pytest.raises(Auth0Error):
+            await sync.ensure(desired_for("phone-provider", relay.url, manage_routing=True),
+                              record_routing=record)
+        assert setup.tenant.state()["phone"]["sms_factor"] is True  # the first change landed
+        # Each map was stored before the write it announces (no write in between).
+        writes = [(w.method, w.path) for w in setup.tenant.writes()]
+        sms_write = writes.index(("PUT", "/api/v2/guardian/factors/sms"))
+        assert [(c, n) for c, n in recorded][0] == ({"smsFactor": False}, sms_write)
+        last = recorded[-1][0]
+        removed = await sync.remove("shop/prod", "phone-provider", NAME,
+                                    recorded={"routingChanges": last})
+    assert any("smsFactor" in note for note in removed)
+    assert setup.tenant.state()["phone"] == before
+
+
+async def test_legacy_hook_without_delete_hooks_is_refused_before_any_request(auth0_tenant, relay):
+    """An ensure may delete stale hook secrets after earlier writes: delete:hooks is checked
+    up front, so it never fails half-way with a 403."""
+    from otp_operator.auth0 import FORBIDDEN, Auth0Credentials
+    from otp_sandbox.auth0_emulator import ALL_SCOPES
+    from tests.fixtures.auth0 import make_client
+
+    client = make_client(scopes=tuple(s for s in ALL_SCOPES if s != "delete:hooks"))
+    tenant = auth0_tenant(clients=[client])
+    creds = Auth0Credentials(tenant.domain, client.client_id, client.client_secret)
+    async with Auth0Sync(creds) as sync:
+        with pytest.raises(Auth0Error) as caught:
+            await sync.ensure(desired_for("legacy-hook", relay.url))
+    assert caught.value.reason == FORBIDDEN and "delete:hooks" in caught.value.message
+    assert [r.path for r in tenant.requests()] == ["/oauth/token"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.auth0.conftest import SIGNING_KEY, SMS_API_KEY, SUBACCOUNT, Setup, desired_for
+from tests.support.auth0 import SIGNING_KEY, SMS_API_KEY, SUBACCOUNT, Setup, desired_for
 from tests.fixtures.auth0 import route_phone_messages
 from tests.fixtures.relay import free_port, relay_env
 

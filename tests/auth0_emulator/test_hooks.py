@@ -123,3 +123,31 @@ async def test_sdk_hook_lifecycle(sdk, tenant):
     assert updated.enabled is False
     await sdk.hooks.delete(hook.id)
     assert [h["name"] for h in tenant.state()["hooks"]] == ["other"]
+
+
+async def test_hook_secret_scopes_are_auth0s(auth0_tenant):
+    """POST and PATCH /hooks/{id}/secrets need update:hooks (create:hooks is not enough),
+    DELETE needs delete:hooks."""
+    import httpx  # noqa: PLC0415
+
+    from otp_sandbox.auth0_emulator import ALL_SCOPES, Client  # noqa: PLC0415
+
+    from .conftest import token_for  # noqa: PLC0415
+
+    creator = Client("creator", "pw-creator", scopes=("read:hooks", "create:hooks"))
+    updater = Client("updater", "pw-updater", scopes=("update:hooks",))
+    tenant = auth0_tenant(clients=[creator, updater, Client("admin", "pw-admin", scopes=ALL_SCOPES)])
+    tokens = [token_for(tenant, i) for i in range(3)]
+    async with httpx.AsyncClient(base_url=f"{tenant.base_url}/api/v2", verify=tenant.ssl_context) as http:
+        def auth(i):
+            return {"Authorization": f"Bearer {tokens[i]}"}
+        hook = (await http.post("/hooks", headers=auth(0), json={
+            "name": "h", "script": SCRIPT, "triggerId": "send-phone-message"})).json()
+        path = f"/hooks/{hook['id']}/secrets"
+        refused = await http.post(path, headers=auth(0), json={"A": "1"})
+        assert refused.status_code == 403 and "update:hooks" in refused.json()["message"]
+        assert (await http.post(path, headers=auth(1), json={"A": "1"})).status_code == 201
+        assert (await http.patch(path, headers=auth(1), json={"A": "2"})).status_code == 201
+        denied = await http.request("DELETE", path, headers=auth(1), json=["A"])
+        assert denied.status_code == 403 and "delete:hooks" in denied.json()["message"]
+        assert (await http.request("DELETE", path, headers=auth(2), json=["A"])).status_code == 204

@@ -30,8 +30,8 @@ def test_bucket_drains_with_headers_then_answers_429(auth0_tenant):
     assert [a.headers["x-ratelimit-remaining"] for a in answers] == ["2", "1", "0", "0"]
     assert answers[3].json() == RATE_LIMITED_BODY
     reset = int(answers[3].headers["x-ratelimit-reset"])
-    # Three tokens at 0.2/s take 15 s to come back.
-    assert time.time() + 10 < reset <= time.time() + 16
+    # The next request is added 5 s later (at 0.2/s); the bucket is full only 15 s later.
+    assert time.time() + 3 < reset <= time.time() + 6
     assert [r.status for r in tenant.requests() if r.path != "/oauth/token"] == [
         200, 200, 200, 429]
 
@@ -99,3 +99,20 @@ def test_request_log_clears(tenant):
     tenant.clear_requests()
     assert tenant.requests() == []
     assert tenant.writes() == []
+
+
+def test_a_new_tenant_has_a_free_tenants_bucket(auth0_emulator):
+    from tests.fixtures.auth0 import make_client  # noqa: PLC0415
+
+    tenant = auth0_emulator.add_tenant(clients=[make_client()])  # no rate_limit: the default
+    try:
+        headers = {"Authorization": f"Bearer {token_for(tenant)}"}
+        with httpx.Client(base_url=tenant.base_url, headers=headers, verify=tenant.ssl_context) as http:
+            answers = [http.get("/api/v2/hooks") for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 429]
+        assert answers[0].headers["x-ratelimit-limit"] == "2"
+        assert answers[2].json() == RATE_LIMITED_BODY
+        # The next request is added within half a second (2/s); whole seconds, rounded up.
+        assert int(answers[2].headers["x-ratelimit-reset"]) <= time.time() + 1.51
+    finally:
+        tenant.remove()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from auth0.management.errors import BadRequestError
 
@@ -86,18 +87,32 @@ async def test_sdk_provider_round_trip(sdk, api):
     assert (await sdk.branding.phone.providers.list()).providers == []
 
 
-async def test_legacy_phone_provider_selection_is_refused_under_the_unified_experience(api, tenant):
+async def test_the_legacy_phone_provider_is_gated_by_the_legacy_flag_not_by_the_experience(
+        api, tenant):
     settings = (await api.get("/tenants/settings")).json()
     assert settings["phone_consolidated_experience"] is True  # a new tenant
-    for answer in (await api.get("/guardian/factors/phone/selected-provider"),
-                   await api.put("/guardian/factors/phone/selected-provider",
-                                 json={"provider": "phone-message-hook"})):
-        assert answer.status_code == 403
-        assert answer.json()["message"].startswith(
-            "Insufficient privileges to use this deprecated feature")
-        assert answer.json()["errorCode"] == "legacy_mfa_phone_provider_not_allowed"
+
+    async def refused() -> None:
+        for answer in (await api.get("/guardian/factors/phone/selected-provider"),
+                       await api.put("/guardian/factors/phone/selected-provider",
+                                     json={"provider": "phone-message-hook"})):
+            assert answer.status_code == 403
+            assert answer.json()["message"].startswith(
+                "Insufficient privileges to use this deprecated feature")
+            assert answer.json()["errorCode"] == "legacy_mfa_phone_provider_not_allowed"
+
+    await refused()
+    # Turning the experience off succeeds and unlocks nothing: the flag gates the endpoints.
     patched = await api.patch("/tenants/settings", json={"phone_consolidated_experience": False})
     assert patched.json()["phone_consolidated_experience"] is False
+    await refused()
+    # And no Management API token can set the flag.
+    flag = await api.patch("/tenants/settings", json={"flags": {"legacy_mfa_phone_provider": True}})
+    assert flag.status_code == 400
+    migrations = await api.patch("/migrations", json={"flags": {"legacy_mfa_phone_provider": True}})
+    assert migrations.status_code == 403
+    await refused()
+    tenant.set_phone(legacy_mfa_phone_provider=True)  # what Auth0 Support does
     assert (await api.get("/guardian/factors/phone/selected-provider")).json() == {
         "provider": "auth0"}
     chosen = await api.put("/guardian/factors/phone/selected-provider",
@@ -106,6 +121,22 @@ async def test_legacy_phone_provider_selection_is_refused_under_the_unified_expe
     assert tenant.state()["phone"]["selected_provider"] == "phone-message-hook"
     bad = await api.put("/guardian/factors/phone/selected-provider", json={"provider": "x"})
     assert bad.status_code == 400
+
+
+@pytest.mark.parametrize(("legacy_flag", "upe", "selected"), [(True, False, 200), (False, True, 403)])
+async def test_a_tenant_may_leave_the_experience_setting_out(
+        auth0_tenant, legacy_flag, upe, selected):
+    from .conftest import token_for  # noqa: PLC0415
+
+    tenant = auth0_tenant(phone_consolidated_experience=None, legacy_mfa_phone_provider=legacy_flag)
+    headers = {"Authorization": f"Bearer {token_for(tenant)}"}
+    async with httpx.AsyncClient(base_url=f"{tenant.base_url}/api/v2", headers=headers,
+                                 verify=tenant.ssl_context) as http:
+        settings = (await http.get("/tenants/settings")).json()
+        legacy = await http.get("/guardian/factors/phone/selected-provider")
+    assert "phone_consolidated_experience" not in settings
+    assert legacy.status_code == selected
+    assert tenant.state()["phone"]["phone_consolidated_experience"] is upe  # what it runs
 
 
 async def test_mfa_sms_factor_and_message_types(api):

@@ -74,8 +74,9 @@ def index_of(note: str) -> int:
 
 
 async def test_the_emulator_answers_recorded_real_tenant_requests_as_the_tenant_did(api, tenant):
-    # The recorded tenant predates the Unified Phone Experience (its legacy provider answers).
-    tenant.set_phone(phone_consolidated_experience=False)
+    # The recorded tenant leaves phone_consolidated_experience out of its settings and its legacy
+    # provider answers: it has the legacy flag, so the legacy path is live.
+    tenant.set_phone(phone_consolidated_experience=None, legacy_mfa_phone_provider=True)
     done: set[int] = set()
 
     async def step(note: str, **ids: str) -> httpx.Response:

@@ -171,8 +171,9 @@ async def test_the_tenant_routing_decides_which_code_runs(api, tenant):
 @pytest.mark.parametrize(("routing", "fragment"), [
     ({"sms_factor": False}, "SMS factor is disabled"),
     ({"message_types": ["voice"]}, "do not include 'sms'"),
-    ({"phone_consolidated_experience": False, "selected_provider": "auth0"},
-     "not 'phone-message-hook'"),
+    ({"phone_consolidated_experience": False, "selected_provider": "auth0",
+      "legacy_mfa_phone_provider": True}, "not 'phone-message-hook'"),
+    ({"phone_consolidated_experience": False}, "lacks the legacy_mfa_phone_provider flag"),
 ])
 async def test_nothing_runs_when_the_routing_is_wrong_and_the_reason_says_why(
         api, tenant, routing, fragment):

@@ -11,6 +11,7 @@ import json
 import pytest
 from kubernetes import client
 from otp_operator import names
+from otp_sandbox.auth0_emulator import FREE
 
 from tests.support.channels import (
     GROUP,
@@ -27,6 +28,16 @@ from tests.support.channels import (
 )
 
 pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+def auth0_tenant(auth0_tenant):
+    """The Auth0 side is what these tests are about: free tenants (burst 2 at 2/s), as a new
+    user's, unless a test asks for another plan."""
+    def create(*args, **kwargs):
+        kwargs.setdefault("rate_limit", FREE)
+        return auth0_tenant(*args, **kwargs)
+    return create
 
 MODES = ["phone-provider", "send-phone-message", "legacy-hook"]
 CODES = iter(range(200000, 999999, 7919))
@@ -90,7 +101,9 @@ def test_wrong_routing_is_shown_then_manage_routing_fixes_it_and_delete_restores
         mode, reason, fix, k8s_api, namespace, run_operator, auth0_tenant, setup_channel,
         sms_emulator, relay_from_deployment):
     run_operator()
-    tenant = auth0_tenant()  # a new tenant: Unified Phone Experience on, MFA SMS factor off
+    # A tenant on the Unified Phone Experience with the MFA SMS factor off; the legacy modes need
+    # one old enough to have Auth0's legacy phone flag (a new one is refused: the test below).
+    tenant = auth0_tenant(legacy_mfa_phone_provider=mode != "phone-provider")
     before = tenant.state()["phone"]
     ch = setup_channel(namespace, tenant=tenant)
     manifest = ch.manifest(sms_emulator.base_url)
@@ -125,6 +138,55 @@ def test_wrong_routing_is_shown_then_manage_routing_fixes_it_and_delete_restores
     assert tenant.state()["phone"] == before
 
 
+def test_manage_routing_on_a_new_tenant_in_a_legacy_mode_is_refused_before_any_write(
+        k8s_api, namespace, run_operator, auth0_tenant, setup_channel, sms_emulator):
+    run_operator()
+    tenant = auth0_tenant()  # new: no legacy phone flag, which only Auth0 Support can set
+    before = tenant.state()
+    ch = setup_channel(namespace, tenant=tenant)
+    manifest = ch.manifest(sms_emulator.base_url)
+    manifest["spec"]["auth0"] |= {"integration": "send-phone-message", "manageRouting": True}
+    create_channel(k8s_api, manifest)
+    channel = wait_condition(k8s_api, namespace, "prod", "PhoneRouting", "False",
+                             reason="LegacyPhoneProviderNotAllowed", timeout=120)
+    message = condition(channel, "PhoneRouting")["message"]
+    assert "Auth0 Support" in message and "integration phone-provider" in message
+    assert condition(channel, "Stalled")["status"] == "True"
+    assert "routingChanges" not in (channel["status"].get("auth0") or {})
+    assert tenant.writes() == [] and tenant.state() == before
+
+
+def test_a_passwordless_connection_on_twilio_is_not_routed_until_the_tenant_provider_is_used(
+        k8s_api, namespace, run_operator, setup_channel, sms_emulator, relay_from_deployment):
+    run_operator()
+    ch = setup_channel(namespace)  # MFA routed to phone-provider the real way
+    twilio = {"provider": "twilio", "twilio_sid": "ACx", "twilio_token": "tw-token-1",
+              "from": "+15550001111", "use_phone_provider": False}
+    ch.tenant.set_sms_connections({"name": "sms", "options": twilio})
+    create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
+    channel = wait_condition(k8s_api, namespace, "prod", "PhoneRouting", "False",
+                             reason="PasswordlessNotRouted", timeout=120)
+    assert "Use Tenant-Level Messaging Provider" in condition(channel, "PhoneRouting")["message"]
+    flows = {f["flow"]: f for f in channel["status"]["auth0"]["routing"]}
+    assert flows["mfa"]["routed"] == "true" and flows["passwordless"]["routed"] == "false"
+    assert flows["passwordless"]["connection"] == "sms"
+    relay_from_deployment(namespace, names.relay_name("prod"), ch.public_url)
+    login = ch.tenant.fire_phone_message(recipient="+6591234567", text="Your code is 515151",
+                                         code="515151", connection="sms")
+    assert login.outcome == "no-handler" and "Twilio" in login.reason
+    assert [m for m in sms_emulator.messages() if m.subaccount == ch.subaccount] == []
+
+    # The Dashboard toggle "Use Tenant-Level Messaging Provider"; a spec change reconciles now.
+    ch.tenant.set_sms_connections({"name": "sms", "options": {**twilio, "use_phone_provider": True}})
+    patch_channel(k8s_api, namespace, "prod", {"spec": {"auth0": {"flows": ["passwordless", "mfa"]}}})
+    wait_condition(k8s_api, namespace, "prod", "PhoneRouting", "True", timeout=120)
+    login = ch.tenant.fire_phone_message(recipient="+6591234567", text="Your code is 525252",
+                                         code="525252", connection="sms")
+    assert login.outcome == "success", login.reason
+    assert [m.text for m in sms_emulator.messages() if m.subaccount == ch.subaccount] == [
+        "Your code is 525252"]
+
+
 def test_a_failing_build_is_reported_without_a_retry_loop_and_recovers(
         k8s_api, namespace, run_operator, setup_channel, sms_emulator):
     run_operator()
@@ -146,7 +208,7 @@ def test_a_failing_build_is_reported_without_a_retry_loop_and_recovers(
 
 
 def _foreign_provider_action(tenant) -> str:
-    from tests.auth0.conftest import Dashboard, bind_foreign_provider_action
+    from tests.support.auth0 import Dashboard, bind_foreign_provider_action
 
     dashboard = Dashboard(tenant, tenant.clients[0])
     try:

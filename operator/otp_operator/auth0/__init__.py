@@ -7,7 +7,7 @@
 
 from .client import RetryPolicy
 from .errors import (BUILD_FAILED, CONFLICT, FORBIDDEN, INVALID, RATE_LIMITED, REASONS,
-                     UNAUTHORIZED, UNAVAILABLE, Auth0Error)
+                     UNAUTHORIZED, UNAVAILABLE, Auth0Error, RoutingRefused)
 from .model import INTEGRATIONS, Auth0Credentials, DesiredIntegration, Integration
 from .routing import RoutingVerdict
 from .sync import Auth0Sync, SyncResult
@@ -17,5 +17,5 @@ __all__ = [
     "Auth0Credentials", "Auth0Error", "Auth0Sync", "DesiredIntegration", "Integration",
     "INTEGRATIONS", "RetryPolicy", "SyncResult", "TEMPLATE_VERSION", "parse_marker", "render",
     "REASONS", "UNAUTHORIZED", "FORBIDDEN", "RATE_LIMITED", "UNAVAILABLE", "CONFLICT", "INVALID",
-    "BUILD_FAILED", "RoutingVerdict",
+    "BUILD_FAILED", "RoutingVerdict", "RoutingRefused",
 ]

@@ -27,6 +27,7 @@ from auth0.management.core.parse_error import ParsingError
 from .errors import (UNAVAILABLE, Auth0Error, error_for_response, rate_limit_reset,
                      redact)
 from .model import Auth0Credentials
+from .ratelimit import TenantRateLimit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -45,6 +46,9 @@ class RetryPolicy:
 
     attempts: int = 3
     max_rate_limit_wait: float = 3.0
+    # 429s per request whose reset is near: another client draining the tenant's bucket is
+    # waited out this many times (each until its reset) before Auth0RateLimited.
+    rate_limit_attempts: int = 10
     backoff: float = 0.25  # first wait after a 5xx/transport error; doubles per retry
     timeout: float = 10.0  # per HTTP request
 
@@ -177,10 +181,15 @@ class ManagementApi:
     """`AsyncAuth0` for one tenant plus the retry/refresh/error policy around every call."""
 
     def __init__(self, credentials: Auth0Credentials, policy: RetryPolicy | None = None,
-                 secrets: tuple[str, ...] = ()) -> None:
+                 secrets: tuple[str, ...] = (), limit: TenantRateLimit | None = None) -> None:
         self.credentials = credentials
         self.policy = policy or RetryPolicy()
-        self._http = httpx.AsyncClient(timeout=self.policy.timeout, verify=_tls_context())
+        # Every Management API request passes the tenant's limiter (shared by all syncs of the
+        # tenant when given; see ratelimit.py), and every answer corrects it.
+        self.limit = limit or TenantRateLimit(credentials.domain)
+        self._http = httpx.AsyncClient(timeout=self.policy.timeout, verify=_tls_context(),
+                                       event_hooks={"request": [self._before_request],
+                                                    "response": [self._after_response]})
         self.tokens = TokenSource(credentials, self._http, self.policy)
         self.sdk = AsyncAuth0(
             base_url=f"https://{credentials.domain}/api/v2",
@@ -194,6 +203,14 @@ class ManagementApi:
         self.requests = 0
         self.writes = 0
 
+    async def _before_request(self, request: httpx.Request) -> None:
+        if request.url.path.startswith("/api/v2/"):  # the token endpoint has its own limits
+            await self.limit.acquire(self.policy.max_rate_limit_wait)
+
+    async def _after_response(self, response: httpx.Response) -> None:
+        if response.request.url.path.startswith("/api/v2/"):
+            self.limit.observe(response.status_code, response.headers)
+
     def add_secret(self, value: str) -> None:
         """Also keep `value` out of every error message."""
         self._secrets = (*self._secrets, value)
@@ -205,6 +222,7 @@ class ManagementApi:
                    missing_scopes: tuple[str, ...] = ()) -> T | None:
         """Run one SDK request. Returns its result, or None when Auth0 answers 404."""
         attempt = 0
+        limited = 0
         refreshed = False
         while True:
             attempt += 1
@@ -226,7 +244,18 @@ class ManagementApi:
                     attempt -= 1
                     self.tokens.invalidate(used)
                     continue
-                wait = self.policy.delay(status, headers, attempt, time.time())
+                if status == 429:
+                    # The limiter holds every caller of the tenant until the reset; waiting here
+                    # too would double it. Bounded separately: a drained bucket refills.
+                    limited += 1
+                    attempt -= 1
+                    wait = self.policy.delay(status, headers, 1, time.time())
+                    if wait is not None and limited < self.policy.rate_limit_attempts:
+                        log.debug("Auth0 %s answered 429; retrying after the reset", what)
+                        continue
+                    wait = None
+                else:
+                    wait = self.policy.delay(status, headers, attempt, time.time())
                 if wait is None:
                     error = error_for_response(status, exc.body, headers, now=time.time(), what=what,
                                                domain=self.credentials.domain, missing=missing_scopes)

@@ -44,6 +44,15 @@ class Auth0Error(Exception):
         return f"Auth0Error({self.reason!r}, {self.message!r}, retry_after={self.retry_after!r})"
 
 
+class RoutingRefused(Auth0Error):
+    """spec.auth0.manageRouting cannot make the tenant route to us (e.g. the legacy phone flag is
+    missing): refused before any write. `verdict` is the PhoneRouting verdict to show."""
+
+    def __init__(self, verdict: Any, message: str) -> None:
+        super().__init__(CONFLICT, message)
+        self.verdict = verdict
+
+
 def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in secrets:
         if secret and len(secret) >= 4:

@@ -13,9 +13,11 @@ from auth0.management.types import (ActionBindingRef, ActionBindingWithRef, Acti
                                     CustomProviderCredentials)
 
 from .client import ManagementApi
+from .errors import Auth0Error
 from .model import (ACTION_RUNTIME, CUSTOM_PROVIDER, HOOK_TRIGGER, BindingRef, ObservedAction,
                     ObservedBinding, ObservedHook, ObservedProvider)
-from .routing import SMS, ObservedRouting
+from .routing import (LEGACY_NOT_ALLOWED_CODE, SMS, ObservedConnection, ObservedRouting,
+                      experience_in_effect)
 from .templates import parse_marker
 
 _PAGE = 50
@@ -170,26 +172,58 @@ class Gateway:
 
     # --- phone routing (tenant settings and the MFA phone factor) -----------------------------
 
-    async def read_routing(self) -> ObservedRouting:
-        """Three reads, four off the Unified Phone Experience (the legacy provider is 403 on it)."""
-        settings, factors, types = await asyncio.gather(
+    async def read_routing(self, legacy_mode: bool, passwordless: bool = False) -> ObservedRouting:
+        """Three reads (four with the passwordless sms connections), and the legacy
+        selected-provider endpoint when its answer matters: for the legacy modes (the provider
+        they need, and whether the tenant may use it at all), and whenever the experience
+        setting is absent (its answer then says which path is live)."""
+        async def no_connections() -> None:
+            return None
+
+        settings, factors, types, connections = await asyncio.gather(
             self.api.call("GET tenant settings", lambda: self.sdk.tenants.settings.get(
                 fields="phone_consolidated_experience", include_fields=True)),
             self.api.call("GET guardian factors", lambda: self.sdk.guardian.factors.list()),
-            self.api.call("GET phone message types", lambda: self.sdk.guardian.factors.phone.get_message_types()))
-        # Auth0 leaves the flag out for tenants that never changed it; new tenants are on UPE.
+            self.api.call("GET phone message types", lambda: self.sdk.guardian.factors.phone.get_message_types()),
+            self.list_sms_connections() if passwordless else no_connections())
         flag = getattr(settings, "phone_consolidated_experience", None) if settings else None
-        upe = True if flag is None else bool(flag)
+        allowed, selected = (await self.legacy_provider()) if legacy_mode or flag is None else (None, None)
+        upe = experience_in_effect(flag, allowed)
+        assert upe is not None  # asked the legacy endpoint whenever the flag is absent
         sms = any(getattr(f, "name", None) == SMS and getattr(f, "enabled", False) for f in factors or ())
-        selected = await self.selected_provider() if not upe else None
         return ObservedRouting(upe=upe, sms_factor=sms,
                                message_types=tuple(str(t) for t in getattr(types, "message_types", None) or ()),
-                               selected_provider=selected)
+                               selected_provider=selected, experience_set=flag is not None,
+                               legacy_allowed=allowed,
+                               connections=tuple(connections) if connections is not None else None)
 
-    async def selected_provider(self) -> str | None:
-        raw = await self.api.call("GET guardian phone provider",
-                                  lambda: self.sdk.guardian.factors.phone.get_selected_provider())
-        return str(getattr(raw, "provider", None) or "") or None
+    async def list_sms_connections(self) -> list[ObservedConnection]:
+        """The passwordless `strategy: sms` connections (checkpoint pages of 50)."""
+        found: list[ObservedConnection] = []
+        cursor: str | None = None
+        for _ in range(_MAX_PAGES):
+            pager = await self.api.call("GET connections?strategy=sms", lambda cursor=cursor: self.sdk.connections.list(
+                strategy="sms", take=_PAGE, from_=cursor, include_totals=None))
+            for item in (pager.items or []) if pager else []:
+                found.append(ObservedConnection(id=str(item.id), name=str(item.name or item.id),
+                                                options=dict(item.options or {})))
+            response = getattr(pager, "response", None)
+            cursor = getattr(response, "next", None) or None
+            if not cursor:
+                break
+        return found
+
+    async def legacy_provider(self) -> tuple[bool, str | None]:
+        """(the tenant may use the legacy Guardian phone endpoints, the selected provider).
+        Their 403 legacy_mfa_phone_provider_not_allowed is an answer, not a failure."""
+        try:
+            raw = await self.api.call("GET guardian phone provider",
+                                      lambda: self.sdk.guardian.factors.phone.get_selected_provider())
+        except Auth0Error as error:
+            if error.status == 403 and error.error_code == LEGACY_NOT_ALLOWED_CODE:
+                return False, None
+            raise
+        return True, str(getattr(raw, "provider", None) or "") or None
 
     async def set_phone_experience(self, on: bool) -> None:
         await self.api.call("PATCH tenant settings", lambda: self.sdk.tenants.settings.update(

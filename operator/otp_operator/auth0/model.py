@@ -17,6 +17,10 @@ from urllib.parse import urlsplit
 
 Integration = Literal["phone-provider", "send-phone-message", "legacy-hook"]
 INTEGRATIONS: tuple[Integration, ...] = get_args(Integration)
+# The tenant's phone flows a channel can be for (spec.auth0.flows): MFA SMS, and the codes of
+# every passwordless `sms` connection. Default: both.
+MFA_FLOW, PASSWORDLESS_FLOW = "mfa", "passwordless"
+FLOWS = (MFA_FLOW, PASSWORDLESS_FLOW)
 
 RELAY_URL_SECRET = "RELAY_URL"
 SIGNING_KEY_SECRET = "RELAY_SIGNING_KEY"
@@ -37,6 +41,8 @@ ACTION_TRIGGERS: dict[Integration, tuple[str, str]] = {
 ROUTING_READ_SCOPES = frozenset({"read:tenant_settings", "read:guardian_factors"})
 # With spec.auth0.manageRouting the operator changes them (and puts them back on removal).
 ROUTING_WRITE_SCOPES = frozenset({"update:tenant_settings", "update:guardian_factors"})
+# Reading the passwordless sms connections (when spec.auth0.flows includes passwordless).
+PASSWORDLESS_READ_SCOPES = frozenset({"read:connections"})
 REQUIRED_SCOPES: dict[tuple[Integration, str], frozenset[str]] = {
     ("phone-provider", "ensure"): frozenset(
         {"read:actions", "create:actions", "update:actions",
@@ -47,9 +53,30 @@ REQUIRED_SCOPES: dict[tuple[Integration, str], frozenset[str]] = {
     ("send-phone-message", "ensure"): frozenset({"read:actions", "create:actions", "update:actions"})
     | ROUTING_READ_SCOPES,
     ("send-phone-message", "remove"): frozenset({"read:actions", "update:actions", "delete:actions"}),
-    ("legacy-hook", "ensure"): frozenset({"read:hooks", "create:hooks", "update:hooks"}) | ROUTING_READ_SCOPES,
+    # An ensure deletes stale hook secrets (DELETE /hooks/{id}/secrets needs delete:hooks) after
+    # other writes: checked up front, so it never fails half-way for want of it.
+    ("legacy-hook", "ensure"): frozenset({"read:hooks", "create:hooks", "update:hooks", "delete:hooks"})
+    | ROUTING_READ_SCOPES,
     ("legacy-hook", "remove"): frozenset({"read:hooks", "delete:hooks"}),
 }
+
+
+def required_scopes(integration: Integration, operation: str, *, passwordless: bool = True,
+                    routing_writes: bool = False) -> frozenset[str]:
+    """The scopes the pre-check demands for one operation (the one source of them)."""
+    required = REQUIRED_SCOPES[(integration, operation)]
+    if operation == "ensure" and passwordless:
+        required |= PASSWORDLESS_READ_SCOPES
+    if routing_writes:
+        required |= ROUTING_WRITE_SCOPES | ROUTING_READ_SCOPES
+    return required
+
+
+def scopes_for(integration: Integration) -> frozenset[str]:
+    """Every scope the M2M application needs for `integration` (ensure and remove, default
+    flows), without manageRouting's ROUTING_WRITE_SCOPES: the one source for the README table
+    and examples/secrets.yaml (tests/auth0/test_scopes_documented.py compares them)."""
+    return required_scopes(integration, "ensure") | required_scopes(integration, "remove")
 
 _DOMAIN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
 _OWNER = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
@@ -94,6 +121,8 @@ class DesiredIntegration:
     replace_foreign_action: bool = False
     # Change the tenant's phone routing (recorded, restored on removal) instead of reporting it.
     manage_routing: bool = False
+    # The phone flows that must reach the relay for PhoneRouting to be True (FLOWS).
+    flows: tuple[str, ...] = FLOWS
 
     def __post_init__(self) -> None:
         if not _OWNER.match(self.owner or ""):
@@ -103,6 +132,8 @@ class DesiredIntegration:
                 f"integration must be one of {', '.join(INTEGRATIONS)}, got {self.integration!r}")
         validate_name(self.name)
         validate_relay_url(self.relay_url)
+        if not self.flows or any(f not in FLOWS for f in self.flows):
+            raise ValueError(f"flows must be a non-empty list of {', '.join(FLOWS)}, got {list(self.flows)}")
         if not self.signing_key or self.signing_key.strip() != self.signing_key:
             raise ValueError("signing_key must be a non-empty string without surrounding whitespace")
 

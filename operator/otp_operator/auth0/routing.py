@@ -9,15 +9,26 @@ Auth0 has two regimes, chosen per tenant by the tenant setting `phone_consolidat
   runs our code (enabled hooks, then bound `send-phone-message` actions).
 In both, MFA by SMS needs the `sms` factor on and `sms` among the phone message types.
 Nothing in the Management API fails when this is wrong: the code is registered and never runs.
+
+Tenant generations:
+- the setting may be absent from the tenant settings. That is not read as either value: the
+  legacy Guardian selected-provider endpoint decides (200: the legacy path is live, so the
+  experience is off; 403 `legacy_mfa_phone_provider_not_allowed`: the tenant is on it).
+- the legacy endpoints answer that 403 unless the tenant has the flag
+  `legacy_mfa_phone_provider`, which only Auth0 sets (an M2M token cannot). On such a tenant
+  MFA can never be switched to `phone-message-hook`: the legacy modes cannot be routed, by us
+  or by anyone but Auth0 Support. That is reported (reason LegacyPhoneProviderNotAllowed), and
+  with manageRouting nothing is changed at all (`unfixable`): turning the experience off first
+  would leave the whole tenant off it with MFA going nowhere.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .model import Integration
+from .model import MFA_FLOW, PASSWORDLESS_FLOW, Integration
 
 PHONE_MESSAGE_HOOK = "phone-message-hook"
 SMS = "sms"
@@ -33,22 +44,60 @@ WRONG_EXPERIENCE = "WrongPhoneExperience"
 GUARDIAN_PROVIDER = "GuardianProviderNotHook"
 SMS_FACTOR_DISABLED = "SmsFactorDisabled"
 SMS_MESSAGE_TYPE_MISSING = "SmsMessageTypeMissing"
-REASONS = (WRONG_EXPERIENCE, GUARDIAN_PROVIDER, SMS_FACTOR_DISABLED, SMS_MESSAGE_TYPE_MISSING)
+LEGACY_NOT_ALLOWED = "LegacyPhoneProviderNotAllowed"
+PASSWORDLESS_NOT_ROUTED = "PasswordlessNotRouted"
+PASSWORDLESS_UNKNOWN = "PasswordlessRoutingUnknown"
+REASONS = (WRONG_EXPERIENCE, GUARDIAN_PROVIDER, SMS_FACTOR_DISABLED, SMS_MESSAGE_TYPE_MISSING,
+           LEGACY_NOT_ALLOWED, PASSWORDLESS_NOT_ROUTED, PASSWORDLESS_UNKNOWN)
+TRUE, FALSE, UNKNOWN = "true", "false", "unknown"
+# The per-connection switch users report for "Use Tenant-Level Messaging Provider" (not in
+# Auth0's documentation: trusted when set, never guessed when absent).
+USE_PHONE_PROVIDER = "use_phone_provider"
+_TOGGLE = ("options.use_phone_provider: true (Dashboard: Authentication > Passwordless > SMS > "
+           "Use Tenant-Level Messaging Provider)")
+# Auth0's errorCode on the legacy Guardian phone endpoints of a tenant without the legacy flag.
+LEGACY_NOT_ALLOWED_CODE = "legacy_mfa_phone_provider_not_allowed"
+
+
+@dataclass(frozen=True)
+class ObservedConnection:
+    """A passwordless `strategy: sms` connection (GET /api/v2/connections?strategy=sms)."""
+    id: str
+    name: str
+    options: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
 class ObservedRouting:
-    upe: bool
+    upe: bool  # the experience in effect (found out when the setting is absent)
     sms_factor: bool
     message_types: tuple[str, ...]
-    selected_provider: str | None  # None under UPE (the legacy endpoint answers 403 there)
+    selected_provider: str | None  # None when the legacy endpoint was not asked or refused
+    # False: the tenant settings leave phone_consolidated_experience out (`upe` then comes from
+    # the legacy endpoint's answer).
+    experience_set: bool = True
+    # The legacy selected-provider endpoint answered (True), answered 403
+    # legacy_mfa_phone_provider_not_allowed (False), or was not asked (None).
+    legacy_allowed: bool | None = None
+    # The passwordless sms connections (None: not read, the channel is not for passwordless).
+    connections: tuple[ObservedConnection, ...] | None = None
+
+
+def experience_in_effect(setting: bool | None, legacy_allowed: bool | None) -> bool | None:
+    """The experience a tenant runs: its setting, or when that is absent, what the legacy
+    endpoint's answer shows (None: not found out, ask the legacy endpoint)."""
+    if setting is not None:
+        return bool(setting)
+    if legacy_allowed is None:
+        return None
+    return not legacy_allowed
 
 
 @dataclass(frozen=True)
 class Problem:
     reason: str
     message: str  # names the exact setting and the fix
-    key: str  # status key of the setting
+    key: str | None  # status key of the setting; None: no API call of ours can fix it
     wanted: Any  # the value that fixes it
 
 
@@ -56,22 +105,41 @@ def wants_upe(integration: Integration) -> bool:
     return integration == "phone-provider"
 
 
+def _experience_source(observed: ObservedRouting) -> str:
+    if observed.experience_set:
+        return f"tenant setting phone_consolidated_experience: {str(observed.upe).lower()}"
+    answer = "200" if observed.legacy_allowed else f"403 {LEGACY_NOT_ALLOWED_CODE}"
+    return ("the tenant settings leave phone_consolidated_experience out, and GET "
+            f"/api/v2/guardian/factors/phone/selected-provider answered {answer}")
+
+
 def problems(integration: Integration, observed: ObservedRouting) -> list[Problem]:
     """What keeps MFA SMS from reaching `integration`, in the order they must be fixed."""
     found: list[Problem] = []
+    if not wants_upe(integration) and observed.legacy_allowed is False:
+        found.append(Problem(
+            LEGACY_NOT_ALLOWED,
+            "the tenant's legacy MFA phone endpoints answer 403 "
+            f"{LEGACY_NOT_ALLOWED_CODE} (the tenant lacks the legacy_mfa_phone_provider flag), so "
+            f"MFA can never be switched to {PHONE_MESSAGE_HOOK!r} and {integration} code never "
+            "runs for MFA; this is not fixed by a retry or by manageRouting (a Management API "
+            "token cannot set that flag): use integration phone-provider, or ask Auth0 Support "
+            "to enable the legacy phone experience for this tenant",
+            None, None))
+        return found
     if wants_upe(integration) and not observed.upe:
         found.append(Problem(
             WRONG_EXPERIENCE,
-            "the tenant is off the Unified Phone Experience (tenant setting "
-            "phone_consolidated_experience: false), so MFA SMS never reach the custom phone "
-            "provider: turn it on (PATCH /api/v2/tenants/settings "
-            '{"phone_consolidated_experience": true}) or use integration send-phone-message',
+            f"the tenant is off the Unified Phone Experience ({_experience_source(observed)}), "
+            "so MFA SMS never reach the custom phone provider: turn it on (PATCH "
+            '/api/v2/tenants/settings {"phone_consolidated_experience": true}) or use '
+            "integration send-phone-message",
             UPE_KEY, True))
     if not wants_upe(integration) and observed.upe:
         found.append(Problem(
             WRONG_EXPERIENCE,
-            "the tenant uses the Unified Phone Experience (tenant setting "
-            f"phone_consolidated_experience: true), which never runs {integration} code for "
+            f"the tenant uses the Unified Phone Experience ({_experience_source(observed)}), "
+            f"which never runs {integration} code for "
             "MFA: use integration phone-provider, or turn it off (PATCH /api/v2/tenants/settings "
             '{"phone_consolidated_experience": false})',
             UPE_KEY, False))
@@ -99,6 +167,11 @@ def problems(integration: Integration, observed: ObservedRouting) -> list[Proble
     return found
 
 
+def unfixable(found: list[Problem]) -> list[Problem]:
+    """Problems no Management API call can fix: with manageRouting, nothing is changed then."""
+    return [p for p in found if p.key is None]
+
+
 def current_value(observed: ObservedRouting, key: str) -> Any:
     return {UPE_KEY: observed.upe, SMS_FACTOR_KEY: observed.sms_factor,
             MESSAGE_TYPES_KEY: list(observed.message_types),
@@ -113,26 +186,107 @@ def delivery_methods(observed: ObservedRouting | None) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
+class FlowState:
+    """One phone flow of the tenant: does it reach our code? `setting`: what decides it."""
+    flow: str  # MFA_FLOW | PASSWORDLESS_FLOW
+    routed: str  # TRUE | FALSE | UNKNOWN
+    setting: str
+    connection: str | None = None  # the sms connection's name (passwordless)
+    checked: bool = True  # among spec.auth0.flows (PhoneRouting depends on it)
+
+    def as_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = {"flow": self.flow, "routed": self.routed, "setting": self.setting,
+                                  "checked": self.checked}
+        if self.connection is not None:
+            status["connection"] = self.connection
+        return status
+
+
+def passwordless_state(integration: Integration, observed: ObservedRouting,
+                       connection: ObservedConnection) -> FlowState:
+    """Where a passwordless login code of `connection` goes, from its options alone."""
+    options = connection.options
+    own = ("its custom SMS gateway (options.provider: sms_gateway, gateway_url "
+           f"{options.get('gateway_url')!r})" if options.get("provider") == "sms_gateway"
+           else "Twilio with its own credentials (options.provider: "
+           f"{options.get('provider') or 'absent'})")
+    flag = options.get(USE_PHONE_PROVIDER)
+
+    def state(routed: str, setting: str) -> FlowState:
+        return FlowState(PASSWORDLESS_FLOW, routed, setting, connection.name)
+
+    if not wants_upe(integration):
+        return state(FALSE, f"passwordless codes never run {integration} code (Auth0 runs it for "
+                            "MFA only); they go through " + (
+                                "the tenant phone provider" if observed.upe and flag is True else own)
+                     + "; use integration phone-provider")
+    if not observed.upe:
+        return state(FALSE, "the tenant is off the Unified Phone Experience, so the connection "
+                            f"sends through {own}; turn the experience on "
+                            f"(phone_consolidated_experience: true) and set {_TOGGLE}")
+    if flag is True:
+        return state(TRUE, f"{_TOGGLE}: the tenant phone provider")
+    if flag is False:
+        return state(FALSE, f"options.{USE_PHONE_PROVIDER}: false: the connection sends through "
+                            f"{own}; set {_TOGGLE}")
+    return state(UNKNOWN, f"the connection does not say whether it uses the tenant phone provider "
+                          f"(options.{USE_PHONE_PROVIDER} absent) and may send through {own}; set "
+                          f"{_TOGGLE}")
+
+
+def flow_states(integration: Integration, remaining: list[Problem], observed: ObservedRouting | None,
+                flows: tuple[str, ...]) -> list[FlowState]:
+    """Every phone flow of the tenant we looked at, MFA first."""
+    mfa = FlowState(MFA_FLOW, TRUE if not remaining else FALSE,
+                    remaining[0].message if remaining else (
+                        "the tenant phone provider custom (custom-phone-provider action)"
+                        if wants_upe(integration) else
+                        f"the MFA phone provider {PHONE_MESSAGE_HOOK} ({integration})"),
+                    checked=MFA_FLOW in flows)
+    connections = observed.connections if observed is not None and observed.connections else ()
+    return [mfa, *(replace(passwordless_state(integration, observed, c),  # type: ignore[arg-type]
+                           checked=PASSWORDLESS_FLOW in flows) for c in connections)]
+
+
+@dataclass(frozen=True)
 class RoutingVerdict:
     ok: bool
     reason: str
     message: str
     # Settings the operator changed: status key -> the value before (restored on removal).
     changed: Mapping[str, Any] = field(default_factory=dict)
+    unknown: bool = False  # not ok because a flow could not be found out (never True then)
+    flows: tuple[FlowState, ...] = ()
 
 
 def verdict(integration: Integration, name: str, domain: str, remaining: list[Problem],
-            changed: Mapping[str, Any]) -> RoutingVerdict:
-    if not remaining:
-        path = ("the custom phone provider's custom-phone-provider action" if wants_upe(integration)
-                else f"phone-message-hook ({integration})")
-        return RoutingVerdict(True, ROUTED, f"MFA SMS of {domain} go through {path} {name!r}",
-                              changed)
-    fix = "; ".join(p.message for p in remaining)
-    return RoutingVerdict(False, remaining[0].reason,
-                          f"Auth0 tenant {domain} will not send OTPs through {name!r}: {fix} "
-                          "(or set spec.auth0.manageRouting: true to let the operator do it)",
-                          changed)
+            changed: Mapping[str, Any], flows: tuple[str, ...] = (MFA_FLOW,),
+            observed: ObservedRouting | None = None) -> RoutingVerdict:
+    """PhoneRouting: True only when every flow the channel is for reaches `name`."""
+    states = tuple(flow_states(integration, remaining, observed, flows))
+    if remaining and MFA_FLOW in flows:
+        fix = "; ".join(p.message for p in remaining)
+        hint = ("" if unfixable(remaining)
+                else " (or set spec.auth0.manageRouting: true to let the operator do it)")
+        return RoutingVerdict(False, remaining[0].reason,
+                              f"Auth0 tenant {domain} will not send OTPs through {name!r}: {fix}{hint}",
+                              changed, flows=states)
+    checked = [s for s in states if s.checked and s.flow == PASSWORDLESS_FLOW]
+    for routed, reason in ((FALSE, PASSWORDLESS_NOT_ROUTED), (UNKNOWN, PASSWORDLESS_UNKNOWN)):
+        stuck = [s for s in checked if s.routed == routed]
+        if stuck:
+            which = "; ".join(f"connection {s.connection!r}: {s.setting}" for s in stuck)
+            return RoutingVerdict(False, reason, (
+                f"Auth0 tenant {domain}: passwordless SMS login codes "
+                f"{'do not reach' if routed == FALSE else 'may not reach'} {name!r}: {which} (or "
+                "leave passwordless out of spec.auth0.flows if these codes are meant to go "
+                "elsewhere)"), changed, unknown=routed == UNKNOWN, flows=states)
+    path = ("the custom phone provider's custom-phone-provider action" if wants_upe(integration)
+            else f"phone-message-hook ({integration})")
+    what = " and ".join(["MFA SMS"] * (MFA_FLOW in flows) + [
+        f"passwordless codes of {', '.join(repr(s.connection) for s in checked)}"] * bool(checked))
+    return RoutingVerdict(True, ROUTED, f"{what or 'MFA SMS'} of {domain} go through {path} {name!r}",
+                          changed, flows=states)
 
 
 def restore_plan(changed: Mapping[str, Any] | None) -> list[tuple[str, Any]]:

@@ -11,22 +11,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
 from . import routing
 from .client import ManagementApi, RetryPolicy
-from .errors import BUILD_FAILED, CONFLICT, FORBIDDEN, UNAVAILABLE, Auth0Error
+from .errors import BUILD_FAILED, CONFLICT, FORBIDDEN, UNAVAILABLE, Auth0Error, RoutingRefused
 from .gateway import Gateway
-from .model import (ACTION_TRIGGERS, CUSTOM_PROVIDER, INTEGRATIONS, REQUIRED_SCOPES,
-                    ROUTING_WRITE_SCOPES, Auth0Credentials, Conflict, DesiredIntegration,
+from .model import (ACTION_TRIGGERS, CUSTOM_PROVIDER, INTEGRATIONS, PASSWORDLESS_FLOW,
+                    Auth0Credentials, Conflict, DesiredIntegration,
                     Integration, ObservedAction, ObservedBinding, ProviderPlan, Recorded, Target,
                     binding_conflict, build_target,
                     describe_holder, foreign_provider_binding, is_ours, missing_scopes,
                     pick_own_action, pick_own_hook, plan_action, plan_binding_add,
                     plan_binding_removal, plan_hook, plan_provider, plan_provider_binding,
-                    recorded_matches, validate_name)
+                    recorded_matches, required_scopes, validate_name)
+from .ratelimit import TenantRateLimit
 from .routing import ObservedRouting, RoutingVerdict
 from .templates import render
 
@@ -39,6 +41,12 @@ POLL_FIRST, POLL_GROWTH, POLL_MAX = 0.3, 1.5, 2.0
 NOT_DEPLOYED_YET = "custom_email_provider_deployed_action_not_found"
 
 log = logging.getLogger(__name__)
+
+# Stores status.auth0.routingChanges (the whole map) where removal will find it; awaited with a
+# setting's value before that setting is written (so before the next write), so a failure
+# half-way always stays restorable.
+RoutingRecorder = Callable[[Mapping[str, Any]], Awaitable[None]]
+_recorder: ContextVar[RoutingRecorder | None] = ContextVar("routing_recorder", default=None)
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,8 @@ class SyncResult:
         status["fingerprint"] = self.fingerprint
         if self.routing is not None and self.routing.changed:
             status["routingChanges"] = dict(self.routing.changed)
+        if self.routing is not None and self.routing.flows:
+            status["routing"] = [flow.as_status() for flow in self.routing.flows]
         return status
 
 
@@ -102,9 +112,10 @@ class Auth0Sync:
 
     def __init__(self, credentials: Auth0Credentials, *, policy: RetryPolicy | None = None,
                  build_timeout: float = 30.0, deploy_timeout: float = 60.0,
-                 settle_timeout: float = 15.0) -> None:
+                 settle_timeout: float = 15.0, limit: TenantRateLimit | None = None) -> None:
+        """`limit`: the tenant's shared rate limiter (Auth0Pool passes one per tenant)."""
         self.credentials = credentials
-        self.api = ManagementApi(credentials, policy)
+        self.api = ManagementApi(credentials, policy, limit=limit)
         self.gateway = Gateway(self.api)
         self.build_timeout = build_timeout
         self.deploy_timeout = deploy_timeout
@@ -130,9 +141,20 @@ class Auth0Sync:
     # --- public operations ---------------------------------------------------------------------
 
     async def ensure(self, desired: DesiredIntegration,
-                     recorded: Mapping[str, Any] | None = None) -> SyncResult:
+                     recorded: Mapping[str, Any] | None = None,
+                     record_routing: RoutingRecorder | None = None) -> SyncResult:
+        """`record_routing`: see RoutingRecorder; without it, changes are only in the result."""
+        token = _recorder.set(record_routing)
+        try:
+            return await self._ensure(desired, recorded)
+        finally:
+            _recorder.reset(token)
+
+    async def _ensure(self, desired: DesiredIntegration,
+                      recorded: Mapping[str, Any] | None) -> SyncResult:
         self.api.add_secret(desired.signing_key)
-        await self._check_scopes(desired.integration, "ensure", desired.manage_routing)
+        await self._check_scopes(desired.integration, "ensure", desired.manage_routing,
+                                 PASSWORDLESS_FLOW in desired.flows)
         target = build_target(desired, render(desired.integration, desired.owner), self._hash_key)
         previous = Recorded.from_status(recorded)
         if previous is not None and previous.integration not in (None, desired.integration):
@@ -155,7 +177,8 @@ class Auth0Sync:
         if desired.integration == "legacy-hook":
             return None  # a hook has no build or deploy to get ahead of
         self.api.add_secret(desired.signing_key)
-        await self._check_scopes(desired.integration, "ensure")
+        await self._check_scopes(desired.integration, "ensure",
+                                 passwordless=PASSWORDLESS_FLOW in desired.flows)
         target = build_target(desired, render(desired.integration, desired.owner), self._hash_key)
         # The same refusals as ensure(), before any write: a channel that may not use this tenant
         # (its trigger or provider held by someone else) must not leave an action behind.
@@ -190,7 +213,8 @@ class Auth0Sync:
         gw = self.gateway
         actions, bindings, providers, observed = await _first_read_alone(
             partial(gw.list_actions, PROVIDER_TRIGGER), partial(gw.list_bindings, PROVIDER_TRIGGER),
-            gw.list_phone_providers, gw.read_routing)
+            gw.list_phone_providers, partial(gw.read_routing, False, self._passwordless(target)))
+        self._refuse_unroutable(target, observed)
         own = pick_own_action(actions, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
@@ -271,7 +295,9 @@ class Auth0Sync:
         gw = self.gateway
         trigger_id = target.trigger[0]
         actions, bindings, observed = await _first_read_alone(
-            partial(gw.list_actions, trigger_id), partial(gw.list_bindings, trigger_id), gw.read_routing)
+            partial(gw.list_actions, trigger_id), partial(gw.list_bindings, trigger_id),
+            partial(gw.read_routing, True, self._passwordless(target)))
+        self._refuse_unroutable(target, observed)
         own = pick_own_action(actions, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
@@ -365,21 +391,40 @@ class Auth0Sync:
 
     # --- phone routing -------------------------------------------------------------------------
 
+    @staticmethod
+    def _passwordless(target: Target) -> bool:
+        return PASSWORDLESS_FLOW in target.desired.flows
+
+    def _refuse_unroutable(self, target: Target, observed: ObservedRouting) -> None:
+        """With manage_routing, every routing change or none: a tenant that cannot take all of
+        them is refused before the first write (of the routing and of the integration)."""
+        if not target.desired.manage_routing:
+            return
+        found = routing.problems(target.integration, observed)
+        if routing.unfixable(found):
+            verdict = routing.verdict(target.integration, target.name, self.credentials.domain,
+                                      found, {})
+            raise RoutingRefused(verdict, f"{verdict.message}; spec.auth0.manageRouting changed "
+                                 "nothing (every routing change or none)")
+
     async def _route(self, target: Target, observed: ObservedRouting,
                      recorded: Recorded | None) -> RoutingVerdict:
-        """Check (and with manage_routing, fix) that the tenant routes MFA SMS to our code."""
+        """Check (and with manage_routing, fix) that the tenant routes MFA SMS to our code.
+        Each change is recorded (see RoutingRecorder) before the next write."""
         changed: dict[str, Any] = dict(recorded.routing_changes) if recorded else {}
         remaining = routing.problems(target.integration, observed)
         if target.desired.manage_routing and remaining:
+            record = _recorder.get()
             for problem in remaining:
-                before = routing.current_value(observed, problem.key)
-                if problem.key == routing.SELECTED_PROVIDER_KEY and before is None:
-                    before = await self.gateway.selected_provider()  # readable once UPE is off
-                changed.setdefault(problem.key, before)
+                assert problem.key is not None  # unfixable ones were refused before any write
+                if problem.key not in changed:
+                    changed[problem.key] = routing.current_value(observed, problem.key)
+                    if record is not None:
+                        await record(dict(changed))
                 await self._write_routing(problem.key, problem.wanted)
             remaining = []
         return routing.verdict(target.integration, target.name, self.credentials.domain,
-                               remaining, changed)
+                               remaining, changed, target.desired.flows, observed)
 
     async def _write_routing(self, key: str, value: Any) -> None:
         gw = self.gateway
@@ -435,7 +480,9 @@ class Auth0Sync:
 
     async def _ensure_legacy_hook(self, target: Target, recorded: Recorded | None) -> SyncResult:
         gw = self.gateway
-        hooks, observed = await _first_read_alone(gw.list_hooks, gw.read_routing)
+        hooks, observed = await _first_read_alone(
+            gw.list_hooks, partial(gw.read_routing, True, self._passwordless(target)))
+        self._refuse_unroutable(target, observed)
         own = pick_own_hook(hooks, target, recorded)
         if isinstance(own, Conflict):
             raise _refuse(own, self.credentials.domain)
@@ -478,12 +525,11 @@ class Auth0Sync:
     # --- scopes --------------------------------------------------------------------------------
 
     async def _check_scopes(self, integration: Integration, operation: str,
-                            routing_writes: bool = False) -> None:
+                            routing_writes: bool = False, passwordless: bool = True) -> None:
         """Refuse before any Management API request when the token lacks scopes we need."""
         await self.api.tokens.token()
-        required = REQUIRED_SCOPES[(integration, operation)]
-        if routing_writes:
-            required |= ROUTING_WRITE_SCOPES | {"read:tenant_settings", "read:guardian_factors"}
+        required = required_scopes(integration, operation, passwordless=passwordless,
+                                   routing_writes=routing_writes)
         missing = missing_scopes(required, self.api.tokens.granted_scopes)
         if missing:
             raise Auth0Error(FORBIDDEN, f"Auth0 tenant {self.credentials.domain}: the client "

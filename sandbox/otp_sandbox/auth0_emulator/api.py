@@ -217,7 +217,9 @@ async def get_hook_secrets(call: Call) -> web.Response:
     return _json(call.tenant.hooks.get_secrets(call.param("id")))
 
 
-@route("POST", "/hooks/{id}/secrets", "create:hooks")
+# Auth0's API reference: adding secrets needs update:hooks (not create:hooks), deleting them
+# delete:hooks.
+@route("POST", "/hooks/{id}/secrets", "update:hooks")
 async def add_hook_secrets(call: Call) -> web.Response:
     call.tenant.hooks.add_secrets(call.param("id"), call.body)
     return _json({}, 201)
@@ -269,6 +271,33 @@ async def delete_provider(call: Call) -> web.Response:
     return web.Response(status=204)
 
 
+# ---- passwordless connections -------------------------------------------------------------
+@route("GET", "/connections", "read:connections")
+async def list_connections(call: Call) -> web.Response:
+    query = call.request.query
+    found = [c.to_json() for c in call.tenant.connections.listed(query.getall("strategy", []))]
+    if "take" in query or "from" in query:  # checkpoint pagination: {connections, next?}
+        start = int(query.get("from") or 0) if (query.get("from") or "0").isdigit() else 0
+        take = min(max(int(query.get("take") or 50), 1), 100)
+        chunk = found[start:start + take]
+        body: dict[str, Any] = {"connections": chunk}
+        if start + take < len(found):
+            body["next"] = str(start + take)
+        return _json(body)
+    page, per_page = page_params(query)
+    return _json(found[page * per_page:(page + 1) * per_page])
+
+
+@route("GET", "/connections/{id}", "read:connections")
+async def get_connection(call: Call) -> web.Response:
+    return _json(call.tenant.connections.get(call.param("id")).to_json())
+
+
+@route("PATCH", "/connections/{id}", "update:connections")
+async def update_connection(call: Call) -> web.Response:
+    return _json(call.tenant.connections.update(call.param("id"), call.body).to_json())
+
+
 # ---- tenant settings and the MFA phone factor ---------------------------------------------
 @route("GET", "/tenants/settings", "read:tenant_settings")
 async def get_settings(call: Call) -> web.Response:
@@ -309,6 +338,14 @@ async def get_guardian_provider(call: Call) -> web.Response:
 @route("PUT", "/guardian/factors/phone/selected-provider", "update:guardian_factors")
 async def put_guardian_provider(call: Call) -> web.Response:
     return _json({"provider": call.tenant.phone.select_provider(call.body)})
+
+
+@route("PATCH", "/migrations", "update:tenant_settings")
+async def patch_migrations(call: Call) -> web.Response:
+    """Where Auth0 sets tenant flags such as legacy_mfa_phone_provider: not for client
+    credentials (docs-v2 configure-unified-phone). The real body is not documented."""
+    raise ApiError(403, "This endpoint is not available to client credentials tokens",
+                   "operation_not_supported")
 
 
 # ---- plumbing -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ ALL_SCOPES: tuple[str, ...] = (
     "delete:phone_providers",
     "read:guardian_factors", "update:guardian_factors",
     "read:tenant_settings", "update:tenant_settings",
+    "read:connections", "update:connections",
 )
 
 
@@ -49,12 +50,23 @@ class Client:
 
 @dataclass(frozen=True)
 class RateLimit:
-    capacity: int = 50
-    refill_per_second: float = 10.0
+    """The tenant's Management API token bucket: ``capacity`` (burst) requests, refilled at
+    ``refill_per_second``. The default is a free tenant's: burst 2, 2 requests/s (Auth0's rate
+    limit configurations, Free: Management API)."""
+
+    capacity: int = 2
+    refill_per_second: float = 2.0
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RateLimit:
         return cls(int(data["capacity"]), float(data["refill_per_second"]))
+
+
+FREE = RateLimit()
+# An Enterprise (public cloud) tenant: x-ratelimit-limit 50 at 50 requests/s, as such tenants
+# report it (Auth0 Community "Rate Limits Exposition"; the per-minute bucket on top of it is not
+# modelled). For tests that are not about rate limits: a paid tenant is a real kind of tenant.
+ENTERPRISE = RateLimit(capacity=50, refill_per_second=50.0)
 
 
 @dataclass(frozen=True)
@@ -67,8 +79,11 @@ class TenantConfig:
     token_lifetime_seconds: int = 86400
     runner_timeout_seconds: float = 10.0
     deploy_seconds: float = 0.5
-    # A new real tenant is on the Unified Phone Experience.
-    phone_consolidated_experience: bool = True
+    # A new real tenant is on the Unified Phone Experience; None: the setting is absent.
+    phone_consolidated_experience: bool | None = True
+    # Tenant flags only Auth0 sets (see guardian.py): old tenants, or Auth0 Support.
+    legacy_mfa_phone_provider: bool = False
+    legacy_passwordless_phone_provider: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -81,6 +96,8 @@ class TenantConfig:
             "runner_timeout_seconds": self.runner_timeout_seconds,
             "deploy_seconds": self.deploy_seconds,
             "phone_consolidated_experience": self.phone_consolidated_experience,
+            "legacy_mfa_phone_provider": self.legacy_mfa_phone_provider,
+            "legacy_passwordless_phone_provider": self.legacy_passwordless_phone_provider,
         }
 
     @classmethod
@@ -97,5 +114,8 @@ class TenantConfig:
             token_lifetime_seconds=int(data.get("token_lifetime_seconds", 86400)),
             runner_timeout_seconds=float(data.get("runner_timeout_seconds", 10.0)),
             deploy_seconds=float(data.get("deploy_seconds", 0.5)),
-            phone_consolidated_experience=bool(data.get("phone_consolidated_experience", True)),
+            phone_consolidated_experience=(None if data.get("phone_consolidated_experience", True) is None
+                                           else bool(data.get("phone_consolidated_experience", True))),
+            legacy_mfa_phone_provider=bool(data.get("legacy_mfa_phone_provider", False)),
+            legacy_passwordless_phone_provider=bool(data.get("legacy_passwordless_phone_provider", False)),
         )

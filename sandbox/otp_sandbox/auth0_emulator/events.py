@@ -24,6 +24,9 @@ class PhoneMessage:
     delivery_method: str = "text"
     locale: str = "en"
     client_ip: str = "203.0.113.9"
+    # A passwordless login's code: the name of the `sms` connection it is sent for (None: MFA,
+    # or the other phone messages of the tenant).
+    connection: str | None = None
 
     @classmethod
     def from_dict(cls, data: Any) -> PhoneMessage:
@@ -41,6 +44,7 @@ class PhoneMessage:
             delivery_method=data.get("delivery_method") or "text",
             locale=data.get("locale") or "en",
             client_ip=data.get("client_ip") or "203.0.113.9",
+            connection=data.get("connection") or None,
         )
         if message.message_type not in MESSAGE_TYPES:
             raise bad_request(f"message_type must be one of {', '.join(MESSAGE_TYPES)}", None)

@@ -2,6 +2,23 @@
 
 A new tenant is on the Unified Phone Experience (``phone_consolidated_experience: true``) with
 every MFA factor off and no message types, as a new real tenant is (deploy-cli recordings).
+
+Tenant generations, as real tenants differ:
+- ``phone_consolidated_experience`` may be absent from ``GET /tenants/settings`` (a real tenant
+  recorded by auth0-deploy-cli leaves it out and answers 200 on the legacy selected-provider
+  endpoint). Absent here means: the legacy path is live when the tenant has the
+  ``legacy_mfa_phone_provider`` flag, the Unified Phone Experience otherwise. Auth0 documents no
+  default; this is the reading that matches the recording and the flag's meaning.
+- The legacy Guardian phone endpoints (``/guardian/factors/phone/selected-provider``) are gated by
+  the tenant flag ``legacy_mfa_phone_provider`` (go-auth0 PRs #714/#715), not by the experience
+  setting: without the flag they answer 403 ``legacy_mfa_phone_provider_not_allowed``. Whether a
+  tenant *with* the flag answers them while on the Unified Phone Experience is not documented;
+  the emulator answers (the flag is what gates them), and routes nothing through them while the
+  experience is on.
+- The flags (and ``legacy_passwordless_phone_provider``) are set through ``PATCH
+  /api/v2/migrations``, which client-credentials tokens cannot call (docs-v2
+  configure-unified-phone: new tenants need Auth0 Support). Here only the admin API (Auth0
+  Support, or a tenant that is simply old) sets them; ``PATCH /tenants/settings`` refuses them.
 """
 
 from __future__ import annotations
@@ -37,21 +54,36 @@ _DEFAULT_SETTINGS: dict[str, Any] = {
 }
 
 
+# Tenant flags only Auth0 (PATCH /api/v2/migrations, not open to M2M tokens) can set.
+LEGACY_FLAGS = ("legacy_mfa_phone_provider", "legacy_passwordless_phone_provider")
+
+
 class PhoneSettings:
     """``provider_methods`` returns the delivery methods of the tenant's phone provider (None
-    when it has none): under UPE, MFA message types must be among them."""
+    when it has none): under UPE, MFA message types must be among them. ``upe`` None: the
+    tenant leaves ``phone_consolidated_experience`` out of its settings."""
 
-    def __init__(self, upe: bool, provider_methods: Callable[[], list[str] | None]) -> None:
-        self.settings: dict[str, Any] = {**_DEFAULT_SETTINGS,
-                                         "phone_consolidated_experience": upe}
+    def __init__(self, upe: bool | None, provider_methods: Callable[[], list[str] | None],
+                 legacy_mfa: bool = False, legacy_passwordless: bool = False) -> None:
+        self.settings: dict[str, Any] = dict(_DEFAULT_SETTINGS)
+        if upe is not None:
+            self.settings["phone_consolidated_experience"] = upe
+        self.legacy = {LEGACY_FLAGS[0]: legacy_mfa, LEGACY_FLAGS[1]: legacy_passwordless}
         self.factors = {name: False for name in FACTOR_NAMES}
         self.message_types: list[str] = []
         self.selected_provider = "auth0"
         self._provider_methods = provider_methods
 
     @property
+    def legacy_mfa(self) -> bool:
+        return self.legacy[LEGACY_FLAGS[0]]
+
+    @property
     def upe(self) -> bool:
-        return bool(self.settings["phone_consolidated_experience"])
+        """The experience in effect (see the module docstring for an absent setting)."""
+        if "phone_consolidated_experience" in self.settings:
+            return bool(self.settings["phone_consolidated_experience"])
+        return not self.legacy_mfa
 
     # ---- /tenants/settings ---------------------------------------------------------------
     def settings_json(self, fields: list[str] | None = None) -> dict[str, Any]:
@@ -64,6 +96,11 @@ class PhoneSettings:
             raise payload_error("Expected type object but found type " + type(body).__name__)
         if "phone_consolidated_experience" in body:
             v.boolean(body["phone_consolidated_experience"], "phone_consolidated_experience")
+        flags = body.get("flags")
+        for flag in LEGACY_FLAGS:
+            # The real answer's wording is not documented; refusing is the stricter reading.
+            if isinstance(flags, dict) and flag in flags:
+                raise payload_error(f"Additional properties not allowed: {flag} (flags)")
         for key, value in body.items():
             if key == "flags" and isinstance(value, dict):
                 self.settings["flags"] = {**self.settings.get("flags", {}), **value}
@@ -97,12 +134,12 @@ class PhoneSettings:
         return self.message_types
 
     def get_selected_provider(self) -> str:
-        if self.upe:
+        if not self.legacy_mfa:
             raise LEGACY_PROVIDER_NOT_ALLOWED
         return self.selected_provider
 
     def select_provider(self, body: Any) -> str:
-        if self.upe:
+        if not self.legacy_mfa:
             raise LEGACY_PROVIDER_NOT_ALLOWED
         data = v.body_object(body, frozenset({"provider"}), required=("provider",))
         provider = v.string(data["provider"], "provider")
@@ -113,9 +150,17 @@ class PhoneSettings:
 
     # ---- what a person set in the Dashboard (admin API), validated only for type ----------
     def preset(self, data: dict[str, Any]) -> None:
+        """Also what only Auth0 sets: the legacy flags, and an absent experience setting
+        (``phone_consolidated_experience: None``)."""
         if "phone_consolidated_experience" in data:
-            self.settings["phone_consolidated_experience"] = bool(
-                data["phone_consolidated_experience"])
+            if data["phone_consolidated_experience"] is None:
+                self.settings.pop("phone_consolidated_experience", None)
+            else:
+                self.settings["phone_consolidated_experience"] = bool(
+                    data["phone_consolidated_experience"])
+        for flag in LEGACY_FLAGS:
+            if flag in data:
+                self.legacy[flag] = bool(data[flag])
         if "sms_factor" in data:
             self.factors["sms"] = bool(data["sms_factor"])
         if "message_types" in data:
@@ -129,6 +174,8 @@ class PhoneSettings:
             self.selected_provider = str(data["selected_provider"])
 
     def state(self) -> dict[str, Any]:
-        return {"phone_consolidated_experience": self.upe, "sms_factor": self.factors["sms"],
+        return {"phone_consolidated_experience": self.upe,
+                "phone_consolidated_experience_set": "phone_consolidated_experience" in self.settings,
+                **self.legacy, "sms_factor": self.factors["sms"],
                 "message_types": list(self.message_types),
                 "selected_provider": self.selected_provider}

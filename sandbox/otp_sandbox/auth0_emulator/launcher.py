@@ -24,10 +24,13 @@ _WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 ROUTING_FOR_MODE: dict[str, dict[str, Any]] = {
     "phone-provider": {"phone_consolidated_experience": True, "sms_factor": True,
                        "message_types": ["sms"]},
+    # Only a tenant with the legacy flag (old, or set by Auth0 Support) can select the hook.
     "send-phone-message": {"phone_consolidated_experience": False, "sms_factor": True,
-                           "message_types": ["sms"], "selected_provider": "phone-message-hook"},
+                           "message_types": ["sms"], "selected_provider": "phone-message-hook",
+                           "legacy_mfa_phone_provider": True},
     "legacy-hook": {"phone_consolidated_experience": False, "sms_factor": True,
-                    "message_types": ["sms"], "selected_provider": "phone-message-hook"},
+                    "message_types": ["sms"], "selected_provider": "phone-message-hook",
+                    "legacy_mfa_phone_provider": True},
 }
 _FIRE_GRACE_SECONDS = 15.0
 
@@ -110,7 +113,8 @@ class Auth0Tenant:
     def set_rate_limit(self, limit: RateLimit | None = None, *, capacity: int | None = None,
                        refill_per_second: float | None = None) -> None:
         if limit is None:
-            limit = RateLimit(capacity or 50, refill_per_second or 10.0)
+            limit = RateLimit(capacity or RateLimit().capacity,
+                              refill_per_second or RateLimit().refill_per_second)
         self._settings(rate_limit={"capacity": limit.capacity,
                                    "refill_per_second": limit.refill_per_second})
 
@@ -123,8 +127,15 @@ class Auth0Tenant:
 
     def set_phone(self, **phone: Any) -> None:
         """Set the tenant's phone routing as a person would in the Dashboard:
-        phone_consolidated_experience, sms_factor, message_types, selected_provider."""
+        phone_consolidated_experience (None: absent from the settings), sms_factor,
+        message_types, selected_provider; and what only Auth0 sets: legacy_mfa_phone_provider,
+        legacy_passwordless_phone_provider."""
         self._settings(phone=phone)
+
+    def set_sms_connections(self, *connections: dict[str, Any]) -> None:
+        """The tenant's passwordless `sms` connections, as created in the Dashboard:
+        {"name": ..., "options": {...}} each (replacing those it had)."""
+        self._settings(connections=list(connections))
 
     def route_phone_messages_to(self, mode: str) -> None:
         """Route MFA SMS to integration ``mode``'s code, as a person would set the tenant up."""
@@ -199,7 +210,9 @@ class Auth0Emulator:
                    rate_limit: RateLimit = RateLimit(), build_seconds: float = 0.3,
                    token_lifetime_seconds: int = 86400, runner_timeout_seconds: float = 10.0,
                    name: str | None = None, deploy_seconds: float = 0.5,
-                   phone_consolidated_experience: bool = True) -> Auth0Tenant:
+                   phone_consolidated_experience: bool | None = True,
+                   legacy_mfa_phone_provider: bool = False,
+                   legacy_passwordless_phone_provider: bool = False) -> Auth0Tenant:
         clients = tuple(clients)
         if name is None:
             self._counter += 1
@@ -215,6 +228,8 @@ class Auth0Emulator:
             "runner_timeout_seconds": runner_timeout_seconds,
             "deploy_seconds": deploy_seconds,
             "phone_consolidated_experience": phone_consolidated_experience,
+            "legacy_mfa_phone_provider": legacy_mfa_phone_provider,
+            "legacy_passwordless_phone_provider": legacy_passwordless_phone_provider,
         }
         self.fire_timeout = max(self.fire_timeout, runner_timeout_seconds + _FIRE_GRACE_SECONDS)
         data = self._call("POST", "/tenants", json=body).json()

@@ -1,4 +1,9 @@
-"""Auth0's per-tenant token bucket and the ``x-ratelimit-*`` headers it reports."""
+"""Auth0's per-tenant token bucket and the ``x-ratelimit-*`` headers it reports.
+
+``x-ratelimit-reset`` is the UNIX time (whole seconds, rounded up) at which the next request is
+added to the bucket, not the time it is full again (Auth0's "Rate Limit Use Cases"). Auth0 does
+not say what it reports while the bucket is full; here the current second.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ class Decision:
     allowed: bool
     limit: int
     remaining: int
-    reset: int  # UNIX seconds at which the bucket is full again
+    reset: int  # UNIX seconds at which the next request is added to the bucket
 
     def headers(self) -> dict[str, str]:
         return {
@@ -49,6 +54,7 @@ class TokenBucket:
         allowed = self._tokens >= 1
         if allowed:
             self._tokens -= 1
-        missing = self.capacity - self._tokens
+        # Time until the next whole token: the fraction of one still missing.
+        missing = 0.0 if self._tokens >= self.capacity else 1.0 - (self._tokens % 1.0)
         reset = math.ceil(now + missing / self.refill_per_second)
         return Decision(allowed, self.capacity, int(self._tokens), reset)

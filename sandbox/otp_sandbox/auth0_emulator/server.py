@@ -139,8 +139,10 @@ async def _clear_requests(request: web.Request) -> web.Response:
 async def _settings(request: web.Request) -> web.Response:
     """Faults and knobs: latency_ms, rate_limit, fail_next {status, count, method?,
     path_suffix?, error_code?}, revoke_tokens, build_seconds, build_failure, deploy_seconds,
-    runner_timeout_seconds, phone {phone_consolidated_experience?, sms_factor?,
-    message_types?, selected_provider?} (what a person set in the Dashboard)."""
+    runner_timeout_seconds, phone {phone_consolidated_experience? (null: absent), sms_factor?,
+    message_types?, selected_provider?} (what a person set in the Dashboard), and
+    legacy_mfa_phone_provider?, legacy_passwordless_phone_provider? (what only Auth0 sets),
+    connections [{name, options}] (the tenant's passwordless sms connections)."""
     tenant = _tenant_of(request)
     body = await _read(request)
     if not isinstance(body, dict):
@@ -167,6 +169,8 @@ async def _settings(request: web.Request) -> web.Response:
             tenant.actions.deploy_seconds = max(0.0, float(body["deploy_seconds"]))
         if "phone" in body:
             tenant.phone.preset(dict(body["phone"]))
+        if "connections" in body:
+            tenant.connections.preset(body["connections"])
         if "runner_timeout_seconds" in body:
             tenant.runner_timeout_seconds = float(body["runner_timeout_seconds"])
     except (KeyError, TypeError, ValueError) as err:

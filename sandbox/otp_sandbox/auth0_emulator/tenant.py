@@ -8,6 +8,7 @@ from typing import Any
 from .actions import ActionStore
 from .clock import Clock, wall_clock
 from .config import RateLimit, TenantConfig
+from .connections import ConnectionStore
 from .events import PhoneMessage
 from .guardian import PhoneSettings
 from .hooks import HookStore
@@ -70,11 +71,14 @@ class Tenant:
         self.tokens = TokenIssuer(self.domain, config.clients, config.token_lifetime_seconds)
         self.actions = ActionStore(clock, config.build_seconds, config.deploy_seconds)
         self.hooks = HookStore()
+        self.connections = ConnectionStore()
         self.providers = ProviderStore(
             config.name, clock,
             lambda: bool(self.actions.deployed_for_trigger("custom-phone-provider")))
         self.phone = PhoneSettings(config.phone_consolidated_experience,
-                                   self.providers.delivery_methods)
+                                   self.providers.delivery_methods,
+                                   legacy_mfa=config.legacy_mfa_phone_provider,
+                                   legacy_passwordless=config.legacy_passwordless_phone_provider)
         self.latency_ms = config.latency_ms
         self.rate_limit = config.rate_limit
         self.bucket = TokenBucket(config.rate_limit.capacity,
@@ -102,6 +106,8 @@ class Tenant:
     def route(self, message: PhoneMessage) -> Route:
         """What a real tenant runs for this phone message, in order; nothing when the routing
         does not lead to registered code (reference: Auth0's phone-routing rules)."""
+        if message.connection is not None:
+            return self._route_passwordless(message)
         if message.message_type in MFA_MESSAGE_TYPES:
             if not self.phone.factors["sms"]:
                 return Route([], "the MFA SMS factor is disabled (guardian/factors/sms)")
@@ -114,6 +120,12 @@ class Tenant:
         if message.message_type not in MFA_MESSAGE_TYPES:
             return Route([], "without the Unified Phone Experience only MFA messages run "
                              "phone-message hooks and send-phone-message actions")
+        if not self.phone.legacy_mfa:
+            # Not documented: what Auth0 sends off the experience without the legacy flag. The
+            # stricter reading: the legacy Guardian provider (and so our code) is not used.
+            return Route([], "the tenant is off the Unified Phone Experience but lacks the "
+                             "legacy_mfa_phone_provider flag: the legacy Guardian phone provider "
+                             "is not used")
         if self.phone.selected_provider != "phone-message-hook":
             return Route([], "the tenant is off the Unified Phone Experience and the Guardian "
                              f"phone provider is {self.phone.selected_provider!r}, not "
@@ -127,6 +139,19 @@ class Tenant:
                              "enabled and no send-phone-message action is bound")
         return Route(runs, "phone-message-hook: enabled hooks, then bound send-phone-message "
                            "actions")
+
+    def _route_passwordless(self, message: PhoneMessage) -> Route:
+        """A passwordless login code: the connection's options decide (connections.py)."""
+        connection = self.connections.by_name(message.connection or "")
+        if connection is None or connection.strategy != "sms":
+            return Route([], f"no passwordless sms connection named {message.connection!r}")
+        if connection.uses_tenant_provider(self.phone.upe):
+            return self._route_unified(message)
+        if connection.own_provider() == "sms_gateway":
+            return Route([], f"connection {connection.name!r} sends through its custom SMS gateway "
+                             f"{connection.options.get('gateway_url')!r}")
+        return Route([], f"connection {connection.name!r} sends through Twilio with its own "
+                         "credentials")
 
     def _route_unified(self, message: PhoneMessage) -> Route:
         provider = self.providers.active()
@@ -198,6 +223,7 @@ class Tenant:
             "phone_providers": [self.providers.to_json(p)
                                 for p in self.providers.providers.values()],
             "phone": self.phone.state(),
+            "connections": [c.to_json() for c in self.connections.connections.values()],
             "in_flight": list(self.in_flight),
         }
 

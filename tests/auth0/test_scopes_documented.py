@@ -1,0 +1,38 @@
+"""The scopes a user is told to grant (README "Auth0" table, examples/secrets.yaml) are exactly
+those the operator's pre-check demands: one source, `model.scopes_for`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from otp_operator.auth0.model import INTEGRATIONS, ROUTING_WRITE_SCOPES, scopes_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _readme_rows() -> dict[str, tuple[set[str], set[str]]]:
+    section = ROOT.joinpath("README.md").read_text().split("## Auth0", 1)[1].split("\n## ", 1)[0]
+    table = section.split("Management API scopes of the M2M application", 1)[1]
+    rows = {}
+    for line in table.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`") and cells[0].strip("`") in INTEGRATIONS:
+            rows[cells[0].strip("`")] = (set(cells[1].strip("`").split()), set(cells[2].strip("`").split()))
+    return rows
+
+
+def _example_rows() -> dict[str, set[str]]:
+    text = ROOT.joinpath("examples", "secrets.yaml").read_text()
+    return {m[1]: set(m[2].split()) for m in re.finditer(r"^\s*#\s+([\w-]+):\s+([\w: ]+)$", text, re.M)}
+
+
+@pytest.mark.parametrize("integration", INTEGRATIONS)
+def test_readme_and_example_list_the_scopes_the_pre_check_demands(integration):
+    readme = _readme_rows()
+    assert readme[integration] == (set(scopes_for(integration)), set(ROUTING_WRITE_SCOPES))
+    example = _example_rows()
+    assert example[integration] == set(scopes_for(integration))
+    assert example["manageRouting"] == set(ROUTING_WRITE_SCOPES)
