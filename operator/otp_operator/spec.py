@@ -15,6 +15,7 @@ INTEGRATIONS = ("phone-provider", "send-phone-message", "legacy-hook")
 REGIONS = ("ap", "us", "eu", "id")
 ENCODINGS = ("AUTO", "GSM7", "UCS2")
 DELETION_POLICIES = ("Delete", "Orphan")
+REDIS_DEFAULT_PORT = 6379
 
 
 class SpecError(ValueError):
@@ -79,6 +80,19 @@ class StateStoreSpec:
 
     url: str
     password: SecretKeyRef | None
+
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.url).hostname or "").lower()
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or REDIS_DEFAULT_PORT
+
+    @property
+    def host_port(self) -> str:
+        """What the operator's state-store allow-list matches (the port always written out)."""
+        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -168,6 +182,17 @@ def _state_store(store: Mapping[str, Any] | None) -> StateStoreSpec | None:
     if scheme not in ("redis", "rediss") or not sep or "@" in rest:
         raise SpecError("spec.relay.stateStore.url must be redis://host:port[/db] or rediss://... "
                         "without credentials (put the password in passwordSecretRef)")
+    if "?" in rest or "#" in rest:
+        # redis-py reads options from the query: ssl_cert_reqs=none turns certificate checks off
+        raise SpecError("spec.relay.stateStore.url must not carry a query or fragment (options such as "
+                        "ssl_cert_reqs=none would turn TLS verification off; the relay always verifies)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or not parts.hostname or parts.path not in ("", "/") and not parts.path[1:].isdigit():
+        raise SpecError(f"spec.relay.stateStore.url {url!r} must be redis[s]://host[:port][/db]")
     if _get(store, "tls", False):
         url = "rediss://" + rest
     ref = _get(store, "passwordSecretRef")
