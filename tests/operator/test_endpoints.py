@@ -245,3 +245,20 @@ def _find(read, name: str, namespace: str):
         if error.status == 404:
             return None
         raise
+
+
+@pytest.mark.parametrize(("args", "complaint"), [
+    (["--cluster-cidr", "10.0.0.1/8"], "is not a network such as 10.0.0.0/8"),  # a host with a prefix: a typo
+    (["--cluster-cidr", "0.0.0.0/0"], "would exclude every address"),
+    (["--cluster-cidr", "redis.cache.svc"], "is not a network"),
+    (["--dns-pod-label", "kube-dns"], "must be key=value"),
+    (["--dns-port", "0"], "--dns-port must be a port"),
+    (["--dns-namespace", ""], "--dns-namespace must name"),
+    (["--relay-https-egress", "anywhere"], "invalid choice"),
+])
+def test_bad_egress_settings_stop_the_operator_naming_the_flag(args, complaint, capsys) -> None:
+    from otp_operator.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", *args])
+    assert complaint in capsys.readouterr().err
