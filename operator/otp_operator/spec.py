@@ -135,7 +135,8 @@ class ChannelSpec:
 
     def referenced_secrets(self) -> frozenset[str]:
         """The user's Secrets the operator reads. Not the state store's password: only the relay
-        pods mount it, and the operator needs no access to it."""
+        pods mount it; the operator reads only its metadata (the opt-in label, see
+        ``secrets.check_state_password``)."""
         return frozenset({self.auth0.credentials_secret, self.sms.api_key.name})
 
 
