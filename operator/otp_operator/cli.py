@@ -8,7 +8,7 @@ import os
 import secrets
 from collections.abc import Sequence
 
-from . import endpoints, names
+from . import egress, endpoints, names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,13 +56,64 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also accept spec.sms.baseUrl values whose scheme://host[:port] matches this glob "
                           "besides 8x8's https hosts, e.g. 'https://sms-proxy.internal:8443' (repeatable; "
                           f"env {endpoints.ALLOW_SMS_BASE_URL_ENV}, comma-separated)")
+    run.add_argument(endpoints.ALLOW_STATE_STORE_FLAG, action="append", metavar="GLOB",
+                     default=endpoints.split_patterns(os.environ.get(endpoints.ALLOW_STATE_STORE_ENV)),
+                     help="accept spec.relay.stateStore.url values whose host:port (port written out, 6379 by "
+                          "default) matches this glob, e.g. 'redis.cache.svc.cluster.local:6379'; none is "
+                          f"accepted without it (repeatable; env {endpoints.ALLOW_STATE_STORE_ENV}, comma-separated)")
+    run.add_argument(endpoints.ALLOW_RELAY_IMAGE_FLAG, action="append", metavar="GLOB",
+                     default=endpoints.split_patterns(os.environ.get(endpoints.ALLOW_RELAY_IMAGE_ENV)),
+                     help="also accept spec.relay.podTemplate.spec.container.image from repositories matching "
+                          "this glob (the repository without tag or digest; * also matches /), besides the "
+                          f"repository of --relay-image (repeatable; env {endpoints.ALLOW_RELAY_IMAGE_ENV}, "
+                          "comma-separated)")
+    run.add_argument(egress.CLUSTER_CIDR_FLAG, action="append", metavar="CIDR", type=_cidr, default=None,
+                     help="an address range of the cluster (pods, services, nodes, metadata) that the relay's "
+                          "HTTPS egress must not reach (repeatable; replaces the default "
+                          f"{' '.join(egress.DEFAULT_CLUSTER_CIDRS)})")
+    run.add_argument(egress.DNS_NAMESPACE_FLAG, default=egress.DEFAULT_DNS_NAMESPACE, metavar="NS",
+                     help="namespace of the cluster's DNS pods, the only DNS the relay pods may query")
+    run.add_argument(egress.DNS_POD_LABEL_FLAG, action="append", metavar="KEY=VALUE", type=_label, default=None,
+                     help="label of the cluster's DNS pods (repeatable; default "
+                          + ",".join(f"{k}={v}" for k, v in egress.DEFAULT_DNS_POD_LABELS) + ")")
+    run.add_argument(egress.DNS_PORT_FLAG, action="append", metavar="PORT", type=int, default=None,
+                     help="port the DNS pods listen on (repeatable; default 53; OpenShift's listen on 5353)")
+    run.add_argument(egress.HTTPS_EGRESS_FLAG, choices=egress.HTTPS_EGRESS_MODES, default=egress.HTTPS_EGRESS_MODES[0],
+                     help="the relay NetworkPolicy's HTTPS egress (8x8): to every address outside the "
+                          f"{egress.CLUSTER_CIDR_FLAG} ranges, or none (when an FQDN policy of the network "
+                          "plugin allows 8x8's hosts by name: NetworkPolicies add up, so it would not narrow "
+                          "the first)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
+
+
+def _cidr(value: str) -> str:
+    try:
+        return egress.parse_cidr(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _label(value: str) -> tuple[str, str]:
+    try:
+        return egress.parse_label(value)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _positive(parser: argparse.ArgumentParser, value: float, flag: str) -> None:
     if value <= 0:
         parser.error(f"{flag} must be a positive number of seconds, not {value}")
+
+
+def relay_egress(args: argparse.Namespace) -> egress.RelayEgress:
+    return egress.RelayEgress(
+        cluster_cidrs=tuple(args.cluster_cidr or egress.DEFAULT_CLUSTER_CIDRS),
+        dns_namespace=args.dns_namespace,
+        dns_pod_labels=tuple(args.dns_pod_label or egress.DEFAULT_DNS_POD_LABELS),
+        dns_ports=tuple(args.dns_port or egress.DEFAULT_DNS_PORTS),
+        https=args.relay_https_egress,
+    )
 
 
 def peering_priority(peering: str | None, priority: int | None) -> int:
@@ -87,6 +138,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error("--peering-lifetime must be at least 5 seconds (the keep-alive is sent a few seconds earlier)")
     if args.auth0_concurrency < 1 or args.max_concurrent_reconciles < 1:
         parser.error("--auth0-concurrency and --max-concurrent-reconciles must be at least 1")
+    if not args.dns_namespace:
+        parser.error(f"{egress.DNS_NAMESPACE_FLAG} must name the namespace of the cluster's DNS pods")
+    if any(not 0 < port < 65536 for port in args.dns_port or ()):
+        parser.error(f"{egress.DNS_PORT_FLAG} must be a port from 1 to 65535")
     if args.metrics_port is not None and not 0 < args.metrics_port < 65536:
         parser.error(f"--metrics-port must be a TCP port, not {args.metrics_port}")
     import kopf  # imported late so `--help` stays fast
@@ -103,7 +158,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         auth0_concurrency_per_tenant=args.auth0_concurrency,
         max_concurrent_reconciles=args.max_concurrent_reconciles,
         namespaced=bool(args.namespace),
-        endpoints=endpoints.EndpointPolicy(tuple(args.allow_auth0_domain), tuple(args.allow_sms_base_url)),
+        endpoints=endpoints.EndpointPolicy(tuple(args.allow_auth0_domain), tuple(args.allow_sms_base_url),
+                                           tuple(args.allow_state_store), tuple(args.allow_relay_image)),
+        egress=relay_egress(args),
         peering_lifetime=args.peering_lifetime,
         secret_grace=args.secret_grace,
     )

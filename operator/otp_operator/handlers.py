@@ -249,7 +249,9 @@ async def channel_deleted(namespace: str, name: str, uid: str, body: kopf.Body, 
     rt.wakeups.kick(namespace, name)
     try:
         channel = parse_channel(namespace, name, body.get("spec") or {})
-        endpoints.check_channel(channel, rt.config.endpoints)
+        # not the state store or image: a channel refused for those later may have reached Auth0
+        endpoints.check_auth0_domain(channel.auth0.domain, rt.config.endpoints)
+        endpoints.check_sms_base_url(channel.sms.base_url, rt.config.endpoints)
     except SpecError:
         channel = None  # an invalid spec never reached Auth0
     if channel is not None:

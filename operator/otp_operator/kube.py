@@ -31,6 +31,9 @@ _PLURALS = {
 }
 
 
+PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"
+
+
 class KubeError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"Kubernetes API {status}: {message}")
@@ -100,10 +103,10 @@ class KubeApi:
 
     async def _request(
         self, verb: str, path: str, *, params: Mapping[str, str] | None = None,
-        body: Any = None, content_type: str = "application/json",
+        body: Any = None, content_type: str = "application/json", accept: str = "application/json",
     ) -> tuple[int, dict[str, Any] | None]:
         session = await self._session_()
-        headers = {**self._headers(), "Accept": "application/json"}
+        headers = {**self._headers(), "Accept": accept}
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
@@ -120,6 +123,13 @@ class KubeApi:
     async def get(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         status, payload = await self._request("GET", path_for(api_version, kind, namespace, name))
         return None if status == 404 else payload
+
+    async def get_metadata(self, api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """Only the object's metadata (a PartialObjectMetadata: a Secret's data never leaves the
+        API server); None when it does not exist."""
+        status, payload = await self._request("GET", path_for(api_version, kind, namespace, name),
+                                              accept=PARTIAL_METADATA)
+        return None if status == 404 or payload is None else payload.get("metadata") or {}
 
     async def apply(self, manifest: Mapping[str, Any]) -> Applied:
         """Server-side apply with our field manager, taking back fields someone edited by hand."""

@@ -36,6 +36,11 @@ LABEL_SECRET = f"{GROUP}/secret"
 SECRET_REFERENCED = "referenced"
 SECRET_RELAY = "relay"
 SECRET_WATCH_SELECTOR = f"{LABEL_SECRET} in ({SECRET_REFERENCED},{SECRET_RELAY})"
+# The opt-in a Secret needs before a channel may send it to its state store as the password: set
+# by whoever may edit the namespace's Secrets, never by the operator (a channel author could
+# otherwise make the relay send any Secret of the namespace to a store).
+LABEL_STATE_STORE_PASSWORD = f"{GROUP}/state-store-password"
+STATE_STORE_PASSWORD_ALLOWED = "allowed"
 
 # On an Auth0 credentials Secret while a channel's deletion may still need it (like Kubernetes'
 # own pvc-protection): deleting the Secret (or its namespace) waits until the cleanup is done.

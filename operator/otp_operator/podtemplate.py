@@ -14,6 +14,11 @@ from . import names
 POD_SPEC_FIELDS = ("nodeSelector", "tolerations", "affinity", "priorityClassName", "imagePullSecrets")
 
 
+def image(pod_template: Mapping[str, Any]) -> str:
+    """The relay image the channel asks for ('' = the operator's own)."""
+    return str(((pod_template.get("spec") or {}).get("container") or {}).get("image") or "")
+
+
 def apply(template: dict[str, Any], pod_template: Mapping[str, Any]) -> None:
     """Layer ``pod_template`` onto a Deployment's ``spec.template`` (in place)."""
     meta = pod_template.get("metadata") or {}
@@ -27,8 +32,8 @@ def apply(template: dict[str, Any], pod_template: Mapping[str, Any]) -> None:
             pod[key] = copy.deepcopy(spec[key])
     container_spec = spec.get("container") or {}
     (container,) = [c for c in pod["containers"] if c["name"] == names.RELAY_CONTAINER]
-    if container_spec.get("image"):
-        container["image"] = container_spec["image"]
+    if image(pod_template):
+        container["image"] = image(pod_template)
     resources = {kind: dict(values) for kind, values in (container_spec.get("resources") or {}).items() if values}
     if resources:
         container["resources"] = resources

@@ -22,7 +22,8 @@ from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration, RoutingRefu
 from .auth0.client import before_write
 from .kube import Applied, KubeApi, KubeError
 from .runtime import ChannelMemory, Runtime, child_token, digest, jittered, monotonic
-from .secrets import SECRET_NOT_FOUND, SecretProblem, checksum, new_signing_key, secret_value, signing_keys
+from .secrets import (SECRET_NOT_FOUND, SecretProblem, check_state_password, checksum, new_signing_key, secret_value,
+                      signing_keys)
 from .spec import ChannelSpec, SpecError, parse_channel
 
 # Retry delays after Auth0 failures that may clear by themselves, and for those that need a
@@ -262,7 +263,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
 
     try:
         ch = parse_channel(namespace, name, body.get("spec") or {})
-        endpoints.check_channel(ch, config.endpoints)  # before any Secret is read or sent
+        endpoints.check_channel(ch, config.endpoints, config.relay_image)  # before any Secret is read or sent
         render.check_store_capacity(ch)
     except SpecError as error:
         verdict = status.false(error.reason, str(error))
@@ -276,6 +277,20 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
         await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
         metrics.RECONCILES.labels("suspended").inc()
         return None
+
+    store = ch.relay.state_store
+    if store is not None and store.password is not None:  # before anything is applied
+        try:
+            check_state_password(await kube.get_metadata("v1", "Secret", namespace, store.password.name),
+                                 store.password, namespace)
+        except SecretProblem as problem:
+            relay_v = _secret_verdict(mem, problem, "state store password", config.secret_grace)
+            conds = status.conditions(previous_conditions, generation, relay_v, _auth0_waiting(previous_conditions),
+                                      stamp)
+            await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
+            _report(mem, body, relay_v.reason, relay_v.message)
+            # the opt-in label is not watched (the operator never watches this Secret): look again
+            return _recheck_secret(mem, problem, config.secret_grace) or secret_watch.STALLED_RECHECK
 
     sms_secret, creds_secret, signing_secret, deployment, receipt_secret = await asyncio.gather(
         secret_watch.read_referenced(rt, namespace, ch.sms.api_key.name),
@@ -315,6 +330,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
         owner=render.owner_reference(meta["uid"], name),
         receipt_tokens=receipt_tokens.plan(
             receipt_secret, (meta.get("annotations") or {}).get(names.ANNOTATION_ROTATE_RECEIPT_TOKEN)),
+        egress=config.egress,
     )
     wanted_digests = {f"{m['kind']}/{m['metadata']['name']}": digest(m) for m in children.apply}
     # Re-apply only when something changed, a child was touched by someone else, or on the
@@ -438,6 +454,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
             "availableReplicas": available,
             "secretsChecksum": secrets_checksum,
             "limitsScope": render.limits_scope(ch),
+            "atMostOneSms": render.at_most_one_sms(ch),
         },
         "signingKey": signing_state.as_status(len(signing_plan.keys)),
     }

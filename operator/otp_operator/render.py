@@ -11,10 +11,9 @@ from urllib.parse import urlsplit
 
 from otp_relay import config as relay_config
 
-from . import names, podtemplate
+from . import endpoints, names, podtemplate
+from .egress import RelayEgress
 from .spec import ChannelSpec, SpecError
-
-REDIS_DEFAULT_PORT = 6379
 
 # The relay's memory bound with its default caps is ~242 MB (relay/README.md, "Memory bound").
 DEFAULT_RESOURCES: dict[str, dict[str, str]] = {
@@ -96,6 +95,20 @@ def receipt_token_secret(ch: ChannelSpec, tokens: tuple[str, ...], rotation: str
 def limits_scope(ch: ChannelSpec) -> str:
     """"channel" when the relays share a state store, else "per-replica"."""
     return "channel" if ch.relay.state_store else "per-replica"
+
+
+def at_most_one_sms(ch: ChannelSpec) -> str:
+    """What the relay's "at most one SMS per message" (idempotency) covers, for status."""
+    if ch.relay.state_store:
+        return "channel: the replicas share spec.relay.stateStore, so a retried message is sent once"
+    replicas = ch.relay.replicas
+    if replicas == 0:
+        return "none: no relay replica runs"
+    where = (f"each of the {replicas} replicas remembers only the messages it served itself, so a retry "
+             "that reaches another replica sends a second SMS" if replicas > 1 else
+             "the replica's memory is lost when its pod restarts or is replaced")
+    return (f"per-replica only: without spec.relay.stateStore {where} (during a rollout the old and new "
+            "pods serve side by side); set spec.relay.stateStore for once per channel")
 
 
 def global_limit_per_relay(ch: ChannelSpec) -> str:
@@ -368,11 +381,14 @@ def relay_ingress(ch: ChannelSpec, owner: Mapping[str, Any]) -> dict[str, Any] |
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec}
 
 
-def relay_network_policy(ch: ChannelSpec, deployment: Mapping[str, Any], owner: Mapping[str, Any]) -> dict[str, Any]:
+def relay_network_policy(ch: ChannelSpec, deployment: Mapping[str, Any], owner: Mapping[str, Any],
+                         egress: RelayEgress = RelayEgress()) -> dict[str, Any]:
     """Ingress: the public port from anywhere (ingress controllers, load balancers), every other
     container port (probes/metrics) only from the channel's namespace and namespaces labelled
-    for scraping. Egress: DNS, HTTPS to 8x8 (plus the port of spec.sms.baseUrl) and, when the
-    relays share a state store, its port."""
+    for scraping. Egress (see ``egress``): DNS only to the cluster's DNS pods; HTTPS only to
+    addresses outside the cluster's ranges (8x8); an administrator-allowed ``spec.sms.baseUrl``
+    on another host and the state store only on their own port (to any address: they are often
+    in the cluster, and a NetworkPolicy cannot name a host)."""
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     ports = [p for p in container["ports"] if p["name"] != names.RELAY_PORT_NAME]
     ingress: list[dict[str, Any]] = [{"ports": [{"port": names.RELAY_PORT_NAME, "protocol": "TCP"}]}]
@@ -385,9 +401,19 @@ def relay_network_policy(ch: ChannelSpec, deployment: Mapping[str, Any], owner: 
                     names.LABEL_RELAY_METRICS_NAMESPACE: names.RELAY_METRICS_NAMESPACE_VALUE}}},
             ],
         })
-    egress_ports = {443, urlsplit(ch.sms.base_url).port or 443}
+    rules: list[dict[str, Any]] = [
+        {"to": [egress.dns_peer()],
+         "ports": [{"port": port, "protocol": protocol} for port in egress.dns_ports for protocol in ("UDP", "TCP")]},
+    ]
+    if egress.https == "outside-cluster":
+        rules.append({"to": egress.outside_cluster(), "ports": [{"port": 443, "protocol": "TCP"}]})
+    own_ports = set()
+    if ch.sms.base_url and not endpoints.is_8x8_base_url(ch.sms.base_url):
+        own_ports.add(urlsplit(ch.sms.base_url).port or 443)
     if ch.relay.state_store is not None:
-        egress_ports.add(urlsplit(ch.relay.state_store.url).port or REDIS_DEFAULT_PORT)
+        own_ports.add(ch.relay.state_store.port)
+    if own_ports:
+        rules.append({"ports": [{"port": port, "protocol": "TCP"} for port in sorted(own_ports)]})
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -396,10 +422,7 @@ def relay_network_policy(ch: ChannelSpec, deployment: Mapping[str, Any], owner: 
             "podSelector": {"matchLabels": names.selector_labels(ch.name)},
             "policyTypes": ["Ingress", "Egress"],
             "ingress": ingress,
-            "egress": [
-                {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]},
-                {"ports": [{"port": port, "protocol": "TCP"} for port in sorted(egress_ports)]},
-            ],
+            "egress": rules,
         },
     }
 
@@ -423,6 +446,7 @@ def render_children(
     secrets_checksum: str,
     owner: Mapping[str, Any],
     receipt_tokens: tuple[tuple[str, ...], str] | None = None,
+    egress: RelayEgress = RelayEgress(),
 ) -> Children:
     """``receipt_tokens``: (tokens, rotation request handled), see ``receipt_tokens.plan``."""
     deployment = relay_deployment(ch, image, secrets_checksum, owner)
@@ -430,7 +454,7 @@ def render_children(
         signing_key_secret(ch, signing_keys, owner),
         deployment,
         relay_service(ch, owner),
-        relay_network_policy(ch, deployment, owner),
+        relay_network_policy(ch, deployment, owner, egress),
     ]
     if receipt_tokens is not None:
         apply.append(receipt_token_secret(ch, *receipt_tokens, owner))

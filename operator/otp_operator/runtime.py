@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import metrics, names, secret_watch
+from .egress import RelayEgress
 from .endpoints import EndpointPolicy
 from .kube import KubeApi
 
@@ -31,6 +32,7 @@ class OperatorConfig:
     max_concurrent_reconciles: int = 64  # bounds API bursts and peak memory with many channels
     namespaced: bool = False  # watching listed namespaces only: no cluster-wide permissions
     endpoints: EndpointPolicy = field(default_factory=EndpointPolicy)  # extra allowed Auth0/8x8 hosts
+    egress: RelayEgress = field(default_factory=RelayEgress)  # the relay NetworkPolicy's DNS and cluster ranges
     # Cached Secrets and children not confirmed by a watch event or a read for this long are read
     # again: a watch that reconnects after its history expired never reports what was deleted.
     cache_ttl: float = 300.0

@@ -18,6 +18,7 @@ from .spec import SecretKeyRef
 
 SECRET_NOT_FOUND = "SecretNotFound"
 SECRET_KEY_MISSING = "SecretKeyMissing"
+SECRET_NOT_ALLOWED = "SecretNotAllowed"
 
 
 class SecretProblem(Exception):
@@ -58,6 +59,20 @@ def secret_value(secret: Mapping[str, Any] | None, ref: SecretKeyRef, namespace:
     if not value:
         raise SecretProblem(SECRET_KEY_MISSING, f"Secret {namespace}/{ref.name} key {ref.key!r} is empty")
     return value
+
+
+def check_state_password(metadata: Mapping[str, Any] | None, ref: SecretKeyRef, namespace: str) -> None:
+    """The state store's password Secret must carry the opt-in label. ``metadata``: the
+    Secret's metadata only (the operator never reads this Secret's data), None when missing."""
+    if metadata is None:
+        raise SecretProblem(SECRET_NOT_FOUND, f"Secret {namespace}/{ref.name} not found")
+    labels = metadata.get("labels") or {}
+    if labels.get(names.LABEL_STATE_STORE_PASSWORD) != names.STATE_STORE_PASSWORD_ALLOWED:
+        raise SecretProblem(
+            SECRET_NOT_ALLOWED,
+            f"spec.relay.stateStore.passwordSecretRef names Secret {namespace}/{ref.name}, which is not "
+            f"labelled {names.LABEL_STATE_STORE_PASSWORD}={names.STATE_STORE_PASSWORD_ALLOWED}: only a Secret "
+            "someone who may edit the namespace's Secrets has so labelled is sent to the state store")
 
 
 def checksum(parts: Mapping[str, str]) -> str:

@@ -18,6 +18,7 @@ AUTH0_FLOWS = ("mfa", "passwordless")
 REGIONS = ("ap", "us", "eu", "id")
 ENCODINGS = ("AUTO", "GSM7", "UCS2")
 DELETION_POLICIES = ("Delete", "Orphan")
+REDIS_DEFAULT_PORT = 6379
 
 
 class SpecError(ValueError):
@@ -94,6 +95,19 @@ class StateStoreSpec:
     url: str
     password: SecretKeyRef | None
 
+    @property
+    def host(self) -> str:
+        return (urlsplit(self.url).hostname or "").lower()
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or REDIS_DEFAULT_PORT
+
+    @property
+    def host_port(self) -> str:
+        """What the operator's state-store allow-list matches (the port always written out)."""
+        return f"{self.host}:{self.port}"
+
 
 @dataclass(frozen=True)
 class IngressSpec:
@@ -135,7 +149,8 @@ class ChannelSpec:
 
     def referenced_secrets(self) -> frozenset[str]:
         """The user's Secrets the operator reads. Not the state store's password: only the relay
-        pods mount it, and the operator needs no access to it."""
+        pods mount it; the operator reads only its metadata (the opt-in label, see
+        ``secrets.check_state_password``)."""
         return frozenset({self.auth0.credentials_secret, self.sms.api_key.name})
 
 
@@ -190,6 +205,17 @@ def _state_store(store: Mapping[str, Any] | None) -> StateStoreSpec | None:
     if scheme not in ("redis", "rediss") or not sep or "@" in rest:
         raise SpecError("spec.relay.stateStore.url must be redis://host:port[/db] or rediss://... "
                         "without credentials (put the password in passwordSecretRef)")
+    if "?" in rest or "#" in rest:
+        # redis-py reads options from the query: ssl_cert_reqs=none turns certificate checks off
+        raise SpecError("spec.relay.stateStore.url must not carry a query or fragment (options such as "
+                        "ssl_cert_reqs=none would turn TLS verification off; the relay always verifies)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        parts = None
+    if parts is None or not parts.hostname or parts.path not in ("", "/") and not parts.path[1:].isdigit():
+        raise SpecError(f"spec.relay.stateStore.url {url!r} must be redis[s]://host[:port][/db]")
     if _get(store, "tls", False):
         url = "rediss://" + rest
     ref = _get(store, "passwordSecretRef")

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .secrets import SECRET_KEY_MISSING, SECRET_NOT_FOUND
+from .secrets import SECRET_KEY_MISSING, SECRET_NOT_ALLOWED, SECRET_NOT_FOUND
 
 READY = "Ready"
 RELAY_AVAILABLE = "RelayAvailable"
@@ -28,6 +28,7 @@ STALLED_REASONS = frozenset(
         "DisallowedEndpoint",
         SECRET_NOT_FOUND,
         SECRET_KEY_MISSING,
+        SECRET_NOT_ALLOWED,
         "Auth0Unauthorized",
         "Auth0Forbidden",
         "Auth0Conflict",

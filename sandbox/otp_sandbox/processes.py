@@ -27,6 +27,7 @@ from otp_relay.signing import sign
 
 from .controlplane.node import POD_NETWORKS_GLOB
 from .controlplane.process import free_port
+from .image import REPOSITORY as IMAGE_REPOSITORY
 from .lifetime import die_with_this_process
 from .pki import CertificateAuthority, CertPair
 
@@ -38,6 +39,8 @@ SANDBOX_ENDPOINT_ARGS = (
     "--allow-auth0-domain", "localhost:*", "--allow-auth0-domain", "127.0.0.1:*",
     "--allow-sms-base-url", "https://localhost:*", "--allow-sms-base-url", "https://127.0.0.1:*",
     "--allow-sms-base-url", f"https://{POD_NETWORKS_GLOB}",
+    # the image built from this tree, which the demo and the real-node tests run as the relay
+    "--allow-relay-image", IMAGE_REPOSITORY,
 )
 
 

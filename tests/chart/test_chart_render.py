@@ -221,6 +221,12 @@ def test_cluster_wide_peering_when_replicated_is_named_after_the_release(
         ({"crds.install": True}, "install"),
         ({"allowedEndpoints.auth0Domains": ["a.example,b.example"]}, "auth0Domains"),
         ({"allowedEndpoints.smsBaseUrls": ["sms-proxy.internal"]}, "smsBaseUrls"),
+        ({"allowedEndpoints.stateStores": ["redis.cache.svc"]}, "stateStores"),  # the port written out
+        ({"allowedEndpoints.relayImages": ["registry.internal/otp@sha256"]}, "relayImages"),
+        ({"clusterNetwork.cidrs": ["10.0.0.0"]}, "cidrs"),
+        ({"clusterNetwork.cidrs": []}, "cidrs"),
+        ({"clusterNetwork.dns.ports": [70000]}, "ports"),
+        ({"networkPolicy.apiServerCIDRs": ["kubernetes.default"]}, "apiServerCIDRs"),
         ({"topologySpreadConstraints": [{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "Never"}]},
          "whenUnsatisfiable"),
         ({"podDisruptionBudget.maxUnavailable": "half"}, "maxUnavailable"),
@@ -301,3 +307,49 @@ def test_namespace_globs_are_not_advertised() -> None:
     run = build_parser()._subparsers._group_actions[0].choices["run"]
     (namespace,) = [a for a in run._actions if "--namespace" in a.option_strings]
     assert "glob" not in namespace.help and "*" not in namespace.help
+
+
+def test_state_store_and_relay_image_allow_lists_reach_the_operator(helm: Helm) -> None:
+    from otp_operator.cli import build_parser
+
+    values = {"allowedEndpoints.stateStores": ["redis-master.cache.svc.cluster.local:6379"],
+              "allowedEndpoints.relayImages": ["registry.internal:5000/mirror/*"]}
+    parsed = build_parser().parse_args(operator_container(helm.template(*set_values(values)))["args"])
+    assert parsed.allow_state_store == ["redis-master.cache.svc.cluster.local:6379"]
+    assert parsed.allow_relay_image == ["registry.internal:5000/mirror/*"]
+    default = build_parser().parse_args(operator_container(helm.template())["args"])
+    assert default.allow_state_store == [] and default.allow_relay_image == []
+
+
+def test_cluster_network_defaults_are_the_operator_s_and_reach_it(helm: Helm) -> None:
+    from otp_operator import egress
+    from otp_operator.cli import build_parser, relay_egress
+
+    default = relay_egress(build_parser().parse_args(operator_container(helm.template())["args"]))
+    assert default == egress.RelayEgress(), "the chart's clusterNetwork defaults must be the operator's"
+    values = {"clusterNetwork": {"cidrs": ["10.0.0.0/8", "2001:db8::/32"], "relayHttpsEgress": "none", "dns": {
+        "namespace": "openshift-dns",  # helm merges maps: null drops the default label
+        "podLabels": {"dns.operator.openshift.io/daemonset-dns": "default", "k8s-app": None},
+        "ports": [5353]}}}
+    custom = relay_egress(build_parser().parse_args(operator_container(helm.template(*set_values(values)))["args"]))
+    assert custom == egress.RelayEgress(("10.0.0.0/8", "2001:db8::/32"), "openshift-dns",
+                                        (("dns.operator.openshift.io/daemonset-dns", "default"),), (5353,), "none")
+
+
+def test_operator_network_policy_dns_only_to_the_cluster_dns_and_api_server_where_told(helm: Helm) -> None:
+    from tests.support.netpolicy import DNS_POD, OTHER_POD, egress_allows
+
+    (policy,) = by_kind(helm.template(*set_values({"networkPolicy.enabled": True})), "NetworkPolicy")
+    assert egress_allows(policy, 53, "UDP", pod=DNS_POD) and egress_allows(policy, 53, "TCP", pod=DNS_POD)
+    assert not egress_allows(policy, 53, "UDP", pod=OTHER_POD) and not egress_allows(policy, 53, "UDP", ip="8.8.8.8")
+    # Without the API server's addresses HTTPS goes anywhere (the API server is inside the cluster).
+    assert egress_allows(policy, 6443, ip="10.0.0.1") and egress_allows(policy, 443, ip="52.220.0.10")
+
+    values = {"networkPolicy.enabled": True, "networkPolicy.apiServerCIDRs": ["10.96.0.1/32", "172.18.0.2/32"]}
+    (policy,) = by_kind(helm.template(*set_values(values)), "NetworkPolicy")
+    for ip in ("10.96.0.1", "172.18.0.2"):
+        assert egress_allows(policy, 443, ip=ip) and egress_allows(policy, 6443, ip=ip)
+    assert egress_allows(policy, 443, ip="52.220.0.10") and not egress_allows(policy, 6443, ip="52.220.0.10")
+    for ip in ("10.244.0.5", "169.254.169.254", "192.168.1.1", "fd00:ec2::254"):
+        assert not egress_allows(policy, 443, ip=ip), ip
+    assert not egress_allows(policy, 443, pod=OTHER_POD)

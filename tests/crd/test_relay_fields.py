@@ -28,6 +28,9 @@ def test_state_store_and_global_limit_are_accepted(k8s_api, otpchannel_crd, name
     ({"url": "redis://user:secret@redis:6379"}, "spec.relay.stateStore.url"),
     ({"url": "http://redis:6379"}, "spec.relay.stateStore.url"),
     ({"tls": True}, "spec.relay.stateStore.url: Required value"),
+    # redis-py reads TLS options from the query: this one would turn certificate checks off
+    ({"url": "rediss://redis:6380?ssl_cert_reqs=none"}, "ssl_cert_reqs=none would turn TLS verification off"),
+    ({"url": "rediss://redis:6380/0?ssl_cert_reqs=none"}, "ssl_cert_reqs=none would turn TLS verification off"),
 ])
 def test_bad_state_store_is_rejected(k8s_api, otpchannel_crd, namespace: str, store, field) -> None:
     body = minimal_channel(namespace, name="bad-store")

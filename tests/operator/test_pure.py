@@ -188,6 +188,55 @@ def test_state_store_url_must_be_redis_without_credentials(url):
         parse_channel("shop", "prod", spec)
 
 
+@pytest.mark.parametrize("url", ["rediss://redis:6380?ssl_cert_reqs=none", "rediss://redis:6380/0?ssl_cert_reqs=none",
+                                 "rediss://redis?ssl_check_hostname=false", "redis://redis:6379/0#x",
+                                 "rediss://redis:6380/0?ssl_ca_certs=/etc/passwd"])
+def test_state_store_url_options_that_could_turn_verification_off_are_refused(url):
+    spec = {**SPEC, "relay": {**SPEC["relay"], "stateStore": {"url": url}}}
+    with pytest.raises(SpecError) as error:
+        parse_channel("shop", "prod", spec)
+    assert "must not carry a query" in str(error.value) and "ssl_cert_reqs=none" in str(error.value)
+
+
+@pytest.mark.parametrize(("url", "host_port"), [("redis://Redis.Cache.svc", "redis.cache.svc:6379"),
+                                                ("rediss://10.0.0.5:6380/3", "10.0.0.5:6380")])
+def test_state_store_host_port_is_what_the_allow_list_sees(url, host_port):
+    spec = {**SPEC, "relay": {**SPEC["relay"], "stateStore": {"url": url}}}
+    assert parse_channel("shop", "prod", spec).relay.state_store.host_port == host_port
+
+
+@pytest.mark.parametrize(("relay", "scope"), [
+    ({"replicas": 2}, "per-replica only: without spec.relay.stateStore each of the 2 replicas remembers only"),
+    ({"replicas": 1}, "per-replica only: without spec.relay.stateStore the replica's memory is lost"),
+    ({"replicas": 0}, "none: no relay replica runs"),
+    ({"replicas": 3, "stateStore": {"url": "redis://r:6379"}}, "channel: the replicas share spec.relay.stateStore"),
+])
+def test_status_says_what_at_most_one_sms_covers(relay, scope):
+    assert render.at_most_one_sms(channel(**relay)).startswith(scope)
+
+
+def test_the_state_store_password_secret_needs_the_opt_in_label():
+    from otp_operator.secrets import check_state_password
+
+    ref = SecretKeyRef("db-credentials", "password")
+    with pytest.raises(SecretProblem) as refused:
+        check_state_password({"name": "db-credentials", "labels": {"app": "db"}}, ref, "shop")
+    assert refused.value.reason == "SecretNotAllowed"
+    assert "shop/db-credentials" in refused.value.message and "otprelay.io/state-store-password=allowed" in \
+        refused.value.message and "spec.relay.stateStore.passwordSecretRef" in refused.value.message
+    with pytest.raises(SecretProblem) as wrong_value:
+        check_state_password({"labels": {names.LABEL_STATE_STORE_PASSWORD: "true"}}, ref, "shop")
+    assert wrong_value.value.reason == "SecretNotAllowed"
+    # the operator's own labelling of referenced Secrets is not the opt-in
+    with pytest.raises(SecretProblem):
+        check_state_password({"labels": {names.LABEL_SECRET: names.SECRET_REFERENCED}}, ref, "shop")
+    with pytest.raises(SecretProblem) as missing:
+        check_state_password(None, ref, "shop")
+    assert missing.value.reason == "SecretNotFound"
+    check_state_password({"labels": {names.LABEL_STATE_STORE_PASSWORD: "allowed"}}, ref, "shop")
+    assert status.STALLED_REASONS >= {"SecretNotAllowed", "DisallowedEndpoint"}
+
+
 def test_custom_resources_replace_defaults():
     deployment = render.relay_deployment(channel(resources={"limits": {"cpu": "1"}}), "i", "c", OWNER)
     assert deployment["spec"]["template"]["spec"]["containers"][0]["resources"] == {"limits": {"cpu": "1"}}

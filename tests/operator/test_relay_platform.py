@@ -8,10 +8,11 @@ import copy
 import pytest
 from kubernetes import client
 from kubernetes.dynamic import DynamicClient
-from otp_operator import names, render
+from otp_operator import egress, names, render
 from otp_operator.spec import parse_channel
 
 from tests.support.channels import create_channel, get_channel, wait_condition, wait_for
+from tests.support.netpolicy import DNS_POD, OTHER_POD, egress_allows
 
 SPEC = {
     "auth0": {"domain": "shop.eu.auth0.com", "credentialsSecretRef": {"name": "auth0-mgmt"}},
@@ -64,7 +65,56 @@ def test_network_policy_opens_only_the_public_port_and_https_egress() -> None:
         assert restricted == []
     egress = {(p["port"], p["protocol"]) for rule in policy["egress"] for p in rule["ports"]}
     assert egress == {(53, "UDP"), (53, "TCP"), (443, "TCP")}
-    assert all("to" not in rule for rule in policy["egress"])
+    assert all(rule.get("to") for rule in policy["egress"]), "no egress rule may reach every address"
+
+
+@pytest.mark.parametrize(("ip", "port", "allowed"), [
+    ("52.220.0.10", 443, True),  # a public address: 8x8's API
+    ("2600:1f18::10", 443, True),  # a public IPv6 address
+    ("52.220.0.10", 80, False),
+    ("10.96.0.1", 443, False),  # the kubernetes Service (API server)
+    ("10.244.3.7", 443, False),  # a pod
+    ("172.20.0.5", 443, False), ("192.168.1.1", 443, False), ("100.100.100.200", 443, False),
+    ("169.254.169.254", 443, False), ("169.254.169.254", 80, False),  # cloud metadata
+    ("fd00:ec2::254", 443, False), ("fe80::1", 443, False),
+    ("8.8.8.8", 53, False),  # DNS only through the cluster's DNS
+])
+def test_network_policy_egress_reaches_only_addresses_outside_the_cluster(ip: str, port: int, allowed: bool) -> None:
+    policy = children()["NetworkPolicy"]
+    assert egress_allows(policy, port, ip=ip) is allowed
+    assert egress_allows(policy, port, "UDP", ip=ip) is False
+
+
+def test_network_policy_dns_goes_only_to_the_cluster_dns_pods() -> None:
+    policy = children()["NetworkPolicy"]
+    for protocol in ("UDP", "TCP"):
+        assert egress_allows(policy, 53, protocol, pod=DNS_POD)
+        assert not egress_allows(policy, 53, protocol, pod=OTHER_POD), "DNS to any pod of the cluster"
+    assert not egress_allows(policy, 443, pod=OTHER_POD), "HTTPS to a pod of the cluster"
+    assert not egress_allows(policy, 6379, pod=OTHER_POD)
+
+
+def test_network_policy_egress_follows_the_operator_settings() -> None:
+    spec = copy.deepcopy(SPEC)
+    ch = parse_channel("shop", "prod", spec)
+    settings = egress.RelayEgress(cluster_cidrs=("10.0.0.0/8", "203.0.113.0/24"), dns_namespace="openshift-dns",
+                                  dns_pod_labels=(("dns.operator.openshift.io/daemonset-dns", "default"),),
+                                  dns_ports=(5353,))
+    policy = render.render_children(ch, image="img:1", signing_keys=("k1",), secrets_checksum="c", owner=OWNER,
+                                    egress=settings).apply
+    (policy,) = [m for m in policy if m["kind"] == "NetworkPolicy"]
+    assert not egress_allows(policy, 443, ip="203.0.113.9") and egress_allows(policy, 443, ip="192.168.1.1")
+    openshift_dns = {"namespace": {"kubernetes.io/metadata.name": "openshift-dns"},
+                     "pod": {"dns.operator.openshift.io/daemonset-dns": "default"}}
+    assert egress_allows(policy, 5353, "UDP", pod=openshift_dns)
+    assert not egress_allows(policy, 53, "UDP", pod=openshift_dns) and not egress_allows(policy, 5353, "UDP", pod=DNS_POD)
+
+
+def test_network_policy_leaves_https_to_an_fqdn_policy_when_told() -> None:
+    ch = parse_channel("shop", "prod", SPEC)
+    deployment = render.relay_deployment(ch, "img:1", "c", OWNER)
+    policy = render.relay_network_policy(ch, deployment, OWNER, egress.RelayEgress(https="none"))
+    assert not egress_allows(policy, 443, ip="52.220.0.10") and egress_allows(policy, 53, "UDP", pod=DNS_POD)
 
 
 def test_network_policy_keeps_every_non_public_port_to_the_namespace_and_monitoring() -> None:
@@ -81,23 +131,35 @@ def test_network_policy_keeps_every_non_public_port_to_the_namespace_and_monitor
         names.LABEL_RELAY_METRICS_NAMESPACE: names.RELAY_METRICS_NAMESPACE_VALUE}}}]
 
 
-def test_network_policy_lets_the_relay_reach_a_base_url_on_another_port() -> None:
+@pytest.mark.parametrize("base_url", ["https://sms-proxy.internal:8443", "https://sms-proxy.internal"])
+def test_network_policy_lets_the_relay_reach_an_allowed_base_url_on_its_port(base_url: str) -> None:
+    """An SMS proxy the administrator allowed is usually in the cluster: its port, any address."""
     spec = copy.deepcopy(SPEC)
-    spec["sms"]["baseUrl"] = "https://sms-proxy.internal:8443"
+    spec["sms"]["baseUrl"] = base_url
     ch = parse_channel("shop", "prod", spec)
-    deployment = render.relay_deployment(ch, "img:1", "c", OWNER)
-    policy = render.relay_network_policy(ch, deployment, OWNER)
-    assert {p["port"] for p in policy["spec"]["egress"][1]["ports"]} == {443, 8443}
+    policy = render.relay_network_policy(ch, render.relay_deployment(ch, "img:1", "c", OWNER), OWNER)
+    port = 8443 if base_url.endswith(":8443") else 443
+    assert egress_allows(policy, port, pod=OTHER_POD) and egress_allows(policy, port, ip="10.1.2.3")
+    assert not egress_allows(policy, 6379, pod=OTHER_POD)
+
+
+def test_network_policy_keeps_8x8_outside_the_cluster() -> None:
+    spec = copy.deepcopy(SPEC)
+    spec["sms"]["baseUrl"] = "https://sms.8x8.com"
+    ch = parse_channel("shop", "prod", spec)
+    policy = render.relay_network_policy(ch, render.relay_deployment(ch, "img:1", "c", OWNER), OWNER)
+    assert not egress_allows(policy, 443, ip="10.1.2.3") and egress_allows(policy, 443, ip="52.220.0.10")
 
 
 @pytest.mark.parametrize(("url", "port"), [("redis://redis.shop:6380/0", 6380), ("rediss://redis.shop", 6379)])
-def test_network_policy_lets_the_relay_reach_its_state_store(url: str, port: int) -> None:
+def test_network_policy_lets_the_relay_reach_its_state_store_on_its_port_only(url: str, port: int) -> None:
     spec = copy.deepcopy(SPEC)
     spec["relay"]["stateStore"] = {"url": url}
     ch = parse_channel("shop", "prod", spec)
-    deployment = render.relay_deployment(ch, "img:1", "c", OWNER)
-    policy = render.relay_network_policy(ch, deployment, OWNER)
-    assert {p["port"] for p in policy["spec"]["egress"][1]["ports"]} == {443, port}
+    policy = render.relay_network_policy(ch, render.relay_deployment(ch, "img:1", "c", OWNER), OWNER)
+    assert egress_allows(policy, port, pod=OTHER_POD) and egress_allows(policy, port, ip="10.1.2.3")
+    assert not egress_allows(policy, 443, pod=OTHER_POD) and not egress_allows(policy, 443, ip="10.1.2.3")
+    assert not egress_allows(policy, port + 1, pod=OTHER_POD)
 
 
 def test_replicas_spread_over_nodes_and_zones_without_blocking() -> None:

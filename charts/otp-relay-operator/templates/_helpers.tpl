@@ -77,7 +77,8 @@ operator; tests/chart/test_rbac.py keeps the allow-list and proves the operator 
   verbs: ["update"]
 # Secrets, each verb for one reason (README "Security"):
 # - get: a Secret a channel names (8x8 key, Auth0 credentials), by name, and the relay's own ones;
-#   a missing one is looked for again by GET until it exists.
+#   a missing one is looked for again by GET until it exists. Of a state store's password Secret
+#   only the metadata (PartialObjectMetadata), for its otprelay.io/state-store-password opt-in.
 # - list, watch: only with the label selector "otprelay.io/secret in (referenced,relay)": the
 #   Secrets channels reference (labelled by the operator) and the relay Secrets it created, so a
 #   rotation re-reconciles at once. RBAC cannot restrict list/watch to a selector; the operator
@@ -128,3 +129,25 @@ operator; tests/chart/test_rbac.py keeps the allow-list and proves the operator 
   resourceNames: [{{ $name | quote }}]
   verbs: ["patch"]
 {{- end -}}
+
+{{/*
+ipBlock peers for every address outside clusterNetwork.cidrs, one per IP family (an except must
+lie inside its cidr); the operator renders the same for the relays (otp_operator/egress.py).
+*/}}
+{{- define "otp-relay-operator.outsideCluster" -}}
+{{- $v4 := list -}}
+{{- $v6 := list -}}
+{{- range .Values.clusterNetwork.cidrs -}}
+{{- if contains ":" . -}}{{- $v6 = append $v6 . -}}{{- else -}}{{- $v4 = append $v4 . -}}{{- end -}}
+{{- end -}}
+- ipBlock:
+    cidr: 0.0.0.0/0
+    {{- with $v4 }}
+    except: {{ toJson . }}
+    {{- end }}
+- ipBlock:
+    cidr: ::/0
+    {{- with $v6 }}
+    except: {{ toJson . }}
+    {{- end }}
+{{- end }}
