@@ -173,6 +173,8 @@ def relay_env(ch: ChannelSpec) -> list[dict[str, str]]:
         env["OTP_RELAY_STATE_PREFIX"] = f"otp-relay:{ch.namespace}/{ch.name}"
         if store.password:
             env["OTP_RELAY_STATE_PASSWORD_FILE"] = f"{names.STATE_PASSWORD_MOUNT_DIR}/{names.STATE_PASSWORD_FILE}"
+        if store.ca:
+            env["OTP_RELAY_STATE_CA_FILE"] = f"{names.STATE_CA_MOUNT_DIR}/{names.STATE_CA_FILE}"
     if ch.sms.base_url:
         env["OTP_RELAY_SMS_BASE_URL"] = ch.sms.base_url
     if ch.sms.sender:
@@ -244,6 +246,9 @@ def relay_deployment(
     if ch.relay.state_store and ch.relay.state_store.password:
         container["volumeMounts"].append(
             {"name": "state-password", "mountPath": names.STATE_PASSWORD_MOUNT_DIR, "readOnly": True})
+    if ch.relay.state_store and ch.relay.state_store.ca:
+        container["volumeMounts"].append(
+            {"name": "state-ca", "mountPath": names.STATE_CA_MOUNT_DIR, "readOnly": True})
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -298,7 +303,7 @@ def relay_deployment(
                             },
                         },
                         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
-                        *_state_password_volume(ch),
+                        *_state_store_volumes(ch),
                     ],
                 },
             },
@@ -308,18 +313,23 @@ def relay_deployment(
     return deployment
 
 
-def _state_password_volume(ch: ChannelSpec) -> list[dict[str, Any]]:
+def _state_store_volumes(ch: ChannelSpec) -> list[dict[str, Any]]:
+    """The store's password (a Secret) and CA bundle (a ConfigMap), as the relay reads them."""
     store = ch.relay.state_store
-    if not store or not store.password:
-        return []
-    return [{
-        "name": "state-password",
-        "secret": {
+    volumes: list[dict[str, Any]] = []
+    if store and store.password:
+        volumes.append({"name": "state-password", "secret": {
             "secretName": store.password.name,
             "items": [{"key": store.password.key, "path": names.STATE_PASSWORD_FILE}],
             "defaultMode": 0o444,
-        },
-    }]
+        }})
+    if store and store.ca:
+        volumes.append({"name": "state-ca", "configMap": {
+            "name": store.ca.name,
+            "items": [{"key": store.ca.key, "path": names.STATE_CA_FILE}],
+            "defaultMode": 0o444,
+        }})
+    return volumes
 
 
 def relay_service(ch: ChannelSpec, owner: Mapping[str, Any]) -> dict[str, Any]:

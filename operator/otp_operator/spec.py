@@ -28,6 +28,12 @@ class SpecError(ValueError):
 
 
 @dataclass(frozen=True)
+class ConfigMapKeyRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
 class SecretKeyRef:
     name: str
     key: str
@@ -94,6 +100,7 @@ class StateStoreSpec:
 
     url: str
     password: SecretKeyRef | None
+    ca: ConfigMapKeyRef | None = None  # the PEM bundle the store's certificate is checked against
 
     @property
     def host(self) -> str:
@@ -223,7 +230,14 @@ def _state_store(store: Mapping[str, Any] | None) -> StateStoreSpec | None:
     if ref:
         password = SecretKeyRef(_require(_get(ref, "name"), "relay.stateStore.passwordSecretRef.name"),
                                 _get(ref, "key", "password"))
-    return StateStoreSpec(url=url, password=password)
+    ca_ref = _get(store, "caConfigMapRef")
+    ca = None
+    if ca_ref:
+        if not url.startswith("rediss://"):
+            raise SpecError("spec.relay.stateStore.caConfigMapRef needs TLS to the store (rediss:// or tls: true)")
+        ca = ConfigMapKeyRef(_require(_get(ca_ref, "name"), "relay.stateStore.caConfigMapRef.name"),
+                             _get(ca_ref, "key", names.STATE_CA_DEFAULT_KEY))
+    return StateStoreSpec(url=url, password=password, ca=ca)
 
 
 def _policy_window(policy: Mapping[str, Any], field: str) -> str | None:

@@ -17,9 +17,11 @@ def test_state_store_and_global_limit_are_accepted(k8s_api, otpchannel_crd, name
     body["spec"]["policy"] = {"perRecipient": {"window": "1h30m"}, "globalLimit": {"limit": 20, "window": "1m"}}
     body["spec"]["relay"]["stateStore"] = {"url": "redis://redis.cache.svc:6379/1",
                                            "passwordSecretRef": {"name": "otp-redis"}}
+    body["spec"]["relay"]["stateStore"]["caConfigMapRef"] = {"name": "redis-ca"}
     spec = create_channel(k8s_api, body)["spec"]
     assert spec["relay"]["stateStore"] == {"url": "redis://redis.cache.svc:6379/1", "tls": False,
-                                           "passwordSecretRef": {"name": "otp-redis", "key": "password"}}
+                                           "passwordSecretRef": {"name": "otp-redis", "key": "password"},
+                                           "caConfigMapRef": {"name": "redis-ca", "key": "ca.crt"}}
     # the window the API server took is one the relay runs with (it crash-looped on 1h30m)
     assert config.Rate.parse(f"5/{spec['policy']['perRecipient']['window']}").window == 5400
 

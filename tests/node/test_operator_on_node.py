@@ -24,7 +24,8 @@ from otp_sandbox.processes import SANDBOX_ENDPOINT_ARGS
 from tests.chart.helm import set_values
 from tests.chart.kube import deployment_available, server_side_apply
 from tests.fixtures.relay import free_port
-from tests.support.channels import create_channel, wait_condition, wait_for
+from tests.support.channels import create_channel, signing_keys, wait_condition, wait_for
+from tests.support.leaks import assert_no_secrets
 
 from tests.support.node import real_node_pod_template
 
@@ -52,6 +53,8 @@ def operator_deployment(helm, namespace: str, server: str, node_ip: str, ca_file
     # On the host's network the metrics server (all interfaces) would be exposed: it is left off.
     container["args"] = [a.replace("0.0.0.0:8080", f"{node_ip}:{liveness}") if a.startswith("--liveness") else a
                          for a in container["args"] if not a.startswith("--metrics-port")]
+    # At DEBUG, so the leak scan covers everything kopf and the operator can log.
+    container["args"] = [a for a in container["args"] if not a.startswith("--log-level")] + ["--log-level=DEBUG"]
     for port in container["ports"]:
         port["containerPort"] = {"liveness": liveness, "metrics": metrics}[port["name"]]
     container["env"] = [*(container.get("env") or []),
@@ -100,7 +103,8 @@ def test_operator_container_on_the_node_brings_a_channel_to_ready(
         channel = wait_condition(k8s_api, namespace, "prod", timeout=300)
         assert channel["status"]["relay"]["availableReplicas"] == 2
         logs = client.CoreV1Api(k8s_api).read_namespaced_pod_log(pod.metadata.name, namespace)
-        assert not [s for s in ch.secret_values if s in logs]
+        assert "DEBUG" in logs  # the scan saw debug output
+        assert_no_secrets(logs, [*ch.secret_values, *signing_keys(k8s_api, namespace, "prod")], "the operator pod's log")
     finally:
         client.AppsV1Api(k8s_api).delete_namespaced_deployment(name, namespace)
         for body in others:

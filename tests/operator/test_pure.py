@@ -173,6 +173,24 @@ def test_state_store_makes_limits_channel_wide():
     assert mounts["state-password"] == "/var/run/otp-relay/state"
 
 
+def test_a_state_store_ca_from_a_config_map_is_what_the_relay_checks_the_store_against():
+    store = {"url": "rediss://redis.cache.svc:6380", "caConfigMapRef": {"name": "redis-ca"}}
+    ch = parse_channel("shop", "prod", {**SPEC, "relay": {**SPEC["relay"], "stateStore": store}})
+    pod = render.relay_deployment(ch, "img:1", "abc", OWNER)["spec"]["template"]["spec"]
+    env = {e["name"]: e["value"] for e in pod["containers"][0]["env"]}
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert env["OTP_RELAY_STATE_CA_FILE"] == f"{mounts['state-ca']['mountPath']}/ca.crt"
+    assert mounts["state-ca"]["readOnly"] is True
+    assert volumes["state-ca"]["configMap"]["name"] == "redis-ca"
+    assert volumes["state-ca"]["configMap"]["items"] == [{"key": "ca.crt", "path": "ca.crt"}]
+    assert "redis-ca" not in ch.referenced_secrets()  # a ConfigMap the kubelet mounts; the operator never reads it
+    # Without TLS there is no certificate to check: said, not silently ignored.
+    plain = {"url": "redis://redis.cache.svc:6379", "caConfigMapRef": {"name": "redis-ca"}}
+    with pytest.raises(SpecError, match="caConfigMapRef needs TLS"):
+        parse_channel("shop", "prod", {**SPEC, "relay": {**SPEC["relay"], "stateStore": plain}})
+
+
 def test_without_a_state_store_each_replica_gets_its_share_of_the_global_limit():
     spec = {**SPEC, "policy": {**SPEC["policy"], "globalLimit": {"limit": 10, "window": "1h30m"}},
             "relay": {**SPEC["relay"], "replicas": 3}}
