@@ -66,7 +66,7 @@ node-tools:
 	  apt-get update -qq && apt-get install -y -qq containerd runc containernetworking-plugins; }
 
 test: controlplane helm gitops-tools image node-tools test-tools
-	$(BIN)/python -m pytest -ra
+	$(BIN)/python -m pytest -ra --durations=20
 
 test-fast: $(STAMP) test-tools
 	$(BIN)/python -m pytest -ra -m "not cluster and not container"
