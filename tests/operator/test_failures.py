@@ -76,21 +76,32 @@ def test_two_replicas_one_works_and_the_standby_takes_over(peering, k8s_api, nam
     # (peering first: torn down last, after the teardown deleted the channels through the replicas)
     # Two replicas with the same arguments, as a Deployment runs them (no --priority).
     # httpx logs each request (Auth0's, the delivery polls) at INFO: what a replica did shows.
-    operators = {pod: run_operator("--peering", peering, "--peering-lifetime", "6", env={"POD_ID": pod})
-                 for pod in ("replica-a", "replica-b")}
+    def start(pod: str):
+        return run_operator("--peering", peering, "--peering-lifetime", "6", env={"POD_ID": pod})
 
     def peers() -> dict:
         obj = custom(k8s_api).get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", peering)
         return {k: v for k, v in (obj.get("status") or {}).items() if v}
 
+    # One after the other, so the pause is observable: with --peering kopf starts paused, and the
+    # first replica, alone, resumes; the second starts paused and only resumes if it outranks the
+    # first, which then pauses in its favour. (Started together, a standby that saw the other at
+    # once stays paused silently, and nothing in its log tells that apart from "not looked yet".)
+    operators = {"replica-a": start("replica-a")}
+    wait_for(lambda: "Resuming operations after the pause" in operators["replica-a"].logs(), timeout=60,
+             what="the lone first replica to resume")
+    operators["replica-b"] = start("replica-b")
     wait_for(lambda: set(peers()) == set(operators), timeout=60, what="both replicas in the peering object")
     priorities = {pod: info["priority"] for pod, info in peers().items()}
     assert len(set(priorities.values())) == 2, f"equal priorities freeze every replica: {priorities}"
 
     active = max(priorities, key=priorities.get)
     standby = min(priorities, key=priorities.get)
-    wait_for(lambda: "Pausing operations in favour of" in operators[standby].logs(), timeout=30,
-             what="the standby to pause for the active replica")
+    if standby == "replica-a":
+        wait_for(lambda: "Pausing operations in favour of" in operators[standby].logs(), timeout=30,
+                 what="the first replica to pause for the second, which outranks it")
+    else:  # replica-b saw replica-a live from its first look: it never resumed
+        assert "Resuming operations" not in operators[standby].logs()
     first = setup_channel(namespace)
     create_channel(k8s_api, first.manifest(sms_emulator.base_url))
     wait_condition(k8s_api, namespace, "prod", timeout=90)  # two live replicas still serve
