@@ -68,6 +68,22 @@ def replace_file(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def metric_samples(exposition: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """``{sorted label items: value}`` of every sample named ``name`` in a Prometheus text
+    exposition (the relay's and the operator's /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
+    return {tuple(sorted(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(exposition)
+            for sample in family.samples if sample.name == name}
+
+
+def metric_value(exposition: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` that carry ``labels`` (0 when none does)."""
+    return sum(value for items, value in metric_samples(exposition, name).items()
+               if all(dict(items).get(key) == wanted for key, wanted in labels.items()))
+
+
 def signed_headers(key: str, raw: bytes, timestamp: int | None = None) -> dict[str, str]:
     ts = int(time.time()) if timestamp is None else timestamp
     return {"Content-Type": "application/json", "X-Otp-Timestamp": str(ts),
@@ -137,14 +153,8 @@ class RelayProcess:
         return self.client.get(self.admin_url + path)
 
     def metric(self, name: str, **labels: str) -> float:
-        """Value of one sample on /metrics (0 when absent)."""
-        from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
-
-        for family in text_string_to_metric_families(self.get("/metrics").text):
-            for sample in family.samples:
-                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                    return sample.value
-        return 0.0
+        """The sum of the samples of ``name`` on /metrics that carry ``labels`` (0 when absent)."""
+        return metric_value(self.get("/metrics").text, name, **labels)
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -15,7 +15,7 @@ from otp_operator.auth0 import CONFLICT, RATE_LIMITED, Auth0Credentials, Auth0Er
 from otp_operator.auth0.ratelimit import TenantRateLimit
 from otp_operator.auth0_pool import Auth0Pool
 from otp_sandbox.auth0_emulator import FREE
-from tests.support.auth0 import desired_for
+from tests.support.auth0 import desired_for, management_token
 from tests.fixtures.auth0 import make_client, route_phone_messages
 
 RELAY_URL = "https://otp.shop.example/prod"
@@ -103,9 +103,7 @@ async def test_a_429_storm_from_another_client_is_absorbed(auth0_tenant):
     client, other = make_client(), make_client()
     tenant = auth0_tenant(clients=[client, other], rate_limit=FREE)
     route_phone_messages(tenant, "send-phone-message")
-    token = httpx.post(f"{tenant.base_url}/oauth/token", verify=tenant.ssl_context, json={
-        "grant_type": "client_credentials", "client_id": other.client_id,
-        "client_secret": other.client_secret, "audience": f"{tenant.base_url}/api/v2/"}).json()["access_token"]
+    token = management_token(tenant, other)
     storm: list[int] = []
 
     def hammer() -> None:

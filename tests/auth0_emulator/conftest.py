@@ -10,17 +10,13 @@ from auth0.management import AsyncManagementClient
 
 from otp_sandbox.auth0_emulator import Auth0Tenant
 
+from tests.support.auth0 import management_token
+
 NO_RETRY = {"max_retries": 0}
 
 
 def token_for(tenant: Auth0Tenant, client_index: int = 0) -> str:
-    client = tenant.clients[client_index]
-    response = httpx.post(f"{tenant.base_url}/oauth/token", data={
-        "grant_type": "client_credentials", "client_id": client.client_id,
-        "client_secret": client.client_secret, "audience": f"{tenant.base_url}/api/v2/"},
-        verify=tenant.ssl_context)
-    response.raise_for_status()
-    return response.json()["access_token"]
+    return management_token(tenant, tenant.clients[client_index])
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from otp_sandbox.processes import SANDBOX_ENDPOINT_ARGS
 from tests.chart.helm import set_values
 from tests.chart.kube import deployment_available, server_side_apply
 from tests.fixtures.relay import free_port
-from tests.support.channels import create_channel, signing_keys, wait_condition, wait_for
+from tests.support.channels import create_channel, delete_all_channels, signing_keys, wait_condition, wait_for
 from tests.support.leaks import assert_no_secrets
 
 from tests.support.node import real_node_pod_template
@@ -106,6 +106,9 @@ def test_operator_container_on_the_node_brings_a_channel_to_ready(
         assert "DEBUG" in logs  # the scan saw debug output
         assert_no_secrets(logs, [*ch.secret_values, *signing_keys(k8s_api, namespace, "prod")], "the operator pod's log")
     finally:
+        # Removed by the operator pod while it runs: one left with its finalizer would block the
+        # next test's operator, its Secrets gone with this namespace.
+        delete_all_channels(k8s_api)
         client.AppsV1Api(k8s_api).delete_namespaced_deployment(name, namespace)
         for body in others:
             if body["kind"].startswith("Cluster"):

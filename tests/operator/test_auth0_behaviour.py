@@ -10,6 +10,7 @@ from otp_operator import names
 
 from tests.fixtures.auth0 import make_client
 from tests.fixtures.relay import otp_body
+from tests.support.auth0 import Dashboard
 from tests.support.channels import (
     OtpTraffic,
     condition,
@@ -84,7 +85,8 @@ def test_two_tenants_never_touch_each_other(k8s_api, namespace, second_namespace
 def test_auth0_errors_give_reasons_and_bounded_retries(k8s_api, namespace, run_operator, setup_channel,
                                                        auth0_tenant, sms_emulator, fault, reason):
     if fault == "no-scopes":
-        tenant = auth0_tenant(clients=[make_client(scopes=("read:actions",))])
+        # a second client with every scope: granting them is how the user recovers
+        tenant = auth0_tenant(clients=[make_client(scopes=("read:actions",)), make_client()])
     else:
         tenant = auth0_tenant()
     tenant.route_phone_messages_to("phone-provider")
@@ -107,6 +109,11 @@ def test_auth0_errors_give_reasons_and_bounded_retries(k8s_api, namespace, run_o
     assert len(tenant.requests()) <= 12, [(r.method, r.path, r.status) for r in tenant.requests()]
     if fault == "bad-secret":
         make_secret(k8s_api, namespace, "auth0-mgmt", {"client_id": real.client_id, "client_secret": real.client_secret})
+        wait_condition(k8s_api, namespace, "prod", timeout=60)
+    if fault == "no-scopes":
+        granted = tenant.clients[1]
+        make_secret(k8s_api, namespace, "auth0-mgmt",
+                    {"client_id": granted.client_id, "client_secret": granted.client_secret})
         wait_condition(k8s_api, namespace, "prod", timeout=60)
     if fault == "rate-limited":
         tenant.fail_next(429, count=0)
@@ -197,11 +204,7 @@ def test_suspend_stops_all_writes(k8s_api, namespace, run_operator, setup_channe
 
 
 def test_drift_in_auth0_is_repaired_by_the_timer(k8s_api, namespace, run_operator, auth0_tenant, setup_channel,
-                                                 sms_emulator, ssl_cert_file):
-    import ssl
-
-    import httpx
-
+                                                 sms_emulator):
     run_operator("--drift-interval", "2")
     # A drift check every 2 s is 7 reads every 2 s: more than a free tenant's 2/s, so the
     # dashboard user below would meet 429s. Drift is the point here, not rate limits: a paid tenant.
@@ -211,15 +214,8 @@ def test_drift_in_auth0_is_repaired_by_the_timer(k8s_api, namespace, run_operato
     create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
     channel = wait_condition(k8s_api, namespace, "prod", timeout=90)
     provider_id = channel["status"]["auth0"]["providerId"]
-    credentials = ch.tenant.clients[0]
     # A dashboard user disables the provider through the Management API.
-    with httpx.Client(base_url=ch.tenant.base_url, verify=ssl.create_default_context(cafile=str(ssl_cert_file)), timeout=10) as http:
-        token = http.post("/oauth/token", json={
-            "grant_type": "client_credentials", "client_id": credentials.client_id,
-            "client_secret": credentials.client_secret, "audience": f"{ch.tenant.base_url}/api/v2/"}).json()
-        response = http.patch(f"/api/v2/branding/phone/providers/{provider_id}", json={"disabled": True},
-                              headers={"Authorization": f"Bearer {token['access_token']}"})
-        assert response.status_code == 200, response.text
+    Dashboard(ch.tenant, ch.tenant.clients[0])("PATCH", f"/branding/phone/providers/{provider_id}", json={"disabled": True})
     assert ch.tenant.state()["phone_providers"][0]["disabled"] is True
 
     wait_for(lambda: ch.tenant.state()["phone_providers"][0]["disabled"] is False, timeout=30,

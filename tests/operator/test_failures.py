@@ -15,8 +15,7 @@ from kubernetes.client.rest import ApiException
 from otp_operator import names
 from otp_sandbox.controlplane import ControlPlane
 from otp_sandbox.crd import install_crd
-from otp_sandbox.processes import OperatorProcess
-from prometheus_client.parser import text_string_to_metric_families
+from otp_sandbox.processes import OperatorProcess, metric_value
 
 from tests.fixtures.operator import TEST_OPERATOR_ARGS
 from tests.fixtures.relay import free_port
@@ -45,8 +44,7 @@ PEERING_CRD = Path(__file__).resolve().parents[2] / "charts/otp-relay-operator/f
 
 
 def _metric(port: int, name: str) -> float:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return sum(s.value for f in text_string_to_metric_families(text) for s in f.samples if s.name == name)
+    return metric_value(httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text, name)
 
 
 def _warnings(api: client.ApiClient, namespace: str, name: str, reason: str) -> list[client.CoreV1Event]:

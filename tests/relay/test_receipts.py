@@ -12,10 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from otp_operator import delivery
 from otp_relay import receipts
+from otp_sandbox.processes import metric_samples
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.relay import RelayProcess, free_port, kubelet_volume, otp_body, relay_env
 
@@ -45,13 +45,7 @@ def receipt_relay(relay_factory, emulator_keys, ssl_cert_file: Path, tmp_path: P
 
 
 def samples(relay: RelayProcess, name: str) -> dict[tuple, float]:
-    """``{sorted label items: value}`` of one sample name on the relay's /metrics."""
-    found: dict[tuple, float] = {}
-    for family in text_string_to_metric_families(relay.get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == name:
-                found[tuple(sorted(sample.labels.items()))] = sample.value
-    return found
+    return metric_samples(relay.get("/metrics").text, name)
 
 
 def receipt_body(umid: str, state: str = "delivered", destination: str = "+6591234567", **status) -> dict:

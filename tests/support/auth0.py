@@ -4,6 +4,7 @@ integration of a mode (``desired_for``). The fixtures are in tests/auth0/conftes
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,20 +17,25 @@ SMS_API_KEY = "sms-api-key-for-tests"
 SIGNING_KEY = "signing-key-0001-abcdef"
 
 
+def management_token(tenant: Auth0Tenant, client: Client) -> str:
+    """A Management API access token for ``client`` (the client-credentials grant, as the SDK
+    and the operator get one): the one place the tests ask the tenant for a token."""
+    response = httpx.post(f"{tenant.base_url}/oauth/token", verify=tenant.ssl_context, json={
+        "grant_type": "client_credentials", "client_id": client.client_id,
+        "client_secret": client.client_secret, "audience": f"{tenant.base_url}/api/v2/"})
+    return response.raise_for_status().json()["access_token"]
+
+
 class Dashboard:
     """Changes a tenant the way a person in the Auth0 dashboard would: Management API calls."""
 
     def __init__(self, tenant: Auth0Tenant, client: Client) -> None:
-        token = httpx.post(f"{tenant.base_url}/oauth/token", json={
-            "grant_type": "client_credentials", "client_id": client.client_id,
-            "client_secret": client.client_secret, "audience": f"{tenant.base_url}/api/v2/",
-        }, verify=tenant.ssl_context).raise_for_status().json()["access_token"]
+        token = management_token(tenant, client)
         self.http = httpx.Client(base_url=f"{tenant.base_url}/api/v2",
                                  headers={"Authorization": f"Bearer {token}"},
                                  verify=tenant.ssl_context)
 
     def __call__(self, method: str, path: str, **kwargs: Any) -> Any:
-        import time
         for _ in range(20):  # the bucket is shared with the operator: wait out a 429, as the Dashboard does
             response = self.http.request(method, path, **kwargs)
             if response.status_code != 429:
@@ -40,7 +46,6 @@ class Dashboard:
 
     def wait_built_and_deploy(self, action_id: str) -> None:
         """Deploy as a person would: wait for the build, deploy, wait until it serves."""
-        import time
         for _ in range(100):  # polls gently: the tenant's rate limit is shared with the operator
             time.sleep(0.2)
             if self("GET", f"/actions/actions/{action_id}")["status"] == "built":
