@@ -65,11 +65,17 @@ node-tools:
 	  echo ">> installing containerd, runc and containernetworking-plugins from Debian for the sandbox's real node"; \
 	  apt-get update -qq && apt-get install -y -qq containerd runc containernetworking-plugins; }
 
+# Two workers (pytest-xdist): most tests wait on timers, clusters and processes, not on a core.
+# Each worker has its own session control plane and emulators; every test that runs a kubelet
+# goes to one worker (tests/conftest.py). TEST_WORKERS=0 runs in this process, one test at a time.
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
+
 test: controlplane helm gitops-tools image node-tools test-tools
-	$(BIN)/python -m pytest -ra --durations=20
+	$(BIN)/python -m pytest -ra --durations=20 $(PYTEST_PARALLEL)
 
 test-fast: $(STAMP) test-tools
-	$(BIN)/python -m pytest -ra -m "not cluster and not container"
+	$(BIN)/python -m pytest -ra -m "not cluster and not container" $(PYTEST_PARALLEL)
 
 demo: controlplane image node-tools
 	$(BIN)/otp-sandbox demo $(ARGS)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from hypothesis import settings
+from otp_sandbox.controlplane.process import PORT_SHARD_ENV
 
 # Hypothesis' default 200 ms deadline per example is a speed check, and speed is measured in
 # bench/, not asserted in tests: on a loaded 2-core machine it failed examples that were correct.
@@ -24,11 +27,20 @@ pytest_plugins = [
 ]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Parallel workers (pytest-xdist, `make test`) each pick ports from their own slice; set in the
+    # environment, so the processes a test starts (sandbox CLI, demo) keep to it too.
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if worker and count:
+        os.environ[PORT_SHARD_ENV] = f"{int(worker.removeprefix('gw'))}/{count}"
+
+
 # Fixtures whose use puts a test on the control plane (which also runs the image on its real
 # node) or makes it build or run the image. Marking by use, not by hand, means a test cannot
 # reach the cluster while `make test-fast` (-m "not cluster and not container") selects it.
 _CLUSTER_FIXTURES = {"cluster"}
 _CONTAINER_FIXTURES = {"built_image", "real_node", "cluster"}
+_KUBELET_FIXTURES = {"real_node"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by these marks
@@ -39,3 +51,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
         if used & _CONTAINER_FIXTURES:
             item.add_marker(pytest.mark.container)
+        # One worker runs every test that runs a kubelet, one after the other, as a serial run
+        # does: at most the session's real node and one test's own at a time on this host
+        # (kubelets started together could pick the same pod subnet).
+        if used & _KUBELET_FIXTURES or item.get_closest_marker("kubelet"):
+            item.add_marker(pytest.mark.xdist_group("kubelet"))

@@ -39,6 +39,7 @@ def wait_gone(pids: list[int], timeout: float = 15) -> list[int]:
     return [p for p in pids if alive(p)]
 
 
+@pytest.mark.kubelet
 def test_up_status_down_leaves_no_process_behind(tmp_path):
     up = otp_sandbox(tmp_path, "cluster", "up", "--full")
     assert up.returncode == 0, up.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.kubelet]
 
 SANDBOX = str(Path(sys.executable).with_name("otp-sandbox"))
 

@@ -16,7 +16,7 @@ from otp_sandbox.controlplane.node import NODE_NAME, mounts_under, node_selector
 
 from tests.support.node import wait_pod_ready
 
-pytestmark = [pytest.mark.cluster, pytest.mark.container]
+pytestmark = [pytest.mark.cluster, pytest.mark.container, pytest.mark.kubelet]
 
 
 def processes_mentioning(text: str) -> list[str]:

@@ -104,7 +104,7 @@ class ControlPlane:
             if self.profile == "full":
                 self._start_full(binaries)
                 if self.real_node is not None:
-                    self._start_real_node(self.real_node)
+                    self.add_real_node(self.real_node)
         except BaseException:
             self.stop()
             raise
@@ -244,24 +244,38 @@ class ControlPlane:
             scheduler.close()
             kcm.close()
 
-    def _start_real_node(self, images: NodeImages) -> None:
+    def add_real_node(self, images: NodeImages) -> RealNode:
+        """Start the real kubelet Node ("full" profile) unless it runs: at start() when asked
+        for, or on a running plane when the first test that needs it comes; stop() stops it."""
+        if self.profile != "full":
+            raise ControlPlaneError("a real node needs the full profile (kube-scheduler places its pods)")
+        if self.node is None:
+            self.node = self._start_real_node(images)
+        return self.node
+
+    def _start_real_node(self, images: NodeImages) -> RealNode:
         started = time.monotonic()
         # Its own short directory: the kubelet's unix sockets must fit in 108 bytes.
-        self.node = RealNode(Path(tempfile.mkdtemp(prefix="otp-node-")), images.pause)
-        self.node.start_runtime(images.archives)
-        # Like kwok, the kubelet gets node-wide powers (the sandbox runs no Node authorizer).
-        config = self._component_kubeconfig(f"system:node:{NODE_NAME}", groups=("system:masters",))
-        serving = self._ca.issue(f"{NODE_NAME}-serving", hosts=("localhost", "127.0.0.1", self.node.gateway))
-        self.node.start_kubelet(locate(("kubelet",))["kubelet"], config, self._ca.cert_path,
-                                (serving.cert, serving.key))
-        deadline = time.monotonic() + self.startup_timeout
-        while not api.node_ready(self._admin, NODE_NAME):
-            self.node.check()
-            if time.monotonic() > deadline:
-                raise ControlPlaneError(f"{NODE_NAME} not ready after {self.startup_timeout:.0f}s:\n"
-                                        f"{self.node.log_tail()}")
-            time.sleep(_POLL)
-        self.node.started_seconds = time.monotonic() - started
+        node = RealNode(Path(tempfile.mkdtemp(prefix="otp-node-")), images.pause)
+        try:
+            node.start_runtime(images.archives)
+            # Like kwok, the kubelet gets node-wide powers (the sandbox runs no Node authorizer).
+            config = self._component_kubeconfig(f"system:node:{NODE_NAME}", groups=("system:masters",))
+            serving = self._ca.issue(f"{NODE_NAME}-serving", hosts=("localhost", "127.0.0.1", node.gateway))
+            node.start_kubelet(locate(("kubelet",))["kubelet"], config, self._ca.cert_path,
+                               (serving.cert, serving.key))
+            deadline = time.monotonic() + self.startup_timeout
+            while not api.node_ready(self._admin, NODE_NAME):
+                node.check()
+                if time.monotonic() > deadline:
+                    raise ControlPlaneError(f"{NODE_NAME} not ready after {self.startup_timeout:.0f}s:\n"
+                                            f"{node.log_tail()}")
+                time.sleep(_POLL)
+        except BaseException:
+            node.stop(self.stop_grace)
+            raise
+        node.started_seconds = time.monotonic() - started
+        return node
 
     def _wait(self, checks: dict[str, Callable[[], bool]], watch: Sequence[Component] | None = None) -> None:
         """Poll until every check passes; fail fast when a component exits, and on timeout name

@@ -70,12 +70,27 @@ def _ephemeral_ports() -> range:
         return range(32768, 61000)  # Linux's default
 
 
+# "i/n": this process picks ports only from the i-th of n equal slices, so n processes picking
+# at once (parallel test workers) never hand out the same port before it is bound.
+PORT_SHARD_ENV = "OTP_SANDBOX_PORT_SHARD"
+
+
+def _port_candidates() -> range:
+    ephemeral = _ephemeral_ports()
+    candidates = range(20000, ephemeral.start) if ephemeral.start > 21000 else range(ephemeral.stop, 65536)
+    shard = os.environ.get(PORT_SHARD_ENV)
+    if not shard:
+        return candidates
+    index, count = (int(part) for part in shard.split("/"))
+    size = len(candidates) // count
+    return range(candidates.start + index * size, candidates.start + (index + 1) * size)
+
+
 def free_port() -> int:
     """A loopback TCP port that is free now and stays free until someone binds it on purpose:
     picked below the kernel's ephemeral range, so no outgoing connection is given it meanwhile
     (a port the kernel handed out with bind(0) could be), and never handed out twice here."""
-    ephemeral = _ephemeral_ports()
-    candidates = range(20000, ephemeral.start) if ephemeral.start > 21000 else range(ephemeral.stop, 65536)
+    candidates = _port_candidates()
     for _ in range(1000):
         port = random.choice(candidates)
         if port in _handed_out:
