@@ -51,8 +51,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.cluster)
         if used & _CONTAINER_FIXTURES:
             item.add_marker(pytest.mark.container)
-        # One worker runs every test that runs a kubelet, one after the other, as a serial run
-        # does: at most the session's real node and one test's own at a time on this host
-        # (kubelets started together could pick the same pod subnet).
-        if used & _KUBELET_FIXTURES or item.get_closest_marker("kubelet"):
+        if used & _KUBELET_FIXTURES:
+            item.add_marker(pytest.mark.kubelet)
+        # One worker runs every test on a real kubelet, in collection order: the ones that start
+        # their own node (tests/controlplane, demo, node lifecycle) come before the first that
+        # starts the session's, so this host runs one kubelet at a time, and two never start
+        # together (they could pick the same pod subnet).
+        if item.get_closest_marker("kubelet"):
             item.add_marker(pytest.mark.xdist_group("kubelet"))

@@ -29,7 +29,8 @@ from .conftest import (
 )
 
 NEW_KEY = SIGNING_KEYS[1]
-RELAY_TARGETS = ["process", pytest.param("pod", marks=[pytest.mark.cluster, pytest.mark.container])]
+RELAY_TARGETS = ["process", pytest.param("pod", marks=[pytest.mark.cluster, pytest.mark.container,
+                                                       pytest.mark.kubelet])]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
