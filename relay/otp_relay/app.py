@@ -398,8 +398,10 @@ class Relay:
     def public_routes(self) -> dict[str, Handler]:
         """Every public ``POST`` path (each also served under ``--path-prefix``): the one
         place a public route is added."""
-        return {"/v1/messages": self.send,
-                f"{receipts.RECEIPT_PATH}/{{token}}": lambda request: receipts.handle(self, request)}
+        return {"/v1/messages": self.send, f"{receipts.RECEIPT_PATH}/{{token}}": self.receipt}
+
+    async def receipt(self, request: web.Request) -> web.Response:
+        return await receipts.handle(self, request)
 
     def make_app(self) -> web.Application:
         """The public application: only the routes above (and their prefixed twins)."""

@@ -444,4 +444,7 @@ async def summary(relay: Any, request: Any) -> Any:
 
 
 def add_admin_route(relay: Any, app: Any) -> None:
-    app.router.add_get(SUMMARY_PATH, lambda request: summary(relay, request))
+    async def handler(request: Any) -> Any:  # aiohttp deprecates plain callables as handlers
+        return await summary(relay, request)
+
+    app.router.add_get(SUMMARY_PATH, handler)
