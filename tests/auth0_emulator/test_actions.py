@@ -1,5 +1,5 @@
-"""Actions: draft pending -> building -> built | failed, asynchronous deploys and versions,
-bindings that replace the list."""
+"""Actions: draft pending -> building -> packaged (or retrying) -> built | failed, asynchronous
+deploys and versions, bindings that replace the list, Auth0's documented entity limits."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from .conftest import NO_RETRY, deployed_action, wait_built, wait_deployed
 CPP = [{"id": "custom-phone-provider", "version": "v1"}]
 SPM = [{"id": "send-phone-message", "version": "v2"}]
 CODE = "exports.onExecuteSendPhoneMessage = async (event, api) => {};"
+BUILDING = ("pending", "building", "packaged", "retrying")  # what real tenants show before the end
 
 
 async def test_deploy_before_the_build_finished_fails_then_succeeds(api):
@@ -46,7 +47,7 @@ async def test_patch_changes_only_the_draft_until_the_next_deploy(api, tenant):
     action = await deployed_action(api, "otp", "send-phone-message", CODE, {"A": "1"})
     patched = await api.patch(f"/actions/actions/{action['id']}",
                               json={"code": CODE + "\n// v2"})
-    assert patched.json()["status"] in ("pending", "building")
+    assert patched.json()["status"] in BUILDING
     assert patched.json()["all_changes_deployed"] is False
     assert patched.json()["deployed_version"]["code"] == CODE
     await wait_built(api, action["id"])
@@ -201,7 +202,7 @@ async def test_a_build_can_fail_and_then_cannot_be_deployed(api, code, dependenc
     assert created["status"] == "pending"
     for _ in range(200):
         action = (await api.get(f"/actions/actions/{created['id']}")).json()
-        if action["status"] not in ("pending", "building"):
+        if action["status"] not in BUILDING:
             break
         await asyncio.sleep(0.05)
     assert action["status"] == "failed"
@@ -259,3 +260,110 @@ async def test_sdk_round_trip_create_deploy_bind(sdk, tenant):
     assert [v.number async for v in versions] == [1]
     assert [w.path.rsplit("/", 1)[-1] for w in tenant.writes()] == [
         "actions", "deploy", "deploy", "bindings"]
+
+
+async def _statuses_until_done(api, action_id: str) -> list[str]:
+    seen: list[str] = []
+    for _ in range(400):
+        status = (await api.get(f"/actions/actions/{action_id}")).json()["status"]
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        if status not in BUILDING:
+            return seen
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"still building: {seen}")
+
+
+@pytest.mark.parametrize("retried", [False, True])
+async def test_a_build_goes_through_the_states_real_tenants_report(api, tenant, retried):
+    if retried:
+        tenant.retry_builds(1)
+    action = (await api.post("/actions/actions", json={
+        "name": "otp", "supported_triggers": SPM, "code": CODE})).json()
+    seen = await _statuses_until_done(api, action["id"])
+    middle = "retrying" if retried else "packaged"
+    assert seen == ["pending", "building", middle, "built"]
+    refused_while = None  # a draft in any state but built cannot be deployed
+    if retried:
+        again = (await api.patch(f"/actions/actions/{action['id']}", json={"code": CODE + "\n"})).json()
+        refused_while = await api.post(f"/actions/actions/{again['id']}/deploy")
+        assert refused_while.status_code == 400
+
+
+async def test_entity_limits_are_refused_with_the_limit_named(api):
+    secrets = [{"name": f"S{i}", "value": "v"} for i in range(31)]
+    too_many = await api.post("/actions/actions", json={"name": "a", "supported_triggers": SPM,
+                                                         "code": CODE, "secrets": secrets})
+    assert too_many.status_code == 400 and "at most 30 secrets" in too_many.json()["message"]
+    long_name = await api.post("/actions/actions", json={
+        "name": "b", "supported_triggers": SPM, "code": CODE,
+        "secrets": [{"name": "K" * 129, "value": "v"}]})
+    assert long_name.status_code == 400 and "at most 128 characters" in long_name.json()["message"]
+    long_value = await api.post("/actions/actions", json={
+        "name": "c", "supported_triggers": SPM, "code": CODE,
+        "secrets": [{"name": "K", "value": "v" * 4097}]})
+    assert long_value.status_code == 400 and "at most 4096 characters" in long_value.json()["message"]
+    big = await api.post("/actions/actions", json={"name": "d", "supported_triggers": SPM,
+                                                   "code": "//" + "x" * 100_000})
+    assert big.status_code == 400 and "100 kB" in big.json()["message"]
+    modules = [{"name": "lodash", "version": f"4.17.{i}"} for i in range(11)]
+    many = await api.post("/actions/actions", json={"name": "e", "supported_triggers": SPM,
+                                                    "code": CODE, "dependencies": modules})
+    assert many.status_code == 400 and "at most 10 npm modules" in many.json()["message"]
+    # Right at the limits is accepted.
+    at_limit = await api.post("/actions/actions", json={
+        "name": "f", "supported_triggers": SPM, "code": CODE,
+        "secrets": [{"name": f"S{i}", "value": "v" * 4096} for i in range(29)] + [{"name": "K" * 128, "value": "v"}]})
+    assert at_limit.status_code == 201, at_limit.text
+    assert [a["name"] for a in (await api.get("/actions/actions")).json()["actions"]] == ["f"]
+
+
+async def _paced(api, method: str, url: str, **kwargs):
+    """One request, waiting out the tenant's rate limit (these tests make hundreds)."""
+    for _ in range(200):
+        response = await api.request(method, url, **kwargs)
+        if response.status_code != 429:
+            return response
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{method} {url} rate-limited for 10 s")
+
+
+async def test_a_tenant_holds_at_most_100_actions(api):
+    for i in range(100):
+        created = await _paced(api, "POST", "/actions/actions", json={"name": f"a{i}", "supported_triggers": SPM})
+        assert created.status_code == 201, (i, created.text)
+    refused = await _paced(api, "POST", "/actions/actions", json={"name": "one-more", "supported_triggers": SPM})
+    assert refused.status_code == 400 and "at most 100 actions" in refused.json()["message"]
+    first = (await _paced(api, "GET", "/actions/actions", params={"actionName": "a0"})).json()["actions"][0]
+    assert (await _paced(api, "DELETE", f"/actions/actions/{first['id']}")).status_code == 204
+    again = await _paced(api, "POST", "/actions/actions", json={"name": "one-more", "supported_triggers": SPM})
+    assert again.status_code == 201
+
+
+async def test_past_50_versions_the_oldest_is_deleted(api, tenant):
+    tenant.set_build_seconds(0)
+    tenant.set_deploy_seconds(0)
+    action = (await api.post("/actions/actions", json={"name": "v", "supported_triggers": SPM, "code": CODE})).json()
+    first = None
+    for i in range(52):
+        await _paced(api, "PATCH", f"/actions/actions/{action['id']}", json={"code": f"{CODE}//{i}"})
+        version = (await _paced(api, "POST", f"/actions/actions/{action['id']}/deploy")).json()
+        first = first or version
+    versions = (await _paced(api, "GET", f"/actions/actions/{action['id']}/versions", params={"per_page": 100})).json()
+    numbers = sorted(v["number"] for v in versions["versions"])
+    assert numbers == list(range(3, 53))  # 52 made, 50 kept, numbers never reused
+    gone = await _paced(api, "GET", f"/actions/actions/{action['id']}/versions/{first['id']}")
+    assert gone.status_code == 404
+
+
+async def test_a_trigger_takes_at_most_20_bound_actions(api, tenant):
+    tenant.set_build_seconds(0)
+    tenant.set_deploy_seconds(0)
+    ids = []
+    for i in range(21):
+        ids.append((await deployed_action(api, f"spm{i}", "send-phone-message", CODE))["id"])
+    chain = [{"ref": {"type": "action_id", "value": action_id}} for action_id in ids]
+    refused = await api.patch("/actions/triggers/send-phone-message/bindings", json={"bindings": chain})
+    assert refused.status_code == 400 and "at most 20" in refused.json()["message"]
+    accepted = await api.patch("/actions/triggers/send-phone-message/bindings", json={"bindings": chain[:20]})
+    assert accepted.status_code == 200, accepted.text

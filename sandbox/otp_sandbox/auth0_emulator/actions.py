@@ -37,6 +37,17 @@ _CREATE_KEYS = frozenset(
      "deploy"})
 _UPDATE_KEYS = _CREATE_KEYS - {"deploy"}
 NOT_BUILT = "A draft must be in the 'built' state before it can be deployed."
+# Auth0's Actions limitations (docs "Actions Limitations" and the entity limit policy). The docs
+# give the numbers but not the answers when one is passed: the emulator refuses with a 400 naming
+# the limit (the strict reading), except for versions, where the docs say the oldest is deleted.
+MAX_ACTIONS_PER_TENANT = 100
+MAX_VERSIONS_PER_ACTION = 50
+MAX_BINDINGS_PER_TRIGGER = 20
+MAX_SECRETS_PER_ACTION = 30
+MAX_SECRET_NAME = 128
+MAX_SECRET_VALUE = 4096
+MAX_DEPENDENCIES = 10
+MAX_CODE_BYTES = 100_000  # "100 kB": read as 1000-byte kilobytes, the stricter
 SyntaxCheck = Callable[[str], "str | None"]
 
 
@@ -74,6 +85,7 @@ class Action:
     clock: Clock = field(repr=False)
     build_started: float = 0.0
     build_errors: list[dict[str, str]] = field(default_factory=list)
+    build_retried: bool = False  # the builder failed once and retries (status "retrying")
     versions: list[Version] = field(default_factory=list)
 
     def trigger_ids(self) -> set[str]:
@@ -90,11 +102,15 @@ class Action:
         return any(ver.deploy_at > now for ver in self.versions)
 
     def status(self, now: float) -> str:
-        """pending -> building -> built | failed, over ``build_seconds``."""
-        if now < self.build_started + (self.built_at - self.build_started) / 3:
+        """pending -> building -> packaged -> built | failed over ``build_seconds``, as real
+        tenants report it; a retried build shows ``retrying`` in place of ``packaged``."""
+        quarter = (self.built_at - self.build_started) / 4
+        if now < self.build_started + quarter:
             return "pending"
-        if now < self.built_at:
+        if now < self.build_started + 2 * quarter:
             return "building"
+        if now < self.built_at:
+            return "retrying" if self.build_retried else "packaged"
         return "failed" if self.build_errors else "built"
 
     def all_changes_deployed(self) -> bool:
@@ -131,6 +147,7 @@ class ActionStore:
         self.build_seconds = build_seconds
         self.deploy_seconds = deploy_seconds
         self.build_failure: str | None = None  # a fault: every build fails with this message
+        self.build_retries = 0  # a fault: this many next builds retry once (and take twice as long)
         self.actions: dict[str, Action] = {}
         self.bindings: dict[str, list[Binding]] = {}
 
@@ -142,7 +159,10 @@ class ActionStore:
         return action
 
     def _start_build(self, action: Action, now: float, syntax_error: str | None) -> None:
-        action.build_started, action.built_at = now, now + self.build_seconds
+        action.build_retried = self.build_retries > 0
+        self.build_retries = max(0, self.build_retries - 1)
+        took = self.build_seconds * (2 if action.build_retried else 1)
+        action.build_started, action.built_at = now, now + took
         errors = []
         if syntax_error:
             errors.append({"id": "build_error", "msg": syntax_error})
@@ -159,12 +179,15 @@ class ActionStore:
         name = v.string(data["name"], "name")
         if any(a.name == name for a in self.actions.values()):
             raise conflict(f"An action with the name '{name}' already exists.")
+        if len(self.actions) >= MAX_ACTIONS_PER_TENANT:
+            raise bad_request(f"Entity limit reached: a tenant may have at most {MAX_ACTIONS_PER_TENANT} "
+                              "actions (deployed or not); delete one first.")
         now = self._clock()
         action = Action(
             id=str(uuid.uuid4()),
             name=name,
             supported_triggers=_triggers(data["supported_triggers"]),
-            code=v.string(data.get("code", ""), "code", allow_empty=True),
+            code=_code(data.get("code", "")),
             runtime=_runtime(data.get("runtime", DEFAULT_RUNTIME)),
             dependencies=_dependencies(data.get("dependencies", [])),
             secrets=_new_secrets(data.get("secrets", []), {}, now),
@@ -191,7 +214,7 @@ class ActionStore:
         if "supported_triggers" in data:
             action.supported_triggers = _triggers(data["supported_triggers"])
         if "code" in data:
-            action.code = v.string(data["code"], "code", allow_empty=True)
+            action.code = _code(data["code"])
         if "runtime" in data:
             action.runtime = _runtime(data["runtime"])
         if "dependencies" in data:
@@ -228,12 +251,12 @@ class ActionStore:
         old = self.get_version(action_id, version_id)
         now = self._clock()
         version = Version(
-            id=str(uuid.uuid4()), number=len(action.versions) + 1, code=old.code,
+            id=str(uuid.uuid4()), number=_next_number(action), code=old.code,
             runtime=old.runtime, dependencies=list(old.dependencies), secrets=dict(old.secrets),
             supported_triggers=list(old.supported_triggers), created_at=now,
             deploy_at=now + self.deploy_seconds,
         )
-        action.versions.append(version)
+        _add_version(action, version)
         return version
 
     def get_version(self, action_id: str, version_id: str) -> Version:
@@ -245,12 +268,12 @@ class ActionStore:
 
     def _make_version(self, action: Action, now: float) -> Version:
         version = Version(
-            id=str(uuid.uuid4()), number=len(action.versions) + 1, code=action.code,
+            id=str(uuid.uuid4()), number=_next_number(action), code=action.code,
             runtime=action.runtime, dependencies=list(action.dependencies),
             secrets=dict(action.secrets), supported_triggers=list(action.supported_triggers),
             created_at=now, deploy_at=now + self.deploy_seconds,
         )
-        action.versions.append(version)
+        _add_version(action, version)
         action.updated_at = now
         return version
 
@@ -304,6 +327,9 @@ class ActionStore:
             ))
         if trigger_id in SINGLE_BINDING_TRIGGERS and len(chain) > 1:
             raise bad_request(f"Only one action can be bound to the trigger '{trigger_id}'.")
+        if len(chain) > MAX_BINDINGS_PER_TRIGGER:
+            raise bad_request(f"Entity limit reached: a trigger may have at most {MAX_BINDINGS_PER_TRIGGER} "
+                              f"bound actions ({len(chain)} given for '{trigger_id}').")
         self.bindings[trigger_id] = chain
         return list(chain)
 
@@ -419,9 +445,31 @@ def _runtime(value: Any) -> str:
     return runtime
 
 
+def _code(value: Any) -> str:
+    code = v.string(value, "code", allow_empty=True)
+    if len(code.encode()) > MAX_CODE_BYTES:
+        raise bad_request(f"The action's code is {len(code.encode())} bytes; an action may have at "
+                          f"most {MAX_CODE_BYTES} bytes (100 kB).")
+    return code
+
+
+def _next_number(action: Action) -> int:
+    return max((ver.number for ver in action.versions), default=0) + 1
+
+
+def _add_version(action: Action, version: Version) -> None:
+    """Past the limit the oldest versions are deleted (Auth0's documented behaviour)."""
+    action.versions.append(version)
+    action.versions.sort(key=lambda ver: ver.number)
+    del action.versions[:-MAX_VERSIONS_PER_ACTION]
+
+
 def _dependencies(value: Any) -> list[dict[str, str]]:
+    items = v.array(value, "dependencies")
+    if len(items) > MAX_DEPENDENCIES:
+        raise bad_request(f"An action may have at most {MAX_DEPENDENCIES} npm modules ({len(items)} given).")
     deps = []
-    for item in v.array(value, "dependencies"):
+    for item in items:
         entry = v.body_object(item, frozenset({"name", "version", "registry_url"}),
                               required=("name", "version"))
         deps.append({"name": v.string(entry["name"], "dependencies.name"),
@@ -442,8 +490,14 @@ def _new_secrets(value: Any, current: dict[str, Secret], now: float) -> dict[str
                                 "(secrets.name)")
         if name in result:
             raise bad_request(f"Secret '{name}' is listed more than once.")
+        if len(name) > MAX_SECRET_NAME:
+            raise bad_request(f"A secret's name may have at most {MAX_SECRET_NAME} characters "
+                              f"({len(name)} given).")
         if "value" in entry:
             value_text = v.string(entry["value"], "secrets.value", allow_empty=True)
+            if len(value_text) > MAX_SECRET_VALUE:
+                raise bad_request(f"Secret '{name}': a value may have at most {MAX_SECRET_VALUE} "
+                                  f"characters ({len(value_text)} given).")
             old = current.get(name)
             keep = old is not None and old.value == value_text
             result[name] = old if keep else Secret(value_text, now)  # type: ignore[assignment]
@@ -451,6 +505,8 @@ def _new_secrets(value: Any, current: dict[str, Secret], now: float) -> dict[str
             result[name] = current[name]
         else:
             raise payload_error(f"Missing required property: value (secrets.{name})")
+    if len(result) > MAX_SECRETS_PER_ACTION:
+        raise bad_request(f"An action may have at most {MAX_SECRETS_PER_ACTION} secrets ({len(result)} given).")
     return result
 
 

@@ -148,6 +148,11 @@ class Auth0Tenant:
         """Every build from now on fails with ``message`` (None: builds succeed again)."""
         self._settings(build_failure=message)
 
+    def retry_builds(self, count: int) -> None:
+        """The next ``count`` builds fail once inside Auth0 and are retried: they report
+        ``retrying`` and take twice as long, then end ``built`` (or ``failed``)."""
+        self._settings(build_retries=count)
+
     def revoke_tokens(self) -> None:
         """Every token issued so far becomes invalid (401 on use), as after a key rotation."""
         self._settings(revoke_tokens=True)

@@ -138,7 +138,8 @@ async def _clear_requests(request: web.Request) -> web.Response:
 
 async def _settings(request: web.Request) -> web.Response:
     """Faults and knobs: latency_ms, rate_limit, fail_next {status, count, method?,
-    path_suffix?, error_code?}, revoke_tokens, build_seconds, build_failure, deploy_seconds,
+    path_suffix?, error_code?}, revoke_tokens, build_seconds, build_failure, build_retries (the
+    next N builds show ``retrying`` and take twice as long), deploy_seconds,
     runner_timeout_seconds, phone {phone_consolidated_experience? (null: absent), sms_factor?,
     message_types?, selected_provider?} (what a person set in the Dashboard), and
     legacy_mfa_phone_provider?, legacy_passwordless_phone_provider? (what only Auth0 sets),
@@ -165,6 +166,8 @@ async def _settings(request: web.Request) -> web.Response:
             tenant.actions.build_seconds = max(0.0, float(body["build_seconds"]))
         if "build_failure" in body:
             tenant.actions.build_failure = body["build_failure"] or None
+        if "build_retries" in body:
+            tenant.actions.build_retries = max(0, int(body["build_retries"]))
         if "deploy_seconds" in body:
             tenant.actions.deploy_seconds = max(0.0, float(body["deploy_seconds"]))
         if "phone" in body:
