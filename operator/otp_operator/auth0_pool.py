@@ -6,6 +6,11 @@ tenant's. Bounds concurrent Auth0 work per tenant (many channels on one tenant q
 the number of open syncs: each holds an HTTP client with
 its own TLS context (~0.7 MB), so idle ones beyond ``max_open`` are closed, least recently used
 first; the token of a closed one is kept for its reopening (a few hundred bytes, not a request).
+
+What a tenant has only one of (its phone provider with the custom-phone-provider binding, and
+its phone routing settings) is changed by one channel at a time: two channels created at the
+same instant would otherwise both read "free" and both register. The second then reads what the
+first wrote and is refused as a conflict, as it would be a minute later.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import asyncio
 import hashlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 from .auth0 import Auth0Credentials, Auth0Sync, DesiredIntegration, SyncResult
@@ -35,6 +40,7 @@ class Auth0Pool:
         self._warming: set[asyncio.Future[None]] = set()
         self._tokens: dict[Key, Any] = {}  # tokens of closed syncs, for their reopening
         self._limits: dict[str, TenantRateLimit] = {}  # per tenant domain, kept while we run
+        self._tenant_wide: dict[str, asyncio.Lock] = {}  # per tenant domain, see the docstring
 
     @staticmethod
     def _key(credentials: Auth0Credentials) -> Key:
@@ -79,20 +85,35 @@ class Auth0Pool:
     def _semaphore(self, domain: str) -> asyncio.Semaphore:
         return self._semaphores.setdefault(domain, asyncio.Semaphore(self._concurrency))
 
+    @asynccontextmanager
+    async def _turn(self, credentials: Auth0Credentials, tenant_wide: bool) -> AsyncIterator[Auth0Sync]:
+        """A slot of the tenant's concurrency and its sync; first, for work on what the tenant
+        has only one of, the tenant-wide lock (taken before the slot, so waiting holds none)."""
+        async with AsyncExitStack() as stack:
+            if tenant_wide:
+                await stack.enter_async_context(self._tenant_wide.setdefault(credentials.domain, asyncio.Lock()))
+            await stack.enter_async_context(self._semaphore(credentials.domain))
+            yield await stack.enter_async_context(self._sync(credentials))
+
+    @staticmethod
+    def _tenant_wide_work(integration: str, manage_routing: bool) -> bool:
+        return integration == "phone-provider" or manage_routing
+
     async def ensure(
         self, credentials: Auth0Credentials, desired: DesiredIntegration, recorded: dict[str, Any] | None,
         record_routing: RoutingRecorder | None = None,
     ) -> SyncResult:
-        async with self._semaphore(credentials.domain), self._sync(credentials) as sync:
+        async with self._turn(credentials, self._tenant_wide_work(desired.integration, desired.manage_routing)) as sync:
             return await sync.ensure(desired, recorded=recorded, record_routing=record_routing)
 
     async def prepare(self, credentials: Auth0Credentials, desired: DesiredIntegration) -> dict[str, Any] | None:
-        async with self._semaphore(credentials.domain), self._sync(credentials) as sync:
+        async with self._turn(credentials, self._tenant_wide_work(desired.integration, desired.manage_routing)) as sync:
             return await sync.prepare(desired)
 
     async def remove(self, credentials: Auth0Credentials, *, owner: str, integration: str, name: str,
                      recorded: dict[str, Any] | None = None) -> list[str]:
-        async with self._semaphore(credentials.domain), self._sync(credentials) as sync:
+        changes = bool((recorded or {}).get("routingChanges"))
+        async with self._turn(credentials, self._tenant_wide_work(integration, changes)) as sync:
             return await sync.remove(owner=owner, integration=integration, name=name,  # type: ignore[arg-type]
                                      recorded=recorded)
 

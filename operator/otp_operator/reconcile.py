@@ -18,7 +18,7 @@ import kopf
 
 from . import cleanup, endpoints, metrics, names, receipt_tokens, render, rotation, selector_migration, status
 from . import secret_watch
-from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration, RoutingRefused
+from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration, RoutingRefused, routing
 from .auth0.client import before_write
 from .kube import Applied, KubeApi, KubeError
 from .runtime import ChannelMemory, Runtime, child_token, digest, jittered, monotonic
@@ -578,7 +578,7 @@ def _routing_verdict(routing: Any) -> status.Verdict:
 
 
 def _routing_events(body: Mapping[str, Any], before: Mapping[str, Any] | None, after: Mapping[str, Any]) -> None:
-    added = sorted(set(after) - set(before or {}))
+    added = sorted(set(routing.change_names(after)) - set(routing.change_names(before or {})))
     if added:
         _event(body, "Auth0RoutingChanged", "changed the tenant's phone routing (spec.auth0.manageRouting; "
                f"restored when the channel is deleted): {', '.join(added)}")

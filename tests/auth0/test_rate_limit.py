@@ -127,3 +127,24 @@ async def test_a_429_storm_from_another_client_is_absorbed(auth0_tenant):
     assert storm.count(429) > 10  # it was a storm
     ours = [r.status for r in tenant.requests() if r.path not in ("/api/v2/hooks", "/oauth/token")]
     assert 429 in ours  # and the sync met it
+
+
+async def test_two_channels_registering_on_one_tenant_at_once_do_not_both_take_its_provider(auth0_tenant):
+    """A tenant has one phone provider: of two channels created at the same instant, one
+    registers and the other is refused as a conflict (not both bound in turn)."""
+    client = make_client()
+    tenant = auth0_tenant(clients=[client])
+    route_phone_messages(tenant, "phone-provider")
+    creds = Auth0Credentials(tenant.domain, client.client_id, client.client_secret)
+    pool = Auth0Pool(concurrency_per_tenant=4)
+    try:
+        results = await asyncio.gather(_pool_call(pool, creds, 1), _pool_call(pool, creds, 2),
+                                       return_exceptions=True)
+    finally:
+        await pool.close()
+    won = [r for r in results if not isinstance(r, BaseException)]
+    assert len(won) == 1 and won[0].created, results
+    assert [getattr(r, "reason", None) for r in results if r not in won] == [CONFLICT], results
+    state = tenant.state()
+    assert [a["name"] for a in state["actions"]] == [f"otp-relay-c{results.index(won[0]) + 1}"]
+    assert len(state["phone_providers"]) == 1

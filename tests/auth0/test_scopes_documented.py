@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from otp_operator.auth0.model import INTEGRATIONS, ROUTING_WRITE_SCOPES, scopes_for
+from otp_operator.auth0.model import INTEGRATIONS, manage_routing_scopes_for, scopes_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,7 +32,9 @@ def _example_rows() -> dict[str, set[str]]:
 @pytest.mark.parametrize("integration", INTEGRATIONS)
 def test_readme_and_example_list_the_scopes_the_pre_check_demands(integration):
     readme = _readme_rows()
-    assert readme[integration] == (set(scopes_for(integration)), set(ROUTING_WRITE_SCOPES))
+    assert readme[integration] == (set(scopes_for(integration)), set(manage_routing_scopes_for(integration)))
     example = _example_rows()
     assert example[integration] == set(scopes_for(integration))
-    assert example["manageRouting"] == set(ROUTING_WRITE_SCOPES)
+    told = example["manageRouting"] | (example["manageRouting-phone-provider"]
+                                       if integration == "phone-provider" else set())
+    assert told == set(manage_routing_scopes_for(integration))

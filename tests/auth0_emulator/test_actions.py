@@ -9,6 +9,8 @@ import pytest
 from auth0.management.errors import BadRequestError
 from auth0.management.types import ActionBindingRef, ActionBindingWithRef
 
+from tests.support.auth0 import paced_request
+
 from .conftest import NO_RETRY, deployed_action, wait_built, wait_deployed
 
 CPP = [{"id": "custom-phone-provider", "version": "v1"}]
@@ -283,11 +285,9 @@ async def test_a_build_goes_through_the_states_real_tenants_report(api, tenant, 
     seen = await _statuses_until_done(api, action["id"])
     middle = "retrying" if retried else "packaged"
     assert seen == ["pending", "building", middle, "built"]
-    refused_while = None  # a draft in any state but built cannot be deployed
-    if retried:
+    if retried:  # a draft in any state but built cannot be deployed
         again = (await api.patch(f"/actions/actions/{action['id']}", json={"code": CODE + "\n"})).json()
-        refused_while = await api.post(f"/actions/actions/{again['id']}/deploy")
-        assert refused_while.status_code == 400
+        assert (await api.post(f"/actions/actions/{again['id']}/deploy")).status_code == 400
 
 
 async def test_entity_limits_are_refused_with_the_limit_named(api):
@@ -318,25 +318,15 @@ async def test_entity_limits_are_refused_with_the_limit_named(api):
     assert [a["name"] for a in (await api.get("/actions/actions")).json()["actions"]] == ["f"]
 
 
-async def _paced(api, method: str, url: str, **kwargs):
-    """One request, waiting out the tenant's rate limit (these tests make hundreds)."""
-    for _ in range(200):
-        response = await api.request(method, url, **kwargs)
-        if response.status_code != 429:
-            return response
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{method} {url} rate-limited for 10 s")
-
-
 async def test_a_tenant_holds_at_most_100_actions(api):
     for i in range(100):
-        created = await _paced(api, "POST", "/actions/actions", json={"name": f"a{i}", "supported_triggers": SPM})
+        created = await paced_request(api, "POST", "/actions/actions", json={"name": f"a{i}", "supported_triggers": SPM})
         assert created.status_code == 201, (i, created.text)
-    refused = await _paced(api, "POST", "/actions/actions", json={"name": "one-more", "supported_triggers": SPM})
+    refused = await paced_request(api, "POST", "/actions/actions", json={"name": "one-more", "supported_triggers": SPM})
     assert refused.status_code == 400 and "at most 100 actions" in refused.json()["message"]
-    first = (await _paced(api, "GET", "/actions/actions", params={"actionName": "a0"})).json()["actions"][0]
-    assert (await _paced(api, "DELETE", f"/actions/actions/{first['id']}")).status_code == 204
-    again = await _paced(api, "POST", "/actions/actions", json={"name": "one-more", "supported_triggers": SPM})
+    first = (await paced_request(api, "GET", "/actions/actions", params={"actionName": "a0"})).json()["actions"][0]
+    assert (await paced_request(api, "DELETE", f"/actions/actions/{first['id']}")).status_code == 204
+    again = await paced_request(api, "POST", "/actions/actions", json={"name": "one-more", "supported_triggers": SPM})
     assert again.status_code == 201
 
 
@@ -346,13 +336,13 @@ async def test_past_50_versions_the_oldest_is_deleted(api, tenant):
     action = (await api.post("/actions/actions", json={"name": "v", "supported_triggers": SPM, "code": CODE})).json()
     first = None
     for i in range(52):
-        await _paced(api, "PATCH", f"/actions/actions/{action['id']}", json={"code": f"{CODE}//{i}"})
-        version = (await _paced(api, "POST", f"/actions/actions/{action['id']}/deploy")).json()
+        await paced_request(api, "PATCH", f"/actions/actions/{action['id']}", json={"code": f"{CODE}//{i}"})
+        version = (await paced_request(api, "POST", f"/actions/actions/{action['id']}/deploy")).json()
         first = first or version
-    versions = (await _paced(api, "GET", f"/actions/actions/{action['id']}/versions", params={"per_page": 100})).json()
+    versions = (await paced_request(api, "GET", f"/actions/actions/{action['id']}/versions", params={"per_page": 100})).json()
     numbers = sorted(v["number"] for v in versions["versions"])
     assert numbers == list(range(3, 53))  # 52 made, 50 kept, numbers never reused
-    gone = await _paced(api, "GET", f"/actions/actions/{action['id']}/versions/{first['id']}")
+    gone = await paced_request(api, "GET", f"/actions/actions/{action['id']}/versions/{first['id']}")
     assert gone.status_code == 404
 
 

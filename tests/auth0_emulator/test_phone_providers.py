@@ -159,3 +159,12 @@ async def test_mfa_sms_factor_and_message_types(api):
                           json={"message_types": ["sms"]})).json() == {"message_types": ["sms"]}
     assert (await api.put("/guardian/factors/phone/message-types",
                           json={"message_types": ["sms", "voice"]})).status_code == 409
+
+
+async def test_mfa_policies_are_read_and_set(api, tenant):
+    assert (await api.get("/guardian/policies")).json() == []  # a new tenant: MFA "Never"
+    assert (await api.put("/guardian/policies", json=["all-applications"])).json() == ["all-applications"]
+    assert (await api.get("/guardian/policies")).json() == ["all-applications"]
+    for bad in (["sometimes"], {"policies": []}, ["all-applications", "confidence-score"]):
+        assert (await api.put("/guardian/policies", json=bad)).status_code == 400
+    assert tenant.state()["phone"]["mfa_policies"] == ["all-applications"]

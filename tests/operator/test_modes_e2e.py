@@ -33,9 +33,12 @@ pytestmark = pytest.mark.cluster
 @pytest.fixture
 def auth0_tenant(auth0_tenant):
     """The Auth0 side is what these tests are about: free tenants (burst 2 at 2/s), as a new
-    user's, unless a test asks for another plan."""
+    user's, whose builds and deploys take seconds (the emulator's default is a fraction of one),
+    unless a test asks otherwise."""
     def create(*args, **kwargs):
         kwargs.setdefault("rate_limit", FREE)
+        kwargs.setdefault("build_seconds", 1.5)
+        kwargs.setdefault("deploy_seconds", 2.0)
         return auth0_tenant(*args, **kwargs)
     return create
 
@@ -64,7 +67,7 @@ def test_a_tenant_set_up_the_real_way_delivers_an_otp(mode, k8s_api, namespace, 
                                                       auth0_tenant, setup_channel, sms_emulator,
                                                       relay_from_deployment):
     operator = run_operator()
-    tenant = auth0_tenant(deploy_seconds=2.0)  # deploys finish late, as on a real tenant
+    tenant = auth0_tenant()
     tenant.route_phone_messages_to(mode)
     ch = setup_channel(namespace, tenant=tenant)
     manifest = ch.manifest(sms_emulator.base_url)
@@ -156,17 +159,19 @@ def test_manage_routing_on_a_new_tenant_in_a_legacy_mode_is_refused_before_any_w
     assert tenant.writes() == [] and tenant.state() == before
 
 
-def test_a_passwordless_connection_on_twilio_is_not_routed_until_the_tenant_provider_is_used(
+def test_a_passwordless_connection_on_twilio_is_not_routed_until_manage_routing_moves_it(
         k8s_api, namespace, run_operator, setup_channel, sms_emulator, relay_from_deployment):
     run_operator()
     ch = setup_channel(namespace)  # MFA routed to phone-provider the real way
     twilio = {"provider": "twilio", "twilio_sid": "ACx", "twilio_token": "tw-token-1",
               "from": "+15550001111", "use_phone_provider": False}
     ch.tenant.set_sms_connections({"name": "sms", "options": twilio})
+    before = ch.tenant.state()["connections"]
     create_channel(k8s_api, ch.manifest(sms_emulator.base_url))
     channel = wait_condition(k8s_api, namespace, "prod", "PhoneRouting", "False",
                              reason="PasswordlessNotRouted", timeout=120)
-    assert "Use Tenant-Level Messaging Provider" in condition(channel, "PhoneRouting")["message"]
+    message = condition(channel, "PhoneRouting")["message"]
+    assert "Use Tenant-Level Messaging Provider" in message and "manageRouting" in message
     flows = {f["flow"]: f for f in channel["status"]["auth0"]["routing"]}
     assert flows["mfa"]["routed"] == "true" and flows["passwordless"]["routed"] == "false"
     assert flows["passwordless"]["connection"] == "sms"
@@ -176,15 +181,20 @@ def test_a_passwordless_connection_on_twilio_is_not_routed_until_the_tenant_prov
     assert login.outcome == "no-handler" and "Twilio" in login.reason
     assert [m for m in sms_emulator.messages() if m.subaccount == ch.subaccount] == []
 
-    # The Dashboard toggle "Use Tenant-Level Messaging Provider"; a spec change reconciles now.
-    ch.tenant.set_sms_connections({"name": "sms", "options": {**twilio, "use_phone_provider": True}})
-    patch_channel(k8s_api, namespace, "prod", {"spec": {"auth0": {"flows": ["passwordless", "mfa"]}}})
-    wait_condition(k8s_api, namespace, "prod", "PhoneRouting", "True", timeout=120)
+    patch_channel(k8s_api, namespace, "prod", {"spec": {"auth0": {"manageRouting": True}}})
+    channel = wait_condition(k8s_api, namespace, "prod", "PhoneRouting", "True", timeout=120)
+    assert channel["status"]["auth0"]["routingChanges"] == {"usePhoneProvider": {before[0]["id"]: False}}
+    wait_for_event(k8s_api, namespace, "prod", "Auth0RoutingChanged", timeout=30)
     login = ch.tenant.fire_phone_message(recipient="+6591234567", text="Your code is 525252",
                                          code="525252", connection="sms")
     assert login.outcome == "success", login.reason
     assert [m.text for m in sms_emulator.messages() if m.subaccount == ch.subaccount] == [
         "Your code is 525252"]
+
+    delete_channel(k8s_api, namespace, "prod")
+    wait_for(lambda: get_channel(k8s_api, namespace, "prod") is None, timeout=120,
+             what="the channel gone")
+    assert ch.tenant.state()["connections"] == before  # the flag back, the credentials kept
 
 
 def test_a_failing_build_is_reported_without_a_retry_loop_and_recovers(

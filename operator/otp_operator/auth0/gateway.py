@@ -4,7 +4,6 @@ answers converted to the `Observed*` records of `model.py`. No decisions here.""
 from __future__ import annotations
 
 import asyncio
-
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -16,10 +15,12 @@ from .client import ManagementApi
 from .errors import Auth0Error
 from .model import (ACTION_RUNTIME, CUSTOM_PROVIDER, HOOK_TRIGGER, BindingRef, ObservedAction,
                     ObservedBinding, ObservedHook, ObservedProvider)
-from .routing import (LEGACY_NOT_ALLOWED_CODE, SMS, ObservedConnection, ObservedRouting,
-                      experience_in_effect)
+from .routing import (LEGACY_NOT_ALLOWED_CODE, SMS, USE_PHONE_PROVIDER, ObservedConnection,
+                      ObservedRouting, experience_in_effect)
 from .templates import parse_marker
 
+# Optional: with it the MFA policy is shown in status, without it "unknown" (never required).
+MFA_POLICIES_SCOPE = "read:mfa_policies"
 _PAGE = 50
 _MAX_PAGES = 20  # 1000 objects per trigger is far beyond any real tenant
 
@@ -56,6 +57,15 @@ def _action(raw: Any) -> ObservedAction:
 def _hook(raw: Any) -> ObservedHook:
     return ObservedHook(id=raw.id, name=raw.name or "", script=raw.script,
                         enabled=bool(raw.enabled), owner=_owner(raw.script))
+
+
+def _connection(raw: Any) -> ObservedConnection:
+    """Without read:connections_options Auth0 answers a connection without its options."""
+    options = getattr(raw, "options", None)
+    if options is not None and not isinstance(options, Mapping):
+        options = options.model_dump(exclude_unset=True) if hasattr(options, "model_dump") else dict(options)
+    return ObservedConnection(id=str(raw.id), name=str(raw.name or raw.id), options=dict(options or {}),
+                              options_read=options is not None)
 
 
 def _provider(raw: Any) -> ObservedProvider:
@@ -173,19 +183,22 @@ class Gateway:
     # --- phone routing (tenant settings and the MFA phone factor) -----------------------------
 
     async def read_routing(self, legacy_mode: bool, passwordless: bool = False) -> ObservedRouting:
-        """Three reads (four with the passwordless sms connections), and the legacy
-        selected-provider endpoint when its answer matters: for the legacy modes (the provider
-        they need, and whether the tenant may use it at all), and whenever the experience
-        setting is absent (its answer then says which path is live)."""
-        async def no_connections() -> None:
+        """Three reads (four with the passwordless sms connections, five when the client may
+        read the MFA policy), and the legacy selected-provider endpoint when its answer matters:
+        for the legacy modes (the provider they need, and whether the tenant may use it at all),
+        and whenever the experience setting is absent (its answer then says which path is live)."""
+        async def skipped() -> None:
             return None
 
-        settings, factors, types, connections = await asyncio.gather(
+        policies_readable = MFA_POLICIES_SCOPE in (self.api.tokens.granted_scopes or ())
+        settings, factors, types, connections, policies = await asyncio.gather(
             self.api.call("GET tenant settings", lambda: self.sdk.tenants.settings.get(
                 fields="phone_consolidated_experience", include_fields=True)),
             self.api.call("GET guardian factors", lambda: self.sdk.guardian.factors.list()),
             self.api.call("GET phone message types", lambda: self.sdk.guardian.factors.phone.get_message_types()),
-            self.list_sms_connections() if passwordless else no_connections())
+            self.list_sms_connections() if passwordless else skipped(),
+            self.api.call("GET guardian policies", lambda: self.sdk.guardian.policies.list())
+            if policies_readable else skipped())
         flag = getattr(settings, "phone_consolidated_experience", None) if settings else None
         allowed, selected = (await self.legacy_provider()) if legacy_mode or flag is None else (None, None)
         upe = experience_in_effect(flag, allowed)
@@ -195,7 +208,9 @@ class Gateway:
                                message_types=tuple(str(t) for t in getattr(types, "message_types", None) or ()),
                                selected_provider=selected, experience_set=flag is not None,
                                legacy_allowed=allowed,
-                               connections=tuple(connections) if connections is not None else None)
+                               connections=tuple(connections) if connections is not None else None,
+                               mfa_policies=tuple(str(p) for p in policies or ())
+                               if policies_readable else None)
 
     async def list_sms_connections(self) -> list[ObservedConnection]:
         """The passwordless `strategy: sms` connections (checkpoint pages of 50)."""
@@ -204,14 +219,25 @@ class Gateway:
         for _ in range(_MAX_PAGES):
             pager = await self.api.call("GET connections?strategy=sms", lambda cursor=cursor: self.sdk.connections.list(
                 strategy="sms", take=_PAGE, from_=cursor, include_totals=None))
-            for item in (pager.items or []) if pager else []:
-                found.append(ObservedConnection(id=str(item.id), name=str(item.name or item.id),
-                                                options=dict(item.options or {})))
+            found += [_connection(item) for item in ((pager.items or []) if pager else [])]
             response = getattr(pager, "response", None)
             cursor = getattr(response, "next", None) or None
             if not cursor:
                 break
         return found
+
+    async def get_connection(self, connection_id: str) -> ObservedConnection | None:
+        raw = await self.api.call("GET connection", lambda: self.sdk.connections.get(connection_id))
+        return _connection(raw) if raw is not None else None
+
+    async def set_use_phone_provider(self, connection: ObservedConnection, value: bool | None) -> None:
+        """Set (None: remove) options.use_phone_provider. PATCH replaces the whole options
+        object, so the rest of `connection.options` (as just read) goes with it."""
+        options = {k: v for k, v in connection.options.items() if k != USE_PHONE_PROVIDER}
+        if value is not None:
+            options[USE_PHONE_PROVIDER] = value
+        await self.api.call("PATCH connection options", lambda: self.sdk.connections.update(
+            connection.id, options=options), write=True)  # type: ignore[arg-type]
 
     async def legacy_provider(self) -> tuple[bool, str | None]:
         """(the tenant may use the legacy Guardian phone endpoints, the selected provider).

@@ -41,8 +41,13 @@ ACTION_TRIGGERS: dict[Integration, tuple[str, str]] = {
 ROUTING_READ_SCOPES = frozenset({"read:tenant_settings", "read:guardian_factors"})
 # With spec.auth0.manageRouting the operator changes them (and puts them back on removal).
 ROUTING_WRITE_SCOPES = frozenset({"update:tenant_settings", "update:guardian_factors"})
-# Reading the passwordless sms connections (when spec.auth0.flows includes passwordless).
-PASSWORDLESS_READ_SCOPES = frozenset({"read:connections"})
+# Reading the passwordless sms connections (when spec.auth0.flows includes passwordless). Since
+# Auth0's connection-options scope migration (2025-07-08) a connection's `options`, which say
+# where its codes go, are answered only with read:connections_options.
+PASSWORDLESS_READ_SCOPES = frozenset({"read:connections", "read:connections_options"})
+# With manageRouting in phone-provider mode, connections are moved to the tenant provider
+# (a PATCH whose body has `options` needs update:connections_options).
+PASSWORDLESS_WRITE_SCOPES = PASSWORDLESS_READ_SCOPES | {"update:connections", "update:connections_options"}
 REQUIRED_SCOPES: dict[tuple[Integration, str], frozenset[str]] = {
     ("phone-provider", "ensure"): frozenset(
         {"read:actions", "create:actions", "update:actions",
@@ -69,6 +74,8 @@ def required_scopes(integration: Integration, operation: str, *, passwordless: b
         required |= PASSWORDLESS_READ_SCOPES
     if routing_writes:
         required |= ROUTING_WRITE_SCOPES | ROUTING_READ_SCOPES
+        if passwordless and integration == "phone-provider":
+            required |= PASSWORDLESS_WRITE_SCOPES
     return required
 
 
@@ -77,6 +84,11 @@ def scopes_for(integration: Integration) -> frozenset[str]:
     flows), without manageRouting's ROUTING_WRITE_SCOPES: the one source for the README table
     and examples/secrets.yaml (tests/auth0/test_scopes_documented.py compares them)."""
     return required_scopes(integration, "ensure") | required_scopes(integration, "remove")
+
+
+def manage_routing_scopes_for(integration: Integration) -> frozenset[str]:
+    """What spec.auth0.manageRouting adds to `scopes_for` (default flows)."""
+    return required_scopes(integration, "ensure", routing_writes=True) - scopes_for(integration)
 
 _DOMAIN = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?(:[0-9]{1,5})?$")
 _OWNER = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")

@@ -38,6 +38,9 @@ UPE_KEY = "phoneConsolidatedExperience"
 SMS_FACTOR_KEY = "smsFactor"
 MESSAGE_TYPES_KEY = "messageTypes"
 SELECTED_PROVIDER_KEY = "selectedProvider"
+# Passwordless sms connections moved to the tenant phone provider: connection id -> the
+# connection's options.use_phone_provider before (None: it was absent).
+CONNECTIONS_KEY = "usePhoneProvider"
 
 ROUTED = "Routed"
 WRONG_EXPERIENCE = "WrongPhoneExperience"
@@ -55,8 +58,14 @@ TRUE, FALSE, UNKNOWN = "true", "false", "unknown"
 USE_PHONE_PROVIDER = "use_phone_provider"
 _TOGGLE = ("options.use_phone_provider: true (Dashboard: Authentication > Passwordless > SMS > "
            "Use Tenant-Level Messaging Provider)")
+_OPTIONS_UNREAD = ("Auth0 answered the connection without its options, which it gives only to a "
+                   "client with the read:connections_options scope: grant it")
 # Auth0's errorCode on the legacy Guardian phone endpoints of a tenant without the legacy flag.
 LEGACY_NOT_ALLOWED_CODE = "legacy_mfa_phone_provider_not_allowed"
+# Option values that are credentials of a connection's own provider. `PATCH /connections/{id}`
+# replaces the whole `options` object, so a change is only safe when the read gave them back:
+# a credential the answer left out (its provider's other settings present) would be erased.
+_OWN_CREDENTIALS = {"twilio": ("twilio_sid", "twilio_token"), "sms_gateway": ("gateway_authentication",)}
 
 
 @dataclass(frozen=True)
@@ -65,6 +74,8 @@ class ObservedConnection:
     id: str
     name: str
     options: Mapping[str, Any]
+    # False: Auth0 answered without `options` (the caller lacks read:connections_options).
+    options_read: bool = True
 
 
 @dataclass(frozen=True)
@@ -81,6 +92,19 @@ class ObservedRouting:
     legacy_allowed: bool | None = None
     # The passwordless sms connections (None: not read, the channel is not for passwordless).
     connections: tuple[ObservedConnection, ...] | None = None
+    # GET /guardian/policies (None: not read, the client lacks the optional read:mfa_policies).
+    mfa_policies: tuple[str, ...] | None = None
+
+
+# When Guardian prompts for MFA (status.auth0.routing[mfa].mfaPolicy): shown, never a reason
+# for PhoneRouting (with "never", MFA SMS go out only where an Action asks for MFA).
+MFA_POLICY_NEVER, MFA_POLICY_UNREAD = "never", "unknown"
+
+
+def mfa_policy(observed: ObservedRouting | None) -> str:
+    if observed is None or observed.mfa_policies is None:
+        return MFA_POLICY_UNREAD
+    return ",".join(observed.mfa_policies) or MFA_POLICY_NEVER
 
 
 def experience_in_effect(setting: bool | None, legacy_allowed: bool | None) -> bool | None:
@@ -99,6 +123,7 @@ class Problem:
     message: str  # names the exact setting and the fix
     key: str | None  # status key of the setting; None: no API call of ours can fix it
     wanted: Any  # the value that fixes it
+    connection: ObservedConnection | None = None  # the passwordless connection it is about
 
 
 def wants_upe(integration: Integration) -> bool:
@@ -167,12 +192,80 @@ def problems(integration: Integration, observed: ObservedRouting) -> list[Proble
     return found
 
 
+def withheld_credentials(options: Mapping[str, Any]) -> list[str]:
+    """Credentials of the connection's own provider that the read did not give back (a
+    `gateway_authentication` without its `secret`, a Twilio SID without its token)."""
+    provider = "sms_gateway" if options.get("provider") == "sms_gateway" else "twilio"
+    if provider == "twilio":
+        present = [k for k in _OWN_CREDENTIALS["twilio"] if options.get(k)]
+        return ["twilio_token"] if present == ["twilio_sid"] else []
+    auth = options.get("gateway_authentication")
+    return (["gateway_authentication.secret"]
+            if isinstance(auth, Mapping) and not auth.get("secret") else [])
+
+
+def connection_problems(integration: Integration, observed: ObservedRouting,
+                        flows: tuple[str, ...]) -> list[Problem]:
+    """What keeps passwordless codes of each checked connection from our code, as changes
+    manageRouting could make (None key: it cannot). MFA problems come from `problems`."""
+    if PASSWORDLESS_FLOW not in flows or not observed.connections:
+        return []
+    found: list[Problem] = []
+    for connection in observed.connections:
+        where = f"passwordless connection {connection.name!r}"
+        if not wants_upe(integration):
+            found.append(Problem(PASSWORDLESS_NOT_ROUTED, (
+                f"{where}: passwordless codes never run {integration} code (Auth0 runs it for MFA "
+                "only): use integration phone-provider, or leave passwordless out of "
+                "spec.auth0.flows"), None, None, connection))
+            continue
+        if not connection.options_read:
+            found.append(Problem(PASSWORDLESS_UNKNOWN, f"{where}: {_OPTIONS_UNREAD}", None, None,
+                                 connection))
+            continue
+        if connection.options.get(USE_PHONE_PROVIDER) is True:
+            continue
+        withheld = withheld_credentials(connection.options)
+        if withheld:
+            found.append(Problem(PASSWORDLESS_NOT_ROUTED, (
+                f"{where}: Auth0 did not return its {', '.join(withheld)}, and PATCH "
+                "/api/v2/connections/{id} replaces the whole options object, so changing it "
+                f"through the Management API would erase that credential: set {_TOGGLE} in "
+                "the Dashboard"), None, None, connection))
+            continue
+        found.append(Problem(PASSWORDLESS_NOT_ROUTED, (
+            f"{where}: PATCH /api/v2/connections/{connection.id} with its options and "
+            f"{USE_PHONE_PROVIDER}: true ({_TOGGLE})"), CONNECTIONS_KEY, True, connection))
+    return found
+
+
+def after_changes(observed: ObservedRouting, made: list[Problem]) -> ObservedRouting:
+    """The tenant as it is once the `made` changes were written (what the verdict judges)."""
+    moved = {p.connection.id for p in made if p.connection is not None}
+    connections = observed.connections and tuple(
+        replace(c, options={**c.options, USE_PHONE_PROVIDER: True}) if c.id in moved else c
+        for c in observed.connections)
+    upe = next((bool(p.wanted) for p in made if p.key == UPE_KEY), observed.upe)
+    return replace(observed, upe=upe, connections=connections)
+
+
+def change_names(changed: Mapping[str, Any]) -> list[str]:
+    """Every recorded change, one name each (a connection's as usePhoneProvider/<id>)."""
+    return sorted(f"{key}/{sub}" if isinstance(value, Mapping) else key
+                  for key, value in changed.items()
+                  for sub in (value if isinstance(value, Mapping) else (None,)))
+
+
 def unfixable(found: list[Problem]) -> list[Problem]:
     """Problems no Management API call can fix: with manageRouting, nothing is changed then."""
     return [p for p in found if p.key is None]
 
 
-def current_value(observed: ObservedRouting, key: str) -> Any:
+def current_value(observed: ObservedRouting, problem: Problem) -> Any:
+    """The value before `problem`'s change (a connection's: its use_phone_provider or None)."""
+    if problem.connection is not None:
+        return problem.connection.options.get(USE_PHONE_PROVIDER)
+    key = problem.key
     return {UPE_KEY: observed.upe, SMS_FACTOR_KEY: observed.sms_factor,
             MESSAGE_TYPES_KEY: list(observed.message_types),
             SELECTED_PROVIDER_KEY: observed.selected_provider}[key]
@@ -193,12 +286,15 @@ class FlowState:
     setting: str
     connection: str | None = None  # the sms connection's name (passwordless)
     checked: bool = True  # among spec.auth0.flows (PhoneRouting depends on it)
+    mfa_policy: str | None = None  # the MFA flow's: see mfa_policy()
 
     def as_status(self) -> dict[str, Any]:
         status: dict[str, Any] = {"flow": self.flow, "routed": self.routed, "setting": self.setting,
                                   "checked": self.checked}
         if self.connection is not None:
             status["connection"] = self.connection
+        if self.mfa_policy is not None:
+            status["mfaPolicy"] = self.mfa_policy
         return status
 
 
@@ -220,6 +316,8 @@ def passwordless_state(integration: Integration, observed: ObservedRouting,
                             "MFA only); they go through " + (
                                 "the tenant phone provider" if observed.upe and flag is True else own)
                      + "; use integration phone-provider")
+    if not connection.options_read:
+        return state(UNKNOWN, _OPTIONS_UNREAD)
     if not observed.upe:
         return state(FALSE, "the tenant is off the Unified Phone Experience, so the connection "
                             f"sends through {own}; turn the experience on "
@@ -242,7 +340,7 @@ def flow_states(integration: Integration, remaining: list[Problem], observed: Ob
                         "the tenant phone provider custom (custom-phone-provider action)"
                         if wants_upe(integration) else
                         f"the MFA phone provider {PHONE_MESSAGE_HOOK} ({integration})"),
-                    checked=MFA_FLOW in flows)
+                    checked=MFA_FLOW in flows, mfa_policy=mfa_policy(observed))
     connections = observed.connections if observed is not None and observed.connections else ()
     return [mfa, *(replace(passwordless_state(integration, observed, c),  # type: ignore[arg-type]
                            checked=PASSWORDLESS_FLOW in flows) for c in connections)]
@@ -272,15 +370,18 @@ def verdict(integration: Integration, name: str, domain: str, remaining: list[Pr
                               f"Auth0 tenant {domain} will not send OTPs through {name!r}: {fix}{hint}",
                               changed, flows=states)
     checked = [s for s in states if s.checked and s.flow == PASSWORDLESS_FLOW]
+    moves = connection_problems(integration, observed, flows) if observed is not None else []
+    hint = ("; or set spec.auth0.manageRouting: true to let the operator set it"
+            if moves and not unfixable(moves) else "")
     for routed, reason in ((FALSE, PASSWORDLESS_NOT_ROUTED), (UNKNOWN, PASSWORDLESS_UNKNOWN)):
         stuck = [s for s in checked if s.routed == routed]
         if stuck:
             which = "; ".join(f"connection {s.connection!r}: {s.setting}" for s in stuck)
             return RoutingVerdict(False, reason, (
                 f"Auth0 tenant {domain}: passwordless SMS login codes "
-                f"{'do not reach' if routed == FALSE else 'may not reach'} {name!r}: {which} (or "
-                "leave passwordless out of spec.auth0.flows if these codes are meant to go "
-                "elsewhere)"), changed, unknown=routed == UNKNOWN, flows=states)
+                f"{'do not reach' if routed == FALSE else 'may not reach'} {name!r}: {which} ("
+                f"or leave passwordless out of spec.auth0.flows if these codes are meant to go "
+                f"elsewhere{hint})"), changed, unknown=routed == UNKNOWN, flows=states)
     path = ("the custom phone provider's custom-phone-provider action" if wants_upe(integration)
             else f"phone-message-hook ({integration})")
     what = " and ".join(["MFA SMS"] * (MFA_FLOW in flows) + [
@@ -290,7 +391,8 @@ def verdict(integration: Integration, name: str, domain: str, remaining: list[Pr
 
 
 def restore_plan(changed: Mapping[str, Any] | None) -> list[tuple[str, Any]]:
-    """Settings to put back on removal, in an order Auth0 accepts (legacy provider while off
-    the Unified Phone Experience, the experience flag last)."""
-    order = (MESSAGE_TYPES_KEY, SMS_FACTOR_KEY, SELECTED_PROVIDER_KEY, UPE_KEY)
+    """Settings to put back on removal, in an order Auth0 accepts (connections while the
+    tenant provider still serves them, legacy provider while off the Unified Phone Experience,
+    the experience flag last)."""
+    order = (CONNECTIONS_KEY, MESSAGE_TYPES_KEY, SMS_FACTOR_KEY, SELECTED_PROVIDER_KEY, UPE_KEY)
     return [(key, changed[key]) for key in order if changed and key in changed]

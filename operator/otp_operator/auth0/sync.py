@@ -199,7 +199,8 @@ class Auth0Sync:
             raise ValueError(f"integration must be one of {', '.join(INTEGRATIONS)}, got {integration!r}")
         validate_name(name)
         changed = (recorded or {}).get("routingChanges") or {}
-        await self._check_scopes(integration, "remove", bool(changed))
+        await self._check_scopes(integration, "remove", bool(changed),
+                                 passwordless=routing.CONNECTIONS_KEY in changed)
         previous = Recorded.from_status(recorded)
         removed = await self._restore_routing(changed)
         if integration == "legacy-hook":
@@ -400,29 +401,37 @@ class Auth0Sync:
         them is refused before the first write (of the routing and of the integration)."""
         if not target.desired.manage_routing:
             return
-        found = routing.problems(target.integration, observed)
-        if routing.unfixable(found):
+        mfa = routing.problems(target.integration, observed)
+        stuck = routing.unfixable(
+            [*mfa, *routing.connection_problems(target.integration, observed, target.desired.flows)])
+        if stuck:
             verdict = routing.verdict(target.integration, target.name, self.credentials.domain,
-                                      found, {})
-            raise RoutingRefused(verdict, f"{verdict.message}; spec.auth0.manageRouting changed "
-                                 "nothing (every routing change or none)")
+                                      mfa, {}, target.desired.flows, observed)
+            message = (f"Auth0 tenant {self.credentials.domain}: spec.auth0.manageRouting changed "
+                       "nothing (every routing change or none), because no Management API call "
+                       f"can make this one: {'; '.join(p.message for p in stuck)}")
+            raise RoutingRefused(replace(
+                verdict, ok=False, reason=stuck[0].reason, message=message,
+                unknown=stuck[0].reason == routing.PASSWORDLESS_UNKNOWN), message)
 
     async def _route(self, target: Target, observed: ObservedRouting,
                      recorded: Recorded | None) -> RoutingVerdict:
-        """Check (and with manage_routing, fix) that the tenant routes MFA SMS to our code.
-        Each change is recorded (see RoutingRecorder) before the next write."""
+        """Check (and with manage_routing, fix) that the tenant routes its phone flows to our
+        code. Each change is recorded (see RoutingRecorder) before the next write."""
         changed: dict[str, Any] = dict(recorded.routing_changes) if recorded else {}
         remaining = routing.problems(target.integration, observed)
-        if target.desired.manage_routing and remaining:
+        moves = routing.connection_problems(target.integration, observed, target.desired.flows)
+        if target.desired.manage_routing and (remaining or moves):
             record = _recorder.get()
-            for problem in remaining:
+            for problem in [*remaining, *moves]:
                 assert problem.key is not None  # unfixable ones were refused before any write
-                if problem.key not in changed:
-                    changed[problem.key] = routing.current_value(observed, problem.key)
-                    if record is not None:
-                        await record(dict(changed))
-                await self._write_routing(problem.key, problem.wanted)
-            remaining = []
+                if _record_change(changed, observed, problem) and record is not None:
+                    await record(dict(changed))
+                if problem.connection is not None:
+                    await self.gateway.set_use_phone_provider(problem.connection, True)
+                else:
+                    await self._write_routing(problem.key, problem.wanted)
+            observed, remaining = routing.after_changes(observed, [*remaining, *moves]), []
         return routing.verdict(target.integration, target.name, self.credentials.domain,
                                remaining, changed, target.desired.flows, observed)
 
@@ -440,8 +449,34 @@ class Auth0Sync:
     async def _restore_routing(self, changed: Mapping[str, Any]) -> list[str]:
         restored = []
         for key, value in routing.restore_plan(changed):
+            if key == routing.CONNECTIONS_KEY:
+                restored += await self._restore_connections(value)
+                continue
             await self._write_routing(key, value)
             restored.append(f"tenant phone routing {key} restored to {value!r}")
+        return restored
+
+    async def _restore_connections(self, before: Mapping[str, bool | None]) -> list[str]:
+        """Put each moved connection's use_phone_provider back (read fresh: PATCH replaces the
+        whole options object, so what others changed since is kept)."""
+        restored = []
+        for connection_id, value in before.items():
+            connection = await self.gateway.get_connection(connection_id)
+            if connection is None:
+                restored.append(f"passwordless connection {connection_id} is gone: nothing to restore")
+                continue
+            withheld = routing.withheld_credentials(connection.options)
+            if withheld:  # PATCH would erase them: leave it to a person
+                log.warning("not restoring passwordless connection %r: Auth0 did not return its "
+                            "%s; set options.%s back to %s in the Dashboard", connection.name,
+                            ", ".join(withheld), routing.USE_PHONE_PROVIDER, value)
+                restored.append(f"passwordless connection {connection.name!r} NOT restored "
+                                f"(Auth0 withheld {', '.join(withheld)}): set it back by hand")
+                continue
+            await self.gateway.set_use_phone_provider(connection, value)
+            restored.append(f"passwordless connection {connection.name!r} "
+                            f"options.{routing.USE_PHONE_PROVIDER} restored to "
+                            f"{'absent' if value is None else value!r}")
         return restored
 
     async def _remove_action(self, owner: str, integration: Integration, name: str,
@@ -535,6 +570,23 @@ class Auth0Sync:
             raise Auth0Error(FORBIDDEN, f"Auth0 tenant {self.credentials.domain}: the client "
                              f"{self.credentials.client_id} lacks scopes needed to {operation} the "
                              f"{integration} integration; grant: {', '.join(missing)}")
+
+
+def _record_change(changed: dict[str, Any], observed: ObservedRouting, problem: routing.Problem) -> bool:
+    """Add the value before `problem`'s change to `changed` unless an earlier change of the
+    same setting is recorded (that one is what removal restores). True when something was added."""
+    assert problem.key is not None
+    before = routing.current_value(observed, problem)
+    if problem.connection is not None:
+        moved = dict(changed.get(problem.key) or {})
+        if problem.connection.id in moved:
+            return False
+        changed[problem.key] = {**moved, problem.connection.id: before}
+        return True
+    if problem.key in changed:
+        return False
+    changed[problem.key] = before
+    return True
 
 
 def _with_writes(result: SyncResult, writes: int) -> SyncResult:

@@ -44,6 +44,11 @@ class Call:
     def param(self, name: str) -> str:
         return self.request.match_info[name]
 
+    @property
+    def scopes(self) -> frozenset[str]:
+        """The scopes of the caller's token."""
+        return self.request["grant"].scopes
+
 
 Handler = Callable[[Call], Awaitable[web.Response]]
 _ROUTES: list[tuple[str, str, str, Handler]] = []
@@ -275,7 +280,7 @@ async def delete_provider(call: Call) -> web.Response:
 @route("GET", "/connections", "read:connections")
 async def list_connections(call: Call) -> web.Response:
     query = call.request.query
-    found = [c.to_json() for c in call.tenant.connections.listed(query.getall("strategy", []))]
+    found = [c.to_json(call.scopes) for c in call.tenant.connections.listed(query.getall("strategy", []))]
     if "take" in query or "from" in query:  # checkpoint pagination: {connections, next?}
         start = int(query.get("from") or 0) if (query.get("from") or "0").isdigit() else 0
         take = min(max(int(query.get("take") or 50), 1), 100)
@@ -290,12 +295,13 @@ async def list_connections(call: Call) -> web.Response:
 
 @route("GET", "/connections/{id}", "read:connections")
 async def get_connection(call: Call) -> web.Response:
-    return _json(call.tenant.connections.get(call.param("id")).to_json())
+    return _json(call.tenant.connections.get(call.param("id")).to_json(call.scopes))
 
 
 @route("PATCH", "/connections/{id}", "update:connections")
 async def update_connection(call: Call) -> web.Response:
-    return _json(call.tenant.connections.update(call.param("id"), call.body).to_json())
+    return _json(call.tenant.connections.update(call.param("id"), call.body, call.scopes)
+                 .to_json(call.scopes))
 
 
 # ---- tenant settings and the MFA phone factor ---------------------------------------------
@@ -338,6 +344,16 @@ async def get_guardian_provider(call: Call) -> web.Response:
 @route("PUT", "/guardian/factors/phone/selected-provider", "update:guardian_factors")
 async def put_guardian_provider(call: Call) -> web.Response:
     return _json({"provider": call.tenant.phone.select_provider(call.body)})
+
+
+@route("GET", "/guardian/policies", "read:mfa_policies")
+async def get_mfa_policies(call: Call) -> web.Response:
+    return _json(call.tenant.phone.mfa_policies)
+
+
+@route("PUT", "/guardian/policies", "update:mfa_policies")
+async def put_mfa_policies(call: Call) -> web.Response:
+    return _json(call.tenant.phone.set_mfa_policies(call.body))
 
 
 @route("PATCH", "/migrations", "update:tenant_settings")

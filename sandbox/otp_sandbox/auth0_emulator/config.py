@@ -14,6 +14,8 @@ ALL_SCOPES: tuple[str, ...] = (
     "read:guardian_factors", "update:guardian_factors",
     "read:tenant_settings", "update:tenant_settings",
     "read:connections", "update:connections",
+    "read:connections_options", "update:connections_options",
+    "read:mfa_policies", "update:mfa_policies",
 )
 
 

@@ -12,22 +12,28 @@ Not documented: what a UPE tenant does with a connection that leaves ``use_phone
 The stricter reading here: the connection's own provider (so our code does not run).
 
 ``PATCH /connections/{id}`` with ``options`` replaces the whole options object, as Auth0
-documents. Secret option values (``twilio_token``, the gateway secret) are never answered back:
-Auth0's answers are not documented for them, and not echoing is the stricter choice.
+documents. Since the connection-options scope migration (end of life 2025-07-08) the answers
+of ``GET /connections`` and ``GET``/``PATCH /connections/{id}`` carry ``options`` only for a
+caller with ``read:connections_options``, and a PATCH whose body has ``options`` needs
+``update:connections_options``. Option values that are credentials (``twilio_token``, the
+gateway secret) are answered back: auth0-deploy-cli's export (``AUTH0_EXPORT_SECRETS``) writes
+the real connection secrets it read from these endpoints.
 """
 
 from __future__ import annotations
 
+import copy
 import random
 import string
 from dataclasses import dataclass, field
 from typing import Any
 
 from . import validation as v
-from .errors import not_found, payload_error
+from .errors import insufficient_scope, not_found, payload_error
 
 SMS_PROVIDERS = ("twilio", "sms_gateway")
-_SECRET_OPTIONS = ("twilio_token",)
+# Since the options-scope migration, a caller without it gets connections without `options`.
+READ_OPTIONS_SCOPE, UPDATE_OPTIONS_SCOPE = "read:connections_options", "update:connections_options"
 _UPDATE_KEYS = frozenset({"options", "display_name", "enabled_clients", "is_domain_connection",
                           "show_as_button", "realms", "metadata"})
 
@@ -40,14 +46,14 @@ class Connection:
     options: dict[str, Any] = field(default_factory=dict)
     enabled_clients: list[str] = field(default_factory=list)
 
-    def to_json(self) -> dict[str, Any]:
-        options = {k: val for k, val in self.options.items() if k not in _SECRET_OPTIONS}
-        auth = options.get("gateway_authentication")
-        if isinstance(auth, dict):
-            options["gateway_authentication"] = {k: val for k, val in auth.items() if k != "secret"}
-        return {"id": self.id, "name": self.name, "strategy": self.strategy, "options": options,
-                "enabled_clients": list(self.enabled_clients), "is_domain_connection": False,
-                "realms": [self.name]}
+    def to_json(self, scopes: frozenset[str]) -> dict[str, Any]:
+        answer: dict[str, Any] = {
+            "id": self.id, "name": self.name, "strategy": self.strategy,
+            "enabled_clients": list(self.enabled_clients), "is_domain_connection": False,
+            "realms": [self.name]}
+        if READ_OPTIONS_SCOPE in scopes:
+            answer["options"] = copy.deepcopy(self.options)
+        return answer
 
     def uses_tenant_provider(self, upe: bool) -> bool:
         return upe and self.options.get("use_phone_provider") is True
@@ -89,9 +95,11 @@ class ConnectionStore:
     def listed(self, strategies: list[str]) -> list[Connection]:
         return [c for c in self.connections.values() if not strategies or c.strategy in strategies]
 
-    def update(self, connection_id: str, body: Any) -> Connection:
+    def update(self, connection_id: str, body: Any, scopes: frozenset[str]) -> Connection:
         found = self.get(connection_id)
         data = v.body_object(body, _UPDATE_KEYS)
+        if "options" in data and UPDATE_OPTIONS_SCOPE not in scopes:
+            raise insufficient_scope(UPDATE_OPTIONS_SCOPE)
         if "options" in data:
             options = _sms_options(data["options"]) if found.strategy == "sms" else dict(data["options"])
             found.options = options  # the whole object is replaced, as Auth0 documents

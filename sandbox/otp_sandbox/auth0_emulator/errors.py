@@ -46,4 +46,8 @@ def conflict(message: str, error_code: str | None = None) -> ApiError:
     return ApiError(409, message, error_code)
 
 
+def insufficient_scope(scope: str) -> ApiError:
+    return ApiError(403, f"Insufficient scope, expected any of: {scope}", "insufficient_scope")
+
+
 RATE_LIMITED = ApiError(429, "Global limit has been reached", "too_many_requests")

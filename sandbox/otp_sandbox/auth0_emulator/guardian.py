@@ -54,6 +54,11 @@ _DEFAULT_SETTINGS: dict[str, Any] = {
 }
 
 
+# The MFA policies a tenant may set (GET/PUT /guardian/policies; `[]`: MFA is prompted only
+# where an Action asks for it, the Dashboard's "Never"). Auth0 documents the values, not whether
+# both may be set at once: at most one is the stricter reading.
+MFA_POLICIES = ("all-applications", "confidence-score")
+
 # Tenant flags only Auth0 (PATCH /api/v2/migrations, not open to M2M tokens) can set.
 LEGACY_FLAGS = ("legacy_mfa_phone_provider", "legacy_passwordless_phone_provider")
 
@@ -72,6 +77,7 @@ class PhoneSettings:
         self.factors = {name: False for name in FACTOR_NAMES}
         self.message_types: list[str] = []
         self.selected_provider = "auth0"
+        self.mfa_policies: list[str] = []
         self._provider_methods = provider_methods
 
     @property
@@ -148,6 +154,17 @@ class PhoneSettings:
         self.selected_provider = provider
         return provider
 
+    # ---- /guardian/policies -------------------------------------------------------------
+    def set_mfa_policies(self, body: Any) -> list[str]:
+        policies = v.array(body, "policies")
+        for policy in policies:
+            if policy not in MFA_POLICIES:
+                raise payload_error(f"No enum match for: {policy}")
+        if len(set(policies)) > 1:
+            raise payload_error("Array is too long (1 maximum)")
+        self.mfa_policies = list(dict.fromkeys(policies))
+        return self.mfa_policies
+
     # ---- what a person set in the Dashboard (admin API), validated only for type ----------
     def preset(self, data: dict[str, Any]) -> None:
         """Also what only Auth0 sets: the legacy flags, and an absent experience setting
@@ -168,6 +185,8 @@ class PhoneSettings:
             if any(kind not in MESSAGE_TYPES for kind in types):
                 raise ValueError(f"message_types must be among {MESSAGE_TYPES}")
             self.message_types = types
+        if "mfa_policies" in data:
+            self.set_mfa_policies(list(data["mfa_policies"]))
         if "selected_provider" in data:
             if data["selected_provider"] not in SELECTED_PROVIDERS:
                 raise ValueError(f"selected_provider must be one of {SELECTED_PROVIDERS}")
@@ -178,4 +197,4 @@ class PhoneSettings:
                 "phone_consolidated_experience_set": "phone_consolidated_experience" in self.settings,
                 **self.legacy, "sms_factor": self.factors["sms"],
                 "message_types": list(self.message_types),
-                "selected_provider": self.selected_provider}
+                "selected_provider": self.selected_provider, "mfa_policies": list(self.mfa_policies)}

@@ -128,7 +128,7 @@ class Auth0Tenant:
     def set_phone(self, **phone: Any) -> None:
         """Set the tenant's phone routing as a person would in the Dashboard:
         phone_consolidated_experience (None: absent from the settings), sms_factor,
-        message_types, selected_provider; and what only Auth0 sets: legacy_mfa_phone_provider,
+        message_types, selected_provider, mfa_policies; and what only Auth0 sets: legacy_mfa_phone_provider,
         legacy_passwordless_phone_provider."""
         self._settings(phone=phone)
 

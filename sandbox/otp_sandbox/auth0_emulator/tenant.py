@@ -8,7 +8,7 @@ from typing import Any
 from .actions import ActionStore
 from .clock import Clock, wall_clock
 from .config import RateLimit, TenantConfig
-from .connections import ConnectionStore
+from .connections import READ_OPTIONS_SCOPE, ConnectionStore
 from .events import PhoneMessage
 from .guardian import PhoneSettings
 from .hooks import HookStore
@@ -223,7 +223,8 @@ class Tenant:
             "phone_providers": [self.providers.to_json(p)
                                 for p in self.providers.providers.values()],
             "phone": self.phone.state(),
-            "connections": [c.to_json() for c in self.connections.connections.values()],
+            "connections": [c.to_json(frozenset({READ_OPTIONS_SCOPE}))
+                            for c in self.connections.connections.values()],
             "in_flight": list(self.in_flight),
         }
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .config import Client
-from .errors import ApiError
+from .errors import ApiError, insufficient_scope
 
 
 @dataclass(frozen=True)
@@ -129,4 +129,4 @@ class TokenIssuer:
 
 def require_scope(grant: Grant, scope: str) -> None:
     if scope not in grant.scopes:
-        raise ApiError(403, f"Insufficient scope, expected any of: {scope}", "insufficient_scope")
+        raise insufficient_scope(scope)
