@@ -222,10 +222,28 @@ def _handle_send(request: web.Request, subaccount: str, body: Any, batch: bool) 
     return _send_batch(request, subaccount, body) if batch else _send_single(request, subaccount, body)
 
 
+def tls_version(request: web.Request) -> str | None:
+    """The TLS version the request came over ("TLSv1.2", "TLSv1.3"), None without TLS."""
+    transport = request.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    return ssl_object.version() if ssl_object is not None else None
+
+
+def _insecure(request: web.Request, messages: list[rules.Message]) -> web.Response | None:
+    """8x8's 426 when a destination needs a newer TLS version than the request used."""
+    problem = rules.insecure_protocol([m.destination for m in messages], tls_version(request))
+    if problem is None:
+        return None
+    return _error(426, problem.code, problem.message, headers={"Upgrade": "TLS/1.3"})
+
+
 def _send_single(request: web.Request, subaccount: str, body: Any) -> web.Response:
     message = rules.check_message(body)
     if isinstance(message, rules.Invalid):
         return _error(400, message.code, message.message)
+    insecure = _insecure(request, [message])
+    if insecure is not None:
+        return insecure
     return web.json_response(_answer(_accept(request, subaccount, message)))
 
 
@@ -233,10 +251,13 @@ def _send_batch(request: web.Request, subaccount: str, body: Any) -> web.Respons
     items = rules.batch_messages(body)
     if isinstance(items, rules.Invalid):
         return _error(400, items.code, items.message)
-    checked = [rules.check_message(item) for item in items]
+    checked = [rules.check_message(item, batch=True) for item in items]
     for result in checked:  # a request-level problem anywhere fails the whole batch
         if isinstance(result, rules.Invalid) and not result.per_message:
             return _error(400, result.code, result.message)
+    insecure = _insecure(request, [m for m in checked if isinstance(m, rules.Message)])
+    if insecure is not None:
+        return insecure
     batch = {"batchId": str(uuid.uuid4())}
     if body.get("clientBatchId") is not None:
         batch["clientBatchId"] = body["clientBatchId"]
@@ -377,6 +398,7 @@ def make_app(receipts: Dispatcher) -> web.Application:
 async def serve(host: str, port: int, cert: str, key: str, announce, receipts: Dispatcher) -> None:
     """Serve until cancelled; ``announce(url)`` is called once the socket listens."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # older: refused at the handshake (rules)
     context.load_cert_chain(cert, key)
     app = make_app(receipts)
     app.on_cleanup.append(lambda _app: receipts.close())
