@@ -219,7 +219,7 @@ def parse_time(value: str) -> dt.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def _valid_callback_url(value: str) -> bool:
+def valid_callback_url(value: str) -> bool:
     try:
         parts = urlsplit(value)
     except ValueError:
@@ -248,7 +248,7 @@ def _request_problem(item: dict[str, Any], now: dt.datetime) -> Invalid | None:
         return Invalid(INVALID_COUNTRY, "Invalid Country Code")
     if "clientIp" in item and not _valid_ip(item["clientIp"]):
         return Invalid(INVALID_IP, "Invalid Ip Address")
-    if "dlrCallbackUrl" in item and not _valid_callback_url(item["dlrCallbackUrl"]):
+    if "dlrCallbackUrl" in item and not valid_callback_url(item["dlrCallbackUrl"]):
         return Invalid(INVALID_CALLBACK_URL, "Invalid DR Callback URL")
     if "track" in item and item["track"] not in TRACKS:
         return Invalid(INVALID_PARAMETER, "Invalid track: use None or Outcome")
