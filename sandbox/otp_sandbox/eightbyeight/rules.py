@@ -1,4 +1,4 @@
-"""Pure validation of 8x8 send requests, as 8x8's OpenAPI file for the SMS API
+r"""Pure validation of 8x8 send requests, as 8x8's OpenAPI file for the SMS API
 (``docs_oas/connect/sms_api.json``) and its "API Error codes" page document them.
 
 A single send answers every problem with HTTP 400 and the documented error code. A batch
