@@ -10,6 +10,7 @@ import json
 import time
 import urllib.error
 
+import httpx
 import jsonschema
 import pytest
 
@@ -214,6 +215,16 @@ def test_faults_by_api(emu, voice, client) -> None:
     assert (limited.status_code, limited.headers["Retry-After"]) == (429, "2")
     assert voice.call(callflow()).status_code == 200
     assert [r["status"] for r in emu.requests()] == [200, 500, 429, 200]
+
+
+def test_a_lost_answer_still_places_the_call(emu, voice) -> None:
+    """A reset after acceptance: the client sees no answer, 8x8 calls anyway (what a retrying
+    client must not turn into a second call)."""
+    emu.inject("reset", after_accept=True, api="voice")
+    with pytest.raises(httpx.HTTPError):
+        voice.call({**callflow(NUMBER), "clientActionId": "otp-9"})
+    assert [c.client_action_id for c in emu.calls()] == ["otp-9"]
+    assert [(r["status"], r["clientActionId"]) for r in emu.requests()] == [("reset", "otp-9")]
 
 
 # --- the Webhooks API ---------------------------------------------------------------------
