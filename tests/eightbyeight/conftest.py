@@ -1,5 +1,5 @@
-"""Fixtures for the 8x8 emulator tests: a client that checks every answer against 8x8's schemas
-(spec/README.md), and a loopback receiver for delivery receipts."""
+"""Fixtures for the 8x8 emulator tests: clients that check every answer against 8x8's schemas
+(spec/README.md), and a loopback receiver for delivery receipts and voice session summaries."""
 
 from __future__ import annotations
 
@@ -22,15 +22,22 @@ from otp_sandbox.eightbyeight import EightByEightEmulator
 from otp_sandbox.pki import CertificateAuthority
 
 SUB, KEY = "emu_test", "emu-key-1"
+CALLER_ID = "+6568332048"  # the subaccount's whitelisted caller ID
 SCHEMA = json.loads((Path(__file__).parent / "spec" / "sms-api.schema.json").read_text())
+VOICE_SCHEMA = json.loads((Path(__file__).parent / "spec" / "voice-api.schema.json").read_text())
 FORMATS = jsonschema.Draft202012Validator.FORMAT_CHECKER
 assert {"date-time", "uuid"} <= set(FORMATS.checkers), "install the test extras (rfc3339-validator)"
 
 
-def validate(instance: Any, definition: str) -> None:
-    """Raise ``jsonschema.ValidationError`` unless ``instance`` is a valid 8x8 ``definition``."""
-    jsonschema.Draft202012Validator({**SCHEMA, "$ref": f"#/$defs/{definition}"},
+def validate(instance: Any, definition: str, schema: dict[str, Any] = SCHEMA) -> None:
+    """Raise ``jsonschema.ValidationError`` unless ``instance`` is a valid 8x8 ``definition``
+    (of the SMS schemas, or of ``schema``)."""
+    jsonschema.Draft202012Validator({**schema, "$ref": f"#/$defs/{definition}"},
                                     format_checker=FORMATS).validate(instance)
+
+
+def validate_voice(instance: Any, definition: str) -> None:
+    validate(instance, definition, VOICE_SCHEMA)
 
 
 class Client:
@@ -54,11 +61,57 @@ class Client:
         return response
 
 
+class VoiceClient:
+    """Sends to the emulator's Voice API paths and validates every answer against the schemas."""
+
+    def __init__(self, http: httpx.Client, emu: EightByEightEmulator) -> None:
+        self.http, self.emu = http, emu
+
+    def call(self, body: Any, *, key: str | None = KEY, sub: str = SUB, content: bytes | None = None,
+             content_type: str = "application/json") -> httpx.Response:
+        headers = {"Content-Type": content_type}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        data = content if content is not None else json.dumps(body).encode()
+        response = self.http.post(f"{self.emu.base_url}/api/v1/subaccounts/{sub}/callflows", content=data,
+                                  headers=headers)
+        validate_voice(response.json(), "CallflowResponse" if response.status_code == 200
+                       else "CallflowErrorResponse")
+        return response
+
+    def webhooks(self, method: str, body: Any = None, *, kind: str | None = None, key: str | None = KEY,
+                 sub: str = SUB) -> httpx.Response:
+        path = f"/api/v1/subaccounts/{sub}/webhooks" + (f"/{kind}" if kind else "")
+        headers = {"Authorization": f"Bearer {key}"} if key is not None else {}
+        response = self.http.request(method, self.emu.base_url + path, headers=headers,
+                                     json=body if body is not None else None)
+        if response.status_code != 200:
+            validate_voice(response.json(), "WebhookErrorResponse")
+        elif kind is None:
+            validate_voice(response.json(), "WebhooksResponse")
+        return response
+
+
+def callflow(destination: str = "+6591234567", text: str = "Your code is 1 2 3 4 5 6", *,
+             source: str = CALLER_ID, profile: str = "en-GB-Emma", **say: Any) -> dict[str, Any]:
+    """A voice OTP callflow: makeCall, say, hangup."""
+    return {"callflow": [
+        {"action": "makeCall", "params": {"source": source, "destination": destination}},
+        {"action": "say", "params": {"text": text, "voiceProfile": profile, **say}},
+        {"action": "hangup"}]}
+
+
 @pytest.fixture
 def emu(sms_emulator: EightByEightEmulator) -> EightByEightEmulator:
-    sms_emulator.add_subaccount(SUB, KEY)
+    sms_emulator.add_subaccount(SUB, KEY, caller_ids=[CALLER_ID])
     sms_emulator.clear()
     return sms_emulator
+
+
+@pytest.fixture
+def voice(sandbox_ca, emu: EightByEightEmulator) -> Iterator[VoiceClient]:
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(sandbox_ca.cert_path))) as http:
+        yield VoiceClient(http, emu)
 
 
 @pytest.fixture
@@ -72,6 +125,7 @@ class Received:
     at: float  # time.monotonic()
     path: str
     body: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -97,13 +151,21 @@ class Receiver:
         raise AssertionError(f"{len(got)} of {count} receipts to {path} arrived within {timeout} s")
 
 
+def wait_settled(emu: EightByEightEmulator, timeout: float = 30.0) -> None:
+    """Until no receipt or session summary is pending or being retried (bounded)."""
+    deadline = time.monotonic() + timeout
+    while emu.receipts()["pending"]:
+        assert time.monotonic() < deadline, "receipts still pending"
+        time.sleep(0.05)
+
+
 @contextlib.contextmanager
 def serve_receiver(tls: ssl.SSLContext | None = None) -> Iterator[Receiver]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:  # noqa: N802
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             with state.lock:
-                state.received.append(Received(time.monotonic(), self.path, body))
+                state.received.append(Received(time.monotonic(), self.path, body, dict(self.headers)))
                 delays = state.delays.get(self.path, [])
                 delay = delays.pop(0) if delays else 0.0
                 answers = state.answers.get(self.path, [])

@@ -15,7 +15,7 @@ import httpx
 import jsonschema
 import pytest
 
-from .conftest import validate
+from .conftest import Client, validate
 
 NUMBER = "+6591234567"
 IN_AN_HOUR = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1)).isoformat()
@@ -231,3 +231,96 @@ def test_cli_refuses_a_bad_receipt_network(tmp_path: Path) -> None:
         [str(Path(sys.executable).with_name("otp-sandbox")), "sms-emulator", "--state-dir", str(tmp_path),
          "--receipt-network", "everywhere"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "--receipt-network" in result.stderr
+
+
+# --- where an independent check against 8x8's spec found differences (issue 22) -----------
+
+# The request examples of 8x8's OpenAPI file (sms_api.json, SmsRequest and BatchSmsRequest).
+SPEC_SINGLE_EXAMPLE = {"source": "AwesomeName", "destination": "6500000000", "text": "Hello world!",
+                       "clientMessageId": "1234"}
+SPEC_BATCH_EXAMPLE = {
+    "clientBatchId": "SmsApi demo",
+    "messages": [
+        {"destination": "12025550288", "text": "SMS text", "clientMessageId": "1001"},
+        {"destination": "+12025550308", "text": "SMS text", "clientMessageId": "1002"},
+        {"destination": "2025550308", "country": "US", "clientMessageId": "1003", "source": "VIP",
+         "text": "Custom message to this unique person! เป็นอย่างไรบ้าง?"}],
+    "template": {"source": "AwesomeName", "text": "Message to the world", "encoding": "AUTO"},
+    "includeMessagesInResponse": False,
+}
+
+
+def test_the_specs_example_requests_are_accepted(emu, client) -> None:
+    single = client.send(SPEC_SINGLE_EXAMPLE)
+    assert single.status_code == 200, single.json()
+    assert (single.json()["status"]["code"], single.json()["destination"]) == ("QUEUED", "6500000000")
+    batch = client.send(SPEC_BATCH_EXAMPLE, batch=True).json()
+    assert (batch["acceptedCount"], batch["rejectedCount"]) == (3, 0)
+    assert [m.destination for m in emu.messages()] == ["6500000000", "12025550288", "12025550308",
+                                                       "12025550308"]
+
+
+@pytest.mark.parametrize("destination", ["+1123456789", "+659123456", "+65912345678"],
+                         ids=["spec-refusal", "sg-short", "sg-long"])
+def test_numbers_of_the_wrong_length_are_refused(emu, client, destination) -> None:
+    response = client.send({"destination": destination, "text": "x"})
+    assert (response.status_code, response.json()["code"]) == (400, 1002)
+
+
+@pytest.fixture
+def tls12_client(sandbox_ca, emu):
+    """A client that offers TLS 1.2 at most."""
+    context = ssl.create_default_context(cafile=str(sandbox_ca.cert_path))
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    with httpx.Client(verify=context) as http:
+        yield Client(http, emu)
+
+
+@pytest.mark.parametrize("body", [
+    {"destination": NUMBER, "text": "x"},
+    {"destination": "91234567", "country": "SG", "text": "x"},
+], ids=["international", "national"])
+def test_singapore_needs_tls13(emu, client, tls12_client, body) -> None:
+    refused = tls12_client.send(body)
+    assert refused.status_code == 426
+    assert (refused.headers["Upgrade"], refused.json()["code"]) == ("TLS/1.3", 1014)
+    assert "Detected: TLSv1.2" in refused.json()["message"]
+    assert emu.messages() == []
+    assert client.send(body).status_code == 200  # the same message over TLS 1.3
+
+
+def test_other_destinations_take_tls12(emu, tls12_client) -> None:
+    assert tls12_client.send({"destination": "+12025550288", "text": "x"}).status_code == 200
+
+
+def test_a_batch_with_a_singapore_message_needs_tls13(emu, tls12_client) -> None:
+    body = {"destinations": ["+12025550288", NUMBER], "template": {"text": "x"}}
+    refused = tls12_client.send(body, batch=True)
+    assert (refused.status_code, refused.json()["code"]) == (426, 1014)
+    assert emu.messages() == []
+    assert tls12_client.send({"destinations": ["+12025550288"], "template": {"text": "x"}},
+                             batch=True).json()["acceptedCount"] == 1
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    ("a" * 1530, 1530),  # 10 parts of 153 septets: kept whole
+    ("a" * 1531, 1530),
+    ("€" * 766, 765),  # two septets each: 1532 > 1530
+    ("Ж" * 671, 670),  # UCS2: 10 parts of 67
+], ids=["gsm7-10-parts", "gsm7-over", "gsm7-extension-over", "ucs2-over"])
+def test_a_single_send_over_10_parts_is_truncated(emu, client, text, kept) -> None:
+    answer = client.send({"destination": NUMBER, "text": text})
+    assert answer.status_code == 200 and answer.json()["status"]["code"] == "QUEUED"
+    [message] = emu.messages()
+    assert (message.text, message.sms_count) == (text[:kept], 10)
+
+
+def test_a_batch_message_over_10_parts_is_rejected(emu, client) -> None:
+    answer = client.send({"includeMessagesInResponse": True, "messages": [
+        {"destination": NUMBER, "text": "a" * 1530}, {"destination": "+6598765432", "text": "a" * 1531},
+        {"destination": "+6598765433", "text": "Ж" * 671}]}, batch=True).json()
+    assert [(m["status"]["code"], m["status"]["description"]) for m in answer["messages"]] == [
+        ("QUEUED", "SMS is accepted and queued for processing"),
+        ("REJECTED", "Invalid Text value. Reached max allowed limit"),
+        ("REJECTED", "Invalid Text value. Reached max allowed limit")]
+    assert [m.destination for m in emu.messages()] == ["6591234567"]

@@ -15,7 +15,7 @@ import pytest
 from otp_sandbox.eightbyeight import receipts
 from otp_sandbox.pki import CertificateAuthority
 
-from .conftest import serve_receiver, tls_context, validate
+from .conftest import serve_receiver, tls_context, validate, wait_settled
 
 NUMBER, OTHER = "+6591234567", "+6598765432"
 FACTOR = 0.02  # retry intervals 20 ms, 200 ms, 600 ms, 1.8 s; attempt timeout 200 ms
@@ -35,14 +35,6 @@ def send(client, receiver, path: str, destination: str = NUMBER, **fields) -> tu
                             "dlrCallbackUrl": receiver.url + path, **fields})
     assert response.status_code == 200
     return response.json()["umid"], sent
-
-
-def wait_settled(emu, timeout: float = 30.0) -> None:
-    """Until no receipt is pending or being retried (bounded)."""
-    deadline = time.monotonic() + timeout
-    while emu.receipts()["pending"]:
-        assert time.monotonic() < deadline, "receipts still pending"
-        time.sleep(0.05)
 
 
 def test_delivered_after_the_chosen_time(emu, client, receiver) -> None:

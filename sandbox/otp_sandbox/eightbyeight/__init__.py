@@ -1,5 +1,5 @@
-"""8x8 SMS API emulator (server, CLI and the launcher tests use)."""
+"""8x8 SMS and Voice API emulator (server, CLI and the launcher tests use); see README.md here."""
 
-from .launcher import EightByEightEmulator, EmulatorError, SentMessage
+from .launcher import EightByEightEmulator, EmulatorError, PlacedCall, SentMessage
 
-__all__ = ["EightByEightEmulator", "EmulatorError", "SentMessage"]
+__all__ = ["EightByEightEmulator", "EmulatorError", "PlacedCall", "SentMessage"]

@@ -24,7 +24,7 @@ def _host_port(value: str) -> tuple[str, int]:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "sms-emulator", help="run the 8x8 SMS API emulator (HTTPS on loopback)"
+        "sms-emulator", help="run the 8x8 SMS and Voice API emulator (HTTPS on loopback)"
     )
     parser.add_argument("--listen", type=_host_port, default=("127.0.0.1", 0),
                         help="HOST:PORT to listen on (port 0 picks a free one; default 127.0.0.1:0)")
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="sandbox CA directory (default: STATE_DIR/ca)")
     parser.add_argument("--receipt-network", action="append", default=[], metavar="CIDR",
                         type=ipaddress.ip_network,
-                        help="also post delivery receipts to this network (default: loopback only)")
+                        help="also post delivery receipts and voice webhooks to this network (default: loopback only)")
     parser.set_defaults(func=run)
 
 

@@ -1,4 +1,4 @@
-"""Start and drive the 8x8 emulator process from tests, the demo and benchmarks."""
+"""Start and drive the 8x8 emulator process (SMS and Voice) from tests, the demo and benchmarks."""
 
 from __future__ import annotations
 
@@ -53,6 +53,39 @@ class SentMessage:
         )
 
 
+@dataclass(frozen=True)
+class PlacedCall:
+    """A voice call (callflow session) as the emulator recorded it (numbers in E.164 digits
+    without the +; ``text``/``voice_profile``/``repetition``/``speed`` of the first ``say``, all of
+    them in ``says``; ``outcome``: what the emulator made of the call, with its ``kind``,
+    ``sip_code`` (kept here: 8x8's session summary carries none) and ``duration_s``)."""
+
+    session_id: str
+    call_flow_request_id: str
+    subaccount: str
+    destination: str
+    source: str
+    text: str | None
+    voice_profile: str | None
+    repetition: int | None
+    speed: float | None
+    valid_until: str | None
+    client_action_id: str | None
+    says: tuple[dict[str, Any], ...]
+    actions: tuple[dict[str, Any], ...]
+    outcome: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "PlacedCall":
+        return cls(
+            session_id=data["sessionId"], call_flow_request_id=data["callFlowRequestId"],
+            subaccount=data["subaccount"], destination=data["destination"], source=data["source"],
+            text=data["text"], voice_profile=data["voiceProfile"], repetition=data["repetition"],
+            speed=data["speed"], valid_until=data["validUntil"], client_action_id=data["clientActionId"],
+            says=tuple(data["says"]), actions=tuple(data["actions"]), outcome=data["outcome"],
+        )
+
+
 class EightByEightEmulator:
     """A running ``otp-sandbox sms-emulator`` process.
 
@@ -97,9 +130,46 @@ class EightByEightEmulator:
         with urllib.request.urlopen(request, context=self._ssl, timeout=10) as response:
             return json.loads(response.read() or b"null")
 
-    def add_subaccount(self, subaccount_id: str, api_key: str) -> None:
-        """Allow ``api_key`` for ``subaccount_id`` (a subaccount may hold several keys)."""
-        self._call("POST", "subaccounts", {"id": subaccount_id, "api_key": api_key})
+    def add_subaccount(self, subaccount_id: str, api_key: str, caller_ids: list[str] | tuple[str, ...] = ()) -> None:
+        """Allow ``api_key`` for ``subaccount_id`` (a subaccount may hold several keys), and
+        whitelist ``caller_ids`` as its voice call sources (as 8x8 does on request)."""
+        self._call("POST", "subaccounts", {"id": subaccount_id, "api_key": api_key,
+                                           "caller_ids": list(caller_ids)})
+
+    def whitelist_caller_id(self, subaccount_id: str, number: str) -> list[str]:
+        """Whitelist one more caller ID for the subaccount's calls; all of them, E.164 digits."""
+        return self._call("POST", f"subaccounts/{subaccount_id}/caller-ids", {"caller_id": number})["caller_ids"]
+
+    def calls(self) -> list[PlacedCall]:
+        """Every voice call 8x8 created (since ``clear``), oldest first."""
+        return [PlacedCall.from_json(c) for c in self._call("GET", "calls")]
+
+    def set_call_outcome(self, destination: str, kind: str = "answered", *, after_ms: int = 0,
+                         duration_s: int | None = None, sip_code: int | None = None,
+                         error_code: int | None = None) -> None:
+        """What happens to calls to ``destination`` from now on (until ``clear``).
+
+        ``answered`` ``after_ms`` after 8x8 created the session, connected ``duration_s``
+        (default: as long as its speech); ``no-answer`` or ``busy`` after ``after_ms``;
+        ``failed`` with a SIP ``sip_code`` (default 503); ``error`` with one of 8x8's voice
+        ``error_code`` values (default -9999); ``none``: no session summary. Without an outcome
+        a call is answered at once. Summaries go only to a subaccount with a VSS webhook."""
+        self._call("POST", "call-outcomes", {"destination": destination, "kind": kind, "after_ms": after_ms,
+                                             "duration_s": duration_s, "sip_code": sip_code,
+                                             "error_code": error_code})
+
+    def set_voice_webhook(self, subaccount_id: str, url: str, http_auth_header: str | None = None, *,
+                          kind: str = "VSS", enabled: bool = True) -> None:
+        """Configure the subaccount's voice webhook of ``kind`` as 8x8's Webhooks API does
+        (``POST .../webhooks``; ``http_auth_header`` is sent as the ``Authorization`` header).
+        Until ``clear``."""
+        self._call("POST", "voice-webhooks", {"subaccount": subaccount_id, "type": kind, "url": url,
+                                              "httpAuthHeader": http_auth_header, "enabled": enabled})
+
+    def add_speech_profile(self, code: str, description: str | None = None, gender: str | None = None) -> None:
+        """Offer one more speech profile (``fr-FR-DeniseNeural``...) until ``clear``; the emulator
+        starts with the profiles 8x8's documents name."""
+        self._call("POST", "speech-profiles", {"code": code, "description": description, "gender": gender})
 
     def revoke_api_key(self, subaccount_id: str, api_key: str) -> None:
         self._call("POST", f"subaccounts/{subaccount_id}/revoke", {"api_key": api_key})
@@ -108,18 +178,21 @@ class EightByEightEmulator:
         return [SentMessage.from_json(m) for m in self._call("GET", "messages")]
 
     def requests(self) -> list[dict[str, Any]]:
-        """Every request on an 8x8 path: ``path``, ``status`` (int or "reset"), ``clientMessageId``."""
+        """Every request on an 8x8 send path: ``path``, ``status`` (int or "reset"),
+        ``clientMessageId`` (and ``clientActionId`` for a callflow)."""
         return self._call("GET", "requests")
 
     def clear(self) -> None:
-        """Forget messages, requests, faults, rejected destinations, outcomes and receipts
-        (pending receipts are cancelled, the receipt time factor is back to 1; keys stay)."""
+        """Forget messages, calls, requests, faults, rejected destinations, outcomes, voice
+        webhooks, added speech profiles and receipts (pending receipts and summaries are
+        cancelled, the time factor is back to 1; keys and caller IDs stay)."""
         self._call("POST", "clear", {})
 
     def inject(self, kind: str, *, count: int | None = 1, ms: int = 0, status: int = 500,
                retry_after: int | None = None, code: int | None = None,
-               after_accept: bool = False) -> None:
-        """Inject a fault into the next ``count`` 8x8 requests (None: until cleared).
+               after_accept: bool = False, api: str | None = None) -> None:
+        """Inject a fault into the next ``count`` 8x8 requests (None: until cleared), to ``api``
+        ``"sms"`` or ``"voice"`` only, or to either (None).
 
         ``latency`` (``ms``), ``status`` (HTTP ``status``, optional ``retry_after`` seconds and
         8x8 ``code``), ``reset`` (connection reset; ``after_accept`` records the message as
@@ -127,7 +200,7 @@ class EightByEightEmulator:
         """
         self._call("POST", "faults", {"kind": kind, "count": count, "ms": ms, "status": status,
                                       "retry_after": retry_after, "code": code,
-                                      "after_accept": after_accept})
+                                      "after_accept": after_accept, "api": api})
 
     def clear_faults(self) -> None:
         self._call("DELETE", "faults")
@@ -151,15 +224,16 @@ class EightByEightEmulator:
                                         "detail": detail})
 
     def receipts(self) -> dict[str, Any]:
-        """``attempts``: every receipt POST so far (``umid``, ``attempt`` 1 = first, ``result``:
-        HTTP status, "timeout", "connection error" or "not allowed", ``elapsed`` s since 8x8
-        accepted the message, ``body``); ``pending``: messages whose receipt is still to be
-        posted or retried; ``time_factor``: the current scale of the retry schedule."""
+        """``attempts``: every receipt POST so far (``umid``, or ``sessionId`` for a voice
+        session summary; ``attempt`` 1 = first, ``result``: HTTP status, "timeout", "connection
+        error" or "not allowed", ``elapsed`` s since 8x8 accepted the message or call, ``body``);
+        ``pending``: receipts and summaries still to be posted or retried; ``time_factor``: the
+        current scale of the retry schedule (and of an answered call's connected time)."""
         return self._call("GET", "receipts")
 
     def set_receipt_time_factor(self, factor: float) -> None:
-        """Scale the receipt retry schedule and attempt timeout until ``clear`` (0 < factor <= 1;
-        1 is 8x8's schedule)."""
+        """Scale the receipt retry schedule, attempt timeout and answered calls' connected time
+        until ``clear`` (0 < factor <= 1; 1 is 8x8's schedule)."""
         self._call("POST", "receipts/settings", {"time_factor": factor})
 
     def stop(self) -> None:
@@ -189,4 +263,4 @@ def _read_line(process: subprocess.Popen, timeout: float) -> str:
     return result[0].decode().strip() if result else ""
 
 
-__all__ = ["EightByEightEmulator", "EmulatorError", "SentMessage"]
+__all__ = ["EightByEightEmulator", "EmulatorError", "PlacedCall", "SentMessage"]

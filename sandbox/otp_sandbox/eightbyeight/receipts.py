@@ -1,4 +1,5 @@
-"""Delivery receipts: what 8x8 POSTs to a message's ``dlrCallbackUrl``, and when.
+"""Delivery receipts: what 8x8 POSTs to a message's ``dlrCallbackUrl``, and when; and the
+poster (``Dispatcher``) that also delivers the voice session summaries (``sessions``).
 
 Format and retries follow 8x8's "Delivery receipts for outbound SMS" and "Message status
 reference" pages: one JSON POST per status change, retried after 1, 10, 30 and 90 s on a
@@ -18,7 +19,7 @@ import ipaddress
 import socket
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -122,9 +123,18 @@ class Dispatcher:
         self._session: aiohttp.ClientSession | None = None
 
     def schedule(self, message: dict[str, Any], outcome: Outcome) -> None:
+        """The delivery receipt of an accepted SMS, ``outcome.after_ms`` from now."""
         if outcome.kind == NO_RECEIPT or not message.get("dlrCallbackUrl"):
             return
-        task = asyncio.get_running_loop().create_task(self._deliver(message, outcome, time.monotonic()))
+        self.post_later(message["dlrCallbackUrl"], {"umid": message["umid"]}, outcome.after_ms / 1000,
+                        lambda: receipt_body(message, outcome, dt.datetime.now(dt.timezone.utc)))
+
+    def post_later(self, url: str, ref: Mapping[str, Any], delay: float,
+                   body: Callable[[], dict[str, Any]], headers: Mapping[str, str] | None = None) -> None:
+        """POST ``body()`` to ``url`` after ``delay`` seconds, retried on 8x8's schedule; each
+        attempt is recorded with ``ref`` (what the body is about, e.g. its ``umid``)."""
+        task = asyncio.get_running_loop().create_task(
+            self._deliver(url, dict(ref), delay, body, dict(headers or {}), time.monotonic()))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -146,19 +156,19 @@ class Dispatcher:
         if self._session is not None:
             await self._session.close()
 
-    async def _deliver(self, message: dict[str, Any], outcome: Outcome, accepted: float) -> None:
-        await asyncio.sleep(outcome.after_ms / 1000)
-        body = receipt_body(message, outcome, dt.datetime.now(dt.timezone.utc))
-        url = message["dlrCallbackUrl"]
+    async def _deliver(self, url: str, ref: dict[str, Any], delay: float, make_body: Callable[[], dict[str, Any]],
+                       headers: dict[str, str], accepted: float) -> None:
+        await asyncio.sleep(delay)
+        body = make_body()
         for attempt, wait in enumerate((0.0, *RETRY_INTERVALS), start=1):
             await asyncio.sleep(wait * self.time_factor)
-            result = await self._post(url, body)
-            self.attempts.append({"umid": message["umid"], "attempt": attempt, "result": result,
+            result = await self._post(url, body, headers)
+            self.attempts.append({**ref, "attempt": attempt, "result": result,
                                   "elapsed": round(time.monotonic() - accepted, 3), "body": body})
             if result == "not allowed" or (isinstance(result, int) and result < 400):
                 return
 
-    async def _post(self, url: str, body: dict[str, Any]) -> int | str:
+    async def _post(self, url: str, body: dict[str, Any], headers: dict[str, str]) -> int | str:
         """The HTTP status, or why there is none."""
         if not await self._allowed(url):
             return "not allowed"
@@ -168,7 +178,7 @@ class Dispatcher:
                 cookie_jar=aiohttp.DummyCookieJar())
         timeout = aiohttp.ClientTimeout(total=ATTEMPT_TIMEOUT * self.time_factor)
         try:
-            async with self._session.post(url, json=body, timeout=timeout,
+            async with self._session.post(url, json=body, timeout=timeout, headers=headers,
                                           allow_redirects=False) as response:
                 await response.read()
                 return response.status
