@@ -43,6 +43,9 @@ ROUTING_READ_SCOPES = frozenset({"read:tenant_settings", "read:guardian_factors"
 ROUTING_WRITE_SCOPES = frozenset({"update:tenant_settings", "update:guardian_factors"})
 # Reading the passwordless sms connections (when spec.auth0.flows includes passwordless).
 PASSWORDLESS_READ_SCOPES = frozenset({"read:connections"})
+# spec.canary: POST /branding/phone/providers/{id}/try (phone-provider mode only, whose scopes
+# already include it: the canary needs no other scope; tests/auth0/test_canary.py checks)
+CANARY_SCOPES = frozenset({"create:phone_providers"})
 REQUIRED_SCOPES: dict[tuple[Integration, str], frozenset[str]] = {
     ("phone-provider", "ensure"): frozenset(
         {"read:actions", "create:actions", "update:actions",
