@@ -117,6 +117,12 @@ class Auth0Pool:
             return await sync.remove(owner=owner, integration=integration, name=name,  # type: ignore[arg-type]
                                      recorded=recorded)
 
+    async def try_phone_provider(self, credentials: Auth0Credentials, provider_id: str, to: str) -> bool:
+        """The canary's test message (through the tenant's limiter like every call), never while
+        another channel's work changes the tenant's one phone provider."""
+        async with self._turn(credentials, tenant_wide=True) as sync:
+            return await sync.gateway.try_phone_provider(provider_id, to)
+
     def warm_up(self, credentials: Auth0Credentials) -> None:
         """Fetch (or reuse) this tenant's token in the background; failures surface later, in
         the ensure() that needs it."""

@@ -1,6 +1,14 @@
 """Did the OTPs arrive? The relay's delivery summary in ``status.delivery``, an Event when the
 delivered ratio drops below ``spec.policy.deliveryRatioThreshold``, and per-channel gauges for
-the alerts (Ready, Auth0 synced, signing-key rotation age, delivery ratio).
+the alerts (Ready, Auth0 synced, signing-key rotation age, delivery ratio, canary).
+
+The live canary (``spec.canary``, phone-provider mode): when one is due and the channel is Ready
+with a recorded phone provider, the timer asks Auth0 to send its test message to the canary
+number (``POST /branding/phone/providers/{id}/try``, through the tenant's limiter) and records
+when in ``status.canary.lastTryTime`` (with Auth0's refusal, if any); on later ticks it copies
+the relay's record of that canary send (the summary's ``canary``) into ``status.canary.result``,
+or notes that the relay was never called. The reconcile turns ``status.canary`` into the
+``Delivering`` condition (``status.delivering_verdict``); this timer never writes conditions.
 
 A kopf timer, apart from the reconcile: every ``INTERVAL`` seconds it asks the relay's admin
 listener (through the channel's Service) for ``/v1/delivery-summary``. Deciding is pure
@@ -13,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -21,12 +30,16 @@ import httpx
 import kopf
 
 from . import metrics, names, rotation, status
-from .spec import SpecError, parse_channel
+from .auth0.errors import Auth0Error
+from .spec import ChannelSpec, SpecError, parse_channel
 
 INTERVAL = 60.0
 TIMEOUT = 3.0
 MIN_FINAL_RECEIPTS = 5  # fewer final receipts in the window say nothing about a ratio
 FIELDS = ("windowSeconds", "sent", "delivered", "undelivered", "ratio", "topFailureReason")
+CANARY_STATES = ("sent", "rejected", "delivered", "undelivered")
+_STAMP = "%Y-%m-%dT%H:%M:%SZ"
+_CODE = re.compile(r"^[A-Za-z0-9_./-]{1,32}$")
 CHANNELS = (names.GROUP, names.VERSION, names.PLURAL)
 log = logging.getLogger("otp_operator.delivery")
 
@@ -76,7 +89,98 @@ async def fetch_summary(url: str) -> dict[str, Any]:
                 summary[key] = float(value)
         elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             summary[key] = value
+    canary = canary_record(data.get("canary"))
+    if canary is not None:
+        summary["canary"] = canary
     return summary
+
+
+def _epoch(stamp: Any) -> float | None:
+    try:
+        return datetime.datetime.strptime(stamp, _STAMP).replace(tzinfo=datetime.timezone.utc).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def canary_record(value: Any) -> dict[str, Any] | None:
+    """The relay's record of the canary's last send, only known fields of known shapes."""
+    if not isinstance(value, dict) or _epoch(value.get("sentAt")) is None or value.get("state") not in CANARY_STATES:
+        return None
+    record: dict[str, Any] = {"sentAt": value["sentAt"], "state": value["state"]}
+    code, reason, seconds = value.get("errorCode"), value.get("reason"), value.get("deliverySeconds")
+    if isinstance(code, str) and _CODE.match(code):
+        record["errorCode"] = code
+    if isinstance(reason, str) and reason:
+        record["reason"] = reason[:64]
+    if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and 0 <= seconds < 10**6:
+        record["deliverySeconds"] = round(float(seconds), 3)
+    return record
+
+
+def canary_due(canary: Mapping[str, Any] | None, every_seconds: int, now: float) -> bool:
+    """The first canary at once, then one every ``every_seconds``."""
+    tried = _epoch((canary or {}).get("lastTryTime"))
+    return tried is None or now - tried >= every_seconds
+
+
+def canary_tried(now: float, error: str | None) -> dict[str, Any]:
+    """``status.canary`` right after asking Auth0 (a new attempt: nothing seen of it yet)."""
+    tried: dict[str, Any] = {"lastTryTime": _stamp(now)}
+    if error:
+        tried["tryError"] = error
+    return tried
+
+
+def canary_observed(canary: Mapping[str, Any], record: Mapping[str, Any] | None, now: float) -> dict[str, Any] | None:
+    """``status.canary`` once the relay's summary was read, or None when nothing changed. Only a
+    relay record of a send after the try counts (an older one is the previous canary's)."""
+    tried = _epoch(canary.get("lastTryTime"))
+    if tried is None:
+        return None
+    new = dict(canary)
+    sent = _epoch((record or {}).get("sentAt"))
+    if record is not None and sent is not None and sent >= tried - status.CANARY_SKEW:
+        new["result"] = dict(record)
+        new.pop("relayCalled", None)
+    elif not new.get("result") and not new.get("tryError") and now - tried > status.CANARY_RELAY_BOUND:
+        new["relayCalled"] = False
+    return None if new == dict(canary) else new
+
+
+def _try_error(error: Auth0Error) -> str:
+    """What Auth0 answered, from bounded parts (its status and errorCode, or our reason)."""
+    code = error.error_code if error.error_code and _CODE.match(error.error_code) else error.reason
+    return f"{error.status} {code}" if error.status else f"no answer ({code})"
+
+
+async def _canary_tick(runtime: Any, ch: ChannelSpec, current: Mapping[str, Any],
+                       record: Mapping[str, Any] | None, summary_read: bool) -> dict[str, Any] | None:
+    """Ask Auth0 for a canary when one is due, else look at what the relay recorded of it; the
+    new ``status.canary``, or None when it stays."""
+    assert ch.canary is not None
+    canary, now = current.get("canary") or {}, time.time()
+    if ch.auth0.integration != "phone-provider":
+        return None  # no test endpoint: Delivering says so
+    if not canary_due(canary, ch.canary.every_seconds, now):
+        return canary_observed(canary, record, now) if summary_read else None
+    ready = (status.find(current.get("conditions"), status.READY) or {}).get("status") == "True"
+    provider = (current.get("auth0") or {}).get("providerId")
+    credentials = runtime.memory(ch.namespace, ch.name).last_credentials if runtime is not None else None
+    if not (ready and provider and credentials):
+        return None
+    try:
+        found = await runtime.auth0.try_phone_provider(credentials, provider, ch.canary.to)
+    except Auth0Error as error:
+        problem: str | None = _try_error(error)
+    else:
+        problem = None if found else "404 phone_provider_not_found"
+    log.info("canary for %s/%s to %s: Auth0 %s", ch.namespace, ch.name, ch.canary.masked,
+             "accepted the test message" if problem is None else f"answered {problem}")
+    return canary_tried(now, problem)
+
+
+def _stamp(at: float) -> str:
+    return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime(_STAMP)
 
 
 def delivery_status(summary: Mapping[str, Any], previous: Mapping[str, Any] | None, stamp: str) -> dict[str, Any] | None:
@@ -111,6 +215,9 @@ def channel_gauges(body_status: Mapping[str, Any], now: float) -> dict[str, floa
     ratio = (body_status.get("delivery") or {}).get("ratio")
     if ratio is not None:
         values["delivery_ratio"] = float(ratio)
+    delivering = status.find(conditions, status.DELIVERING)
+    if delivering is not None:
+        values["canary_delivering"] = {"True": 1.0, "False": 0.0}.get(str(delivering.get("status")), -1.0)
     return values
 
 
@@ -120,20 +227,28 @@ def _set_gauges(namespace: str, name: str, values: Mapping[str, float]) -> None:
     metrics.SIGNING_KEY_ROTATION_SECONDS.labels(namespace, name).set(values["rotation_seconds"])
     if "delivery_ratio" in values:
         metrics.CHANNEL_DELIVERY_RATIO.labels(namespace, name).set(values["delivery_ratio"])
+    if "canary_delivering" in values:
+        metrics.CHANNEL_CANARY_DELIVERING.labels(namespace, name).set(values["canary_delivering"])
+    else:
+        _remove(metrics.CHANNEL_CANARY_DELIVERING, namespace, name)
+
+
+def _remove(gauge: Any, namespace: str, name: str) -> None:
+    try:
+        gauge.remove(namespace, name)
+    except KeyError:
+        pass
 
 
 def forget(namespace: str, name: str) -> None:
     for gauge in (metrics.CHANNEL_READY, metrics.CHANNEL_AUTH0_SYNCED, metrics.SIGNING_KEY_ROTATION_SECONDS,
-                  metrics.CHANNEL_DELIVERY_RATIO):
-        try:
-            gauge.remove(namespace, name)
-        except KeyError:
-            pass
+                  metrics.CHANNEL_DELIVERY_RATIO, metrics.CHANNEL_CANARY_DELIVERING):
+        _remove(gauge, namespace, name)
 
 
 @kopf.timer(*CHANNELS, interval=INTERVAL, initial_delay=INTERVAL)
 async def poll_delivery(namespace: str, name: str, spec: Mapping[str, Any], body: kopf.Body,
-                        patch: kopf.Patch, **_: Any) -> None:
+                        patch: kopf.Patch, memo: Any = None, **_: Any) -> None:
     current = dict(body.get("status") or {})
     try:
         ch = parse_channel(namespace, name, spec)
@@ -143,11 +258,13 @@ async def poll_delivery(namespace: str, name: str, spec: Mapping[str, Any], body
         _set_gauges(namespace, name, channel_gauges(current, time.time()))
         return
     previous = current.get("delivery")
+    record, read = None, False
     try:
         summary = await fetch_summary(summary_url(namespace, name))
     except (httpx.HTTPError, ValueError) as error:
         log.debug("no delivery summary for %s/%s: %s", namespace, name, type(error).__name__)
     else:
+        record, read = summary.pop("canary", None), True
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         new = delivery_status(summary, previous, stamp)
         if new is not None:
@@ -159,6 +276,18 @@ async def poll_delivery(namespace: str, name: str, spec: Mapping[str, Any], body
                                   f"delivered in the last {new.get('windowSeconds', 0) // 60} minutes "
                                   f"(below {ch.policy.delivery_ratio_threshold:.0%}); most frequent failure: "
                                   f"{new.get('topFailureReason') or 'unknown'}")
+    if ch.canary is not None:
+        canary = await _canary_tick(getattr(memo, "runtime", None), ch, current, record, read)
+        if canary is not None and read and canary.get("lastTryTime") != (current.get("canary") or {}).get("lastTryTime"):
+            # just asked: Auth0 runs the action before it answers, so the relay may know already
+            try:
+                again = (await fetch_summary(summary_url(namespace, name))).get("canary")
+            except (httpx.HTTPError, ValueError):
+                again = None
+            canary = canary_observed(canary, again, time.time()) or canary
+        if canary is not None:  # the reconcile turns it into Delivering (the channel's event wakes it)
+            patch.status["canary"] = canary
+            current["canary"] = canary
     _set_gauges(namespace, name, channel_gauges(current, time.time()))
 
 

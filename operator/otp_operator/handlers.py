@@ -102,8 +102,12 @@ async def channel_changed(type: str, body: Mapping[str, Any], memo: Any, **_: An
         rt.wakeups.kick(meta["namespace"], meta["name"])
         return
     annotations = meta.get("annotations") or {}
+    # status.canary too: the delivery timer writes it, the reconcile makes Delivering of it
+    canary = (body.get("status") or {}).get("canary") or {}
     trigger = (meta.get("generation"), annotations.get(names.ANNOTATION_ROTATE_SIGNING_KEY),
-               annotations.get(names.ANNOTATION_ROTATE_RECEIPT_TOKEN))
+               annotations.get(names.ANNOTATION_ROTATE_RECEIPT_TOKEN),
+               canary.get("lastTryTime"), canary.get("tryError"), canary.get("relayCalled"),
+               (canary.get("result") or {}).get("state"))
     mem = rt.memory(meta.get("namespace", ""), meta.get("name", ""))
     if mem.last_trigger != trigger:
         mem.last_trigger = trigger

@@ -38,6 +38,11 @@ CHANNEL_DELIVERY_RATIO = Gauge(
     "Delivered / (delivered + undelivered) receipts in the relay's last window (status.delivery.ratio).",
     ["namespace", "channel"])
 
+CHANNEL_CANARY_DELIVERING = Gauge(
+    "otp_operator_channel_canary_delivering",
+    "The channel's Delivering condition (spec.canary): 1 True, 0 False, -1 Unknown; absent without a canary.",
+    ["namespace", "channel"])
+
 
 def serve(port: int, registry: CollectorRegistry = REGISTRY) -> None:
     """Expose /metrics on 0.0.0.0:port in a background thread."""

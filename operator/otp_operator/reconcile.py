@@ -444,7 +444,9 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     if rotation_delay is not None:
         delays.append(rotation_delay)
 
-    conds = status.conditions(previous_conditions, generation, relay_v, auth0_v, stamp, routing_v)
+    delivering_v = status.delivering_verdict(current.get("canary"), ch.auth0.integration,
+                                             ch.canary.masked if ch.canary else "", ch.canary is not None)
+    conds = status.conditions(previous_conditions, generation, relay_v, auth0_v, stamp, routing_v, delivering_v)
     new_status: dict[str, Any] = {
         "observedGeneration": generation,
         "conditions": conds,
@@ -460,6 +462,8 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
     }
     if auth0_status:
         new_status["auth0"] = auth0_status
+    if ch.canary is None and current.get("canary"):
+        new_status["canary"] = None  # spec.canary removed: its record goes (merge patch)
     await _write_status(kube, body, new_status)
     _observe_ready(mem, generation, conds)
     ready = status.find(conds, status.READY) or {}

@@ -182,6 +182,8 @@ def relay_env(ch: ChannelSpec) -> list[dict[str, str]]:
     if ch.policy.allowed_countries:
         env["OTP_RELAY_ALLOWED_COUNTRIES"] = ",".join(ch.policy.allowed_countries)
     env.update(_pumping_env(ch))
+    if ch.canary is not None:
+        env["OTP_RELAY_CANARY_NUMBER"] = ch.canary.to
     if ch.relay.path_prefix:
         env["OTP_RELAY_PATH_PREFIX"] = ch.relay.path_prefix
     return [{"name": key, "value": value} for key, value in env.items()]

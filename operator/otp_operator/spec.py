@@ -19,6 +19,11 @@ REGIONS = ("ap", "us", "eu", "id")
 ENCODINGS = ("AUTO", "GSM7", "UCS2")
 DELETION_POLICIES = ("Delete", "Orphan")
 REDIS_DEFAULT_PORT = 6379
+CANARY_DEFAULT_EVERY = "6h"
+# Auth0's test message has a fixed text and no code, so its idempotency key is the same at every
+# try: within the relay's idempotency retention (30m) a second try is a replay (no SMS). The
+# CRD's CEL rule has the same minimum.
+CANARY_MIN_EVERY = "30m"
 
 
 class SpecError(ValueError):
@@ -140,6 +145,19 @@ class RelaySpec:
 
 
 @dataclass(frozen=True)
+class CanarySpec:
+    """spec.canary: a test number Auth0 sends a test message to every ``every_seconds``."""
+
+    to: str  # E.164; shown only masked (``masked``)
+    every: str
+    every_seconds: int
+
+    @property
+    def masked(self) -> str:
+        return "***" + self.to[-4:]
+
+
+@dataclass(frozen=True)
 class ChannelSpec:
     namespace: str
     name: str
@@ -149,6 +167,7 @@ class ChannelSpec:
     relay: RelaySpec
     suspend: bool
     deletion_policy: str = "Delete"  # Orphan: deleting the channel leaves the Auth0 side as it is
+    canary: CanarySpec | None = None
 
     @property
     def owner(self) -> str:
@@ -238,6 +257,22 @@ def _state_store(store: Mapping[str, Any] | None) -> StateStoreSpec | None:
         ca = ConfigMapKeyRef(_require(_get(ca_ref, "name"), "relay.stateStore.caConfigMapRef.name"),
                              _get(ca_ref, "key", names.STATE_CA_DEFAULT_KEY))
     return StateStoreSpec(url=url, password=password, ca=ca)
+
+
+def _canary(value: Mapping[str, Any] | None) -> CanarySpec | None:
+    if not value:
+        return None
+    to = _require(_get(value, "to"), "canary.to")
+    from otp_relay.messages import invalid_number  # noqa: PLC0415  the relay's own check of a recipient
+
+    if not isinstance(to, str) or invalid_number(to) is not None:  # never echoed: a phone number
+        raise SpecError("spec.canary.to must be a valid phone number in E.164 (+ and 7 to 15 digits)")
+    every = _get(value, "every", CANARY_DEFAULT_EVERY)
+    seconds = window_seconds(every, "spec.canary.every")
+    if seconds < parse_duration(CANARY_MIN_EVERY):
+        raise SpecError(f"spec.canary.every must be at least {CANARY_MIN_EVERY} (the relay remembers a "
+                        f"message for 30m, and Auth0's test message is always the same), not {every!r}")
+    return CanarySpec(to=to, every=every, every_seconds=seconds)
 
 
 def _policy_window(policy: Mapping[str, Any], field: str) -> str | None:
@@ -337,4 +372,5 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
         ),
         suspend=bool(_get(spec, "suspend", False)),
         deletion_policy=_one_of(_get(spec, "deletionPolicy", "Delete"), DELETION_POLICIES, "deletionPolicy"),
+        canary=_canary(_get(spec, "canary")),
     )

@@ -18,6 +18,8 @@ RELAY_AVAILABLE = "RelayAvailable"
 AUTH0_SYNCED = "Auth0Synced"
 # True only when the tenant's settings send MFA SMS to the registered code.
 PHONE_ROUTING = "PhoneRouting"
+# The live canary (spec.canary): did Auth0's test message reach the test phone? Never part of Ready.
+DELIVERING = "Delivering"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 
@@ -116,6 +118,58 @@ def secret_verdict(reason: str, message: str, missing_for: float, grace: float) 
     return false(reason, message)
 
 
+# How long after the try the relay must have recorded the canary's send (Auth0 runs the action
+# within seconds; its own retries come within minutes).
+CANARY_RELAY_BOUND = 5 * 60
+CANARY_SKEW = 60  # seconds the relay's clock may be behind the operator's
+DELIVERING_REASONS = ("CanaryDelivered", "CanaryAuth0Refused", "CanaryRelayNotCalled", "Canary8x8Rejected",
+                      "CanaryUndelivered", "CanaryAwaitingReceipt", "CanaryPending", "CanaryNoTestEndpoint")
+
+
+def _code(error_code: str, reason: str) -> str:
+    return f"code {error_code}" + (f" ({reason})" if reason else "") if error_code else (reason or "no code")
+
+
+def delivering_verdict(canary: Mapping[str, Any] | None, integration: str, masked: str,
+                       configured: bool) -> Verdict | None:
+    """The Delivering condition from ``status.canary`` (what the delivery timer recorded); None
+    without spec.canary (no condition at all). ``masked``: the test number as shown."""
+    if not configured:
+        return None
+    if integration != "phone-provider":
+        return unknown("CanaryNoTestEndpoint", f"spec.canary needs integration phone-provider: Auth0 has a test "
+                       f"endpoint only for phone providers, none for {integration}; no canary is sent")
+    canary = canary or {}
+    tried = canary.get("lastTryTime")
+    if not tried:
+        return unknown("CanaryPending", f"waiting for the first canary to {masked} (sent once the channel is Ready)")
+    result = canary.get("result") or {}
+    state = result.get("state")
+    if state == "delivered":
+        seconds = result.get("deliverySeconds")
+        took = f", delivered in {float(seconds):.1f} s" if seconds is not None else ", delivered"
+        return true("CanaryDelivered", f"last canary to {masked} sent {result.get('sentAt', tried)}{took}")
+    if state == "undelivered":
+        return false("CanaryUndelivered", f"8x8 could not deliver the canary to {masked} sent "
+                     f"{result.get('sentAt', tried)}: {_code(result.get('errorCode', ''), result.get('reason', ''))}")
+    if state == "rejected":
+        return false("Canary8x8Rejected", f"the relay's send of the canary to {masked} at {result.get('sentAt', tried)} "
+                     f"failed: {_code(result.get('errorCode', ''), result.get('reason', ''))}")
+    if state == "sent":
+        return unknown("CanaryAwaitingReceipt", f"8x8 accepted the canary to {masked} at {result.get('sentAt')}; "
+                       "waiting for its delivery receipt")
+    error = canary.get("tryError")
+    if error:
+        return false("CanaryAuth0Refused", f"Auth0 refused the canary's test message at {tried} "
+                     f"(POST /api/v2/branding/phone/providers/{{id}}/try answered {error}): check the phone "
+                     "provider and the action bound to custom-phone-provider in the tenant")
+    if canary.get("relayCalled") is False:
+        return false("CanaryRelayNotCalled", f"Auth0 accepted the canary's test message at {tried}, but the relay "
+                     f"recorded no canary send within {CANARY_RELAY_BOUND // 60}m: check the tenant's logs for "
+                     "the custom-phone-provider action and that the relay's public URL reaches it")
+    return unknown("CanaryPending", f"asked Auth0 at {tried} to send the canary to {masked}; waiting for the relay")
+
+
 def _condition(
     type_: str, verdict: Verdict, generation: int, previous: Mapping[str, Mapping[str, Any]], now: str
 ) -> dict[str, Any]:
@@ -138,8 +192,10 @@ def conditions(
     auth0: Verdict,
     now: str,
     routing: Verdict | None = None,
+    delivering: Verdict | None = None,
 ) -> list[dict[str, Any]]:
-    """All conditions for a finished reconcile; previous ones keep their lastTransitionTime."""
+    """All conditions for a finished reconcile; previous ones keep their lastTransitionTime.
+    ``delivering`` (the canary) never changes Ready."""
     before = {c.get("type", ""): c for c in previous or ()}
     ready = ready_verdict(relay, auth0, routing)
     result = [
@@ -149,6 +205,8 @@ def conditions(
     ]
     if routing is not None:
         result.append(_condition(PHONE_ROUTING, routing, generation, before, now))
+    if delivering is not None:
+        result.append(_condition(DELIVERING, delivering, generation, before, now))
     if ready.ok and relay.reason == ROLLING_OUT:  # serving all along: Ready stays, the rollout is work
         result.append(_condition(RECONCILING, true(ROLLING_OUT, relay.message), generation, before, now))
     elif not ready.ok and ready.reason in STALLED_REASONS:
@@ -167,7 +225,7 @@ def suspended_conditions(
     ready = Verdict(str(ready_before.get("status") or "Unknown"), "Suspended",
                     "spec.suspend is true: the operator makes no changes")
     kept = [dict(c) for c in previous or () if c.get("type") in (RELAY_AVAILABLE, AUTH0_SYNCED,
-                                                                  PHONE_ROUTING)]
+                                                                  PHONE_ROUTING, DELIVERING)]
     return [_condition(READY, ready, generation, before, now), *kept]
 
 
@@ -178,7 +236,8 @@ def error_conditions(
     True) and Reconciling says the operator retries; the other conditions stay as they were."""
     before = {c.get("type", ""): c for c in previous or ()}
     error = Verdict("Unknown", RECONCILE_ERROR, message)
-    kept = [dict(c) for c in previous or () if c.get("type") in (RELAY_AVAILABLE, AUTH0_SYNCED, PHONE_ROUTING)]
+    kept = [dict(c) for c in previous or () if c.get("type") in (RELAY_AVAILABLE, AUTH0_SYNCED, PHONE_ROUTING,
+                                                                  DELIVERING)]
     return [_condition(READY, error, generation, before, now), *kept,
             _condition(RECONCILING, true(RECONCILE_ERROR, message), generation, before, now)]
 

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from . import messages, receipts, signing
+from . import canary, messages, receipts, signing
 from . import policy as sms_policy
 from .config import IN_FLIGHT_MARGIN, Settings
 from .connections import MAX_BODY, ConnectionGuard
@@ -80,6 +80,8 @@ class Relay:
         self.state = build_state(settings)
         self.receipts = receipts.Receipts(settings, receipts.store_for(self.state, settings.state_prefix),
                                           self.metrics.registry, self.metrics.key_reload)
+        self.canary = canary.store_for(self.state, settings.state_prefix) if settings.canary_number else None
+        self.receipts.canary = self.canary
         self.state_ok = self.state.scope == "process"
         self.guard = ConnectionGuard(settings.max_connections, settings.header_timeout,
                                      settings.idle_timeout, self.metrics.dropped,
@@ -195,21 +197,25 @@ class Relay:
 
     async def _deliver(self, otp: messages.OtpRequest, request_id: str, fields: dict[str, object],
                        started: float) -> Answer:
-        fields["recipient"] = mask_number(otp.recipient)
+        fields["recipient"] = self._shown(otp.recipient)
         fields["country"] = otp.country
         api_key = self.api_key.value
         if api_key is None:
             fields["outcome"] = "not_ready"
             return _problem(_NOT_READY, request_id)
         segments = fields["segments"]
-        try:
-            verdict = await self.state.claim(otp.idempotency_key, otp.recipient, request_id,
-                                             segments, self._windows(otp, segments))
+        is_canary = otp.recipient == self.settings.canary_number
+        try:  # the canary: none of the users' limits, its own cap instead
+            verdict = await self.state.claim(otp.idempotency_key, otp.recipient, request_id, segments,
+                                             (canary.cap_window(),) if is_canary else self._windows(otp, segments),
+                                             user_limits=not is_canary)
         except StateUnavailable:
             self._state_answered(False)
             fields["outcome"] = "state_unavailable"
             return _problem(_STATE_UNAVAILABLE, request_id)
         if not isinstance(verdict, Proceed):
+            if is_canary and isinstance(verdict, Limited):
+                await self._canary_attempt("capped")
             return self._answer_known(verdict, fields, request_id)
         for rule in verdict.would_refuse:
             self._monitored(rule, fields)
@@ -226,6 +232,8 @@ class Relay:
         fields["attempts"] = attempts
         if isinstance(outcome, Accepted):  # recorded first: its receipts may be on their way
             self.receipts.sent(outcome.umid, otp.country)
+        if is_canary:
+            await self._canary_attempt(*_canary_outcome(outcome))
         await self._settle(otp.idempotency_key, outcome, fields)
         if isinstance(outcome, Accepted):
             fields["umid"] = outcome.umid
@@ -241,6 +249,15 @@ class Relay:
             return _problem(Problem(504, "Outcome unknown", outcome.reason), request_id)
         headers = {"Retry-After": retry_after_header(outcome.retry_after or 1)}
         return _problem(Problem(503, "8x8 unavailable", outcome.reason, headers), request_id)
+
+    def _shown(self, recipient: str) -> str:
+        """The recipient as logs show it: masked, and the canary's number not even masked."""
+        return "canary" if recipient == self.settings.canary_number else mask_number(recipient)
+
+    async def _canary_attempt(self, outcome: str, umid: str = "", error_code: str = "") -> None:
+        self.metrics.canary(outcome)
+        if self.canary is not None:
+            await self.canary.put(canary.record_of_send(outcome, time.time(), umid, error_code))
 
     async def _settle(self, key: str, outcome: object, fields: dict[str, object]) -> None:
         """Record what came of a claimed key. A key whose message surely did not go out is
@@ -275,6 +292,8 @@ class Relay:
         if isinstance(verdict, Limited):
             if verdict.limit in sms_policy.WINDOW_RULES:
                 self.metrics.policy(verdict.limit, monitored=False)
+            elif verdict.limit == canary.CAP_RULE:
+                fields["outcome"] = "canary_capped"
             else:
                 (self.metrics.global_limited if verdict.limit == "global" else self.metrics.recipient_limited).inc()
             detail = _LIMIT_DETAILS[verdict.limit]
@@ -325,12 +344,12 @@ class Relay:
             return otp
         allowed = self.settings.allowed_countries
         if allowed and otp.country not in allowed:
-            fields["recipient"], fields["country"] = mask_number(otp.recipient), otp.country
+            fields["recipient"], fields["country"] = self._shown(otp.recipient), otp.country
             return Problem(403, "Destination not allowed",
                            f"SMS to country {otp.country} is not allowed by policy")
         refused_type = self.numbers.refusal(otp.number_type, otp.country, otp.calling_code)
         if refused_type is not None and not self._monitored("number_type", fields):
-            fields["recipient"], fields["country"] = mask_number(otp.recipient), otp.country
+            fields["recipient"], fields["country"] = self._shown(otp.recipient), otp.country
             return Problem(403, "Destination not allowed",
                            f"numbers of type {refused_type} get no SMS by policy")
         segments = fields["segments"] = sms_policy.segments(otp.text, self.settings.encoding)
@@ -444,6 +463,7 @@ _LIMIT_DETAILS = {
     "country_hour": "hourly budget for this country reached",
     "country_day": "daily budget for this country reached",
     "client_ip": "limit for this client IP reached",
+    canary.CAP_RULE: "the canary number's own cap reached",
 }
 _NOT_READY = Problem(503, "Relay not ready", "credentials are not loaded", {"Retry-After": "5"})
 _STATE_UNAVAILABLE = Problem(503, "Relay not ready", "the shared state store does not answer",
@@ -455,6 +475,15 @@ _BODY_TIMEOUT = Problem(408, "Request timeout", "the body did not arrive in time
 _UNAUTHORIZED = Problem(401, "Unauthorized", "missing, invalid or expired signature")
 _UNSUPPORTED = Problem(415, "Unsupported media type", "send Content-Type: application/json")
 _COMPRESSED = Problem(415, "Unsupported media type", "compressed bodies are not accepted")
+
+
+def _canary_outcome(outcome: object) -> tuple[str, str, str]:
+    """(canary.OUTCOMES value, umid, 8x8's error code) of a canary send's outcome."""
+    if isinstance(outcome, Accepted):
+        return "accepted", outcome.umid, ""
+    if isinstance(outcome, Rejected):
+        return ("rejected" if outcome.http_status < 500 else "failed"), "", outcome.code
+    return ("unknown" if isinstance(outcome, Unknown) else "failed"), "", ""
 
 
 def _problem(problem: Problem, request_id: str) -> Answer:

@@ -112,6 +112,7 @@ class Settings:
     per_client_ip: Rate | None = None
     monitor_rules: frozenset[str] = frozenset()
     code_validity: float = float(parse_duration(policy.DEFAULT_CODE_VALIDITY))
+    canary_number: str | None = None
 
     @property
     def scheme(self) -> str:
@@ -180,6 +181,9 @@ _OPTIONS: list[tuple[str, str, str]] = [
      "(e.g. https://otp.example.com/v1/receipts); sends carry <this>/<newest token>"),
     ("--receipt-token-file", "RECEIPT_TOKEN_FILE", "file with receipt tokens, one per line, newest last "
      "(re-read on change; every line is accepted)"),
+    ("--canary-number", "CANARY_NUMBER", "E.164 test number of the live canary: its sends skip the "
+     "users' limits and have their own cap of 12/h; its last attempt shows in /v1/delivery-summary "
+     "(default: no canary)"),
 ]
 
 
@@ -283,6 +287,17 @@ def _duration(suffix: str, text: str) -> int:
         return parse_duration(text)
     except ValueError as exc:
         raise _fail(suffix, str(exc)) from None
+
+
+def _canary_number(text: str) -> str | None:
+    if not text:
+        return None
+    from .messages import invalid_number  # noqa: PLC0415  messages imports state, which imports this
+
+    problem = invalid_number(text)
+    if problem is not None:  # the number is not echoed: it is one of the operator's secrets
+        raise _fail("CANARY_NUMBER", problem.replace("'recipient'", "the canary number"))
+    return text
 
 
 def _countries(text: str) -> frozenset[str]:
@@ -401,6 +416,7 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
         per_client_ip=_rate("PER_CLIENT_IP", pick("PER_CLIENT_IP")) if pick("PER_CLIENT_IP") else None,
         monitor_rules=_names("MONITOR_RULES", pick("MONITOR_RULES"), frozenset(policy.RULES)),
         code_validity=float(_duration("CODE_VALIDITY", pick("CODE_VALIDITY", policy.DEFAULT_CODE_VALIDITY))),
+        canary_number=_canary_number(pick("CANARY_NUMBER")),
     )
     if not settings.state_url:
         needed = keys_needed(settings.global_limit, settings.idempotency_retention, settings.deadline)

@@ -117,6 +117,12 @@ def _classify(recipient: str) -> tuple[str, str, int] | Problem:
             _TYPE_NAMES.get(phonenumbers.number_type(number), "UNKNOWN"), number.country_code)
 
 
+def invalid_number(recipient: str) -> str | None:
+    """Why ``recipient`` would be refused as a send's recipient (the detail), or None."""
+    found = _e164(recipient)
+    return found.detail if isinstance(found, Problem) else None
+
+
 def _e164(recipient: str) -> phonenumbers.PhoneNumber | Problem:
     """The number if ``recipient`` is a valid number written exactly in E.164.
 

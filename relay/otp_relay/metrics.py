@@ -9,8 +9,9 @@ OUTCOMES = (
     "accepted", "bad_request", "unauthorized", "forbidden", "too_large", "unsupported_media_type",
     "unprocessable", "rate_limited", "upstream_rejected", "upstream_unavailable", "not_ready",
     "internal_error", "replayed", "in_flight", "outcome_unknown", "overloaded", "timeout",
-    "state_unavailable", "client_abort", "store_full",
+    "state_unavailable", "client_abort", "store_full", "canary_capped",
 )
+from . import canary
 from .policy import RULES
 
 DROP_REASONS = ("evicted", "refused", "timeout", "shutdown", "headers_too_large", "body_too_large",
@@ -61,6 +62,9 @@ class RelayMetrics:
                          registry=self.registry)
         self._policy = {(rule, mode): policy.labels(rule, mode) for rule in RULES
                         for mode in ("enforced", "monitored")}
+        canary_sends = Counter("otp_relay_canary_sends", "Sends to the canary number by outcome",
+                               ["outcome"], registry=self.registry)
+        self._canary = {name: canary_sends.labels(name) for name in canary.OUTCOMES}
         self.log_suppressed = Counter("otp_relay_log_lines_suppressed", "Request log lines left out "
                                       "by the log budget", registry=self.registry)
 
@@ -79,6 +83,9 @@ class RelayMetrics:
 
     def policy(self, rule: str, monitored: bool) -> None:
         self._policy[rule, "monitored" if monitored else "enforced"].inc()
+
+    def canary(self, outcome: str) -> None:
+        self._canary[outcome].inc()
 
     def admin_dropped(self, reason: str) -> None:
         self._admin_dropped[reason].inc()

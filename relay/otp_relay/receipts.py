@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from .canary import shown as canary_shown
 from .config import Settings
 from .keys import WatchedFile, parse_signing_keys
 from .logs import LineBudget, RequestLog
@@ -324,6 +325,7 @@ class Receipts:
         self.metrics = ReceiptMetrics(registry)
         self.metrics.ratio.set_function(self._ratio)
         self.log_budget = LineBudget()  # lines of receipts that did not count (anyone can send them)
+        self.canary: Any = None  # the canary's record (``canary.CanaryStore``), set by the relay
 
     def _ratio(self) -> float:
         ratio = self.window.summary()["ratio"]
@@ -372,6 +374,8 @@ class Receipts:
             self.window.add("undelivered")
             self.window.add("reason:" + receipt.reason)
             fields["detail"] = receipt.reason
+        if self.canary is not None and receipt.state in DELIVERED | FAILED:  # only counted receipts
+            await self.canary.receipt(receipt.umid, receipt.state, receipt.error_code, receipt.reason)
         return fields
 
     def log(self, fields: dict[str, object]) -> None:
@@ -440,7 +444,10 @@ async def summary(relay: Any, request: Any) -> Any:
     """``GET /v1/delivery-summary`` on the admin listener (read by the operator)."""
     from aiohttp import web  # noqa: PLC0415
 
-    return web.json_response(relay.receipts.window.summary())
+    answer = relay.receipts.window.summary()
+    if relay.canary is not None and (shown := canary_shown(await relay.canary.last())) is not None:
+        answer["canary"] = shown
+    return web.json_response(answer)
 
 
 def add_admin_route(relay: Any, app: Any) -> None:

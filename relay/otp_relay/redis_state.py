@@ -30,8 +30,9 @@ from .state import (
 # KEYS: idempotency record, recipient window (sorted set), global bucket (hash), then one hash
 #       per policy window ({i: window index, n: units})
 # ARGV: retention ms, in-flight ms, recipient limit, window ms, bucket capacity,
-#       bucket tokens per ms, a unique member for the window, cost (bucket units), then per
-#       policy window: rule, limit, length ms, cost, monitor (1/0)
+#       bucket tokens per ms, a unique member for the window, cost (bucket units), user limits
+#       (1/0: 0 for the canary, neither refused nor counted by the bucket and recipient window),
+#       then per policy window: rule, limit, length ms, cost, monitor (1/0)
 _CLAIM = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -45,19 +46,23 @@ if record[1] then
   return {'unknown', '0'}
 end
 local capacity, per_ms, cost = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[8])
-local bucket = redis.call('HMGET', KEYS[3], 't', 'ts')
-local tokens, updated = tonumber(bucket[1]) or capacity, tonumber(bucket[2]) or now
-tokens = math.min(capacity, tokens + math.max(0, now - updated) * per_ms)
-if tokens < cost then return {'global', tostring((cost - tokens) / per_ms)} end
-local window = tonumber(ARGV[4])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
-  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-  return {'recipient', tostring(tonumber(oldest[2]) + window - now)}
+local user = ARGV[9] == '1'
+local tokens, window = 0, tonumber(ARGV[4])
+if user then
+  local bucket = redis.call('HMGET', KEYS[3], 't', 'ts')
+  local updated = tonumber(bucket[2]) or now
+  tokens = tonumber(bucket[1]) or capacity
+  tokens = math.min(capacity, tokens + math.max(0, now - updated) * per_ms)
+  if tokens < cost then return {'global', tostring((cost - tokens) / per_ms)} end
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now - window)
+  if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    return {'recipient', tostring(tonumber(oldest[2]) + window - now)}
+  end
 end
 local would = {}
 for i = 4, #KEYS do
-  local a = 9 + (i - 4) * 5
+  local a = 10 + (i - 4) * 5
   local limit, length, units = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local index = math.floor(now / length)
   local seen = redis.call('HMGET', KEYS[i], 'i', 'n')
@@ -68,12 +73,14 @@ for i = 4, #KEYS do
     would[#would + 1] = ARGV[a]
   end
 end
-redis.call('HSET', KEYS[3], 't', tostring(tokens - cost), 'ts', tostring(now))
-redis.call('PEXPIRE', KEYS[3], math.ceil(capacity / per_ms) + 1000)
-redis.call('ZADD', KEYS[2], now, ARGV[7])
-redis.call('PEXPIRE', KEYS[2], window)
+if user then
+  redis.call('HSET', KEYS[3], 't', tostring(tokens - cost), 'ts', tostring(now))
+  redis.call('PEXPIRE', KEYS[3], math.ceil(capacity / per_ms) + 1000)
+  redis.call('ZADD', KEYS[2], now, ARGV[7])
+  redis.call('PEXPIRE', KEYS[2], window)
+end
 for i = 4, #KEYS do
-  local a = 9 + (i - 4) * 5
+  local a = 10 + (i - 4) * 5
   local length, units = tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
   local index = math.floor(now / length)
   if tonumber(redis.call('HGET', KEYS[i], 'i')) == index then
@@ -190,10 +197,11 @@ class RedisState:
         self._bucket = (global_limit.limit, global_limit.limit / (global_limit.window * 1000))
 
     async def claim(self, key: str, recipient: str, request_id: str, cost: int = 1,
-                    windows: tuple[Window, ...] = ()) -> Verdict:
+                    windows: tuple[Window, ...] = (), user_limits: bool = True) -> Verdict:
         keys = [self._prefix + "k:" + key, self._prefix + "r:" + recipient_tag(recipient),
                 self._prefix + "global"]
-        args = [*self._timing_ms, *self._recipient, *self._bucket, request_id, cost]
+        args = [*self._timing_ms, *self._recipient, *self._bucket, request_id, cost,
+                1 if user_limits else 0]
         for window in windows:
             keys.append(f"{self._prefix}w:{window.rule}:{window.tag}")
             args += [window.rule, window.limit, int(window.seconds * 1000), window.cost,

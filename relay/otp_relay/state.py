@@ -70,7 +70,7 @@ class Unknown:
 
 @dataclass(frozen=True)
 class Limited:
-    limit: str  # "global", "recipient" or a window rule of ``policy.WINDOW_RULES``
+    limit: str  # "global", "recipient", a window rule of ``policy.WINDOW_RULES`` or "canary"
     retry_after: float
 
 
@@ -97,9 +97,10 @@ class State(Protocol):
     scope: str  # "process" or "shared"
 
     async def claim(self, key: str, recipient: str, request_id: str, cost: int = 1,
-                    windows: tuple[Window, ...] = ()) -> Verdict:
+                    windows: tuple[Window, ...] = (), user_limits: bool = True) -> Verdict:
         """``cost``: units of the global bucket (SMS segments); ``windows``: the policy's
-        fixed-window counts this send is charged to."""
+        fixed-window counts this send is charged to; ``user_limits=False`` (the canary): the
+        global bucket and the recipient window neither refuse nor count it (``windows`` do)."""
         ...
 
     async def settle(self, key: str, outcome: str, umid: str = "") -> None: ...
@@ -161,20 +162,21 @@ class MemoryState:
         self._keys.move_to_end(key)
 
     async def claim(self, key: str, recipient: str, request_id: str, cost: int = 1,
-                    windows: tuple[Window, ...] = ()) -> Verdict:
+                    windows: tuple[Window, ...] = (), user_limits: bool = True) -> Verdict:
         now = self._clock()
         self._expire(now)
         record = self._keys.get(key)
         if record is not None:
             return _verdict_of(record, now, lambda: self._put(key, _Record(
                 "u", "", 0.0, now + self._timing.retention)))
-        wait = self._bucket.retry_after(now, cost)
-        if wait is not None:
-            return Limited("global", wait)
         tag = recipient_tag(recipient)
-        wait = self._recipients.retry_after(tag, now)
-        if wait is not None:
-            return Limited("recipient", wait)
+        if user_limits:
+            wait = self._bucket.retry_after(now, cost)
+            if wait is not None:
+                return Limited("global", wait)
+            wait = self._recipients.retry_after(tag, now)
+            if wait is not None:
+                return Limited("recipient", wait)
         wall = time.time()  # fixed windows follow the wall clock (the same in every replica)
         would: list[str] = []
         for window in windows:
@@ -186,8 +188,9 @@ class MemoryState:
                 would.append(window.rule)
         if len(self._keys) >= self._max_keys:
             return Full(max(0.0, next(iter(self._keys.values())).expires - now))
-        self._bucket.take(cost)
-        self._recipients.record(tag, now)
+        if user_limits:
+            self._bucket.take(cost)
+            self._recipients.record(tag, now)
         for window in windows:
             self._windows[window.rule].record(window.tag, window.seconds, window.cost, wall)
         self._put(key, _Record("p", "", now + self._timing.in_flight, now + self._timing.retention))

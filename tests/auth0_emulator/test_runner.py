@@ -230,3 +230,55 @@ async def test_tenant_port_serves_the_sandbox_phone_message_endpoint(api, tenant
     assert invalid.status_code == 400
     assert "E.164" in invalid.json()["message"]
     assert all(not r.path.startswith("/__sandbox") for r in tenant.requests())
+
+
+# The test message of /try: checks what the emulator promises about it (no code, the fixed
+# text), then decides by the recipient.
+TRYING_PROVIDER = r"""
+exports.onExecuteCustomPhoneProvider = async (event, api) => {
+  const n = event.notification;
+  if ('code' in n && n.code !== undefined) throw new Error('a test message has no code');
+  if (n.message_type !== 'otp_verify' || !n.as_text.startsWith('This is a test message')) {
+    throw new Error('unexpected test message');
+  }
+  if (n.recipient === '+6591230001') api.notification.drop('relay refused');
+  else if (n.recipient === '+6591230002') api.notification.retry('relay busy');
+  else if (n.recipient === '+6591230003') throw new Error('relay exploded');
+};
+"""
+
+
+async def test_try_sends_a_test_message_through_the_bound_action(api, tenant, sdk):
+    """``branding.phone.providers.test`` (POST .../try) runs the custom provider's action like a
+    phone message; a drop, a retry or a failure is answered 400 naming the outcome."""
+    await _custom_provider(api, tenant, code=TRYING_PROVIDER)
+    provider_id = tenant.state()["phone_providers"][0]["id"]
+    sent = await sdk.branding.phone.providers.test(provider_id, to="+6591230000", delivery_method="text")
+    assert (sent.code, sent.message) == (202, "Phone notification sent")
+    for to, outcome in (("+6591230001", "drop"), ("+6591230002", "retry"), ("+6591230003", "error")):
+        answer = await api.post(f"/branding/phone/providers/{provider_id}/try", json={"to": to})
+        assert answer.status_code == 400, (to, answer.text)
+        body = answer.json()
+        assert body["errorCode"] == "phone_provider_test_failed" and f"({outcome})" in body["message"]
+    await api.patch(f"/branding/phone/providers/{provider_id}", json={"disabled": True})
+    answer = await api.post(f"/branding/phone/providers/{provider_id}/try", json={"to": "+6591230000"})
+    assert answer.status_code == 400 and "disabled" in answer.json()["message"]
+
+
+@pytest.mark.parametrize(("body", "status", "fragment"), [
+    ({"to": "6591230000"}, 400, "'to'"),
+    ({"to": "+6591230000", "delivery_method": "fax"}, 400, "'delivery_method'"),
+    ({"to": "+6591230000", "text": "hi"}, 400, "Additional properties"),
+    ({}, 400, "'to'"),
+])
+async def test_try_refuses_a_bad_body(api, tenant, body, status, fragment):
+    await _custom_provider(api, tenant, code=TRYING_PROVIDER)
+    provider_id = tenant.state()["phone_providers"][0]["id"]
+    answer = await api.post(f"/branding/phone/providers/{provider_id}/try", json=body)
+    assert (answer.status_code, answer.json()["errorCode"]) == (status, "invalid_body")
+    assert fragment in answer.json()["message"]
+
+
+async def test_try_an_unknown_provider_is_404(api, tenant):
+    answer = await api.post("/branding/phone/providers/pro_nope/try", json={"to": "+6591230000"})
+    assert (answer.status_code, answer.json()["errorCode"]) == (404, "phone_provider_not_found")

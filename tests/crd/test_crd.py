@@ -56,6 +56,12 @@ def test_defaults_are_filled_in(k8s_api, otpchannel_crd, namespace: str) -> None
     assert spec["suspend"] is False
 
 
+def test_a_canary_gets_the_default_period(k8s_api, otpchannel_crd, namespace: str) -> None:
+    body = minimal_channel(namespace, name="canary")
+    body["spec"]["canary"] = {"to": "+6591234567"}
+    assert create_channel(k8s_api, body)["spec"]["canary"] == {"to": "+6591234567", "every": "6h"}
+
+
 def _set(body: dict, path: str, value) -> None:
     *parents, leaf = path.split(".")
     node = body["spec"]
@@ -103,6 +109,10 @@ INVALID_SPECS = {
     "resource quantity invalid": ("relay.resources", {"limits": {"cpu": "lots"}},
                                   "spec.relay.resources.limits.cpu"),
     "suspend not boolean": ("suspend", "yes", "spec.suspend"),
+    "canary number not E.164": ("canary", {"to": "6591234567"}, "canary.to must be a phone number in E.164"),
+    "canary without a number": ("canary", {"every": "6h"}, "spec.canary.to: Required value"),
+    "canary too often": ("canary", {"to": "+6591234567", "every": "5m"},
+                         "canary.every must be a duration between 30m and 168h"),
 }
 
 

@@ -5,6 +5,7 @@ delivery summary and the log never show a full number."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -230,6 +231,49 @@ def test_replicas_on_redis_share_submit_times_and_repeats(receipt_relay, emulato
     assert len(keys) == 1  # the sent umid, with its states seen
     assert all(0 < client.pttl(key) <= 48 * 3600 * 1000 for key in keys)
     assert number[1:] not in "".join(keys)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["in-process", "redis-replicas"])
+def test_the_canarys_last_attempt_follows_its_own_receipts(receipt_relay, emulator, shared: bool,
+                                                           request: pytest.FixtureRequest) -> None:
+    """The summary's ``canary`` is the canary's last send and what its own receipts said (on
+    every replica when the store is shared); a receipt of another umid changes nothing; the
+    number shows nowhere, not even masked."""
+    number = fresh_number()
+    settings = {"CANARY_NUMBER": number}
+    if shared:
+        redis_server: RedisServer = request.getfixturevalue("redis_server")
+        settings.update(STATE_URL=redis_server.url, STATE_PASSWORD_FILE=str(redis_server.password_file),
+                        STATE_PREFIX=f"test:canary:{time.monotonic_ns()}")
+    relays = [receipt_relay(**settings) for _ in range(2 if shared else 1)]
+    one, last = relays[0], relays[-1]
+    canary_of = lambda relay: relay.get("/v1/delivery-summary").json().get("canary")  # noqa: E731
+    assert canary_of(last) is None  # none sent yet
+    umid = sent_umid(one, emulator, number)  # no receipt from 8x8 for this one
+    assert canary_of(last)["state"] == "sent"
+    other = sent_umid(one, emulator)  # a user's message
+    assert post_receipt(last, receipt_body(other, "undelivered", errorCode=1)).status_code == 200
+    forged = receipt_body("77777777-0000-4000-8000-000000000000", "delivered")
+    assert post_receipt(last, forged).status_code == 503
+    assert canary_of(last)["state"] == "sent"  # neither changed it
+    assert post_receipt(last, receipt_body(umid, "undelivered", errorCode=1)).status_code == 200
+    shown = canary_of(one)
+    assert (shown["state"], shown["errorCode"], shown["reason"]) == ("undelivered", "1", "Absent subscriber")
+    assert post_receipt(last, receipt_body(umid, "delivered")).status_code == 200  # final stays final
+    assert canary_of(one)["state"] == "undelivered"
+
+    emulator.set_outcome(number, "delivered", after_ms=400)
+    assert one.post(otp_body(number, code="777111"), KEY).status_code == 202
+    wait_for(lambda: canary_of(last)["state"] == "delivered")
+    shown = canary_of(last)
+    assert set(shown) == {"sentAt", "state", "errorCode", "reason", "deliverySeconds"}
+    assert 0.3 <= shown["deliverySeconds"] < 10 and shown["errorCode"] == shown["reason"] == ""
+    assert one.metric("otp_relay_canary_sends_total", outcome="accepted") == 2.0
+    assert '"recipient":"canary"' in one.logs()
+    for relay in relays:
+        logs, metrics = relay.logs(), relay.get("/metrics").text
+        assert "***" + number[-4:] not in logs and number[1:] not in logs
+        assert number[1:] not in metrics and number[1:] not in json.dumps(canary_of(relay))
 
 
 # --- units ----------------------------------------------------------------------------------

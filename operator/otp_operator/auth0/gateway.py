@@ -176,6 +176,16 @@ class Gateway:
             configuration=CustomProviderConfiguration(delivery_methods=list(methods)),
         ), write=True)
 
+    async def try_phone_provider(self, provider_id: str, to: str) -> bool:
+        """Auth0 sends a test text through the provider (the canary); False when Auth0 answers
+        404 (no such provider). Not a write of the tenant; raises Auth0Error on a refusal."""
+        done = await self.api.call("POST phone provider try", lambda: self._try(provider_id, to))
+        return done is not None
+
+    async def _try(self, provider_id: str, to: str) -> bool:
+        await self.sdk.branding.phone.providers.test(provider_id, to=to, delivery_method="text")
+        return True
+
     async def delete_phone_provider(self, provider_id: str) -> None:
         await self.api.call("DELETE phone provider",
                             lambda: self.sdk.branding.phone.providers.delete(provider_id), write=True)

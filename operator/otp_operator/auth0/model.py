@@ -48,6 +48,9 @@ PASSWORDLESS_READ_SCOPES = frozenset({"read:connections", "read:connections_opti
 # With manageRouting in phone-provider mode, connections are moved to the tenant provider
 # (a PATCH whose body has `options` needs update:connections_options).
 PASSWORDLESS_WRITE_SCOPES = PASSWORDLESS_READ_SCOPES | {"update:connections", "update:connections_options"}
+# spec.canary: POST /branding/phone/providers/{id}/try (phone-provider mode only, whose scopes
+# already include it: the canary needs no other scope; tests/auth0/test_canary.py checks)
+CANARY_SCOPES = frozenset({"create:phone_providers"})
 REQUIRED_SCOPES: dict[tuple[Integration, str], frozenset[str]] = {
     ("phone-provider", "ensure"): frozenset(
         {"read:actions", "create:actions", "update:actions",

@@ -1,4 +1,4 @@
-// Posts one message to the otp-relay (contract revision 3), signed as the relay requires:
+// Posts one message to the otp-relay (contract revision 4), signed as the relay requires:
 // X-Otp-Signature: v1=<hex HMAC-SHA256(key, "<timestamp>.<raw body>")>.
 // Resolves to {ok} or {ok: false, retryable, reason}; never rejects. Reasons never carry
 // the code, the text or the number (Auth0 keeps them in its logs).
