@@ -2,10 +2,11 @@
 delivered ratio drops below ``spec.policy.deliveryRatioThreshold``, and per-channel gauges for
 the alerts (Ready, Auth0 synced, signing-key rotation age, delivery ratio, canary).
 
-The live canary (``spec.canary``, phone-provider mode): when one is due and the channel is Ready
-with a recorded phone provider, the timer asks Auth0 to send its test message to the canary
-number (``POST /branding/phone/providers/{id}/try``, through the tenant's limiter) and records
-when in ``status.canary.lastTryTime`` (with Auth0's refusal, if any); on later ticks it copies
+The live canary (``spec.canary``): when one is due and the channel is Ready, the timer asks
+Auth0 to send its test message to the canary number (phone-provider mode:
+``POST /branding/phone/providers/{id}/try``, through the tenant's limiter; the legacy modes have
+no such endpoint, so the operator posts the registered code's signed request to the relay
+itself) and records when in ``status.canary.lastTryTime`` (with the refusal, if any); on later ticks it copies
 the relay's record of that canary send (the summary's ``canary``) into ``status.canary.result``,
 or notes that the relay was never called. The reconcile turns ``status.canary`` into the
 ``Delivering`` condition (``status.delivering_verdict``); this timer never writes conditions.
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import logging
 import re
 import time
@@ -29,12 +31,16 @@ from typing import Any
 import httpx
 import kopf
 
+from otp_relay import signing
+
 from . import metrics, names, rotation, status
 from .auth0.errors import Auth0Error
+from .secrets import signing_keys
 from .spec import ChannelSpec, SpecError, parse_channel
 
 INTERVAL = 60.0
 TIMEOUT = 3.0
+RELAY_CANARY_TIMEOUT = 10.0  # the relay answers a send within 6 s
 MIN_FINAL_RECEIPTS = 5  # fewer final receipts in the window say nothing about a ratio
 FIELDS = ("windowSeconds", "sent", "delivered", "undelivered", "ratio", "topFailureReason")
 CANARY_STATES = ("sent", "rejected", "delivered", "undelivered")
@@ -153,29 +159,72 @@ def _try_error(error: Auth0Error) -> str:
     return f"{error.status} {code}" if error.status else f"no answer ({code})"
 
 
-async def _canary_tick(runtime: Any, ch: ChannelSpec, current: Mapping[str, Any],
-                       record: Mapping[str, Any] | None, summary_read: bool) -> dict[str, Any] | None:
-    """Ask Auth0 for a canary when one is due, else look at what the relay recorded of it; the
-    new ``status.canary``, or None when it stays."""
+def relay_messages_url(ch: ChannelSpec) -> str:
+    """The relay's public path through its Service (what the registered code reaches through the
+    public URL)."""
+    return (f"http://{names.relay_name(ch.name)}.{ch.namespace}.svc:{names.SERVICE_PORT}"
+            f"{ch.relay.path_prefix}{names.RELAY_PUBLIC_PATH}")
+
+
+def relay_canary_request(to: str, key: str, now: float) -> tuple[dict[str, str], bytes]:
+    """Headers and body of the canary the operator sends itself in the legacy modes: the request
+    the registered code makes (signed the same way), with a text that differs at every try so
+    the relay's idempotency never takes it for a replay."""
+    body = json.dumps({"recipient": to, "text": f"otp-relay canary {_stamp(now)}",
+                       "message_type": "otp_verify", "delivery_method": "text"}).encode()
+    timestamp = str(int(now))
+    return ({"Content-Type": "application/json", "X-Otp-Timestamp": timestamp,
+             "X-Otp-Signature": signing.sign(key, timestamp, body)}, body)
+
+
+async def _ask_auth0(runtime: Any, ch: ChannelSpec, current: Mapping[str, Any]) -> tuple[bool, str | None]:
+    """(asked, Auth0's refusal): phone-provider mode, Auth0's test message through the provider."""
     assert ch.canary is not None
-    canary, now = current.get("canary") or {}, time.time()
-    if ch.auth0.integration != "phone-provider":
-        return None  # no test endpoint: Delivering says so
-    if not canary_due(canary, ch.canary.every_seconds, now):
-        return canary_observed(canary, record, now) if summary_read else None
-    ready = (status.find(current.get("conditions"), status.READY) or {}).get("status") == "True"
     provider = (current.get("auth0") or {}).get("providerId")
-    credentials = runtime.memory(ch.namespace, ch.name).last_credentials if runtime is not None else None
-    if not (ready and provider and credentials):
-        return None
+    credentials = runtime.memory(ch.namespace, ch.name).last_credentials
+    if not (provider and credentials):
+        return False, None
     try:
         found = await runtime.auth0.try_phone_provider(credentials, provider, ch.canary.to)
     except Auth0Error as error:
-        problem: str | None = _try_error(error)
-    else:
-        problem = None if found else "404 phone_provider_not_found"
-    log.info("canary for %s/%s to %s: Auth0 %s", ch.namespace, ch.name, ch.canary.masked,
-             "accepted the test message" if problem is None else f"answered {problem}")
+        return True, _try_error(error)
+    return True, None if found else "404 phone_provider_not_found"
+
+
+async def _ask_relay(runtime: Any, ch: ChannelSpec) -> tuple[bool, str | None]:
+    """(asked, the relay's refusal): the legacy modes have no Auth0 test endpoint, so the
+    operator posts the registered code's request to the relay itself, signed with the oldest key
+    in the Secret (the one every relay replica still accepts during a rotation)."""
+    assert ch.canary is not None
+    keys = signing_keys(await runtime.read("v1", "Secret", ch.namespace, names.signing_key_secret_name(ch.name)))
+    if not keys:
+        return False, None
+    headers, body = relay_canary_request(ch.canary.to, keys[0], time.time())
+    try:
+        answer = await _client().post(relay_messages_url(ch), content=body, headers=headers,
+                                      timeout=RELAY_CANARY_TIMEOUT)
+    except httpx.HTTPError as error:
+        return True, f"no answer ({type(error).__name__})"
+    return True, None if answer.status_code in (200, 202) else f"HTTP {answer.status_code}"
+
+
+async def _canary_tick(runtime: Any, ch: ChannelSpec, current: Mapping[str, Any],
+                       record: Mapping[str, Any] | None, summary_read: bool) -> dict[str, Any] | None:
+    """Send a canary when one is due, else look at what the relay recorded of it; the new
+    ``status.canary``, or None when it stays."""
+    assert ch.canary is not None
+    canary, now = current.get("canary") or {}, time.time()
+    if not canary_due(canary, ch.canary.every_seconds, now):
+        return canary_observed(canary, record, now) if summary_read else None
+    ready = (status.find(current.get("conditions"), status.READY) or {}).get("status") == "True"
+    if not ready or runtime is None:
+        return None
+    via_auth0 = status.canary_through_auth0(ch.auth0.integration)
+    asked, problem = await (_ask_auth0(runtime, ch, current) if via_auth0 else _ask_relay(runtime, ch))
+    if not asked:
+        return None
+    log.info("canary for %s/%s to %s: %s %s", ch.namespace, ch.name, ch.canary.masked,
+             "Auth0" if via_auth0 else "the relay", "accepted it" if problem is None else f"answered {problem}")
     return canary_tried(now, problem)
 
 

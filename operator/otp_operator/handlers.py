@@ -8,6 +8,7 @@ check, retry backoff). Watches on children and Secrets only kick; they never rec
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -103,11 +104,9 @@ async def channel_changed(type: str, body: Mapping[str, Any], memo: Any, **_: An
         return
     annotations = meta.get("annotations") or {}
     # status.canary too: the delivery timer writes it, the reconcile makes Delivering of it
-    canary = (body.get("status") or {}).get("canary") or {}
+    canary = json.dumps((body.get("status") or {}).get("canary"), sort_keys=True)
     trigger = (meta.get("generation"), annotations.get(names.ANNOTATION_ROTATE_SIGNING_KEY),
-               annotations.get(names.ANNOTATION_ROTATE_RECEIPT_TOKEN),
-               canary.get("lastTryTime"), canary.get("tryError"), canary.get("relayCalled"),
-               (canary.get("result") or {}).get("state"))
+               annotations.get(names.ANNOTATION_ROTATE_RECEIPT_TOKEN), canary)
     mem = rt.memory(meta.get("namespace", ""), meta.get("name", ""))
     if mem.last_trigger != trigger:
         mem.last_trigger = trigger

@@ -122,12 +122,16 @@ def secret_verdict(reason: str, message: str, missing_for: float, grace: float) 
 # within seconds; its own retries come within minutes).
 CANARY_RELAY_BOUND = 5 * 60
 CANARY_SKEW = 60  # seconds the relay's clock may be behind the operator's
-DELIVERING_REASONS = ("CanaryDelivered", "CanaryAuth0Refused", "CanaryRelayNotCalled", "Canary8x8Rejected",
-                      "CanaryUndelivered", "CanaryAwaitingReceipt", "CanaryPending", "CanaryNoTestEndpoint")
 
 
 def _code(error_code: str, reason: str) -> str:
     return f"code {error_code}" + (f" ({reason})" if reason else "") if error_code else (reason or "no code")
+
+
+def canary_through_auth0(integration: str) -> bool:
+    """Auth0 has a test endpoint only for phone providers; in the legacy modes the operator
+    sends the canary to the relay itself."""
+    return integration == "phone-provider"
 
 
 def delivering_verdict(canary: Mapping[str, Any] | None, integration: str, masked: str,
@@ -136,9 +140,9 @@ def delivering_verdict(canary: Mapping[str, Any] | None, integration: str, maske
     without spec.canary (no condition at all). ``masked``: the test number as shown."""
     if not configured:
         return None
-    if integration != "phone-provider":
-        return unknown("CanaryNoTestEndpoint", f"spec.canary needs integration phone-provider: Auth0 has a test "
-                       f"endpoint only for phone providers, none for {integration}; no canary is sent")
+    via_auth0 = canary_through_auth0(integration)
+    path = "" if via_auth0 else (f" (sent by the operator to the relay: Auth0 has no test endpoint for "
+                                 f"{integration}, so Auth0's part of the path is not covered)")
     canary = canary or {}
     tried = canary.get("lastTryTime")
     if not tried:
@@ -148,7 +152,7 @@ def delivering_verdict(canary: Mapping[str, Any] | None, integration: str, maske
     if state == "delivered":
         seconds = result.get("deliverySeconds")
         took = f", delivered in {float(seconds):.1f} s" if seconds is not None else ", delivered"
-        return true("CanaryDelivered", f"last canary to {masked} sent {result.get('sentAt', tried)}{took}")
+        return true("CanaryDelivered", f"last canary to {masked} sent {result.get('sentAt', tried)}{took}{path}")
     if state == "undelivered":
         return false("CanaryUndelivered", f"8x8 could not deliver the canary to {masked} sent "
                      f"{result.get('sentAt', tried)}: {_code(result.get('errorCode', ''), result.get('reason', ''))}")
@@ -159,15 +163,21 @@ def delivering_verdict(canary: Mapping[str, Any] | None, integration: str, maske
         return unknown("CanaryAwaitingReceipt", f"8x8 accepted the canary to {masked} at {result.get('sentAt')}; "
                        "waiting for its delivery receipt")
     error = canary.get("tryError")
-    if error:
+    if error and via_auth0:
         return false("CanaryAuth0Refused", f"Auth0 refused the canary's test message at {tried} "
                      f"(POST /api/v2/branding/phone/providers/{{id}}/try answered {error}): check the phone "
                      "provider and the action bound to custom-phone-provider in the tenant")
-    if canary.get("relayCalled") is False:
+    if error:
+        return false("CanaryRelayRefused", f"the relay refused the canary the operator sent at {tried} "
+                     f"(answered {error}){path}: check the relay's logs and its signing-key Secret")
+    if canary.get("relayCalled") is False and via_auth0:
         return false("CanaryRelayNotCalled", f"Auth0 accepted the canary's test message at {tried}, but the relay "
                      f"recorded no canary send within {CANARY_RELAY_BOUND // 60}m: check the tenant's logs for "
                      "the custom-phone-provider action and that the relay's public URL reaches it")
-    return unknown("CanaryPending", f"asked Auth0 at {tried} to send the canary to {masked}; waiting for the relay")
+    if canary.get("relayCalled") is False:
+        return false("CanaryRelayNotCalled", f"the relay accepted the canary at {tried} but recorded no canary send "
+                     f"within {CANARY_RELAY_BOUND // 60}m{path}: check that its pods run with the canary number")
+    return unknown("CanaryPending", f"asked at {tried} for the canary to {masked}; waiting for the relay")
 
 
 def _condition(

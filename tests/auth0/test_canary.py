@@ -6,6 +6,7 @@ the relay's summary into status.canary, and the condition builder makes Deliveri
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import time
@@ -20,7 +21,7 @@ from otp_operator.auth0_pool import Auth0Pool
 from otp_operator.runtime import ChannelMemory
 from otp_operator.spec import SpecError, parse_channel
 from tests.fixtures.relay import RelayProcess, fresh_number, kubelet_volume
-from tests.support.auth0 import Setup, desired_for
+from tests.support.auth0 import SIGNING_KEY, Setup, desired_for
 from tests.fixtures.auth0 import route_phone_messages
 from tests.fixtures.relay import free_port
 
@@ -51,15 +52,23 @@ def canary_relay(relay_settings: dict[str, str], relay_factory, tmp_path: Path):
 class Channel:
     """One channel's status as the timer and the reconcile see it, and their steps."""
 
-    def __init__(self, setup: Setup, relay: RelayProcess, number: str, provider_id: str, monkeypatch) -> None:
-        self.spec, self.number = spec_for(number), number
+    def __init__(self, setup: Setup, relay: RelayProcess, number: str, provider_id: str | None, monkeypatch,
+                 integration: str = "phone-provider", signing_key: str = SIGNING_KEY) -> None:
+        self.spec, self.number = spec_for(number, integration), number
         self.body: dict[str, Any] = {
             "metadata": {"namespace": "shop", "name": "prod"}, "spec": self.spec,
             "status": {"conditions": [{"type": "Ready", "status": "True"}],
-                       "auth0": {"providerId": provider_id}}}
+                       "auth0": {"providerId": provider_id} if provider_id else {}}}
         memory = ChannelMemory(last_credentials=setup.credentials)
-        self.runtime = SimpleNamespace(auth0=Auth0Pool(4), memory=lambda namespace, name: memory)
+        signing_secret = {"data": {names.SIGNING_KEY_SECRET_KEY: base64.b64encode(f"{signing_key}\n".encode()).decode()}}
+
+        async def read(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+            assert (kind, name) == ("Secret", names.signing_key_secret_name("prod"))
+            return signing_secret
+
+        self.runtime = SimpleNamespace(auth0=Auth0Pool(4), memory=lambda namespace, name: memory, read=read)
         monkeypatch.setattr(delivery, "summary_url", lambda namespace, name: relay.admin_url + names.RELAY_DELIVERY_SUMMARY_PATH)
+        monkeypatch.setattr(delivery, "relay_messages_url", lambda ch: relay.url.rstrip("/") + names.RELAY_PUBLIC_PATH)
 
     async def tick(self) -> dict[str, Any]:
         patch = SimpleNamespace(status={})
@@ -179,12 +188,37 @@ def test_a_relay_never_called_is_false_after_the_bound_and_unknown_before() -> N
     assert delivery.canary_observed(tried, old, 1_000_000.0 + 60) is None
 
 
-def test_no_canary_no_condition_and_the_legacy_modes_say_there_is_no_test_endpoint() -> None:
+@pytest.mark.parametrize(("integration", "signing_key", "wanted"), [
+    ("send-phone-message", SIGNING_KEY, ("True", "CanaryDelivered")),
+    ("legacy-hook", "not-the-relays-key", ("False", "CanaryRelayRefused")),
+])
+async def test_in_the_legacy_modes_the_operator_sends_the_canary_to_the_relay_itself(
+        setup, canary_relay, sms_emulator, monkeypatch, integration, signing_key, wanted):
+    number = fresh_number()
+    relay = canary_relay(number)
+    channel = Channel(setup, relay, number, None, monkeypatch, integration=integration, signing_key=signing_key)
+    sms_emulator.set_outcome(number, "delivered", after_ms=200)
+    try:
+        verdict = await channel.until(wanted[0])
+    finally:
+        await channel.close()
+    assert (verdict.status, verdict.reason) == wanted, verdict
+    assert f"Auth0 has no test endpoint for {integration}" in verdict.message
+    sent = [m for m in sms_emulator.messages() if m.destination == number[1:]]
+    if wanted[0] == "True":
+        [message] = sent
+        assert message.text.startswith("otp-relay canary ")
+        assert relay.metric("otp_relay_canary_sends_total", outcome="accepted") == 1.0
+    else:
+        assert sent == [] and "HTTP 401" in verdict.message
+    assert not [r for r in setup.tenant.requests() if "/try" in r.path]  # Auth0 was not asked
+
+
+def test_no_canary_no_condition() -> None:
     assert status.delivering_verdict(None, "phone-provider", "", False) is None
-    for mode in ("send-phone-message", "legacy-hook"):
+    for mode in ("phone-provider", "send-phone-message", "legacy-hook"):
         verdict = status.delivering_verdict(None, mode, "***4567", True)
-        assert (verdict.status, verdict.reason) == ("Unknown", "CanaryNoTestEndpoint")
-    assert status.delivering_verdict(None, "phone-provider", "***4567", True).status == "Unknown"
+        assert (verdict.status, verdict.reason) == ("Unknown", "CanaryPending")
 
 
 @pytest.mark.parametrize(("canary", "problem"), [
@@ -213,3 +247,32 @@ def test_the_canary_needs_no_scope_beyond_the_phone_provider_modes() -> None:
     from otp_operator.auth0.model import CANARY_SCOPES, scopes_for  # noqa: PLC0415
 
     assert CANARY_SCOPES <= scopes_for("phone-provider")
+
+
+async def test_what_the_timer_records_wakes_the_reconcile_that_writes_delivering() -> None:
+    """The timer writes status.canary only; the channel's watch event must wake the reconcile
+    (which turns it into Delivering), once per change and not for unrelated status writes."""
+    from otp_operator import handlers  # noqa: PLC0415
+    from otp_operator.runtime import Wakeups  # noqa: PLC0415
+
+    memory = ChannelMemory()
+    runtime = SimpleNamespace(wakeups=Wakeups(), memory=lambda namespace, name: memory, guards={})
+    woken = runtime.wakeups.register("shop", "prod")
+    body: dict[str, Any] = {"metadata": {"namespace": "shop", "name": "prod", "generation": 1}, "status": {}}
+
+    async def event() -> bool:
+        woken.clear()
+        await handlers.channel_changed(type="MODIFIED", body=body, memo=SimpleNamespace(runtime=runtime))
+        return woken.is_set()
+
+    assert await event()  # first sight
+    body["status"]["delivery"] = {"sent": 3}
+    assert not await event()  # the delivery summary is not the reconcile's business
+    body["status"]["canary"] = delivery.canary_tried(1_000_000.0, None)
+    assert await event()
+    assert not await event()
+    body["status"]["canary"] = {**body["status"]["canary"], "result": {"sentAt": "1970-01-12T13:46:50Z",
+                                                                      "state": "sent"}}
+    assert await event()
+    body["status"]["canary"]["result"] = {**body["status"]["canary"]["result"], "state": "delivered"}
+    assert await event()
