@@ -73,6 +73,8 @@ def desired_integration(ch: ChannelSpec, signing_key: str) -> DesiredIntegration
         replace_foreign_action=ch.auth0.replace_foreign_action,
         manage_routing=ch.auth0.manage_routing,
         flows=ch.auth0.flows,
+        voice=ch.voice is not None,
+        offer_voice=ch.voice is not None and ch.voice.offer,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -158,6 +159,19 @@ class CanarySpec:
 
 
 @dataclass(frozen=True)
+class VoiceSpec:
+    """spec.voice: MFA codes read out in a call through 8x8's Voice Messaging API."""
+
+    caller_id: str  # E.164, a number 8x8 has whitelisted for the subaccount
+    profile: str  # 8x8 speech profile for locales without their own
+    profiles: tuple[tuple[str, str], ...]  # (Auth0 locale, speech profile)
+    repetition: int  # how often the text is read in one call
+    per_recipient_limit: int
+    per_recipient_window: str
+    offer: bool  # manageRouting adds voice to the tenant's MFA message types
+
+
+@dataclass(frozen=True)
 class ChannelSpec:
     namespace: str
     name: str
@@ -168,6 +182,7 @@ class ChannelSpec:
     suspend: bool
     deletion_policy: str = "Delete"  # Orphan: deleting the channel leaves the Auth0 side as it is
     canary: CanarySpec | None = None
+    voice: VoiceSpec | None = None  # None: no calls (spec.voice absent or enabled: false)
 
     @property
     def owner(self) -> str:
@@ -275,6 +290,43 @@ def _canary(value: Mapping[str, Any] | None) -> CanarySpec | None:
     return CanarySpec(to=to, every=every, every_seconds=seconds)
 
 
+# spec.voice defaults (the CRD's are the same): a call is dearer and more abused than an SMS,
+# so its per-recipient window is stricter than the text one.
+VOICE_DEFAULT_PROFILE = "en-US-Standard-A"
+VOICE_DEFAULT_REPETITION = 2
+VOICE_DEFAULT_PER_RECIPIENT = (3, "1h")
+_SPEECH_PROFILE = re.compile(r"^[a-z]{2,3}-[A-Z]{2}-[A-Za-z0-9-]{1,64}$")
+_LOCALE = re.compile(r"^[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
+
+
+def _voice(value: Mapping[str, Any] | None) -> VoiceSpec | None:
+    if not value or not _get(value, "enabled", True):
+        return None
+    caller_id = _require(_get(value, "callerId"), "voice.callerId")
+    from otp_relay.messages import invalid_number  # noqa: PLC0415  the relay's own check of a number
+
+    if not isinstance(caller_id, str) or invalid_number(caller_id) is not None:
+        raise SpecError("spec.voice.callerId must be a phone number in E.164 (+ and 7 to 15 digits), "
+                        "one 8x8 has whitelisted for the subaccount")
+    profile = _get(value, "profile", VOICE_DEFAULT_PROFILE)
+    profiles = {str(k): str(v) for k, v in (_get(value, "profiles", {}) or {}).items()}
+    for locale, code in [("profile", profile), *profiles.items()]:
+        if not _SPEECH_PROFILE.match(str(code)):
+            raise SpecError(f"spec.voice.profiles: {code!r} is not an 8x8 speech profile code (like en-US-Standard-A)")
+        if locale != "profile" and not _LOCALE.match(locale):
+            raise SpecError(f"spec.voice.profiles: {locale!r} is not a locale (like en_US or fr)")
+    repetition = int(_get(value, "repetition", VOICE_DEFAULT_REPETITION))
+    if not 1 <= repetition <= 5:
+        raise SpecError(f"spec.voice.repetition must be 1 to 5, not {repetition}")
+    per_recipient = _get(value, "perRecipient", {}) or {}
+    limit = int(_get(per_recipient, "limit", VOICE_DEFAULT_PER_RECIPIENT[0]))
+    window = _get(per_recipient, "window", VOICE_DEFAULT_PER_RECIPIENT[1])
+    window_seconds(window, "spec.voice.perRecipient.window")
+    return VoiceSpec(caller_id=caller_id, profile=profile, profiles=tuple(sorted(profiles.items())),
+                     repetition=repetition, per_recipient_limit=limit, per_recipient_window=window,
+                     offer=bool(_get(value, "offer", False)))
+
+
 def _policy_window(policy: Mapping[str, Any], field: str) -> str | None:
     """``spec.policy.<field>`` {limit, window} as the relay's ``LIMIT/WINDOW``, or None when unset."""
     value = _get(policy, field)
@@ -373,4 +425,5 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
         suspend=bool(_get(spec, "suspend", False)),
         deletion_policy=_one_of(_get(spec, "deletionPolicy", "Delete"), DELETION_POLICIES, "deletionPolicy"),
         canary=_canary(_get(spec, "canary")),
+        voice=_voice(_get(spec, "voice")),
     )

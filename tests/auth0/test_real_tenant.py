@@ -172,15 +172,6 @@ async def test_a_409_right_after_our_deploy_is_transient(setup, relay, sms_emula
     assert caught.value.reason == UNAVAILABLE
 
 
-async def test_provider_delivery_methods_follow_the_mfa_message_types(setup, relay):
-    setup.tenant.set_phone(phone_consolidated_experience=True, sms_factor=True,
-                           message_types=["sms", "voice"])
-    async with setup.sync() as sync:
-        await sync.ensure(desired_for("phone-provider", relay.url))
-    provider = setup.tenant.state()["phone_providers"][0]
-    assert provider["configuration"]["delivery_methods"] == ["text", "voice"]
-
-
 @pytest.mark.parametrize("mode", ["send-phone-message", "legacy-hook"])
 async def test_manage_routing_on_a_tenant_without_the_legacy_flag_changes_nothing(
         mode, setup, relay):

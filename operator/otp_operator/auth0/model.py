@@ -138,6 +138,10 @@ class DesiredIntegration:
     manage_routing: bool = False
     # The phone flows that must reach the relay for PhoneRouting to be True (FLOWS).
     flows: tuple[str, ...] = FLOWS
+    # spec.voice: the relay places calls, so the provider may offer voice; offer_voice: the
+    # tenant's MFA message types must include voice (added by manage_routing).
+    voice: bool = False
+    offer_voice: bool = False
 
     def __post_init__(self) -> None:
         if not _OWNER.match(self.owner or ""):
@@ -149,6 +153,8 @@ class DesiredIntegration:
         validate_relay_url(self.relay_url)
         if not self.flows or any(f not in FLOWS for f in self.flows):
             raise ValueError(f"flows must be a non-empty list of {', '.join(FLOWS)}, got {list(self.flows)}")
+        if self.offer_voice and not self.voice:
+            raise ValueError("offer_voice needs voice (a channel that places calls)")
         if not self.signing_key or self.signing_key.strip() != self.signing_key:
             raise ValueError("signing_key must be a non-empty string without surrounding whitespace")
 

@@ -31,7 +31,9 @@ from typing import Any
 from .model import MFA_FLOW, PASSWORDLESS_FLOW, Integration
 
 PHONE_MESSAGE_HOOK = "phone-message-hook"
-SMS = "sms"
+SMS, VOICE = "sms", "voice"
+# status.auth0.routing only: MFA codes read out in a phone call (part of the mfa flow).
+MFA_VOICE_FLOW = "mfa-voice"
 
 # Status keys (camelCase) of the settings the operator may change, with their Auth0 meaning.
 UPE_KEY = "phoneConsolidatedExperience"
@@ -50,8 +52,11 @@ SMS_MESSAGE_TYPE_MISSING = "SmsMessageTypeMissing"
 LEGACY_NOT_ALLOWED = "LegacyPhoneProviderNotAllowed"
 PASSWORDLESS_NOT_ROUTED = "PasswordlessNotRouted"
 PASSWORDLESS_UNKNOWN = "PasswordlessRoutingUnknown"
+VOICE_NOT_CONFIGURED = "VoiceNotConfigured"
+VOICE_MESSAGE_TYPE_MISSING = "VoiceMessageTypeMissing"
 REASONS = (WRONG_EXPERIENCE, GUARDIAN_PROVIDER, SMS_FACTOR_DISABLED, SMS_MESSAGE_TYPE_MISSING,
-           LEGACY_NOT_ALLOWED, PASSWORDLESS_NOT_ROUTED, PASSWORDLESS_UNKNOWN)
+           LEGACY_NOT_ALLOWED, PASSWORDLESS_NOT_ROUTED, PASSWORDLESS_UNKNOWN, VOICE_NOT_CONFIGURED,
+           VOICE_MESSAGE_TYPE_MISSING)
 TRUE, FALSE, UNKNOWN = "true", "false", "unknown"
 # The per-connection switch users report for "Use Tenant-Level Messaging Provider" (not in
 # Auth0's documentation: trusted when set, never guessed when absent).
@@ -138,8 +143,13 @@ def _experience_source(observed: ObservedRouting) -> str:
             f"/api/v2/guardian/factors/phone/selected-provider answered {answer}")
 
 
-def problems(integration: Integration, observed: ObservedRouting) -> list[Problem]:
-    """What keeps MFA SMS from reaching `integration`, in the order they must be fixed."""
+def _message_types_put(types: list[str]) -> str:
+    return f'PUT /api/v2/guardian/factors/phone/message-types {{"message_types": {types}}}'.replace("'", '"')
+
+
+def problems(integration: Integration, observed: ObservedRouting, offer_voice: bool = False) -> list[Problem]:
+    """What keeps MFA SMS (and, with `offer_voice`, MFA calls) from reaching `integration`, in
+    the order they must be fixed."""
     found: list[Problem] = []
     if not wants_upe(integration) and observed.legacy_allowed is False:
         found.append(Problem(
@@ -181,15 +191,37 @@ def problems(integration: Integration, observed: ObservedRouting) -> list[Proble
             SMS_FACTOR_DISABLED,
             'the MFA SMS factor is disabled: PUT /api/v2/guardian/factors/sms {"enabled": true}',
             SMS_FACTOR_KEY, True))
-    if SMS not in observed.message_types:
-        wanted = [*observed.message_types, SMS]
+    types = list(observed.message_types)
+    if SMS not in types:
+        types.append(SMS)
         found.append(Problem(
             SMS_MESSAGE_TYPE_MISSING,
             f"the MFA phone message types {list(observed.message_types)} do not include 'sms': "
-            f'PUT /api/v2/guardian/factors/phone/message-types {{"message_types": {wanted}}}'
-            .replace("'", '"'),
-            MESSAGE_TYPES_KEY, wanted))
+            + _message_types_put(types), MESSAGE_TYPES_KEY, list(types)))
+    if offer_voice and VOICE not in types:
+        types.append(VOICE)
+        found.append(Problem(
+            VOICE_MESSAGE_TYPE_MISSING,
+            f"spec.voice.offer asks that users may choose a call, but the MFA phone message types "
+            f"{list(observed.message_types)} do not include 'voice': " + _message_types_put(types),
+            MESSAGE_TYPES_KEY, list(types)))
     return found
+
+
+def voice_gap(observed: ObservedRouting | None, voice: bool) -> Problem | None:
+    """The tenant offers MFA by phone call but the channel cannot place one (no spec.voice):
+    every code a user asks to hear would be dropped. Not a change manageRouting makes (taking an
+    option away from users is the tenant owner's call)."""
+    if observed is None or voice or VOICE not in observed.message_types:
+        return None
+    without = [t for t in observed.message_types if t != VOICE] or [SMS]
+    return Problem(
+        VOICE_NOT_CONFIGURED,
+        f"the MFA phone message types {list(observed.message_types)} include 'voice', so users "
+        "may choose a call, but this channel has no spec.voice and their codes would be dropped: "
+        "configure spec.voice (with a caller ID 8x8 has whitelisted for the subaccount), or stop "
+        "offering calls: " + _message_types_put(without),
+        None, None)
 
 
 def withheld_credentials(options: Mapping[str, Any]) -> list[str]:
@@ -246,7 +278,8 @@ def after_changes(observed: ObservedRouting, made: list[Problem]) -> ObservedRou
         replace(c, options={**c.options, USE_PHONE_PROVIDER: True}) if c.id in moved else c
         for c in observed.connections)
     upe = next((bool(p.wanted) for p in made if p.key == UPE_KEY), observed.upe)
-    return replace(observed, upe=upe, connections=connections)
+    types = next((tuple(p.wanted) for p in reversed(made) if p.key == MESSAGE_TYPES_KEY), observed.message_types)
+    return replace(observed, upe=upe, connections=connections, message_types=types)
 
 
 def change_names(changed: Mapping[str, Any]) -> list[str]:
@@ -271,11 +304,13 @@ def current_value(observed: ObservedRouting, problem: Problem) -> Any:
             SELECTED_PROVIDER_KEY: observed.selected_provider}[key]
 
 
-def delivery_methods(observed: ObservedRouting | None) -> tuple[str, ...]:
-    """The custom provider's delivery methods: those the tenant's MFA message types need (under
-    UPE Auth0 refuses message types the provider does not offer), text at least."""
+def delivery_methods(observed: ObservedRouting | None, voice: bool = False,
+                     offer_voice: bool = False) -> tuple[str, ...]:
+    """The custom provider's delivery methods: text, and voice only when the channel places
+    calls (`voice`) and the tenant's MFA message types ask for them or will (`offer_voice`;
+    under UPE Auth0 refuses message types the provider does not offer)."""
     types = observed.message_types if observed else ()
-    return ("text", "voice") if "voice" in types else ("text",)
+    return ("text", "voice") if voice and (VOICE in types or offer_voice) else ("text",)
 
 
 @dataclass(frozen=True)
@@ -333,17 +368,23 @@ def passwordless_state(integration: Integration, observed: ObservedRouting,
 
 
 def flow_states(integration: Integration, remaining: list[Problem], observed: ObservedRouting | None,
-                flows: tuple[str, ...]) -> list[FlowState]:
-    """Every phone flow of the tenant we looked at, MFA first."""
-    mfa = FlowState(MFA_FLOW, TRUE if not remaining else FALSE,
-                    remaining[0].message if remaining else (
-                        "the tenant phone provider custom (custom-phone-provider action)"
-                        if wants_upe(integration) else
-                        f"the MFA phone provider {PHONE_MESSAGE_HOOK} ({integration})"),
+                flows: tuple[str, ...], voice: bool = False) -> list[FlowState]:
+    """Every phone flow of the tenant we looked at, MFA first (its calls next, when the tenant
+    offers them or the channel asks it to)."""
+    path = ("the tenant phone provider custom (custom-phone-provider action)" if wants_upe(integration)
+            else f"the MFA phone provider {PHONE_MESSAGE_HOOK} ({integration})")
+    by_text = [p for p in remaining if p.reason != VOICE_MESSAGE_TYPE_MISSING]
+    mfa = FlowState(MFA_FLOW, FALSE if by_text else TRUE, by_text[0].message if by_text else path,
                     checked=MFA_FLOW in flows, mfa_policy=mfa_policy(observed))
+    states = [mfa]
+    by_call = [*remaining, *filter(None, [voice_gap(observed, voice)])]
+    if voice or (observed is not None and VOICE in observed.message_types):
+        states.append(FlowState(MFA_VOICE_FLOW, FALSE if by_call else TRUE,
+                                by_call[0].message if by_call else f"calls placed by the relay through 8x8, via {path}",
+                                checked=MFA_FLOW in flows))
     connections = observed.connections if observed is not None and observed.connections else ()
-    return [mfa, *(replace(passwordless_state(integration, observed, c),  # type: ignore[arg-type]
-                           checked=PASSWORDLESS_FLOW in flows) for c in connections)]
+    return [*states, *(replace(passwordless_state(integration, observed, c),  # type: ignore[arg-type]
+                               checked=PASSWORDLESS_FLOW in flows) for c in connections)]
 
 
 @dataclass(frozen=True)
@@ -359,9 +400,14 @@ class RoutingVerdict:
 
 def verdict(integration: Integration, name: str, domain: str, remaining: list[Problem],
             changed: Mapping[str, Any], flows: tuple[str, ...] = (MFA_FLOW,),
-            observed: ObservedRouting | None = None) -> RoutingVerdict:
-    """PhoneRouting: True only when every flow the channel is for reaches `name`."""
-    states = tuple(flow_states(integration, remaining, observed, flows))
+            observed: ObservedRouting | None = None, voice: bool = False) -> RoutingVerdict:
+    """PhoneRouting: True only when every flow the channel is for reaches `name`. `voice`: the
+    channel places calls (spec.voice)."""
+    states = tuple(flow_states(integration, remaining, observed, flows, voice))
+    gap = voice_gap(observed, voice)
+    if gap is not None and MFA_FLOW in flows and not remaining:
+        return RoutingVerdict(False, gap.reason, f"Auth0 tenant {domain} will not reach {name!r} for "
+                              f"every MFA code: {gap.message}", changed, flows=states)
     if remaining and MFA_FLOW in flows:
         fix = "; ".join(p.message for p in remaining)
         hint = ("" if unfixable(remaining)
@@ -384,7 +430,8 @@ def verdict(integration: Integration, name: str, domain: str, remaining: list[Pr
                 f"elsewhere{hint})"), changed, unknown=routed == UNKNOWN, flows=states)
     path = ("the custom phone provider's custom-phone-provider action" if wants_upe(integration)
             else f"phone-message-hook ({integration})")
-    what = " and ".join(["MFA SMS"] * (MFA_FLOW in flows) + [
+    mfa = "MFA SMS and calls" if voice and observed is not None and VOICE in observed.message_types else "MFA SMS"
+    what = " and ".join([mfa] * (MFA_FLOW in flows) + [
         f"passwordless codes of {', '.join(repr(s.connection) for s in checked)}"] * bool(checked))
     return RoutingVerdict(True, ROUTED, f"{what or 'MFA SMS'} of {domain} go through {path} {name!r}",
                           changed, flows=states)

@@ -223,7 +223,7 @@ class Auth0Sync:
                                             [own.id] if own else [])
         if conflict is not None:
             raise _refuse(conflict, self.credentials.domain)
-        methods = routing.delivery_methods(observed)
+        methods = routing.delivery_methods(observed, target.desired.voice, target.desired.offer_voice)
         provider_plan = plan_provider(providers, target.desired.replace_foreign_provider,
                                       recorded_matches(target, recorded),
                                       recorded.provider_id if recorded else None, methods)
@@ -401,12 +401,12 @@ class Auth0Sync:
         them is refused before the first write (of the routing and of the integration)."""
         if not target.desired.manage_routing:
             return
-        mfa = routing.problems(target.integration, observed)
+        mfa = routing.problems(target.integration, observed, target.desired.offer_voice)
         stuck = routing.unfixable(
             [*mfa, *routing.connection_problems(target.integration, observed, target.desired.flows)])
         if stuck:
             verdict = routing.verdict(target.integration, target.name, self.credentials.domain,
-                                      mfa, {}, target.desired.flows, observed)
+                                      mfa, {}, target.desired.flows, observed, target.desired.voice)
             message = (f"Auth0 tenant {self.credentials.domain}: spec.auth0.manageRouting changed "
                        "nothing (every routing change or none), because no Management API call "
                        f"can make this one: {'; '.join(p.message for p in stuck)}")
@@ -419,7 +419,7 @@ class Auth0Sync:
         """Check (and with manage_routing, fix) that the tenant routes its phone flows to our
         code. Each change is recorded (see RoutingRecorder) before the next write."""
         changed: dict[str, Any] = dict(recorded.routing_changes) if recorded else {}
-        remaining = routing.problems(target.integration, observed)
+        remaining = routing.problems(target.integration, observed, target.desired.offer_voice)
         moves = routing.connection_problems(target.integration, observed, target.desired.flows)
         if target.desired.manage_routing and (remaining or moves):
             record = _recorder.get()
@@ -433,7 +433,7 @@ class Auth0Sync:
                     await self._write_routing(problem.key, problem.wanted)
             observed, remaining = routing.after_changes(observed, [*remaining, *moves]), []
         return routing.verdict(target.integration, target.name, self.credentials.domain,
-                               remaining, changed, target.desired.flows, observed)
+                               remaining, changed, target.desired.flows, observed, target.desired.voice)
 
     async def _write_routing(self, key: str, value: Any) -> None:
         gw = self.gateway

@@ -1,0 +1,113 @@
+"""MFA by phone call as the tenant routes it: the phone provider offers voice only when the
+channel places calls (spec.voice) and the tenant's message types ask for them; a tenant that
+offers calls to a channel without voice makes PhoneRouting False for that flow with the fix,
+and spec.voice.offer with manageRouting adds voice to the message types (recorded, restored)."""
+
+from __future__ import annotations
+
+import pytest
+
+from otp_operator.auth0.routing import (FALSE, MESSAGE_TYPES_KEY, MFA_VOICE_FLOW, TRUE, ObservedRouting,
+                                        delivery_methods, problems, verdict)
+from otp_operator.spec import SpecError, parse_channel
+from tests.fixtures.auth0 import route_phone_messages
+from tests.support.auth0 import desired_for
+
+SMS_AND_VOICE = ObservedRouting(upe=True, sms_factor=True, message_types=("sms", "voice"), selected_provider=None)
+SMS_ONLY = ObservedRouting(upe=True, sms_factor=True, message_types=("sms",), selected_provider=None)
+
+
+def flows(result) -> dict[str, tuple[str, str]]:
+    return {f.flow: (f.routed, f.setting) for f in result.flows}
+
+
+@pytest.mark.parametrize(("observed", "voice", "offer", "methods"), [
+    (SMS_AND_VOICE, False, False, ("text",)),  # the tenant asks, the channel cannot call
+    (SMS_AND_VOICE, True, False, ("text", "voice")),
+    (SMS_ONLY, True, False, ("text",)),  # the channel could, the tenant does not ask
+    (SMS_ONLY, True, True, ("text", "voice")),  # ... but will once manageRouting adds it
+])
+def test_the_provider_offers_voice_only_when_both_sides_want_calls(observed, voice, offer, methods):
+    assert delivery_methods(observed, voice, offer) == methods
+
+
+def test_voice_offered_by_the_tenant_without_spec_voice_is_not_routed_and_names_both_fixes():
+    result = verdict("phone-provider", "otp", "t.example", problems("phone-provider", SMS_AND_VOICE), {},
+                     ("mfa",), SMS_AND_VOICE, voice=False)
+    assert (result.ok, result.reason) == (False, "VoiceNotConfigured")
+    assert "spec.voice" in result.message and '{"message_types": ["sms"]}' in result.message
+    assert flows(result)["mfa"][0] == TRUE and flows(result)[MFA_VOICE_FLOW][0] == FALSE
+    routed = verdict("phone-provider", "otp", "t.example", [], {}, ("mfa",), SMS_AND_VOICE, voice=True)
+    assert routed.ok and "MFA SMS and calls" in routed.message and flows(routed)[MFA_VOICE_FLOW][0] == TRUE
+    # a tenant without calls and a channel without voice: nothing about voice at all
+    plain = verdict("phone-provider", "otp", "t.example", [], {}, ("mfa",), SMS_ONLY, voice=False)
+    assert plain.ok and MFA_VOICE_FLOW not in flows(plain)
+
+
+def test_offer_asks_for_voice_in_the_message_types_together_with_sms():
+    observed = ObservedRouting(upe=True, sms_factor=True, message_types=(), selected_provider=None)
+    found = problems("phone-provider", observed, offer_voice=True)
+    assert [(p.reason, p.key, p.wanted) for p in found] == [
+        ("SmsMessageTypeMissing", MESSAGE_TYPES_KEY, ["sms"]),
+        ("VoiceMessageTypeMissing", MESSAGE_TYPES_KEY, ["sms", "voice"])]
+    result = verdict("phone-provider", "otp", "t.example", problems("phone-provider", SMS_ONLY, True), {},
+                     ("mfa",), SMS_ONLY, voice=True)
+    assert (result.ok, result.reason) == (False, "VoiceMessageTypeMissing")
+    assert flows(result)["mfa"][0] == TRUE and flows(result)[MFA_VOICE_FLOW][0] == FALSE
+
+
+async def test_on_a_tenant_the_provider_and_phone_routing_follow_spec_voice(setup, relay):
+    route_phone_messages(setup.tenant, "phone-provider")
+    setup.tenant.set_phone(message_types=["sms", "voice"])
+    async with setup.sync() as sync:
+        without = await sync.ensure(desired_for("phone-provider", relay.url))
+        assert setup.tenant.state()["phone_providers"][0]["configuration"]["delivery_methods"] == ["text"]
+        assert (without.routing.ok, without.routing.reason) == (False, "VoiceNotConfigured")
+        assert setup.tenant.state()["phone"]["message_types"] == ["sms", "voice"]  # never taken away
+        call = setup.tenant.fire_phone_message(delivery_method="voice")
+        assert call.outcome != "success"  # Auth0 has no provider method for it: nothing reaches the relay
+
+        configured = await sync.ensure(desired_for("phone-provider", relay.url, voice=True),
+                                       recorded=without.as_status())
+    assert setup.tenant.state()["phone_providers"][0]["configuration"]["delivery_methods"] == ["text", "voice"]
+    assert configured.routing.ok, configured.routing
+    assert flows(configured.routing)[MFA_VOICE_FLOW][0] == TRUE
+
+
+async def test_offer_with_manage_routing_adds_voice_and_removal_puts_the_types_back(setup, relay):
+    route_phone_messages(setup.tenant, "phone-provider")
+    before = setup.tenant.state()["phone"]["message_types"]
+    assert "voice" not in before
+    desired = desired_for("phone-provider", relay.url, voice=True, offer_voice=True)
+    async with setup.sync() as sync:
+        reported = await sync.ensure(desired_for("phone-provider", relay.url, voice=True, offer_voice=True,
+                                                 name="otp-relay-shop-report"))
+        assert reported.routing.reason == "VoiceMessageTypeMissing"
+        assert setup.tenant.state()["phone"]["message_types"] == before  # reported, not changed
+        await sync.remove("shop/prod", "phone-provider", "otp-relay-shop-report", recorded=reported.as_status())
+
+        managed = await sync.ensure(desired_for("phone-provider", relay.url, voice=True, offer_voice=True,
+                                                manage_routing=True))
+        assert managed.routing.ok, managed.routing
+        assert setup.tenant.state()["phone"]["message_types"] == [*before, "voice"]
+        assert managed.as_status()["routingChanges"][MESSAGE_TYPES_KEY] == before
+        await sync.remove("shop/prod", "phone-provider", desired.name, recorded=managed.as_status())
+    assert setup.tenant.state()["phone"]["message_types"] == before
+
+
+def test_spec_voice_is_parsed_with_its_defaults_and_refused_when_wrong():
+    base = {"auth0": {"domain": "shop.eu.auth0.com", "credentialsSecretRef": {"name": "auth0"}},
+            "sms": {"subaccountId": "shop_otp", "apiKeySecretRef": {"name": "eightbyeight"}},
+            "relay": {"publicUrl": "https://otp.shop.example"}}
+    assert parse_channel("shop", "prod", base).voice is None
+    assert parse_channel("shop", "prod", {**base, "voice": {"callerId": "+6531234567", "enabled": False}}).voice is None
+    voice = parse_channel("shop", "prod", {**base, "voice": {"callerId": "+6531234567",
+                                                              "profiles": {"en_GB": "en-GB-Emma"}}}).voice
+    assert voice is not None
+    assert (voice.profile, voice.profiles, voice.repetition, voice.per_recipient_limit, voice.per_recipient_window,
+            voice.offer) == ("en-US-Standard-A", (("en_GB", "en-GB-Emma"),), 2, 3, "1h", False)
+    for bad, said in (({"callerId": "6531234567"}, "E.164"), ({"callerId": "+6531234567", "repetition": 9}, "1 to 5"),
+                      ({"callerId": "+6531234567", "profiles": {"en_GB": "Emma"}}, "speech profile"),
+                      ({"callerId": "+6531234567", "perRecipient": {"window": "1x"}}, "window")):
+        with pytest.raises(SpecError, match=said):
+            parse_channel("shop", "prod", {**base, "voice": bad})
