@@ -104,6 +104,14 @@ def is_8x8_base_url(base_url: str) -> bool:
     return parts.scheme == "https" and parts.port in (None, 443) and parts.hostname in EIGHT_BY_EIGHT_HOSTS
 
 
+def voice_base_url(sms_base_url: str) -> str:
+    """Where the relay places calls: 8x8 serves Voice Messaging from voice.* beside each sms.*
+    host; an allowed other SMS URL (an emulator, a proxy) serves both; "" is the region's own."""
+    if sms_base_url and is_8x8_base_url(sms_base_url):
+        return sms_base_url.replace("://sms.", "://voice.", 1)
+    return sms_base_url
+
+
 def check_sms_base_url(base_url: str, policy: EndpointPolicy) -> None:
     if not base_url or is_8x8_base_url(base_url):  # empty: the region's own 8x8 host
         return

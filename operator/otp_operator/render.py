@@ -184,9 +184,24 @@ def relay_env(ch: ChannelSpec) -> list[dict[str, str]]:
     env.update(_pumping_env(ch))
     if ch.canary is not None:
         env["OTP_RELAY_CANARY_NUMBER"] = ch.canary.to
+    env.update(_voice_env(ch))
     if ch.relay.path_prefix:
         env["OTP_RELAY_PATH_PREFIX"] = ch.relay.path_prefix
     return [{"name": key, "value": value} for key, value in env.items()]
+
+
+def _voice_env(ch: ChannelSpec) -> dict[str, str]:
+    voice = ch.voice
+    if voice is None:
+        return {}
+    env = {"OTP_RELAY_VOICE": "true", "OTP_RELAY_VOICE_CALLER_ID": voice.caller_id,
+           "OTP_RELAY_VOICE_PROFILE": voice.profile, "OTP_RELAY_VOICE_REPETITION": str(voice.repetition),
+           "OTP_RELAY_VOICE_PER_RECIPIENT": f"{voice.per_recipient_limit}/{voice.per_recipient_window}"}
+    if voice.profiles:
+        env["OTP_RELAY_VOICE_PROFILES"] = ",".join(f"{locale}={profile}" for locale, profile in voice.profiles)
+    if endpoints.voice_base_url(ch.sms.base_url):
+        env["OTP_RELAY_VOICE_BASE_URL"] = endpoints.voice_base_url(ch.sms.base_url)
+    return env
 
 
 def _resources(ch: ChannelSpec) -> dict[str, Any]:

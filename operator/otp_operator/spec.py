@@ -316,8 +316,8 @@ def _voice(value: Mapping[str, Any] | None) -> VoiceSpec | None:
         if locale != "profile" and not _LOCALE.match(locale):
             raise SpecError(f"spec.voice.profiles: {locale!r} is not a locale (like en_US or fr)")
     repetition = int(_get(value, "repetition", VOICE_DEFAULT_REPETITION))
-    if not 1 <= repetition <= 5:
-        raise SpecError(f"spec.voice.repetition must be 1 to 5, not {repetition}")
+    if not 1 <= repetition <= 3:
+        raise SpecError(f"spec.voice.repetition must be 1 to 3 (what 8x8's say action takes), not {repetition}")
     per_recipient = _get(value, "perRecipient", {}) or {}
     limit = int(_get(per_recipient, "limit", VOICE_DEFAULT_PER_RECIPIENT[0]))
     window = _get(per_recipient, "window", VOICE_DEFAULT_PER_RECIPIENT[1])

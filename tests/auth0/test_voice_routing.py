@@ -106,8 +106,32 @@ def test_spec_voice_is_parsed_with_its_defaults_and_refused_when_wrong():
     assert voice is not None
     assert (voice.profile, voice.profiles, voice.repetition, voice.per_recipient_limit, voice.per_recipient_window,
             voice.offer) == ("en-US-Standard-A", (("en_GB", "en-GB-Emma"),), 2, 3, "1h", False)
-    for bad, said in (({"callerId": "6531234567"}, "E.164"), ({"callerId": "+6531234567", "repetition": 9}, "1 to 5"),
+    for bad, said in (({"callerId": "6531234567"}, "E.164"), ({"callerId": "+6531234567", "repetition": 9}, "1 to 3"),
                       ({"callerId": "+6531234567", "profiles": {"en_GB": "Emma"}}, "speech profile"),
                       ({"callerId": "+6531234567", "perRecipient": {"window": "1x"}}, "window")):
         with pytest.raises(SpecError, match=said):
             parse_channel("shop", "prod", {**base, "voice": bad})
+
+
+@pytest.mark.parametrize(("sms_base_url", "voice_base_url"), [
+    ("", None),  # the region's own hosts: the relay knows them
+    ("https://sms.8x8.uk", "https://voice.8x8.uk"),  # 8x8 serves calls beside each SMS host
+    ("https://10.0.0.7:8443", "https://10.0.0.7:8443"),  # an allowed other URL (emulator) serves both
+])
+def test_the_relay_gets_the_voice_settings(sms_base_url, voice_base_url):
+    from otp_operator import render  # noqa: PLC0415
+
+    base = {"auth0": {"domain": "shop.eu.auth0.com", "credentialsSecretRef": {"name": "auth0"}},
+            "sms": {"subaccountId": "shop_otp", "apiKeySecretRef": {"name": "eightbyeight"}, "baseUrl": sms_base_url},
+            "relay": {"publicUrl": "https://otp.shop.example"}}
+    assert not {e["name"] for e in render.relay_env(parse_channel("shop", "prod", base))} & {
+        "OTP_RELAY_VOICE", "OTP_RELAY_VOICE_CALLER_ID"}
+    ch = parse_channel("shop", "prod", {**base, "voice": {
+        "callerId": "+6531234567", "profiles": {"en_GB": "en-GB-Emma", "da": "da-DK-Naja"}, "repetition": 3,
+        "perRecipient": {"limit": 2, "window": "30m"}}})
+    env = {e["name"]: e["value"] for e in render.relay_env(ch)}
+    assert {k: v for k, v in env.items() if k.startswith("OTP_RELAY_VOICE")} == {
+        "OTP_RELAY_VOICE": "true", "OTP_RELAY_VOICE_CALLER_ID": "+6531234567",
+        "OTP_RELAY_VOICE_PROFILE": "en-US-Standard-A", "OTP_RELAY_VOICE_PROFILES": "da=da-DK-Naja,en_GB=en-GB-Emma",
+        "OTP_RELAY_VOICE_REPETITION": "3", "OTP_RELAY_VOICE_PER_RECIPIENT": "2/30m",
+        **({"OTP_RELAY_VOICE_BASE_URL": voice_base_url} if voice_base_url else {})}

@@ -62,6 +62,14 @@ def test_a_canary_gets_the_default_period(k8s_api, otpchannel_crd, namespace: st
     assert create_channel(k8s_api, body)["spec"]["canary"] == {"to": "+6591234567", "every": "6h"}
 
 
+def test_voice_gets_its_defaults(k8s_api, otpchannel_crd, namespace: str) -> None:
+    body = minimal_channel(namespace, name="voice")
+    body["spec"]["voice"] = {"callerId": "+6531234567"}
+    assert create_channel(k8s_api, body)["spec"]["voice"] == {
+        "callerId": "+6531234567", "enabled": True, "profile": "en-US-Standard-A", "repetition": 2,
+        "perRecipient": {"limit": 3, "window": "1h"}, "offer": False}
+
+
 def _set(body: dict, path: str, value) -> None:
     *parents, leaf = path.split(".")
     node = body["spec"]
@@ -113,6 +121,14 @@ INVALID_SPECS = {
     "canary without a number": ("canary", {"every": "6h"}, "spec.canary.to: Required value"),
     "canary too often": ("canary", {"to": "+6591234567", "every": "5m"},
                          "canary.every must be a duration between 30m and 168h"),
+    "voice caller id not E.164": ("voice", {"callerId": "6531234567"},
+                                  "voice.callerId must be a phone number in E.164"),
+    "voice without a caller id": ("voice", {"repetition": 2}, "spec.voice.callerId: Required value"),
+    "voice profile not a speech profile": ("voice", {"callerId": "+6531234567", "profile": "Emma"},
+                                           "spec.voice.profile"),
+    "voice profiles keyed by a non-locale": ("voice", {"callerId": "+6531234567", "profiles": {"English!": "en-GB-Emma"}},
+                                             "voice.profiles keys must be locales"),
+    "voice read too often": ("voice", {"callerId": "+6531234567", "repetition": 9}, "spec.voice.repetition"),
 }
 
 
