@@ -12,7 +12,7 @@ import datetime
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -20,6 +20,7 @@ from . import cleanup, endpoints, metrics, names, receipt_tokens, render, rotati
 from . import secret_watch
 from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration, RoutingRefused, routing
 from .auth0.client import before_write
+from .auth0.model import Integration
 from .kube import Applied, KubeApi, KubeError
 from .runtime import ChannelMemory, Runtime, child_token, digest, jittered, monotonic
 from .secrets import (SECRET_NOT_FOUND, SecretProblem, check_state_password, checksum, new_signing_key, secret_value,
@@ -65,7 +66,7 @@ def credentials_for(ch: ChannelSpec, secret: Mapping[str, Any] | None) -> Auth0C
 def desired_integration(ch: ChannelSpec, signing_key: str) -> DesiredIntegration:
     return DesiredIntegration(
         owner=ch.owner,
-        integration=ch.auth0.integration,
+        integration=cast(Integration, ch.auth0.integration),  # one of INTEGRATIONS (parse_channel)
         name=ch.auth0.name,
         relay_url=ch.relay.public_url,
         signing_key=signing_key,
@@ -341,7 +342,7 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
             or monotonic() - mem.children_applied_at >= config.drift_interval
             or any(f"{ref.kind}/{ref.name}" not in mem.absent_confirmed for ref in children.delete)):
         try:
-            live_deployment = await _apply_children(rt, mem, body, children, {
+            live_deployment: dict[str, Any] | None = await _apply_children(rt, mem, body, children, {
                 ("Secret", names.signing_key_secret_name(name)): signing_secret,
                 ("Secret", names.receipt_token_secret_name(name)): receipt_secret,
             })

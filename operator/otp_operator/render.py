@@ -228,7 +228,7 @@ def relay_deployment(
     ch: ChannelSpec, image: str, secrets_checksum: str, owner: Mapping[str, Any]
 ) -> dict[str, Any]:
     probe_common = {"periodSeconds": 10, "timeoutSeconds": 2, "failureThreshold": 3}
-    container = {
+    container: dict[str, Any] = {
         "name": names.RELAY_CONTAINER,
         "image": image,
         "imagePullPolicy": "IfNotPresent",
@@ -266,7 +266,7 @@ def relay_deployment(
     if ch.relay.state_store and ch.relay.state_store.ca:
         container["volumeMounts"].append(
             {"name": "state-ca", "mountPath": names.STATE_CA_MOUNT_DIR, "readOnly": True})
-    deployment = {
+    deployment: dict[str, Any] = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
         "metadata": _metadata(ch, names.relay_name(ch.name), owner),

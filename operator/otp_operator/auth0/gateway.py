@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from auth0.management.types import (ActionBindingRef, ActionBindingWithRef, ActionSecretRequest,
@@ -87,7 +88,7 @@ class Gateway:
         for page in range(_MAX_PAGES):
             pager = await self.api.call(
                 f"GET actions?triggerId={trigger_id}",
-                lambda page=page: self.sdk.actions.list(trigger_id=trigger_id, page=page, per_page=_PAGE))
+                partial(self.sdk.actions.list, trigger_id=trigger_id, page=page, per_page=_PAGE))
             items = list(pager.items or []) if pager else []
             found.extend(_action(item) for item in items)
             if len(items) < _PAGE:
@@ -138,8 +139,7 @@ class Gateway:
         for page in range(_MAX_PAGES):
             pager = await self.api.call(
                 f"GET {trigger_id} bindings",
-                lambda page=page: self.sdk.actions.triggers.bindings.list(trigger_id, page=page,
-                                                                         per_page=_PAGE))
+                partial(self.sdk.actions.triggers.bindings.list, trigger_id, page=page, per_page=_PAGE))
             items = list(pager.items or []) if pager else []
             for item in items:
                 action = item.action
@@ -227,8 +227,8 @@ class Gateway:
         found: list[ObservedConnection] = []
         cursor: str | None = None
         for _ in range(_MAX_PAGES):
-            pager = await self.api.call("GET connections?strategy=sms", lambda cursor=cursor: self.sdk.connections.list(
-                strategy="sms", take=_PAGE, from_=cursor, include_totals=None))
+            pager = await self.api.call("GET connections?strategy=sms", partial(
+                self.sdk.connections.list, strategy="sms", take=_PAGE, from_=cursor, include_totals=None))
             found += [_connection(item) for item in ((pager.items or []) if pager else [])]
             response = getattr(pager, "response", None)
             cursor = getattr(response, "next", None) or None
@@ -284,8 +284,8 @@ class Gateway:
         for page in range(_MAX_PAGES):
             pager = await self.api.call(
                 f"GET hooks?triggerId={HOOK_TRIGGER}",
-                lambda page=page: self.sdk.hooks.list(trigger_id=HOOK_TRIGGER, page=page,
-                                                      per_page=_PAGE, include_totals=True))
+                partial(self.sdk.hooks.list, trigger_id=HOOK_TRIGGER, page=page, per_page=_PAGE,
+                        include_totals=True))
             items = list(pager.items or []) if pager else []
             found.extend(_hook(item) for item in items)
             if len(items) < _PAGE:

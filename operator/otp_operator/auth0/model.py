@@ -337,7 +337,7 @@ def pick_own_action(actions: Sequence[ObservedAction], target: Target,
     if same_name:
         return Conflict(describe_holder("action", same_name[0].name, same_name[0].owner))
     by_name = [a for a in own if a.name == target.name]
-    return (by_name or own or [None])[0]
+    return next(iter(by_name or own), None)
 
 
 @dataclass(frozen=True)
@@ -361,8 +361,8 @@ def recorded_matches(target: Target, recorded: Recorded | None) -> bool:
 def plan_action(target: Target, observed: ObservedAction | None,
                 recorded: Recorded | None) -> ActionPlan:
     if observed is None:
-        repaired = ("action was deleted outside the operator",) if recorded and recorded.action_id else ()
-        return ActionPlan(create=True, deploy=True, repaired=repaired)
+        deleted = ("action was deleted outside the operator",) if recorded and recorded.action_id else ()
+        return ActionPlan(create=True, deploy=True, repaired=deleted)
     in_sync = recorded_matches(target, recorded)
     repaired: list[str] = []
     updated: list[str] = []
@@ -515,15 +515,15 @@ def pick_own_hook(hooks: Sequence[ObservedHook], target: Target,
                                         enabled_others[0].owner)
                         + "; Auth0 runs one enabled hook per trigger")
     by_name = [h for h in own if h.name == target.name]
-    return (by_name or own or [None])[0]
+    return next(iter(by_name or own), None)
 
 
 def plan_hook(target: Target, observed: ObservedHook | None, secret_names: frozenset[str],
               recorded: Recorded | None) -> HookPlan:
     wanted = set(target.secrets)
     if observed is None:
-        repaired = ("hook was deleted outside the operator",) if recorded and recorded.hook_id else ()
-        return HookPlan(create=True, enable=True, add_secrets=tuple(sorted(wanted)), repaired=repaired)
+        deleted = ("hook was deleted outside the operator",) if recorded and recorded.hook_id else ()
+        return HookPlan(create=True, enable=True, add_secrets=tuple(sorted(wanted)), repaired=deleted)
     in_sync = recorded_matches(target, recorded)
     repaired: list[str] = []
     updated: list[str] = []

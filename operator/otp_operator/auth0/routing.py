@@ -299,6 +299,7 @@ def current_value(observed: ObservedRouting, problem: Problem) -> Any:
     if problem.connection is not None:
         return problem.connection.options.get(USE_PHONE_PROVIDER)
     key = problem.key
+    assert key is not None  # every change has a setting or a connection
     return {UPE_KEY: observed.upe, SMS_FACTOR_KEY: observed.sms_factor,
             MESSAGE_TYPES_KEY: list(observed.message_types),
             SELECTED_PROVIDER_KEY: observed.selected_provider}[key]
