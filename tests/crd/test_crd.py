@@ -12,6 +12,7 @@ from kubernetes.client.rest import ApiException
 from tests.fixtures.crd import GROUP, PLURAL, VERSION
 from tests.support.builders import example_channel, minimal_channel
 from tests.support.channels import create_channel
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -22,6 +23,13 @@ def get_json(api: client.ApiClient, path: str, accept: str = "application/json")
     response.read()
     assert response.status == 200, response.data
     return json.loads(response.data)
+
+
+def _openapi(api: client.ApiClient) -> dict | None:
+    response = api.call_api("GET", f"{api.configuration.host}/openapi/v3/apis/{GROUP}/{VERSION}",
+                            header_params={"Accept": "application/json"})
+    response.read()
+    return json.loads(response.data) if response.status == 200 else None
 
 
 def test_crd_is_established_with_short_name_and_status(otpchannel_crd: dict) -> None:
@@ -180,8 +188,9 @@ def test_printer_columns_in_table_view(k8s_api, otpchannel_crd, namespace) -> No
 
 
 def test_explain_has_descriptions(k8s_api, otpchannel_crd) -> None:
-    """`kubectl explain otpchannel.spec.sms` reads these descriptions from OpenAPI v3."""
-    doc = get_json(k8s_api, f"/openapi/v3/apis/{GROUP}/{VERSION}")
+    """`kubectl explain otpchannel.spec.sms` reads these descriptions from OpenAPI v3 (which the
+    API server publishes a moment after the CRD is Established)."""
+    doc = wait_for(lambda: _openapi(k8s_api), timeout=30, what="the CRD's OpenAPI v3 document")
     schema = doc["components"]["schemas"]["io.otprelay.v1alpha1.OtpChannel"]
 
     def walk(node: dict, path: str):
