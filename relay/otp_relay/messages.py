@@ -14,6 +14,7 @@ import orjson
 
 import phonenumbers
 
+from .config import valid_locale
 from .problems import Problem
 from .state import idempotency_key, valid_key
 
@@ -32,6 +33,8 @@ class OtpRequest:
     idempotency_key: str  # as sent (64 lowercase hex) or derived the same way
     number_type: str = "UNKNOWN"  # libphonenumber's PhoneNumberType name
     calling_code: int = 0
+    delivery: str = "text"  # "text" (an SMS) or "voice" (a text-to-speech call)
+    locale: str | None = None  # Auth0's, when well-formed (picks the call's voice)
 
 
 def _bad(detail: str) -> Problem:
@@ -45,7 +48,12 @@ def _optional_str(body: dict, name: str) -> str | None | Problem:
     return _bad(f"'{name}' must be a string")
 
 
-def parse(raw: bytes) -> OtpRequest | Problem:
+VOICE_DISABLED = Problem(422, "Delivery method not supported",
+                         "voice delivery is not configured on this channel; use 'text'")
+
+
+def parse(raw: bytes, voice: bool = False) -> OtpRequest | Problem:
+    """``voice``: whether this relay places calls (else a voice message is a 422)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -87,8 +95,9 @@ def parse(raw: bytes) -> OtpRequest | Problem:
     if isinstance(classified, Problem):
         return classified
     country, number_type, calling_code = classified
-    if delivery == "voice":
-        return Problem(422, "Delivery method not supported", "voice delivery is not supported; use 'text'")
+    if delivery == "voice" and not voice:
+        return VOICE_DISABLED
+    locale = body.get("locale")
     return OtpRequest(
         recipient=recipient,
         country=country,
@@ -98,6 +107,8 @@ def parse(raw: bytes) -> OtpRequest | Problem:
         idempotency_key=key or idempotency_key(recipient, body.get("code"), message_type, text),
         number_type=number_type,
         calling_code=calling_code,
+        delivery=delivery,
+        locale=locale if valid_locale(locale) else None,  # a malformed one: the default voice
     )
 
 

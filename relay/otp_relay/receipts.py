@@ -343,9 +343,10 @@ class Receipts:
         newest = self.tokens.newest if self.tokens is not None else None
         return f"{self.url}/{newest}" if self.url and newest else None
 
-    def sent(self, umid: str, country: str) -> None:
+    def sent(self, umid: str, country: str, channel: str = "text") -> None:
         """On the send path: never holds the answer up for a shared store. Sent umids are
-        kept only when sends ask for receipts."""
+        kept only when sends ask for receipts. ``channel``: "text" (an SMS, ``umid``) or
+        "voice" (a call, its ``sessionId``)."""
         self.window.add("sent")
         if not self.url:
             return

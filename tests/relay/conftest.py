@@ -19,6 +19,7 @@ from tests.support.waiting import wait_for as support_wait_for
 SUBACCOUNT = "shop_otp"
 API_KEY = "sk-live-8x8-3f9a1c77e2b04d5f"
 SIGNING_KEYS = ("sig-old-5b2e9d14c8a7", "sig-new-a81f3c6e0d92")
+CALLER_ID = "+6568332048"  # whitelisted for SUBACCOUNT's calls on the emulator
 # The tests' "no global limit" (100000/s) over the retention needs 180.8 M keys; the store's
 # memory grows only with the keys it holds, so a cap this high is what "no limit" means here.
 UNLIMITED_KEYS = "1000000000"
@@ -34,8 +35,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
 
 @pytest.fixture(scope="session")
 def emulator_keys(sms_emulator: EightByEightEmulator) -> EightByEightEmulator:
-    sms_emulator.add_subaccount(SUBACCOUNT, API_KEY)
+    sms_emulator.add_subaccount(SUBACCOUNT, API_KEY, caller_ids=[CALLER_ID])
     return sms_emulator
+
+
+def voice_settings(emulator: EightByEightEmulator, **settings: str) -> dict[str, str]:
+    """A relay's settings with voice on, calling through ``emulator`` from ``CALLER_ID``."""
+    return {"VOICE": "true", "VOICE_BASE_URL": emulator.base_url, "VOICE_CALLER_ID": CALLER_ID, **settings}
 
 
 @pytest.fixture
@@ -56,6 +62,7 @@ def make_relay(relay_factory: Callable[..., RelayProcess], emulator_keys: EightB
         workdir = tmp_path / f"relay{next(counter)}"
         settings.setdefault("GLOBAL_LIMIT", "100000/s")
         settings.setdefault("PER_RECIPIENT", "100000/s")
+        settings.setdefault("VOICE_PER_RECIPIENT", "100000/s")
         settings.setdefault("MAX_IDEMPOTENCY_KEYS", UNLIMITED_KEYS)
         for name, value in NO_POLICY_WINDOWS.items():
             settings.setdefault(name, value)

@@ -1,0 +1,168 @@
+"""Voice OTP through a real relay and the 8x8 emulator's Voice Messaging API: one message is at
+most one call (also when Auth0 retries after a lost answer or a timeout), Auth0's spoken text in
+the locale's voice, 8x8's refusals as the relay's answers, the per-recipient call window."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+
+import re
+
+import pytest
+
+from otp_relay import config
+from otp_relay.state import idempotency_key
+from tests.fixtures.relay import otp_body, voice_body
+
+from .test_units import BASE_ENV
+from .conftest import (
+    API_KEY, CALLER_ID, SIGNING_KEYS, assert_no_secrets, fresh_number, problem, voice_settings, wait_for,
+)
+
+KEY = SIGNING_KEYS[1]
+PROFILES = "en_GB=en-GB-Emma,da=da-DK-Naja"
+
+
+def key_of(body: dict) -> str:
+    return idempotency_key(body["recipient"], body["code"], body["message_type"], body["text"])
+
+
+def test_a_voice_otp_is_one_call_with_the_spoken_text_the_locales_voice_and_two_readings(make_relay, emulator) -> None:
+    relay = make_relay(**voice_settings(emulator, VOICE_PROFILES=PROFILES))
+    number = fresh_number()
+    body = voice_body(number, locale="da_DK")
+    before = time.time()
+    answer = relay.post(body, KEY)
+    assert answer.status_code == 202, answer.text
+    [call] = emulator.calls()
+    assert answer.json() == {"id": call.session_id, "status": "queued"}
+    assert (call.destination, call.source, call.text, call.voice_profile, call.repetition) == (
+        number[1:], CALLER_ID[1:], body["text"], "da-DK-Naja", 2)
+    assert [a["action"] for a in call.actions] == ["makeCall", "say", "hangup"]
+    assert call.client_action_id == key_of(body)  # 8x8's record of the call names the message
+    valid_until = dt.datetime.fromisoformat(call.valid_until.replace("Z", "+00:00")).timestamp()
+    assert before + 300 - 2 <= valid_until <= time.time() + 300 + 1  # the code's validity (5m)
+    assert emulator.messages() == []  # no SMS
+
+    again = relay.post(body, KEY)  # Auth0 retries the same message
+    assert again.status_code == 202 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json() == answer.json()
+    # a locale without its own voice takes its language's, then the default
+    relay.post(voice_body(number, code="551177", locale="en_GB"), KEY)
+    relay.post(voice_body(number, code="551178", locale="pt_BR"), KEY)
+    relay.post(voice_body(number, code="551179"), KEY)
+    assert [c.voice_profile for c in emulator.calls()] == ["da-DK-Naja", "en-GB-Emma", "en-US-Standard-A",
+                                                           "en-US-Standard-A"]
+    assert relay.metric("otp_relay_sends_total", channel="voice", outcome="accepted") == 4
+    assert relay.metric("otp_relay_sends_total", channel="voice", outcome="replayed") == 1
+    assert relay.metric("otp_relay_upstream_responses_total", channel="voice", status="200") == 4
+    assert relay.metric("otp_relay_upstream_responses_total", channel="text") == 0
+    logs = relay.logs()
+    assert '"channel":"voice"' in logs and "***" + number[-4:] in logs
+    assert_no_secrets(logs, [number, body["code"], " ".join(body["code"]), API_KEY, *SIGNING_KEYS])
+
+
+@pytest.mark.parametrize("fault", [
+    {"kind": "reset", "after_accept": True},  # 8x8 created the call, its answer was lost
+    {"kind": "latency", "ms": 2500},  # 8x8 answers after the relay's deadline
+], ids=["lost-answer", "timeout"])
+def test_an_auth0_retry_after_an_unknown_outcome_places_no_second_call(make_relay, emulator, fault) -> None:
+    relay = make_relay(**voice_settings(emulator), DEADLINE="1.5")
+    body = voice_body(fresh_number())
+    emulator.inject(**fault, api="voice")
+    first = relay.post(body, KEY)
+    assert first.status_code == 504, first.text
+    if fault["kind"] == "reset":
+        wait_for(lambda: len(emulator.calls()) == 1)  # 8x8 placed the call
+    for _ in range(3):  # Auth0's retries of the same message
+        assert relay.post(body, KEY).status_code == 504
+    time.sleep(0.5)
+    assert len(emulator.calls()) <= 1
+    assert len([r for r in emulator.requests() if r["path"].endswith("/callflows")]) == 1
+
+
+def test_voice_off_is_a_422_that_says_so(make_relay, emulator) -> None:
+    relay = make_relay()
+    answer = relay.post(voice_body(fresh_number()), KEY)
+    assert answer.status_code == 422
+    assert problem(answer)["detail"] == "voice delivery is not configured on this channel; use 'text'"
+    assert emulator.calls() == [] and emulator.messages() == []
+
+
+@pytest.mark.parametrize("settings, status, code", [
+    ({"VOICE_CALLER_ID": "+6568339999"}, 422, "-1014"),  # not whitelisted by 8x8
+    ({"VOICE_PROFILE": "fr-FR-DeniseNeural"}, 400, "-1002"),  # not a speech profile of the account
+], ids=["unknown-caller-id", "unknown-voice-profile"])
+def test_8x8_refusing_the_call_is_the_relays_final_502_with_8x8s_code(make_relay, emulator, settings,
+                                                                       status, code) -> None:
+    relay = make_relay(**voice_settings(emulator, **settings))
+    body = voice_body(fresh_number())
+    answer = relay.post(body, KEY)
+    assert answer.status_code == 502
+    details = problem(answer)
+    assert (details["upstream_status"], details["upstream_code"], details["title"]) == (
+        status, code, "8x8 rejected the call")
+    assert emulator.calls() == []
+    # 8x8 refused it: nothing was placed, so the key is free (the caller drops it anyway)
+    assert len([r for r in emulator.requests() if r["path"].endswith("/callflows")]) == 1
+    assert relay.metric("otp_relay_sends_total", channel="voice", outcome="upstream_rejected") == 1
+
+
+def test_a_voice_503_is_retried_like_an_sms_one(make_relay, emulator) -> None:
+    relay = make_relay(**voice_settings(emulator))
+    emulator.inject("status", status=503, api="voice")
+    assert relay.post(voice_body(fresh_number()), KEY).status_code == 202
+    assert len(emulator.calls()) == 1
+    assert relay.metric("otp_relay_upstream_responses_total", channel="voice", status="503") == 1
+
+
+def test_a_landline_gets_a_call_but_no_text(make_relay, emulator) -> None:
+    relay = make_relay(**voice_settings(emulator))
+    landline = "+6561234567"  # Singapore fixed line
+    assert relay.post(voice_body(landline), KEY).status_code == 202
+    refused = relay.post(otp_body(landline), KEY)
+    assert refused.status_code == 403 and "FIXED_LINE" in problem(refused)["detail"]
+    premium = relay.post(voice_body("+19005550123"), KEY)  # premium rate: no call either
+    assert premium.status_code == 403
+    assert problem(premium)["detail"] == "numbers of type PREMIUM_RATE get no call by policy"
+    assert len(emulator.calls()) == 1
+
+
+def test_calls_have_their_own_stricter_window_per_recipient(make_relay, emulator) -> None:
+    relay = make_relay(**voice_settings(emulator, VOICE_PER_RECIPIENT="2/1h"))
+    number = fresh_number()
+    statuses = [relay.post(voice_body(number, code=f"7700{i:02d}"), KEY).status_code for i in range(3)]
+    assert statuses == [202, 202, 429]
+    limited = relay.post(voice_body(number, code="770099"), KEY)
+    assert problem(limited)["detail"] == "call limit for this recipient reached"
+    assert 3590 <= int(limited.headers["Retry-After"]) <= 3600
+    assert relay.post(otp_body(number), KEY).status_code == 202  # texts: their own window
+    assert relay.metric("otp_relay_limit_rejections_total", limit="voice_recipient") == 2
+    assert len(emulator.calls()) == 2
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"OTP_RELAY_VOICE": "true"}, "--voice-caller-id / OTP_RELAY_VOICE_CALLER_ID: required with --voice"),
+    ({"OTP_RELAY_VOICE": "true", "OTP_RELAY_VOICE_CALLER_ID": "6568332048"}, "the caller ID must be an E.164 number"),
+    ({"OTP_RELAY_VOICE": "yes please"}, "--voice / OTP_RELAY_VOICE: expected true or false"),
+    ({"OTP_RELAY_VOICE_REPETITION": "4"}, "--voice-repetition / OTP_RELAY_VOICE_REPETITION: expected 1, 2 or 3"),
+    ({"OTP_RELAY_VOICE_PROFILES": "en_GB"}, "expected LOCALE=PROFILE entries"),
+    ({"OTP_RELAY_VOICE_PROFILE": "Emma"}, "expected an 8x8 speech profile code"),
+    ({"OTP_RELAY_VOICE_BASE_URL": "http://127.0.0.1:9"}, "--voice-base-url / OTP_RELAY_VOICE_BASE_URL: expected an https://"),
+    ({"OTP_RELAY_VOICE_PER_RECIPIENT": "3 an hour"}, "--voice-per-recipient / OTP_RELAY_VOICE_PER_RECIPIENT"),
+], ids=["no-caller-id", "caller-id-not-e164", "flag", "repetition", "profiles", "profile", "base-url", "window"])
+def test_bad_voice_settings_say_what_is_wrong(env, message) -> None:
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
+        config.load([], {**BASE_ENV, **env})
+
+
+def test_voice_settings_and_their_defaults() -> None:
+    off = config.load([], BASE_ENV)
+    assert (off.voice_enabled, off.voice_base_url, off.voice_repetition, off.voice_per_recipient) == (
+        False, "https://voice.8x8.com", 2, config.Rate(3, 3600))
+    assert config.load([], {**BASE_ENV, "OTP_RELAY_SMS_REGION": "eu"}).voice_base_url == "https://voice.8x8.uk"
+    on = config.load([], {**BASE_ENV, "OTP_RELAY_VOICE": "true", "OTP_RELAY_VOICE_CALLER_ID": CALLER_ID,
+                          "OTP_RELAY_VOICE_PROFILES": "en_GB=en-GB-Emma, da=da-DK-Naja"})
+    assert [on.voice_profile_for(locale) for locale in ("en_GB", "en-gb", "da_DK", "en", None, "x" * 40)] == [
+        "en-GB-Emma", "en-GB-Emma", "da-DK-Naja", "en-US-Standard-A", "en-US-Standard-A", "en-US-Standard-A"]
