@@ -12,7 +12,8 @@ import pytest
 from otp_sandbox.eightbyeight import EightByEightEmulator
 
 from tests.fixtures.cluster import temporary_namespace
-from tests.fixtures.relay import RelayProcess, fresh_number, relay_env  # noqa: F401  (fresh_number: the relay tests import it from here)
+from otp_sandbox.processes import metric_samples
+from tests.fixtures.relay import RelayProcess, free_port, kubelet_volume, fresh_number, relay_env  # noqa: F401  (fresh_number: the relay tests import it from here)
 from tests.support.leaks import assert_no_secrets  # noqa: F401  (the relay tests import it from here)
 from tests.support.waiting import wait_for as support_wait_for
 
@@ -58,8 +59,8 @@ def make_relay(relay_factory: Callable[..., RelayProcess], emulator_keys: EightB
 
     def start(*, base_url: str | None = None, api_key: str = API_KEY,
               signing_keys: tuple[str, ...] = SIGNING_KEYS, wait_ready: bool = True,
-              **settings: str) -> RelayProcess:
-        workdir = tmp_path / f"relay{next(counter)}"
+              workdir: Path | None = None, port: int | None = None, **settings: str) -> RelayProcess:
+        workdir = workdir or tmp_path / f"relay{next(counter)}"
         settings.setdefault("GLOBAL_LIMIT", "100000/s")
         settings.setdefault("PER_RECIPIENT", "100000/s")
         settings.setdefault("VOICE_PER_RECIPIENT", "100000/s")
@@ -69,9 +70,39 @@ def make_relay(relay_factory: Callable[..., RelayProcess], emulator_keys: EightB
         env = relay_env(workdir, base_url=base_url or emulator_keys.base_url,
                         ssl_cert_file=ssl_cert_file, subaccount=SUBACCOUNT, api_key=api_key,
                         signing_keys=signing_keys, **settings)
-        return relay_factory(env, workdir=workdir, wait_ready=wait_ready)
+        return relay_factory(env, workdir=workdir, wait_ready=wait_ready, port=port)
 
     return start
+
+
+TOKENS = ("rcpt-old-Q2d8xV1mZ0aT7kLp", "rcpt-new-9fJw3Hs6Ye4RbN1c")  # receipt tokens, newest last
+
+
+@pytest.fixture
+def receipt_relay(make_relay: Callable[..., RelayProcess], tmp_path: Path) -> Callable[..., RelayProcess]:
+    """``receipt_relay(**settings)``: a relay (``make_relay``) whose sends ask 8x8 for receipts
+    on its own port, with the receipt tokens ``TOKENS`` in a kubelet-style volume."""
+    counter = itertools.count()
+
+    def start(tokens: tuple[str, ...] = TOKENS, **settings: str) -> RelayProcess:
+        workdir = tmp_path / f"receipt-relay{next(counter)}"
+        port = free_port()
+        kubelet_volume(workdir / "receipts", {"tokens": "".join(f"{t}\n" for t in tokens)})
+        return make_relay(workdir=workdir, port=port, RECEIPT_URL=f"http://127.0.0.1:{port}/v1/receipts",
+                          RECEIPT_TOKEN_FILE=str(workdir / "receipts" / "tokens"), **settings)
+
+    return start
+
+
+def samples(relay: RelayProcess, name: str) -> dict[tuple, float]:
+    """Every sample of ``name`` on the relay's /metrics, by its sorted labels."""
+    return metric_samples(relay.get("/metrics").text, name)
+
+
+def post_receipt(relay: RelayProcess, body: object, token: str = TOKENS[1]):
+    """POST a receipt (or a voice session summary) to the relay's receipt path with ``token``."""
+    kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+    return relay.client.post(f"{relay.url}/v1/receipts/{token}", **kwargs)
 
 
 # The shared relay's settings (as OTP_RELAY_* variables without the prefix), for the local

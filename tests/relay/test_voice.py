@@ -17,7 +17,8 @@ from tests.fixtures.relay import otp_body, voice_body
 
 from .test_units import BASE_ENV
 from .conftest import (
-    API_KEY, CALLER_ID, SIGNING_KEYS, assert_no_secrets, fresh_number, problem, voice_settings, wait_for,
+    API_KEY, CALLER_ID, SIGNING_KEYS, SUBACCOUNT, TOKENS, assert_no_secrets, fresh_number, post_receipt, problem,
+    samples, voice_settings, wait_for,
 )
 
 KEY = SIGNING_KEYS[1]
@@ -166,3 +167,89 @@ def test_voice_settings_and_their_defaults() -> None:
                           "OTP_RELAY_VOICE_PROFILES": "en_GB=en-GB-Emma, da=da-DK-Naja"})
     assert [on.voice_profile_for(locale) for locale in ("en_GB", "en-gb", "da_DK", "en", None, "x" * 40)] == [
         "en-GB-Emma", "en-GB-Emma", "da-DK-Naja", "en-US-Standard-A", "en-US-Standard-A", "en-US-Standard-A"]
+
+
+# --- call outcomes: 8x8's Voice Session Summary on the receipt path -------------------------
+def vss_body(session_id: str, status: str = "COMPLETED", **payload) -> dict:
+    """A Voice Session Summary as 8x8 posts it (the parts the relay reads, and free text it must not)."""
+    return {"namespace": "VOICE", "eventType": "SESSION_SUMMARY", "description": "Summary of a completed call session",
+            "payload": {"sessionId": session_id, "subAccountId": SUBACCOUNT, "sessionStatus": status,
+                        "callCount": 1, "details": {"callA": {"destination": "+6591234567", "callStatus": status}},
+                        **payload}}
+
+
+def summary_webhook(emulator, relay) -> None:
+    """Point the subaccount's VSS webhook at the relay's receipt path, as the operator of 8x8's
+    Webhooks API would (the newest receipt token in the path)."""
+    emulator.set_voice_webhook(SUBACCOUNT, f"{relay.url}/v1/receipts/{TOKENS[1]}")
+    emulator.set_receipt_time_factor(0.02)
+
+
+def test_call_outcomes_feed_the_delivery_metrics_and_the_summary_per_channel(receipt_relay, emulator) -> None:
+    relay = receipt_relay(**voice_settings(emulator))
+    summary_webhook(emulator, relay)
+    answered, unanswered, failed, texted = (fresh_number() for _ in range(4))
+    emulator.set_call_outcome(answered, "answered", after_ms=300, duration_s=1)
+    emulator.set_call_outcome(unanswered, "no-answer")
+    emulator.set_call_outcome(failed, "error", error_code=-2004)
+    for number in (answered, unanswered, failed):
+        assert relay.post(voice_body(number), KEY).status_code == 202
+    assert relay.post(otp_body(texted), KEY).status_code == 202  # 8x8 delivers the SMS at once
+    wait_for(lambda: sum(samples(relay, "otp_relay_receipts_total").values()) == 4)
+    voice = lambda detail, state, code="": (  # noqa: E731
+        ("channel", "voice"), ("country", "SG"), ("detail", detail), ("error_code", code), ("state", state))
+    counted = samples(relay, "otp_relay_receipts_total")
+    assert {k: v for k, v in counted.items() if ("channel", "voice") in k} == {
+        voice("completed", "delivered"): 1.0, voice("no_answer", "undelivered"): 1.0,
+        voice("error", "undelivered", "-2004"): 1.0}
+    assert samples(relay, "otp_relay_delivery_seconds_count") == {(("channel", "text"),): 1.0,
+                                                                 (("channel", "voice"),): 1.0}
+    summary = relay.get("/v1/delivery-summary").json()
+    assert (summary["sent"], summary["delivered"], summary["undelivered"], summary["ratio"]) == (4, 2, 2, 0.5)
+    text, calls = summary["channels"]["text"], summary["channels"]["voice"]
+    assert (text["sent"], text["delivered"], text["undelivered"], text["ratio"]) == (1, 1, 0, 1.0)
+    assert (calls["sent"], calls["delivered"], calls["undelivered"], calls["ratio"]) == (3, 1, 2, 0.3333)
+    assert calls["topFailureReason"] in ("No answer", "No coverage available for requested area")
+    assert summary["topFailureReason"] == calls["topFailureReason"]
+    # 8x8 retrying a summary counts once
+    assert post_receipt(relay, vss_body(emulator.calls()[1].session_id, "NO_ANSWER")).status_code == 200
+    assert relay.get("/v1/delivery-summary").json()["channels"]["voice"]["undelivered"] == 2
+    logs = relay.logs()
+    assert_no_secrets(logs, [answered, unanswered, failed, texted, *TOKENS, API_KEY])
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["in-process", "redis"])
+def test_forged_and_unknown_session_summaries_change_nothing(receipt_relay, emulator, shared: bool,
+                                                              request: pytest.FixtureRequest) -> None:
+    settings = voice_settings(emulator)
+    if shared:
+        redis_server = request.getfixturevalue("redis_server")
+        settings.update(STATE_URL=redis_server.url, STATE_PASSWORD_FILE=str(redis_server.password_file),
+                        STATE_PREFIX=f"test:vss:{time.monotonic_ns()}")
+    relay = receipt_relay(**settings)  # no VSS webhook on the emulator: this test posts the summaries
+    number = fresh_number()
+    session = relay.post(voice_body(number), KEY).json()["id"]
+    emulator.set_outcome(number, "none")
+    umid = relay.post(otp_body(number), KEY).json()["id"]  # an SMS of this relay
+    time.sleep(0.2)  # the shared record is written after the answer
+    before = relay.get("/v1/delivery-summary").json()
+    assert post_receipt(relay, vss_body(session), TOKENS[1] + "x").status_code == 404  # bad token
+    assert post_receipt(relay, vss_body("77777777-0000-4000-8000-000000000000")).status_code == 503  # unknown
+    assert post_receipt(relay, vss_body(umid)).status_code == 503  # an SMS's umid is no call of this relay
+    assert post_receipt(relay, vss_body("x y", errorDetails={"errorMsg": "attacker text"})).status_code == 400
+    assert relay.get("/v1/delivery-summary").json() == before
+    assert samples(relay, "otp_relay_receipts_total") == {}
+    results = samples(relay, "otp_relay_receipt_requests_total")
+    assert results[(("result", "unknown_umid"),)] >= 2 and results[(("result", "bad_token"),)] == 1
+    # the SMS's own receipt still counts (the forged summary marked none of its states)
+    assert post_receipt(relay, {"namespace": "SMS", "eventType": "outbound_message_status_changed",
+                                "payload": {"umid": umid, "status": {"state": "delivered"}}}).status_code == 200
+    # and the call's real summary counts, with 8x8's error code but never its text
+    failed = vss_body(session, "ERROR", errorDetails={"errorMsg": "attacker text", "errorCode": -31337})
+    assert post_receipt(relay, failed).status_code == 200
+    assert relay.get("/v1/delivery-summary").json()["channels"]["voice"] == {
+        "sent": 1, "delivered": 0, "undelivered": 1, "ratio": 0.0, "topFailureReason": "8x8 voice error"}
+    assert samples(relay, "otp_relay_receipts_total")[
+        (("channel", "voice"), ("country", "SG"), ("detail", "error"), ("error_code", "other"),
+         ("state", "undelivered"))] == 1.0
+    assert "attacker text" not in relay.logs()
