@@ -6,7 +6,9 @@ or the number.
 
 from __future__ import annotations
 
+import html
 import ipaddress
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -46,6 +48,17 @@ def _optional_str(body: dict, name: str) -> str | None | Problem:
     if value is None or isinstance(value, str):
         return value
     return _bad(f"'{name}' must be a string")
+
+
+_MARKUP = re.compile(r"<[^<>]{0,512}>")  # a TwiML/SSML tag (bounded: clients write the text)
+_SPACES = re.compile(r"\s+")
+
+
+def spoken(text: str) -> str:
+    """The words a call reads from Auth0's voice text: Auth0 may hand it wrapped in markup
+    (``<Response><Say>...</Say></Response>``, SSML), which 8x8's ``say`` would read out
+    literally; tags are dropped, XML entities decoded, white space collapsed."""
+    return _SPACES.sub(" ", html.unescape(_MARKUP.sub(" ", text))).strip()
 
 
 VOICE_DISABLED = Problem(422, "Delivery method not supported",
@@ -98,10 +111,15 @@ def parse(raw: bytes, voice: bool = False) -> OtpRequest | Problem:
     if delivery == "voice" and not voice:
         return VOICE_DISABLED
     locale = body.get("locale")
+    words = text
+    if delivery == "voice":
+        words = spoken(text)
+        if not words:
+            return _bad("'text' has nothing to say once its markup is removed")
     return OtpRequest(
         recipient=recipient,
         country=country,
-        text=text,
+        text=words,
         message_type=message_type,
         client_ip=client_ip,
         idempotency_key=key or idempotency_key(recipient, body.get("code"), message_type, text),

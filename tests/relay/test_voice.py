@@ -5,13 +5,14 @@ the locale's voice, 8x8's refusals as the relay's answers, the per-recipient cal
 from __future__ import annotations
 
 import datetime as dt
+import json
 import time
 
 import re
 
 import pytest
 
-from otp_relay import config
+from otp_relay import config, messages
 from otp_relay.state import idempotency_key
 from tests.fixtures.relay import otp_body, voice_body
 
@@ -167,6 +168,28 @@ def test_voice_settings_and_their_defaults() -> None:
                           "OTP_RELAY_VOICE_PROFILES": "en_GB=en-GB-Emma, da=da-DK-Naja"})
     assert [on.voice_profile_for(locale) for locale in ("en_GB", "en-gb", "da_DK", "en", None, "x" * 40)] == [
         "en-GB-Emma", "en-GB-Emma", "da-DK-Naja", "en-US-Standard-A", "en-US-Standard-A", "en-US-Standard-A"]
+
+
+@pytest.mark.parametrize("given, said", [
+    ("<Response><Say>Your code is 4 8 2</Say></Response>", "Your code is 4 8 2"),
+    ('<speak>Code <say-as interpret-as="digits">482</say-as>.</speak>', "Code 482 ."),
+    ("Tom &amp; Jerry: 1 &lt; 2", "Tom & Jerry: 1 < 2"),
+    ("plain words\n  twice", "plain words twice"),
+])
+def test_voice_text_is_said_without_its_markup(given: str, said: str) -> None:
+    body = {"recipient": "+6591234567", "text": given, "message_type": "otp_verify",
+            "delivery_method": "voice", "code": "482"}
+    parsed = messages.parse(json.dumps(body).encode(), voice=True)
+    assert parsed.text == said
+    assert parsed.idempotency_key == key_of(body)  # the key is over the text as sent (the caller's formula)
+    assert messages.parse(json.dumps({**body, "delivery_method": "text"}).encode()).text == given  # SMS: as sent
+
+
+def test_voice_text_that_is_only_markup_is_a_400() -> None:
+    body = {"recipient": "+6591234567", "text": "<Response><Say></Say></Response>",
+            "message_type": "otp_verify", "delivery_method": "voice"}
+    refused = messages.parse(json.dumps(body).encode(), voice=True)
+    assert (refused.status, refused.detail) == (400, "'text' has nothing to say once its markup is removed")
 
 
 # --- call outcomes: 8x8's Voice Session Summary on the receipt path -------------------------
