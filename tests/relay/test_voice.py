@@ -12,7 +12,7 @@ import re
 
 import pytest
 
-from otp_relay import config, messages
+from otp_relay import config, messages, upstream
 from otp_relay.state import idempotency_key
 from tests.fixtures.relay import otp_body, voice_body
 
@@ -109,6 +109,38 @@ def test_8x8_refusing_the_call_is_the_relays_final_502_with_8x8s_code(make_relay
     # 8x8 refused it: nothing was placed, so the key is free (the caller drops it anyway)
     assert len([r for r in emulator.requests() if r["path"].endswith("/callflows")]) == 1
     assert relay.metric("otp_relay_sends_total", channel="voice", outcome="upstream_rejected") == 1
+
+
+@pytest.mark.parametrize("status, body, expected", [
+    (200, {"sessionId": "0f3c5a2e-6b1d-4c55-9a0e-1d2b3c4d5e6f", "sessionStatus": "CREATED", "statusCode": 1},
+     upstream.Accepted("0f3c5a2e-6b1d-4c55-9a0e-1d2b3c4d5e6f")),
+    (200, {"sessionStatus": "CREATED"}, upstream.Unknown("8x8 answered without a usable session id; outcome unknown")),
+    (200, {"sessionId": "x y <script>", "sessionStatus": "CREATED"},
+     upstream.Unknown("8x8 answered without a usable session id; outcome unknown")),
+    (200, {"sessionStatus": "NOT_CREATED", "statusCode": -1015, "statusMessage": "expired"},
+     upstream.Rejected(200, "-1015", "expired")),
+    (422, {"sessionStatus": "NOT_CREATED", "statusCode": -1014, "statusMessage": "Source or caller ID is not allowed"},
+     upstream.Rejected(422, "-1014", "Source or caller ID is not allowed")),
+    (401, {"statusCode": 401, "statusMessage": "Authentication header not found or token invalid"},
+     upstream.Rejected(401, "401", "Authentication header not found or token invalid")),
+    (500, b"<html>oops</html>", upstream.Rejected(500, "500", "")),
+    (302, b"", upstream.Rejected(302, "REDIRECT", "8x8 answered with a redirect; not followed")),
+    (429, b"", None), (503, b"", None),
+])
+def test_8x8s_voice_answers_are_read_like_its_sms_answers(status, body, expected) -> None:
+    raw = body if isinstance(body, bytes) else json.dumps(body).encode()
+    assert upstream.interpret_voice(status, raw) == expected
+
+
+def test_a_voice_500_is_a_final_502_and_never_a_second_call(make_relay, emulator) -> None:
+    relay = make_relay(**voice_settings(emulator))
+    body = voice_body(fresh_number())
+    emulator.inject("status", status=500, api="voice")
+    first = relay.post(body, KEY)
+    assert (first.status_code, problem(first)["title"]) == (502, "8x8 failed")
+    again = relay.post(body, KEY)  # 8x8 may have placed it: the key is kept as unknown
+    assert again.status_code == 504
+    assert len([r for r in emulator.requests() if r["path"].endswith("/callflows")]) == 1
 
 
 def test_a_voice_503_is_retried_like_an_sms_one(make_relay, emulator) -> None:
