@@ -222,7 +222,7 @@ class Relay:
         if not isinstance(verdict, Proceed):
             if is_canary and isinstance(verdict, Limited):
                 await self._canary_attempt("capped")
-            return self._answer_known(verdict, fields, request_id)
+            return self._answer_known(verdict, fields, request_id, otp.delivery)
         for rule in verdict.would_refuse:
             self._monitored(rule, fields)
 
@@ -247,7 +247,7 @@ class Relay:
         await self._settle(otp.idempotency_key, outcome, fields)
         if isinstance(outcome, Accepted):
             fields["umid"] = outcome.umid
-            return _accepted(outcome.umid)
+            return _accepted(outcome.umid, delivery=otp.delivery)
         if isinstance(outcome, Rejected):
             fields["upstream"] = f"{outcome.http_status}/{outcome.code}"
             what = "call" if otp.delivery == "voice" else "message"
@@ -300,11 +300,12 @@ class Relay:
             self._state_answered(False)
             fields["state"] = "not settled"
 
-    def _answer_known(self, verdict: object, fields: dict[str, object], request_id: str) -> Answer:
+    def _answer_known(self, verdict: object, fields: dict[str, object], request_id: str,
+                      delivery: str = "text") -> Answer:
         """The answer for a key seen before, or a limit."""
         if isinstance(verdict, Replay):
             fields["idempotent"], fields["umid"], fields["outcome"] = "replayed", verdict.umid, "replayed"
-            return _accepted(verdict.umid, {"Idempotent-Replayed": "true"})
+            return _accepted(verdict.umid, {"Idempotent-Replayed": "true"}, delivery)
         if isinstance(verdict, InFlight):
             fields["idempotent"] = "in_flight"
             return _problem(Problem(409, "Already in flight", "this message is being sent; retry later",
@@ -483,8 +484,11 @@ class Relay:
         return app
 
 
-def _accepted(umid: str, headers: dict[str, str] | None = None) -> Answer:
-    return 202, orjson.dumps({"id": umid, "status": "queued"}), {
+def _accepted(umid: str, headers: dict[str, str] | None = None, delivery: str = "text") -> Answer:
+    """202; a call's answer also says ``"channel": "voice"`` (its id is 8x8's sessionId)."""
+    body = {"id": umid, "status": "queued", "channel": "voice"} if delivery == "voice" else {
+        "id": umid, "status": "queued"}
+    return 202, orjson.dumps(body), {
         "Content-Type": "application/json", **(headers or {})}
 
 

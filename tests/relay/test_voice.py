@@ -38,7 +38,7 @@ def test_a_voice_otp_is_one_call_with_the_spoken_text_the_locales_voice_and_two_
     answer = relay.post(body, KEY)
     assert answer.status_code == 202, answer.text
     [call] = emulator.calls()
-    assert answer.json() == {"id": call.session_id, "status": "queued"}
+    assert answer.json() == {"id": call.session_id, "status": "queued", "channel": "voice"}
     assert (call.destination, call.source, call.text, call.voice_profile, call.repetition) == (
         number[1:], CALLER_ID[1:], body["text"], "da-DK-Naja", 2)
     assert [a["action"] for a in call.actions] == ["makeCall", "say", "hangup"]
