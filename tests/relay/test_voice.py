@@ -243,34 +243,36 @@ def summary_webhook(emulator, relay) -> None:
 def test_call_outcomes_feed_the_delivery_metrics_and_the_summary_per_channel(receipt_relay, emulator) -> None:
     relay = receipt_relay(**voice_settings(emulator))
     summary_webhook(emulator, relay)
-    answered, unanswered, failed, texted = (fresh_number() for _ in range(4))
+    answered, unanswered, failed, errored, texted = (fresh_number() for _ in range(5))
     emulator.set_call_outcome(answered, "answered", after_ms=300, duration_s=1)
     emulator.set_call_outcome(unanswered, "no-answer")
-    emulator.set_call_outcome(failed, "error", error_code=-2004)
-    for number in (answered, unanswered, failed):
+    emulator.set_call_outcome(failed, "failed", sip_code=404)  # 8x8's summary carries no SIP code
+    emulator.set_call_outcome(errored, "error", error_code=-2004)
+    for number in (answered, unanswered, failed, errored):
         assert relay.post(voice_body(number), KEY).status_code == 202
     assert relay.post(otp_body(texted), KEY).status_code == 202  # 8x8 delivers the SMS at once
-    wait_for(lambda: sum(samples(relay, "otp_relay_receipts_total").values()) == 4)
+    wait_for(lambda: sum(samples(relay, "otp_relay_receipts_total").values()) == 5)
     voice = lambda detail, state, code="": (  # noqa: E731
         ("channel", "voice"), ("country", "SG"), ("detail", detail), ("error_code", code), ("state", state))
     counted = samples(relay, "otp_relay_receipts_total")
     assert {k: v for k, v in counted.items() if ("channel", "voice") in k} == {
         voice("completed", "delivered"): 1.0, voice("no_answer", "undelivered"): 1.0,
-        voice("error", "undelivered", "-2004"): 1.0}
+        voice("failed", "undelivered"): 1.0, voice("error", "undelivered", "-2004"): 1.0}
     assert samples(relay, "otp_relay_delivery_seconds_count") == {(("channel", "text"),): 1.0,
                                                                  (("channel", "voice"),): 1.0}
     summary = relay.get("/v1/delivery-summary").json()
-    assert (summary["sent"], summary["delivered"], summary["undelivered"], summary["ratio"]) == (4, 2, 2, 0.5)
+    assert (summary["sent"], summary["delivered"], summary["undelivered"], summary["ratio"]) == (5, 2, 3, 0.4)
     text, calls = summary["channels"]["text"], summary["channels"]["voice"]
     assert (text["sent"], text["delivered"], text["undelivered"], text["ratio"]) == (1, 1, 0, 1.0)
-    assert (calls["sent"], calls["delivered"], calls["undelivered"], calls["ratio"]) == (3, 1, 2, 0.3333)
-    assert calls["topFailureReason"] in ("No answer", "No coverage available for requested area")
+    assert (calls["sent"], calls["delivered"], calls["undelivered"], calls["ratio"]) == (4, 1, 3, 0.25)
+    assert calls["topFailureReason"] in ("No answer", "Call failed", "No coverage available for requested area")
     assert summary["topFailureReason"] == calls["topFailureReason"]
     # 8x8 retrying a summary counts once
     assert post_receipt(relay, vss_body(emulator.calls()[1].session_id, "NO_ANSWER")).status_code == 200
-    assert relay.get("/v1/delivery-summary").json()["channels"]["voice"]["undelivered"] == 2
+    assert relay.get("/v1/delivery-summary").json()["channels"]["voice"]["undelivered"] == 3
+    assert relay.metric("otp_relay_receipt_requests_total", result="duplicate") == 1
     logs = relay.logs()
-    assert_no_secrets(logs, [answered, unanswered, failed, texted, *TOKENS, API_KEY])
+    assert_no_secrets(logs, [answered, unanswered, failed, errored, texted, *TOKENS, API_KEY])
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["in-process", "redis"])
