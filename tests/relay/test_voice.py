@@ -16,6 +16,9 @@ from otp_relay import config, messages, upstream
 from otp_relay.state import idempotency_key
 from tests.fixtures.relay import otp_body, voice_body
 
+from otp_relay.app import Relay
+from tests.eightbyeight.conftest import validate_voice
+
 from .test_units import BASE_ENV
 from .conftest import (
     API_KEY, CALLER_ID, SIGNING_KEYS, SUBACCOUNT, TOKENS, assert_no_secrets, fresh_number, post_receipt, problem,
@@ -224,13 +227,36 @@ def test_voice_text_that_is_only_markup_is_a_400() -> None:
     assert (refused.status, refused.detail) == (400, "'text' has nothing to say once its markup is removed")
 
 
+def test_the_callflow_the_relay_sends_is_8x8s_request_schema() -> None:
+    """What ``Relay._callflow`` builds, checked against 8x8's CallflowRequest (the schema copy
+    the emulator's tests use, spec/README.md)."""
+    settings = config.load([], {**BASE_ENV, "OTP_RELAY_VOICE": "true", "OTP_RELAY_VOICE_CALLER_ID": CALLER_ID})
+    otp = messages.parse(json.dumps(voice_body(locale="en_US")).encode(), voice=True)
+    flow = Relay(settings)._callflow(otp, "2026-12-07T10:05:00Z")
+    validate_voice(flow, "CallflowRequest")
+    assert flow["clientActionId"] == otp.idempotency_key and flow["validUntil"] == "2026-12-07T10:05:00Z"
+
+
 # --- call outcomes: 8x8's Voice Session Summary on the receipt path -------------------------
 def vss_body(session_id: str, status: str = "COMPLETED", **payload) -> dict:
     """A Voice Session Summary as 8x8 posts it (the parts the relay reads, and free text it must not)."""
     return {"namespace": "VOICE", "eventType": "SESSION_SUMMARY", "description": "Summary of a completed call session",
             "payload": {"sessionId": session_id, "subAccountId": SUBACCOUNT, "sessionStatus": status,
-                        "callCount": 1, "details": {"callA": {"destination": "+6591234567", "callStatus": status}},
-                        **payload}}
+                        "startTime": "2026-12-07T10:00:00Z", "endTime": "2026-12-07T10:00:20Z",
+                        "lastAction": "MAKE_CALL", "callCount": 1, **payload,
+                        "details": {"callA": {
+                            "callId": "5c8e1a52-d3f4-11ef-9b6a-0242ac120002", "callDirection": "OUTBOUND",
+                            "callType": "PSTN", "initiatedTimestamp": "2026-12-07T10:00:00Z",
+                            "disconnectedTimestamp": "2026-12-07T10:00:20Z", "source": CALLER_ID,
+                            "destination": "+6591234567", "sourceFormat": "MSISDN", "destinationFormat": "MSISDN",
+                            "sourceCountryCode": "SG", "destinationCountryCode": "SG", "callStatus": status,
+                            "callDuration": 0}}}}
+
+
+def test_the_test_summaries_are_8x8s_schema() -> None:
+    validate_voice(vss_body("0f3c5a2e-6b1d-4c55-9a0e-1d2b3c4d5e6f", "NO_ANSWER"), "SessionSummary")
+    validate_voice(vss_body("0f3c5a2e-6b1d-4c55-9a0e-1d2b3c4d5e6f", "ERROR",
+                            errorDetails={"errorMsg": "attacker text", "errorCode": -31337}), "SessionSummary")
 
 
 def summary_webhook(emulator, relay) -> None:
