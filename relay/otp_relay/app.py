@@ -226,9 +226,10 @@ class Relay:
         for rule in verdict.would_refuse:
             self._monitored(rule, fields)
 
-        expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + self.settings.code_validity))
+        valid_until = time.gmtime(time.time() + self.settings.code_validity)  # when the code expires
+        expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", valid_until)
         if otp.delivery == "voice":
-            upstream, payload = self.voice_upstream, self._callflow(otp, expiry)
+            upstream, payload = self.voice_upstream, self._callflow(otp, valid_until)
             assert upstream is not None, "messages.parse refuses voice when it is off"
         else:
             upstream = self.upstream
@@ -261,13 +262,15 @@ class Relay:
         headers = {"Retry-After": retry_after_header(outcome.retry_after or 1)}
         return _problem(Problem(503, "8x8 unavailable", outcome.reason, headers), request_id)
 
-    def _callflow(self, otp: messages.OtpRequest, valid_until: str) -> dict[str, object]:
+    def _callflow(self, otp: messages.OtpRequest, valid_until: time.struct_time) -> dict[str, object]:
         """8x8's Voice Messaging request: call the recipient from the caller ID, read Auth0's
         spoken text in the locale's voice, hang up. ``clientActionId`` is the idempotency key
         (8x8's records of a call tie back to the message); ``validUntil`` is the text path's
-        ``expiry``: a call 8x8 could not start while the code is valid is never placed."""
+        ``expiry`` (in the voice API's documented YYYY-MM-DDTHH:MM:SS.SSSZ): a call 8x8 could
+        not start while the code is valid is never placed."""
         s = self.settings
-        return {"clientActionId": otp.idempotency_key, "validUntil": valid_until, "callflow": [
+        until = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", valid_until)
+        return {"clientActionId": otp.idempotency_key, "validUntil": until, "callflow": [
             {"action": "makeCall", "params": {"source": s.voice_caller_id, "destination": otp.recipient}},
             {"action": "say", "params": {"text": otp.text, "voiceProfile": s.voice_profile_for(otp.locale),
                                          "repetition": s.voice_repetition}},

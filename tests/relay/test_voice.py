@@ -232,9 +232,10 @@ def test_the_callflow_the_relay_sends_is_8x8s_request_schema() -> None:
     the emulator's tests use, spec/README.md)."""
     settings = config.load([], {**BASE_ENV, "OTP_RELAY_VOICE": "true", "OTP_RELAY_VOICE_CALLER_ID": CALLER_ID})
     otp = messages.parse(json.dumps(voice_body(locale="en_US")).encode(), voice=True)
-    flow = Relay(settings)._callflow(otp, "2026-12-07T10:05:00Z")
+    flow = Relay(settings)._callflow(otp, time.gmtime(1796637900))
     validate_voice(flow, "CallflowRequest")
-    assert flow["clientActionId"] == otp.idempotency_key and flow["validUntil"] == "2026-12-07T10:05:00Z"
+    # validUntil as the voice API documents it: YYYY-MM-DDTHH:MM:SS.SSSZ
+    assert flow["clientActionId"] == otp.idempotency_key and flow["validUntil"] == "2026-12-07T10:05:00.000Z"
 
 
 # --- call outcomes: 8x8's Voice Session Summary on the receipt path -------------------------
