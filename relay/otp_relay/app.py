@@ -31,11 +31,11 @@ from .logs import LineBudget, RequestLog, mask_number
 from .metrics import RelayMetrics
 from .problems import CONTENT_TYPE as PROBLEM_JSON, Problem
 from .state import (
-    ACCEPTED, RELEASE, UNKNOWN, Full, InFlight, Limited, MemoryState, Proceed, Replay, State,
-    StateUnavailable, Timing, recipient_tag,
+    ACCEPTED, RELEASE, UNKNOWN, VOICE_RECIPIENT, Full, InFlight, Limited, MemoryState, Proceed,
+    Replay, State, StateUnavailable, Timing, recipient_tag,
 )
 from .tls import ServingCertificate
-from .upstream import Accepted, EightByEight, NotSent, Rejected, RetryPolicy, Unknown
+from .upstream import Accepted, EightByEight, NotSent, Rejected, RetryPolicy, Unknown, interpret_voice
 
 ADMIN_CONNECTIONS = 64  # open admin connections at most (probes, scrapes, the operator)
 log = logging.getLogger("otp_relay.request")
@@ -54,12 +54,13 @@ def build_state(settings: Settings) -> State:
     timing = Timing(settings.idempotency_retention, settings.deadline + IN_FLIGHT_MARGIN)
     if not settings.state_url:
         return MemoryState(settings.per_recipient, settings.global_limit, timing,
-                           max_keys=settings.max_idempotency_keys)
+                           max_keys=settings.max_idempotency_keys,
+                           voice_per_recipient=settings.voice_per_recipient)
     from .redis_state import RedisState  # noqa: PLC0415  only with a store configured
 
     return RedisState(settings.state_url, settings.state_password_file, settings.state_prefix,
                       settings.per_recipient, settings.global_limit, timing,
-                      ca_file=settings.state_ca_file)
+                      ca_file=settings.state_ca_file, voice_per_recipient=settings.voice_per_recipient)
 
 
 class Relay:
@@ -99,9 +100,14 @@ class Relay:
             self._base_payload["source"] = settings.sender
         self.rejections_log = LineBudget()
         self.numbers = sms_policy.NumberPolicy(settings.allowed_number_types, settings.allowed_non_geographic)
-        self.upstream = EightByEight(settings.base_url, settings.subaccount,
-                                     policy or RetryPolicy(deadline=settings.deadline),
-                                     self.metrics.upstream)
+        retry_policy = policy or RetryPolicy(deadline=settings.deadline)
+        self.upstream = EightByEight(settings.base_url, settings.subaccount, retry_policy,
+                                     self.metrics.upstream_observer("text"))
+        # calls: the same client and retry policy on 8x8's Voice Messaging API (None: voice off)
+        self.voice_upstream = (EightByEight(settings.voice_base_url, settings.subaccount, retry_policy,
+                                            self.metrics.upstream_observer("voice"), pool_size=20,
+                                            path="callflows", interpret=interpret_voice)
+                               if settings.voice_enabled else None)
 
     # --- keys, certificate, state store ----------------------------------------------
     async def refresh(self) -> None:
@@ -161,7 +167,7 @@ class Relay:
         close = fields.pop("close", False)
         outcome = fields.pop("outcome", None) or (
             "accepted" if status == 202 else _OUTCOME_BY_STATUS.get(status, "bad_request"))
-        self.metrics.outcome(outcome)
+        self.metrics.outcome(outcome, fields.get("channel"))
         fields.update(outcome=outcome, status=status,
                       duration_ms=round((time.monotonic() - started) * 1000, 2))
         self._log(fields)
@@ -203,12 +209,12 @@ class Relay:
         if api_key is None:
             fields["outcome"] = "not_ready"
             return _problem(_NOT_READY, request_id)
-        segments = fields["segments"]
+        segments = fields.get("segments", 1)  # a call costs one unit of the budgets
         is_canary = otp.recipient == self.settings.canary_number
         try:  # the canary: none of the users' limits, its own cap instead
             verdict = await self.state.claim(otp.idempotency_key, otp.recipient, request_id, segments,
                                              (canary.cap_window(),) if is_canary else self._windows(otp, segments),
-                                             user_limits=not is_canary)
+                                             user_limits=not is_canary, delivery=otp.delivery)
         except StateUnavailable:
             self._state_answered(False)
             fields["outcome"] = "state_unavailable"
@@ -216,31 +222,37 @@ class Relay:
         if not isinstance(verdict, Proceed):
             if is_canary and isinstance(verdict, Limited):
                 await self._canary_attempt("capped")
-            return self._answer_known(verdict, fields, request_id)
+            return self._answer_known(verdict, fields, request_id, otp.delivery)
         for rule in verdict.would_refuse:
             self._monitored(rule, fields)
 
-        payload = {**self._base_payload, "destination": otp.recipient, "text": otp.text,
-                   "clientMessageId": request_id,
-                   "expiry": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                           time.gmtime(time.time() + self.settings.code_validity))}
-        if otp.client_ip:
-            payload["clientIp"] = otp.client_ip
-        if callback := self.receipts.callback_url():
-            payload["dlrCallbackUrl"] = callback
-        outcome, attempts = await self.upstream.send(api_key, payload, started + self.settings.deadline)
+        valid_until = time.gmtime(time.time() + self.settings.code_validity)  # when the code expires
+        expiry = time.strftime("%Y-%m-%dT%H:%M:%SZ", valid_until)
+        if otp.delivery == "voice":
+            upstream, payload = self.voice_upstream, self._callflow(otp, valid_until)
+            assert upstream is not None, "messages.parse refuses voice when it is off"
+        else:
+            upstream = self.upstream
+            payload = {**self._base_payload, "destination": otp.recipient, "text": otp.text,
+                       "clientMessageId": request_id, "expiry": expiry}
+            if otp.client_ip:
+                payload["clientIp"] = otp.client_ip
+            if callback := self.receipts.callback_url():
+                payload["dlrCallbackUrl"] = callback
+        outcome, attempts = await upstream.send(api_key, payload, started + self.settings.deadline)
         fields["attempts"] = attempts
         if isinstance(outcome, Accepted):  # recorded first: its receipts may be on their way
-            self.receipts.sent(outcome.umid, otp.country)
+            self.receipts.sent(outcome.umid, otp.country, otp.delivery)
         if is_canary:
             await self._canary_attempt(*_canary_outcome(outcome))
         await self._settle(otp.idempotency_key, outcome, fields)
         if isinstance(outcome, Accepted):
             fields["umid"] = outcome.umid
-            return _accepted(outcome.umid)
+            return _accepted(outcome.umid, delivery=otp.delivery)
         if isinstance(outcome, Rejected):
             fields["upstream"] = f"{outcome.http_status}/{outcome.code}"
-            title = "8x8 rejected the message" if outcome.http_status < 500 else "8x8 failed"
+            what = "call" if otp.delivery == "voice" else "message"
+            title = f"8x8 rejected the {what}" if outcome.http_status < 500 else "8x8 failed"
             return _problem(Problem(502, title, f"8x8 answered {outcome.http_status} with code {outcome.code}",
                                     extra={"upstream_status": outcome.http_status,
                                            "upstream_code": outcome.code}), request_id)
@@ -249,6 +261,21 @@ class Relay:
             return _problem(Problem(504, "Outcome unknown", outcome.reason), request_id)
         headers = {"Retry-After": retry_after_header(outcome.retry_after or 1)}
         return _problem(Problem(503, "8x8 unavailable", outcome.reason, headers), request_id)
+
+    def _callflow(self, otp: messages.OtpRequest, valid_until: time.struct_time) -> dict[str, object]:
+        """8x8's Voice Messaging request: call the recipient from the caller ID, read Auth0's
+        spoken text in the locale's voice, hang up. ``clientActionId`` is the idempotency key
+        (8x8's records of a call tie back to the message); ``validUntil`` is the text path's
+        ``expiry`` (in the voice API's documented YYYY-MM-DDTHH:MM:SS.SSSZ): a call 8x8 could
+        not start while the code is valid is never placed."""
+        s = self.settings
+        until = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", valid_until)
+        return {"clientActionId": otp.idempotency_key, "validUntil": until, "callflow": [
+            {"action": "makeCall", "params": {"source": s.voice_caller_id, "destination": otp.recipient}},
+            {"action": "say", "params": {"text": otp.text, "voiceProfile": s.voice_profile_for(otp.locale),
+                                         "repetition": s.voice_repetition}},
+            {"action": "hangup"},
+        ]}
 
     def _shown(self, recipient: str) -> str:
         """The recipient as logs show it: masked, and the canary's number not even masked."""
@@ -276,11 +303,12 @@ class Relay:
             self._state_answered(False)
             fields["state"] = "not settled"
 
-    def _answer_known(self, verdict: object, fields: dict[str, object], request_id: str) -> Answer:
+    def _answer_known(self, verdict: object, fields: dict[str, object], request_id: str,
+                      delivery: str = "text") -> Answer:
         """The answer for a key seen before, or a limit."""
         if isinstance(verdict, Replay):
             fields["idempotent"], fields["umid"], fields["outcome"] = "replayed", verdict.umid, "replayed"
-            return _accepted(verdict.umid, {"Idempotent-Replayed": "true"})
+            return _accepted(verdict.umid, {"Idempotent-Replayed": "true"}, delivery)
         if isinstance(verdict, InFlight):
             fields["idempotent"] = "in_flight"
             return _problem(Problem(409, "Already in flight", "this message is being sent; retry later",
@@ -295,7 +323,7 @@ class Relay:
             elif verdict.limit == canary.CAP_RULE:
                 fields["outcome"] = "canary_capped"
             else:
-                (self.metrics.global_limited if verdict.limit == "global" else self.metrics.recipient_limited).inc()
+                self.metrics.limited(verdict.limit)
             detail = _LIMIT_DETAILS[verdict.limit]
             return _problem(Problem(429, "Too many requests", detail,
                                     {"Retry-After": retry_after_header(verdict.retry_after)}), request_id)
@@ -339,19 +367,23 @@ class Relay:
             return _BUSY
         if request.content_type != "application/json":
             return _UNSUPPORTED
-        otp = messages.parse(raw)
+        otp = messages.parse(raw, voice=self.settings.voice_enabled)
         if isinstance(otp, Problem):
             return otp
+        fields["channel"] = otp.delivery
+        what = "calls" if otp.delivery == "voice" else "SMS"
         allowed = self.settings.allowed_countries
         if allowed and otp.country not in allowed:
             fields["recipient"], fields["country"] = self._shown(otp.recipient), otp.country
             return Problem(403, "Destination not allowed",
-                           f"SMS to country {otp.country} is not allowed by policy")
-        refused_type = self.numbers.refusal(otp.number_type, otp.country, otp.calling_code)
+                           f"{what} to country {otp.country} is not allowed by policy")
+        refused_type = self.numbers.refusal(otp.number_type, otp.country, otp.calling_code, otp.delivery)
         if refused_type is not None and not self._monitored("number_type", fields):
             fields["recipient"], fields["country"] = self._shown(otp.recipient), otp.country
             return Problem(403, "Destination not allowed",
-                           f"numbers of type {refused_type} get no SMS by policy")
+                           f"numbers of type {refused_type} get no {'call' if otp.delivery == 'voice' else 'SMS'} by policy")
+        if otp.delivery == "voice":  # a call is not split into segments: it costs one unit
+            return otp
         segments = fields["segments"] = sms_policy.segments(otp.text, self.settings.encoding)
         if segments > self.settings.max_segments and not self._monitored("segments", fields):
             return Problem(400, "Invalid request", f"'text' needs {segments} SMS segments, more than "
@@ -407,11 +439,14 @@ class Relay:
     async def _lifecycle(self, app: web.Application) -> AsyncIterator[None]:
         self.metrics.state_up.set(1 if self.state_ok else 0)
         await self.refresh()
-        await self.upstream.start()
+        clients = [c for c in (self.upstream, self.voice_upstream) if c is not None]
+        for client in clients:
+            await client.start()
         watcher = asyncio.create_task(self._watch())
         yield
         watcher.cancel()
-        await self.upstream.close()
+        for client in clients:
+            await client.close()
         await self.state.close()
 
     def public_routes(self) -> dict[str, Handler]:
@@ -452,13 +487,17 @@ class Relay:
         return app
 
 
-def _accepted(umid: str, headers: dict[str, str] | None = None) -> Answer:
-    return 202, orjson.dumps({"id": umid, "status": "queued"}), {
+def _accepted(umid: str, headers: dict[str, str] | None = None, delivery: str = "text") -> Answer:
+    """202; a call's answer also says ``"channel": "voice"`` (its id is 8x8's sessionId)."""
+    body = {"id": umid, "status": "queued", "channel": "voice"} if delivery == "voice" else {
+        "id": umid, "status": "queued"}
+    return 202, orjson.dumps(body), {
         "Content-Type": "application/json", **(headers or {})}
 
 
 _LIMIT_DETAILS = {
     "global": "global rate limit reached", "recipient": "limit for this recipient reached",
+    VOICE_RECIPIENT: "call limit for this recipient reached",
     "prefix": "limit for numbers with this prefix reached",
     "country_hour": "hourly budget for this country reached",
     "country_day": "daily budget for this country reached",

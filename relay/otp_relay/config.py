@@ -22,7 +22,16 @@ REGION_BASE_URLS = {
     "eu": "https://sms.8x8.uk",
     "id": "https://sms.8x8.id",
 }
+# 8x8 serves Voice Messaging from voice.* beside sms.* in every region
+VOICE_REGION_BASE_URLS = {region: url.replace("://sms.", "://voice.") for region, url in REGION_BASE_URLS.items()}
 ENCODINGS = ("AUTO", "GSM7", "UCS2")
+DEFAULT_VOICE_PROFILE = "en-US-Standard-A"  # a speech profile 8x8's documents name
+DEFAULT_VOICE_REPETITION = 2  # an OTP is read twice
+DEFAULT_VOICE_PER_RECIPIENT = "3/1h"  # calls to one number: stricter than texts (a call costs more)
+VOICE_REPETITIONS = (1, 2, 3)  # what 8x8's say action takes
+MAX_VOICE_PROFILES = 200  # entries of --voice-profiles
+_VOICE_PROFILE = re.compile(r"^[a-z]{2,3}-[A-Z]{2}-[A-Za-z0-9-]{1,64}$")  # 8x8's speech profile codes
+_LOCALE = re.compile(r"^[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8}){0,3}$")
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\S+)\s*$")
 _SUBACCOUNT = re.compile(r"^[A-Za-z0-9\-._&]{3,50}$")
 DEFAULT_GLOBAL_LIMIT = "100/s"
@@ -113,6 +122,24 @@ class Settings:
     monitor_rules: frozenset[str] = frozenset()
     code_validity: float = float(parse_duration(policy.DEFAULT_CODE_VALIDITY))
     canary_number: str | None = None
+    voice_enabled: bool = False
+    voice_base_url: str = VOICE_REGION_BASE_URLS["ap"]
+    voice_caller_id: str | None = None
+    voice_profile: str = DEFAULT_VOICE_PROFILE
+    voice_profiles: tuple[tuple[str, str], ...] = ()  # (normalised locale, profile)
+    voice_repetition: int = DEFAULT_VOICE_REPETITION
+    voice_per_recipient: Rate = Rate.parse(DEFAULT_VOICE_PER_RECIPIENT)
+
+    def voice_profile_for(self, locale: str | None) -> str:
+        """The speech profile for Auth0's ``locale`` (``en_US``, ``fr-FR``, ``de``): the exact
+        locale's, else its language's, else the default."""
+        if locale:
+            wanted = normalise_locale(locale)
+            table = dict(self.voice_profiles)
+            for candidate in (wanted, wanted.split("-")[0]):
+                if candidate in table:
+                    return table[candidate]
+        return self.voice_profile
 
     @property
     def scheme(self) -> str:
@@ -184,6 +211,20 @@ _OPTIONS: list[tuple[str, str, str]] = [
     ("--canary-number", "CANARY_NUMBER", "E.164 test number of the live canary: its sends skip the "
      "users' limits and have their own cap of 12/h; its last attempt shows in /v1/delivery-summary "
      "(default: no canary)"),
+    ("--voice", "VOICE", "true: delivery_method 'voice' places a text-to-speech call through 8x8's Voice "
+     "Messaging (callflows) API; false (default): voice requests get 422"),
+    ("--voice-base-url", "VOICE_BASE_URL", "override the region's 8x8 voice base URL (default: the "
+     "region's, e.g. https://voice.8x8.com)"),
+    ("--voice-caller-id", "VOICE_CALLER_ID", "E.164 number calls come from: one 8x8 whitelisted for the "
+     "subaccount (required with --voice)"),
+    ("--voice-profile", "VOICE_PROFILE", f"8x8 speech profile for locales without their own "
+     f"(default {DEFAULT_VOICE_PROFILE})"),
+    ("--voice-profiles", "VOICE_PROFILES", "per-locale speech profiles, e.g. "
+     "en_GB=en-GB-Emma,fr=fr-FR-DeniseNeural (a locale's own, else its language's, else the default)"),
+    ("--voice-repetition", "VOICE_REPETITION", f"times a call reads the message, 1-3 (default "
+     f"{DEFAULT_VOICE_REPETITION})"),
+    ("--voice-per-recipient", "VOICE_PER_RECIPIENT", f"per-recipient sliding window for calls, "
+     f"instead of --per-recipient (default {DEFAULT_VOICE_PER_RECIPIENT})"),
 ]
 
 
@@ -300,6 +341,54 @@ def _canary_number(text: str) -> str | None:
     return text
 
 
+def normalise_locale(locale: str) -> str:
+    """``en_US`` / ``EN-us`` -> ``en-us``: how locales are compared."""
+    return locale.strip().replace("_", "-").lower()
+
+
+def valid_locale(locale: object) -> bool:
+    return isinstance(locale, str) and len(locale) <= 35 and bool(_LOCALE.match(locale))
+
+
+def _voice_profile(suffix: str, text: str) -> str:
+    if not _VOICE_PROFILE.match(text):
+        raise _fail(suffix, f"expected an 8x8 speech profile code like en-US-Standard-A, got {text[:80]!r}")
+    return text
+
+
+def _voice_profiles(text: str) -> tuple[tuple[str, str], ...]:
+    pairs = [p.strip() for p in text.split(",") if p.strip()]
+    if len(pairs) > MAX_VOICE_PROFILES:
+        raise _fail("VOICE_PROFILES", f"at most {MAX_VOICE_PROFILES} entries, got {len(pairs)}")
+    table: dict[str, str] = {}
+    for pair in pairs:
+        locale, sep, profile = (part.strip() for part in pair.partition("="))
+        if not sep or not valid_locale(locale):
+            raise _fail("VOICE_PROFILES", f"expected LOCALE=PROFILE entries like en_GB=en-GB-Emma, got {pair[:80]!r}")
+        table[normalise_locale(locale)] = _voice_profile("VOICE_PROFILES", profile)
+    return tuple(table.items())
+
+
+def _caller_id(text: str, enabled: bool) -> str | None:
+    if not text:
+        if enabled:
+            raise _fail("VOICE_CALLER_ID", "required with --voice: the E.164 number 8x8 whitelisted "
+                        "for the subaccount as the calls' caller ID")
+        return None
+    from .messages import invalid_number  # noqa: PLC0415  messages imports state, which imports this
+
+    problem = invalid_number(text)
+    if problem is not None:
+        raise _fail("VOICE_CALLER_ID", problem.replace("'recipient'", "the caller ID"))
+    return text
+
+
+def _repetition(text: str) -> int:
+    if not text.isdigit() or int(text) not in VOICE_REPETITIONS:
+        raise _fail("VOICE_REPETITION", f"expected 1, 2 or 3 (what 8x8 takes), got {text[:20]!r}")
+    return int(text)
+
+
 def _countries(text: str) -> frozenset[str]:
     known = phonenumbers.SUPPORTED_REGIONS
     codes = [c.strip().upper() for c in text.split(",") if c.strip()]
@@ -342,6 +431,11 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
     if not base_url.startswith(("https://", "http://") if insecure else ("https://",)):
         raise _fail("SMS_BASE_URL", f"expected an https:// URL, got {base_url!r}"
                     + ("" if insecure else " (http:// only with --insecure-upstream)"))
+    voice_base_url = (pick("VOICE_BASE_URL") or VOICE_REGION_BASE_URLS[region]).rstrip("/")
+    if not voice_base_url.startswith(("https://", "http://") if insecure else ("https://",)):
+        raise _fail("VOICE_BASE_URL", f"expected an https:// URL, got {voice_base_url!r}"
+                    + ("" if insecure else " (http:// only with --insecure-upstream)"))
+    voice_enabled = _flag("VOICE", pick("VOICE"))
     subaccount = pick("SUBACCOUNT")
     if not _SUBACCOUNT.match(subaccount):
         raise _fail("SUBACCOUNT", "required; 3-50 characters of A-Z a-z 0-9 - . _ &")
@@ -417,6 +511,13 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
         monitor_rules=_names("MONITOR_RULES", pick("MONITOR_RULES"), frozenset(policy.RULES)),
         code_validity=float(_duration("CODE_VALIDITY", pick("CODE_VALIDITY", policy.DEFAULT_CODE_VALIDITY))),
         canary_number=_canary_number(pick("CANARY_NUMBER")),
+        voice_enabled=voice_enabled,
+        voice_base_url=voice_base_url,
+        voice_caller_id=_caller_id(pick("VOICE_CALLER_ID"), voice_enabled),
+        voice_profile=_voice_profile("VOICE_PROFILE", pick("VOICE_PROFILE", DEFAULT_VOICE_PROFILE)),
+        voice_profiles=_voice_profiles(pick("VOICE_PROFILES")),
+        voice_repetition=_repetition(pick("VOICE_REPETITION", str(DEFAULT_VOICE_REPETITION))),
+        voice_per_recipient=_rate("VOICE_PER_RECIPIENT", pick("VOICE_PER_RECIPIENT", DEFAULT_VOICE_PER_RECIPIENT)),
     )
     if not settings.state_url:
         needed = keys_needed(settings.global_limit, settings.idempotency_retention, settings.deadline)

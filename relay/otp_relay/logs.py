@@ -24,7 +24,7 @@ FIELDS = frozenset((
     "request_id", "outcome", "status", "recipient", "country", "duration_ms", "attempts",
     "umid", "upstream", "detail", "retry_after", "key_file", "error", "listen", "base_url",
     "subaccount", "keys", "suppressed", "idempotent", "state", "admin", "worker", "exception",
-    "segments", "would_refuse",
+    "segments", "would_refuse", "channel",
 ))
 MAX_QUEUED = 50_000  # lines waiting for the writer; beyond that lines are dropped and counted
 

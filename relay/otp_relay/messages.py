@@ -6,7 +6,9 @@ or the number.
 
 from __future__ import annotations
 
+import html
 import ipaddress
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -14,6 +16,7 @@ import orjson
 
 import phonenumbers
 
+from .config import valid_locale
 from .problems import Problem
 from .state import idempotency_key, valid_key
 
@@ -32,6 +35,8 @@ class OtpRequest:
     idempotency_key: str  # as sent (64 lowercase hex) or derived the same way
     number_type: str = "UNKNOWN"  # libphonenumber's PhoneNumberType name
     calling_code: int = 0
+    delivery: str = "text"  # "text" (an SMS) or "voice" (a text-to-speech call)
+    locale: str | None = None  # Auth0's, when well-formed (picks the call's voice)
 
 
 def _bad(detail: str) -> Problem:
@@ -45,7 +50,23 @@ def _optional_str(body: dict, name: str) -> str | None | Problem:
     return _bad(f"'{name}' must be a string")
 
 
-def parse(raw: bytes) -> OtpRequest | Problem:
+_MARKUP = re.compile(r"<[^<>]{0,512}>")  # a TwiML/SSML tag (bounded: clients write the text)
+_SPACES = re.compile(r"\s+")
+
+
+def spoken(text: str) -> str:
+    """The words a call reads from Auth0's voice text: Auth0 may hand it wrapped in markup
+    (``<Response><Say>...</Say></Response>``, SSML), which 8x8's ``say`` would read out
+    literally; tags are dropped, XML entities decoded, white space collapsed."""
+    return _SPACES.sub(" ", html.unescape(_MARKUP.sub(" ", text))).strip()
+
+
+VOICE_DISABLED = Problem(422, "Delivery method not supported",
+                         "voice delivery is not configured on this channel; use 'text'")
+
+
+def parse(raw: bytes, voice: bool = False) -> OtpRequest | Problem:
+    """``voice``: whether this relay places calls (else a voice message is a 422)."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -87,17 +108,25 @@ def parse(raw: bytes) -> OtpRequest | Problem:
     if isinstance(classified, Problem):
         return classified
     country, number_type, calling_code = classified
+    if delivery == "voice" and not voice:
+        return VOICE_DISABLED
+    locale = body.get("locale")
+    words = text
     if delivery == "voice":
-        return Problem(422, "Delivery method not supported", "voice delivery is not supported; use 'text'")
+        words = spoken(text)
+        if not words:
+            return _bad("'text' has nothing to say once its markup is removed")
     return OtpRequest(
         recipient=recipient,
         country=country,
-        text=text,
+        text=words,
         message_type=message_type,
         client_ip=client_ip,
         idempotency_key=key or idempotency_key(recipient, body.get("code"), message_type, text),
         number_type=number_type,
         calling_code=calling_code,
+        delivery=delivery,
+        locale=locale if valid_locale(locale) else None,  # a malformed one: the default voice
     )
 
 

@@ -14,6 +14,8 @@ OUTCOMES = (
 from . import canary
 from .policy import RULES
 
+CHANNELS = ("text", "voice")  # the delivery methods: the ``channel`` label of send and receipt metrics
+LIMITS = ("global", "recipient", "voice_recipient")
 DROP_REASONS = ("evicted", "refused", "timeout", "shutdown", "headers_too_large", "body_too_large",
                 "slow_body")
 
@@ -24,6 +26,10 @@ class RelayMetrics:
         requests = Counter("otp_relay_requests", "Send requests by outcome", ["outcome"],
                            registry=self.registry)
         self._outcomes = {name: requests.labels(name) for name in OUTCOMES}
+        sends = Counter("otp_relay_sends", "Signed, well-formed send requests by delivery method "
+                        "(channel: text or voice) and outcome", ["channel", "outcome"],
+                        registry=self.registry)
+        self._sends = {(channel, name): sends.labels(channel, name) for channel in CHANNELS for name in OUTCOMES}
         self.upstream_latency = Histogram(
             "otp_relay_upstream_request_duration_seconds", "Duration of each request to 8x8",
             registry=self.registry,
@@ -31,12 +37,12 @@ class RelayMetrics:
         )
         self._upstream_status = Counter(
             "otp_relay_upstream_responses", "8x8 answers by HTTP status (or connect_error, "
-            "no_answer, tls_error)", ["status"], registry=self.registry)
-        self._status_children: dict[str, Counter] = {}
+            "no_answer, tls_error) and API (channel: text for SMS, voice for callflows)",
+            ["status", "channel"], registry=self.registry)
+        self._status_children: dict[tuple[str, str], Counter] = {}
         limits = Counter("otp_relay_limit_rejections", "Requests refused by a limit", ["limit"],
                          registry=self.registry)
-        self.recipient_limited = limits.labels("recipient")
-        self.global_limited = limits.labels("global")
+        self._limits = {name: limits.labels(name) for name in LIMITS}
         self._reloads = Counter("otp_relay_key_reloads", "Key file loads", ["file", "result"],
                                 registry=self.registry)
         self.ready = Gauge("otp_relay_ready", "1 when the keys are loaded and the state store answers",
@@ -68,15 +74,24 @@ class RelayMetrics:
         self.log_suppressed = Counter("otp_relay_log_lines_suppressed", "Request log lines left out "
                                       "by the log budget", registry=self.registry)
 
-    def outcome(self, name: str) -> None:
+    def outcome(self, name: str, channel: object = None) -> None:
+        """A send's outcome; ``channel`` ("text"/"voice") once the body said which."""
         self._outcomes[name].inc()
+        if channel in CHANNELS:
+            self._sends[channel, name].inc()
 
-    def upstream(self, status: str, seconds: float) -> None:
-        child = self._status_children.get(status)
-        if child is None:
-            child = self._status_children[status] = self._upstream_status.labels(status)
-        child.inc()
-        self.upstream_latency.observe(seconds)
+    def limited(self, limit: str) -> None:
+        self._limits[limit].inc()
+
+    def upstream_observer(self, channel: str):
+        """The (status label, seconds) callback of the 8x8 client of ``channel``."""
+        def observe(status: str, seconds: float) -> None:
+            child = self._status_children.get((status, channel))
+            if child is None:
+                child = self._status_children[status, channel] = self._upstream_status.labels(status, channel)
+            child.inc()
+            self.upstream_latency.observe(seconds)
+        return observe
 
     def dropped(self, reason: str) -> None:
         self._dropped[reason].inc()

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 RULES = ("number_type", "segments", "prefix", "country_hour", "country_day", "client_ip")
 WINDOW_RULES = ("prefix", "country_hour", "country_day", "client_ip")
 TEXT_TYPES = frozenset({"MOBILE", "FIXED_LINE_OR_MOBILE"})
+VOICE_TYPES = TEXT_TYPES | {"FIXED_LINE"}  # a landline takes a call, not a text
 NON_GEOGRAPHIC = "001"  # libphonenumber's region of non-geographic calling codes
 DEFAULT_MAX_SEGMENTS = 3  # an OTP text in any script fits in one or two
 DEFAULT_PER_PREFIX = "20/1h"
@@ -74,11 +75,14 @@ class NumberPolicy:
     allowed_types: frozenset[str] = frozenset()  # beyond TEXT_TYPES
     allowed_non_geographic: frozenset[int] = frozenset()  # calling codes, e.g. 882
 
-    def refusal(self, number_type: str, country: str, calling_code: int) -> str | None:
-        """Why a number may not get a text (the type to name), or None."""
+    def refusal(self, number_type: str, country: str, calling_code: int,
+                delivery: str = "text") -> str | None:
+        """Why a number may not get a text (or, ``delivery`` "voice", a call): the type to
+        name, or None. Calls also reach ``FIXED_LINE`` numbers; every other rule is the same."""
         if country == NON_GEOGRAPHIC and calling_code not in self.allowed_non_geographic:
             return f"NON_GEOGRAPHIC (+{calling_code})"
-        if number_type not in TEXT_TYPES and number_type not in self.allowed_types:
+        allowed = VOICE_TYPES if delivery == "voice" else TEXT_TYPES
+        if number_type not in allowed and number_type not in self.allowed_types:
             return number_type
         return None
 

@@ -15,6 +15,14 @@ codes and their reasons), so a forged receipt can neither grow a metric nor fake
 put its text anywhere. A receipt for a umid the relay does not know (yet) is answered 503 (8x8
 retries it: a real one may have overtaken the send's answer) and only counted by result.
 
+Voice calls report the same way: 8x8's Voice Session Summary (VSS) for a call this relay placed
+(its ``sessionId`` recorded at send time, like a umid) is posted to the same path with the same
+token (8x8 takes one VSS webhook URL per subaccount: ``<receipt URL>/<token>``). COMPLETED (the
+call was answered and played) counts as delivered; NO_ANSWER, BUSY, FAILED, CANCELED and ERROR
+as undelivered with that reason. Every series and summary figure carries ``channel`` (``text``
+or ``voice``); a session id recorded for an SMS (or a umid for a call) is not that channel's
+and counts as ``unknown_umid``, so neither can mark the other's states as seen.
+
 Parsing, token check, de-duplication and the delivery window are framework independent; the
 aiohttp handler at the end is thin.
 """
@@ -73,6 +81,25 @@ ERROR_REASONS = {
     56: "Unknown delivery state", 57: "Unknown error", 58: "Unknown service center",
     59: "Unknown subscriber", 60: "Content filtered", 61: "Session expired", 99: "Rejected by 8x8",
 }
+# 8x8's Voice Session Summary: sessionStatus -> (detail label, failure reason); COMPLETED is the
+# delivered one (the call was answered and its message played)
+VOICE_STATUSES = {
+    "COMPLETED": ("completed", ""), "NO_ANSWER": ("no_answer", "No answer"), "BUSY": ("busy", "Busy"),
+    "FAILED": ("failed", "Call failed"), "CANCELED": ("canceled", "Call canceled"),
+    "ERROR": ("error", "8x8 voice error"),
+}
+VOICE_DETAILS = tuple(detail for detail, _ in VOICE_STATUSES.values())
+# 8x8's "Voice Error Codes" (a session summary's errorDetails.errorCode); others fold to "other"
+VOICE_ERROR_REASONS = {
+    -2001: "An internal error has occurred", -2002: "An internal connectivity error has occurred",
+    -2003: "The call flow provided is invalid", -2004: "No coverage available for requested area",
+    -2005: "Unable to synthesize text to speech", -2006: "Unable to download file for playback",
+    -2007: "The validity period of the call flow request has expired",
+    -2008: "The provided source MSISDN or caller ID is not whitelisted",
+    -2009: "The scenario parameters provided is invalid", -2010: "The trunk capacity has been exceeded",
+    -9999: "An unknown error has occurred",
+}
+CHANNELS = ("text", "voice")
 TOP_REASONS = 5  # failure reasons the summary ranks (from the fixed set above)
 receipt_log = RequestLog("otp_relay.receipt")
 RECEIPT_PATH = "/v1/receipts"
@@ -86,6 +113,7 @@ class Receipt:
     detail: str  # one of DETAILS, "other" or ""
     error_code: str  # "" (none), a code of ERROR_REASONS as text, or "other"
     reason: str  # why it failed, from ERROR_REASONS (or "Other error code" / the state); "" when delivered
+    channel: str = "text"  # "text": an SMS receipt (umid); "voice": a call's session summary (sessionId)
 
 
 def _one_of(value: object, allowed: tuple[str, ...], absent: str = "") -> str:
@@ -95,15 +123,20 @@ def _one_of(value: object, allowed: tuple[str, ...], absent: str = "") -> str:
 
 
 def parse(raw: bytes) -> Receipt | None:
-    """8x8's ``outbound_message_status_changed`` body, or None when it is not one. Every value
-    kept is bounded to a known set; the sender's free text (destination, errorMessage) is
+    """8x8's ``outbound_message_status_changed`` body (an SMS receipt) or its VOICE
+    ``SESSION_SUMMARY`` (a call's outcome), or None when it is neither. Every value kept is
+    bounded to a known set; the sender's free text (destination, errorMessage, errorMsg) is
     never kept."""
     try:
         body = json.loads(raw)
     except (ValueError, RecursionError):
         return None
     payload = body.get("payload") if isinstance(body, dict) else None
-    if not isinstance(payload, dict) or body.get("eventType") != "outbound_message_status_changed":
+    if not isinstance(payload, dict):
+        return None
+    if body.get("namespace") == "VOICE" and body.get("eventType") == "SESSION_SUMMARY":
+        return _session_summary(payload)
+    if body.get("eventType") != "outbound_message_status_changed":
         return None
     umid, status = payload.get("umid"), payload.get("status")
     if not valid_umid(umid):
@@ -119,6 +152,21 @@ def parse(raw: bytes) -> Receipt | None:
         reason = ERROR_REASONS[code] if known else ("Other error code" if code is not None else state)
     return Receipt(umid=umid.lower(), state=state, detail=_one_of(status.get("detail"), DETAILS),
                    error_code=error_code, reason=reason)
+
+
+def _session_summary(payload: dict) -> Receipt | None:
+    session, status = payload.get("sessionId"), payload.get("sessionStatus")
+    if not valid_umid(session) or not isinstance(status, str):
+        return None
+    detail, reason = VOICE_STATUSES.get(status, ("other", "Other call status"))
+    errors = payload.get("errorDetails")
+    code = errors.get("errorCode") if isinstance(errors, dict) else None
+    known = isinstance(code, int) and not isinstance(code, bool) and code in VOICE_ERROR_REASONS
+    error_code = "" if code is None else (str(code) if known else "other")
+    if known and status == "ERROR":
+        reason = VOICE_ERROR_REASONS[code]
+    return Receipt(umid=session.lower(), state="delivered" if status == "COMPLETED" else "undelivered",
+                   detail=detail, error_code=error_code, reason=reason, channel="voice")
 
 
 def token_matches(tokens: list[str] | None, presented: str) -> bool:
@@ -168,13 +216,15 @@ class ReceiptTokens:
 
 # --- what the relay remembers between the send and its receipts ----------------------------
 class ReceiptStore(Protocol):
-    def sent(self, umid: str, at: float, country: str) -> Awaitable[None] | None:
-        """Remember that 8x8 accepted ``umid`` (an awaitable when it goes to a shared store)."""
+    def sent(self, umid: str, at: float, country: str, channel: str = "text") -> Awaitable[None] | None:
+        """Remember that 8x8 accepted ``umid`` (an SMS's umid, or a call's sessionId with
+        ``channel`` "voice"; an awaitable when it goes to a shared store)."""
         ...
 
-    async def first(self, umid: str, state: str) -> tuple[str, float | None, str]:
+    async def first(self, umid: str, state: str, channel: str = "text") -> tuple[str, float | None, str]:
         """("counted" the first time this state of a sent umid is seen, "duplicate" after,
-        "unknown_umid" for a umid this relay did not send), when it was sent, its country."""
+        "unknown_umid" for a umid this relay did not send on ``channel``), when it was sent,
+        its country."""
         ...
 
 
@@ -183,6 +233,7 @@ class _Sent:
     at: float
     country: str
     states: int = 0  # bit per index in STATES (+ "other"): the states seen
+    channel: str = "text"
 
 
 def _state_bit(state: str) -> int:
@@ -201,15 +252,15 @@ class MemoryReceipts:
         while table and (len(table) > self._limit or next(iter(table.values())).at < horizon):
             table.popitem(last=False)
 
-    def sent(self, umid: str, at: float, country: str) -> None:
-        self._sent[umid.lower()] = _Sent(at, country)
+    def sent(self, umid: str, at: float, country: str, channel: str = "text") -> None:
+        self._sent[umid.lower()] = _Sent(at, country, channel=channel)
         self._sent.move_to_end(umid.lower())
         self._expire()
 
-    async def first(self, umid: str, state: str) -> tuple[str, float | None, str]:
+    async def first(self, umid: str, state: str, channel: str = "text") -> tuple[str, float | None, str]:
         self._expire()
         record = self._sent.get(umid)
-        if record is None:
+        if record is None or record.channel != channel:
             return "unknown_umid", None, ""
         bit = _state_bit(state)
         if record.states & bit:
@@ -218,9 +269,11 @@ class MemoryReceipts:
         return "counted", record.at, record.country
 
 
-# KEYS: the sent umid's hash; ARGV: the state. Nothing is written for a umid never sent.
+# KEYS: the sent umid's hash; ARGV: the state, the channel. Nothing is written for a umid never
+# sent on that channel (records without 'ch' are SMS ones, from before voice).
 _FIRST = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+if (redis.call('HGET', KEYS[1], 'ch') or 'text') ~= ARGV[2] then return false end
 local fresh = redis.call('HSETNX', KEYS[1], 's:' .. ARGV[1], '1')
 return {fresh, redis.call('HGET', KEYS[1], 't') or '', redis.call('HGET', KEYS[1], 'c') or ''}
 """
@@ -238,19 +291,19 @@ class RedisReceipts:
         self._errors = (RedisError, OSError)
         self._first = client.register_script(_FIRST)
 
-    async def sent(self, umid: str, at: float, country: str) -> None:
+    async def sent(self, umid: str, at: float, country: str, channel: str = "text") -> None:
         key = f"{self._prefix}u:{umid.lower()}"
         try:
             async with self._client.pipeline(transaction=True) as pipe:  # never a key without TTL
-                pipe.hset(key, mapping={"t": repr(at), "c": country})
+                pipe.hset(key, mapping={"t": repr(at), "c": country, "ch": channel})
                 pipe.expire(key, self._ttl)
                 await pipe.execute()
         except self._errors:  # a lost record costs the receipts of one message
             pass
 
-    async def first(self, umid: str, state: str) -> tuple[str, float | None, str]:
+    async def first(self, umid: str, state: str, channel: str = "text") -> tuple[str, float | None, str]:
         try:
-            found = await self._first(keys=[f"{self._prefix}u:{umid}"], args=[state])
+            found = await self._first(keys=[f"{self._prefix}u:{umid}"], args=[state, channel])
         except self._errors:
             return "unavailable", None, ""
         if not found:
@@ -261,7 +314,7 @@ class RedisReceipts:
 
 class DeliveryWindow:
     """Sent / delivered / undelivered over the last ``SUMMARY_WINDOW`` seconds, in one-minute
-    slots, and the most frequent failure reason."""
+    slots, and the most frequent failure reason: in all, and per channel (text, voice)."""
 
     def __init__(self, window: float = SUMMARY_WINDOW, clock=time.monotonic) -> None:
         self._slots: deque[tuple[int, Tally[str]]] = deque()
@@ -275,35 +328,46 @@ class DeliveryWindow:
             self._slots.popleft()
         return self._slots[-1][1]
 
-    def add(self, what: str) -> None:
-        self._slot()[what] += 1
+    def add(self, what: str, channel: str = "text") -> None:
+        slot = self._slot()
+        slot[what] += 1
+        slot[f"{channel}|{what}"] += 1
+
+    @staticmethod
+    def _figures(total: Tally[str], prefix: str = "") -> dict[str, Any]:
+        delivered, undelivered = total[prefix + "delivered"], total[prefix + "undelivered"]
+        start = len(prefix) + 7
+        reasons = {key[start:]: n for key, n in total.items() if key.startswith(prefix + "reason:")}
+        final = delivered + undelivered
+        return {
+            "sent": total[prefix + "sent"], "delivered": delivered, "undelivered": undelivered,
+            "ratio": round(delivered / final, 4) if final else None,
+            "topFailureReason": max(reasons, key=reasons.__getitem__) if reasons else "",
+        }
 
     def summary(self) -> dict[str, Any]:
+        """The figures of text and voice together (the fields the operator reads), and under
+        ``channels`` each channel's own."""
         self._slot()
         total: Tally[str] = Tally()
         for _, slot in self._slots:
             total.update(slot)
-        delivered, undelivered = total.pop("delivered", 0), total.pop("undelivered", 0)
-        sent = total.pop("sent", 0)
-        reasons = {key[7:]: n for key, n in total.items() if key.startswith("reason:")}
-        final = delivered + undelivered
-        return {
-            "windowSeconds": int(self._window), "sent": sent, "delivered": delivered,
-            "undelivered": undelivered, "ratio": round(delivered / final, 4) if final else None,
-            "topFailureReason": max(reasons, key=reasons.__getitem__) if reasons else "",
-        }
+        return {"windowSeconds": int(self._window), **self._figures(total),
+                "channels": {channel: self._figures(total, channel + "|") for channel in CHANNELS}}
 
 
 class ReceiptMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.receipts = Counter("otp_relay_receipts", "Delivery receipts from 8x8 by state, detail, "
-                                "error code and destination country (repeats counted once)",
-                                ["state", "detail", "error_code", "country"], registry=registry)
+        self.receipts = Counter("otp_relay_receipts", "Delivery receipts from 8x8 (SMS receipts, and "
+                                "call session summaries: channel voice) by state, detail, error code "
+                                "and destination country (repeats counted once)",
+                                ["state", "detail", "error_code", "country", "channel"], registry=registry)
         self.requests = Counter("otp_relay_receipt_requests", "Requests on the receipt path by "
                                 "result", ["result"], registry=registry)
         self.delivery_time = Histogram(
-            "otp_relay_delivery_seconds", "From 8x8 accepting a message to its delivered receipt",
-            buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 900, 3600), registry=registry)
+            "otp_relay_delivery_seconds", "From 8x8 accepting a message to its delivered receipt "
+            "(channel voice: from 8x8 creating the call to the summary of the answered call)",
+            ["channel"], buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 900, 3600), registry=registry)
         self.ratio = Gauge("otp_relay_delivery_ratio", "Delivered / (delivered + undelivered) "
                            "receipts of the last 15 minutes in this process (NaN without any)",
                            registry=registry)
@@ -343,13 +407,14 @@ class Receipts:
         newest = self.tokens.newest if self.tokens is not None else None
         return f"{self.url}/{newest}" if self.url and newest else None
 
-    def sent(self, umid: str, country: str) -> None:
+    def sent(self, umid: str, country: str, channel: str = "text") -> None:
         """On the send path: never holds the answer up for a shared store. Sent umids are
-        kept only when sends ask for receipts."""
-        self.window.add("sent")
+        kept only when receipts are set up. ``channel``: "text" (an SMS, ``umid``) or
+        "voice" (a call, its ``sessionId``)."""
+        self.window.add("sent", channel)
         if not self.url:
             return
-        pending = self.store.sent(umid, time.time(), country)
+        pending = self.store.sent(umid, time.time(), country, channel)
         if pending is not None:
             task = asyncio.ensure_future(pending)
             self._writes.add(task)
@@ -357,24 +422,26 @@ class Receipts:
 
     async def record(self, receipt: Receipt) -> dict[str, object]:
         """Count a receipt of a sent message once; the log fields of what happened."""
-        result, sent_at, country = await self.store.first(receipt.umid, receipt.state)
+        channel = receipt.channel
+        result, sent_at, country = await self.store.first(receipt.umid, receipt.state, channel)
         self.metrics.requests.labels(result).inc()
-        fields: dict[str, object] = {"umid": receipt.umid, "state": receipt.state, "outcome": result}
+        fields: dict[str, object] = {"umid": receipt.umid, "state": receipt.state, "outcome": result,
+                                     "channel": channel}
         if result != "counted":
             return fields
         fields["country"] = country
-        self.metrics.receipts.labels(receipt.state, receipt.detail, receipt.error_code, country).inc()
+        self.metrics.receipts.labels(receipt.state, receipt.detail, receipt.error_code, country, channel).inc()
         if receipt.state in DELIVERED:
-            self.window.add("delivered")
+            self.window.add("delivered", channel)
             if sent_at is not None:
                 seconds = max(0.0, time.time() - sent_at)
-                self.metrics.delivery_time.observe(seconds)
+                self.metrics.delivery_time.labels(channel).observe(seconds)
                 fields["duration_ms"] = round(seconds * 1000)
         elif receipt.state in FAILED:
-            self.window.add("undelivered")
-            self.window.add("reason:" + receipt.reason)
+            self.window.add("undelivered", channel)
+            self.window.add("reason:" + receipt.reason, channel)
             fields["detail"] = receipt.reason
-        if self.canary is not None and receipt.state in DELIVERED | FAILED:  # only counted receipts
+        if self.canary is not None and channel == "text" and receipt.state in DELIVERED | FAILED:  # only counted receipts
             await self.canary.receipt(receipt.umid, receipt.state, receipt.error_code, receipt.reason)
         return fields
 
@@ -417,7 +484,7 @@ async def handle(relay: Any, request: Any) -> Any:
         receipt = parse(raw)
         if receipt is None:
             desk.metrics.requests.labels("invalid").inc()
-            return web.Response(status=400, text="not an 8x8 delivery receipt")
+            return web.Response(status=400, text="not an 8x8 delivery receipt or voice session summary")
         fields = await desk.record(receipt)
     except web.HTTPRequestEntityTooLarge:
         desk.metrics.requests.labels("too_large").inc()

@@ -24,7 +24,7 @@ from .config import Rate
 from .policy import Window
 from .state import (
     ACCEPTED, RELEASE, InFlight, Limited, Proceed, Replay, StateUnavailable, Timing, Unknown,
-    Verdict, recipient_tag,
+    Verdict, recipient_limit, recipient_tag,
 )
 
 # KEYS: idempotency record, recipient window (sorted set), global bucket (hash), then one hash
@@ -180,7 +180,7 @@ class RedisState:
 
     def __init__(self, url: str, password_file: Path | None, prefix: str, per_recipient: Rate,
                  global_limit: Rate, timing: Timing, timeout: float = 1.0,
-                 ca_file: Path | None = None) -> None:
+                 ca_file: Path | None = None, voice_per_recipient: Rate | None = None) -> None:
         tls: dict[str, object] = {}
         if url.startswith("rediss://"):  # the certificate and the host name are always checked
             tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
@@ -193,14 +193,20 @@ class RedisState:
         self._scripts = Scripts(self._client, {"claim": _CLAIM, "settle": _SETTLE})
         self._prefix = f"{{{prefix}}}:"
         self._timing_ms = (int(timing.retention * 1000), int(timing.in_flight * 1000))
-        self._recipient = (per_recipient.limit, int(per_recipient.window * 1000))
+        voice = voice_per_recipient or per_recipient
+        # per delivery: the key prefix of its recipient windows and their (limit, window ms);
+        # the same script counts both, in separate sorted sets
+        self._recipient = {"text": ("r:", per_recipient.limit, int(per_recipient.window * 1000)),
+                           "voice": ("rv:", voice.limit, int(voice.window * 1000))}
         self._bucket = (global_limit.limit, global_limit.limit / (global_limit.window * 1000))
 
     async def claim(self, key: str, recipient: str, request_id: str, cost: int = 1,
-                    windows: tuple[Window, ...] = (), user_limits: bool = True) -> Verdict:
-        keys = [self._prefix + "k:" + key, self._prefix + "r:" + recipient_tag(recipient),
+                    windows: tuple[Window, ...] = (), user_limits: bool = True,
+                    delivery: str = "text") -> Verdict:
+        window_prefix, *recipient_rate = self._recipient[delivery]
+        keys = [self._prefix + "k:" + key, self._prefix + window_prefix + recipient_tag(recipient),
                 self._prefix + "global"]
-        args = [*self._timing_ms, *self._recipient, *self._bucket, request_id, cost,
+        args = [*self._timing_ms, *recipient_rate, *self._bucket, request_id, cost,
                 1 if user_limits else 0]
         for window in windows:
             keys.append(f"{self._prefix}w:{window.rule}:{window.tag}")
@@ -215,7 +221,7 @@ class RedisState:
             return Unknown()
         if kind == "inflight":
             return InFlight(float(value) / 1000)
-        return Limited(kind, float(value) / 1000)
+        return Limited(recipient_limit(delivery) if kind == "recipient" else kind, float(value) / 1000)
 
     async def settle(self, key: str, outcome: str, umid: str = "") -> None:
         state = {RELEASE: "r", ACCEPTED: "a"}.get(outcome, "u")

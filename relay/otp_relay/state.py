@@ -68,9 +68,12 @@ class Unknown:
     """An earlier attempt may have reached 8x8; the key is never sent again."""
 
 
+VOICE_RECIPIENT = "voice_recipient"  # the Limited.limit of the per-recipient window for calls
+
+
 @dataclass(frozen=True)
 class Limited:
-    limit: str  # "global", "recipient", a window rule of ``policy.WINDOW_RULES`` or "canary"
+    limit: str  # "global", "recipient", "voice_recipient", a window rule of ``policy.WINDOW_RULES`` or "canary"
     retry_after: float
 
 
@@ -97,10 +100,13 @@ class State(Protocol):
     scope: str  # "process" or "shared"
 
     async def claim(self, key: str, recipient: str, request_id: str, cost: int = 1,
-                    windows: tuple[Window, ...] = (), user_limits: bool = True) -> Verdict:
+                    windows: tuple[Window, ...] = (), user_limits: bool = True,
+                    delivery: str = "text") -> Verdict:
         """``cost``: units of the global bucket (SMS segments); ``windows``: the policy's
         fixed-window counts this send is charged to; ``user_limits=False`` (the canary): the
-        global bucket and the recipient window neither refuse nor count it (``windows`` do)."""
+        global bucket and the recipient window neither refuse nor count it (``windows`` do);
+        ``delivery`` "voice": the recipient window is the one for calls (its own rate and
+        counts, refusing as ``voice_recipient``), everything else is the same."""
         ...
 
     async def settle(self, key: str, outcome: str, umid: str = "") -> None: ...
@@ -137,12 +143,14 @@ class MemoryState:
     scope = "process"
 
     def __init__(self, per_recipient: Rate, global_limit: Rate, timing: Timing,
-                 max_keys: int = MAX_IDEMPOTENCY_KEYS, clock=time.monotonic) -> None:
+                 max_keys: int = MAX_IDEMPOTENCY_KEYS, clock=time.monotonic,
+                 voice_per_recipient: Rate | None = None) -> None:
         self._clock = clock
         self._timing = timing
         self._keys: OrderedDict[str, _Record] = OrderedDict()
         self._max_keys = max_keys
-        self._recipients = RecipientWindow(per_recipient)
+        self._recipients = {"text": RecipientWindow(per_recipient),
+                            "voice": RecipientWindow(voice_per_recipient or per_recipient)}
         self._bucket = TokenBucket(global_limit, clock())
         self._windows: dict[str, FixedWindows] = {}  # per rule
 
@@ -162,7 +170,8 @@ class MemoryState:
         self._keys.move_to_end(key)
 
     async def claim(self, key: str, recipient: str, request_id: str, cost: int = 1,
-                    windows: tuple[Window, ...] = (), user_limits: bool = True) -> Verdict:
+                    windows: tuple[Window, ...] = (), user_limits: bool = True,
+                    delivery: str = "text") -> Verdict:
         now = self._clock()
         self._expire(now)
         record = self._keys.get(key)
@@ -170,13 +179,14 @@ class MemoryState:
             return _verdict_of(record, now, lambda: self._put(key, _Record(
                 "u", "", 0.0, now + self._timing.retention)))
         tag = recipient_tag(recipient)
+        recipients = self._recipients[delivery]
         if user_limits:
             wait = self._bucket.retry_after(now, cost)
             if wait is not None:
                 return Limited("global", wait)
-            wait = self._recipients.retry_after(tag, now)
+            wait = recipients.retry_after(tag, now)
             if wait is not None:
-                return Limited("recipient", wait)
+                return Limited(recipient_limit(delivery), wait)
         wall = time.time()  # fixed windows follow the wall clock (the same in every replica)
         would: list[str] = []
         for window in windows:
@@ -190,7 +200,7 @@ class MemoryState:
             return Full(max(0.0, next(iter(self._keys.values())).expires - now))
         if user_limits:
             self._bucket.take(cost)
-            self._recipients.record(tag, now)
+            recipients.record(tag, now)
         for window in windows:
             self._windows[window.rule].record(window.tag, window.seconds, window.cost, wall)
         self._put(key, _Record("p", "", now + self._timing.in_flight, now + self._timing.retention))
@@ -208,6 +218,11 @@ class MemoryState:
 
     async def close(self) -> None:
         return None
+
+
+def recipient_limit(delivery: str) -> str:
+    """The name of the per-recipient window a ``delivery`` is counted in."""
+    return VOICE_RECIPIENT if delivery == "voice" else "recipient"
 
 
 def _verdict_of(record: _Record, now: float, mark_unknown) -> Verdict:

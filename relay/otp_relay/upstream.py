@@ -8,6 +8,10 @@ Retry policy (the SMS must never be sent twice, and 8x8 documents no idempotency
 - never retried: anything after the request may have reached 8x8 (reset or disconnect
   mid-exchange, read timeout, an unreadable 2xx) — ``Unknown``; any other answer (3xx, 4xx,
   500, 502, 504, 200 REJECTED) — 8x8 decided, the relay reports it.
+The same client and policy place voice calls (``POST .../callflows``, 8x8's Voice Messaging):
+only the path and the reading of the answer (``interpret_voice``) differ. Each call carries
+``clientActionId`` (the message's idempotency key) for 8x8's records, but 8x8 documents no
+de-duplication on it, so a call is never retried once the request may have left either.
 Redirects are never followed (a 3xx is a refusal: following one would re-send the number, the
 text and the API key, possibly to another host). All attempts together stay within
 ``deadline`` seconds; what 8x8 says is capped before it reaches a caller or a log.
@@ -130,12 +134,46 @@ def interpret(status: int, body: bytes) -> Outcome | None:
                     _capped(data.get("message", ""), MAX_DESCRIPTION))
 
 
+_VOICE_CREATED = "CREATED"
+
+
+def interpret_voice(status: int, body: bytes) -> Outcome | None:
+    """What an answer of 8x8's callflows API means (``sessionStatus`` CREATED with a
+    ``sessionId``, or a ``CallflowErrorResponse`` with a negative ``statusCode`` such as -1014
+    for a caller ID 8x8 has not whitelisted); None for 429 and 503, as for SMS. The call's
+    ``sessionId`` plays the umid's part (replays, call outcomes)."""
+    if status in (429, 503):
+        return None
+    if 300 <= status < 400:
+        return Rejected(status, "REDIRECT", "8x8 answered with a redirect; not followed")
+    try:
+        data: Any = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        data = {}
+    code = _capped(data.get("statusCode", status), MAX_CODE) or str(status)
+    description = _capped(data.get("statusMessage", ""), MAX_DESCRIPTION)
+    if 200 <= status < 300:
+        session = data.get("sessionId")
+        if data.get("sessionStatus") == _VOICE_CREATED and valid_umid(session):
+            return Accepted(session)
+        if data.get("sessionStatus") == "NOT_CREATED":
+            return Rejected(status, code, description)
+        return Unknown("8x8 answered without a usable session id; outcome unknown")
+    return Rejected(status, code, description)
+
+
 class EightByEight:
-    """Sends one message per call to ``{base_url}/api/v1/subaccounts/{id}/messages``."""
+    """Sends one request per call to ``{base_url}/api/v1/subaccounts/{id}/{path}``: ``messages``
+    (SMS, read by ``interpret``) or ``callflows`` (voice calls, read by ``interpret_voice``)."""
 
     def __init__(self, base_url: str, subaccount: str, policy: RetryPolicy,
-                 observe: Callable[[str, float], None], pool_size: int = 100) -> None:
-        self.url = f"{base_url}/api/v1/subaccounts/{subaccount}/messages"
+                 observe: Callable[[str, float], None], pool_size: int = 100,
+                 path: str = "messages",
+                 interpret: Callable[[int, bytes], Outcome | None] = interpret) -> None:
+        self.url = f"{base_url}/api/v1/subaccounts/{subaccount}/{path}"
+        self._interpret = interpret
         self.policy = policy
         self._observe = observe  # (status label, seconds) per attempt, for metrics
         self._pool_size = pool_size
@@ -213,7 +251,7 @@ class EightByEight:
             self._observe("connect_error", time.perf_counter() - t0)
             return NotSent("8x8 unreachable"), None
         self._observe(str(status), time.perf_counter() - t0)
-        outcome = interpret(status, content)
+        outcome = self._interpret(status, content)
         if outcome is not None:
             return None, outcome
         seconds = parse_retry_after(retry_after, time.time())

@@ -8,6 +8,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from otp_sandbox.auth0_emulator.launcher import ROUTING_FOR_MODE
 
 from tests.support.auth0 import SIGNING_KEY, SMS_API_KEY, SUBACCOUNT, Setup, desired_for
 from tests.fixtures.auth0 import route_phone_messages
@@ -16,6 +17,7 @@ from tests.fixtures.relay import free_port, relay_env
 RECIPIENT = "+6591234567"
 CODE = "482913"
 TEXT = f"Your verification code is {CODE}"
+CALLER_ID = "+6568332048"  # the calls' caller ID, whitelisted on the 8x8 emulator
 FIRE_TRIGGER = {"phone-provider": "custom-phone-provider",
                 "send-phone-message": "send-phone-message", "legacy-hook": "hook"}
 
@@ -197,3 +199,22 @@ async def test_auth0_retries_after_a_relay_timeout_and_exactly_one_sms_reaches_8
     assert result.attempts == 2 and result.outcome == "success", result
     assert proxy.connections == 2
     assert [(m.destination, m.text) for m in sms_emulator.messages()] == [(RECIPIENT[1:], TEXT)]
+
+
+@pytest.mark.parametrize("mode", ["phone-provider", "send-phone-message", "legacy-hook"])
+async def test_a_voice_message_reaches_the_relay_and_becomes_one_call(mode, setup, start_relay, sms_emulator):
+    """Auth0's voice message (``as_voice`` of a custom-phone-provider notification, the text of a
+    ``message_type: voice`` send-phone-message or hook) goes to a relay with voice on, with its
+    locale: 8x8 places one call that says the words in the locale's voice; no SMS."""
+    sms_emulator.whitelist_caller_id(SUBACCOUNT, CALLER_ID)
+    relay = start_relay(VOICE="true", VOICE_BASE_URL=sms_emulator.base_url, VOICE_CALLER_ID=CALLER_ID,
+                        VOICE_PROFILES="da=da-DK-Naja")
+    setup.tenant.set_phone(**{**ROUTING_FOR_MODE[mode], "message_types": ["sms", "voice"]})
+    await registered(setup, mode, relay.url)
+    result = setup.tenant.fire_phone_message(recipient=RECIPIENT, text=TEXT, code=CODE, delivery_method="voice",
+                                             locale="da", trigger=FIRE_TRIGGER[mode])
+    assert result.outcome == "success", result
+    [call] = sms_emulator.calls()
+    assert (call.destination, call.source, call.text, call.voice_profile, call.repetition) == (
+        RECIPIENT[1:], CALLER_ID[1:], TEXT, "da-DK-Naja", 2)
+    assert sms_emulator.messages() == []

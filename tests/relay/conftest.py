@@ -12,13 +12,15 @@ import pytest
 from otp_sandbox.eightbyeight import EightByEightEmulator
 
 from tests.fixtures.cluster import temporary_namespace
-from tests.fixtures.relay import RelayProcess, fresh_number, relay_env  # noqa: F401  (fresh_number: the relay tests import it from here)
+from otp_sandbox.processes import metric_samples
+from tests.fixtures.relay import RelayProcess, free_port, kubelet_volume, fresh_number, relay_env  # noqa: F401  (fresh_number: the relay tests import it from here)
 from tests.support.leaks import assert_no_secrets  # noqa: F401  (the relay tests import it from here)
 from tests.support.waiting import wait_for as support_wait_for
 
 SUBACCOUNT = "shop_otp"
 API_KEY = "sk-live-8x8-3f9a1c77e2b04d5f"
 SIGNING_KEYS = ("sig-old-5b2e9d14c8a7", "sig-new-a81f3c6e0d92")
+CALLER_ID = "+6568332048"  # whitelisted for SUBACCOUNT's calls on the emulator
 # The tests' "no global limit" (100000/s) over the retention needs 180.8 M keys; the store's
 # memory grows only with the keys it holds, so a cap this high is what "no limit" means here.
 UNLIMITED_KEYS = "1000000000"
@@ -34,8 +36,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
 
 @pytest.fixture(scope="session")
 def emulator_keys(sms_emulator: EightByEightEmulator) -> EightByEightEmulator:
-    sms_emulator.add_subaccount(SUBACCOUNT, API_KEY)
+    sms_emulator.add_subaccount(SUBACCOUNT, API_KEY, caller_ids=[CALLER_ID])
     return sms_emulator
+
+
+def voice_settings(emulator: EightByEightEmulator, **settings: str) -> dict[str, str]:
+    """A relay's settings with voice on, calling through ``emulator`` from ``CALLER_ID``."""
+    return {"VOICE": "true", "VOICE_BASE_URL": emulator.base_url, "VOICE_CALLER_ID": CALLER_ID, **settings}
 
 
 @pytest.fixture
@@ -52,19 +59,50 @@ def make_relay(relay_factory: Callable[..., RelayProcess], emulator_keys: EightB
 
     def start(*, base_url: str | None = None, api_key: str = API_KEY,
               signing_keys: tuple[str, ...] = SIGNING_KEYS, wait_ready: bool = True,
-              **settings: str) -> RelayProcess:
-        workdir = tmp_path / f"relay{next(counter)}"
+              workdir: Path | None = None, port: int | None = None, **settings: str) -> RelayProcess:
+        workdir = workdir or tmp_path / f"relay{next(counter)}"
         settings.setdefault("GLOBAL_LIMIT", "100000/s")
         settings.setdefault("PER_RECIPIENT", "100000/s")
+        settings.setdefault("VOICE_PER_RECIPIENT", "100000/s")
         settings.setdefault("MAX_IDEMPOTENCY_KEYS", UNLIMITED_KEYS)
         for name, value in NO_POLICY_WINDOWS.items():
             settings.setdefault(name, value)
         env = relay_env(workdir, base_url=base_url or emulator_keys.base_url,
                         ssl_cert_file=ssl_cert_file, subaccount=SUBACCOUNT, api_key=api_key,
                         signing_keys=signing_keys, **settings)
-        return relay_factory(env, workdir=workdir, wait_ready=wait_ready)
+        return relay_factory(env, workdir=workdir, wait_ready=wait_ready, port=port)
 
     return start
+
+
+TOKENS = ("rcpt-old-Q2d8xV1mZ0aT7kLp", "rcpt-new-9fJw3Hs6Ye4RbN1c")  # receipt tokens, newest last
+
+
+@pytest.fixture
+def receipt_relay(make_relay: Callable[..., RelayProcess], tmp_path: Path) -> Callable[..., RelayProcess]:
+    """``receipt_relay(**settings)``: a relay (``make_relay``) whose sends ask 8x8 for receipts
+    on its own port, with the receipt tokens ``TOKENS`` in a kubelet-style volume."""
+    counter = itertools.count()
+
+    def start(tokens: tuple[str, ...] = TOKENS, **settings: str) -> RelayProcess:
+        workdir = tmp_path / f"receipt-relay{next(counter)}"
+        port = free_port()
+        kubelet_volume(workdir / "receipts", {"tokens": "".join(f"{t}\n" for t in tokens)})
+        return make_relay(workdir=workdir, port=port, RECEIPT_URL=f"http://127.0.0.1:{port}/v1/receipts",
+                          RECEIPT_TOKEN_FILE=str(workdir / "receipts" / "tokens"), **settings)
+
+    return start
+
+
+def samples(relay: RelayProcess, name: str) -> dict[tuple, float]:
+    """Every sample of ``name`` on the relay's /metrics, by its sorted labels."""
+    return metric_samples(relay.get("/metrics").text, name)
+
+
+def post_receipt(relay: RelayProcess, body: object, token: str = TOKENS[1]):
+    """POST a receipt (or a voice session summary) to the relay's receipt path with ``token``."""
+    kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
+    return relay.client.post(f"{relay.url}/v1/receipts/{token}", **kwargs)
 
 
 # The shared relay's settings (as OTP_RELAY_* variables without the prefix), for the local

@@ -199,10 +199,11 @@ def test_non_json_content_type_is_415(shared_relay: RelayProcess, emulator) -> N
     assert emulator.messages() == []
 
 
-def test_voice_is_422(shared_relay: RelayProcess, emulator) -> None:
+def test_voice_is_422_on_a_relay_without_voice(shared_relay: RelayProcess, emulator) -> None:
     response = shared_relay.post(otp_body(fresh_number(), delivery_method="voice"), NEW_KEY)
     assert response.status_code == 422
-    assert emulator.messages() == []
+    assert problem(response)["detail"] == "voice delivery is not configured on this channel; use 'text'"
+    assert emulator.messages() == [] and emulator.calls() == []
 
 
 def test_per_recipient_limit_is_429_with_retry_after(shared_relay: RelayProcess, emulator) -> None:

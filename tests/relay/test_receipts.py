@@ -16,48 +16,23 @@ import pytest
 
 from otp_operator import delivery
 from otp_relay import receipts
-from otp_sandbox.processes import metric_samples
 from tests.fixtures.redis import RedisServer
-from tests.fixtures.relay import RelayProcess, free_port, kubelet_volume, otp_body, relay_env
+from tests.fixtures.relay import RelayProcess, kubelet_volume, otp_body
 
-from .conftest import API_KEY, NO_POLICY_WINDOWS, SIGNING_KEYS, SUBACCOUNT, UNLIMITED_KEYS, assert_no_secrets, fresh_number, wait_for
+from .conftest import (
+    API_KEY, SIGNING_KEYS, SUBACCOUNT, TOKENS, assert_no_secrets, fresh_number,
+    post_receipt, samples, wait_for,
+)
 
 KEY = SIGNING_KEYS[1]
-TOKENS = ("rcpt-old-Q2d8xV1mZ0aT7kLp", "rcpt-new-9fJw3Hs6Ye4RbN1c")
-
-
-@pytest.fixture
-def receipt_relay(relay_factory, emulator_keys, ssl_cert_file: Path, tmp_path: Path):
-    """``receipt_relay(**settings)``: a relay whose sends ask 8x8 for receipts on its own port."""
-    counter = iter(range(100))
-
-    def start(tokens: tuple[str, ...] = TOKENS, **settings: str) -> RelayProcess:
-        workdir = tmp_path / f"relay{next(counter)}"
-        port = free_port()
-        kubelet_volume(workdir / "receipts", {"tokens": "".join(f"{t}\n" for t in tokens)})
-        env = relay_env(workdir, base_url=emulator_keys.base_url, ssl_cert_file=ssl_cert_file,
-                        subaccount=SUBACCOUNT, api_key=API_KEY, signing_keys=SIGNING_KEYS,
-                        GLOBAL_LIMIT="100000/s", PER_RECIPIENT="100000/s", MAX_IDEMPOTENCY_KEYS=UNLIMITED_KEYS, **NO_POLICY_WINDOWS,
-                        RECEIPT_URL=f"http://127.0.0.1:{port}/v1/receipts",
-                        RECEIPT_TOKEN_FILE=str(workdir / "receipts" / "tokens"), **settings)
-        return relay_factory(env, workdir=workdir, port=port)
-
-    return start
-
-
-def samples(relay: RelayProcess, name: str) -> dict[tuple, float]:
-    return metric_samples(relay.get("/metrics").text, name)
+TEXT = (("channel", "text"),)
+NO_FIGURES = {"sent": 0, "delivered": 0, "undelivered": 0, "ratio": None, "topFailureReason": ""}
 
 
 def receipt_body(umid: str, state: str = "delivered", destination: str = "+6591234567", **status) -> dict:
     return {"namespace": "SMS", "eventType": "outbound_message_status_changed",
             "payload": {"umid": umid, "subAccountId": SUBACCOUNT, "destination": destination,
                         "status": {"state": state, "timestamp": "2026-12-01T10:00:00.00Z", **status}}}
-
-
-def post_receipt(relay: RelayProcess, body: object, token: str = TOKENS[1]):
-    kwargs = {"content": body} if isinstance(body, bytes) else {"json": body}
-    return relay.client.post(f"{relay.url}/v1/receipts/{token}", **kwargs)
 
 
 def test_a_delivered_receipt_from_8x8_is_timed_and_summarised(receipt_relay, emulator) -> None:
@@ -71,17 +46,17 @@ def test_a_delivered_receipt_from_8x8_is_timed_and_summarised(receipt_relay, emu
     assert send_took < 1.5, f"the send took {send_took:.2f} s: too loaded to time a 2 s delivery"
     [sent] = emulator.messages()
     assert sent.dlr_callback_url == f"{relay.url}/v1/receipts/{TOKENS[1]}"  # the newest token
-    wait_for(lambda: samples(relay, "otp_relay_delivery_seconds_count") == {(): 1.0})
+    wait_for(lambda: samples(relay, "otp_relay_delivery_seconds_count") == {TEXT: 1.0})
     [attempt] = emulator.receipts()["attempts"]
     assert (attempt["umid"], attempt["attempt"], attempt["result"]) == (umid, 1, 200)
     assert samples(relay, "otp_relay_receipts_total") == {
-        (("country", "SG"), ("detail", "delivered_to_recipient"), ("error_code", ""),
+        (("channel", "text"), ("country", "SG"), ("detail", "delivered_to_recipient"), ("error_code", ""),
          ("state", "delivered")): 1.0}
     # The relay learns of the acceptance when 8x8's answer arrives, up to one send after it.
-    assert 2.0 - send_took <= samples(relay, "otp_relay_delivery_seconds_sum")[()] < 10
+    assert 2.0 - send_took <= samples(relay, "otp_relay_delivery_seconds_sum")[TEXT] < 10
+    figures = {"sent": 1, "delivered": 1, "undelivered": 0, "ratio": 1.0, "topFailureReason": ""}
     assert relay.get("/v1/delivery-summary").json() == {
-        "windowSeconds": 900, "sent": 1, "delivered": 1, "undelivered": 0, "ratio": 1.0,
-        "topFailureReason": ""}
+        "windowSeconds": 900, **figures, "channels": {"text": figures, "voice": NO_FIGURES}}
     assert samples(relay, "otp_relay_delivery_ratio") == {(): 1.0}
     logs = relay.logs()
     assert "***" + number[-4:] in logs
@@ -96,7 +71,7 @@ def test_undelivered_receipts_carry_the_error_code_and_lower_the_ratio(receipt_r
         assert relay.post(otp_body(number, code=str(time.monotonic_ns())[-6:]), KEY).status_code == 202
     wait_for(lambda: sum(samples(relay, "otp_relay_receipts_total").values()) == 3)
     counted = samples(relay, "otp_relay_receipts_total")
-    assert counted[(("country", "MY"), ("detail", "rejected_by_operator"), ("error_code", "1"),
+    assert counted[(("channel", "text"), ("country", "MY"), ("detail", "rejected_by_operator"), ("error_code", "1"),
                     ("state", "undelivered"))] == 1.0
     summary = relay.get("/v1/delivery-summary").json()
     assert (summary["sent"], summary["delivered"], summary["undelivered"]) == (3, 2, 1)
@@ -104,7 +79,7 @@ def test_undelivered_receipts_carry_the_error_code_and_lower_the_ratio(receipt_r
     assert summary["topFailureReason"] == "Absent subscriber"
     # what the operator reads into status.delivery
     read = asyncio.run(delivery.fetch_summary(relay.admin_url + "/v1/delivery-summary"))
-    assert read == summary
+    assert read == {k: v for k, v in summary.items() if k != "channels"}  # the operator's fields
 
 
 def test_a_wrong_token_gets_the_same_404_as_an_unknown_path(receipt_relay, emulator) -> None:
@@ -221,8 +196,8 @@ def test_replicas_on_redis_share_submit_times_and_repeats(receipt_relay, emulato
     time.sleep(0.3)
     assert post_receipt(two, body).status_code == 200  # 8x8 reached the other replica
     assert post_receipt(one, body).status_code == 200  # and retried on the first one
-    assert samples(two, "otp_relay_delivery_seconds_count") == {(): 1.0}
-    assert samples(two, "otp_relay_delivery_seconds_sum")[()] >= 0.3
+    assert samples(two, "otp_relay_delivery_seconds_count") == {TEXT: 1.0}
+    assert samples(two, "otp_relay_delivery_seconds_sum")[TEXT] >= 0.3
     assert sum(samples(one, "otp_relay_receipts_total").values()) == 0  # counted once, on two
     forged = receipt_body("77777777-0000-4000-8000-000000000000", destination=number)
     assert post_receipt(one, forged).status_code == 503  # never sent: nothing stored
@@ -309,8 +284,8 @@ def test_the_window_forgets_old_minutes() -> None:
     now[0] = 899
     assert window.summary()["undelivered"] == 1
     now[0] = 960
-    assert window.summary() == {"windowSeconds": 900, "sent": 0, "delivered": 0, "undelivered": 0,
-                                "ratio": None, "topFailureReason": ""}
+    assert window.summary() == {"windowSeconds": 900, **NO_FIGURES,
+                                "channels": {"text": NO_FIGURES, "voice": NO_FIGURES}}
 
 
 def test_memory_receipts_stay_bounded() -> None:

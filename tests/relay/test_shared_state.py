@@ -14,9 +14,9 @@ from otp_relay.state import ACCEPTED, RELEASE, InFlight, Limited, Proceed, Repla
 from otp_sandbox.pki import CertificateAuthority
 
 from tests.fixtures.redis import RedisServer
-from tests.fixtures.relay import otp_body
+from tests.fixtures.relay import otp_body, voice_body
 
-from .conftest import SIGNING_KEYS, fresh_number, problem
+from .conftest import SIGNING_KEYS, fresh_number, problem, voice_settings
 
 KEY = SIGNING_KEYS[1]
 
@@ -62,6 +62,24 @@ def test_per_recipient_budget_is_exact_across_replicas(shared_relays, emulator) 
     statuses = [replicas[i % 2].post(otp_body(number, code=f"66{i:04d}"), KEY).status_code for i in range(6)]
     assert statuses == [202, 202, 429, 429, 429, 429]
     assert len(emulator.messages()) == 2  # the channel's budget, not replicas x budget
+
+
+def test_the_per_recipient_call_window_is_exact_across_replicas(shared_relays, emulator) -> None:
+    """Calls have their own window (one Lua script counts both, in separate sets): two replicas
+    on one Redis place 2 calls to a number in the hour, not 2 each; texts keep their window."""
+    one, two = shared_relays(2, **voice_settings(emulator, VOICE_PER_RECIPIENT="2/1h"), PER_RECIPIENT="3/1h")
+    number = fresh_number()
+    answers = [(one, two)[i % 2].post(voice_body(number, code=f"55{i:04d}"), KEY) for i in range(5)]
+    assert [a.status_code for a in answers] == [202, 202, 429, 429, 429]
+    assert {problem(a)["detail"] for a in answers[2:]} == {"call limit for this recipient reached"}
+    assert 3590 <= int(answers[-1].headers["Retry-After"]) <= 3600
+    assert len(emulator.calls()) == 2
+    # the same message again on the other replica is the first call's replay, not a third call
+    again = two.post(voice_body(number, code="550000"), KEY)
+    assert again.status_code == 202 and again.json() == answers[0].json()
+    texts = [(one, two)[i % 2].post(otp_body(number, code=f"56{i:04d}"), KEY).status_code for i in range(4)]
+    assert texts == [202, 202, 202, 429]  # texts: their own window (3/1h), calls not in it
+    assert len(emulator.calls()) == 2 and len(emulator.messages()) == 3
 
 
 def test_concurrent_calls_share_a_round_trip_and_keep_their_own_verdicts(redis_server: RedisServer) -> None:

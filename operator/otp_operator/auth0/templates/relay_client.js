@@ -1,10 +1,10 @@
-// Posts one message to the otp-relay (contract revision 4), signed as the relay requires:
+// Posts one message to the otp-relay (contract revision 5), signed as the relay requires:
 // X-Otp-Signature: v1=<hex HMAC-SHA256(key, "<timestamp>.<raw body>")>.
 // Resolves to {ok} or {ok: false, retryable, reason}; never rejects. Reasons never carry
 // the code, the text or the number (Auth0 keeps them in its logs).
 // Retry (Auth0 runs the same notification again) only when the relay surely sent nothing or
 // may not have got the request: 409 (same message in flight), 429, 503, or no response at all.
-// The idempotency key makes a retry after an unknown outcome harmless (at most one SMS).
+// The idempotency key makes a retry after an unknown outcome harmless (at most one SMS or call).
 const crypto = require('crypto');
 const http = require('http');
 const https = require('https');
