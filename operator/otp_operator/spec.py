@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from otp_relay import config as relay_config
 from otp_relay.durations import parse_duration
 
 from . import names
@@ -290,13 +291,12 @@ def _canary(value: Mapping[str, Any] | None) -> CanarySpec | None:
     return CanarySpec(to=to, every=every, every_seconds=seconds)
 
 
-# spec.voice defaults (the CRD's are the same): a call is dearer and more abused than an SMS,
-# so its per-recipient window is stricter than the text one.
-VOICE_DEFAULT_PROFILE = "en-US-Standard-A"
-VOICE_DEFAULT_REPETITION = 2
-VOICE_DEFAULT_PER_RECIPIENT = (3, "1h")
+# spec.voice defaults: the relay's own (the CRD repeats them; tests/crd checks they agree). A
+# call is dearer and more abused than an SMS, so its per-recipient window is stricter.
+VOICE_DEFAULT_PROFILE = relay_config.DEFAULT_VOICE_PROFILE
+VOICE_DEFAULT_REPETITION = relay_config.DEFAULT_VOICE_REPETITION
+_VOICE_LIMIT, _VOICE_WINDOW = relay_config.DEFAULT_VOICE_PER_RECIPIENT.split("/")
 _SPEECH_PROFILE = re.compile(r"^[a-z]{2,3}-[A-Z]{2}-[A-Za-z0-9-]{1,64}$")
-_LOCALE = re.compile(r"^[a-z]{2,3}([_-][A-Za-z0-9]{2,8})*$")
 
 
 def _voice(value: Mapping[str, Any] | None) -> VoiceSpec | None:
@@ -313,14 +313,14 @@ def _voice(value: Mapping[str, Any] | None) -> VoiceSpec | None:
     for locale, code in [("profile", profile), *profiles.items()]:
         if not _SPEECH_PROFILE.match(str(code)):
             raise SpecError(f"spec.voice.profiles: {code!r} is not an 8x8 speech profile code (like en-US-Standard-A)")
-        if locale != "profile" and not _LOCALE.match(locale):
+        if locale != "profile" and not relay_config.valid_locale(locale):
             raise SpecError(f"spec.voice.profiles: {locale!r} is not a locale (like en_US or fr)")
     repetition = int(_get(value, "repetition", VOICE_DEFAULT_REPETITION))
-    if not 1 <= repetition <= 3:
+    if repetition not in relay_config.VOICE_REPETITIONS:
         raise SpecError(f"spec.voice.repetition must be 1 to 3 (what 8x8's say action takes), not {repetition}")
     per_recipient = _get(value, "perRecipient", {}) or {}
-    limit = int(_get(per_recipient, "limit", VOICE_DEFAULT_PER_RECIPIENT[0]))
-    window = _get(per_recipient, "window", VOICE_DEFAULT_PER_RECIPIENT[1])
+    limit = int(_get(per_recipient, "limit", int(_VOICE_LIMIT)))
+    window = _get(per_recipient, "window", _VOICE_WINDOW)
     window_seconds(window, "spec.voice.perRecipient.window")
     return VoiceSpec(caller_id=caller_id, profile=profile, profiles=tuple(sorted(profiles.items())),
                      repetition=repetition, per_recipient_limit=limit, per_recipient_window=window,

@@ -73,9 +73,13 @@ def test_a_canary_gets_the_default_period(k8s_api, otpchannel_crd, namespace: st
 def test_voice_gets_its_defaults(k8s_api, otpchannel_crd, namespace: str) -> None:
     body = minimal_channel(namespace, name="voice")
     body["spec"]["voice"] = {"callerId": "+6531234567"}
+    from otp_relay import config as relay_config  # noqa: PLC0415  the relay's defaults are the CRD's
+
+    limit, window = relay_config.DEFAULT_VOICE_PER_RECIPIENT.split("/")
     assert create_channel(k8s_api, body)["spec"]["voice"] == {
-        "callerId": "+6531234567", "enabled": True, "profile": "en-US-Standard-A", "repetition": 2,
-        "perRecipient": {"limit": 3, "window": "1h"}, "offer": False}
+        "callerId": "+6531234567", "enabled": True, "profile": relay_config.DEFAULT_VOICE_PROFILE,
+        "repetition": relay_config.DEFAULT_VOICE_REPETITION, "perRecipient": {"limit": int(limit), "window": window},
+        "offer": False}
 
 
 def _set(body: dict, path: str, value) -> None:
