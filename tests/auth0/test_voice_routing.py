@@ -11,7 +11,7 @@ from otp_operator.auth0.routing import (FALSE, MESSAGE_TYPES_KEY, MFA_VOICE_FLOW
                                         delivery_methods, problems, verdict)
 from otp_operator.spec import SpecError, parse_channel
 from tests.fixtures.auth0 import route_phone_messages
-from tests.support.auth0 import desired_for
+from tests.support.auth0 import SUBACCOUNT, desired_for
 
 SMS_AND_VOICE = ObservedRouting(upe=True, sms_factor=True, message_types=("sms", "voice"), selected_provider=None)
 SMS_ONLY = ObservedRouting(upe=True, sms_factor=True, message_types=("sms",), selected_provider=None)
@@ -56,7 +56,14 @@ def test_offer_asks_for_voice_in_the_message_types_together_with_sms():
     assert flows(result)["mfa"][0] == TRUE and flows(result)[MFA_VOICE_FLOW][0] == FALSE
 
 
-async def test_on_a_tenant_the_provider_and_phone_routing_follow_spec_voice(setup, relay):
+CALLER_ID = "+6562345678"
+
+
+async def test_on_a_tenant_the_provider_and_phone_routing_follow_spec_voice(
+        setup, relay_settings, relay_factory, sms_emulator, tmp_path):
+    sms_emulator.whitelist_caller_id(SUBACCOUNT, CALLER_ID)
+    relay = relay_factory({**relay_settings, "OTP_RELAY_VOICE": "true", "OTP_RELAY_VOICE_CALLER_ID": CALLER_ID,
+                           "OTP_RELAY_VOICE_BASE_URL": sms_emulator.base_url}, workdir=tmp_path / "relay")
     route_phone_messages(setup.tenant, "phone-provider")
     setup.tenant.set_phone(message_types=["sms", "voice"])
     async with setup.sync() as sync:
@@ -72,6 +79,12 @@ async def test_on_a_tenant_the_provider_and_phone_routing_follow_spec_voice(setu
     assert setup.tenant.state()["phone_providers"][0]["configuration"]["delivery_methods"] == ["text", "voice"]
     assert configured.routing.ok, configured.routing
     assert flows(configured.routing)[MFA_VOICE_FLOW][0] == TRUE
+    assert sms_emulator.calls() == []  # the refused call above never reached 8x8
+    call = setup.tenant.fire_phone_message(recipient="+6591234567", text="Your code is 551177", code="551177",
+                                           delivery_method="voice")
+    assert call.outcome == "success", call.reason
+    [placed] = sms_emulator.calls()
+    assert (placed.source, placed.destination) == (CALLER_ID[1:], "6591234567")
 
 
 async def test_offer_with_manage_routing_adds_voice_and_removal_puts_the_types_back(setup, relay):
@@ -135,3 +148,13 @@ def test_the_relay_gets_the_voice_settings(sms_base_url, voice_base_url):
         "OTP_RELAY_VOICE_PROFILE": "en-US-Standard-A", "OTP_RELAY_VOICE_PROFILES": "da=da-DK-Naja,en_GB=en-GB-Emma",
         "OTP_RELAY_VOICE_REPETITION": "3", "OTP_RELAY_VOICE_PER_RECIPIENT": "2/30m",
         **({"OTP_RELAY_VOICE_BASE_URL": voice_base_url} if voice_base_url else {})}
+    # ... and the relay starts with them as meant (names and formats are the relay's)
+    from otp_relay import config as relay_config  # noqa: PLC0415
+
+    settings = relay_config.load([], env)
+    assert (settings.voice_enabled, settings.voice_caller_id, settings.voice_repetition) == (True, "+6531234567", 3)
+    assert (settings.voice_per_recipient.limit, settings.voice_per_recipient.window) == (2, 1800)
+    assert [settings.voice_profile_for(locale) for locale in ("en_GB", "da_DK", "fr_FR")] == [
+        "en-GB-Emma", "da-DK-Naja", "en-US-Standard-A"]
+    if voice_base_url:
+        assert settings.voice_base_url == voice_base_url
