@@ -32,6 +32,7 @@ import httpx
 import kopf
 
 from otp_relay import signing
+from otp_relay.metrics import CHANNELS as DELIVERY_CHANNELS
 
 from . import metrics, names, rotation, status
 from .auth0.errors import Auth0Error
@@ -43,6 +44,7 @@ TIMEOUT = 3.0
 RELAY_CANARY_TIMEOUT = 10.0  # the relay answers a send within 6 s
 MIN_FINAL_RECEIPTS = 5  # fewer final receipts in the window say nothing about a ratio
 FIELDS = ("windowSeconds", "sent", "delivered", "undelivered", "ratio", "topFailureReason")
+CHANNEL_FIELDS = FIELDS[1:]  # per delivery channel (text, voice): the window is the summary's
 CANARY_STATES = ("sent", "rejected", "delivered", "undelivered")
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
 _CODE = re.compile(r"^[A-Za-z0-9_./-]{1,32}$")
@@ -84,21 +86,33 @@ async def fetch_summary(url: str) -> dict[str, Any]:
     data = answer.json()
     if not isinstance(data, dict):
         raise ValueError("the delivery summary is not a JSON object")
-    summary: dict[str, Any] = {}
-    for key in FIELDS:
-        value = data.get(key)
-        if key == "topFailureReason":
-            if isinstance(value, str) and value:
-                summary[key] = value[:64]
-        elif key == "ratio":
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
-                summary[key] = float(value)
-        elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-            summary[key] = value
+    summary = _figures(data, FIELDS)
+    per_channel = data.get("channels")
+    if isinstance(per_channel, dict):
+        channels = {channel: _figures(per_channel[channel], CHANNEL_FIELDS) for channel in DELIVERY_CHANNELS
+                    if isinstance(per_channel.get(channel), dict)}
+        if channels:
+            summary["channels"] = channels
     canary = canary_record(data.get("canary"))
     if canary is not None:
         summary["canary"] = canary
     return summary
+
+
+def _figures(data: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
+    """The known ``fields`` of the relay's figures, each only when of the right type."""
+    figures: dict[str, Any] = {}
+    for key in fields:
+        value = data.get(key)
+        if key == "topFailureReason":
+            if isinstance(value, str) and value:
+                figures[key] = value[:64]
+        elif key == "ratio":
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+                figures[key] = float(value)
+        elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            figures[key] = value
+    return figures
 
 
 def _epoch(stamp: Any) -> float | None:
@@ -234,7 +248,7 @@ def _stamp(at: float) -> str:
 
 def delivery_status(summary: Mapping[str, Any], previous: Mapping[str, Any] | None, stamp: str) -> dict[str, Any] | None:
     """The new ``status.delivery``, or None when the numbers did not change (no write)."""
-    if previous and all(previous.get(key) == summary.get(key) for key in FIELDS):
+    if previous and all(previous.get(key) == summary.get(key) for key in (*FIELDS, "channels")):
         return None
     return {**summary, "observedTime": stamp}
 

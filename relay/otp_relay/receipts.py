@@ -45,6 +45,7 @@ from .canary import shown as canary_shown
 from .config import Settings
 from .keys import WatchedFile, parse_signing_keys
 from .logs import LineBudget, RequestLog
+from .metrics import CHANNELS
 from .upstream import valid_umid
 
 MAX_RECEIPT = 8 * 1024  # bytes; 8x8's receipts are well under 1 KiB
@@ -99,7 +100,6 @@ VOICE_ERROR_REASONS = {
     -2009: "The scenario parameters provided is invalid", -2010: "The trunk capacity has been exceeded",
     -9999: "An unknown error has occurred",
 }
-CHANNELS = ("text", "voice")
 TOP_REASONS = 5  # failure reasons the summary ranks (from the fixed set above)
 receipt_log = RequestLog("otp_relay.receipt")
 RECEIPT_PATH = "/v1/receipts"

@@ -34,6 +34,8 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 NAMESPACE, CHANNEL = "shop", "prod"
 RECIPIENT = "+6591234567"
 CODE = "482913"
+VOICE_CODE = "739154"
+CALLER_ID = "+6562345678"  # the number 8x8 whitelisted for the demo subaccount's calls
 CONDITIONS = ("RelayAvailable", "Auth0Synced", "Ready")
 
 
@@ -61,6 +63,8 @@ class Summary:
     relay_pods: str
     receipt: str = "-"
     delivery: str = "-"
+    call: str = "-"
+    call_outcome: str = "-"
 
     def lines(self) -> list[str]:
         return [
@@ -70,6 +74,8 @@ class Summary:
             f"SMS at 8x8:     to {self.sms_destination} from {self.sms_source}: \"{self.sms_text}\"",
             f"end to end:     {self.latency_ms:.0f} ms (Auth0 action -> relay -> 8x8)",
             f"8x8 receipt:    {self.receipt}",
+            f"call at 8x8:    {self.call}",
+            f"call outcome:   {self.call_outcome}",
             f"delivery:       {self.delivery}",
             f"relay pods:     {self.relay_pods}",
             f"real node:      started (containerd, images, kubelet, Ready) in {self.node_seconds:.1f}s",
@@ -143,7 +149,7 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
     from .ingress import ServiceIngress, trust_sandbox_ca
     from .processes import OperatorProcess, free_port
 
-    steps = Steps(9, out)
+    steps = Steps(10, out)
     workdir = Path(tempfile.mkdtemp(prefix="otp-demo-"))
     stack = contextlib.ExitStack()
     try:
@@ -171,9 +177,10 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
             sms = EightByEightEmulator.start(ca, workdir / "sms", listen=f"{plane.node.gateway}:0")
             stack.callback(sms.stop)
             api_key = secrets.token_urlsafe(24)
-            sms.add_subaccount("shop_otp", api_key)
+            sms.add_subaccount("shop_otp", api_key, caller_ids=[CALLER_ID])
             sms.set_outcome(RECIPIENT, "delivered", after_ms=800)  # the receipt the summary shows
-            detail(f"8x8 API at {sms.base_url}, subaccount shop_otp")
+            sms.set_call_outcome(RECIPIENT, "answered", after_ms=1200)  # and the call's session summary
+            detail(f"8x8 API at {sms.base_url}, subaccount shop_otp (SMS, and calls from {CALLER_ID})")
         with steps.step("starting the Auth0 emulator (runs registered code in Node.js)",
                         "install Node.js >= 20 (`apt-get install nodejs`), then rerun") as detail:
             if shutil.which("node") is None:
@@ -184,7 +191,8 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
             tenant = auth0.add_tenant(clients=[credentials])
             # Set up as a person would in the Dashboard, so MFA SMS reach the phone provider.
             tenant.route_phone_messages_to("phone-provider")
-            detail(f"tenant {tenant.domain} (Unified Phone Experience, MFA SMS factor on)")
+            tenant.set_phone(message_types=["sms", "voice"])  # users may also choose "call me"
+            detail(f"tenant {tenant.domain} (Unified Phone Experience, MFA by SMS and by call)")
         api = config.new_client_from_config(str(plane.kubeconfig))
         with steps.step("installing the OtpChannel CRD and starting the operator",
                         "read the operator log in the demo's work directory") as detail:
@@ -198,6 +206,7 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
             auth0_domain=tenant.domain, client_id=credentials.client_id,
             client_secret=credentials.client_secret, api_key=api_key,
             sms_base_url=sms.base_url, public_url=public_url)
+        channel["spec"]["voice"] = {"callerId": CALLER_ID}
         channel["spec"]["relay"]["podTemplate"] = {"spec": {
             "nodeSelector": node_selector(), "tolerations": [toleration()], "container": {"image": image.reference()}}}
         with steps.step(f"applying examples/ (namespace {NAMESPACE}, Secrets, OtpChannel "
@@ -233,6 +242,16 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
                 raise RuntimeError(f"the action reported {result.outcome}: {result.reason}")
             (message,) = [m for m in sms.messages() if m.destination.lstrip("+") == RECIPIENT[1:]]
             detail(f"action outcome: {result.outcome}")
+        with steps.step("firing a voice OTP through Auth0 (\"call me\": action -> relay -> 8x8 Voice Messaging)",
+                        "the action's outcome and reason are printed above") as detail:
+            spoken = tenant.fire_phone_message(recipient=RECIPIENT, text=f"Your ShopOTP code is {' '.join(VOICE_CODE)}",
+                                               code=VOICE_CODE, delivery_method="voice")
+            if spoken.outcome != "success":
+                raise RuntimeError(f"the action reported {spoken.outcome}: {spoken.reason}")
+            (placed,) = [c for c in sms.calls() if c.destination == RECIPIENT[1:]]
+            detail(f"action outcome: {spoken.outcome}, 8x8 session {placed.session_id}")
+        call = (f"to {mask_number(placed.destination)} from +{placed.source}, voice {placed.voice_profile} "
+                f"read {placed.repetition}x: \"{_mask_code(placed.text or '', VOICE_CODE)}\"")
         summary = Summary(
             channel=f"{NAMESPACE}/{CHANNEL}", integration="phone-provider", relay_url=public_url,
             action_id=status["auth0"].get("actionId", "?"),
@@ -240,7 +259,7 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
             sms_destination=mask_number(message.destination), sms_source=message.source or "-",
             sms_text=message.text.replace(CODE, "*" * len(CODE)), latency_ms=latency_ms,
             kubeconfig=plane.kubeconfig, node_seconds=plane.node.started_seconds, relay_pods=relay_pods,
-            **_delivery(sms, pod_ips, message))
+            call=call, **_delivery(sms, pod_ips, message, placed))
         out("")
         out("Summary (the OTP code is masked)")
         for line in summary.lines():
@@ -253,28 +272,39 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _delivery(sms: Any, pod_ips: list[str], message: Any, timeout: float = 30.0) -> dict[str, str]:
-    """8x8's delivery receipt as the relay took it, and the relay pods' delivery summary added up
-    (what the operator copies into status.delivery), read from the pods' admin listener."""
+def _mask_code(text: str, code: str) -> str:
+    """The text with the code masked, also when it is read out digit by digit."""
+    return text.replace(" ".join(code), " ".join("*" * len(code))).replace(code, "*" * len(code))
+
+
+def _delivery(sms: Any, pod_ips: list[str], message: Any, call: Any, timeout: float = 30.0) -> dict[str, str]:
+    """8x8's delivery receipt and the call's session summary as the relay took them, and the relay
+    pods' delivery summary per channel added up (what the operator copies into status.delivery),
+    read from the pods' admin listener."""
     import httpx
 
     from otp_operator import names
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        taken = [a for a in sms.receipts()["attempts"] if a["umid"] == message.umid and a["result"] == 200]
-        summaries = [httpx.get(f"http://{ip}:{names.RELAY_ADMIN_PORT}{names.RELAY_DELIVERY_SUMMARY_PATH}",
-                               timeout=5).json() for ip in pod_ips]
-        total = {key: sum(s[key] for s in summaries) for key in ("sent", "delivered", "undelivered")}
-        final = total["delivered"] + total["undelivered"]
-        if taken and final:
-            state = taken[0]["body"]["payload"]["status"]["state"]
-            return {"receipt": f"{state} to {mask_number(message.destination)} after {taken[0]['elapsed']:.1f} s",
-                    "delivery": f"last {summaries[0]['windowSeconds'] // 60} min: {total['sent']} sent, "
-                                f"{total['delivered']} delivered, {total['undelivered']} undelivered, "
-                                f"ratio {total['delivered'] / final:.0%}"}
+        attempts = [a for a in sms.receipts()["attempts"] if a["result"] == 200]
+        receipt = [a for a in attempts if a.get("umid") == message.umid]
+        summary = [a for a in attempts if a.get("sessionId") == call.session_id]
+        pods = [httpx.get(f"http://{ip}:{names.RELAY_ADMIN_PORT}{names.RELAY_DELIVERY_SUMMARY_PATH}",
+                          timeout=5).json() for ip in pod_ips]
+        text, voice = ({key: sum(p["channels"][channel][key] for p in pods) for key in ("sent", "delivered", "undelivered")}
+                       for channel in ("text", "voice"))
+        if receipt and summary and text["delivered"] + text["undelivered"] and voice["delivered"] + voice["undelivered"]:
+            state = receipt[0]["body"]["payload"]["status"]["state"]
+            status = summary[0]["body"]["payload"]["sessionStatus"]
+            return {"receipt": f"{state} to {mask_number(message.destination)} after {receipt[0]['elapsed']:.1f} s",
+                    "call_outcome": f"{status} (answered) to {mask_number(call.destination)}, 8x8's session summary "
+                                    f"after {summary[0]['elapsed']:.1f} s",
+                    "delivery": f"last {pods[0]['windowSeconds'] // 60} min: text {text['sent']} sent, "
+                                f"{text['delivered']} delivered; voice {voice['sent']} placed, "
+                                f"{voice['delivered']} answered, {voice['undelivered']} not"}
         time.sleep(0.2)
-    return {"receipt": f"no receipt from 8x8 reached the relay within {timeout:.0f} s"}
+    return {"receipt": f"no receipt or session summary from 8x8 reached the relay within {timeout:.0f} s"}
 
 
 def _trust_sandbox_ca_when_deployed(api: Any, trust: Path, apply: Callable[[str, str], None],

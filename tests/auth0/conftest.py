@@ -10,7 +10,7 @@ import pytest
 from otp_sandbox.auth0_emulator import Auth0Tenant
 
 from tests.fixtures.auth0 import make_client
-from tests.fixtures.relay import RelayProcess, relay_env
+from tests.fixtures.relay import RelayProcess, free_port, kubelet_volume, relay_env
 from tests.support.auth0 import (  # noqa: F401
     SIGNING_KEY,
     SMS_API_KEY,
@@ -43,5 +43,22 @@ def relay_settings(sms_emulator, ssl_cert_file: Path, tmp_path: Path) -> dict[st
 @pytest.fixture
 def relay(relay_settings: dict[str, str], relay_factory, tmp_path: Path) -> RelayProcess:
     return relay_factory(relay_settings, workdir=tmp_path / "relay")
+
+
+RECEIPT_TOKEN = "rcpt-auth0-tests-Q2d8xV1mZ0aT7kLp"
+
+
+@pytest.fixture
+def receipt_relay(relay_settings: dict[str, str], relay_factory, tmp_path: Path) -> Callable[..., RelayProcess]:
+    """``receipt_relay(**env)``: a relay whose sends ask 8x8 for receipts on its own loopback
+    receipt path (token RECEIPT_TOKEN), with ``env`` added to its settings."""
+    def start(**env: str) -> RelayProcess:
+        port = free_port()
+        kubelet_volume(tmp_path / "receipts", {"tokens": RECEIPT_TOKEN + "\n"})
+        return relay_factory({**relay_settings, **env,
+                              "OTP_RELAY_RECEIPT_URL": f"http://127.0.0.1:{port}/v1/receipts",
+                              "OTP_RELAY_RECEIPT_TOKEN_FILE": str(tmp_path / "receipts" / "tokens")},
+                             workdir=tmp_path / "relay", port=port)
+    return start
 
 

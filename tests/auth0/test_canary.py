@@ -10,7 +10,6 @@ import base64
 import json
 import logging
 import time
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -20,13 +19,9 @@ from otp_operator import delivery, names, status
 from otp_operator.auth0_pool import Auth0Pool
 from otp_operator.runtime import ChannelMemory
 from otp_operator.spec import SpecError, parse_channel
-from tests.fixtures.relay import RelayProcess, fresh_number, kubelet_volume
+from tests.fixtures.relay import RelayProcess, fresh_number
 from tests.support.auth0 import SIGNING_KEY, Setup, desired_for
 from tests.fixtures.auth0 import route_phone_messages
-from tests.fixtures.relay import free_port
-
-TOKEN = "rcpt-canary-Q2d8xV1mZ0aT7kLp"
-
 
 def spec_for(number: str, integration: str = "phone-provider", every: str = "30m") -> dict[str, Any]:
     return {"auth0": {"domain": "shop.eu.auth0.com", "credentialsSecretRef": {"name": "auth0"},
@@ -37,16 +32,9 @@ def spec_for(number: str, integration: str = "phone-provider", every: str = "30m
 
 
 @pytest.fixture
-def canary_relay(relay_settings: dict[str, str], relay_factory, tmp_path: Path):
+def canary_relay(receipt_relay):
     """``canary_relay(number)``: a relay with that canary number whose sends ask for receipts."""
-    def start(number: str) -> RelayProcess:
-        port = free_port()
-        kubelet_volume(tmp_path / "receipts", {"tokens": TOKEN + "\n"})
-        env = {**relay_settings, "OTP_RELAY_CANARY_NUMBER": number,
-               "OTP_RELAY_RECEIPT_URL": f"http://127.0.0.1:{port}/v1/receipts",
-               "OTP_RELAY_RECEIPT_TOKEN_FILE": str(tmp_path / "receipts" / "tokens")}
-        return relay_factory(env, workdir=tmp_path / "relay", port=port)
-    return start
+    return lambda number: receipt_relay(OTP_RELAY_CANARY_NUMBER=number)
 
 
 class Channel:

@@ -5,6 +5,9 @@ and spec.voice.offer with manageRouting adds voice to the message types (recorde
 
 from __future__ import annotations
 
+import asyncio
+from types import SimpleNamespace
+
 import pytest
 
 from otp_operator.auth0.routing import (FALSE, MESSAGE_TYPES_KEY, MFA_VOICE_FLOW, TRUE, ObservedRouting,
@@ -158,3 +161,41 @@ def test_the_relay_gets_the_voice_settings(sms_base_url, voice_base_url):
         "en-GB-Emma", "da-DK-Naja", "en-US-Standard-A"]
     if voice_base_url:
         assert settings.voice_base_url == voice_base_url
+
+
+async def test_call_outcomes_reach_status_delivery_per_channel(receipt_relay, sms_emulator, monkeypatch):
+    """A delivered SMS and an answered call, through a real relay with 8x8's receipts and session
+    summary: the operator's timer writes both into status.delivery, per channel."""
+    from otp_operator import delivery, names  # noqa: PLC0415
+    from tests.auth0.conftest import RECEIPT_TOKEN  # noqa: PLC0415
+    from tests.support.auth0 import SIGNING_KEY  # noqa: PLC0415
+    from tests.fixtures.relay import otp_body, voice_body  # noqa: PLC0415
+
+    sms_emulator.whitelist_caller_id(SUBACCOUNT, CALLER_ID)
+    relay = receipt_relay(OTP_RELAY_VOICE="true", OTP_RELAY_VOICE_CALLER_ID=CALLER_ID,
+                          OTP_RELAY_VOICE_BASE_URL=sms_emulator.base_url)
+    sms_emulator.set_voice_webhook(SUBACCOUNT, f"{relay.url}/v1/receipts/{RECEIPT_TOKEN}")
+    number = "+6591230077"
+    sms_emulator.set_outcome(number, "delivered", after_ms=100)
+    sms_emulator.set_call_outcome(number, "answered", after_ms=200, duration_s=1)
+    for message in (otp_body(number, "120044"), voice_body(number, "120045")):
+        answer = relay.post(message, SIGNING_KEY)
+        assert answer.status_code == 202, answer.text
+    monkeypatch.setattr(delivery, "summary_url", lambda namespace, name: relay.admin_url + names.RELAY_DELIVERY_SUMMARY_PATH)
+    spec = {"auth0": {"domain": "shop.eu.auth0.com", "credentialsSecretRef": {"name": "auth0"}},
+            "sms": {"subaccountId": SUBACCOUNT, "apiKeySecretRef": {"name": "eightbyeight"}},
+            "relay": {"publicUrl": "https://otp.shop.example"}, "voice": {"callerId": CALLER_ID}}
+    body: dict = {"metadata": {"namespace": "shop", "name": "prod"}, "spec": spec, "status": {}}
+    deadline = asyncio.get_running_loop().time() + 20
+    while True:
+        patch = SimpleNamespace(status={})
+        await delivery.poll_delivery(namespace="shop", name="prod", spec=spec, body=body, patch=patch)
+        body["status"].update(patch.status)
+        channels = body["status"].get("delivery", {}).get("channels", {})
+        if channels.get("voice", {}).get("delivered") and channels.get("text", {}).get("delivered"):
+            break
+        assert asyncio.get_running_loop().time() < deadline, body["status"]
+        await asyncio.sleep(0.3)
+    assert {channel: (figures["sent"], figures["delivered"], figures["undelivered"])
+            for channel, figures in channels.items()} == {"text": (1, 1, 0), "voice": (1, 1, 0)}
+    assert (body["status"]["delivery"]["sent"], body["status"]["delivery"]["delivered"]) == (2, 2)

@@ -49,9 +49,14 @@ def assert_summary(output: str) -> None:
     assert re.search(r'SMS at 8x8:\s+to \*+4567 from ShopOTP: "Your ShopOTP code is \*{6}"', summary)
     assert re.search(r"end to end:\s+\d+ ms", summary)
     assert re.search(r"8x8 receipt:\s+delivered to \*{6}4567 after (0\.[89]|[1-9]\.\d) s", summary)
-    assert re.search(r"delivery:\s+last 15 min: 1 sent, 1 delivered, 0 undelivered, ratio 100%", summary)
-    # the full number and the code never reach the terminal
+    assert re.search(r'call at 8x8:\s+to \*{6}4567 from \+6562345678, voice en-US-Standard-A read 2x: '
+                     r'"Your ShopOTP code is \* \* \* \* \* \*"', summary)
+    assert re.search(r"call outcome:\s+COMPLETED \(answered\) to \*{6}4567, 8x8's session summary after "
+                     r"\d+\.\d s", summary)
+    assert re.search(r"delivery:\s+last 15 min: text 1 sent, 1 delivered; voice 1 placed, 1 answered, 0 not", summary)
+    # the full number and the codes never reach the terminal
     assert "6591234567" not in output and "482913" not in output
+    assert "739154" not in output and "7 3 9 1 5 4" not in output
 
 
 @pytest.mark.timeout(780)  # the demo may take 600 s to its summary, 120 s to stop
