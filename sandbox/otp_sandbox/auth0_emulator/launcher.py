@@ -103,6 +103,35 @@ class Auth0Tenant:
         _raise_for_status(response)
         return PhoneMessageResult(**response.json())
 
+    # ---- tenant log and log streams ------------------------------------------------------
+    def logs(self) -> list[dict[str, Any]]:
+        """The tenant log (Auth0's log event format, oldest first): what fired phone messages
+        and ``use_code`` wrote (``gd_send_sms``, ``cs``, ``gd_auth_failed``, ``s``...)."""
+        return self._emulator._call("GET", self._path("logs")).json()
+
+    def use_code(self, recipient: str | None = None, ok: bool = True, *,
+                 connection: str | None = None) -> dict[str, Any]:
+        """The user enters the code of the latest logged message to ``recipient`` (None: the
+        latest to anyone) sent for ``connection`` (None: MFA), rightly (``ok``) or not; answers
+        the event logged (MFA ``gd_auth_succeed``/``gd_auth_failed``, passwordless ``s``/``f``).
+        Raises when no such message was logged, or for ``ok`` when it never went out or its code
+        was already used."""
+        body = {"recipient": recipient, "connection": connection, "ok": ok}
+        return self._emulator._call("POST", self._path("use-code"), json=body).json()
+
+    def log_stream_deliveries(self) -> dict[str, Any]:
+        """``streams``: each log stream with ``pending``, ``delivered``, ``errors`` (its health,
+        last ten) and ``failing_since``; ``attempts``: every POST to a sink (``stream``,
+        ``attempt`` 1-3 within a round, ``result``: HTTP status, "timeout", "connection error"
+        or "not allowed", ``log_ids``, ``nominal`` seconds on the delivery clock);
+        ``time_factor``."""
+        return self._emulator._call("GET", self._path("log-streams")).json()
+
+    def set_log_stream_time_factor(self, factor: float) -> None:
+        """Scale every log stream delay (batching, retries, backoff, the 7-day suspension) by
+        ``factor`` (0 < factor <= 1; 1 is real time)."""
+        self._settings(log_stream_time_factor=factor)
+
     # ---- faults and knobs ----------------------------------------------------------------
     def _settings(self, **settings: Any) -> None:
         self._emulator._call("POST", self._path("settings"), json=settings)
