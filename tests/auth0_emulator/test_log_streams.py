@@ -196,6 +196,16 @@ async def test_update_validation_names_and_the_limit(api, sink):
     assert (await api.patch(f"/log-streams/{first['id']}", json={"name": "two"})).status_code == 409
 
 
+async def test_prioritized_streams_do_not_count_towards_the_limit(api, tenant, sink):
+    tenant.set_log_stream_limit(1)
+    assert (await api.post("/log-streams", json=http_stream(sink, "plain"))).status_code == 200
+    assert (await api.post("/log-streams", json=http_stream(sink, "second"))).status_code == 400
+    priority = await api.post("/log-streams", json={**http_stream(sink, "security"), "isPriority": True})
+    assert priority.status_code == 200 and priority.json()["isPriority"] is True
+    demoted = await api.patch(f"/log-streams/{priority.json()['id']}", json={"isPriority": False})
+    assert demoted.status_code == 400  # it would count, over the limit
+
+
 @pytest.mark.parametrize(("method", "path", "scope"), [
     ("GET", "/log-streams", "read:log_streams"), ("POST", "/log-streams", "create:log_streams"),
     ("GET", "/log-streams/lst_0000000000000001", "read:log_streams"),

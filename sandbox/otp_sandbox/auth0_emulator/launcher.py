@@ -132,6 +132,11 @@ class Auth0Tenant:
         ``factor`` (0 < factor <= 1; 1 is real time)."""
         self._settings(log_stream_time_factor=factor)
 
+    def set_log_stream_limit(self, count: int) -> None:
+        """The tenant's plan allows ``count`` log streams (default 2; prioritized ones do not
+        count)."""
+        self._settings(log_stream_limit=count)
+
     # ---- faults and knobs ----------------------------------------------------------------
     def _settings(self, **settings: Any) -> None:
         self._emulator._call("POST", self._path("settings"), json=settings)

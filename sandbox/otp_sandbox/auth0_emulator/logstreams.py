@@ -29,7 +29,10 @@ Chosen where the sources are silent (the stricter way for a receiver):
   HTTP certificates are not supported"; the emulator trusts only the sandbox CA). PATCH replaces
   the whole ``sink`` (checked as on create) and the whole ``filters``; ``type`` cannot change;
   a client may set ``status`` ``active`` or ``paused`` only (``suspended`` is Auth0's).
-- At most ``MAX_STREAMS`` (2) streams per tenant (the limit auth0-PHP PR #451 reports; 400).
+- At most ``MAX_STREAMS`` (2) streams per tenant (the limit auth0-PHP PR #451 reports; Auth0 says
+  only "the log stream limit depicted in the pricing plan"; 400; ``set_log_stream_limit`` on the
+  launcher changes it). Prioritized streams (``isPriority: true``) "do not count towards the log
+  stream limit" (``secure/security-center/prioritized-log-streams.mdx``).
 - Batches: events emitted within ``BATCH_SECONDS`` of each other go in one POST (at most
   ``MAX_BATCH``); ``JSONOBJECT`` sends one event per POST. An attempt fails on a non-2xx answer,
   no answer within ``ATTEMPT_TIMEOUT`` or a connection error; three attempts ``RETRY_SECONDS``
@@ -198,6 +201,7 @@ class LogStreamStore:
     def __init__(self) -> None:
         self.streams: dict[str, LogStream] = {}
         self.delivery = Delivery()
+        self.limit = MAX_STREAMS
 
     def _name(self, value: Any, own: str | None = None) -> str:
         name = string(value, "name")
@@ -211,14 +215,15 @@ class LogStreamStore:
             raise ApiError(400, f"Log stream type {data['type']!r} is not supported by the emulator "
                                 "(only http)", "invalid_body")
         name = self._name(data["name"])
-        if len(self.streams) >= MAX_STREAMS:
-            raise ApiError(400, f"You have reached the maximum number of log streams ({MAX_STREAMS}) "
+        priority = boolean(data.get("isPriority", False), "isPriority")
+        counted = sum(1 for s in self.streams.values() if not s.is_priority)
+        if not priority and counted >= self.limit:
+            raise ApiError(400, f"You have reached the maximum number of log streams ({self.limit}) "
                                 "for this tenant", "too_many_entities")
         stream = LogStream(id="lst_" + "".join(secrets.choice("0123456789") for _ in range(16)),
                            name=name, type="http", status="active", sink=_sink(data["sink"]),
                            filters=_filters(data["filters"]) if "filters" in data else None,
-                           is_priority=boolean(data.get("isPriority", False), "isPriority"),
-                           created_seq=log_length)
+                           is_priority=priority, created_seq=log_length)
         self.streams[stream.id] = stream
         self.delivery.start(stream)
         return stream
@@ -240,6 +245,10 @@ class LogStreamStore:
         sink = _sink(data["sink"]) if "sink" in data else stream.sink
         filters = _filters(data["filters"]) if "filters" in data else stream.filters
         priority = boolean(data["isPriority"], "isPriority") if "isPriority" in data else stream.is_priority
+        if stream.is_priority and not priority and sum(
+                1 for s in self.streams.values() if not s.is_priority) >= self.limit:
+            raise ApiError(400, f"You have reached the maximum number of log streams ({self.limit}) "
+                                "for this tenant", "too_many_entities")
         status = data.get("status", stream.status)
         if "status" in data and status not in CLIENT_STATUSES:
             raise payload_error(f"No enum match for: \"{status}\" (status; suspended is set by Auth0)")

@@ -182,6 +182,8 @@ async def _settings(request: web.Request) -> web.Response:
             tenant.connections.preset(body["connections"])
         if "runner_timeout_seconds" in body:
             tenant.runner_timeout_seconds = float(body["runner_timeout_seconds"])
+        if "log_stream_limit" in body:
+            tenant.log_streams.limit = max(0, int(body["log_stream_limit"]))
         if "log_stream_time_factor" in body:
             tenant.log_streams.delivery.set_time_factor(float(body["log_stream_time_factor"]))
     except (KeyError, TypeError, ValueError) as err:
