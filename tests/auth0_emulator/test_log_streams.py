@@ -372,6 +372,23 @@ async def test_use_code_mfa(api, tenant, sink):
     assert "111111" not in json.dumps(tenant.logs())
 
 
+async def test_use_code_by_the_fired_message(api, tenant):
+    await phone_provider(api, tenant)
+    first = tenant.fire_phone_message(code="111111")
+    second = tenant.fire_phone_message(code="111111", recipient="+6598765432")
+    assert first.transaction_id and second.transaction_id and first.transaction_id != second.transaction_id
+    event = tenant.use_code(first)  # the first, though the second is the latest
+    assert event["details"]["session_id"] == first.transaction_id
+    assert event["details"]["authenticator"]["phone_number"] == NUMBER
+    assert tenant.fire_phone_message().transaction_id is not None
+    tenant.route_phone_messages_to("phone-provider")
+    tenant.set_phone(sms_factor=False)
+    nothing = tenant.fire_phone_message()
+    assert nothing.outcome == "no-handler" and nothing.transaction_id is None
+    with pytest.raises(ValueError):
+        tenant.use_code(nothing)
+
+
 async def test_use_code_passwordless(api, tenant):
     await phone_provider(api, tenant)
     tenant.set_sms_connections({"name": "sms", "options": TWILIO_OPTIONS})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -545,7 +546,9 @@ async def fire(tenant: Tenant, runner: NodeRunner, body: Any) -> dict[str, Any]:
     if not 0 <= retries <= MAX_RETRIES:
         raise ApiError(400, f"retries must be 0..{MAX_RETRIES}")
     result = await _run(tenant, runner, message, timeout, retries, trigger)
-    tenant.log_phone_message(message, result.outcome, result.reason)
+    logged = tenant.log_phone_message(message, result.outcome, result.reason)
+    if logged is not None:
+        result = dataclasses.replace(result, transaction_id=logged.transaction_id)
     return result.to_dict()
 
 

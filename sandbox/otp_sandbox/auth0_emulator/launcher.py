@@ -109,14 +109,21 @@ class Auth0Tenant:
         and ``use_code`` wrote (``gd_send_sms``, ``cs``, ``gd_auth_failed``, ``s``...)."""
         return self._emulator._call("GET", self._path("logs")).json()
 
-    def use_code(self, recipient: str | None = None, ok: bool = True, *,
+    def use_code(self, recipient_or_message: str | PhoneMessageResult | None = None, ok: bool = True, *,
                  connection: str | None = None) -> dict[str, Any]:
-        """The user enters the code of the latest logged message to ``recipient`` (None: the
-        latest to anyone) sent for ``connection`` (None: MFA), rightly (``ok``) or not; answers
+        """The user enters the code of a logged phone message, rightly (``ok``) or not: the one
+        a ``fire_phone_message`` result names (its ``transaction_id``), or the latest logged to
+        the recipient (a phone number; None: to anyone) for ``connection`` (None: MFA). Answers
         the event logged (MFA ``gd_auth_succeed``/``gd_auth_failed``, passwordless ``s``/``f``).
         Raises when no such message was logged, or for ``ok`` when it never went out or its code
         was already used."""
-        body = {"recipient": recipient, "connection": connection, "ok": ok}
+        body: dict[str, Any] = {"connection": connection, "ok": ok}
+        if isinstance(recipient_or_message, PhoneMessageResult):
+            if recipient_or_message.transaction_id is None:
+                raise ValueError("that phone message was not logged (nothing of ours ran)")
+            body["transaction_id"] = recipient_or_message.transaction_id
+        else:
+            body["recipient"] = recipient_or_message
         return self._emulator._call("POST", self._path("use-code"), json=body).json()
 
     def log_stream_deliveries(self) -> dict[str, Any]:

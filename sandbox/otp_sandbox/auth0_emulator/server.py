@@ -211,9 +211,9 @@ async def _log_stream_deliveries(request: web.Request) -> web.Response:
 async def _use_code(request: web.Request) -> web.Response:
     body = await _read(request)
     if not isinstance(body, dict) or not isinstance(body.get("ok", True), bool):
-        raise ApiError(400, "expected {recipient?, connection?, ok?: boolean}")
+        raise ApiError(400, "expected {recipient?, connection?, transaction_id?, ok?: boolean}")
     event = _tenant_of(request).use_code(body.get("recipient"), body.get("connection"),
-                                         body.get("ok", True))
+                                         body.get("ok", True), body.get("transaction_id"))
     return web.json_response(event)
 
 

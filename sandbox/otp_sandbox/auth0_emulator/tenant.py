@@ -101,26 +101,34 @@ class Tenant:
         self.logs.append(event)
         self.log_streams.publish(event)
 
-    def log_phone_message(self, message: PhoneMessage, outcome: str, reason: str | None) -> None:
-        """Log what a real tenant logs after running our code for ``message`` (logevents)."""
+    def log_phone_message(self, message: PhoneMessage, outcome: str,
+                          reason: str | None) -> SentCode | None:
+        """Log what a real tenant logs after running our code for ``message`` (logevents);
+        the logged message, or None when a real tenant logs nothing of it."""
         if outcome == "no-handler":
-            return  # nothing of ours ran: Auth0's own delivery is not modelled
+            return None  # nothing of ours ran: Auth0's own delivery is not modelled
         if message.connection is None and message.message_type not in MFA_MESSAGE_TYPES:
-            return
+            return None
         sent = outcome == "success"
         if message.connection is not None and not sent:
-            return
+            return None
         connection = self.connections.by_name(message.connection) if message.connection else None
         code = SentCode(message, sent, new_transaction(), getattr(connection, "id", None))
         self.codes.append(code)
         self.emit(sent_event(self.name, self.clock(), code, outcome, reason))
+        return code
 
-    def use_code(self, recipient: str | None, connection: str | None, ok: bool) -> dict[str, Any]:
-        """The user enters the code of the latest message logged to ``recipient`` (any when None)
-        for ``connection`` (None: MFA): right (``ok``) or wrong. A code that never went out
-        cannot be entered right, nor one already used (both 409, the stricter choice)."""
-        found = [c for c in self.codes if c.message.connection == connection
-                 and (recipient is None or c.message.recipient == recipient)]
+    def use_code(self, recipient: str | None, connection: str | None, ok: bool,
+                 transaction_id: str | None = None) -> dict[str, Any]:
+        """The user enters the code of the message logged under ``transaction_id``, or else of
+        the latest logged to ``recipient`` (any when None) for ``connection`` (None: MFA): right
+        (``ok``) or wrong. A code that never went out cannot be entered right, nor one already
+        used (both 409, the stricter choice)."""
+        if transaction_id is not None:
+            found = [c for c in self.codes if c.transaction_id == transaction_id]
+        else:
+            found = [c for c in self.codes if c.message.connection == connection
+                     and (recipient is None or c.message.recipient == recipient)]
         if not found:
             raise ApiError(404, f"no phone message was logged for {recipient or 'anyone'} "
                                 f"({'connection ' + connection if connection else 'MFA'})")
