@@ -46,6 +46,7 @@ class Sink:
     url: str
     received: list[dict[str, Any]] = field(default_factory=list)  # {headers, body}
     answers: list[int] = field(default_factory=list)  # statuses for the next POSTs, then 200
+    delays: list[float] = field(default_factory=list)  # seconds to wait before answering the next POSTs
     fail_all: bool = False
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -80,12 +81,18 @@ def serve_sink(ca) -> Iterator[Sink]:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
             with sink.lock:
                 status = 500 if sink.fail_all else (sink.answers.pop(0) if sink.answers else 200)
+                delay = sink.delays.pop(0) if sink.delays else 0.0
+            time.sleep(delay)
+            with sink.lock:
                 sink.received.append({"headers": dict(self.headers), "body": body, "status": status,
                                       "path": self.path,
                                       "format": "array" if body.lstrip().startswith("[") else "lines"})
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            try:
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            except OSError:
+                pass  # the emulator stopped waiting
 
         def log_message(self, *args: Any) -> None:
             pass
@@ -309,6 +316,24 @@ async def test_a_failing_sink_is_retried_three_times_a_round(api, tenant, sink):
     assert state["id"] == stream["id"] and state["status"] == "active"
     assert state["delivered"] == 2 and state["pending"] == 0
     assert [e["result"] for e in state["errors"]] == [500]  # the failed round is in its health
+
+
+async def test_no_answer_and_no_sink_are_failures(api, tenant, sink):
+    await phone_provider(api, tenant)
+    await api.post("/log-streams", json=http_stream(sink))
+    sink.delays = [2.0]  # longer than an attempt may take (0.5 s at this time factor)
+    tenant.fire_phone_message(code="111111")
+    sink.wait_items(1)
+    assert [a["result"] for a in tenant.log_stream_deliveries()["attempts"]] == ["timeout", 200]
+    closed = "https://127.0.0.1:9/logs"  # nothing listens there
+    await api.post("/log-streams", json={**http_stream(sink, "nowhere"), "sink": {"httpEndpoint": closed}})
+    tenant.fire_phone_message(code="111111")
+    deadline = time.monotonic() + 10
+    while not any(a["result"] == "connection error" for a in tenant.log_stream_deliveries()["attempts"]):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    nowhere = [s for s in tenant.log_stream_deliveries()["streams"] if s["name"] == "nowhere"][0]
+    assert nowhere["delivered"] == 0 and nowhere["pending"] == 1
 
 
 async def test_a_paused_stream_keeps_its_events(api, tenant, sink):
