@@ -397,6 +397,17 @@ async def test_use_code_mfa(api, tenant, sink):
     assert "111111" not in json.dumps(tenant.logs())
 
 
+async def test_an_enrolment_code_completes_the_enrolment(api, tenant, sink):
+    await phone_provider(api, tenant)
+    await api.post("/log-streams", json={**http_stream(sink), "filters": [
+        {"type": "category", "name": "user.notification"}]})
+    enrol = tenant.fire_phone_message(code="111111", message_type="otp_enroll")
+    assert tenant.logs()[0]["type"] == "gd_send_sms"
+    assert valid_event(tenant.use_code(enrol, ok=False))["type"] == "gd_auth_failed"
+    assert valid_event(tenant.use_code(enrol))["type"] == "gd_enrollment_complete"
+    assert [i["data"]["type"] for i in sink.wait_items(1)] == ["gd_enrollment_complete"]  # user.notification
+
+
 async def test_use_code_by_the_fired_message(api, tenant):
     await phone_provider(api, tenant)
     first = tenant.fire_phone_message(code="111111")

@@ -6,7 +6,10 @@ per type; the tests validate every emitted event against a copy, tests/auth0_emu
 
 - MFA (``otp_verify``/``otp_enroll`` without a connection): ``gd_send_sms`` / ``gd_send_voice``
   when the code went out, ``gd_send_sms_failure`` / ``gd_send_voice_failure`` when it did not;
-  ``gd_auth_succeed`` / ``gd_auth_failed`` when the user enters the code (launcher ``use_code``).
+  ``gd_auth_succeed`` / ``gd_auth_failed`` when the user enters the code (launcher ``use_code``);
+  for an enrolment code (``otp_enroll``) the right code logs ``gd_enrollment_complete`` "A first
+  time MFA user has successfully enrolled" (category ``user.notification``), a wrong one
+  ``gd_auth_failed`` ("a wrong code entered for SMS/Voice...").
 - Passwordless SMS (a ``strategy: sms`` connection): ``cs`` "Passwordless login code has been
   sent" (``cls`` is the email code/link one: its schema requires ``email``); ``s`` (successful
   login) or ``f`` (failed login) with the connection, ``strategy: sms``, ``strategy_type:
@@ -51,6 +54,7 @@ DESCRIPTIONS = {
     "gd_send_voice_failure": "Attempt to make Voice call for MFA failed.",
     "gd_auth_succeed": "Multi-factor authentication success.",
     "gd_auth_failed": "Multi-factor authentication failed.",
+    "gd_enrollment_complete": "A first time MFA user has successfully enrolled using one of the factors.",
     "cs": "Passwordless login code has been sent",
     "s": "Successful login",
     "f": "Wrong phone number or verification code.",
@@ -136,8 +140,8 @@ def used_event(tenant: str, ts: float, code: SentCode, ok: bool) -> dict[str, An
                                  "query": "", "userAgent": USER_AGENT},
                      "response": {"statusCode": 403, "body": {"error": "invalid_grant",
                                                               "error_description": "Invalid otp_code."}}}
-        return _mfa(tenant, "gd_auth_succeed" if ok else "gd_auth_failed", ts, message,
-                    code.transaction_id, extra)
+        success = "gd_enrollment_complete" if message.message_type == "otp_enroll" else "gd_auth_succeed"
+        return _mfa(tenant, success if ok else "gd_auth_failed", ts, message, code.transaction_id, extra)
     event = _base(tenant, "s" if ok else "f", ts, message.client_ip)
     details: dict[str, Any] = {"transaction_id": code.transaction_id, "prompts": []}
     if not ok:
