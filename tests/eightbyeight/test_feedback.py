@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from .conftest import KEY, SUB
+from .conftest import SUB
 
 NUMBER = "+6591234567"
 OTHER_SUB, OTHER_KEY = "emu_other", "emu-key-2"
@@ -61,7 +61,7 @@ def test_track_is_not_a_template_field(emu, client) -> None:
 def test_track_per_batch_message(emu, client) -> None:
     response = client.send({"messages": [{"destination": NUMBER, "track": "Outcome"},
                                          {"destination": "+6598765432"}], "template": {"text": "hi"}},
-                           batch=True, )
+                           batch=True)
     assert response.status_code == 200
     assert [(m.destination, m.tracked) for m in emu.messages()] == [("6591234567", True), ("6598765432", False)]
 
