@@ -61,6 +61,26 @@ class Client:
         return response
 
 
+    def feedback(self, umid: str, body: Any, *, key: str | None = KEY, sub: str = SUB,
+                 content: bytes | None = None, content_type: str = "application/json") -> httpx.Response:
+        """``POST .../messages/{umid}/feedback``: a 200 has no content, anything else is 8x8's
+        ErrorResponse (checked)."""
+        if content is None and isinstance(body, dict) and set(body) <= {"outcome", "timestamp"}:
+            with contextlib.suppress(jsonschema.ValidationError):
+                validate(body, "SmsFeedback")  # bodies the tests mean as valid stay valid
+        headers = {"Content-Type": content_type}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        data = content if content is not None else json.dumps(body).encode()
+        response = self.http.post(f"{self.emu.base_url}/api/v1/subaccounts/{sub}/messages/{umid}/feedback",
+                                  content=data, headers=headers)
+        if response.status_code == 200:
+            assert response.content == b"", "8x8 answers a feedback with no content"
+        else:
+            validate(response.json(), "ErrorResponse")
+        return response
+
+
 class VoiceClient:
     """Sends to the emulator's Voice API paths and validates every answer against the schemas."""
 

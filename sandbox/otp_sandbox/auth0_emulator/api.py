@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import re
@@ -350,6 +351,34 @@ async def update_connection(call: Call) -> web.Response:
                  .to_json(call.scopes))
 
 
+# ---- log streams (logstreams.py) ----------------------------------------------------------
+@route("GET", "/log-streams", "read:log_streams")
+async def list_log_streams(call: Call) -> web.Response:
+    return _json([s.to_json() for s in call.tenant.log_streams.streams.values()])
+
+
+@route("POST", "/log-streams", "create:log_streams")
+async def create_log_stream(call: Call) -> web.Response:
+    # A real tenant answers 200 here, not 201 (terraform-provider-auth0 recordings).
+    return _json(call.tenant.log_streams.create(call.body, len(call.tenant.logs)).to_json(), 200)
+
+
+@route("GET", "/log-streams/{id}", "read:log_streams")
+async def get_log_stream(call: Call) -> web.Response:
+    return _json(call.tenant.log_streams.get(call.param("id")).to_json())
+
+
+@route("PATCH", "/log-streams/{id}", "update:log_streams")
+async def update_log_stream(call: Call) -> web.Response:
+    return _json(call.tenant.log_streams.update(call.param("id"), call.body).to_json())
+
+
+@route("DELETE", "/log-streams/{id}", "delete:log_streams")
+async def delete_log_stream(call: Call) -> web.Response:
+    call.tenant.log_streams.delete(call.param("id"))
+    return web.Response(status=204)
+
+
 # ---- tenant settings and the MFA phone factor ---------------------------------------------
 @route("GET", "/tenants/settings", "read:tenant_settings")
 async def get_settings(call: Call) -> web.Response:
@@ -516,7 +545,11 @@ async def fire(tenant: Tenant, runner: NodeRunner, body: Any) -> dict[str, Any]:
     retries = int(body.get("retries") or 0)
     if not 0 <= retries <= MAX_RETRIES:
         raise ApiError(400, f"retries must be 0..{MAX_RETRIES}")
-    return (await _run(tenant, runner, message, timeout, retries, trigger)).to_dict()
+    result = await _run(tenant, runner, message, timeout, retries, trigger)
+    logged = tenant.log_phone_message(message, result.outcome, result.reason)
+    if logged is not None:
+        result = dataclasses.replace(result, transaction_id=logged.transaction_id)
+    return result.to_dict()
 
 
 async def _run(tenant: Tenant, runner: NodeRunner, message: PhoneMessage, timeout: float,

@@ -16,6 +16,7 @@ ALL_SCOPES: tuple[str, ...] = (
     "read:connections", "update:connections",
     "read:connections_options", "update:connections_options",
     "read:mfa_policies", "update:mfa_policies",
+    "read:log_streams", "create:log_streams", "update:log_streams", "delete:log_streams",
 )
 
 

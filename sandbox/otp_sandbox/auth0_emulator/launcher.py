@@ -103,6 +103,47 @@ class Auth0Tenant:
         _raise_for_status(response)
         return PhoneMessageResult(**response.json())
 
+    # ---- tenant log and log streams ------------------------------------------------------
+    def logs(self) -> list[dict[str, Any]]:
+        """The tenant log (Auth0's log event format, oldest first): what fired phone messages
+        and ``use_code`` wrote (``gd_send_sms``, ``cs``, ``gd_auth_failed``, ``s``...)."""
+        return self._emulator._call("GET", self._path("logs")).json()
+
+    def use_code(self, recipient_or_message: str | PhoneMessageResult | None = None, ok: bool = True, *,
+                 connection: str | None = None) -> dict[str, Any]:
+        """The user enters the code of a logged phone message, rightly (``ok``) or not: the one
+        a ``fire_phone_message`` result names (its ``transaction_id``), or the latest logged to
+        the recipient (a phone number; None: to anyone) for ``connection`` (None: MFA). Answers
+        the event logged (MFA ``gd_auth_succeed``/``gd_auth_failed``, passwordless ``s``/``f``).
+        Raises when no such message was logged, or for ``ok`` when it never went out or its code
+        was already used."""
+        body: dict[str, Any] = {"connection": connection, "ok": ok}
+        if isinstance(recipient_or_message, PhoneMessageResult):
+            if recipient_or_message.transaction_id is None:
+                raise ValueError("that phone message was not logged (nothing of ours ran)")
+            body["transaction_id"] = recipient_or_message.transaction_id
+        else:
+            body["recipient"] = recipient_or_message
+        return self._emulator._call("POST", self._path("use-code"), json=body).json()
+
+    def log_stream_deliveries(self) -> dict[str, Any]:
+        """``streams``: each log stream with ``pending``, ``delivered``, ``errors`` (its health,
+        last ten) and ``failing_since``; ``attempts``: every POST to a sink (``stream``,
+        ``attempt`` 1-3 within a round, ``result``: HTTP status, "timeout", "connection error"
+        or "not allowed", ``log_ids``, ``nominal`` seconds on the delivery clock);
+        ``time_factor``."""
+        return self._emulator._call("GET", self._path("log-streams")).json()
+
+    def set_log_stream_time_factor(self, factor: float) -> None:
+        """Scale every log stream delay (batching, retries, backoff, the 7-day suspension) by
+        ``factor`` (0 < factor <= 1; 1 is real time)."""
+        self._settings(log_stream_time_factor=factor)
+
+    def set_log_stream_limit(self, count: int) -> None:
+        """The tenant's plan allows ``count`` log streams (default 2; prioritized ones do not
+        count)."""
+        self._settings(log_stream_limit=count)
+
     # ---- faults and knobs ----------------------------------------------------------------
     def _settings(self, **settings: Any) -> None:
         self._emulator._call("POST", self._path("settings"), json=settings)

@@ -29,6 +29,8 @@ class PhoneMessageResult:
     ran: list[str] = field(default_factory=list)  # names of the actions/hooks executed
     logs: list[str] = field(default_factory=list)
     attempts: int = 1  # runs of the chain (Auth0 runs it again after api.notification.retry)
+    # The tenant log's transaction for this message (None: nothing logged); use_code takes it.
+    transaction_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -28,9 +28,11 @@ _EMULATOR_KEY = web.AppKey("emulator", "Emulator")
 class Emulator:
     """Owns the tenants and their listening sites."""
 
-    def __init__(self, host: str, ssl_context: ssl.SSLContext, runner: NodeRunner) -> None:
+    def __init__(self, host: str, ssl_context: ssl.SSLContext, runner: NodeRunner,
+                 client_ssl_context: ssl.SSLContext | None = None) -> None:
         self.host = host
         self.ssl_context = ssl_context
+        self.client_ssl_context = client_ssl_context  # log stream deliveries trust this (the sandbox CA)
         self.runner = runner
         self.tenants: dict[str, Tenant] = {}
         self._sites: dict[str, web.AppRunner] = {}
@@ -50,6 +52,7 @@ class Emulator:
             raise ApiError(409, f"tenant {config.name!r} already exists")
         sock = self._fresh_socket()
         tenant = Tenant(config, sock.getsockname()[1])
+        tenant.log_streams.delivery.ssl_context = self.client_ssl_context
         self._used_ports.add(tenant.port)
         app_runner = web.AppRunner(tenant_app(tenant, self.runner), access_log=None)
         await app_runner.setup()
@@ -80,13 +83,16 @@ class Emulator:
         return tenant
 
     async def remove_tenant(self, name: str) -> None:
-        self.tenant(name)
+        tenant = self.tenant(name)
         del self.tenants[name]
+        await tenant.log_streams.close()
         await self._sites.pop(name).cleanup()
 
     async def close(self) -> None:
         for name in list(self._sites):
             await self._sites.pop(name).cleanup()
+        for tenant in self.tenants.values():
+            await tenant.log_streams.close()
         self.tenants.clear()
 
 
@@ -176,6 +182,10 @@ async def _settings(request: web.Request) -> web.Response:
             tenant.connections.preset(body["connections"])
         if "runner_timeout_seconds" in body:
             tenant.runner_timeout_seconds = float(body["runner_timeout_seconds"])
+        if "log_stream_limit" in body:
+            tenant.log_streams.limit = max(0, int(body["log_stream_limit"]))
+        if "log_stream_time_factor" in body:
+            tenant.log_streams.delivery.set_time_factor(float(body["log_stream_time_factor"]))
     except (KeyError, TypeError, ValueError) as err:
         raise ApiError(400, f"invalid settings: {err}") from None
     return web.Response(status=204)
@@ -185,6 +195,26 @@ async def _phone_message(request: web.Request) -> web.Response:
     emulator = request.app[_EMULATOR_KEY]
     result = await fire(_tenant_of(request), emulator.runner, await _read(request))
     return web.json_response(result)
+
+
+async def _logs(request: web.Request) -> web.Response:
+    return web.json_response(_tenant_of(request).logs)
+
+
+async def _log_stream_deliveries(request: web.Request) -> web.Response:
+    tenant = _tenant_of(request)
+    return web.json_response({"streams": tenant.log_streams.state(),
+                              "attempts": tenant.log_streams.delivery.attempts,
+                              "time_factor": tenant.log_streams.delivery.time_factor})
+
+
+async def _use_code(request: web.Request) -> web.Response:
+    body = await _read(request)
+    if not isinstance(body, dict) or not isinstance(body.get("ok", True), bool):
+        raise ApiError(400, "expected {recipient?, connection?, transaction_id?, ok?: boolean}")
+    event = _tenant_of(request).use_code(body.get("recipient"), body.get("connection"),
+                                         body.get("ok", True), body.get("transaction_id"))
+    return web.json_response(event)
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -202,6 +232,9 @@ def admin_app(emulator: Emulator) -> web.Application:
     app.router.add_delete("/tenants/{name}/requests", _clear_requests)
     app.router.add_post("/tenants/{name}/settings", _settings)
     app.router.add_post("/tenants/{name}/phone-message", _phone_message)
+    app.router.add_get("/tenants/{name}/logs", _logs)
+    app.router.add_get("/tenants/{name}/log-streams", _log_stream_deliveries)
+    app.router.add_post("/tenants/{name}/use-code", _use_code)
     return app
 
 
@@ -211,7 +244,8 @@ async def serve(state_dir: Path, ca_dir: Path, host: str, admin_port: int) -> No
     pair = ca.issue(f"auth0-emulator-{os.getpid()}", hosts=("localhost", host))
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(pair.cert, pair.key)
-    emulator = Emulator(host, context, NodeRunner(ca.cert_path))
+    emulator = Emulator(host, context, NodeRunner(ca.cert_path),
+                        ssl.create_default_context(cafile=str(ca.cert_path)))
     admin = web.AppRunner(admin_app(emulator), access_log=None)
     await admin.setup()
     site = web.TCPSite(admin, host, admin_port, ssl_context=context)

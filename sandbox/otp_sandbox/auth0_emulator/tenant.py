@@ -11,7 +11,10 @@ from .config import RateLimit, TenantConfig
 from .connections import READ_OPTIONS_SCOPE, ConnectionStore
 from .events import PhoneMessage
 from .guardian import PhoneSettings
+from .errors import ApiError
 from .hooks import HookStore
+from .logevents import SentCode, new_transaction, sent_event, used_event
+from .logstreams import LogStreamStore
 from .providers import ProviderStore
 from .ratelimit import TokenBucket
 from .tokens import TokenIssuer
@@ -88,6 +91,56 @@ class Tenant:
         self.in_flight: list[str] = []  # "METHOD /path" of requests received, not yet answered
         self.fault: Fault | None = None
         self.fail_remaining = 0
+        self.log_streams = LogStreamStore()
+        self.logs: list[dict[str, Any]] = []  # the tenant log, oldest first
+        self.codes: list[SentCode] = []  # phone messages logged as sent (or failed), for use_code
+
+    # ---- tenant log ----------------------------------------------------------------------
+    def emit(self, event: dict[str, Any]) -> None:
+        """Write ``event`` to the tenant log and queue it on every log stream that wants it."""
+        self.logs.append(event)
+        self.log_streams.publish(event)
+
+    def log_phone_message(self, message: PhoneMessage, outcome: str,
+                          reason: str | None) -> SentCode | None:
+        """Log what a real tenant logs after running our code for ``message`` (logevents);
+        the logged message, or None when a real tenant logs nothing of it."""
+        if outcome == "no-handler":
+            return None  # nothing of ours ran: Auth0's own delivery is not modelled
+        if message.connection is None and message.message_type not in MFA_MESSAGE_TYPES:
+            return None
+        sent = outcome == "success"
+        if message.connection is not None and not sent:
+            return None
+        connection = self.connections.by_name(message.connection) if message.connection else None
+        code = SentCode(message, sent, new_transaction(), getattr(connection, "id", None))
+        self.codes.append(code)
+        self.emit(sent_event(self.name, self.clock(), code, outcome, reason))
+        return code
+
+    def use_code(self, recipient: str | None, connection: str | None, ok: bool,
+                 transaction_id: str | None = None) -> dict[str, Any]:
+        """The user enters the code of the message logged under ``transaction_id``, or else of
+        the latest logged to ``recipient`` (any when None) for ``connection`` (None: MFA): right
+        (``ok``) or wrong. A code that never went out cannot be entered right, nor one already
+        used (both 409, the stricter choice)."""
+        if transaction_id is not None:
+            found = [c for c in self.codes if c.transaction_id == transaction_id]
+        else:
+            found = [c for c in self.codes if c.message.connection == connection
+                     and (recipient is None or c.message.recipient == recipient)]
+        if not found:
+            raise ApiError(404, f"no phone message was logged for {recipient or 'anyone'} "
+                                f"({'connection ' + connection if connection else 'MFA'})")
+        code = found[-1]
+        if ok and not code.sent:
+            raise ApiError(409, "that message was never delivered: there is no code to enter")
+        if ok and code.used:
+            raise ApiError(409, "that code was already used")
+        event = used_event(self.name, self.clock(), code, ok)
+        code.used = code.used or ok
+        self.emit(event)
+        return event
 
     def set_rate_limit(self, limit: RateLimit) -> None:
         self.rate_limit = limit
@@ -226,6 +279,7 @@ class Tenant:
             "connections": [c.to_json(frozenset({READ_OPTIONS_SCOPE}))
                             for c in self.connections.connections.values()],
             "in_flight": list(self.in_flight),
+            "log_streams": self.log_streams.state(),
         }
 
     def requests_json(self) -> list[dict[str, Any]]:

@@ -41,6 +41,9 @@ class SentMessage:
     status: str
     batch_id: str | None
     expiry: str | None = None  # as the sender gave it (8x8 stops trying after it)
+    track: str | None = None  # as the sender gave it: "Outcome", "None" or absent
+    tracked: bool = False  # 8x8 tracks its conversion (track, or the subaccount's tracking)
+    accepted_at: str | None = None  # ISO 8601 UTC on the emulator's clock (see advance_clock)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "SentMessage":
@@ -50,7 +53,31 @@ class SentMessage:
             sms_count=data["smsCount"], client_message_id=data.get("clientMessageId"),
             client_ip=data.get("clientIp"), dlr_callback_url=data.get("dlrCallbackUrl"),
             status=data["status"]["code"], batch_id=data.get("batchId"), expiry=data.get("expiry"),
+            track=data.get("track"), tracked=bool(data.get("tracked")), accepted_at=data.get("acceptedAt"),
         )
+
+
+@dataclass(frozen=True)
+class ConversionFeedback:
+    """Feedback 8x8 accepted (``POST .../messages/{umid}/feedback``): ``outcome`` success or
+    failure, ``timestamp`` as the client gave it (None: absent), ``received_at`` on the
+    emulator's clock, ``after_seconds`` since 8x8 accepted the message."""
+
+    umid: str
+    subaccount: str
+    outcome: str
+    timestamp: str | None
+    received_at: str
+    after_seconds: float
+    destination: str
+    client_message_id: str | None
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "ConversionFeedback":
+        return cls(umid=data["umid"], subaccount=data["subaccount"], outcome=data["outcome"],
+                   timestamp=data["timestamp"], received_at=data["receivedAt"],
+                   after_seconds=data["afterSeconds"], destination=data["destination"],
+                   client_message_id=data["clientMessageId"])
 
 
 @dataclass(frozen=True)
@@ -174,6 +201,21 @@ class EightByEightEmulator:
     def revoke_api_key(self, subaccount_id: str, api_key: str) -> None:
         self._call("POST", f"subaccounts/{subaccount_id}/revoke", {"api_key": api_key})
 
+    def feedback(self) -> list[ConversionFeedback]:
+        """Every conversion feedback 8x8 accepted (since ``clear``), oldest first; refused
+        feedback is only in ``requests()`` (with its status)."""
+        return [ConversionFeedback.from_json(f) for f in self._call("GET", "feedback")]
+
+    def set_tracking(self, subaccount_id: str, enabled: bool = True) -> None:
+        """Track conversion for the subaccount's sends that carry no ``track`` (8x8: "unless
+        subaccount has been configured for tracking beforehand"); until ``clear``."""
+        self._call("POST", "tracking", {"subaccount": subaccount_id, "enabled": enabled})
+
+    def advance_clock(self, seconds: float) -> float:
+        """Move the emulator's clock ``seconds`` ahead (the feedback window and ``accepted_at``
+        use it; receipts and validation keep the wall clock); until ``clear``. The offset."""
+        return self._call("POST", "clock", {"seconds": seconds})["clock_offset"]
+
     def messages(self) -> list[SentMessage]:
         return [SentMessage.from_json(m) for m in self._call("GET", "messages")]
 
@@ -184,8 +226,9 @@ class EightByEightEmulator:
 
     def clear(self) -> None:
         """Forget messages, calls, requests, faults, rejected destinations, outcomes, voice
-        webhooks, added speech profiles and receipts (pending receipts and summaries are
-        cancelled, the time factor is back to 1; keys and caller IDs stay)."""
+        webhooks, added speech profiles, receipts, conversion feedback and subaccount tracking
+        (pending receipts and summaries are cancelled, the time factor is back to 1, the clock
+        back to the wall clock; keys and caller IDs stay)."""
         self._call("POST", "clear", {})
 
     def inject(self, kind: str, *, count: int | None = 1, ms: int = 0, status: int = 500,
@@ -263,4 +306,4 @@ def _read_line(process: subprocess.Popen, timeout: float) -> str:
     return result[0].decode().strip() if result else ""
 
 
-__all__ = ["EightByEightEmulator", "EmulatorError", "PlacedCall", "SentMessage"]
+__all__ = ["ConversionFeedback", "EightByEightEmulator", "EmulatorError", "PlacedCall", "SentMessage"]

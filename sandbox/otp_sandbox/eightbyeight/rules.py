@@ -120,6 +120,7 @@ class Message:
     scheduled: str | None
     expiry: str | None
     dlr_callback_url: str | None
+    track: str | None = None  # as given: "Outcome", "None" or absent (feedback.tracked)
 
 
 def detect_encoding(text: str, requested: str = "AUTO") -> str:
@@ -296,7 +297,7 @@ def check_message(item: Any, now: dt.datetime | None = None, batch: bool = False
         destination=destination, text=text, encoding=encoding, sms_count=sms_count(text, encoding),
         source=item.get("source"), client_message_id=item.get("clientMessageId"),
         client_ip=item.get("clientIp"), country=item.get("country"), scheduled=item.get("scheduled"),
-        expiry=item.get("expiry"), dlr_callback_url=item.get("dlrCallbackUrl"),
+        expiry=item.get("expiry"), dlr_callback_url=item.get("dlrCallbackUrl"), track=item.get("track"),
     )
 
 
@@ -310,6 +311,8 @@ def batch_messages(body: Any) -> list[Any] | Invalid:
     template = body.get("template", {})
     if not isinstance(template, dict):
         return Invalid(INVALID_TEMPLATE, "Invalid SMS Template")
+    if "track" in template:  # SmsTemplateFull has no track (only SmsRequest): refused, the stricter choice
+        return Invalid(INVALID_TEMPLATE, "Invalid SMS Template: track is set per message")
     client_batch_id = body.get("clientBatchId")
     if client_batch_id is not None and (not isinstance(client_batch_id, str)
                                         or len(client_batch_id) > MAX_CLIENT_BATCH_ID):

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import web
 
-from . import callflows, rules
+from . import callflows, feedback, rules
 from .receipts import Dispatcher, Outcome, time_factor
 from .sessions import NO_SUMMARY, VoiceOutcome, session_seconds, session_summary
 
@@ -69,6 +69,12 @@ class State:
     call_outcomes: dict[str, VoiceOutcome] = field(default_factory=dict)  # destination digits -> outcome
     voice_webhooks: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # sub -> type -> hook
     speech_profiles: dict[str, tuple[str, str, str, str]] = field(default_factory=dict)
+    tracking_subaccounts: set[str] = field(default_factory=set)  # track conversion without `track`
+    feedback: list[dict[str, Any]] = field(default_factory=list)  # accepted conversion feedback
+    clock_offset: float = 0.0  # seconds added to the wall clock (the feedback window, acceptedAt)
+
+    def now(self) -> dt.datetime:
+        return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=self.clock_offset)
 
     def __post_init__(self) -> None:
         self.speech_profiles.update((p[0], p) for p in callflows.SPEECH_PROFILES)
@@ -78,8 +84,9 @@ class State:
         webhooks too: a test configures its own); back to the documented speech profiles."""
         for collection in (self.messages, self.requests, self.faults, self.rejected_destinations,
                            self.outcomes, self.calls, self.call_outcomes, self.voice_webhooks,
-                           self.speech_profiles):
+                           self.speech_profiles, self.tracking_subaccounts, self.feedback):
             collection.clear()
+        self.clock_offset = 0.0
         self.__post_init__()
 
     def take_faults(self, api: str) -> tuple[int, Fault | None]:
@@ -168,6 +175,9 @@ def _accept(request: web.Request, subaccount: str, message: rules.Message,
         "country": message.country,
         "dlrCallbackUrl": message.dlr_callback_url,
         "expiry": message.expiry,
+        "track": message.track,
+        "tracked": feedback.tracked(message.track, subaccount in state.tracking_subaccounts),
+        "acceptedAt": state.now().isoformat(timespec="milliseconds"),
         **(batch or {}),
         "status": dict(REJECTED if rejected else QUEUED),
     }
@@ -313,6 +323,41 @@ async def send_one(request: web.Request) -> web.StreamResponse:
 async def send_batch(request: web.Request) -> web.StreamResponse:
     return await _serve(request, "sms", lambda r, sub, body: _handle_send(r, sub, body, True),
                         _fault_error, "clientMessageId")
+
+
+def _handle_feedback(request: web.Request, subaccount: str, body: Any) -> web.Response:
+    """``POST .../messages/{umid}/feedback`` (see ``feedback`` for the rules and the choices)."""
+    if not rules.SUBACCOUNT_ID.match(subaccount):
+        return _error(400, rules.ILLEGAL_SUBACCOUNT, "Illegal SubAccountId")
+    state = request.app[STATE]
+    denied = _authorize(state, request, subaccount)
+    if denied is not None:
+        return denied
+    umid = request.match_info["umid"]
+    if not feedback.UUID.match(umid):
+        return _error(400, feedback.INVALID_PARAMETER, feedback.INVALID_UMID)
+    record = next((m for m in state.messages if m["umid"] == umid and m["subaccount"] == subaccount), None)
+    if record is None:
+        return _error(404, feedback.NOT_FOUND, feedback.MESSAGE_NOT_FOUND)
+    if request.content_type != JSON:
+        return _error(400, rules.INVALID_PARAMETER, f"Unsupported content type: send {JSON}")
+    now = state.now()
+    given = feedback.check_body(body, dt.datetime.fromisoformat(record["acceptedAt"]), now)
+    if isinstance(given, feedback.Refused):
+        return _error(given.status, given.code, given.message)
+    refused = feedback.check_message(record, now, any(f["umid"] == umid for f in state.feedback))
+    if refused is not None:
+        return _error(refused.status, refused.code, refused.message)
+    sent = dt.datetime.fromisoformat(record["acceptedAt"])
+    state.feedback.append({"umid": umid, "subaccount": subaccount, "outcome": given.outcome,
+                           "timestamp": given.timestamp, "receivedAt": now.isoformat(timespec="milliseconds"),
+                           "afterSeconds": round((now - sent).total_seconds(), 3),
+                           "destination": record["destination"], "clientMessageId": record["clientMessageId"]})
+    return web.Response(status=200)  # "it is normal for the HTTP 200 response to have no content"
+
+
+async def send_feedback(request: web.Request) -> web.StreamResponse:
+    return await _serve(request, "sms", _handle_feedback, _fault_error, "clientMessageId")
 
 
 # --- Voice API ---------------------------------------------------------------------------
@@ -640,6 +685,33 @@ async def receipt_settings(request: web.Request) -> web.Response:
     return web.json_response({"time_factor": factor})
 
 
+async def list_feedback(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].feedback)
+
+
+async def set_tracking(request: web.Request) -> web.Response:
+    data = await _json(request)
+    sub, enabled = data.get("subaccount"), data.get("enabled", True)
+    if not isinstance(sub, str) or not isinstance(enabled, bool):
+        raise web.HTTPBadRequest(text="need 'subaccount' (string) and 'enabled' (boolean)")
+    tracking = request.app[STATE].tracking_subaccounts
+    if enabled:
+        tracking.add(sub)
+    else:
+        tracking.discard(sub)
+    return web.json_response({"subaccount": sub, "enabled": enabled})
+
+
+async def advance_clock(request: web.Request) -> web.Response:
+    data = await _json(request)
+    seconds = data.get("seconds")
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or seconds < 0:
+        raise web.HTTPBadRequest(text="need 'seconds', a number >= 0")
+    state = request.app[STATE]
+    state.clock_offset += float(seconds)
+    return web.json_response({"clock_offset": state.clock_offset})
+
+
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": True})
 
@@ -650,12 +722,16 @@ def make_app(receipts: Dispatcher) -> web.Application:
     app[RECEIPTS] = receipts
     app.router.add_post("/api/v1/subaccounts/{subaccount}/messages", send_one)
     app.router.add_post("/api/v1/subaccounts/{subaccount}/messages/batch", send_batch)
+    app.router.add_post("/api/v1/subaccounts/{subaccount}/messages/{umid}/feedback", send_feedback)
     app.router.add_post("/api/v1/subaccounts/{subaccount}/callflows", place_callflow)
     app.router.add_get("/api/v1/subaccounts/{subaccount}/webhooks", list_webhooks)
     app.router.add_post("/api/v1/subaccounts/{subaccount}/webhooks", create_webhook)
     app.router.add_delete("/api/v1/subaccounts/{subaccount}/webhooks/{type}", delete_webhook)
     app.router.add_get("/api/v1/subaccounts/{subaccount}/speech-profiles", speech_profiles)
     app.router.add_get("/__sandbox/health", health)
+    app.router.add_get("/__sandbox/feedback", list_feedback)
+    app.router.add_post("/__sandbox/tracking", set_tracking)
+    app.router.add_post("/__sandbox/clock", advance_clock)
     app.router.add_post("/__sandbox/subaccounts", add_subaccount)
     app.router.add_post("/__sandbox/subaccounts/{subaccount}/revoke", revoke_key)
     app.router.add_post("/__sandbox/subaccounts/{subaccount}/caller-ids", add_caller_id)

@@ -28,6 +28,8 @@ COMPARED_KEYS = ("type", "pattern", "maxLength", "minLength", "maxItems", "minIt
 # Our name -> where the original keeps it.
 ORIGINAL = {name: ("components", "schemas", name) for name in (
     "SmsRequest", "SmsTemplateFull", "BatchSmsRequest", "SmsStatus", "SmsResponse", "BatchSmsResponse")}
+ORIGINAL["SmsFeedback"] = ("components", "schemas", "feedback")  # the feedback operation's body
+FEEDBACK = ("paths", "/api/v1/subaccounts/{subAccountId}/messages/{umid}/feedback", "post")
 ORIGINAL["ErrorResponse"] = ("paths", "/api/v1/subaccounts/{subAccountId}/messages/{umid}/pii", "delete",
                              "responses", "404", "content", "*/*", "schema")
 
@@ -141,12 +143,34 @@ def examples_refused(original: dict[str, Any]) -> list[str]:
         *(("ErrorResponse", prices[status]["content"]["application/json"]["example"])
           for status in ("400", "401", "429", "500", "426")),
     ]
-    refused = []
-    for definition, sample in samples:
-        validator = jsonschema.Draft202012Validator({**OURS, "$ref": f"#/$defs/{definition}"},
-                                                    format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER)
-        refused += [f"{definition} example: {error.message}" for error in validator.iter_errors(sample)]
-    return refused
+    samples.append(("SmsFeedback", original["components"]["schemas"]["feedback"]["example"]))
+    return _refused(OURS, samples) + feedback_operation_differences(original)
+
+
+def feedback_operation_differences(original: dict[str, Any]) -> list[str]:
+    """The feedback operation as the emulator serves it: its body is ``feedback`` (JSON), its
+    answers 200 without content and 400/401/500 with the ErrorResponse; ``track`` on SmsRequest only."""
+    found = []
+    operation = _get(original, FEEDBACK)
+    body = _get(operation, ("requestBody", "content"))
+    if list(body) != ["application/json"] or body["application/json"]["schema"].get("$ref") != \
+            "#/components/schemas/feedback":
+        found.append(f"feedback request body: {sorted(body)}")
+    responses = operation["responses"]
+    if sorted(responses) != ["200", "400", "401", "500"]:
+        found.append(f"feedback responses: {sorted(responses)} != ['200', '400', '401', '500']")
+    if responses.get("200", {}).get("content"):
+        found.append("feedback 200 now has content")
+    for status in ("400", "401", "500"):
+        schema = _resolved(original, _resolved(original, responses.get(status, {})).get("content", {})
+                           .get("application/json", {}).get("schema", {}))
+        if set(schema.get("properties", {})) != set(OURS["$defs"]["ErrorResponse"]["properties"]):
+            found.append(f"feedback {status}: not the ErrorResponse")
+    tracked_in = sorted(name for name, schema in original["components"]["schemas"].items()
+                        if "track" in schema.get("properties", {}))
+    if tracked_in != ["SmsRequest"]:
+        found.append(f"track is a property of {tracked_in}, not only SmsRequest")
+    return found
 
 
 def _refused(schema: dict[str, Any], samples: list[tuple[str, Any]]) -> list[str]:
