@@ -158,7 +158,11 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
             build()
         with steps.step("building the project's image with podman (layers cached)",
                         "`make image` installs podman, runc and mmdebstrap; its error is quoted above") as detail:
-            images = image.node_images(report=lambda text, finished=True: detail(text) if finished else None)
+            def report(text: str, finished: bool = True) -> None:
+                if finished:
+                    detail(text)
+
+            images = image.node_images(report=report)
             detail(f"image {image.reference()}")
         with steps.step("starting the local control plane (etcd, kube-apiserver, controller-manager, "
                         "scheduler, kwok) and a real kubelet node (containerd, runc, CNI)",

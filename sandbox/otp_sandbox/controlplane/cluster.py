@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import httpx
 from cryptography.hazmat.primitives import serialization
@@ -132,7 +132,7 @@ class ControlPlane:
         stop_all([old], self.stop_grace)
         self.components.remove(old)
         time.sleep(downtime)
-        self._spawn("kube-apiserver", [str(arg) for arg in old.process.args])
+        self._spawn("kube-apiserver", [str(arg) for arg in cast(list, old.process.args)])
         self._wait({"kube-apiserver": lambda: api.is_ok(self._admin, "/readyz")})
 
     def user_kubeconfig(self, user: str, groups: Sequence[str] = (), path: Path | None = None) -> Path:

@@ -291,6 +291,7 @@ def _free_subnet() -> ipaddress.IPv4Network:
     routes = subprocess.run(["ip", "-4", "route", "show"], capture_output=True, text=True, check=True).stdout
     used = [ipaddress.ip_network(m, strict=False) for m in re.findall(r"^(\d+\.\d+\.\d+\.\d+/\d+)", routes, re.M)]
     for candidate in POD_NETWORKS.subnets(new_prefix=24):
+        assert isinstance(candidate, ipaddress.IPv4Network)
         if not any(candidate.overlaps(u) for u in used):
             return candidate
     raise NodeError(f"no free /24 left in {POD_NETWORKS} for the node's pods")

@@ -300,7 +300,9 @@ class EightByEightEmulator:
 def _read_line(process: subprocess.Popen, timeout: float) -> str:
     """First stdout line of ``process``, or "" on exit/timeout (bounded wait)."""
     result: list[bytes] = []
-    reader = threading.Thread(target=lambda: result.append(process.stdout.readline()), daemon=True)
+    stdout = process.stdout
+    assert stdout is not None  # started with stdout=PIPE
+    reader = threading.Thread(target=lambda: result.append(stdout.readline()), daemon=True)
     reader.start()
     reader.join(timeout)
     return result[0].decode().strip() if result else ""

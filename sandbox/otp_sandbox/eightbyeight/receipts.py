@@ -68,7 +68,8 @@ class Outcome:
         elif error_code is not None:
             raise ValueError("error_code is for undelivered outcomes only")
         return cls(kind=kind, after_ms=after_ms, error_code=error_code,
-                   error_message=data.get("error_message") or ERROR_MESSAGES.get(error_code),
+                   error_message=data.get("error_message") or (ERROR_MESSAGES.get(error_code)
+                                                                if error_code is not None else None),
                    detail=data.get("detail"))
 
 

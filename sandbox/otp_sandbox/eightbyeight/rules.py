@@ -270,7 +270,8 @@ def _message_problem(item: dict[str, Any], now: dt.datetime, batch: bool) -> Inv
         return Invalid(INVALID_TEXT, TEXT_TOO_LONG, per_message=True)
     if len(item.get("source", "")) > MAX_SOURCE:
         return Invalid(INVALID_SOURCE, SOURCE_TOO_LONG, per_message=True)
-    if "expiry" in item and parse_time(item["expiry"]) <= now:
+    expiry = parse_time(item["expiry"]) if "expiry" in item else None
+    if expiry is not None and expiry <= now:
         return Invalid(INVALID_EXPIRY, EXPIRY_REACHED, per_message=True)
     destination = e164(item.get("destination", ""), item.get("country"))
     if destination is None:

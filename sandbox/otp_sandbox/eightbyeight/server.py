@@ -198,12 +198,13 @@ def _answer(record: dict[str, Any]) -> dict[str, Any]:
 
 def _rejected_answer(item: dict[str, Any], invalid: rules.Invalid) -> dict[str, Any]:
     """A batch message refused on its own: REJECTED with the reason, never recorded."""
-    text = item.get("text") if isinstance(item.get("text"), str) else ""
+    raw = item.get("text")
+    text = raw if isinstance(raw, str) else ""
     return _answer({
         "umid": str(uuid.uuid4()),
         "clientMessageId": item.get("clientMessageId"),
         "destination": item.get("destination", ""),
-        "encoding": rules.detect_encoding(text, item.get("encoding", "AUTO")),
+        "encoding": rules.detect_encoding(text, str(item.get("encoding") or "AUTO")),
         "status": {"code": "REJECTED", "description": invalid.message},
     })
 

@@ -101,7 +101,9 @@ class VoiceOutcome:
         return max(1, math.ceil(seconds))
 
     def final_sip_code(self) -> int:
-        return self.sip_code if self.kind == FAILED else SIP_CODES.get(self.kind, 0)
+        if self.kind == FAILED and self.sip_code is not None:
+            return self.sip_code
+        return SIP_CODES.get(self.kind, 0)
 
 
 def _timestamp(moment: dt.datetime) -> str:
@@ -141,7 +143,7 @@ def session_summary(call: dict[str, Any], outcome: VoiceOutcome, started: dt.dat
         "startTime": _timestamp(started), "endTime": _timestamp(ended),
         "lastAction": call["lastAction"] if outcome.kind == ANSWERED else "MAKE_CALL", "callCount": 1,
     }
-    if outcome.kind == ERROR:
+    if outcome.kind == ERROR and outcome.error_code is not None:
         payload["errorDetails"] = {"errorMsg": ERROR_MESSAGES[outcome.error_code], "errorCode": outcome.error_code}
     payload["details"] = {"callA": leg}
     return {"payload": payload, "namespace": "VOICE", "eventType": "SESSION_SUMMARY",
