@@ -248,75 +248,152 @@ def _observe_ready(mem: ChannelMemory, generation: int, conditions: list[dict[st
         mem.ready_generation = None
 
 
+@dataclasses.dataclass(frozen=True)
+class Pass:
+    """What one reconcile pass is about: the channel as read, once."""
+
+    body: Mapping[str, Any]
+    namespace: str
+    name: str
+    generation: int
+    current: Mapping[str, Any]  # status as read
+    previous_conditions: list[dict[str, Any]]
+    mem: ChannelMemory
+    stamp: str
+
+    @classmethod
+    def of(cls, rt: Runtime, body: Mapping[str, Any]) -> "Pass":
+        meta = body["metadata"]
+        current = body.get("status") or {}
+        return cls(body, meta["namespace"], meta["name"], int(meta.get("generation") or 1), current,
+                   current.get("conditions") or [], rt.memory(meta["namespace"], meta["name"]), now_iso())
+
+    def waiting_for_relay(self) -> status.Verdict:
+        return _auth0_waiting(self.previous_conditions)
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What a pass found, for the one place that writes status (``_finish``): the verdicts, the
+    status fields beside the conditions, and when to look again (None: only on a change)."""
+
+    relay: status.Verdict
+    auth0: status.Verdict
+    routing: status.Verdict | None = None
+    delivering: status.Verdict | None = None
+    fields: dict[str, Any] = dataclasses.field(default_factory=dict)
+    delay: float | None = None
+    suspended: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class RelayPhase:
+    """The relay's side once its children are applied."""
+
+    verdict: status.Verdict
+    available: int
+    rolled_out: bool
+    secrets_checksum: str
+    signing_plan: rotation.SigningPlan
+
+
+@dataclasses.dataclass
+class Auth0Phase:
+    verdict: status.Verdict
+    routing: status.Verdict | None
+    recorded: dict[str, Any] | None  # status.auth0
+    signing_state: rotation.SigningState
+    delays: list[float]
+
+
 async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger) -> float | None:
     """Bring one channel to its desired state; returns seconds until it should run again."""
     assert rt.kube is not None
-    kube, config = rt.kube, rt.config
-    meta = body["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
-    generation = int(meta.get("generation") or 1)
-    current = body.get("status") or {}
-    previous_conditions = current.get("conditions") or []
-    mem = rt.memory(namespace, name)
+    run = Pass.of(rt, body)
     before_write.set(lambda: rt.check_not_deleting(body))  # this task's Auth0 writes check first
-    if generation not in mem.generation_seen_at:
-        created = _creation_time(meta) if generation == 1 else None
-        mem.generation_seen_at[generation] = created or time.time()
-    stamp = now_iso()
+    if run.generation not in run.mem.generation_seen_at:
+        created = _creation_time(body["metadata"]) if run.generation == 1 else None
+        run.mem.generation_seen_at[run.generation] = created or time.time()
+    return await _finish(rt, run, await _phases(rt, run))
 
+
+async def _phases(rt: Runtime, run: Pass) -> Outcome:
+    """Gather, then the relay phase, then the Auth0 phase; any early stop is an Outcome too."""
+    assert rt.kube is not None
+    config = rt.config
     try:
-        ch = parse_channel(namespace, name, body.get("spec") or {})
+        ch = parse_channel(run.namespace, run.name, run.body.get("spec") or {})
         endpoints.check_channel(ch, config.endpoints, config.relay_image)  # before any Secret is read or sent
         render.check_store_capacity(ch)
     except SpecError as error:
         verdict = status.false(error.reason, str(error))
-        conds = status.conditions(previous_conditions, generation, verdict, verdict, stamp)
-        await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
-        _report(mem, body, error.reason, str(error))
-        return None
-
-    if ch.suspend:
-        conds = status.suspended_conditions(previous_conditions, generation, stamp)
-        await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
-        metrics.RECONCILES.labels("suspended").inc()
-        return None
+        return Outcome(verdict, verdict)
+    if ch.suspend:  # the conditions stay as they were (status.suspended_conditions)
+        kept = status.unknown("Suspended", "spec.suspend is true")
+        return Outcome(kept, kept, suspended=True)
 
     store = ch.relay.state_store
     if store is not None and store.password is not None:  # before anything is applied
         try:
-            check_state_password(await kube.get_metadata("v1", "Secret", namespace, store.password.name),
-                                 store.password, namespace)
+            check_state_password(await rt.kube.get_metadata("v1", "Secret", run.namespace, store.password.name),
+                                 store.password, run.namespace)
         except SecretProblem as problem:
-            relay_v = _secret_verdict(mem, problem, "state store password", config.secret_grace)
-            conds = status.conditions(previous_conditions, generation, relay_v, _auth0_waiting(previous_conditions),
-                                      stamp)
-            await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
-            _report(mem, body, relay_v.reason, relay_v.message)
+            relay_v = _secret_verdict(run.mem, problem, "state store password", config.secret_grace)
             # the opt-in label is not watched (the operator never watches this Secret): look again
-            return _recheck_secret(mem, problem, config.secret_grace) or secret_watch.STALLED_RECHECK
+            return Outcome(relay_v, run.waiting_for_relay(),
+                           delay=_recheck_secret(run.mem, problem, config.secret_grace) or secret_watch.STALLED_RECHECK)
 
     sms_secret, creds_secret, signing_secret, deployment, receipt_secret = await asyncio.gather(
-        secret_watch.read_referenced(rt, namespace, ch.sms.api_key.name),
-        secret_watch.read_referenced(rt, namespace, ch.auth0.credentials_secret),
-        rt.read("v1", "Secret", namespace, names.signing_key_secret_name(name)),
-        rt.read("apps/v1", "Deployment", namespace, names.relay_name(name)),
-        rt.read("v1", "Secret", namespace, names.receipt_token_secret_name(name)),
+        secret_watch.read_referenced(rt, run.namespace, ch.sms.api_key.name),
+        secret_watch.read_referenced(rt, run.namespace, ch.auth0.credentials_secret),
+        rt.read("v1", "Secret", run.namespace, names.signing_key_secret_name(run.name)),
+        rt.read("apps/v1", "Deployment", run.namespace, names.relay_name(run.name)),
+        rt.read("v1", "Secret", run.namespace, names.receipt_token_secret_name(run.name)),
     )
     try:
-        api_key = secret_value(sms_secret, ch.sms.api_key, namespace)
+        api_key = secret_value(sms_secret, ch.sms.api_key, run.namespace)
     except SecretProblem as problem:
-        relay_v = _secret_verdict(mem, problem, "8x8 API key", config.secret_grace)
-        auth0_v = _auth0_waiting(previous_conditions)
-        conds = status.conditions(previous_conditions, generation, relay_v, auth0_v, stamp)
-        await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
-        _report(mem, body, relay_v.reason, relay_v.message)
-        return _recheck_secret(mem, problem, config.secret_grace)
+        return Outcome(_secret_verdict(run.mem, problem, "8x8 API key", config.secret_grace), run.waiting_for_relay(),
+                       delay=_recheck_secret(run.mem, problem, config.secret_grace))
 
+    relay = await _relay_phase(rt, run, ch, api_key, signing_secret, deployment, receipt_secret)
+    if isinstance(relay, Outcome):
+        return relay
+    auth0 = await _auth0_phase(rt, run, ch, relay, creds_secret)
+    rotation_delay = rotation.retry_after(
+        rotation.SigningPlan(relay.signing_plan.keys, relay.signing_plan.auth0_key, auth0.signing_state), time.time(),
+        config.rotation_grace, config.key_propagation,
+    )
+    delays = [*auth0.delays, *([rotation_delay] if rotation_delay is not None else [])]
+    fields: dict[str, Any] = {
+        "relay": {
+            "url": ch.relay.public_url,
+            "serviceUrl": render.service_url(ch),
+            "availableReplicas": relay.available,
+            "secretsChecksum": relay.secrets_checksum,
+            "limitsScope": render.limits_scope(ch),
+            "atMostOneSms": render.at_most_one_sms(ch),
+        },
+        "signingKey": auth0.signing_state.as_status(len(relay.signing_plan.keys)),
+    }
+    if auth0.recorded:
+        fields["auth0"] = auth0.recorded
+    if ch.canary is None and run.current.get("canary"):
+        fields["canary"] = None  # spec.canary removed: its record goes (merge patch)
+    delivering = status.delivering_verdict(run.current.get("canary"), ch.auth0.integration,
+                                           ch.canary.masked if ch.canary else "", ch.canary is not None)
+    return Outcome(relay.verdict, auth0.verdict, auth0.routing, delivering, fields, min(delays) if delays else None)
+
+
+async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, signing_secret: dict[str, Any] | None,
+                       deployment: dict[str, Any] | None, receipt_secret: dict[str, Any] | None) -> RelayPhase | Outcome:
+    """Plan the signing key, render the children and apply them when something changed."""
+    config, mem, meta = rt.config, run.mem, run.body["metadata"]
     keys_now = signing_keys(signing_secret)
     rolled_out_now = render.relay_rollout(deployment, _checksum(api_key, keys_now))[0]
     signing_plan = rotation.plan(
         keys_now,
-        rotation.SigningState.from_status(current.get("signingKey")),
+        rotation.SigningState.from_status(run.current.get("signingKey")),
         (meta.get("annotations") or {}).get(names.ANNOTATION_ROTATE_SIGNING_KEY),
         rolled_out_now,
         time.time(),
@@ -330,148 +407,142 @@ async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger
         image=config.relay_image,
         signing_keys=signing_plan.keys,
         secrets_checksum=secrets_checksum,
-        owner=render.owner_reference(meta["uid"], name),
+        owner=render.owner_reference(meta["uid"], run.name),
         receipt_tokens=receipt_tokens.plan(
             receipt_secret, (meta.get("annotations") or {}).get(names.ANNOTATION_ROTATE_RECEIPT_TOKEN)),
         egress=config.egress,
     )
-    wanted_digests = {f"{m['kind']}/{m['metadata']['name']}": digest(m) for m in children.apply}
+    child_digests = {f"{m['kind']}/{m['metadata']['name']}": digest(m) for m in children.apply}
     # Re-apply only when something changed, a child was touched by someone else, or on the
     # drift timer (which also catches edits the watch cannot tell apart, e.g. labels).
-    if (mem.children_dirty or any(mem.child_digests.get(k) != d for k, d in wanted_digests.items())
+    live_deployment = deployment
+    if (mem.children_dirty or any(mem.child_digests.get(k) != d for k, d in child_digests.items())
             or monotonic() - mem.children_applied_at >= config.drift_interval
             or any(f"{ref.kind}/{ref.name}" not in mem.absent_confirmed for ref in children.delete)):
         try:
-            live_deployment: dict[str, Any] | None = await _apply_children(rt, mem, body, children, {
-                ("Secret", names.signing_key_secret_name(name)): signing_secret,
-                ("Secret", names.receipt_token_secret_name(name)): receipt_secret,
+            live_deployment = await _apply_children(rt, mem, run.body, children, {
+                ("Secret", names.signing_key_secret_name(run.name)): signing_secret,
+                ("Secret", names.receipt_token_secret_name(run.name)): receipt_secret,
             })
         except KubeError as error:  # e.g. admission refused a child, quota, no Service IPs left
             mem.children_dirty = True
-            relay_v = status.false("ApplyFailed", f"applying the relay's objects failed: {error.message}")
-            conds = status.conditions(previous_conditions, generation, relay_v, _auth0_waiting(previous_conditions),
-                                      stamp)
-            await _write_status(kube, body, {"observedGeneration": generation, "conditions": conds})
-            _report(mem, body, "ApplyFailed", relay_v.message)
-            return jittered(30.0)
-    else:
-        live_deployment = deployment
+            return Outcome(status.false("ApplyFailed", f"applying the relay's objects failed: {error.message}"),
+                           run.waiting_for_relay(), delay=jittered(30.0))
     if signing_plan.event:
-        _event(body, "SigningKey", signing_plan.event)
-
+        _event(run.body, "SigningKey", signing_plan.event)
     rolled_out, available, relay_message = render.relay_rollout(live_deployment, secrets_checksum)
-    relay_v = status.relay_verdict(live_deployment, rolled_out, available, relay_message)
-    signing_state = signing_plan.state
-    auth0_status: dict[str, Any] | None = current.get("auth0")
-    delays: list[float] = []
-    routing_v = _previous_routing(previous_conditions)
+    return RelayPhase(status.relay_verdict(live_deployment, rolled_out, available, relay_message), available,
+                      rolled_out, secrets_checksum, signing_plan)
 
+
+async def _auth0_phase(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhase,
+                       creds_secret: dict[str, Any] | None) -> Auth0Phase:
+    """Register (or check) the Auth0 side once the relay serves; prepare it while it rolls out."""
+    config, mem = rt.config, run.mem
+    phase = Auth0Phase(run.waiting_for_relay(), _previous_routing(run.previous_conditions), run.current.get("auth0"),
+                       relay.signing_plan.state, [])
     try:
         credentials = credentials_for(ch, creds_secret)
         mem.last_credentials = credentials
         mem.secret_missing_since = None
     except SecretProblem as problem:
-        credentials = None
-        auth0_v = _secret_verdict(mem, problem, "Auth0 credentials", config.secret_grace)
+        phase.verdict = _secret_verdict(mem, problem, "Auth0 credentials", config.secret_grace)
         recheck = _recheck_secret(mem, problem, config.secret_grace)
         if recheck is not None:
-            delays.append(recheck)
+            phase.delays.append(recheck)
+        return phase
 
-    if credentials is not None:
-        desired = desired_integration(ch, signing_plan.auth0_key)
-        wanted = digest(ch.auth0, ch.relay.public_url, signing_plan.auth0_key, credentials.client_id)
-    if credentials is not None and not rolled_out:
-        auth0_v = _auth0_waiting(previous_conditions)
-        delays.append(config.progress_recheck)
+    desired = desired_integration(ch, relay.signing_plan.auth0_key)
+    auth0_input = digest(ch.auth0, ch.relay.public_url, relay.signing_plan.auth0_key, credentials.client_id)
+    if not relay.rolled_out:
+        phase.delays.append(config.progress_recheck)
         # Off the critical path while the relay rolls out: protect the credentials and get the
         # new action built and deployed (unbound), so activating it is all that is left the
         # moment the relay is available.
         await _protect_credentials(rt, ch, mem, creds_secret)
-        if auth0_status or (mem.auth0_prepared and mem.auth0_prepared[0] == wanted):
+        if phase.recorded or (mem.auth0_prepared and mem.auth0_prepared[0] == auth0_input):
             rt.auth0.warm_up(credentials)
         else:
-            await _prepare_auth0(rt, mem, credentials, desired, wanted)
-    elif credentials is not None:
-        since_check = monotonic() - mem.auth0_checked
-        if (mem.auth0_input == wanted and since_check < config.drift_interval and auth0_status
-                and (routing_v is None or routing_v.ok)):
-            auth0_v = status.true("Synced", _synced_message(ch))
-            delays.append(config.drift_interval - since_check)
-        else:
-            try:
-                await _protect_credentials(rt, ch, mem, creds_secret)
-                auth0_status = await _retire_previous_integration(rt, ch, credentials, auth0_status, body)
-                prepared = mem.auth0_prepared[1] if mem.auth0_prepared and mem.auth0_prepared[0] == wanted else None
+            await _prepare_auth0(rt, mem, credentials, desired, auth0_input)
+        return phase
 
-                async def record_routing(changed: Mapping[str, Any]) -> None:
-                    # Before the next tenant write: a failure half-way leaves it restorable.
-                    nonlocal auth0_status
-                    auth0_status = {**(auth0_status or {}), "routingChanges": dict(changed)}
-                    await _write_status(kube, body, {"auth0": auth0_status})
+    since_check = monotonic() - mem.auth0_checked
+    if (mem.auth0_input == auth0_input and since_check < config.drift_interval and phase.recorded
+            and (phase.routing is None or phase.routing.ok)):
+        phase.verdict = status.true("Synced", _synced_message(ch))
+        phase.delays.append(config.drift_interval - since_check)
+        return phase
+    await _ensure_auth0(rt, run, ch, relay, credentials, creds_secret, desired, auth0_input, phase)
+    return phase
 
-                result = await rt.auth0.ensure(credentials, desired, auth0_status or prepared,
-                                               record_routing)
-                if prepared and not auth0_status and result.action_id == prepared["actionId"]:
-                    result = dataclasses.replace(result, created=True)  # made by prepare, live now
-            except ValueError as error:  # our own input refused by the library (name, URL)
-                metrics.AUTH0_CALLS.labels("ensure", "Auth0Invalid").inc()
-                auth0_v = status.false("Auth0Invalid", str(error))
-                delays.append(STALLED_RECHECK)
-            except Auth0Error as error:
-                mem.auth0_failures += 1
-                metrics.AUTH0_CALLS.labels("ensure", error.reason).inc()
-                auth0_v = status.false(error.reason, error.message)
-                delays.append(auth0_backoff(error, mem.auth0_failures))
-                if isinstance(error, RoutingRefused):
-                    routing_v = _routing_verdict(error.verdict)
-            else:
-                metrics.AUTH0_CALLS.labels("ensure", "ok").inc()
-                metrics.AUTH0_WRITES.inc(result.writes)
-                mem.auth0_failures, mem.auth0_prepared = 0, None
-                mem.auth0_input, mem.auth0_checked = wanted, monotonic()
-                auth0_status = _auth0_status(ch, result, auth0_status, stamp)
-                _auth0_events(body, ch, result)
-                signing_state = rotation.after_auth0_synced(signing_plan, time.time())
-                auth0_v = status.true("Synced", _synced_message(ch))
-                delays.append(config.drift_interval)
-                if result.routing is not None:
-                    routing_v = _routing_verdict(result.routing)
-                    _routing_events(body, before=(current.get("auth0") or {}).get("routingChanges"),
-                                    after=result.routing.changed)
-                    if not routing_v.ok:
-                        delays.append(ROUTING_RECHECK)
-    rotation_delay = rotation.retry_after(
-        rotation.SigningPlan(signing_plan.keys, signing_plan.auth0_key, signing_state), time.time(),
-        config.rotation_grace, config.key_propagation,
-    )
-    if rotation_delay is not None:
-        delays.append(rotation_delay)
 
-    delivering_v = status.delivering_verdict(current.get("canary"), ch.auth0.integration,
-                                             ch.canary.masked if ch.canary else "", ch.canary is not None)
-    conds = status.conditions(previous_conditions, generation, relay_v, auth0_v, stamp, routing_v, delivering_v)
-    new_status: dict[str, Any] = {
-        "observedGeneration": generation,
-        "conditions": conds,
-        "relay": {
-            "url": ch.relay.public_url,
-            "serviceUrl": render.service_url(ch),
-            "availableReplicas": available,
-            "secretsChecksum": secrets_checksum,
-            "limitsScope": render.limits_scope(ch),
-            "atMostOneSms": render.at_most_one_sms(ch),
-        },
-        "signingKey": signing_state.as_status(len(signing_plan.keys)),
-    }
-    if auth0_status:
-        new_status["auth0"] = auth0_status
-    if ch.canary is None and current.get("canary"):
-        new_status["canary"] = None  # spec.canary removed: its record goes (merge patch)
-    await _write_status(kube, body, new_status)
-    _observe_ready(mem, generation, conds)
+async def _ensure_auth0(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhase, credentials: Auth0Credentials,
+                        creds_secret: dict[str, Any] | None, desired: DesiredIntegration, auth0_input: str,
+                        phase: Auth0Phase) -> None:
+    assert rt.kube is not None
+    config, mem, kube = rt.config, run.mem, rt.kube
+    try:
+        await _protect_credentials(rt, ch, mem, creds_secret)
+        phase.recorded = await _retire_previous_integration(rt, ch, credentials, phase.recorded, run.body)
+        prepared = mem.auth0_prepared[1] if mem.auth0_prepared and mem.auth0_prepared[0] == auth0_input else None
+
+        async def record_routing(changed: Mapping[str, Any]) -> None:
+            # The one status write before the pass ends: each tenant routing change is recorded
+            # before the next tenant write, so a failure half-way is always restorable.
+            phase.recorded = {**(phase.recorded or {}), "routingChanges": dict(changed)}
+            await _write_status(kube, run.body, {"auth0": phase.recorded})
+
+        result = await rt.auth0.ensure(credentials, desired, phase.recorded or prepared, record_routing)
+        if prepared and not phase.recorded and result.action_id == prepared["actionId"]:
+            result = dataclasses.replace(result, created=True)  # made by prepare, live now
+    except ValueError as error:  # our own input refused by the library (name, URL)
+        metrics.AUTH0_CALLS.labels("ensure", "Auth0Invalid").inc()
+        phase.verdict = status.false("Auth0Invalid", str(error))
+        phase.delays.append(STALLED_RECHECK)
+    except Auth0Error as error:
+        mem.auth0_failures += 1
+        metrics.AUTH0_CALLS.labels("ensure", error.reason).inc()
+        phase.verdict = status.false(error.reason, error.message)
+        phase.delays.append(auth0_backoff(error, mem.auth0_failures))
+        if isinstance(error, RoutingRefused):
+            phase.routing = _routing_verdict(error.verdict)
+    else:
+        metrics.AUTH0_CALLS.labels("ensure", "ok").inc()
+        metrics.AUTH0_WRITES.inc(result.writes)
+        mem.auth0_failures, mem.auth0_prepared = 0, None
+        mem.auth0_input, mem.auth0_checked = auth0_input, monotonic()
+        phase.recorded = _auth0_status(ch, result, phase.recorded, run.stamp)
+        _auth0_events(run.body, ch, result)
+        phase.signing_state = rotation.after_auth0_synced(relay.signing_plan, time.time())
+        phase.verdict = status.true("Synced", _synced_message(ch))
+        phase.delays.append(config.drift_interval)
+        if result.routing is not None:
+            phase.routing = _routing_verdict(result.routing)
+            _routing_events(run.body, before=(run.current.get("auth0") or {}).get("routingChanges"),
+                            after=result.routing.changed)
+            if not phase.routing.ok:
+                phase.delays.append(ROUTING_RECHECK)
+
+
+async def _finish(rt: Runtime, run: Pass, outcome: Outcome) -> float | None:
+    """The one place a pass writes status (conditions and the fields beside them), counts
+    itself and posts the Event of a new failure."""
+    assert rt.kube is not None
+    if outcome.suspended:
+        conds = status.suspended_conditions(run.previous_conditions, run.generation, run.stamp)
+    else:
+        conds = status.conditions(run.previous_conditions, run.generation, outcome.relay, outcome.auth0, run.stamp,
+                                  outcome.routing, outcome.delivering)
+    await _write_status(rt.kube, run.body, {"observedGeneration": run.generation, "conditions": conds,
+                                            **outcome.fields})
+    if outcome.suspended:
+        metrics.RECONCILES.labels("suspended").inc()
+        return outcome.delay
+    _observe_ready(run.mem, run.generation, conds)
     ready = status.find(conds, status.READY) or {}
-    _report(mem, body, "ok" if ready.get("status") == "True" else str(ready.get("reason")), str(ready.get("message")))
-    return min(delays) if delays else None
+    _report(run.mem, run.body, "ok" if ready.get("status") == "True" else str(ready.get("reason")),
+            str(ready.get("message")))
+    return outcome.delay
 
 
 async def report_error(rt: Runtime, body: Mapping[str, Any], error: Exception) -> None:
