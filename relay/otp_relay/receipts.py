@@ -512,6 +512,8 @@ async def summary(relay: Any, request: Any) -> Any:
     from aiohttp import web  # noqa: PLC0415
 
     answer = relay.receipts.window.summary()
+    if relay.settings.voice_enabled:  # where 8x8 posts call outcomes (webhook.STATES)
+        answer["voiceWebhook"] = relay.voice_webhook.state
     if relay.canary is not None and (shown := canary_shown(await relay.canary.last())) is not None:
         answer["canary"] = shown
     return web.json_response(answer)

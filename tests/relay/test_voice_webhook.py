@@ -1,0 +1,136 @@
+"""The subaccount's VSS webhook (where 8x8 posts call outcomes), kept on the relay's receipt path
+by the relay itself: registered at start and after a receipt-token rotation, never rewritten
+when already right, never taken over from someone else; reported on /metrics and in the
+delivery summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from otp_relay import webhook
+from tests.fixtures.relay import kubelet_volume, voice_body
+
+from .conftest import (
+    API_KEY, SIGNING_KEYS, SUBACCOUNT, TOKENS, assert_no_secrets, fresh_number, free_port, samples,
+    voice_settings, wait_for,
+)
+
+KEY = SIGNING_KEYS[1]
+
+
+def vss_url(emulator) -> str | None:
+    return emulator.voice_webhooks(SUBACCOUNT).get("VSS", {}).get("url")
+
+
+def calls(emulator) -> list[str]:
+    """The Webhooks API requests so far, as "METHOD status"."""
+    return [f"{r['method']} {r['status']}" for r in emulator.webhook_requests()]
+
+
+def state_of(relay) -> str:
+    on = [labels for labels, value in samples(relay, "otp_relay_voice_webhook").items() if value == 1]
+    assert len(on) == 1, on  # exactly one state at a time
+    return dict(on[0])["state"]
+
+
+def test_the_relay_points_the_vss_webhook_at_itself_on_start_and_gets_its_calls_outcomes(
+        receipt_relay, emulator) -> None:
+    relay = receipt_relay(**voice_settings(emulator))
+    wait_for(lambda: state_of(relay) == "ours")
+    assert vss_url(emulator) == f"{relay.url}/v1/receipts/{TOKENS[1]}"  # the newest token
+    assert calls(emulator) == ["GET 200", "POST 200"]
+    assert emulator.voice_webhooks(SUBACCOUNT)["VSS"]["enabled"] is True
+    assert relay.get("/v1/delivery-summary").json()["voiceWebhook"] == "ours"
+    emulator.set_receipt_time_factor(0.02)
+    assert relay.post(voice_body(fresh_number()), KEY).status_code == 202
+    wait_for(lambda: relay.get("/v1/delivery-summary").json()["channels"]["voice"]["delivered"] == 1)
+    assert_no_secrets(relay.logs(), [API_KEY, *TOKENS, *SIGNING_KEYS])
+
+
+def test_a_token_rotation_re_registers_with_the_new_token(receipt_relay, emulator) -> None:
+    relay = receipt_relay(tokens=(TOKENS[0],), **voice_settings(emulator))
+    wait_for(lambda: vss_url(emulator) == f"{relay.url}/v1/receipts/{TOKENS[0]}")
+    kubelet_volume(Path(relay.log_path).parent / "receipts", {"tokens": f"{TOKENS[0]}\n{TOKENS[1]}\n"})
+    wait_for(lambda: vss_url(emulator) == f"{relay.url}/v1/receipts/{TOKENS[1]}")
+    wait_for(lambda: state_of(relay) == "ours")
+    assert calls(emulator) == ["GET 200", "POST 200", "GET 200", "POST 200"]
+    assert_no_secrets(relay.logs(), [API_KEY, *TOKENS])
+
+
+def test_nothing_is_written_when_the_webhook_is_already_the_relays(receipt_relay, emulator) -> None:
+    port = free_port()
+    ours = f"http://127.0.0.1:{port}/v1/receipts/{TOKENS[1]}"
+    emulator.set_voice_webhook(SUBACCOUNT, ours)
+    relay = receipt_relay(port=port, **voice_settings(emulator))
+    wait_for(lambda: calls(emulator) == ["GET 200"])
+    wait_for(lambda: state_of(relay) == "ours")
+    # the token file rewritten with the same tokens (a kubelet resync): still no write
+    kubelet_volume(Path(relay.log_path).parent / "receipts", {"tokens": "".join(f"{t}\n" for t in TOKENS)})
+    assert relay.post(voice_body(fresh_number()), KEY).status_code == 202
+    assert calls(emulator) == ["GET 200"] and vss_url(emulator) == ours
+
+
+@pytest.mark.parametrize("foreign", [
+    "https://hooks.example.com/8x8/vss/secret-path-7Qx",  # the user's own system
+    "http://127.0.0.1:9/v1/receipts/{token}/more",  # not a receipt path of this relay's form
+], ids=["elsewhere", "lookalike"])
+def test_a_foreign_vss_webhook_is_left_alone_and_reported(receipt_relay, emulator, foreign: str) -> None:
+    foreign = foreign.format(token=TOKENS[1])
+    emulator.set_voice_webhook(SUBACCOUNT, foreign)
+    relay = receipt_relay(**voice_settings(emulator))
+    wait_for(lambda: state_of(relay) == "foreign")
+    assert relay.get("/v1/delivery-summary").json()["voiceWebhook"] == "foreign"
+    kubelet_volume(Path(relay.log_path).parent / "receipts", {"tokens": f"{TOKENS[1]}\n{TOKENS[0]}\n"})  # a new newest token
+    wait_for(lambda: len(calls(emulator)) == 2)
+    assert calls(emulator) == ["GET 200", "GET 200"]  # looked again, never written
+    assert vss_url(emulator) == foreign and state_of(relay) == "foreign"
+    logs = relay.logs()
+    assert logs.count("VSS webhook points elsewhere") == 1  # once, with its host only
+    assert "secret-path" not in logs and "/more" not in logs
+    assert_no_secrets(logs, [API_KEY, *TOKENS])
+
+
+@pytest.mark.parametrize("status", [401, 503])
+def test_errors_are_retried_and_block_neither_sends_nor_readiness(receipt_relay, emulator, status: int) -> None:
+    emulator.inject("status", status=status, count=2, api="webhooks")
+    relay = receipt_relay(**voice_settings(emulator))  # ready at once
+    assert relay.post(voice_body(fresh_number()), KEY).status_code == 202
+    wait_for(lambda: state_of(relay) == "ours")
+    assert calls(emulator) == [f"GET {status}", f"GET {status}", "GET 200", "POST 200"]
+    assert relay.logs().count("cannot check the subaccount's VSS webhook") == 1
+    assert_no_secrets(relay.logs(), [API_KEY, *TOKENS])
+
+
+def test_off_without_receipts_and_no_field_without_voice(receipt_relay, make_relay, emulator) -> None:
+    relay = make_relay(**voice_settings(emulator))  # voice, but no receipt URL
+    assert relay.get("/v1/delivery-summary").json()["voiceWebhook"] == "off"
+    assert state_of(relay) == "off"
+    texts = receipt_relay()  # receipts, no voice
+    assert "voiceWebhook" not in texts.get("/v1/delivery-summary").json()
+    assert state_of(texts) == "off"
+    assert calls(emulator) == []
+
+
+URL = "https://otp.example.com/v1/receipts"
+
+
+@pytest.mark.parametrize("hooks, found", [
+    ([], "missing"),
+    ([{"type": "VCS", "url": f"{URL}/tok-new", "enabled": True}], "missing"),
+    ([{"type": "VSS", "url": f"{URL}/tok-new", "enabled": True}], "ours"),
+    ([{"type": "VSS", "url": f"{URL}/tok-new", "enabled": False}], "stale"),  # ours, switched off
+    ([{"type": "VSS", "url": f"{URL}/tok-old", "enabled": True}], "stale"),
+    ([{"type": "VSS", "url": f"{URL}/tok-new/x", "enabled": True}], "foreign"),
+    ([{"type": "VSS", "url": f"{URL}/tok?x=1", "enabled": True}], "foreign"),
+    ([{"type": "VSS", "url": f"{URL}x/tok-new", "enabled": True}], "foreign"),
+    ([{"type": "VSS", "url": f"{URL}/", "enabled": True}], "foreign"),
+    ([{"type": "VSS", "url": "https://elsewhere.example/vss", "enabled": True}], "foreign"),
+])
+def test_which_webhook_is_the_relays(hooks, found) -> None:
+    assert webhook.classify({"webhooks": hooks}, URL, "tok-new") == found
+
+
+def test_logs_show_a_foreign_webhook_by_its_host_only() -> None:
+    assert webhook.shown("https://user:pw@hooks.example.com:8443/a/secret?k=v") == "https://hooks.example.com:8443"
