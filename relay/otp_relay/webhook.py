@@ -61,6 +61,12 @@ def classify(hooks: Any, receipt_url: str, token: str) -> str:
     return FOREIGN
 
 
+def request_body(receipt_url: str, token: str) -> dict[str, object]:
+    """8x8's WebhookRequest that points the VSS webhook at ``<receipt URL>/<token>`` (no
+    ``httpAuthHeader``: the token in the path authenticates, as for SMS receipts)."""
+    return {"type": "VSS", "url": f"{receipt_url}/{token}", "enabled": True}
+
+
 def shown(url: object) -> str:
     """A webhook URL as logs show it: scheme and host only (a path may hold a token)."""
     try:
@@ -147,8 +153,7 @@ class VoiceWebhook:
             return FOREIGN
         self._foreign_logged = None
         status, _ = await self._client.call("POST", "webhooks", key, timeout=REQUEST_TIMEOUT,
-                                            payload={"type": "VSS", "url": f"{self._url}/{token}",
-                                                     "enabled": True})
+                                            payload=request_body(self._url, token))
         if not 200 <= status < 300:
             raise _Refused(status)
         log.info("the subaccount's VSS webhook now points at this relay",

@@ -41,6 +41,8 @@ def test_the_relay_points_the_vss_webhook_at_itself_on_start_and_gets_its_calls_
     wait_for(lambda: state_of(relay) == "ours")
     assert vss_url(emulator) == f"{relay.url}/v1/receipts/{TOKENS[1]}"  # the newest token
     assert calls(emulator) == ["GET 200", "POST 200"]
+    assert [(r["type"], r["url"]) for r in emulator.webhook_requests() if r["method"] == "POST"] == [
+        ("VSS", f"{relay.url}/v1/receipts/{TOKENS[1]}")]
     assert emulator.voice_webhooks(SUBACCOUNT)["VSS"]["enabled"] is True
     assert relay.get("/v1/delivery-summary").json()["voiceWebhook"] == "ours"
     emulator.set_receipt_time_factor(0.02)
@@ -134,3 +136,9 @@ def test_which_webhook_is_the_relays(hooks, found) -> None:
 
 def test_logs_show_a_foreign_webhook_by_its_host_only() -> None:
     assert webhook.shown("https://user:pw@hooks.example.com:8443/a/secret?k=v") == "https://hooks.example.com:8443"
+
+
+def test_the_webhook_request_is_8x8s_schema() -> None:
+    from tests.eightbyeight.conftest import validate_voice  # noqa: PLC0415
+
+    validate_voice(webhook.request_body(URL, "tok-new"), "WebhookRequest")
