@@ -87,7 +87,7 @@ class VoiceWebhook:
         self._newest, self._api_key, self._report = newest_token, api_key, report
         self._base, self._max, self._recheck = backoff_base, backoff_max, recheck
         self._wake = asyncio.Event()
-        self._synced: str | None = None  # the token the last successful look was for
+        self._looked: str | None = None  # the token of the last look (successful or not)
         self._foreign_logged: str | None = None
         self._failing = False
         self.state = MISSING if client is not None and receipt_url else OFF
@@ -99,8 +99,9 @@ class VoiceWebhook:
             self._report(state)
 
     def changed(self) -> None:
-        """Wake the loop when the newest token is not the one last looked at."""
-        if self._newest() != self._synced:
+        """Wake the loop when the newest token is not the one last looked for (a failed look is
+        retried on its backoff, not on every token-file check)."""
+        if self._newest() != self._looked:
             self._wake.set()
 
     async def run(self) -> None:
@@ -111,9 +112,10 @@ class VoiceWebhook:
             token, key = self._newest(), self._api_key()
             wait = self._recheck
             if token and key:
+                self._looked = token
                 try:
                     self._set(await self._sync(key, token))
-                    self._synced, failures = token, 0
+                    failures = 0
                     if self._failing:
                         self._failing = False
                         log.info("8x8's webhooks API answers again")

@@ -5,6 +5,7 @@ delivery summary."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -95,14 +96,36 @@ def test_a_foreign_vss_webhook_is_left_alone_and_reported(receipt_relay, emulato
 
 
 @pytest.mark.parametrize("status", [401, 503])
-def test_errors_are_retried_and_block_neither_sends_nor_readiness(receipt_relay, emulator, status: int) -> None:
-    emulator.inject("status", status=status, count=2, api="webhooks")
+def test_errors_are_retried_with_backoff_and_block_neither_sends_nor_readiness(receipt_relay, emulator,
+                                                                               status: int) -> None:
+    emulator.inject("status", status=status, count=None, api="webhooks")  # until cleared
     relay = receipt_relay(**voice_settings(emulator))  # ready at once
     assert relay.post(voice_body(fresh_number()), KEY).status_code == 202
+    assert relay.get("/readyz").status_code == 200
+    wait_for(lambda: state_of(relay) == "error")
+    assert relay.get("/v1/delivery-summary").json()["voiceWebhook"] == "error"
+    time.sleep(3)
+    tries = len(calls(emulator))  # backoff 0.5-1 s, 1-2 s, 2-4 s...: not one per token-file check
+    assert 2 <= tries <= 5 and set(calls(emulator)) == {f"GET {status}"}
+    emulator.clear_faults()
     wait_for(lambda: state_of(relay) == "ours")
-    assert calls(emulator) == [f"GET {status}", f"GET {status}", "GET 200", "POST 200"]
+    assert calls(emulator)[-2:] == ["GET 200", "POST 200"]
     assert relay.logs().count("cannot check the subaccount's VSS webhook") == 1
     assert_no_secrets(relay.logs(), [API_KEY, *TOKENS])
+
+
+@pytest.mark.parametrize("fault, seen", [
+    ({"kind": "latency", "ms": 6000}, "GET"),  # past the relay's 5 s: a timeout to it (answered later)
+    ({"kind": "reset"}, "GET reset"),
+], ids=["timeout", "reset"])
+def test_a_timeout_or_a_reset_is_retried(receipt_relay, emulator, fault: dict, seen: str) -> None:
+    emulator.inject(**fault, api="webhooks")
+    relay = receipt_relay(**voice_settings(emulator))
+    wait_for(lambda: state_of(relay) == "error", timeout=10)
+    assert relay.post(voice_body(fresh_number()), KEY).status_code == 202
+    wait_for(lambda: state_of(relay) == "ours", timeout=20)
+    assert calls(emulator)[0].startswith(seen) and calls(emulator)[-2:] == ["GET 200", "POST 200"]
+    assert relay.logs().count("cannot check the subaccount's VSS webhook") == 1
 
 
 def test_off_without_receipts_and_no_field_without_voice(receipt_relay, make_relay, emulator) -> None:
