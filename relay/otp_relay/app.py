@@ -108,10 +108,11 @@ class Relay:
                                             self.metrics.upstream_observer("voice"), pool_size=20,
                                             path="callflows", interpret=interpret_voice)
                                if settings.voice_enabled else None)
-        # the subaccount's VSS webhook kept on this relay's receipt path (off without voice/receipts)
+        # the subaccount's VSS webhook kept on this relay's receipt path (off without voice or
+        # receipts); with --workers, worker 0 only (it serves the admin listener that reports it)
         tokens = self.receipts.tokens
         self.voice_webhook = webhook.VoiceWebhook(
-            self.voice_upstream if tokens is not None else None, settings.receipt_url,
+            self.voice_upstream if tokens is not None and worker == 0 else None, settings.receipt_url,
             (lambda: tokens.newest) if tokens is not None else (lambda: None),
             lambda: self.api_key.value, self.metrics.voice_webhook)
 

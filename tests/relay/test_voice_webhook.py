@@ -165,3 +165,12 @@ def test_the_webhook_request_is_8x8s_schema() -> None:
     from tests.eightbyeight.conftest import validate_voice  # noqa: PLC0415
 
     validate_voice(webhook.request_body(URL, "tok-new"), "WebhookRequest")
+
+
+def test_with_workers_only_worker_0_keeps_the_webhook(receipt_relay, emulator, redis_server) -> None:
+    relay = receipt_relay(**voice_settings(emulator), WORKERS="2", STATE_URL=redis_server.url,
+                          STATE_PASSWORD_FILE=str(redis_server.password_file),
+                          STATE_PREFIX=f"test:vsshook:{time.monotonic_ns()}")
+    wait_for(lambda: state_of(relay) == "ours")  # worker 0's admin listener
+    time.sleep(0.5)
+    assert calls(emulator) == ["GET 200", "POST 200"]
