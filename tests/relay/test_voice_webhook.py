@@ -174,3 +174,45 @@ def test_with_workers_only_worker_0_keeps_the_webhook(receipt_relay, emulator, r
     wait_for(lambda: state_of(relay) == "ours")  # worker 0's admin listener
     time.sleep(0.5)
     assert calls(emulator) == ["GET 200", "POST 200"]
+
+
+class FakeWebhooks:
+    """``EightByEight.call`` stand-in: answers from a list, records (method, url)."""
+
+    def __init__(self, *answers: tuple[int, bytes] | Exception) -> None:
+        self.answers, self.seen = list(answers), []
+
+    async def call(self, method, path, api_key, payload=None, timeout=5.0):
+        self.seen.append((method, (payload or {}).get("url")))
+        answer = self.answers.pop(0) if self.answers else (200, b'{"webhooks": []}')
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def test_the_registrar_survives_unreadable_answers_and_waits_for_the_api_key() -> None:
+    import asyncio  # noqa: PLC0415
+
+    states: list[str] = []
+    key: list[str | None] = [None]
+    client = FakeWebhooks((200, b"<html>"), (200, b'{"no": "webhooks"}'), OSError("down"))
+    hook = webhook.VoiceWebhook(client, URL, lambda: "tok-new", lambda: key[0], states.append,
+                                backoff_base=0.01, backoff_max=0.02)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(hook.run())
+        await asyncio.sleep(0.3)
+        assert client.seen == []  # no API key loaded yet: nothing asked
+        key[0] = "k"
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            if hook.state == "ours":
+                break
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(scenario())
+    assert states == ["missing", "error", "ours"]
+    assert client.seen == [("GET", None)] * 4 + [("POST", f"{URL}/tok-new")]
+    assert webhook.VoiceWebhook(None, URL, lambda: "t", lambda: "k", states.append).state == "off"
