@@ -109,6 +109,7 @@ class VoiceWebhook:
             return
         failures = 0
         while True:
+            self._wake.clear()  # a rotation during the look below wakes the next wait
             token, key = self._newest(), self._api_key()
             wait = self._recheck
             if token and key:
@@ -120,7 +121,7 @@ class VoiceWebhook:
                         self._failing = False
                         log.info("8x8's webhooks API answers again")
                 except Exception as exc:  # noqa: BLE001  never let the registrar die
-                    failures += 1
+                    failures = min(failures + 1, 32)
                     self._set(ERROR)
                     if not self._failing:
                         self._failing = True
@@ -131,7 +132,6 @@ class VoiceWebhook:
                 self._set(MISSING)  # nothing to register yet
             else:
                 wait = min(wait, 1.0)  # the API key is not loaded yet
-            self._wake.clear()
             try:
                 await asyncio.wait_for(self._wake.wait(), wait)
             except TimeoutError:
