@@ -25,6 +25,23 @@ def vss_url(emulator) -> str | None:
     return emulator.voice_webhooks(SUBACCOUNT).get("VSS", {}).get("url")
 
 
+def shown_url(url: str | None, relay_url: str) -> str:
+    """A webhook URL as an assertion may print it: the receipt tokens by name, never by value."""
+    if url is None:
+        return "none"
+    for name, token in zip(("old", "new"), TOKENS):
+        url = url.replace(token, f"<{name} token>")
+    return url.replace(relay_url, "<relay>")
+
+
+def pointing(emulator, relay) -> str:
+    """Where the subaccount's VSS webhook points, tokens by name: "<relay>/v1/receipts/<new token>"..."""
+    return shown_url(vss_url(emulator), relay.url)
+
+
+OURS_NEW, OURS_OLD = "<relay>/v1/receipts/<new token>", "<relay>/v1/receipts/<old token>"
+
+
 def calls(emulator) -> list[str]:
     """The Webhooks API requests so far, as "METHOD status"."""
     return [f"{r['method']} {r['status']}" for r in emulator.webhook_requests()]
@@ -40,10 +57,10 @@ def test_the_relay_points_the_vss_webhook_at_itself_on_start_and_gets_its_calls_
         receipt_relay, emulator) -> None:
     relay = receipt_relay(**voice_settings(emulator))
     wait_for(lambda: state_of(relay) == "ours")
-    assert vss_url(emulator) == f"{relay.url}/v1/receipts/{TOKENS[1]}"  # the newest token
+    assert pointing(emulator, relay) == OURS_NEW  # the newest token
     assert calls(emulator) == ["GET 200", "POST 200"]
-    assert [(r["type"], r["url"]) for r in emulator.webhook_requests() if r["method"] == "POST"] == [
-        ("VSS", f"{relay.url}/v1/receipts/{TOKENS[1]}")]
+    assert [(r["type"], shown_url(r["url"], relay.url)) for r in emulator.webhook_requests()
+            if r["method"] == "POST"] == [("VSS", OURS_NEW)]
     assert emulator.voice_webhooks(SUBACCOUNT)["VSS"]["enabled"] is True
     assert relay.get("/v1/delivery-summary").json()["voiceWebhook"] == "ours"
     emulator.set_receipt_time_factor(0.02)
@@ -54,9 +71,9 @@ def test_the_relay_points_the_vss_webhook_at_itself_on_start_and_gets_its_calls_
 
 def test_a_token_rotation_re_registers_with_the_new_token(receipt_relay, emulator) -> None:
     relay = receipt_relay(tokens=(TOKENS[0],), **voice_settings(emulator))
-    wait_for(lambda: vss_url(emulator) == f"{relay.url}/v1/receipts/{TOKENS[0]}")
+    wait_for(lambda: pointing(emulator, relay) == OURS_OLD)
     kubelet_volume(Path(relay.log_path).parent / "receipts", {"tokens": f"{TOKENS[0]}\n{TOKENS[1]}\n"})
-    wait_for(lambda: vss_url(emulator) == f"{relay.url}/v1/receipts/{TOKENS[1]}")
+    wait_for(lambda: pointing(emulator, relay) == OURS_NEW)
     wait_for(lambda: state_of(relay) == "ours")
     assert calls(emulator) == ["GET 200", "POST 200", "GET 200", "POST 200"]
     assert_no_secrets(relay.logs(), [API_KEY, *TOKENS])
@@ -72,7 +89,7 @@ def test_nothing_is_written_when_the_webhook_is_already_the_relays(receipt_relay
     # the token file rewritten with the same tokens (a kubelet resync): still no write
     kubelet_volume(Path(relay.log_path).parent / "receipts", {"tokens": "".join(f"{t}\n" for t in TOKENS)})
     assert relay.post(voice_body(fresh_number()), KEY).status_code == 202
-    assert calls(emulator) == ["GET 200"] and vss_url(emulator) == ours
+    assert calls(emulator) == ["GET 200"] and pointing(emulator, relay) == OURS_NEW
 
 
 @pytest.mark.parametrize("foreign", [
@@ -88,7 +105,8 @@ def test_a_foreign_vss_webhook_is_left_alone_and_reported(receipt_relay, emulato
     kubelet_volume(Path(relay.log_path).parent / "receipts", {"tokens": f"{TOKENS[1]}\n{TOKENS[0]}\n"})  # a new newest token
     wait_for(lambda: len(calls(emulator)) == 2)
     assert calls(emulator) == ["GET 200", "GET 200"]  # looked again, never written
-    assert vss_url(emulator) == foreign and state_of(relay) == "foreign"
+    assert shown_url(vss_url(emulator), relay.url) == shown_url(foreign, relay.url)
+    assert state_of(relay) == "foreign"
     logs = relay.logs()
     assert logs.count("VSS webhook points elsewhere") == 1  # once, with its host only
     assert "secret-path" not in logs and "/more" not in logs
