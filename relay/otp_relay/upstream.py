@@ -12,6 +12,7 @@ The same client and policy place voice calls (``POST .../callflows``, 8x8's Voic
 only the path and the reading of the answer (``interpret_voice``) differ. Each call carries
 ``clientActionId`` (the message's idempotency key) for 8x8's records, but 8x8 documents no
 de-duplication on it, so a call is never retried once the request may have left either.
+``call`` is one plain request on the same client and key (the Webhooks API, see ``webhook``).
 Redirects are never followed (a 3xx is a refusal: following one would re-send the number, the
 text and the API key, possibly to another host). All attempts together stay within
 ``deadline`` seconds; what 8x8 says is capped before it reaches a caller or a log.
