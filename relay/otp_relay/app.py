@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from . import canary, messages, receipts, signing
+from . import canary, messages, receipts, signing, webhook
 from . import policy as sms_policy
 from .config import IN_FLIGHT_MARGIN, Settings
 from .connections import MAX_BODY, ConnectionGuard
@@ -108,12 +108,20 @@ class Relay:
                                             self.metrics.upstream_observer("voice"), pool_size=20,
                                             path="callflows", interpret=interpret_voice)
                                if settings.voice_enabled else None)
+        # the subaccount's VSS webhook kept on this relay's receipt path (off without voice or
+        # receipts); with --workers, worker 0 only (it serves the admin listener that reports it)
+        tokens = self.receipts.tokens
+        self.voice_webhook = webhook.VoiceWebhook(
+            self.voice_upstream if tokens is not None and worker == 0 else None, settings.receipt_url,
+            (lambda: tokens.newest) if tokens is not None else (lambda: None),
+            lambda: self.api_key.value, self.metrics.voice_webhook)
 
     # --- keys, certificate, state store ----------------------------------------------
     async def refresh(self) -> None:
         self.api_key.refresh()
         self.signing_keys.refresh()
         self.receipts.refresh()
+        self.voice_webhook.changed()
         if self.certificate is not None:
             self.certificate.refresh()
         if self.state.scope == "shared":
@@ -443,8 +451,10 @@ class Relay:
         for client in clients:
             await client.start()
         watcher = asyncio.create_task(self._watch())
+        registrar = asyncio.create_task(self.voice_webhook.run())  # never awaited by sends or probes
         yield
         watcher.cancel()
+        registrar.cancel()
         for client in clients:
             await client.close()
         await self.state.close()

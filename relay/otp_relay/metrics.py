@@ -11,7 +11,7 @@ OUTCOMES = (
     "internal_error", "replayed", "in_flight", "outcome_unknown", "overloaded", "timeout",
     "state_unavailable", "client_abort", "store_full", "canary_capped",
 )
-from . import canary
+from . import canary, webhook
 from .policy import RULES
 
 CHANNELS = ("text", "voice")  # the delivery methods: the ``channel`` label of send and receipt metrics
@@ -71,6 +71,10 @@ class RelayMetrics:
         canary_sends = Counter("otp_relay_canary_sends", "Sends to the canary number by outcome",
                                ["outcome"], registry=self.registry)
         self._canary = {name: canary_sends.labels(name) for name in canary.OUTCOMES}
+        hook = Gauge("otp_relay_voice_webhook", "The subaccount's VSS webhook (call outcomes): 1 for "
+                     "the current state (ours, foreign, missing, error, off)", ["state"],
+                     registry=self.registry)
+        self._webhook = {state: hook.labels(state) for state in webhook.STATES}
         self.log_suppressed = Counter("otp_relay_log_lines_suppressed", "Request log lines left out "
                                       "by the log budget", registry=self.registry)
 
@@ -104,6 +108,10 @@ class RelayMetrics:
 
     def admin_dropped(self, reason: str) -> None:
         self._admin_dropped[reason].inc()
+
+    def voice_webhook(self, state: str) -> None:
+        for name, child in self._webhook.items():
+            child.set(1 if name == state else 0)
 
     def key_reload(self, file: str, ok: bool) -> None:
         self._reloads.labels(file, "ok" if ok else "error").inc()

@@ -17,7 +17,8 @@ retries it: a real one may have overtaken the send's answer) and only counted by
 
 Voice calls report the same way: 8x8's Voice Session Summary (VSS) for a call this relay placed
 (its ``sessionId`` recorded at send time, like a umid) is posted to the same path with the same
-token (8x8 takes one VSS webhook URL per subaccount: ``<receipt URL>/<token>``). COMPLETED (the
+token (8x8 takes one VSS webhook URL per subaccount: ``<receipt URL>/<token>``, which the relay
+sets itself, see ``webhook``). COMPLETED (the
 call was answered and played) counts as delivered; NO_ANSWER, BUSY, FAILED, CANCELED and ERROR
 as undelivered with that reason. Every series and summary figure carries ``channel`` (``text``
 or ``voice``); a session id recorded for an SMS (or a umid for a call) is not that channel's
@@ -512,6 +513,8 @@ async def summary(relay: Any, request: Any) -> Any:
     from aiohttp import web  # noqa: PLC0415
 
     answer = relay.receipts.window.summary()
+    if relay.settings.voice_enabled:  # where 8x8 posts call outcomes (webhook.STATES)
+        answer["voiceWebhook"] = relay.voice_webhook.state
     if relay.canary is not None and (shown := canary_shown(await relay.canary.last())) is not None:
         answer["canary"] = shown
     return web.json_response(answer)

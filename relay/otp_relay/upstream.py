@@ -12,6 +12,7 @@ The same client and policy place voice calls (``POST .../callflows``, 8x8's Voic
 only the path and the reading of the answer (``interpret_voice``) differ. Each call carries
 ``clientActionId`` (the message's idempotency key) for 8x8's records, but 8x8 documents no
 de-duplication on it, so a call is never retried once the request may have left either.
+``call`` is one plain request on the same client and key (the Webhooks API, see ``webhook``).
 Redirects are never followed (a 3xx is a refusal: following one would re-send the number, the
 text and the API key, possibly to another host). All attempts together stay within
 ``deadline`` seconds; what 8x8 says is capped before it reaches a caller or a log.
@@ -172,7 +173,8 @@ class EightByEight:
                  observe: Callable[[str, float], None], pool_size: int = 100,
                  path: str = "messages",
                  interpret: Callable[[int, bytes], Outcome | None] = interpret) -> None:
-        self.url = f"{base_url}/api/v1/subaccounts/{subaccount}/{path}"
+        self.base = f"{base_url}/api/v1/subaccounts/{subaccount}"
+        self.url = f"{self.base}/{path}"
         self._interpret = interpret
         self.policy = policy
         self._observe = observe  # (status label, seconds) per attempt, for metrics
@@ -226,6 +228,22 @@ class EightByEight:
             if attempt >= policy.max_attempts or delay + policy.connect_timeout > remaining:
                 return wait, attempt
             await asyncio.sleep(delay)
+
+    async def call(self, method: str, path: str, api_key: str, payload: Any = None,
+                   timeout: float = 5.0) -> tuple[int, bytes]:
+        """One request to ``{base}/{path}`` on the same client and key handling (no retry; no
+        redirect followed; at most ``timeout`` seconds and ``MAX_ANSWER`` bytes): the status and
+        the answer. Raises what the client raises (``PyreqwestError``, ``OSError``)."""
+        assert self._client is not None, "start() first"
+        if self._auth[0] != api_key:
+            self._auth = (api_key, {"Authorization": f"Bearer {api_key}"})
+        builder = {"GET": self._client.get, "POST": self._client.post}[method]
+        request = builder(f"{self.base}/{path}").headers(self._auth[1]).timeout(timedelta(seconds=timeout))
+        if payload is not None:
+            request = request.body_bytes(orjson.dumps(payload))
+        async with request.build_streamed() as response:
+            return response.status, await _read_capped(response.body_reader, MAX_ANSWER,
+                                                       response.get_header("Content-Length"))
 
     async def _attempt(self, body: bytes, headers: dict[str, str],
                        remaining: float) -> tuple[NotSent | None, Outcome | None]:

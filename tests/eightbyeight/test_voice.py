@@ -243,6 +243,22 @@ def test_webhooks_api(emu, voice) -> None:
     assert voice.webhooks("DELETE", kind="VSS").status_code == 404
 
 
+def test_webhooks_api_requests_are_recorded_and_take_only_their_own_faults(emu, voice) -> None:
+    emu.inject("status", status=503, api="webhooks")
+    emu.inject("status", status=500, api="voice")  # a callflows fault: not the Webhooks API's
+    assert voice.webhooks("GET").status_code == 503
+    assert voice.webhooks("POST", {"type": "VSS", "url": "https://example.com/vss"}).status_code == 200
+    assert voice.webhooks("GET").json()["count"] == 1
+    assert emu.webhook_requests() == [
+        {"method": "GET", "path": f"/api/v1/subaccounts/{SUB}/webhooks", "status": 503},
+        {"method": "POST", "path": f"/api/v1/subaccounts/{SUB}/webhooks", "status": 200, "type": "VSS",
+         "url": "https://example.com/vss"},
+        {"method": "GET", "path": f"/api/v1/subaccounts/{SUB}/webhooks", "status": 200}]
+    assert emu.voice_webhooks(SUB)["VSS"]["url"] == "https://example.com/vss"
+    assert len(emu.webhook_requests()) == 3  # the admin read is not one
+    assert emu.requests() == []  # the send paths' record stays theirs
+
+
 @pytest.mark.parametrize(("body", "key", "status"), [
     ({"type": "SMS", "url": "https://example.com/x"}, KEY, 422),
     ({"type": "VSS", "url": "not a url"}, KEY, 422),

@@ -81,12 +81,13 @@ TOKENS = ("rcpt-old-Q2d8xV1mZ0aT7kLp", "rcpt-new-9fJw3Hs6Ye4RbN1c")  # receipt t
 @pytest.fixture
 def receipt_relay(make_relay: Callable[..., RelayProcess], tmp_path: Path) -> Callable[..., RelayProcess]:
     """``receipt_relay(**settings)``: a relay (``make_relay``) whose sends ask 8x8 for receipts
-    on its own port, with the receipt tokens ``TOKENS`` in a kubelet-style volume."""
+    on its own port (``port``, or a free one), with the receipt tokens ``TOKENS`` in a
+    kubelet-style volume. With voice on, the relay points the subaccount's VSS webhook there."""
     counter = itertools.count()
 
-    def start(tokens: tuple[str, ...] = TOKENS, **settings: str) -> RelayProcess:
+    def start(tokens: tuple[str, ...] = TOKENS, port: int | None = None, **settings: str) -> RelayProcess:
         workdir = tmp_path / f"receipt-relay{next(counter)}"
-        port = free_port()
+        port = port or free_port()
         kubelet_volume(workdir / "receipts", {"tokens": "".join(f"{t}\n" for t in tokens)})
         return make_relay(workdir=workdir, port=port, RECEIPT_URL=f"http://127.0.0.1:{port}/v1/receipts",
                           RECEIPT_TOKEN_FILE=str(workdir / "receipts" / "tokens"), **settings)

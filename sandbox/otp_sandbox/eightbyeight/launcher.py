@@ -224,6 +224,16 @@ class EightByEightEmulator:
         ``clientMessageId`` (and ``clientActionId`` for a callflow)."""
         return self._call("GET", "requests")
 
+    def webhook_requests(self) -> list[dict[str, Any]]:
+        """Every request on the Webhooks API (``.../webhooks``), oldest first: ``method``,
+        ``path``, ``status`` (int or "reset"), and for a POST the body's ``type`` and ``url``."""
+        return self._call("GET", "webhook-requests")
+
+    def voice_webhooks(self, subaccount_id: str) -> dict[str, dict[str, Any]]:
+        """The subaccount's voice webhooks by type as stored (``url``, ``enabled``...), read
+        without going through (or being recorded by) the Webhooks API."""
+        return {h["type"]: h for h in self._call("GET", f"subaccounts/{subaccount_id}/voice-webhooks")["webhooks"]}
+
     def clear(self) -> None:
         """Forget messages, calls, requests, faults, rejected destinations, outcomes, voice
         webhooks, added speech profiles, receipts, conversion feedback and subaccount tracking
@@ -235,7 +245,8 @@ class EightByEightEmulator:
                retry_after: int | None = None, code: int | None = None,
                after_accept: bool = False, api: str | None = None) -> None:
         """Inject a fault into the next ``count`` 8x8 requests (None: until cleared), to ``api``
-        ``"sms"`` or ``"voice"`` only, or to either (None).
+        ``"sms"`` or ``"voice"`` only, or to either (None); ``"webhooks"``: the Webhooks API's
+        requests (which no other fault touches).
 
         ``latency`` (``ms``), ``status`` (HTTP ``status``, optional ``retry_after`` seconds and
         8x8 ``code``), ``reset`` (connection reset; ``after_accept`` records the message as

@@ -51,8 +51,9 @@ class Fault:
         fault = cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
         if fault.kind not in {"latency", "status", "reset"}:
             raise ValueError(f"unknown fault kind {fault.kind!r}: use latency, status or reset")
-        if fault.api not in (None, "sms", "voice"):
-            raise ValueError(f"unknown fault api {fault.api!r}: use sms, voice or none for both")
+        if fault.api not in (None, "sms", "voice", "webhooks"):
+            raise ValueError(f"unknown fault api {fault.api!r}: use sms, voice, webhooks or none for "
+                             "the sends of both")
         return fault
 
 
@@ -68,6 +69,7 @@ class State:
     calls: list[dict[str, Any]] = field(default_factory=list)
     call_outcomes: dict[str, VoiceOutcome] = field(default_factory=dict)  # destination digits -> outcome
     voice_webhooks: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # sub -> type -> hook
+    webhook_requests: list[dict[str, Any]] = field(default_factory=list)  # Webhooks API requests
     speech_profiles: dict[str, tuple[str, str, str, str]] = field(default_factory=dict)
     tracking_subaccounts: set[str] = field(default_factory=set)  # track conversion without `track`
     feedback: list[dict[str, Any]] = field(default_factory=list)  # accepted conversion feedback
@@ -84,17 +86,19 @@ class State:
         webhooks too: a test configures its own); back to the documented speech profiles."""
         for collection in (self.messages, self.requests, self.faults, self.rejected_destinations,
                            self.outcomes, self.calls, self.call_outcomes, self.voice_webhooks,
-                           self.speech_profiles, self.tracking_subaccounts, self.feedback):
+                           self.webhook_requests, self.speech_profiles, self.tracking_subaccounts,
+                           self.feedback):
             collection.clear()
         self.clock_offset = 0.0
         self.__post_init__()
 
     def take_faults(self, api: str) -> tuple[int, Fault | None]:
         """Total injected latency (ms) and the terminating fault for one request to ``api``,
-        consuming their counts."""
+        consuming their counts. Webhooks API requests take only faults aimed at "webhooks"
+        (a fault for any API stays the sends' own)."""
         latency, terminal = 0, None
         for fault in self.faults:
-            if fault.api not in (None, api):
+            if fault.api not in ((api,) if api == "webhooks" else (None, api)):
                 continue
             if fault.kind == "latency":
                 latency += fault.ms
@@ -494,7 +498,40 @@ def store_webhook(state: State, subaccount: str, data: Any) -> str | None:
     return None
 
 
+async def _webhooks_call(request: web.Request, handle) -> web.Response:
+    """One Webhooks API request: recorded in ``webhook_requests`` (method, path, the body's
+    type and url for a POST, status), with the faults injected for api "webhooks"."""
+    state = request.app[STATE]
+    entry: dict[str, Any] = {"method": request.method, "path": request.path, "status": None}
+    state.webhook_requests.append(entry)
+    latency, fault = state.take_faults("webhooks")
+    if latency:
+        await asyncio.sleep(latency / 1000)
+    if fault is not None and fault.kind == "status":
+        entry["status"] = fault.status
+        return _webhook_error(fault.status, str(fault.status), "Injected fault")
+    if fault is not None and fault.kind == "reset":
+        entry["status"] = "reset"
+        _reset(request)
+        return web.Response()
+    response = await handle(request, entry)
+    entry["status"] = response.status
+    return response
+
+
 async def create_webhook(request: web.Request) -> web.Response:
+    return await _webhooks_call(request, _create_webhook)
+
+
+async def list_webhooks(request: web.Request) -> web.Response:
+    return await _webhooks_call(request, _list_webhooks)
+
+
+async def delete_webhook(request: web.Request) -> web.Response:
+    return await _webhooks_call(request, _delete_webhook)
+
+
+async def _create_webhook(request: web.Request, entry: dict[str, Any]) -> web.Response:
     subaccount = request.match_info["subaccount"]
     denied = _webhook_denied(request, subaccount)
     if denied is not None:
@@ -503,18 +540,20 @@ async def create_webhook(request: web.Request) -> web.Response:
         data = json.loads(await request.read())
     except ValueError:
         data = None
+    if isinstance(data, dict):
+        entry.update(type=data.get("type"), url=data.get("url"))
     problem = store_webhook(request.app[STATE], subaccount, data)
     if problem is not None:
         return _webhook_error(422, "1001", problem)
     return _hooks_answer(request.app[STATE], subaccount)
 
 
-async def list_webhooks(request: web.Request) -> web.Response:
+async def _list_webhooks(request: web.Request, entry: dict[str, Any]) -> web.Response:
     subaccount = request.match_info["subaccount"]
     return _webhook_denied(request, subaccount) or _hooks_answer(request.app[STATE], subaccount)
 
 
-async def delete_webhook(request: web.Request) -> web.Response:
+async def _delete_webhook(request: web.Request, entry: dict[str, Any]) -> web.Response:
     subaccount = request.match_info["subaccount"]
     denied = _webhook_denied(request, subaccount)
     if denied is not None:
@@ -599,6 +638,10 @@ async def set_voice_webhook(request: web.Request) -> web.Response:
     return _hooks_answer(request.app[STATE], sub)
 
 
+async def show_voice_webhooks(request: web.Request) -> web.Response:
+    return _hooks_answer(request.app[STATE], request.match_info["subaccount"])
+
+
 async def add_speech_profile(request: web.Request) -> web.Response:
     data = await _json(request)
     code = data.get("code")
@@ -622,6 +665,10 @@ async def list_messages(request: web.Request) -> web.Response:
 
 async def list_requests(request: web.Request) -> web.Response:
     return web.json_response(request.app[STATE].requests)
+
+
+async def list_webhook_requests(request: web.Request) -> web.Response:
+    return web.json_response(request.app[STATE].webhook_requests)
 
 
 async def clear(request: web.Request) -> web.Response:
@@ -739,9 +786,11 @@ def make_app(receipts: Dispatcher) -> web.Application:
     app.router.add_get("/__sandbox/calls", list_calls)
     app.router.add_post("/__sandbox/call-outcomes", set_call_outcome)
     app.router.add_post("/__sandbox/voice-webhooks", set_voice_webhook)
+    app.router.add_get("/__sandbox/subaccounts/{subaccount}/voice-webhooks", show_voice_webhooks)
     app.router.add_post("/__sandbox/speech-profiles", add_speech_profile)
     app.router.add_get("/__sandbox/messages", list_messages)
     app.router.add_get("/__sandbox/requests", list_requests)
+    app.router.add_get("/__sandbox/webhook-requests", list_webhook_requests)
     app.router.add_post("/__sandbox/clear", clear)
     app.router.add_post("/__sandbox/faults", add_fault)
     app.router.add_delete("/__sandbox/faults", clear_faults)
