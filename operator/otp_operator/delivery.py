@@ -33,6 +33,7 @@ import kopf
 
 from otp_relay import signing
 from otp_relay.metrics import CHANNELS as DELIVERY_CHANNELS
+from otp_relay.webhook import STATES as VOICE_WEBHOOK_STATES
 
 from . import metrics, names, rotation, status
 from .auth0.errors import Auth0Error
@@ -93,6 +94,8 @@ async def fetch_summary(url: str) -> dict[str, Any]:
                     if isinstance(per_channel.get(channel), dict)}
         if channels:
             summary["channels"] = channels
+    if data.get("voiceWebhook") in VOICE_WEBHOOK_STATES:
+        summary["voiceWebhook"] = data["voiceWebhook"]
     canary = canary_record(data.get("canary"))
     if canary is not None:
         summary["canary"] = canary
@@ -248,7 +251,7 @@ def _stamp(at: float) -> str:
 
 def delivery_status(summary: Mapping[str, Any], previous: Mapping[str, Any] | None, stamp: str) -> dict[str, Any] | None:
     """The new ``status.delivery``, or None when the numbers did not change (no write)."""
-    if previous and all(previous.get(key) == summary.get(key) for key in (*FIELDS, "channels")):
+    if previous and all(previous.get(key) == summary.get(key) for key in (*FIELDS, "channels", "voiceWebhook")):
         return None
     return {**summary, "observedTime": stamp}
 

@@ -165,16 +165,16 @@ def test_the_relay_gets_the_voice_settings(sms_base_url, voice_base_url):
 
 async def test_call_outcomes_reach_status_delivery_per_channel(receipt_relay, sms_emulator, monkeypatch):
     """A delivered SMS and an answered call, through a real relay with 8x8's receipts and session
-    summary: the operator's timer writes both into status.delivery, per channel."""
+    summary (on the webhook the relay registered itself): the operator's timer writes both into
+    status.delivery, per channel, and the webhook's state beside them."""
     from otp_operator import delivery, names  # noqa: PLC0415
-    from tests.auth0.conftest import RECEIPT_TOKEN  # noqa: PLC0415
     from tests.support.auth0 import SIGNING_KEY  # noqa: PLC0415
     from tests.fixtures.relay import otp_body, voice_body  # noqa: PLC0415
 
     sms_emulator.whitelist_caller_id(SUBACCOUNT, CALLER_ID)
     relay = receipt_relay(OTP_RELAY_VOICE="true", OTP_RELAY_VOICE_CALLER_ID=CALLER_ID,
                           OTP_RELAY_VOICE_BASE_URL=sms_emulator.base_url)
-    sms_emulator.set_voice_webhook(SUBACCOUNT, f"{relay.url}/v1/receipts/{RECEIPT_TOKEN}")
+    # no webhook set by hand: the relay points the subaccount's VSS webhook at itself
     number = "+6591230077"
     sms_emulator.set_outcome(number, "delivered", after_ms=100)
     sms_emulator.set_call_outcome(number, "answered", after_ms=200, duration_s=1)
@@ -199,3 +199,4 @@ async def test_call_outcomes_reach_status_delivery_per_channel(receipt_relay, sm
     assert {channel: (figures["sent"], figures["delivered"], figures["undelivered"])
             for channel, figures in channels.items()} == {"text": (1, 1, 0), "voice": (1, 1, 0)}
     assert (body["status"]["delivery"]["sent"], body["status"]["delivery"]["delivered"]) == (2, 2)
+    assert body["status"]["delivery"]["voiceWebhook"] == "ours"
