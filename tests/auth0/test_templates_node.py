@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 from otp_sandbox.auth0_emulator.launcher import ROUTING_FOR_MODE
@@ -38,9 +39,9 @@ def start_relay(sms_emulator, ssl_cert_file: Path, relay_factory, tmp_path: Path
     return start
 
 
-async def registered(setup: Setup, mode: str, relay_url: str) -> None:
+async def registered(setup: Setup, mode: str, relay_url: str, **desired: Any) -> None:
     async with setup.sync() as sync:
-        await sync.ensure(desired_for(mode, relay_url))
+        await sync.ensure(desired_for(mode, relay_url, **desired))
 
 
 def fire(setup: Setup, mode: str, recipient: str = RECIPIENT, code: str = CODE, **extra):
@@ -210,7 +211,7 @@ async def test_a_voice_message_reaches_the_relay_and_becomes_one_call(mode, setu
     relay = start_relay(VOICE="true", VOICE_BASE_URL=sms_emulator.base_url, VOICE_CALLER_ID=CALLER_ID,
                         VOICE_PROFILES="da=da-DK-Naja")
     setup.tenant.set_phone(**{**ROUTING_FOR_MODE[mode], "message_types": ["sms", "voice"]})
-    await registered(setup, mode, relay.url)
+    await registered(setup, mode, relay.url, voice=True)  # the channel's spec.voice
     result = setup.tenant.fire_phone_message(recipient=RECIPIENT, text=TEXT, code=CODE, delivery_method="voice",
                                              locale="da", trigger=FIRE_TRIGGER[mode])
     assert result.outcome == "success", result
