@@ -6,11 +6,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export OTP_SANDBOX_CACHE ?= $(HOME)/.cache/otp-relay-operator
 
-.PHONY: help venv node controlplane helm gitops-tools image image-tools node-tools test-tools test test-fast demo bench bench-tools clean
+.PHONY: help venv node controlplane helm gitops-tools image image-tools node-tools test-tools check test test-fast demo bench bench-tools clean
 
 help:
 	@echo "make demo   - run the whole system on the local sandbox (see README)"
-	@echo "make test   - set up everything and run the whole test suite"
+	@echo "make test   - set up everything and run the whole test suite (make check first)"
+	@echo "make check  - the type checker (mypy) and the linter (ruff)"
 	@echo "make bench  - run the benchmarks (prints figures)"
 	@echo "make image  - build the image from the Dockerfile with podman (prints its id, size and how to run it)"
 
@@ -71,7 +72,12 @@ node-tools:
 TEST_WORKERS ?= 2
 PYTEST_PARALLEL := -n $(TEST_WORKERS) --dist loadgroup
 
-test: controlplane helm gitops-tools image node-tools test-tools
+# The type checker and the linter (their settings: pyproject.toml); `make test` runs them first.
+check: $(STAMP)
+	$(BIN)/mypy
+	$(BIN)/ruff check operator relay sandbox
+
+test: check controlplane helm gitops-tools image node-tools test-tools
 	$(BIN)/python -m pytest -ra --durations=20 $(PYTEST_PARALLEL)
 
 test-fast: $(STAMP) test-tools

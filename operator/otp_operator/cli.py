@@ -146,8 +146,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--metrics-port must be a TCP port, not {args.metrics_port}")
     import kopf  # imported late so `--help` stays fast
 
-    from . import delivery, handlers  # noqa: F401  (registers the handlers)
-    from . import metrics
+    from . import delivery, handlers, metrics  # noqa: F401  (registers the handlers)
     from .runtime import OperatorConfig, Runtime
 
     config = OperatorConfig(

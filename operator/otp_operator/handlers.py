@@ -291,7 +291,7 @@ async def _clean_up(rt: Runtime, channel: Any, body: kopf.Body, retry: int) -> N
             await _deletion_blocked(rt, body, problem.reason,
                                     f"{DELETION_BLOCKED}: {problem.message}; restore it, or set the "
                                     f"annotation {names.ANNOTATION_ABANDON_CLEANUP}=true to delete without it")
-            raise kopf.TemporaryError(problem.message, delay=delay)
+            raise kopf.TemporaryError(problem.message, delay=delay) from problem
     removed: list[str] = []
     try:
         for integration, auth0_name in decision.targets:
@@ -303,7 +303,7 @@ async def _clean_up(rt: Runtime, channel: Any, body: kopf.Body, retry: int) -> N
         await _deletion_blocked(rt, body, error.reason,
                                 f"{DELETION_BLOCKED} yet, deletion waits: {error.message} (to give up, "
                                 f"set the annotation {names.ANNOTATION_ABANDON_CLEANUP}=true)")
-        raise kopf.TemporaryError(error.message, delay=max(delay, error.retry_after or 0.0))
+        raise kopf.TemporaryError(error.message, delay=max(delay, error.retry_after or 0.0)) from error
     metrics.AUTH0_CALLS.labels("remove", "ok").inc()
     if removed:
         kopf.info(dict(body), reason="Auth0Removed", message=f"removed from Auth0: {', '.join(removed)}")

@@ -16,15 +16,13 @@ from typing import Any, cast
 
 import kopf
 
-from . import cleanup, endpoints, metrics, names, receipt_tokens, render, rotation, selector_migration, status
-from . import secret_watch
+from . import cleanup, endpoints, metrics, names, receipt_tokens, render, rotation, secret_watch, selector_migration, status
 from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration, RoutingRefused, routing
 from .auth0.client import before_write
 from .auth0.model import Integration
 from .kube import Applied, KubeApi, KubeError
 from .runtime import ChannelMemory, Runtime, child_token, digest, jittered, monotonic
-from .secrets import (SECRET_NOT_FOUND, SecretProblem, check_state_password, checksum, new_signing_key, secret_value,
-                      signing_keys)
+from .secrets import SECRET_NOT_FOUND, SecretProblem, check_state_password, checksum, new_signing_key, secret_value, signing_keys
 from .spec import ChannelSpec, SpecError, parse_channel
 
 # Retry delays after Auth0 failures that may clear by themselves, and for those that need a

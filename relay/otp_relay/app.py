@@ -29,10 +29,23 @@ from .keys import WatchedFile, parse_api_key, parse_signing_keys
 from .limits import retry_after_header
 from .logs import LineBudget, RequestLog, mask_number
 from .metrics import RelayMetrics
-from .problems import CONTENT_TYPE as PROBLEM_JSON, Problem
+from .problems import CONTENT_TYPE as PROBLEM_JSON
+from .problems import Problem
 from .state import (
-    ACCEPTED, RELEASE, UNKNOWN, VOICE_RECIPIENT, Full, InFlight, Limited, MemoryState, Proceed,
-    Replay, State, StateUnavailable, Timing, recipient_tag,
+    ACCEPTED,
+    RELEASE,
+    UNKNOWN,
+    VOICE_RECIPIENT,
+    Full,
+    InFlight,
+    Limited,
+    MemoryState,
+    Proceed,
+    Replay,
+    State,
+    StateUnavailable,
+    Timing,
+    recipient_tag,
 )
 from .tls import ServingCertificate
 from .upstream import Accepted, EightByEight, NotSent, Rejected, RetryPolicy, Unknown, interpret_voice
@@ -47,7 +60,7 @@ _OUTCOME_BY_STATUS = {
     502: "upstream_rejected", 503: "upstream_unavailable", 504: "outcome_unknown",
 }
 Answer = tuple[int, bytes, dict[str, str]]
-Handler = Callable[[web.Request], Awaitable[web.Response]]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def build_state(settings: Settings) -> State:
@@ -173,8 +186,8 @@ class Relay:
         finally:
             self.guard.request_finished(transport)
         close = fields.pop("close", False)
-        outcome = fields.pop("outcome", None) or (
-            "accepted" if status == 202 else _OUTCOME_BY_STATUS.get(status, "bad_request"))
+        outcome = str(fields.pop("outcome", None) or (
+            "accepted" if status == 202 else _OUTCOME_BY_STATUS.get(status, "bad_request")))
         self.metrics.outcome(outcome, fields.get("channel"))
         fields.update(outcome=outcome, status=status,
                       duration_ms=round((time.monotonic() - started) * 1000, 2))
@@ -218,6 +231,7 @@ class Relay:
             fields["outcome"] = "not_ready"
             return _problem(_NOT_READY, request_id)
         segments = fields.get("segments", 1)  # a call costs one unit of the budgets
+        assert isinstance(segments, int)
         is_canary = otp.recipient == self.settings.canary_number
         try:  # the canary: none of the users' limits, its own cap instead
             verdict = await self.state.claim(otp.idempotency_key, otp.recipient, request_id, segments,

@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+from typing import Any
 
 from aiohttp import web
 
@@ -30,8 +31,8 @@ class GuardedSite(web.TCPSite):
     __slots__ = ("_guard", "_handshake_timeout")
 
     def __init__(self, runner: web.BaseRunner, guard: ConnectionGuard, handshake_timeout: float,
-                 **kwargs: object) -> None:
-        super().__init__(runner, **kwargs)  # type: ignore[arg-type]
+                 **kwargs: Any) -> None:
+        super().__init__(runner, **kwargs)
         self._guard = guard
         self._handshake_timeout = handshake_timeout
 
@@ -40,7 +41,8 @@ class GuardedSite(web.TCPSite):
         server = self._runner.server
         assert server is not None
         extra = {"ssl_handshake_timeout": self._handshake_timeout} if self._ssl_context else {}
-        self._server = await asyncio.get_running_loop().create_server(
+        # aiohttp's TCPSite keeps its server in _server (declared there, not in our __slots__)
+        self._server = await asyncio.get_running_loop().create_server(  # type: ignore[call-overload]
             self._guard.wrap(server), self._host, self._port, ssl=self._ssl_context,
             backlog=self._backlog, reuse_address=self._reuse_address, reuse_port=self._reuse_port,
             **extra)
@@ -48,7 +50,7 @@ class GuardedSite(web.TCPSite):
 
 # aiohttp's parser limits (its defaults allow 128 fields of 8 KiB: ~1 MiB a connection); the
 # guard also caps a whole header block at connections.MAX_HEADER_BYTES
-HEADER_LIMITS = {"max_line_size": 2048, "max_field_size": 2048, "max_headers": 32}
+HEADER_LIMITS: dict[str, Any] = {"max_line_size": 2048, "max_field_size": 2048, "max_headers": 32}
 
 
 async def serve(settings: config.Settings, worker: int = 0) -> None:

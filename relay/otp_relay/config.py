@@ -12,8 +12,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import phonenumbers
 
-from .connections import MAX_READERS, MIN_BODY_RATE
 from . import policy
+from .connections import MAX_READERS, MIN_BODY_RATE
 from .durations import parse_duration
 
 REGION_BASE_URLS = {

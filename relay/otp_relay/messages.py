@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import orjson
-
 import phonenumbers
 
 from .config import valid_locale
@@ -143,7 +142,7 @@ def _classify(recipient: str) -> tuple[str, str, int] | Problem:
     if isinstance(number, Problem):
         return number
     return (phonenumbers.region_code_for_number(number) or "ZZ",
-            _TYPE_NAMES.get(phonenumbers.number_type(number), "UNKNOWN"), number.country_code)
+            _TYPE_NAMES.get(phonenumbers.number_type(number), "UNKNOWN"), number.country_code or 0)
 
 
 def invalid_number(recipient: str) -> str | None:

@@ -5,14 +5,15 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from . import canary, webhook
+from .policy import RULES
+
 OUTCOMES = (
     "accepted", "bad_request", "unauthorized", "forbidden", "too_large", "unsupported_media_type",
     "unprocessable", "rate_limited", "upstream_rejected", "upstream_unavailable", "not_ready",
     "internal_error", "replayed", "in_flight", "outcome_unknown", "overloaded", "timeout",
     "state_unavailable", "client_abort", "store_full", "canary_capped",
 )
-from . import canary, webhook
-from .policy import RULES
 
 CHANNELS = ("text", "voice")  # the delivery methods: the ``channel`` label of send and receipt metrics
 LIMITS = ("global", "recipient", "voice_recipient")

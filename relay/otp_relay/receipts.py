@@ -35,7 +35,8 @@ import hmac
 import json
 import os
 import time
-from collections import Counter as Tally, OrderedDict, deque
+from collections import Counter as Tally
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -145,14 +146,19 @@ def parse(raw: bytes) -> Receipt | None:
     if not isinstance(status, dict) or not isinstance(status.get("state"), str):
         return None
     code = status.get("errorCode")
-    known = isinstance(code, int) and not isinstance(code, bool) and code in ERROR_REASONS
-    error_code = "" if code is None else (str(code) if known else "other")
+    known = _known_code(code, ERROR_REASONS)
+    error_code = "" if code is None else (str(code) if known is not None else "other")
     state = _one_of(status["state"], STATES)
     reason = ""
     if state not in DELIVERED:
-        reason = ERROR_REASONS[code] if known else ("Other error code" if code is not None else state)
+        reason = ERROR_REASONS[known] if known is not None else ("Other error code" if code is not None else state)
     return Receipt(umid=umid.lower(), state=state, detail=_one_of(status.get("detail"), DETAILS),
                    error_code=error_code, reason=reason)
+
+
+def _known_code(code: object, reasons: dict[int, str]) -> int | None:
+    """8x8's error code when it is one of ``reasons`` (never a bool: JSON true is not code 1)."""
+    return code if isinstance(code, int) and not isinstance(code, bool) and code in reasons else None
 
 
 def _session_summary(payload: dict) -> Receipt | None:
@@ -162,10 +168,10 @@ def _session_summary(payload: dict) -> Receipt | None:
     detail, reason = VOICE_STATUSES.get(status, ("other", "Other call status"))
     errors = payload.get("errorDetails")
     code = errors.get("errorCode") if isinstance(errors, dict) else None
-    known = isinstance(code, int) and not isinstance(code, bool) and code in VOICE_ERROR_REASONS
-    error_code = "" if code is None else (str(code) if known else "other")
-    if known and status == "ERROR":
-        reason = VOICE_ERROR_REASONS[code]
+    known = _known_code(code, VOICE_ERROR_REASONS)
+    error_code = "" if code is None else (str(code) if known is not None else "other")
+    if known is not None and status == "ERROR":
+        reason = VOICE_ERROR_REASONS[known]
     return Receipt(umid=session.lower(), state="delivered" if status == "COMPLETED" else "undelivered",
                    detail=detail, error_code=error_code, reason=reason, channel="voice")
 

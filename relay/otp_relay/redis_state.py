@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as redis
 from redis.credentials import CredentialProvider
@@ -23,8 +24,18 @@ from redis.exceptions import NoScriptError, RedisError
 from .config import Rate
 from .policy import Window
 from .state import (
-    ACCEPTED, RELEASE, InFlight, Limited, Proceed, Replay, StateUnavailable, Timing, Unknown,
-    Verdict, recipient_limit, recipient_tag,
+    ACCEPTED,
+    RELEASE,
+    InFlight,
+    Limited,
+    Proceed,
+    Replay,
+    StateUnavailable,
+    Timing,
+    Unknown,
+    Verdict,
+    recipient_limit,
+    recipient_tag,
 )
 
 # KEYS: idempotency record, recipient window (sorted set), global bucket (hash), then one hash
@@ -181,7 +192,7 @@ class RedisState:
     def __init__(self, url: str, password_file: Path | None, prefix: str, per_recipient: Rate,
                  global_limit: Rate, timing: Timing, timeout: float = 1.0,
                  ca_file: Path | None = None, voice_per_recipient: Rate | None = None) -> None:
-        tls: dict[str, object] = {}
+        tls: dict[str, Any] = {}
         if url.startswith("rediss://"):  # the certificate and the host name are always checked
             tls = {"ssl_cert_reqs": "required", "ssl_check_hostname": True}
             if ca_file is not None:

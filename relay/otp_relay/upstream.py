@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 from pyreqwest import exceptions as http_errors
@@ -74,7 +74,7 @@ MAX_UMID = 64
 _UMID_CHARS = frozenset("0123456789abcdefABCDEF-")  # 8x8's umids are UUIDs
 
 
-def valid_umid(value: object) -> bool:
+def valid_umid(value: object) -> TypeGuard[str]:
     """A umid fit for keys and logs: 1-64 hex digits and dashes (8x8 sends UUIDs)."""
     return isinstance(value, str) and 0 < len(value) <= MAX_UMID and _UMID_CHARS.issuperset(value)
 

@@ -139,10 +139,10 @@ def run(keep: bool, out: Callable[[str], None] = _print) -> Summary:
     # Imported here so `otp-sandbox --help` stays fast and a missing piece fails inside a step.
     from kubernetes import client, config
 
-    from .auth0_emulator import Auth0Emulator, Client
     from otp_operator import names
 
     from . import image
+    from .auth0_emulator import Auth0Emulator, Client
     from .controlplane import ControlPlane, build
     from .controlplane.node import NODE_NAME, node_selector, toleration
     from .eightbyeight import EightByEightEmulator

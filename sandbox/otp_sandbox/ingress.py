@@ -1,7 +1,8 @@
 """How the host reaches relay pods on the sandbox's real node, and they the host's emulators.
 
-The sandbox's ingress: HTTPS on a loopback port, each request
-forwarded to one ready endpoint of a Service (pod IP and target port), round robin. There is no kube-proxy or ingress controller in the sandbox; this plays both, for
+The sandbox's ingress: HTTPS on a loopback port, each request forwarded to one ready endpoint of
+a Service (pod IP and target port), round robin. There is no kube-proxy or ingress controller in
+the sandbox; this plays both, for
 traffic from the host (the Auth0 emulator's Node.js action) to the pods.
 
     with ServiceIngress(api, namespace, service, port, tls) as ingress:

@@ -52,7 +52,10 @@ class CertificateAuthority:
         self.cert_path = self.directory / "ca.crt"
         key_path = self.directory / "ca.key"
         if self.cert_path.exists() and key_path.exists():
-            self._key = serialization.load_pem_private_key(key_path.read_bytes(), None)
+            loaded = serialization.load_pem_private_key(key_path.read_bytes(), None)
+            if not isinstance(loaded, ec.EllipticCurvePrivateKey):  # only _key() writes this file
+                raise ValueError(f"{key_path} is not the sandbox CA's EC key")
+            self._key = loaded
             self._cert = x509.load_pem_x509_certificate(self.cert_path.read_bytes())
             return
         self._key = _key()

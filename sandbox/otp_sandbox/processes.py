@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 import httpx
 from kubernetes import client
+
 from otp_relay.signing import sign
 
 from .controlplane.node import POD_NETWORKS_GLOB

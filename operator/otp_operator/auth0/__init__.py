@@ -6,8 +6,18 @@
 """
 
 from .client import RetryPolicy
-from .errors import (BUILD_FAILED, CONFLICT, FORBIDDEN, INVALID, RATE_LIMITED, REASONS,
-                     UNAUTHORIZED, UNAVAILABLE, Auth0Error, RoutingRefused)
+from .errors import (
+                     BUILD_FAILED,
+                     CONFLICT,
+                     FORBIDDEN,
+                     INVALID,
+                     RATE_LIMITED,
+                     REASONS,
+                     UNAUTHORIZED,
+                     UNAVAILABLE,
+                     Auth0Error,
+                     RoutingRefused,
+)
 from .model import INTEGRATIONS, Auth0Credentials, DesiredIntegration, Integration
 from .routing import RoutingVerdict
 from .sync import Auth0Sync, SyncResult

@@ -24,8 +24,7 @@ from auth0.management.client import AsyncAuth0
 from auth0.management.core.api_error import ApiError
 from auth0.management.core.parse_error import ParsingError
 
-from .errors import (UNAVAILABLE, Auth0Error, error_for_response, rate_limit_reset,
-                     redact)
+from .errors import UNAVAILABLE, Auth0Error, error_for_response, rate_limit_reset, redact
 from .model import Auth0Credentials
 from .ratelimit import TenantRateLimit
 

@@ -8,16 +8,28 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from auth0.management.types import (ActionBindingRef, ActionBindingWithRef, ActionSecretRequest,
-                                    ActionTrigger, CustomProviderConfiguration,
-                                    CustomProviderCredentials)
+from auth0.management.types import (
+    ActionBindingRef,
+    ActionBindingWithRef,
+    ActionSecretRequest,
+    ActionTrigger,
+    CustomProviderConfiguration,
+    CustomProviderCredentials,
+)
 
 from .client import ManagementApi
 from .errors import Auth0Error
-from .model import (ACTION_RUNTIME, CUSTOM_PROVIDER, HOOK_TRIGGER, BindingRef, ObservedAction,
-                    ObservedBinding, ObservedHook, ObservedProvider)
-from .routing import (LEGACY_NOT_ALLOWED_CODE, SMS, USE_PHONE_PROVIDER, ObservedConnection,
-                      ObservedRouting, experience_in_effect)
+from .model import (
+    ACTION_RUNTIME,
+    CUSTOM_PROVIDER,
+    HOOK_TRIGGER,
+    BindingRef,
+    ObservedAction,
+    ObservedBinding,
+    ObservedHook,
+    ObservedProvider,
+)
+from .routing import LEGACY_NOT_ALLOWED_CODE, SMS, USE_PHONE_PROVIDER, ObservedConnection, ObservedRouting, experience_in_effect
 from .templates import parse_marker
 
 # Optional: with it the MFA policy is shown in status, without it "unknown" (never required).
@@ -247,7 +259,7 @@ class Gateway:
         if value is not None:
             options[USE_PHONE_PROVIDER] = value
         await self.api.call("PATCH connection options", lambda: self.sdk.connections.update(
-            connection.id, options=options), write=True)  # type: ignore[arg-type]
+            connection.id, options=options), write=True)
 
     async def legacy_provider(self) -> tuple[bool, str | None]:
         """(the tenant may use the legacy Guardian phone endpoints, the selected provider).
@@ -275,7 +287,7 @@ class Gateway:
 
     async def set_selected_provider(self, provider: str) -> None:
         await self.api.call("PUT guardian phone provider", lambda: self.sdk.guardian.factors.phone.set_provider(
-            provider=provider), write=True)  # type: ignore[arg-type]
+            provider=provider), write=True)
 
     # --- hooks ---------------------------------------------------------------------------------
 

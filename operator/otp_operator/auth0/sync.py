@@ -20,14 +20,38 @@ from . import routing
 from .client import ManagementApi, RetryPolicy
 from .errors import BUILD_FAILED, CONFLICT, FORBIDDEN, UNAVAILABLE, Auth0Error, RoutingRefused
 from .gateway import Gateway
-from .model import (ACTION_TRIGGERS, CUSTOM_PROVIDER, INTEGRATIONS, PASSWORDLESS_FLOW,
-                    Auth0Credentials, Conflict, DesiredIntegration,
-                    Integration, ObservedAction, ObservedBinding, ProviderPlan, Recorded, Target,
-                    binding_conflict, build_target,
-                    describe_holder, foreign_provider_binding, is_ours, missing_scopes,
-                    pick_own_action, pick_own_hook, plan_action, plan_binding_add,
-                    plan_binding_removal, plan_hook, plan_provider, plan_provider_binding,
-                    recorded_matches, required_scopes, validate_name)
+from .model import (
+    ACTION_TRIGGERS,
+    CUSTOM_PROVIDER,
+    INTEGRATIONS,
+    PASSWORDLESS_FLOW,
+    Auth0Credentials,
+    Conflict,
+    DesiredIntegration,
+    Integration,
+    ObservedAction,
+    ObservedBinding,
+    ProviderPlan,
+    Recorded,
+    Target,
+    binding_conflict,
+    build_target,
+    describe_holder,
+    foreign_provider_binding,
+    is_ours,
+    missing_scopes,
+    pick_own_action,
+    pick_own_hook,
+    plan_action,
+    plan_binding_add,
+    plan_binding_removal,
+    plan_hook,
+    plan_provider,
+    plan_provider_binding,
+    recorded_matches,
+    required_scopes,
+    validate_name,
+)
 from .ratelimit import TenantRateLimit
 from .routing import ObservedRouting, RoutingVerdict
 from .templates import render

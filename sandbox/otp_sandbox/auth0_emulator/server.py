@@ -22,7 +22,7 @@ from .errors import ApiError
 from .runner import NodeRunner
 from .tenant import Fault, Tenant
 
-_EMULATOR_KEY = web.AppKey("emulator", "Emulator")
+_EMULATOR_KEY: web.AppKey["Emulator"] = web.AppKey("emulator")
 
 
 class Emulator:

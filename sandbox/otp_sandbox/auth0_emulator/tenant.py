@@ -9,9 +9,9 @@ from .actions import ActionStore
 from .clock import Clock, wall_clock
 from .config import RateLimit, TenantConfig
 from .connections import READ_OPTIONS_SCOPE, ConnectionStore
+from .errors import ApiError
 from .events import PhoneMessage
 from .guardian import PhoneSettings
-from .errors import ApiError
 from .hooks import HookStore
 from .logevents import SentCode, new_transaction, sent_event, used_event
 from .logstreams import LogStreamStore

@@ -15,9 +15,9 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import TextIO
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 import yaml
 

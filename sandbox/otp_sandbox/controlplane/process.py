@@ -17,7 +17,6 @@ from pathlib import Path
 from ..lifetime import die_with_this_process
 
 
-
 @dataclass
 class Component:
     name: str

@@ -219,7 +219,7 @@ async def _serve(request: web.Request, api: str, handle, fault_error, reference:
     ``handle(request, subaccount, body)`` or, for a status fault, ``fault_error(fault)``."""
     state = request.app[STATE]
     subaccount = request.match_info["subaccount"]
-    entry = {"path": request.path, "status": None, "clientMessageId": None}
+    entry: dict[str, Any] = {"path": request.path, "status": None, "clientMessageId": None}
     state.requests.append(entry)
     latency, fault = state.take_faults(api)
     if latency:
