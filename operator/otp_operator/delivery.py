@@ -49,7 +49,7 @@ CHANNEL_FIELDS = FIELDS[1:]  # per delivery channel (text, voice): the window is
 CANARY_STATES = ("sent", "rejected", "delivered", "undelivered")
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
 _CODE = re.compile(r"^[A-Za-z0-9_./-]{1,32}$")
-CHANNELS = (names.GROUP, names.VERSION, names.PLURAL)
+CHANNELS = names.CHANNEL_RESOURCE
 log = logging.getLogger("otp_operator.delivery")
 
 
@@ -358,6 +358,6 @@ async def poll_delivery(namespace: str, name: str, spec: Mapping[str, Any], body
 
 
 @kopf.on.event(*CHANNELS)
-def channel_gone(type: str, namespace: str, name: str, **_: Any) -> None:
+async def channel_gone(type: str, namespace: str, name: str, **_: Any) -> None:
     if type == "DELETED":
         forget(namespace, name)

@@ -22,7 +22,7 @@ from .runtime import ChannelDeleting, Runtime, jittered
 from .secrets import SecretProblem
 from .spec import SpecError, parse_channel
 
-CHANNELS = (names.GROUP, names.VERSION, names.PLURAL)
+CHANNELS = names.CHANNEL_RESOURCE
 MANAGED = {names.LABEL_MANAGED_BY: names.OPERATOR_NAME}
 
 
@@ -123,7 +123,7 @@ async def secret_changed(type: str, namespace: str, name: str, labels: Mapping[s
     readers = list(channels_by_secret.get((namespace, name), ()))
     owned = labels.get(names.LABEL_MANAGED_BY) == names.OPERATOR_NAME and names.LABEL_CHANNEL in labels
     if owned:
-        _child_changed("Secret", type, namespace, labels, body, memo)
+        _child_changed(names.SECRET.kind, type, namespace, labels, body, memo)
     if type == "DELETED":
         # Deleted, or only unlabelled (the watch cannot tell): the readers GET it again (and relabel).
         rt.cache.drop("Secret", namespace, name)
@@ -156,34 +156,16 @@ def _child_changed(kind: str, type: str, namespace: str, labels: Mapping[str, st
         rt.wakeups.kick(namespace, channel)
 
 
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-async def deployment_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
-                             **_: Any) -> None:
-    _child_changed("Deployment", type, namespace, labels, body, memo)
-
-
-@kopf.on.event("v1", "services", labels=MANAGED)
-async def service_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
-                          **_: Any) -> None:
-    _child_changed("Service", type, namespace, labels, body, memo)
-
-
-@kopf.on.event("networking.k8s.io", "v1", "ingresses", labels=MANAGED)
-async def ingress_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
-                          **_: Any) -> None:
-    _child_changed("Ingress", type, namespace, labels, body, memo)
-
-
-@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=MANAGED)
-async def pdb_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
+def _watch(child: names.ChildKind) -> None:
+    async def changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
                       **_: Any) -> None:
-    _child_changed("PodDisruptionBudget", type, namespace, labels, body, memo)
+        _child_changed(child.kind, type, namespace, labels, body, memo)
+
+    kopf.on.event(child.api_version, child.plural, labels=MANAGED, id=f"{child.plural}_changed")(changed)
 
 
-@kopf.on.event("networking.k8s.io", "v1", "networkpolicies", labels=MANAGED)
-async def network_policy_changed(type: str, namespace: str, labels: Mapping[str, str], body: kopf.Body, memo: Any,
-                                 **_: Any) -> None:
-    _child_changed("NetworkPolicy", type, namespace, labels, body, memo)
+for _child in names.WATCHED_CHILDREN:
+    _watch(_child)
 
 
 # --- the channel loop ------------------------------------------------------------------------

@@ -20,15 +20,7 @@ from kubernetes import config as k8s_config
 
 from . import metrics, names
 
-_PLURALS = {
-    "Secret": "secrets",
-    "Service": "services",
-    "Deployment": "deployments",
-    "Ingress": "ingresses",
-    "PodDisruptionBudget": "poddisruptionbudgets",
-    "NetworkPolicy": "networkpolicies",
-    names.KIND: names.PLURAL,
-}
+_PLURALS = {child.kind: child.plural for child in (names.SECRET, *names.WATCHED_CHILDREN)} | {names.KIND: names.PLURAL}
 
 
 PARTIAL_METADATA = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from importlib import metadata
 
 GROUP = "otprelay.io"
@@ -9,6 +10,32 @@ VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "OtpChannel"
 PLURAL = "otpchannels"
+CHANNEL_RESOURCE = (GROUP, VERSION, PLURAL)  # how kopf's decorators name the channels
+
+
+@dataclass(frozen=True)
+class ChildKind:
+    """A kind of object the operator makes for a channel."""
+
+    kind: str
+    api_version: str  # "v1" (core) or "group/version"
+    plural: str
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+
+SECRET = ChildKind("Secret", "v1", "secrets")
+DEPLOYMENT = ChildKind("Deployment", "apps/v1", "deployments")
+SERVICE = ChildKind("Service", "v1", "services")
+INGRESS = ChildKind("Ingress", "networking.k8s.io/v1", "ingresses")
+POD_DISRUPTION_BUDGET = ChildKind("PodDisruptionBudget", "policy/v1", "poddisruptionbudgets")
+NETWORK_POLICY = ChildKind("NetworkPolicy", "networking.k8s.io/v1", "networkpolicies")
+# The one table of a channel's children: each is watched for drift (handlers.py, by the
+# operator's label), addressed by its plural (kube.py) and allowed by the chart's RBAC
+# (tests/chart/test_rbac_rules.py checks every one). Secrets are watched apart (secret_watch).
+WATCHED_CHILDREN = (DEPLOYMENT, SERVICE, INGRESS, POD_DISRUPTION_BUDGET, NETWORK_POLICY)
 
 FIELD_MANAGER = "otp-relay-operator"
 OPERATOR_NAME = "otp-relay-operator"

@@ -487,12 +487,9 @@ def render_children(
         apply.append(receipt_token_secret(ch, *receipt_tokens, owner))
     delete: list[ChildRef] = []
     name = names.relay_name(ch.name)
-    for manifest, api_version, kind in (
-        (relay_ingress(ch, owner), "networking.k8s.io/v1", "Ingress"),
-        (relay_pdb(ch, owner), "policy/v1", "PodDisruptionBudget"),
-    ):
+    for manifest, child in ((relay_ingress(ch, owner), names.INGRESS), (relay_pdb(ch, owner), names.POD_DISRUPTION_BUDGET)):
         if manifest is None:
-            delete.append(ChildRef(api_version, kind, ch.namespace, name))
+            delete.append(ChildRef(child.api_version, child.kind, ch.namespace, name))
         else:
             apply.append(manifest)
     return Children(tuple(apply), tuple(delete))

@@ -119,3 +119,13 @@ def test_aggregated_roles_add_channels_to_view_edit_and_admin(helm: Helm) -> Non
     assert len(aggregated) == 2
     assert not [r for r in by_kind(helm.template(*set_values({"rbac.aggregateToDefaultRoles": False})), "ClusterRole")
                 if r["metadata"]["name"].endswith(("-view", "-edit"))]
+
+
+def test_every_child_kind_the_operator_makes_is_watched_and_written_as_allowed() -> None:
+    """A kind added to the operator's table of children (watched for drift, server-side applied)
+    needs its rules here, with the reason; a forgotten one fails this, not a cluster."""
+    from otp_operator import names as operator_names  # noqa: PLC0415
+
+    for child in (operator_names.SECRET, *operator_names.WATCHED_CHILDREN):
+        for verb in ("list", "watch", "create", "patch"):
+            assert (child.group, child.plural, verb, None) in CHANNEL_RULES, (child, verb)
