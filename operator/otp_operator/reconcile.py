@@ -31,6 +31,8 @@ TRANSIENT_BACKOFF = (2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 STALLED_RECHECK = 300.0
 # While the tenant does not route OTPs to us, look again this often (a person may fix it).
 ROUTING_RECHECK = 60.0
+# The referenced Secrets, as messages name them (each has its own grace while missing).
+SMS_API_KEY, AUTH0_CREDENTIALS, STATE_PASSWORD = "8x8 API key", "Auth0 credentials", "state store password"
 LEGACY_HOOK_EOL = ("legacy-hook is end-of-life: Auth0 Hooks reached end of life on 2026-11-18; "
                    "move to integration phone-provider")
 
@@ -336,10 +338,11 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
             check_state_password(await rt.kube.get_metadata("v1", "Secret", run.namespace, store.password.name),
                                  store.password, run.namespace)
         except SecretProblem as problem:
-            relay_v = _secret_verdict(run.mem, problem, "state store password", config.secret_grace)
+            relay_v = _secret_verdict(run.mem, problem, STATE_PASSWORD, config.secret_grace)
             # the opt-in label is not watched (the operator never watches this Secret): look again
-            return Outcome(relay_v, run.waiting_for_relay(),
-                           delay=_recheck_secret(run.mem, problem, config.secret_grace) or secret_watch.STALLED_RECHECK)
+            return Outcome(relay_v, run.waiting_for_relay(), delay=_recheck_secret(
+                run.mem, problem, STATE_PASSWORD, config.secret_grace) or secret_watch.STALLED_RECHECK)
+        _secret_found(run.mem, STATE_PASSWORD)
 
     sms_secret, creds_secret, signing_secret, deployment, receipt_secret = await asyncio.gather(
         secret_watch.read_referenced(rt, run.namespace, ch.sms.api_key.name),
@@ -351,8 +354,9 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
     try:
         api_key = secret_value(sms_secret, ch.sms.api_key, run.namespace)
     except SecretProblem as problem:
-        return Outcome(_secret_verdict(run.mem, problem, "8x8 API key", config.secret_grace), run.waiting_for_relay(),
-                       delay=_recheck_secret(run.mem, problem, config.secret_grace))
+        return Outcome(_secret_verdict(run.mem, problem, SMS_API_KEY, config.secret_grace), run.waiting_for_relay(),
+                       delay=_recheck_secret(run.mem, problem, SMS_API_KEY, config.secret_grace))
+    _secret_found(run.mem, SMS_API_KEY)
 
     relay = await _relay_phase(rt, run, ch, api_key, signing_secret, deployment, receipt_secret)
     if isinstance(relay, Outcome):
@@ -442,10 +446,10 @@ async def _auth0_phase(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhas
     try:
         credentials = credentials_for(ch, creds_secret)
         mem.last_credentials = credentials
-        mem.secret_missing_since = None
+        _secret_found(mem, AUTH0_CREDENTIALS)
     except SecretProblem as problem:
-        phase.verdict = _secret_verdict(mem, problem, "Auth0 credentials", config.secret_grace)
-        recheck = _recheck_secret(mem, problem, config.secret_grace)
+        phase.verdict = _secret_verdict(mem, problem, AUTH0_CREDENTIALS, config.secret_grace)
+        recheck = _recheck_secret(mem, problem, AUTH0_CREDENTIALS, config.secret_grace)
         if recheck is not None:
             phase.delays.append(recheck)
         return phase
@@ -613,19 +617,26 @@ def _checksum(api_key: str, keys: list[str]) -> str:
 
 
 def _secret_verdict(mem: ChannelMemory, problem: SecretProblem, what: str, grace: float) -> status.Verdict:
-    """The grace runs from when this operator process first found a referenced Secret missing."""
-    if problem.reason == SECRET_NOT_FOUND and mem.secret_missing_since is None:
-        mem.secret_missing_since = time.time()
-    missing_for = time.time() - (mem.secret_missing_since or time.time())
-    return status.secret_verdict(problem.reason, f"{problem.message} ({what})", missing_for, grace)
+    """Each referenced Secret's grace runs from when this operator process first found it missing."""
+    if problem.reason == SECRET_NOT_FOUND:
+        mem.secrets_missing_since.setdefault(what, time.time())
+    return status.secret_verdict(problem.reason, f"{problem.message} ({what})", _missing_for(mem, what), grace)
 
 
-def _recheck_secret(mem: ChannelMemory, problem: SecretProblem, grace: float) -> float | None:
+def _missing_for(mem: ChannelMemory, what: str) -> float:
+    return time.time() - mem.secrets_missing_since.get(what, time.time())
+
+
+def _secret_found(mem: ChannelMemory, what: str) -> None:
+    mem.secrets_missing_since.pop(what, None)
+
+
+def _recheck_secret(mem: ChannelMemory, problem: SecretProblem, what: str, grace: float) -> float | None:
     """A Secret that exists is labelled and watched (its change kicks the channel); a missing one
     is looked for again by GET (nothing announces its creation)."""
     if problem.reason != SECRET_NOT_FOUND:
         return None
-    return secret_watch.recheck_missing(time.time() - (mem.secret_missing_since or time.time()), grace)
+    return secret_watch.recheck_missing(_missing_for(mem, what), grace)
 
 
 def _auth0_waiting(previous_conditions: list[dict[str, Any]]) -> status.Verdict:

@@ -58,7 +58,9 @@ class ChannelMemory:
     children_dirty: bool = True  # a child changed (or vanished) other than by our last apply
     children_applied_at: float = 0.0  # monotonic time of the last full apply
     credentials_secret: str = ""  # the Auth0 credentials Secret the last reconcile protected
-    secret_missing_since: float | None = None  # wall time a referenced Secret was first found missing
+    # per referenced Secret ("8x8 API key", "Auth0 credentials", ...): wall time it was first
+    # found missing, the start of its own grace
+    secrets_missing_since: dict[str, float] = field(default_factory=dict)
 
 
 class Wakeups:

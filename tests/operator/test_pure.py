@@ -616,3 +616,24 @@ def test_the_pumping_rules_of_spec_policy_become_relay_flags():
             settings.monitor_rules) == (relay_config.Rate(10, 1800), 2, 600, {882}, {"prefix", "client_ip"})
     with pytest.raises(SpecError, match="spec.policy.perPrefix.window"):
         parse_channel("shop", "prod", {**SPEC, "policy": {**SPEC["policy"], "perPrefix": {"limit": 1, "window": "1d"}}})
+
+
+def test_each_missing_secret_has_its_own_grace(monkeypatch):
+    """The 8x8 key missing for a while, then back, must not use up the grace of Auth0 credentials
+    that go missing later: each referenced Secret's wait starts when it went missing."""
+    from otp_operator import reconcile  # noqa: PLC0415
+    from otp_operator.runtime import ChannelMemory  # noqa: PLC0415
+    from otp_operator.secrets import SECRET_NOT_FOUND  # noqa: PLC0415
+
+    now = [1000.0]
+    monkeypatch.setattr(reconcile.time, "time", lambda: now[0])
+    mem, gone = ChannelMemory(), SecretProblem(SECRET_NOT_FOUND, "Secret 'x' not found")
+    assert reconcile._secret_verdict(mem, gone, reconcile.SMS_API_KEY, 60).reason == status.WAITING_FOR_SECRET
+    now[0] += 120
+    assert reconcile._secret_verdict(mem, gone, reconcile.SMS_API_KEY, 60).reason == SECRET_NOT_FOUND
+    reconcile._secret_found(mem, reconcile.SMS_API_KEY)  # restored
+    credentials = reconcile._secret_verdict(mem, gone, reconcile.AUTH0_CREDENTIALS, 60)
+    assert credentials.reason == status.WAITING_FOR_SECRET and "60s more" in credentials.message
+    now[0] += 30
+    assert reconcile._recheck_secret(mem, gone, reconcile.AUTH0_CREDENTIALS, 60) is not None
+    assert "30s more" in reconcile._secret_verdict(mem, gone, reconcile.AUTH0_CREDENTIALS, 60).message
