@@ -15,8 +15,7 @@ from typing import Any
 from urllib.parse import quote
 
 import aiohttp
-from kubernetes import client as k8s_client
-from kubernetes import config as k8s_config
+from kubernetes import client as k8s_client, config as k8s_config
 
 from . import metrics, names
 

@@ -21,16 +21,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from . import canary, messages, receipts, signing, webhook
-from . import policy as sms_policy
+from . import canary, messages, policy as sms_policy, receipts, signing, webhook
 from .config import IN_FLIGHT_MARGIN, Settings
 from .connections import MAX_BODY, ConnectionGuard
 from .keys import WatchedFile, parse_api_key, parse_signing_keys
 from .limits import retry_after_header
 from .logs import LineBudget, RequestLog, mask_number
 from .metrics import RelayMetrics
-from .problems import CONTENT_TYPE as PROBLEM_JSON
-from .problems import Problem
+from .problems import CONTENT_TYPE as PROBLEM_JSON, Problem
 from .state import (
     ACCEPTED,
     RELEASE,

@@ -35,8 +35,7 @@ import hmac
 import json
 import os
 import time
-from collections import Counter as Tally
-from collections import OrderedDict, deque
+from collections import Counter as Tally, OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol

@@ -15,8 +15,7 @@ from aiohttp import web
 
 from .actions import TRIGGERS
 from .errors import RATE_LIMITED, ApiError
-from .events import DELIVERY_METHODS as PHONE_DELIVERY_METHODS
-from .events import PhoneMessage
+from .events import DELIVERY_METHODS as PHONE_DELIVERY_METHODS, PhoneMessage
 from .runner import NodeRunner, PhoneMessageResult
 from .tenant import PHONE_TRIGGERS, LoggedRequest, Tenant
 from .tokens import Grant, OAuthError, require_scope
