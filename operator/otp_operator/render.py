@@ -199,8 +199,8 @@ def _voice_env(ch: ChannelSpec) -> dict[str, str]:
            "OTP_RELAY_VOICE_PER_RECIPIENT": f"{voice.per_recipient_limit}/{voice.per_recipient_window}"}
     if voice.profiles:
         env["OTP_RELAY_VOICE_PROFILES"] = ",".join(f"{locale}={profile}" for locale, profile in voice.profiles)
-    if endpoints.voice_base_url(ch.sms.base_url):
-        env["OTP_RELAY_VOICE_BASE_URL"] = endpoints.voice_base_url(ch.sms.base_url)
+    if base_url := endpoints.voice_base_url(ch.sms.base_url):
+        env["OTP_RELAY_VOICE_BASE_URL"] = base_url
     return env
 
 

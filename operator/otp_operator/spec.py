@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -296,7 +295,6 @@ def _canary(value: Mapping[str, Any] | None) -> CanarySpec | None:
 VOICE_DEFAULT_PROFILE = relay_config.DEFAULT_VOICE_PROFILE
 VOICE_DEFAULT_REPETITION = relay_config.DEFAULT_VOICE_REPETITION
 _VOICE_LIMIT, _VOICE_WINDOW = relay_config.DEFAULT_VOICE_PER_RECIPIENT.split("/")
-_SPEECH_PROFILE = re.compile(r"^[a-z]{2,3}-[A-Z]{2}-[A-Za-z0-9-]{1,64}$")
 
 
 def _voice(value: Mapping[str, Any] | None) -> VoiceSpec | None:
@@ -311,7 +309,7 @@ def _voice(value: Mapping[str, Any] | None) -> VoiceSpec | None:
     profile = _get(value, "profile", VOICE_DEFAULT_PROFILE)
     profiles = {str(k): str(v) for k, v in (_get(value, "profiles", {}) or {}).items()}
     for locale, code in [("profile", profile), *profiles.items()]:
-        if not _SPEECH_PROFILE.match(str(code)):
+        if not relay_config.valid_voice_profile(code):
             raise SpecError(f"spec.voice.profiles: {code!r} is not an 8x8 speech profile code (like en-US-Standard-A)")
         if locale != "profile" and not relay_config.valid_locale(locale):
             raise SpecError(f"spec.voice.profiles: {locale!r} is not a locale (like en_US or fr)")

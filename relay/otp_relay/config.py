@@ -350,8 +350,13 @@ def valid_locale(locale: object) -> bool:
     return isinstance(locale, str) and len(locale) <= 35 and bool(_LOCALE.match(locale))
 
 
+def valid_voice_profile(code: object) -> bool:
+    """An 8x8 speech profile code (``en-US-Standard-A``)."""
+    return isinstance(code, str) and bool(_VOICE_PROFILE.match(code))
+
+
 def _voice_profile(suffix: str, text: str) -> str:
-    if not _VOICE_PROFILE.match(text):
+    if not valid_voice_profile(text):
         raise _fail(suffix, f"expected an 8x8 speech profile code like en-US-Standard-A, got {text[:80]!r}")
     return text
 

@@ -111,20 +111,28 @@ def _capped(value: object, limit: int) -> str:
     return "".join(c for c in str(value)[: limit * 4] if " " <= c <= "~")[:limit]
 
 
-def interpret(status: int, body: bytes) -> Outcome | None:
-    """What an 8x8 answer means; None for the answers worth another attempt (429, 503)."""
-    if status in (429, 503):
-        return None
-    if 300 <= status < 400:
-        return Rejected(status, "REDIRECT", "8x8 answered with a redirect; not followed")
-    try:
-        data: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        data = None
-    if not isinstance(data, dict):
-        data = {}
+def _answers(read: Callable[[int, dict[str, Any]], Outcome]) -> Callable[[int, bytes], Outcome | None]:
+    """An interpreter of one 8x8 API's answers: None for the ones worth another attempt (429,
+    503), a redirect refused (never followed), else ``read`` of the status and the body as a JSON
+    object ({} when it is not one). The rules before ``read`` are the same for SMS and voice."""
+    def interpret_answer(status: int, body: bytes) -> Outcome | None:
+        if status in (429, 503):
+            return None
+        if 300 <= status < 400:
+            return Rejected(status, "REDIRECT", "8x8 answered with a redirect; not followed")
+        try:
+            data: Any = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            data = None
+        return read(status, data if isinstance(data, dict) else {})
+    return interpret_answer
+
+
+def _sms_answer(status: int, data: dict[str, Any]) -> Outcome:
+    """What an answer of 8x8's SMS API means."""
     if 200 <= status < 300:
-        state = data.get("status") if isinstance(data.get("status"), dict) else {}
+        raw_state = data.get("status")
+        state: dict[str, Any] = raw_state if isinstance(raw_state, dict) else {}
         if str(state.get("code", "")).upper() == "REJECTED":
             return Rejected(status, "REJECTED", _capped(state.get("description", ""), MAX_DESCRIPTION))
         umid = data.get("umid")
@@ -138,21 +146,11 @@ def interpret(status: int, body: bytes) -> Outcome | None:
 _VOICE_CREATED = "CREATED"
 
 
-def interpret_voice(status: int, body: bytes) -> Outcome | None:
+def _voice_answer(status: int, data: dict[str, Any]) -> Outcome:
     """What an answer of 8x8's callflows API means (``sessionStatus`` CREATED with a
     ``sessionId``, or a ``CallflowErrorResponse`` with a negative ``statusCode`` such as -1014
-    for a caller ID 8x8 has not whitelisted); None for 429 and 503, as for SMS. The call's
-    ``sessionId`` plays the umid's part (replays, call outcomes)."""
-    if status in (429, 503):
-        return None
-    if 300 <= status < 400:
-        return Rejected(status, "REDIRECT", "8x8 answered with a redirect; not followed")
-    try:
-        data: Any = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        data = None
-    if not isinstance(data, dict):
-        data = {}
+    for a caller ID 8x8 has not whitelisted). The call's ``sessionId`` plays the umid's part
+    (replays, call outcomes)."""
     code = _capped(data.get("statusCode", status), MAX_CODE) or str(status)
     description = _capped(data.get("statusMessage", ""), MAX_DESCRIPTION)
     if 200 <= status < 300:
@@ -163,6 +161,10 @@ def interpret_voice(status: int, body: bytes) -> Outcome | None:
             return Rejected(status, code, description)
         return Unknown("8x8 answered without a usable session id; outcome unknown")
     return Rejected(status, code, description)
+
+
+interpret = _answers(_sms_answer)
+interpret_voice = _answers(_voice_answer)
 
 
 class EightByEight:
