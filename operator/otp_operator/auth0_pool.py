@@ -7,6 +7,10 @@ the number of open syncs: each holds an HTTP client with
 its own TLS context (~0.7 MB), so idle ones beyond ``max_open`` are closed, least recently used
 first; the token of a closed one is kept for its reopening (a few hundred bytes, not a request).
 
+``ensure``, ``prepare`` and ``remove`` take the caller's ``guard``: run before each of that
+call's Auth0 writes, it raises to stop the call (a reconcile passes one that stops once its
+channel's deletion began; the deletion itself passes none).
+
 What a tenant has only one of (its phone provider with the custom-phone-provider binding, and
 its phone routing settings) is changed by one channel at a time: two channels created at the
 same instant would otherwise both read "free" and both register. The second then reads what the
@@ -18,15 +22,27 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
 from .auth0 import Auth0Credentials, Auth0Sync, DesiredIntegration, SyncResult
+from .auth0.client import before_write
 from .auth0.ratelimit import TenantRateLimit
 from .auth0.sync import RoutingRecorder
 
 Key = tuple[str, str, str]
+Guard = Callable[[], None]
+
+
+@contextmanager
+def _guarded(guard: Guard | None) -> Iterator[None]:
+    """The client runs ``guard`` before each write request of this task until the call ends."""
+    token = before_write.set(guard)
+    try:
+        yield
+    finally:
+        before_write.reset(token)
 
 
 class Auth0Pool:
@@ -101,21 +117,25 @@ class Auth0Pool:
 
     async def ensure(
         self, credentials: Auth0Credentials, desired: DesiredIntegration, recorded: dict[str, Any] | None,
-        record_routing: RoutingRecorder | None = None,
+        record_routing: RoutingRecorder | None = None, *, guard: Guard | None = None,
     ) -> SyncResult:
         async with self._turn(credentials, self._tenant_wide_work(desired.integration, desired.manage_routing)) as sync:
-            return await sync.ensure(desired, recorded=recorded, record_routing=record_routing)
+            with _guarded(guard):
+                return await sync.ensure(desired, recorded=recorded, record_routing=record_routing)
 
-    async def prepare(self, credentials: Auth0Credentials, desired: DesiredIntegration) -> dict[str, Any] | None:
+    async def prepare(self, credentials: Auth0Credentials, desired: DesiredIntegration, *,
+                      guard: Guard | None = None) -> dict[str, Any] | None:
         async with self._turn(credentials, self._tenant_wide_work(desired.integration, desired.manage_routing)) as sync:
-            return await sync.prepare(desired)
+            with _guarded(guard):
+                return await sync.prepare(desired)
 
     async def remove(self, credentials: Auth0Credentials, *, owner: str, integration: str, name: str,
-                     recorded: dict[str, Any] | None = None) -> list[str]:
+                     recorded: dict[str, Any] | None = None, guard: Guard | None = None) -> list[str]:
         changes = bool((recorded or {}).get("routingChanges"))
         async with self._turn(credentials, self._tenant_wide_work(integration, changes)) as sync:
-            return await sync.remove(owner=owner, integration=integration, name=name,  # type: ignore[arg-type]
-                                     recorded=recorded)
+            with _guarded(guard):
+                return await sync.remove(owner=owner, integration=integration, name=name,  # type: ignore[arg-type]
+                                         recorded=recorded)
 
     async def try_phone_provider(self, credentials: Auth0Credentials, provider_id: str, to: str) -> bool:
         """The canary's test message (through the tenant's limiter like every call), never while

@@ -68,15 +68,19 @@ def needs_credentials(ch: ChannelSpec) -> bool:
     return ch.deletion_policy == "Delete" and not ch.suspend
 
 
+def credentials_users(index: Mapping[Any, Any], namespace: str, secret: str) -> set[str]:
+    """Channels whose deletion needs this credentials Secret; ``index`` is kopf's
+    channels_needing_credentials index."""
+    return set(index.get((namespace, secret), ()))
+
+
 async def protect_credentials(rt: Runtime, secret: Mapping[str, Any]) -> None:
     """Put the in-use finalizer on the credentials Secret (before the first Auth0 write)."""
-    assert rt.kube is not None
     await rt.kube.set_finalizer("v1", "Secret", secret, names.FINALIZER_CREDENTIALS_IN_USE, True)
 
 
 async def release_credentials(rt: Runtime, namespace: str, secret_name: str) -> None:
     """Take the in-use finalizer off (the caller checked that no channel needs the Secret)."""
-    assert rt.kube is not None
     secret = await rt.kube.get("v1", "Secret", namespace, secret_name)
     if secret is None:
         return

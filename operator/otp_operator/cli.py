@@ -147,6 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import kopf  # imported late so `--help` stays fast
 
     from . import delivery, handlers, metrics  # noqa: F401  (registers the handlers)
+    from .kube import KubeApi
     from .runtime import OperatorConfig, Runtime
 
     config = OperatorConfig(
@@ -177,7 +178,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         peering_name=args.peering,
         priority=peering_priority(args.peering, args.priority),
         liveness_endpoint=args.liveness,
-        memo=kopf.Memo(runtime=Runtime(config)),
+        memo=kopf.Memo(runtime=Runtime(config, KubeApi.from_environment())),
     )
 
 

@@ -198,7 +198,7 @@ async def _ask_auth0(runtime: Any, ch: ChannelSpec, current: Mapping[str, Any]) 
     """(asked, Auth0's refusal): phone-provider mode, Auth0's test message through the provider."""
     assert ch.canary is not None
     provider = (current.get("auth0") or {}).get("providerId")
-    credentials = runtime.memory(ch.namespace, ch.name).last_credentials
+    credentials = runtime.memory(ch.namespace, ch.name).auth0.last_credentials
     if not (provider and credentials):
         return False, None
     try:

@@ -17,7 +17,7 @@ import kopf
 
 from . import cleanup, endpoints, metrics, names, secret_watch, status
 from .auth0 import Auth0Error
-from .reconcile import credentials_for, now_iso, reconcile, report_error
+from .reconcile import credentials_for, reconcile, report_deletion_blocked, report_error
 from .runtime import ChannelDeleting, Runtime, jittered
 from .secrets import SecretProblem
 from .spec import SpecError, parse_channel
@@ -53,7 +53,6 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     # Server-side: the API server lists and watches for the operator only the Secrets it labelled
     # or created (secret_watch), never the cluster's others.
     settings.watching.label_selectors["v1", "secrets"] = names.SECRET_WATCH_SELECTOR
-    await _runtime(memo).start()
 
 
 @kopf.on.cleanup()
@@ -175,7 +174,6 @@ async def channel_loop(namespace: str, name: str, uid: str, body: kopf.Body, mem
                        stopped: kopf.DaemonStopped, channels_needing_credentials: kopf.Index,
                        channels_by_secret: kopf.Index, **_: Any) -> None:
     rt = _runtime(memo)
-    rt.credentials_index = channels_needing_credentials  # kopf keeps this one live
     wake = rt.wakeups.register(namespace, name)
     guard = rt.guard(uid)
     metrics.CHANNELS.inc()
@@ -188,7 +186,7 @@ async def channel_loop(namespace: str, name: str, uid: str, body: kopf.Body, mem
                 if stopped or guard.deleting or body.get("metadata", {}).get("deletionTimestamp"):
                     break
                 try:
-                    delay = await reconcile(rt, body, logger)
+                    delay = await reconcile(rt, body, logger, channels_needing_credentials)
                     failures = 0
                 except ChannelDeleting:
                     break
@@ -242,8 +240,8 @@ async def channel_deleted(namespace: str, name: str, uid: str, body: kopf.Body, 
     if channel is not None:
         async with rt.guard(uid).lock:  # waits for a reconcile in flight to stop
             await _clean_up(rt, channel, body, retry)
-        rt.credentials_index = channels_needing_credentials
-        if not rt.credentials_users(namespace, channel.auth0.credentials_secret) - {name}:
+        if not cleanup.credentials_users(channels_needing_credentials, namespace,
+                                         channel.auth0.credentials_secret) - {name}:
             await cleanup.release_credentials(rt, namespace, channel.auth0.credentials_secret)
         await secret_watch.release(rt, namespace, name, channel.referenced_secrets(), channels_by_secret)
         # Another channel may have been refused with Auth0Conflict because this one owned the point.
@@ -255,7 +253,6 @@ async def channel_deleted(namespace: str, name: str, uid: str, body: kopf.Body, 
 
 
 async def _clean_up(rt: Runtime, channel: Any, body: kopf.Body, retry: int) -> None:
-    assert rt.kube is not None
     recorded = (body.get("status") or {}).get("auth0")
     decision = cleanup.decide(channel, (body.get("metadata") or {}).get("annotations") or {}, recorded)
     if isinstance(decision, cleanup.Leave):
@@ -266,7 +263,7 @@ async def _clean_up(rt: Runtime, channel: Any, body: kopf.Body, retry: int) -> N
     try:
         credentials = credentials_for(channel, secret)
     except SecretProblem as problem:
-        credentials = rt.memory(channel.namespace, channel.name).last_credentials
+        credentials = rt.memory(channel.namespace, channel.name).auth0.last_credentials
         if credentials is None:
             if not recorded:
                 return  # never registered, and nothing to remove it with
@@ -292,19 +289,12 @@ async def _clean_up(rt: Runtime, channel: Any, body: kopf.Body, retry: int) -> N
 
 
 async def _deletion_blocked(rt: Runtime, body: Mapping[str, Any], reason: str, message: str) -> None:
-    """Status on every attempt; a Warning only when the blocking reason changes (not per retry)."""
-    assert rt.kube is not None
-    meta = body["metadata"]
+    """Status when the blocking reason or message changes; a Warning only when the reason changes
+    (not per retry)."""
     previous = (body.get("status") or {}).get("conditions") or []
     before = status.find(previous, status.AUTH0_SYNCED) or {}
-    generation = int(meta.get("generation") or 1)
-    verdict = status.false(reason, message)
-    relay = status.find(previous, status.RELAY_AVAILABLE) or {}
-    relay_v = status.Verdict(str(relay.get("status") or "Unknown"), str(relay.get("reason") or "Deleting"),
-                             str(relay.get("message") or "channel is being deleted"))
-    conds = status.conditions(previous, generation, relay_v, verdict, now_iso())
     if (before.get("reason"), before.get("message")) != (reason, message):
-        await rt.kube.patch_channel_status(meta["namespace"], meta["name"], {"conditions": conds})
+        await report_deletion_blocked(rt, body, reason, message)
     already_blocked = str(before.get("message") or "").startswith(DELETION_BLOCKED)
     if before.get("reason") != reason or not already_blocked:
         kopf.warn(dict(body), reason=reason, message=message)

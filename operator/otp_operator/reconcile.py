@@ -10,18 +10,27 @@ import asyncio
 import dataclasses
 import datetime
 import logging
-import time
-from collections.abc import Mapping
-from typing import Any, cast
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, cast
 
 import kopf
 
 from . import cleanup, endpoints, metrics, names, receipt_tokens, render, rotation, secret_watch, selector_migration, status
 from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration, RoutingRefused, routing
-from .auth0.client import before_write
 from .auth0.model import Integration
 from .kube import Applied, KubeApi, KubeError
-from .runtime import ChannelMemory, Runtime, child_token, digest, jittered, monotonic
+from .runtime import (
+    ChannelMemory,
+    ChildKey,
+    ChildrenMemory,
+    Prepared,
+    ReportMemory,
+    Runtime,
+    child_key,
+    child_token,
+    digest,
+    jittered,
+)
 from .secrets import SECRET_NOT_FOUND, SecretProblem, check_state_password, checksum, new_signing_key, secret_value, signing_keys
 from .spec import ChannelSpec, SpecError, parse_channel
 
@@ -35,10 +44,6 @@ ROUTING_RECHECK = 60.0
 SMS_API_KEY, AUTH0_CREDENTIALS, STATE_PASSWORD = "8x8 API key", "Auth0 credentials", "state store password"
 LEGACY_HOOK_EOL = ("legacy-hook is end-of-life: Auth0 Hooks reached end of life on 2026-11-18; "
                    "move to integration phone-provider")
-
-
-def now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _creation_time(meta: Mapping[str, Any]) -> float | None:
@@ -89,8 +94,7 @@ async def _apply_children(
 ) -> dict[str, Any]:
     """Apply in dependency order (the Secret before the Deployment); returns the live Deployment.
     ``read_now``: children this reconcile has just read, by (kind, name)."""
-    assert rt.kube is not None
-    kube = rt.kube
+    kube, known = rt.kube, mem.children
     rt.check_not_deleting(body)
     await _refuse_foreign(rt, body, children.apply, read_now)
     secret, deployment, *rest = children.apply
@@ -102,30 +106,34 @@ async def _apply_children(
     results.extend(zip((deployment, *rest), applied))
     changes = []
     for manifest, outcome in results:
-        change = _record_child(mem, manifest, outcome)
+        change = _record_child(known, manifest, outcome)
         if change is not None:
             changes.append(change)
         meta = manifest["metadata"]
         rt.cache.stored(manifest["kind"], meta["namespace"], meta["name"], outcome.obj, markers[id(manifest)])
-    mem.children_applied_at = monotonic()
+    known.applied_at = rt.clock.monotonic()
     # Events that arrived during the apply were compared with tokens we did not have yet (our
     # own create looks foreign then): judge them again, from the newest event of each child.
-    mem.children_dirty = any(_changed_by_others(rt, mem, m) for m in children.apply)
+    known.dirty = any(_changed_by_others(rt, known, m) for m in children.apply)
     _child_events(body, changes)
-    pending = [ref for ref in children.delete if f"{ref.kind}/{ref.name}" not in mem.absent_confirmed]
+    pending = [ref for ref in children.delete if child_key(ref.kind, ref.name) not in known.absent_confirmed]
     existed = await asyncio.gather(*(_delete_optional(rt, body, ref) for ref in pending))
     for ref, was_there in zip(pending, existed):
         if was_there:
             _event(body, "Deleted", f"deleted {ref.describe()} (no longer in the spec)")
-        mem.absent_confirmed.add(f"{ref.kind}/{ref.name}")
-        mem.child_tokens.pop(f"{ref.kind}/{ref.name}", None)
+        known.absent_confirmed.add(child_key(ref.kind, ref.name))
+        known.tokens.pop(child_key(ref.kind, ref.name), None)
     for manifest in children.apply:
-        mem.absent_confirmed.discard(f"{manifest['kind']}/{manifest['metadata']['name']}")
+        known.absent_confirmed.discard(_key_of(manifest))
     return rt.cache.get("Deployment", deployment["metadata"]["namespace"], deployment["metadata"]["name"]) \
         or applied[0].obj
 
 
-def _changed_by_others(rt: Runtime, mem: ChannelMemory, manifest: Mapping[str, Any]) -> bool:
+def _key_of(manifest: Mapping[str, Any]) -> ChildKey:
+    return child_key(manifest["kind"], manifest["metadata"]["name"])
+
+
+def _changed_by_others(rt: Runtime, known: ChildrenMemory, manifest: Mapping[str, Any]) -> bool:
     """Whether the newest watch event of an applied child shows a change other than ours: it is
     gone, re-created, or has a newer generation (or, for kinds without one, another
     resourceVersion) than our apply left."""
@@ -136,7 +144,7 @@ def _changed_by_others(rt: Runtime, mem: ChannelMemory, manifest: Mapping[str, A
     if seen is None:
         return True
     seen_uid, seen_version = child_token(seen)
-    our_uid, our_version = mem.child_tokens[f"{kind}/{meta['name']}"]
+    our_uid, our_version = known.tokens[child_key(kind, meta["name"])]
     if seen_uid != our_uid:
         return True
     if (seen.get("metadata") or {}).get("generation"):
@@ -146,7 +154,6 @@ def _changed_by_others(rt: Runtime, mem: ChannelMemory, manifest: Mapping[str, A
 
 async def _delete_optional(rt: Runtime, body: Mapping[str, Any], ref: render.ChildRef) -> bool:
     """Delete a child the spec no longer asks for, if it exists and is ours; whether it did."""
-    assert rt.kube is not None
     if rt.cache.known(ref.kind, ref.namespace, ref.name):
         current = rt.cache.get(ref.kind, ref.namespace, ref.name)
     else:
@@ -172,7 +179,6 @@ async def _refuse_foreign(rt: Runtime, body: Mapping[str, Any], manifests: tuple
                           read_now: Mapping[tuple[str, str], dict[str, Any] | None]) -> None:
     """Server-side apply with force would silently take over an unrelated object that happens to
     have a child's name: refuse instead, naming it."""
-    assert rt.kube is not None
     meta = body["metadata"]
 
     async def existing(manifest: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -181,7 +187,6 @@ async def _refuse_foreign(rt: Runtime, body: Mapping[str, Any], manifests: tuple
             return rt.cache.get(kind, namespace, name)
         if (kind, name) in read_now:  # e.g. the relay's Secrets, which the cache only keeps once labelled
             return read_now[kind, name]
-        assert rt.kube is not None
         marker = rt.cache.marker(kind, namespace, name)
         found = await rt.kube.find(manifest["apiVersion"], kind, namespace, name)
         if found is None:
@@ -196,30 +201,40 @@ async def _refuse_foreign(rt: Runtime, body: Mapping[str, Any], manifests: tuple
                              "the operator does not take over objects it did not create: delete or rename it")
 
 
-def _record_child(mem: ChannelMemory, manifest: Mapping[str, Any], outcome: Applied) -> tuple[str, str, bool] | None:
-    """Remember what was applied; returns (reason, what happened, warning) when worth an Event."""
+@dataclasses.dataclass(frozen=True)
+class ChildChange:
+    """What an apply did to a child, worth an Event."""
+
+    reason: str
+    what: str
+    warning: bool
+
+
+def _record_child(known: ChildrenMemory, manifest: Mapping[str, Any], outcome: Applied) -> ChildChange | None:
+    """Remember what was applied; returns what happened when worth an Event."""
     meta = outcome.obj.get("metadata") or {}
-    key = f"{manifest['kind']}/{manifest['metadata']['name']}"
+    key = _key_of(manifest)
     token = child_token(outcome.obj)
-    wanted = digest(manifest)
-    before, before_digest = mem.child_tokens.get(key), mem.child_digests.get(key)
+    applied_digest = digest(manifest)
+    before, before_digest = known.tokens.get(key), known.digests.get(key)
     describe = f"{manifest['kind']} {meta.get('namespace')}/{meta.get('name')}"
-    mem.child_tokens[key] = token
-    mem.child_digests[key] = wanted
+    known.tokens[key] = token
+    known.digests[key] = applied_digest
     if outcome.created:
-        return ("Created", describe, False) if before is None else ("Repaired", f"re-created {describe} (it was deleted)", True)
+        return (ChildChange("Created", describe, False) if before is None
+                else ChildChange("Repaired", f"re-created {describe} (it was deleted)", True))
     if before is not None and before != token:
-        if before_digest == wanted:
-            return "Repaired", f"restored {describe} (edited outside the operator)", True
-        return "Updated", describe, False
+        if before_digest == applied_digest:
+            return ChildChange("Repaired", f"restored {describe} (edited outside the operator)", True)
+        return ChildChange("Updated", describe, False)
     return None
 
 
-def _child_events(body: Mapping[str, Any], changes: list[tuple[str, str, bool]]) -> None:
+def _child_events(body: Mapping[str, Any], changes: list[ChildChange]) -> None:
     """One Event per reason and reconcile (not per child): Events are API writes too."""
-    for reason in dict.fromkeys(reason for reason, _, _ in changes):
-        items = [what for r, what, _ in changes if r == reason]
-        warning = any(w for r, _, w in changes if r == reason)
+    for reason in dict.fromkeys(change.reason for change in changes):
+        items = [change.what for change in changes if change.reason == reason]
+        warning = any(change.warning for change in changes if change.reason == reason)
         verb = {"Created": "created ", "Updated": "updated "}.get(reason, "")
         _event(body, reason, verb + "; ".join(items), warning=warning)
 
@@ -234,23 +249,24 @@ async def _write_status(
         await kube.patch_channel_status(meta["namespace"], meta["name"], changed)
 
 
-def _observe_ready(mem: ChannelMemory, generation: int, conditions: list[dict[str, Any]]) -> None:
+def _observe_ready(report: ReportMemory, generation: int, conditions: list[dict[str, Any]], now: float) -> None:
     ready = (status.find(conditions, status.READY) or {}).get("status") == "True"
-    if ready and mem.ready_generation != generation:
-        started = mem.generation_seen_at.pop(generation, None)
+    if ready and report.ready_generation != generation:
+        started = report.generation_seen_at.pop(generation, None)
         if started is not None:
-            metrics.TIME_TO_READY.observe(max(0.0, time.time() - started))
-        if mem.ready_generation is None:
+            metrics.TIME_TO_READY.observe(max(0.0, now - started))
+        if report.ready_generation is None:
             metrics.READY_CHANNELS.inc()
-        mem.ready_generation = generation
-    elif not ready and mem.ready_generation is not None:
+        report.ready_generation = generation
+    elif not ready and report.ready_generation is not None:
         metrics.READY_CHANNELS.dec()
-        mem.ready_generation = None
+        report.ready_generation = None
 
 
 @dataclasses.dataclass(frozen=True)
 class Pass:
-    """What one reconcile pass is about: the channel as read, once."""
+    """What one reconcile pass is about: the channel as read, once, and what the pass may use
+    beside the runtime (kopf's credentials index; ``rt.clock`` gives the time)."""
 
     body: Mapping[str, Any]
     namespace: str
@@ -260,13 +276,19 @@ class Pass:
     previous_conditions: list[dict[str, Any]]
     mem: ChannelMemory
     stamp: str
+    credentials_index: Mapping[Any, Any]  # kopf's channels_needing_credentials (kept live by kopf)
 
     @classmethod
-    def of(cls, rt: Runtime, body: Mapping[str, Any]) -> "Pass":
+    def of(cls, rt: Runtime, body: Mapping[str, Any], credentials_index: Mapping[Any, Any] | None = None) -> "Pass":
         meta = body["metadata"]
         current = body.get("status") or {}
         return cls(body, meta["namespace"], meta["name"], int(meta.get("generation") or 1), current,
-                   current.get("conditions") or [], rt.memory(meta["namespace"], meta["name"]), now_iso())
+                   current.get("conditions") or [], rt.memory(meta["namespace"], meta["name"]), rt.clock.stamp(),
+                   credentials_index if credentials_index is not None else {})
+
+    def guard(self, rt: Runtime) -> Callable[[], None]:
+        """Run before each Auth0 write of this pass: stops it once the channel's deletion began."""
+        return lambda: rt.check_not_deleting(self.body)
 
     def waiting_for_relay(self) -> status.Verdict:
         return _auth0_waiting(self.previous_conditions)
@@ -275,15 +297,21 @@ class Pass:
 @dataclasses.dataclass
 class Outcome:
     """What a pass found, for the one place that writes status (``_finish``): the verdicts, the
-    status fields beside the conditions, and when to look again (None: only on a change)."""
+    status fields beside the conditions, and when to look again (None: only on a change).
 
-    relay: status.Verdict
-    auth0: status.Verdict
-    routing: status.Verdict | None = None
-    delivering: status.Verdict | None = None
+    ``kind`` says what else ``_finish`` does: a ``"pass"`` counts itself, tracks readiness and
+    posts the Event of a new failure; ``"suspended"`` only counts itself; ``"error"`` (after an
+    unexpected failure, counted by the loop) and ``"deleting"`` (the deletion is blocked; its
+    handler posts the Events) only write, and not observedGeneration: they finished no pass."""
+
+    relay: status.Verdict | status.Kept
+    auth0: status.Verdict | status.Kept
+    routing: status.Part = None
+    delivering: status.Part = None
     fields: dict[str, Any] = dataclasses.field(default_factory=dict)
     delay: float | None = None
-    suspended: bool = False
+    kind: Literal["pass", "suspended", "error", "deleting"] = "pass"
+    ready: status.Verdict | None = None  # instead of the summary of the parts (after an error)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,21 +334,21 @@ class Auth0Phase:
     delays: list[float]
 
 
-async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger) -> float | None:
-    """Bring one channel to its desired state; returns seconds until it should run again."""
-    assert rt.kube is not None
-    run = Pass.of(rt, body)
-    before_write.set(lambda: rt.check_not_deleting(body))  # this task's Auth0 writes check first
-    if run.generation not in run.mem.generation_seen_at:
+async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger,
+                    credentials_index: Mapping[Any, Any] | None = None) -> float | None:
+    """Bring one channel to its desired state; returns seconds until it should run again.
+    ``credentials_index``: kopf's channels_needing_credentials index."""
+    run = Pass.of(rt, body, credentials_index)
+    report = run.mem.report
+    if run.generation not in report.generation_seen_at:
         created = _creation_time(body["metadata"]) if run.generation == 1 else None
-        run.mem.generation_seen_at[run.generation] = created or time.time()
+        report.generation_seen_at[run.generation] = created or rt.clock.wall()
     return await _finish(rt, run, await _phases(rt, run))
 
 
 async def _phases(rt: Runtime, run: Pass) -> Outcome:
     """Gather, then the relay phase, then the Auth0 phase; any early stop is an Outcome too."""
-    assert rt.kube is not None
-    config = rt.config
+    config, now = rt.config, rt.clock.wall()
     try:
         ch = parse_channel(run.namespace, run.name, run.body.get("spec") or {})
         endpoints.check_channel(ch, config.endpoints, config.relay_image)  # before any Secret is read or sent
@@ -329,8 +357,7 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
         verdict = status.false(error.reason, str(error))
         return Outcome(verdict, verdict)
     if ch.suspend:  # the conditions stay as they were (status.suspended_conditions)
-        kept = status.unknown("Suspended", "spec.suspend is true")
-        return Outcome(kept, kept, suspended=True)
+        return Outcome(status.KEPT, status.KEPT, status.KEPT, status.KEPT, kind="suspended")
 
     store = ch.relay.state_store
     if store is not None and store.password is not None:  # before anything is applied
@@ -338,10 +365,10 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
             check_state_password(await rt.kube.get_metadata("v1", "Secret", run.namespace, store.password.name),
                                  store.password, run.namespace)
         except SecretProblem as problem:
-            relay_v = _secret_verdict(run.mem, problem, STATE_PASSWORD, config.secret_grace)
+            relay_v = _secret_verdict(run.mem, problem, STATE_PASSWORD, config.secret_grace, now)
             # the opt-in label is not watched (the operator never watches this Secret): look again
             return Outcome(relay_v, run.waiting_for_relay(), delay=_recheck_secret(
-                run.mem, problem, STATE_PASSWORD, config.secret_grace) or secret_watch.STALLED_RECHECK)
+                run.mem, problem, STATE_PASSWORD, config.secret_grace, now) or secret_watch.STALLED_RECHECK)
         _secret_found(run.mem, STATE_PASSWORD)
 
     sms_secret, creds_secret, signing_secret, deployment, receipt_secret = await asyncio.gather(
@@ -354,8 +381,9 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
     try:
         api_key = secret_value(sms_secret, ch.sms.api_key, run.namespace)
     except SecretProblem as problem:
-        return Outcome(_secret_verdict(run.mem, problem, SMS_API_KEY, config.secret_grace), run.waiting_for_relay(),
-                       delay=_recheck_secret(run.mem, problem, SMS_API_KEY, config.secret_grace))
+        return Outcome(_secret_verdict(run.mem, problem, SMS_API_KEY, config.secret_grace, now),
+                       run.waiting_for_relay(), delay=_recheck_secret(run.mem, problem, SMS_API_KEY,
+                                                                      config.secret_grace, now))
     _secret_found(run.mem, SMS_API_KEY)
 
     relay = await _relay_phase(rt, run, ch, api_key, signing_secret, deployment, receipt_secret)
@@ -363,7 +391,8 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
         return relay
     auth0 = await _auth0_phase(rt, run, ch, relay, creds_secret)
     rotation_delay = rotation.retry_after(
-        rotation.SigningPlan(relay.signing_plan.keys, relay.signing_plan.auth0_key, auth0.signing_state), time.time(),
+        rotation.SigningPlan(relay.signing_plan.keys, relay.signing_plan.auth0_key, auth0.signing_state),
+        rt.clock.wall(),
         config.rotation_grace, config.key_propagation,
     )
     delays = [*auth0.delays, *([rotation_delay] if rotation_delay is not None else [])]
@@ -390,15 +419,15 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
 async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, signing_secret: dict[str, Any] | None,
                        deployment: dict[str, Any] | None, receipt_secret: dict[str, Any] | None) -> RelayPhase | Outcome:
     """Plan the signing key, render the children and apply them when something changed."""
-    config, mem, meta = rt.config, run.mem, run.body["metadata"]
+    config, known, meta = rt.config, run.mem.children, run.body["metadata"]
     keys_now = signing_keys(signing_secret)
-    rolled_out_now = render.relay_rollout(deployment, _checksum(api_key, keys_now))[0]
+    rolled_out_now = render.relay_rollout(deployment, _checksum(api_key, keys_now)).rolled_out
     signing_plan = rotation.plan(
         keys_now,
         rotation.SigningState.from_status(run.current.get("signingKey")),
         (meta.get("annotations") or {}).get(names.ANNOTATION_ROTATE_SIGNING_KEY),
         rolled_out_now,
-        time.time(),
+        rt.clock.wall(),
         config.rotation_grace,
         new_signing_key,
         config.key_propagation,
@@ -414,42 +443,42 @@ async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, si
             receipt_secret, (meta.get("annotations") or {}).get(names.ANNOTATION_ROTATE_RECEIPT_TOKEN)),
         egress=config.egress,
     )
-    child_digests = {f"{m['kind']}/{m['metadata']['name']}": digest(m) for m in children.apply}
+    rendered_digests = {_key_of(m): digest(m) for m in children.apply}
     # Re-apply only when something changed, a child was touched by someone else, or on the
     # drift timer (which also catches edits the watch cannot tell apart, e.g. labels).
     live_deployment = deployment
-    if (mem.children_dirty or any(mem.child_digests.get(k) != d for k, d in child_digests.items())
-            or monotonic() - mem.children_applied_at >= config.drift_interval
-            or any(f"{ref.kind}/{ref.name}" not in mem.absent_confirmed for ref in children.delete)):
+    if (known.dirty or any(known.digests.get(k) != d for k, d in rendered_digests.items())
+            or rt.clock.monotonic() - known.applied_at >= config.drift_interval
+            or any(child_key(ref.kind, ref.name) not in known.absent_confirmed for ref in children.delete)):
         try:
-            live_deployment = await _apply_children(rt, mem, run.body, children, {
+            live_deployment = await _apply_children(rt, run.mem, run.body, children, {
                 ("Secret", names.signing_key_secret_name(run.name)): signing_secret,
                 ("Secret", names.receipt_token_secret_name(run.name)): receipt_secret,
             })
         except KubeError as error:  # e.g. admission refused a child, quota, no Service IPs left
-            mem.children_dirty = True
+            known.dirty = True
             return Outcome(status.false("ApplyFailed", f"applying the relay's objects failed: {error.message}"),
                            run.waiting_for_relay(), delay=jittered(30.0))
     if signing_plan.event:
         _event(run.body, "SigningKey", signing_plan.event)
-    rolled_out, available, relay_message = render.relay_rollout(live_deployment, secrets_checksum)
-    return RelayPhase(status.relay_verdict(live_deployment, rolled_out, available, relay_message), available,
-                      rolled_out, secrets_checksum, signing_plan)
+    rollout = render.relay_rollout(live_deployment, secrets_checksum)
+    return RelayPhase(status.relay_verdict(live_deployment, rollout.rolled_out, rollout.available, rollout.message),
+                      rollout.available, rollout.rolled_out, secrets_checksum, signing_plan)
 
 
 async def _auth0_phase(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhase,
                        creds_secret: dict[str, Any] | None) -> Auth0Phase:
     """Register (or check) the Auth0 side once the relay serves; prepare it while it rolls out."""
-    config, mem = rt.config, run.mem
-    phase = Auth0Phase(run.waiting_for_relay(), _previous_routing(run.previous_conditions), run.current.get("auth0"),
-                       relay.signing_plan.state, [])
+    config, mem, now = rt.config, run.mem, rt.clock.wall()
+    phase = Auth0Phase(run.waiting_for_relay(), status.verdict_of(run.previous_conditions, status.PHONE_ROUTING),
+                       run.current.get("auth0"), relay.signing_plan.state, [])
     try:
         credentials = credentials_for(ch, creds_secret)
-        mem.last_credentials = credentials
+        mem.auth0.last_credentials = credentials
         _secret_found(mem, AUTH0_CREDENTIALS)
     except SecretProblem as problem:
-        phase.verdict = _secret_verdict(mem, problem, AUTH0_CREDENTIALS, config.secret_grace)
-        recheck = _recheck_secret(mem, problem, AUTH0_CREDENTIALS, config.secret_grace)
+        phase.verdict = _secret_verdict(mem, problem, AUTH0_CREDENTIALS, config.secret_grace, now)
+        recheck = _recheck_secret(mem, problem, AUTH0_CREDENTIALS, config.secret_grace, now)
         if recheck is not None:
             phase.delays.append(recheck)
         return phase
@@ -461,15 +490,15 @@ async def _auth0_phase(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhas
         # Off the critical path while the relay rolls out: protect the credentials and get the
         # new action built and deployed (unbound), so activating it is all that is left the
         # moment the relay is available.
-        await _protect_credentials(rt, ch, mem, creds_secret)
-        if phase.recorded or (mem.auth0_prepared and mem.auth0_prepared[0] == auth0_input):
+        await _protect_credentials(rt, run, ch, creds_secret)
+        if phase.recorded or (mem.auth0.prepared and mem.auth0.prepared.auth0_input == auth0_input):
             rt.auth0.warm_up(credentials)
         else:
-            await _prepare_auth0(rt, mem, credentials, desired, auth0_input)
+            await _prepare_auth0(rt, run, credentials, desired, auth0_input)
         return phase
 
-    since_check = monotonic() - mem.auth0_checked
-    if (mem.auth0_input == auth0_input and since_check < config.drift_interval and phase.recorded
+    since_check = rt.clock.monotonic() - mem.auth0.checked_at
+    if (mem.auth0.synced_input == auth0_input and since_check < config.drift_interval and phase.recorded
             and (phase.routing is None or phase.routing.ok)):
         phase.verdict = status.true("Synced", _synced_message(ch))
         phase.delays.append(config.drift_interval - since_check)
@@ -481,20 +510,22 @@ async def _auth0_phase(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhas
 async def _ensure_auth0(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhase, credentials: Auth0Credentials,
                         creds_secret: dict[str, Any] | None, desired: DesiredIntegration, auth0_input: str,
                         phase: Auth0Phase) -> None:
-    assert rt.kube is not None
-    config, mem, kube = rt.config, run.mem, rt.kube
+    config, memory, kube = rt.config, run.mem.auth0, rt.kube
     try:
-        await _protect_credentials(rt, ch, mem, creds_secret)
-        phase.recorded = await _retire_previous_integration(rt, ch, credentials, phase.recorded, run.body)
-        prepared = mem.auth0_prepared[1] if mem.auth0_prepared and mem.auth0_prepared[0] == auth0_input else None
+        await _protect_credentials(rt, run, ch, creds_secret)
+        phase.recorded = await _retire_previous_integration(rt, run, ch, credentials, phase.recorded)
+        prepared = (memory.prepared.recorded if memory.prepared and memory.prepared.auth0_input == auth0_input
+                    else None)
 
         async def record_routing(changed: Mapping[str, Any]) -> None:
-            # The one status write before the pass ends: each tenant routing change is recorded
-            # before the next tenant write, so a failure half-way is always restorable.
+            # The one status write outside _finish, on purpose: the pass is not over, but each
+            # tenant routing change must be on record before the next tenant write, so that a
+            # failure half-way (or a crash) always leaves what to restore on deletion.
             phase.recorded = {**(phase.recorded or {}), "routingChanges": dict(changed)}
             await _write_status(kube, run.body, {"auth0": phase.recorded})
 
-        result = await rt.auth0.ensure(credentials, desired, phase.recorded or prepared, record_routing)
+        result = await rt.auth0.ensure(credentials, desired, phase.recorded or prepared, record_routing,
+                                       guard=run.guard(rt))
         if prepared and not phase.recorded and result.action_id == prepared["actionId"]:
             result = dataclasses.replace(result, created=True)  # made by prepare, live now
     except ValueError as error:  # our own input refused by the library (name, URL)
@@ -502,20 +533,20 @@ async def _ensure_auth0(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPha
         phase.verdict = status.false("Auth0Invalid", str(error))
         phase.delays.append(STALLED_RECHECK)
     except Auth0Error as error:
-        mem.auth0_failures += 1
+        memory.failures += 1
         metrics.AUTH0_CALLS.labels("ensure", error.reason).inc()
         phase.verdict = status.false(error.reason, error.message)
-        phase.delays.append(auth0_backoff(error, mem.auth0_failures))
+        phase.delays.append(auth0_backoff(error, memory.failures))
         if isinstance(error, RoutingRefused):
             phase.routing = _routing_verdict(error.verdict)
     else:
         metrics.AUTH0_CALLS.labels("ensure", "ok").inc()
         metrics.AUTH0_WRITES.inc(result.writes)
-        mem.auth0_failures, mem.auth0_prepared = 0, None
-        mem.auth0_input, mem.auth0_checked = auth0_input, monotonic()
+        memory.failures, memory.prepared = 0, None
+        memory.synced_input, memory.checked_at = auth0_input, rt.clock.monotonic()
         phase.recorded = _auth0_status(ch, result, phase.recorded, run.stamp)
         _auth0_events(run.body, ch, result)
-        phase.signing_state = rotation.after_auth0_synced(relay.signing_plan, time.time())
+        phase.signing_state = rotation.after_auth0_synced(relay.signing_plan, rt.clock.wall())
         phase.verdict = status.true("Synced", _synced_message(ch))
         phase.delays.append(config.drift_interval)
         if result.routing is not None:
@@ -527,76 +558,80 @@ async def _ensure_auth0(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPha
 
 
 async def _finish(rt: Runtime, run: Pass, outcome: Outcome) -> float | None:
-    """The one place a pass writes status (conditions and the fields beside them), counts
+    """The one place that builds conditions and writes status (conditions and the fields beside
+    them) for a pass, an unexpected error and a blocked deletion alike; a pass also counts
     itself and posts the Event of a new failure."""
-    assert rt.kube is not None
-    if outcome.suspended:
-        conds = status.suspended_conditions(run.previous_conditions, run.generation, run.stamp)
-    else:
-        conds = status.conditions(run.previous_conditions, run.generation, outcome.relay, outcome.auth0, run.stamp,
-                                  outcome.routing, outcome.delivering)
-    await _write_status(rt.kube, run.body, {"observedGeneration": run.generation, "conditions": conds,
-                                            **outcome.fields})
-    if outcome.suspended:
+    conds = status.conditions(run.previous_conditions, run.generation, outcome.relay, outcome.auth0, run.stamp,
+                              outcome.routing, outcome.delivering, ready=outcome.ready,
+                              suspended=outcome.kind == "suspended")
+    finished = outcome.kind in ("pass", "suspended")
+    await _write_status(rt.kube, run.body, {**({"observedGeneration": run.generation} if finished else {}),
+                                            "conditions": conds, **outcome.fields})
+    if outcome.kind == "suspended":
         metrics.RECONCILES.labels("suspended").inc()
-        return outcome.delay
-    _observe_ready(run.mem, run.generation, conds)
-    ready = status.find(conds, status.READY) or {}
-    _report(run.mem, run.body, "ok" if ready.get("status") == "True" else str(ready.get("reason")),
-            str(ready.get("message")))
+    elif outcome.kind == "pass":
+        _observe_ready(run.mem.report, run.generation, conds, rt.clock.wall())
+        ready = status.find(conds, status.READY) or {}
+        _report(run.mem.report, run.body, "ok" if ready.get("status") == "True" else str(ready.get("reason")),
+                str(ready.get("message")))
     return outcome.delay
 
 
 async def report_error(rt: Runtime, body: Mapping[str, Any], error: Exception) -> None:
     """An unexpected failure must not leave a stale Ready=True: Ready goes Unknown with the error."""
-    assert rt.kube is not None
-    meta = body["metadata"]
     message = f"reconcile failed ({type(error).__name__}), retrying: {str(error)[:300]}"
-    conds = status.error_conditions((body.get("status") or {}).get("conditions"), int(meta.get("generation") or 1),
-                                    message, now_iso())
     try:
-        await _write_status(rt.kube, body, {"conditions": conds})
+        await _finish(rt, Pass.of(rt, body), Outcome(status.KEPT, status.KEPT, status.KEPT, status.KEPT, kind="error",
+                                                     ready=status.unknown(status.RECONCILE_ERROR, message)))
     except Exception:  # noqa: BLE001 - the API server may be what failed; the loop retries anyway
         pass
 
 
-async def _protect_credentials(rt: Runtime, ch: ChannelSpec, mem: ChannelMemory,
-                               secret: Mapping[str, Any] | None) -> None:
+async def report_deletion_blocked(rt: Runtime, body: Mapping[str, Any], reason: str, message: str) -> None:
+    """The deletion waits for the Auth0 side: Auth0Synced says why; RelayAvailable stays as it was."""
+    run = Pass.of(rt, body)
+    relay = status.find(run.previous_conditions, status.RELAY_AVAILABLE) or {}
+    relay_v = status.Verdict(str(relay.get("status") or "Unknown"), str(relay.get("reason") or "Deleting"),
+                             str(relay.get("message") or "channel is being deleted"))
+    await _finish(rt, run, Outcome(relay_v, status.false(reason, message), kind="deleting"))
+
+
+async def _protect_credentials(rt: Runtime, run: Pass, ch: ChannelSpec, secret: Mapping[str, Any] | None) -> None:
     """Before any Auth0 write: the deletion will need these credentials, so the Secret keeps the
     in-use finalizer (released by the deletion, or here when the channel stops needing it)."""
-    assert rt.kube is not None
-    wanted = ch.auth0.credentials_secret if cleanup.needs_credentials(ch) else ""
-    previous = mem.credentials_secret
-    if previous == wanted:
+    memory = run.mem.auth0
+    needed_secret = ch.auth0.credentials_secret if cleanup.needs_credentials(ch) else ""
+    previous = memory.credentials_secret
+    if previous == needed_secret:
         return  # protected (or not needed) already
-    if previous and not rt.credentials_users(ch.namespace, previous) - {ch.name}:
+    if previous and not cleanup.credentials_users(run.credentials_index, ch.namespace, previous) - {ch.name}:
         await cleanup.release_credentials(rt, ch.namespace, previous)
-    mem.credentials_secret = ""
-    if not wanted or secret is None:
+    memory.credentials_secret = ""
+    if not needed_secret or secret is None:
         return
     if names.FINALIZER_CREDENTIALS_IN_USE not in ((secret.get("metadata") or {}).get("finalizers") or ()):
         try:
             await cleanup.protect_credentials(rt, secret)
         except KubeError:  # changed since cached: once more with a fresh read
-            fresh = await rt.kube.get("v1", "Secret", ch.namespace, wanted)
+            fresh = await rt.kube.get("v1", "Secret", ch.namespace, needed_secret)
             if fresh is None:
                 return
             await cleanup.protect_credentials(rt, fresh)
-    mem.credentials_secret = wanted
+    memory.credentials_secret = needed_secret
 
 
-async def _prepare_auth0(rt: Runtime, mem: ChannelMemory, credentials: Auth0Credentials,
-                         desired: DesiredIntegration, wanted: str) -> None:
+async def _prepare_auth0(rt: Runtime, run: Pass, credentials: Auth0Credentials,
+                         desired: DesiredIntegration, auth0_input: str) -> None:
     """A head start only: any failure is left for the ensure() after the rollout to report."""
     try:
-        mem.auth0_prepared = (wanted, await rt.auth0.prepare(credentials, desired))
+        run.mem.auth0.prepared = Prepared(auth0_input, await rt.auth0.prepare(credentials, desired,
+                                                                              guard=run.guard(rt)))
     except (Auth0Error, ValueError) as error:
         logging.getLogger(__name__).debug("preparing the Auth0 side failed (ensure retries): %s", error)
 
 
 async def _retire_previous_integration(
-    rt: Runtime, ch: ChannelSpec, credentials: Auth0Credentials, recorded: dict[str, Any] | None,
-    body: Mapping[str, Any],
+    rt: Runtime, run: Pass, ch: ChannelSpec, credentials: Auth0Credentials, recorded: dict[str, Any] | None,
 ) -> dict[str, Any] | None:
     """When spec.auth0.integration or .name changed, remove what the old one registered first."""
     if not recorded:
@@ -605,10 +640,10 @@ async def _retire_previous_integration(
     if (old_integration, old_name) == (ch.auth0.integration, ch.auth0.name) or not old_integration or not old_name:
         return recorded
     removed = await rt.auth0.remove(credentials, owner=ch.owner, integration=old_integration, name=old_name,
-                                    recorded=recorded)
+                                    recorded=recorded, guard=run.guard(rt))
     metrics.AUTH0_CALLS.labels("remove", "ok").inc()
     if removed:
-        _event(body, "Auth0Removed", f"removed the previous {old_integration} {old_name!r}: {', '.join(removed)}")
+        _event(run.body, "Auth0Removed", f"removed the previous {old_integration} {old_name!r}: {', '.join(removed)}")
     return None
 
 
@@ -616,27 +651,28 @@ def _checksum(api_key: str, keys: list[str]) -> str:
     return checksum({"sms-api-key": api_key, "signing-keys": "\n".join(keys)})
 
 
-def _secret_verdict(mem: ChannelMemory, problem: SecretProblem, what: str, grace: float) -> status.Verdict:
+def _secret_verdict(mem: ChannelMemory, problem: SecretProblem, what: str, grace: float, now: float) -> status.Verdict:
     """Each referenced Secret's grace runs from when this operator process first found it missing."""
     if problem.reason == SECRET_NOT_FOUND:
-        mem.secrets_missing_since.setdefault(what, time.time())
-    return status.secret_verdict(problem.reason, f"{problem.message} ({what})", _missing_for(mem, what), grace)
+        mem.secrets_missing_since.setdefault(what, now)
+    return status.secret_verdict(problem.reason, f"{problem.message} ({what})", _missing_for(mem, what, now), grace)
 
 
-def _missing_for(mem: ChannelMemory, what: str) -> float:
-    return time.time() - mem.secrets_missing_since.get(what, time.time())
+def _missing_for(mem: ChannelMemory, what: str, now: float) -> float:
+    return now - mem.secrets_missing_since.get(what, now)
 
 
 def _secret_found(mem: ChannelMemory, what: str) -> None:
     mem.secrets_missing_since.pop(what, None)
 
 
-def _recheck_secret(mem: ChannelMemory, problem: SecretProblem, what: str, grace: float) -> float | None:
+def _recheck_secret(mem: ChannelMemory, problem: SecretProblem, what: str, grace: float,
+                    now: float) -> float | None:
     """A Secret that exists is labelled and watched (its change kicks the channel); a missing one
     is looked for again by GET (nothing announces its creation)."""
     if problem.reason != SECRET_NOT_FOUND:
         return None
-    return secret_watch.recheck_missing(_missing_for(mem, what), grace)
+    return secret_watch.recheck_missing(_missing_for(mem, what, now), grace)
 
 
 def _auth0_waiting(previous_conditions: list[dict[str, Any]]) -> status.Verdict:
@@ -649,13 +685,6 @@ def _auth0_waiting(previous_conditions: list[dict[str, Any]]) -> status.Verdict:
 def _synced_message(ch: ChannelSpec) -> str:
     message = f"Auth0 {ch.auth0.integration} {ch.auth0.name!r} on {ch.auth0.domain} calls {ch.relay.public_url}"
     return f"{message} ({LEGACY_HOOK_EOL})" if ch.auth0.integration == "legacy-hook" else message
-
-
-def _previous_routing(conditions: list[dict[str, Any]]) -> status.Verdict | None:
-    before = status.find(conditions, status.PHONE_ROUTING)
-    if not before:
-        return None
-    return status.Verdict(str(before.get("status")), str(before.get("reason")), str(before.get("message")))
 
 
 def _routing_verdict(routing: Any) -> status.Verdict:
@@ -693,10 +722,10 @@ def _auth0_events(body: Mapping[str, Any], ch: ChannelSpec, result: Any) -> None
         _event(body, "Auth0Updated", f"updated {where}: {', '.join(result.updated)}")
 
 
-def _report(mem: ChannelMemory, body: Mapping[str, Any], result: str, message: str) -> None:
+def _report(report: ReportMemory, body: Mapping[str, Any], result: str, message: str) -> None:
     """Count the reconcile; post an Event when the failure reason changes (not on every retry)."""
     metrics.RECONCILES.labels(result).inc()
     failing = result not in ("ok", "Progressing", "WaitingForRelay")
-    if failing and mem.last_reason != result:
+    if failing and report.last_reason != result:
         _event(body, result, message, warning=True)
-    mem.last_reason = result if failing else ""
+    report.last_reason = result if failing else ""

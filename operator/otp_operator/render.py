@@ -499,26 +499,34 @@ def service_url(ch: ChannelSpec) -> str:
     return f"http://{names.relay_name(ch.name)}.{ch.namespace}.svc:{names.SERVICE_PORT}"
 
 
-def relay_rollout(deployment: Mapping[str, Any] | None, secrets_checksum: str) -> tuple[bool, int, str]:
-    """(available and fully rolled out with this checksum, available replicas, explanation)."""
+@dataclass(frozen=True)
+class Rollout:
+    """The relay Deployment's rollout as relay_rollout reads it."""
+
+    rolled_out: bool  # available and fully rolled out with this checksum
+    available: int  # available replicas
+    message: str
+
+
+def relay_rollout(deployment: Mapping[str, Any] | None, secrets_checksum: str) -> Rollout:
     if deployment is None:
-        return False, 0, "relay Deployment not created yet"
+        return Rollout(False, 0, "relay Deployment not created yet")
     spec = deployment.get("spec") or {}
     status = deployment.get("status") or {}
     wanted = int(spec.get("replicas", 1))
     available = int(status.get("availableReplicas") or 0)
     annotations = (((spec.get("template") or {}).get("metadata") or {}).get("annotations")) or {}
     if annotations.get(names.ANNOTATION_SECRETS_CHECKSUM) != secrets_checksum:
-        return False, available, "relay Deployment not yet updated"
+        return Rollout(False, available, "relay Deployment not yet updated")
     if int(status.get("observedGeneration") or 0) < int((deployment.get("metadata") or {}).get("generation") or 0):
-        return False, available, "relay rollout pending"
+        return Rollout(False, available, "relay rollout pending")
     if wanted == 0:
-        return False, 0, "relay scaled to 0 replicas"
+        return Rollout(False, 0, "relay scaled to 0 replicas")
     updated = int(status.get("updatedReplicas") or 0)
     total = int(status.get("replicas") or 0)
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     if updated < wanted or total > updated:
-        return False, available, f"relay rollout in progress: {updated}/{wanted} replicas updated"
+        return Rollout(False, available, f"relay rollout in progress: {updated}/{wanted} replicas updated")
     if (conditions.get("Available") or {}).get("status") != "True" or available < wanted:
-        return False, available, f"waiting for relay replicas: {available}/{wanted} available"
-    return True, available, f"{available}/{wanted} relay replicas available"
+        return Rollout(False, available, f"waiting for relay replicas: {available}/{wanted} available")
+    return Rollout(True, available, f"{available}/{wanted} relay replicas available")

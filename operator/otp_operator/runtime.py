@@ -1,24 +1,27 @@
 """Process-wide state of a running operator: configuration, API adapters, wake-ups, memories.
 
 Everything in ``ChannelMemory`` is an optimisation or a nicety (event wording, skipping
-unchanged Auth0 checks); losing it on a restart costs a few reads, never correctness.
+unchanged Auth0 checks); losing it on a restart costs a few reads, never correctness. It is one
+small dataclass per concern (children, Auth0, report), so a phase reads and writes only its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import datetime
 import hashlib
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NewType
 
-from . import metrics, names, secret_watch
+from . import metrics, names
 from .egress import RelayEgress
 from .endpoints import EndpointPolicy
 from .kube import KubeApi
+from .secrets import watched
 
 
 @dataclass(frozen=True)
@@ -40,27 +43,71 @@ class OperatorConfig:
     secret_grace: float = 300.0  # seconds a missing referenced Secret is awaited before Stalled
 
 
+ChildKey = NewType("ChildKey", str)
+
+
+def child_key(kind: str, name: str) -> ChildKey:
+    """How the memories name one child of a channel (its namespace is the channel's)."""
+    return ChildKey(f"{kind}/{name}")
+
+
+@dataclass
+class ChildrenMemory:
+    tokens: dict[ChildKey, tuple[str, str]] = field(default_factory=dict)  # -> (uid, version) our apply left
+    digests: dict[ChildKey, str] = field(default_factory=dict)  # -> digest of what we applied
+    absent_confirmed: set[ChildKey] = field(default_factory=set)  # children the spec dropped, seen gone
+    dirty: bool = True  # a child changed (or vanished) other than by our last apply
+    applied_at: float = 0.0  # monotonic time of the last full apply
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """What Auth0Sync.prepare made while the relay rolled out (None: nothing), for that input."""
+
+    auth0_input: str
+    recorded: dict[str, Any] | None
+
+
+@dataclass
+class Auth0Memory:
+    synced_input: str | None = None  # digest of the Auth0 input of the last successful ensure()
+    checked_at: float = 0.0  # monotonic time of the last successful ensure()
+    failures: int = 0
+    prepared: Prepared | None = None
+    last_credentials: Any = None  # Auth0Credentials, kept for deletion after the Secret is gone
+    credentials_secret: str = ""  # the Auth0 credentials Secret the last reconcile protected
+
+
+@dataclass
+class ReportMemory:
+    last_reason: str = ""  # the failure reason of the last Event (one Event per new reason)
+    generation_seen_at: dict[int, float] = field(default_factory=dict)  # wall time, for time-to-ready
+    ready_generation: int | None = None
+
+
 @dataclass
 class ChannelMemory:
-    child_tokens: dict[str, tuple[str, str]] = field(default_factory=dict)  # kind/name -> (uid, version)
-    child_digests: dict[str, str] = field(default_factory=dict)  # kind/name -> digest of what we applied
-    absent_confirmed: set[str] = field(default_factory=set)
-    auth0_input: str | None = None
-    auth0_checked: float = 0.0  # monotonic time of the last successful ensure()
-    auth0_failures: int = 0
-    # (Auth0 input digest, what Auth0Sync.prepare made while the relay rolled out, or None)
-    auth0_prepared: tuple[str, dict[str, Any] | None] | None = None
-    last_reason: str = ""
-    generation_seen_at: dict[int, float] = field(default_factory=dict)
-    ready_generation: int | None = None
-    last_credentials: Any = None  # Auth0Credentials, kept for deletion after the Secret is gone
-    last_trigger: tuple[Any, ...] = ()
-    children_dirty: bool = True  # a child changed (or vanished) other than by our last apply
-    children_applied_at: float = 0.0  # monotonic time of the last full apply
-    credentials_secret: str = ""  # the Auth0 credentials Secret the last reconcile protected
+    children: ChildrenMemory = field(default_factory=ChildrenMemory)
+    auth0: Auth0Memory = field(default_factory=Auth0Memory)
+    report: ReportMemory = field(default_factory=ReportMemory)
     # per referenced Secret ("8x8 API key", "Auth0 credentials", ...): wall time it was first
     # found missing, the start of its own grace
     secrets_missing_since: dict[str, float] = field(default_factory=dict)
+    last_trigger: tuple[Any, ...] = ()  # what of the channel's last event may start a reconcile
+
+
+class Clock:
+    """Wall and monotonic time, as reconcile reads them (tests pass a fake)."""
+
+    def wall(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def stamp(self) -> str:
+        """The wall time as status timestamps are written."""
+        return datetime.datetime.fromtimestamp(self.wall(), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class Wakeups:
@@ -147,7 +194,7 @@ class ObjectCache:
     def stored(self, kind: str, namespace: str, name: str, obj: dict[str, Any] | None, marker: int) -> None:
         """The result of our own read or write, taken after ``marker``."""
         key = (kind, namespace, name)
-        if kind == "Secret" and not secret_watch.watched(obj):
+        if kind == "Secret" and not watched(obj):
             # No watch event would tell us when it changes (or appears): read it again next time.
             self._objects.pop(key, None)
             return
@@ -178,22 +225,18 @@ def jittered(base: float) -> float:
 
 
 class Runtime:
-    def __init__(self, config: OperatorConfig) -> None:
+    def __init__(self, config: OperatorConfig, kube: KubeApi, clock: Clock | None = None) -> None:
         from .auth0_pool import Auth0Pool  # imported here so the pure modules load without it
 
         self.config = config
-        self.kube: KubeApi | None = None
+        self.kube = kube
+        self.clock = clock or Clock()
         self.wakeups = Wakeups()
         self.auth0 = Auth0Pool(config.auth0_concurrency_per_tenant)
         self.memories: dict[tuple[str, str], ChannelMemory] = {}
-        self.cache = ObjectCache(config.cache_ttl)
+        self.cache = ObjectCache(config.cache_ttl, self.clock.monotonic)
         self.reconcile_slots = asyncio.Semaphore(config.max_concurrent_reconciles)
         self.guards: dict[str, ChannelGuard] = {}  # by channel uid (a re-created channel is another)
-        self.credentials_index: Mapping[Any, Any] = {}  # kopf's channels_needing_credentials index
-
-    def credentials_users(self, namespace: str, secret: str) -> set[str]:
-        """Channels whose deletion needs this credentials Secret."""
-        return set(self.credentials_index.get((namespace, secret), ()))
 
     def guard(self, uid: str) -> ChannelGuard:
         return self.guards.setdefault(uid, ChannelGuard())
@@ -209,13 +252,9 @@ class Runtime:
         if meta.get("deletionTimestamp") or (guard is not None and guard.deleting):
             raise ChannelDeleting(f"{meta.get('namespace')}/{meta.get('name')} is being deleted")
 
-    async def start(self) -> None:
-        self.kube = KubeApi.from_environment()
-
     async def close(self) -> None:
         await self.auth0.close()
-        if self.kube is not None:
-            await self.kube.close()
+        await self.kube.close()
 
     def memory(self, namespace: str, name: str) -> ChannelMemory:
         return self.memories.setdefault((namespace, name), ChannelMemory())
@@ -224,7 +263,6 @@ class Runtime:
         """From the watch cache when it knows the object, else one GET (then cached)."""
         if self.cache.known(kind, namespace, name):
             return self.cache.get(kind, namespace, name)
-        assert self.kube is not None
         marker = self.cache.marker(kind, namespace, name)
         obj = await self.kube.get(api_version, kind, namespace, name)
         self.cache.stored(kind, namespace, name, obj, marker)
@@ -237,13 +275,12 @@ class Runtime:
         memory = self.memories.get((namespace, channel))
         self.cache.observed(kind, namespace, name, None if deleted else obj)
         if memory is not None:
-            key = f"{kind}/{name}"
-            if deleted or memory.child_tokens.get(key) != child_token(obj):
-                memory.children_dirty = True
+            if deleted or memory.children.tokens.get(child_key(kind, name)) != child_token(obj):
+                memory.children.dirty = True
 
     def forget(self, namespace: str, name: str) -> None:
         memory = self.memories.pop((namespace, name), None)
-        if memory is not None and memory.ready_generation is not None:
+        if memory is not None and memory.report.ready_generation is not None:
             metrics.READY_CHANNELS.dec()
 
 
@@ -254,6 +291,3 @@ def digest(*parts: object) -> str:
         hasher.update(b"\0")
     return hasher.hexdigest()
 
-
-def monotonic() -> float:
-    return time.monotonic()

@@ -22,10 +22,14 @@ from typing import TYPE_CHECKING, Any
 
 from . import names
 from .kube import KubeError
+from .secrets import watched
 from .spec import SpecError, parse_channel
 
-if TYPE_CHECKING:  # runtime imports this module
+if TYPE_CHECKING:  # only for the annotations: runtime does not import this module
     from .runtime import Runtime
+
+__all__ = ["MISSING_RECHECK", "STALLED_RECHECK", "read_referenced", "recheck_missing", "referenced", "release",
+           "unlabel", "watched"]
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +46,6 @@ def referenced(namespace: str, name: str, spec: Mapping[str, Any]) -> frozenset[
         return frozenset()
 
 
-def watched(secret: Mapping[str, Any] | None) -> bool:
-    """Whether the operator's label-selected watch reports this Secret's changes."""
-    labels = ((secret or {}).get("metadata") or {}).get("labels") or {}
-    return labels.get(names.LABEL_SECRET) in (names.SECRET_REFERENCED, names.SECRET_RELAY)
-
-
 def recheck_missing(missing_for: float, grace: float) -> float:
     """Seconds until a missing Secret is looked for again (by GET): doubling from 1 s up to
     MISSING_RECHECK, and exactly when the grace ends; STALLED_RECHECK after it."""
@@ -61,7 +59,6 @@ async def read_referenced(rt: Runtime, namespace: str, name: str) -> dict[str, A
     secret = await rt.read("v1", "Secret", namespace, name)
     if secret is None or watched(secret):
         return secret
-    assert rt.kube is not None
     marker = rt.cache.marker("Secret", namespace, name)
     labelled = await rt.kube.patch("v1", "Secret", namespace, name,
                                    {"metadata": {"labels": {names.LABEL_SECRET: names.SECRET_REFERENCED}}})
@@ -73,7 +70,6 @@ async def read_referenced(rt: Runtime, namespace: str, name: str) -> dict[str, A
 
 async def unlabel(rt: Runtime, namespace: str, name: str) -> None:
     """Take the referenced label off (only that value: never a relay Secret's)."""
-    assert rt.kube is not None
     patch = [{"op": "test", "path": _LABEL_PATH, "value": names.SECRET_REFERENCED},
              {"op": "remove", "path": _LABEL_PATH}]
     try:

@@ -21,6 +21,12 @@ SECRET_KEY_MISSING = "SecretKeyMissing"
 SECRET_NOT_ALLOWED = "SecretNotAllowed"
 
 
+def watched(secret: Mapping[str, Any] | None) -> bool:
+    """Whether the operator's label-selected watch reports this Secret's changes (secret_watch)."""
+    labels = ((secret or {}).get("metadata") or {}).get("labels") or {}
+    return labels.get(names.LABEL_SECRET) in (names.SECRET_REFERENCED, names.SECRET_RELAY)
+
+
 class SecretProblem(Exception):
     """A referenced Secret or key is missing; ``reason`` is the condition reason."""
 

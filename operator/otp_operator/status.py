@@ -195,61 +195,68 @@ def _condition(
     }
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A condition left exactly as the last pass wrote it (this pass learned nothing about it)."""
+
+
+KEPT = Kept()
+Part = Verdict | Kept | None  # None: the condition is not there
+
+
+def verdict_of(previous: Sequence[Mapping[str, Any]] | None, type_: str) -> Verdict | None:
+    """A condition as the last pass wrote it, as a verdict (None: there was none)."""
+    before = find(previous, type_)
+    if not before:
+        return None
+    return Verdict(str(before.get("status")), str(before.get("reason")), str(before.get("message")))
+
+
 def conditions(
     previous: Sequence[Mapping[str, Any]] | None,
     generation: int,
-    relay: Verdict,
-    auth0: Verdict,
+    relay: Verdict | Kept,
+    auth0: Verdict | Kept,
     now: str,
-    routing: Verdict | None = None,
-    delivering: Verdict | None = None,
+    routing: Part = None,
+    delivering: Part = None,
+    *,
+    ready: Verdict | None = None,
+    suspended: bool = False,
 ) -> list[dict[str, Any]]:
-    """All conditions for a finished reconcile; previous ones keep their lastTransitionTime.
-    ``delivering`` (the canary) never changes Ready."""
+    """The conditions every status write carries; previous ones keep their lastTransitionTime.
+
+    Ready is the summary of the parts unless ``ready`` says otherwise (after an unexpected error
+    it is Unknown, never a stale True). ``delivering`` (the canary) never changes Ready. Reconciling
+    or Stalled follow from Ready, except while ``suspended``: nothing is written then, so nothing
+    is reconciling (and Ready keeps its status)."""
     before = {c.get("type", ""): c for c in previous or ()}
-    ready = ready_verdict(relay, auth0, routing)
-    result = [
-        _condition(READY, ready, generation, before, now),
-        _condition(RELAY_AVAILABLE, relay, generation, before, now),
-        _condition(AUTH0_SYNCED, auth0, generation, before, now),
-    ]
-    if routing is not None:
-        result.append(_condition(PHONE_ROUTING, routing, generation, before, now))
-    if delivering is not None:
-        result.append(_condition(DELIVERING, delivering, generation, before, now))
-    if ready.ok and relay.reason == ROLLING_OUT:  # serving all along: Ready stays, the rollout is work
+    if suspended:
+        ready_before = before.get(READY) or {}
+        ready = Verdict(str(ready_before.get("status") or "Unknown"), "Suspended",
+                        "spec.suspend is true: the operator makes no changes")
+    elif ready is None:
+        if not isinstance(relay, Verdict) or not isinstance(auth0, Verdict) or isinstance(routing, Kept):
+            raise ValueError("Ready needs the relay and Auth0 verdicts, or is given")
+        ready = ready_verdict(relay, auth0, routing)
+    result = [_condition(READY, ready, generation, before, now)]
+    for type_, part in ((RELAY_AVAILABLE, relay), (AUTH0_SYNCED, auth0), (PHONE_ROUTING, routing),
+                        (DELIVERING, delivering)):
+        if isinstance(part, Kept):
+            if type_ in before:
+                result.append(dict(before[type_]))
+        elif part is not None:
+            result.append(_condition(type_, part, generation, before, now))
+    if suspended:
+        return result
+    if ready.ok and isinstance(relay, Verdict) and relay.reason == ROLLING_OUT:
+        # serving all along: Ready stays, the rollout is work
         result.append(_condition(RECONCILING, true(ROLLING_OUT, relay.message), generation, before, now))
     elif not ready.ok and ready.reason in STALLED_REASONS:
         result.append(_condition(STALLED, true(ready.reason, ready.message), generation, before, now))
     elif not ready.ok:
         result.append(_condition(RECONCILING, true(ready.reason, ready.message), generation, before, now))
     return result
-
-
-def suspended_conditions(
-    previous: Sequence[Mapping[str, Any]] | None, generation: int, now: str
-) -> list[dict[str, Any]]:
-    """While suspended nothing is written, so nothing is reconciling: Ready keeps its status."""
-    before = {c.get("type", ""): c for c in previous or ()}
-    ready_before = before.get(READY) or {}
-    ready = Verdict(str(ready_before.get("status") or "Unknown"), "Suspended",
-                    "spec.suspend is true: the operator makes no changes")
-    kept = [dict(c) for c in previous or () if c.get("type") in (RELAY_AVAILABLE, AUTH0_SYNCED,
-                                                                  PHONE_ROUTING, DELIVERING)]
-    return [_condition(READY, ready, generation, before, now), *kept]
-
-
-def error_conditions(
-    previous: Sequence[Mapping[str, Any]] | None, generation: int, message: str, now: str
-) -> list[dict[str, Any]]:
-    """After an unexpected error nothing is known for sure: Ready goes Unknown (never a stale
-    True) and Reconciling says the operator retries; the other conditions stay as they were."""
-    before = {c.get("type", ""): c for c in previous or ()}
-    error = Verdict("Unknown", RECONCILE_ERROR, message)
-    kept = [dict(c) for c in previous or () if c.get("type") in (RELAY_AVAILABLE, AUTH0_SYNCED, PHONE_ROUTING,
-                                                                  DELIVERING)]
-    return [_condition(READY, error, generation, before, now), *kept,
-            _condition(RECONCILING, true(RECONCILE_ERROR, message), generation, before, now)]
 
 
 def find(conditions_: Iterable[Mapping[str, Any]] | None, type_: str) -> Mapping[str, Any] | None:

@@ -17,7 +17,7 @@ import pytest
 
 from otp_operator import delivery, names, status
 from otp_operator.auth0_pool import Auth0Pool
-from otp_operator.runtime import ChannelMemory
+from otp_operator.runtime import Auth0Memory, ChannelMemory
 from otp_operator.spec import SpecError, parse_channel
 from tests.fixtures.relay import RelayProcess, fresh_number
 from tests.support.auth0 import SIGNING_KEY, Setup, desired_for
@@ -47,7 +47,7 @@ class Channel:
             "metadata": {"namespace": "shop", "name": "prod"}, "spec": self.spec,
             "status": {"conditions": [{"type": "Ready", "status": "True"}],
                        "auth0": {"providerId": provider_id} if provider_id else {}}}
-        memory = ChannelMemory(last_credentials=setup.credentials)
+        memory = ChannelMemory(auth0=Auth0Memory(last_credentials=setup.credentials))
         signing_secret = {"data": {names.SIGNING_KEY_SECRET_KEY: base64.b64encode(f"{signing_key}\n".encode()).decode()}}
 
         async def read(api_version: str, kind: str, namespace: str, name: str) -> dict[str, Any] | None:

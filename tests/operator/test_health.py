@@ -86,7 +86,9 @@ def test_zero_replicas_is_a_stable_current_state() -> None:
 
 def test_an_unexpected_error_never_leaves_ready_true() -> None:
     previous = status.conditions(None, 3, status.true("Available", "2/2"), SYNCED, "T1")
-    conds = {c["type"]: c for c in status.error_conditions(previous, 3, "reconcile failed (RuntimeError)", "T2")}
+    error = status.unknown(status.RECONCILE_ERROR, "reconcile failed (RuntimeError)")
+    conds = {c["type"]: c for c in status.conditions(previous, 3, status.KEPT, status.KEPT, "T2", status.KEPT,
+                                                     status.KEPT, ready=error)}
     assert conds[status.READY]["status"] == "Unknown" and conds[status.READY]["reason"] == status.RECONCILE_ERROR
     assert conds[status.READY]["lastTransitionTime"] == "T2"
     assert conds[status.RECONCILING]["status"] == "True"

@@ -286,7 +286,7 @@ def _deployment(checksum_="c", replicas=2, available=2, updated=2, total=2, gene
     ],
 )
 def test_relay_rollout(deployment, expected):
-    assert render.relay_rollout(deployment, "c")[0] is expected
+    assert render.relay_rollout(deployment, "c").rolled_out is expected
 
 
 def _secret(**data):
@@ -398,7 +398,8 @@ def test_conditions_ready_and_kstatus():
 
 def test_suspended_keeps_ready_status_and_says_why():
     previous = status.conditions(None, 1, status.true("A", "a"), status.true("S", "s"), "T1")
-    conds = {c["type"]: c for c in status.suspended_conditions(previous, 2, "T2")}
+    conds = {c["type"]: c for c in status.conditions(previous, 2, status.KEPT, status.KEPT, "T2", status.KEPT,
+                                                     status.KEPT, suspended=True)}
     assert conds["Ready"]["status"] == "True" and conds["Ready"]["reason"] == "Suspended"
     assert set(conds) == {"Ready", "RelayAvailable", "Auth0Synced"}
 
@@ -534,7 +535,7 @@ def test_after_an_apply_only_changes_by_others_leave_a_child_to_repair():
     from types import SimpleNamespace
 
     from otp_operator.reconcile import _changed_by_others
-    from otp_operator.runtime import ChannelMemory, ObjectCache
+    from otp_operator.runtime import ChildKey, ChildrenMemory, ObjectCache
 
     def obj(uid: str, generation: int | None, rv: str) -> dict:
         meta = {"name": "prod-relay", "namespace": "shop", "uid": uid, "resourceVersion": rv}
@@ -543,7 +544,7 @@ def test_after_an_apply_only_changes_by_others_leave_a_child_to_repair():
         return {"metadata": meta}
 
     rt = SimpleNamespace(cache=ObjectCache())
-    mem = ChannelMemory(child_tokens={"Deployment/prod-relay": ("u1", "2"), "Secret/prod-relay": ("u2", "41")})
+    mem = ChildrenMemory(tokens={ChildKey("Deployment/prod-relay"): ("u1", "2"), ChildKey("Secret/prod-relay"): ("u2", "41")})
     deployment = {"kind": "Deployment", "metadata": {"name": "prod-relay", "namespace": "shop"}}
     secret = {"kind": "Secret", "metadata": {"name": "prod-relay", "namespace": "shop"}}
 
@@ -618,22 +619,21 @@ def test_the_pumping_rules_of_spec_policy_become_relay_flags():
         parse_channel("shop", "prod", {**SPEC, "policy": {**SPEC["policy"], "perPrefix": {"limit": 1, "window": "1d"}}})
 
 
-def test_each_missing_secret_has_its_own_grace(monkeypatch):
+def test_each_missing_secret_has_its_own_grace():
     """The 8x8 key missing for a while, then back, must not use up the grace of Auth0 credentials
     that go missing later: each referenced Secret's wait starts when it went missing."""
     from otp_operator import reconcile  # noqa: PLC0415
     from otp_operator.runtime import ChannelMemory  # noqa: PLC0415
     from otp_operator.secrets import SECRET_NOT_FOUND  # noqa: PLC0415
 
-    now = [1000.0]
-    monkeypatch.setattr(reconcile.time, "time", lambda: now[0])
+    now = 1000.0
     mem, gone = ChannelMemory(), SecretProblem(SECRET_NOT_FOUND, "Secret 'x' not found")
-    assert reconcile._secret_verdict(mem, gone, reconcile.SMS_API_KEY, 60).reason == status.WAITING_FOR_SECRET
-    now[0] += 120
-    assert reconcile._secret_verdict(mem, gone, reconcile.SMS_API_KEY, 60).reason == SECRET_NOT_FOUND
+    assert reconcile._secret_verdict(mem, gone, reconcile.SMS_API_KEY, 60, now).reason == status.WAITING_FOR_SECRET
+    now += 120
+    assert reconcile._secret_verdict(mem, gone, reconcile.SMS_API_KEY, 60, now).reason == SECRET_NOT_FOUND
     reconcile._secret_found(mem, reconcile.SMS_API_KEY)  # restored
-    credentials = reconcile._secret_verdict(mem, gone, reconcile.AUTH0_CREDENTIALS, 60)
+    credentials = reconcile._secret_verdict(mem, gone, reconcile.AUTH0_CREDENTIALS, 60, now)
     assert credentials.reason == status.WAITING_FOR_SECRET and "60s more" in credentials.message
-    now[0] += 30
-    assert reconcile._recheck_secret(mem, gone, reconcile.AUTH0_CREDENTIALS, 60) is not None
-    assert "30s more" in reconcile._secret_verdict(mem, gone, reconcile.AUTH0_CREDENTIALS, 60).message
+    now += 30
+    assert reconcile._recheck_secret(mem, gone, reconcile.AUTH0_CREDENTIALS, 60, now) is not None
+    assert "30s more" in reconcile._secret_verdict(mem, gone, reconcile.AUTH0_CREDENTIALS, 60, now).message

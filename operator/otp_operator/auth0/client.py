@@ -33,7 +33,7 @@ T = TypeVar("T")
 
 _RETRYABLE = {408, 429, 500, 502, 503, 504}
 
-# Set by the caller (per task) around ensure()/remove(): runs before every write request and
+# Set by Auth0Pool around each call from its caller's guard: runs before every write request and
 # raises to stop the operation, e.g. when the channel being synced started to be deleted.
 before_write: ContextVar[Callable[[], None] | None] = ContextVar("before_write", default=None)
 

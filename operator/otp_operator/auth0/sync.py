@@ -127,6 +127,17 @@ class _ProviderReads:
     methods: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class AppliedAction:
+    """What _apply_action left: our action, its deployed version, what it changed."""
+    action_id: str
+    version: int | None
+    repaired: list[str]
+    updated: list[str]
+    created: bool
+    deployed_now: bool  # a deploy happened just now (Auth0 may still answer 409 for a moment)
+
+
 def _refuse(conflict: Conflict, domain: str) -> Auth0Error:
     return Auth0Error(CONFLICT, f"Auth0 tenant {domain}: {conflict.message}")
 
@@ -212,8 +223,8 @@ class Auth0Sync:
             own = (await self._checked_send_phone_message(target, None))[0]
         if own is not None:
             return None  # ours exists: ensure() updates it in place
-        action_id, version, *_ = await self._apply_action(target, None, None)
-        return {"integration": target.integration, "actionId": action_id, "deployedVersion": version,
+        applied = await self._apply_action(target, None, None)
+        return {"integration": target.integration, "actionId": applied.action_id, "deployedVersion": applied.version,
                 "secretsHash": target.secrets_hash, "prepared": True}
 
     async def remove(self, owner: str, integration: Integration, name: str,
@@ -261,9 +272,10 @@ class Auth0Sync:
         gw = self.gateway
         reads = await self._checked_phone_provider(target, recorded)
         bindings, provider_plan, methods = reads.bindings, reads.provider_plan, reads.methods
-        action_id, version, repaired, updated, created, deployed_now = await self._apply_action(
-            target, reads.own, recorded)
-        deployed_now = deployed_now or prepared  # a 409 on activating a just-prepared deploy is transient too
+        applied = await self._apply_action(target, reads.own, recorded)
+        action_id, version, repaired, updated, created = (applied.action_id, applied.version, applied.repaired,
+                                                          applied.updated, applied.created)
+        deployed_now = applied.deployed_now or prepared  # a 409 on activating a just-prepared deploy is transient too
         chain = plan_provider_binding(bindings, action_id, target.name)
         if chain is not None:
             await self._settle(deployed_now, "binding the action to custom-phone-provider",
@@ -336,9 +348,10 @@ class Auth0Sync:
         gw = self.gateway
         trigger_id = target.trigger[0]
         own, bindings, observed = await self._checked_send_phone_message(target, recorded)
-        action_id, version, repaired, updated, created, deployed_now = await self._apply_action(
-            target, own, recorded)
-        deployed_now = deployed_now or prepared  # a 409 on activating a just-prepared deploy is transient too
+        applied = await self._apply_action(target, own, recorded)
+        action_id, version, repaired, updated, created = (applied.action_id, applied.version, applied.repaired,
+                                                          applied.updated, applied.created)
+        deployed_now = applied.deployed_now or prepared  # a 409 on activating a just-prepared deploy is transient too
         chain = plan_binding_add(bindings, action_id, target.name)
         if chain is not None:
             await self._settle(deployed_now, "binding the action to send-phone-message",
@@ -355,10 +368,9 @@ class Auth0Sync:
     # --- shared action steps -------------------------------------------------------------------
 
     async def _apply_action(self, target: Target, own: ObservedAction | None,
-                            recorded: Recorded | None
-                            ) -> tuple[str, int | None, list[str], list[str], bool, bool]:
+                            recorded: Recorded | None) -> AppliedAction:
         """Create/update the draft, and when it changed: wait until built, deploy, wait until
-        that version is deployed. The last flag says a deploy happened just now."""
+        that version is deployed."""
         gw = self.gateway
         plan = plan_action(target, own, recorded)
         if own is None:
@@ -376,7 +388,7 @@ class Auth0Sync:
             version_id, version = await gw.deploy_action(action_id)
             await self._wait_until_deployed(action_id, version_id)
         created = own is None and not plan.repaired
-        return action_id, version, list(plan.repaired), list(plan.updated), created, plan.deploy
+        return AppliedAction(action_id, version, list(plan.repaired), list(plan.updated), created, plan.deploy)
 
     async def _wait_until_built(self, action_id: str) -> None:
         """Deploying a draft that is still building fails: wait for `built`."""
