@@ -17,6 +17,7 @@ from typing import Any
 
 import kopf
 import pytest
+
 from otp_operator import handlers, names, reconcile, secret_watch, status
 from otp_operator.auth0 import Auth0Error, SyncResult
 from otp_operator.auth0.errors import UNAVAILABLE
