@@ -17,9 +17,9 @@ from typing import Any, cast
 import kopf
 
 from . import cleanup, endpoints, metrics, names, receipt_tokens, render, rotation, secret_watch, selector_migration, status
-from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration, RoutingRefused, routing
+from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration, RoutingRefused, routing, sync as auth0_sync
 from .auth0.client import before_write
-from .auth0.model import Integration
+from .auth0.model import DesiredLogStream, Integration
 from .kube import Applied, KubeApi, KubeError
 from .runtime import ChannelMemory, Runtime, child_token, digest, jittered, monotonic
 from .secrets import SECRET_NOT_FOUND, SecretProblem, check_state_password, checksum, new_signing_key, secret_value, signing_keys
@@ -281,6 +281,7 @@ class Outcome:
     auth0: status.Verdict
     routing: status.Verdict | None = None
     delivering: status.Verdict | None = None
+    conversion: status.Verdict | None = None
     fields: dict[str, Any] = dataclasses.field(default_factory=dict)
     delay: float | None = None
     suspended: bool = False
@@ -295,6 +296,7 @@ class RelayPhase:
     rolled_out: bool
     secrets_checksum: str
     signing_plan: rotation.SigningPlan
+    log_tokens: tuple[str, ...] = ()  # the log stream's bearer tokens (spec.conversion), oldest first
 
 
 @dataclasses.dataclass
@@ -304,6 +306,7 @@ class Auth0Phase:
     recorded: dict[str, Any] | None  # status.auth0
     signing_state: rotation.SigningState
     delays: list[float]
+    conversion: status.Verdict | None = None
 
 
 async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger) -> float | None:
@@ -344,12 +347,13 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
                 run.mem, problem, STATE_PASSWORD, config.secret_grace) or secret_watch.STALLED_RECHECK)
         _secret_found(run.mem, STATE_PASSWORD)
 
-    sms_secret, creds_secret, signing_secret, deployment, receipt_secret = await asyncio.gather(
+    sms_secret, creds_secret, signing_secret, deployment, receipt_secret, log_secret = await asyncio.gather(
         secret_watch.read_referenced(rt, run.namespace, ch.sms.api_key.name),
         secret_watch.read_referenced(rt, run.namespace, ch.auth0.credentials_secret),
         rt.read("v1", "Secret", run.namespace, names.signing_key_secret_name(run.name)),
         rt.read("apps/v1", "Deployment", run.namespace, names.relay_name(run.name)),
         rt.read("v1", "Secret", run.namespace, names.receipt_token_secret_name(run.name)),
+        rt.read("v1", "Secret", run.namespace, names.log_stream_token_secret_name(run.name)),
     )
     try:
         api_key = secret_value(sms_secret, ch.sms.api_key, run.namespace)
@@ -358,7 +362,7 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
                        delay=_recheck_secret(run.mem, problem, SMS_API_KEY, config.secret_grace))
     _secret_found(run.mem, SMS_API_KEY)
 
-    relay = await _relay_phase(rt, run, ch, api_key, signing_secret, deployment, receipt_secret)
+    relay = await _relay_phase(rt, run, ch, api_key, signing_secret, deployment, receipt_secret, log_secret)
     if isinstance(relay, Outcome):
         return relay
     auth0 = await _auth0_phase(rt, run, ch, relay, creds_secret)
@@ -384,15 +388,23 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
         fields["canary"] = None  # spec.canary removed: its record goes (merge patch)
     delivering = status.delivering_verdict(run.current.get("canary"), ch.auth0.integration,
                                            ch.canary.masked if ch.canary else "", ch.canary is not None)
-    return Outcome(relay.verdict, auth0.verdict, auth0.routing, delivering, fields, min(delays) if delays else None)
+    return Outcome(relay.verdict, auth0.verdict, auth0.routing, delivering, auth0.conversion, fields,
+                   min(delays) if delays else None)
 
 
 async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, signing_secret: dict[str, Any] | None,
-                       deployment: dict[str, Any] | None, receipt_secret: dict[str, Any] | None) -> RelayPhase | Outcome:
+                       deployment: dict[str, Any] | None, receipt_secret: dict[str, Any] | None,
+                       log_secret: dict[str, Any] | None = None) -> RelayPhase | Outcome:
     """Plan the signing key, render the children and apply them when something changed."""
     config, mem, meta = rt.config, run.mem, run.body["metadata"]
     keys_now = signing_keys(signing_secret)
-    rolled_out_now = render.relay_rollout(deployment, _checksum(api_key, keys_now))[0]
+    # The log tokens are in the checksum: the relay pods roll when they change, so a rolled-out
+    # relay has loaded every token before Auth0's stream is moved to the newest.
+    log_tokens_now = tuple(receipt_tokens.LOG_STREAM.current(log_secret)[0])
+    log_plan = receipt_tokens.LOG_STREAM.plan(log_secret, receipt_tokens.LOG_STREAM.requested(
+        meta.get("annotations"))) if ch.conversion is not None else None
+    rolled_out_now = render.relay_rollout(deployment, _checksum(
+        api_key, keys_now, log_tokens_now if ch.conversion is not None else ()))[0]
     signing_plan = rotation.plan(
         keys_now,
         rotation.SigningState.from_status(run.current.get("signingKey")),
@@ -403,7 +415,7 @@ async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, si
         new_signing_key,
         config.key_propagation,
     )
-    secrets_checksum = _checksum(api_key, list(signing_plan.keys))
+    secrets_checksum = _checksum(api_key, list(signing_plan.keys), log_plan[0] if log_plan else ())
     children = render.render_children(
         ch,
         image=config.relay_image,
@@ -413,6 +425,8 @@ async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, si
         receipt_tokens=receipt_tokens.plan(
             receipt_secret, (meta.get("annotations") or {}).get(names.ANNOTATION_ROTATE_RECEIPT_TOKEN)),
         egress=config.egress,
+        # without spec.conversion: a Secret still there (it was on) is deleted
+        log_stream_tokens=log_plan or ((log_tokens_now, "") if log_secret is not None else None),
     )
     child_digests = {f"{m['kind']}/{m['metadata']['name']}": digest(m) for m in children.apply}
     # Re-apply only when something changed, a child was touched by someone else, or on the
@@ -425,6 +439,7 @@ async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, si
             live_deployment = await _apply_children(rt, mem, run.body, children, {
                 ("Secret", names.signing_key_secret_name(run.name)): signing_secret,
                 ("Secret", names.receipt_token_secret_name(run.name)): receipt_secret,
+                ("Secret", names.log_stream_token_secret_name(run.name)): log_secret,
             })
         except KubeError as error:  # e.g. admission refused a child, quota, no Service IPs left
             mem.children_dirty = True
@@ -434,7 +449,7 @@ async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, si
         _event(run.body, "SigningKey", signing_plan.event)
     rolled_out, available, relay_message = render.relay_rollout(live_deployment, secrets_checksum)
     return RelayPhase(status.relay_verdict(live_deployment, rolled_out, available, relay_message), available,
-                      rolled_out, secrets_checksum, signing_plan)
+                      rolled_out, secrets_checksum, signing_plan, log_plan[0] if log_plan else log_tokens_now)
 
 
 async def _auth0_phase(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhase,
@@ -442,7 +457,8 @@ async def _auth0_phase(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhas
     """Register (or check) the Auth0 side once the relay serves; prepare it while it rolls out."""
     config, mem = rt.config, run.mem
     phase = Auth0Phase(run.waiting_for_relay(), _previous_routing(run.previous_conditions), run.current.get("auth0"),
-                       relay.signing_plan.state, [])
+                       relay.signing_plan.state, [],
+                       _previous_verdict(run.previous_conditions, status.CONVERSION_TRACKING))
     try:
         credentials = credentials_for(ch, creds_secret)
         mem.last_credentials = credentials
@@ -453,6 +469,7 @@ async def _auth0_phase(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhas
         if recheck is not None:
             phase.delays.append(recheck)
         return phase
+    await _track_conversion(rt, run, ch, relay, credentials, creds_secret, phase)
 
     desired = desired_integration(ch, relay.signing_plan.auth0_key)
     auth0_input = digest(ch.auth0, ch.relay.public_url, relay.signing_plan.auth0_key, credentials.client_id)
@@ -534,7 +551,7 @@ async def _finish(rt: Runtime, run: Pass, outcome: Outcome) -> float | None:
         conds = status.suspended_conditions(run.previous_conditions, run.generation, run.stamp)
     else:
         conds = status.conditions(run.previous_conditions, run.generation, outcome.relay, outcome.auth0, run.stamp,
-                                  outcome.routing, outcome.delivering)
+                                  outcome.routing, outcome.delivering, outcome.conversion)
     await _write_status(rt.kube, run.body, {"observedGeneration": run.generation, "conditions": conds,
                                             **outcome.fields})
     if outcome.suspended:
@@ -612,8 +629,11 @@ async def _retire_previous_integration(
     return None
 
 
-def _checksum(api_key: str, keys: list[str]) -> str:
-    return checksum({"sms-api-key": api_key, "signing-keys": "\n".join(keys)})
+def _checksum(api_key: str, keys: list[str], log_tokens: tuple[str, ...] = ()) -> str:
+    values = {"sms-api-key": api_key, "signing-keys": "\n".join(keys)}
+    if log_tokens:  # absent without spec.conversion: other channels' pods do not roll
+        values["log-stream-tokens"] = "\n".join(log_tokens)
+    return checksum(values)
 
 
 def _secret_verdict(mem: ChannelMemory, problem: SecretProblem, what: str, grace: float) -> status.Verdict:
@@ -652,7 +672,11 @@ def _synced_message(ch: ChannelSpec) -> str:
 
 
 def _previous_routing(conditions: list[dict[str, Any]]) -> status.Verdict | None:
-    before = status.find(conditions, status.PHONE_ROUTING)
+    return _previous_verdict(conditions, status.PHONE_ROUTING)
+
+
+def _previous_verdict(conditions: list[dict[str, Any]], type_: str) -> status.Verdict | None:
+    before = status.find(conditions, type_)
     if not before:
         return None
     return status.Verdict(str(before.get("status")), str(before.get("reason")), str(before.get("message")))
@@ -700,3 +724,57 @@ def _report(mem: ChannelMemory, body: Mapping[str, Any], result: str, message: s
     if failing and mem.last_reason != result:
         _event(body, result, message, warning=True)
     mem.last_reason = result if failing else ""
+
+
+def desired_log_stream(ch: ChannelSpec, tokens: tuple[str, ...]) -> DesiredLogStream:
+    return DesiredLogStream(names.log_stream_name(ch.namespace, ch.name),
+                            ch.relay.public_url + names.RELAY_AUTH0_LOGS_PATH, tokens)
+
+
+async def _track_conversion(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhase,
+                            credentials: Auth0Credentials, creds_secret: dict[str, Any] | None,
+                            phase: Auth0Phase) -> None:
+    """spec.conversion's log stream (ConversionTracking): kept while it is on, deleted (and the
+    condition dropped) once it is off. The stream gets the newest token only from a rolled-out
+    relay (see the checksum in _relay_phase)."""
+    if ch.conversion is None and phase.conversion is None:
+        return  # never on, or its stream is gone already
+    mem, desired = run.mem, desired_log_stream(ch, relay.log_tokens)
+    wanted = digest(desired.name, desired.endpoint, desired.tokens, ch.conversion is not None, relay.rolled_out,
+                    credentials.client_id)
+    if (ch.conversion is not None and phase.conversion is not None and mem.log_stream_checked
+            and mem.log_stream_checked[0] == wanted
+            and monotonic() - mem.log_stream_checked[1] < rt.config.drift_interval
+            and phase.conversion.reason in (auth0_sync.LOG_STREAM_ACTIVE, auth0_sync.LOG_STREAM_WAITING)):
+        return
+    try:
+        await _protect_credentials(rt, ch, mem, creds_secret)
+        if ch.conversion is None:
+            removed = await rt.auth0.remove_log_stream(credentials, desired)
+            if removed:
+                _event(run.body, "LogStreamDeleted", f"spec.conversion is off: deleted {', '.join(removed)}")
+            phase.conversion, mem.log_stream_checked = None, None
+            return
+        result = await rt.auth0.ensure_log_stream(credentials, desired, relay.rolled_out)
+    except Auth0Error as error:
+        metrics.AUTH0_CALLS.labels("log-stream", error.reason).inc()
+        phase.conversion = status.unknown(error.reason, error.message)
+        phase.delays.append(auth0_backoff(error, 1))
+        return
+    metrics.AUTH0_CALLS.labels("log-stream", "ok").inc()
+    metrics.AUTH0_WRITES.inc(result.writes)
+    mem.log_stream_checked = (wanted, monotonic())
+    if result.reason == auth0_sync.LOG_STREAM_WAITING:
+        phase.conversion = status.unknown(result.reason, result.message)
+        return
+    phase.conversion = (status.true if result.ok else status.false)(result.reason, result.message)
+    if not result.ok:
+        phase.delays.append(STALLED_RECHECK)
+    where = f"Auth0 log stream {desired.name!r} on {ch.auth0.domain}"
+    if result.created:
+        _event(run.body, "LogStreamCreated", f"created {where} sending to {desired.endpoint}")
+    elif result.resumed:
+        _event(run.body, "LogStreamResumed", f"{where} was paused or suspended by Auth0: set back to active",
+               warning=True)
+    if result.updated:
+        _event(run.body, "LogStreamUpdated", f"updated {where}: {', '.join(result.updated)}")

@@ -61,6 +61,8 @@ class ChannelMemory:
     # per referenced Secret ("8x8 API key", "Auth0 credentials", ...): wall time it was first
     # found missing, the start of its own grace
     secrets_missing_since: dict[str, float] = field(default_factory=dict)
+    # spec.conversion: (digest of the log stream's input, monotonic time) of the last ensure
+    log_stream_checked: tuple[str, float] | None = None
 
 
 class Wakeups:

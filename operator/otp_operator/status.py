@@ -20,6 +20,8 @@ AUTH0_SYNCED = "Auth0Synced"
 PHONE_ROUTING = "PhoneRouting"
 # The live canary (spec.canary): did Auth0's test message reach the test phone? Never part of Ready.
 DELIVERING = "Delivering"
+# spec.conversion: is Auth0's log stream feeding the relay? Never part of Ready; absent without it.
+CONVERSION_TRACKING = "ConversionTracking"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 
@@ -203,9 +205,10 @@ def conditions(
     now: str,
     routing: Verdict | None = None,
     delivering: Verdict | None = None,
+    conversion: Verdict | None = None,
 ) -> list[dict[str, Any]]:
     """All conditions for a finished reconcile; previous ones keep their lastTransitionTime.
-    ``delivering`` (the canary) never changes Ready."""
+    ``delivering`` (the canary) and ``conversion`` (ConversionTracking) never change Ready."""
     before = {c.get("type", ""): c for c in previous or ()}
     ready = ready_verdict(relay, auth0, routing)
     result = [
@@ -217,6 +220,8 @@ def conditions(
         result.append(_condition(PHONE_ROUTING, routing, generation, before, now))
     if delivering is not None:
         result.append(_condition(DELIVERING, delivering, generation, before, now))
+    if conversion is not None:
+        result.append(_condition(CONVERSION_TRACKING, conversion, generation, before, now))
     if ready.ok and relay.reason == ROLLING_OUT:  # serving all along: Ready stays, the rollout is work
         result.append(_condition(RECONCILING, true(ROLLING_OUT, relay.message), generation, before, now))
     elif not ready.ok and ready.reason in STALLED_REASONS:
@@ -235,7 +240,7 @@ def suspended_conditions(
     ready = Verdict(str(ready_before.get("status") or "Unknown"), "Suspended",
                     "spec.suspend is true: the operator makes no changes")
     kept = [dict(c) for c in previous or () if c.get("type") in (RELAY_AVAILABLE, AUTH0_SYNCED,
-                                                                  PHONE_ROUTING, DELIVERING)]
+                                                                  PHONE_ROUTING, DELIVERING, CONVERSION_TRACKING)]
     return [_condition(READY, ready, generation, before, now), *kept]
 
 
@@ -247,7 +252,7 @@ def error_conditions(
     before = {c.get("type", ""): c for c in previous or ()}
     error = Verdict("Unknown", RECONCILE_ERROR, message)
     kept = [dict(c) for c in previous or () if c.get("type") in (RELAY_AVAILABLE, AUTH0_SYNCED, PHONE_ROUTING,
-                                                                  DELIVERING)]
+                                                                  DELIVERING, CONVERSION_TRACKING)]
     return [_condition(READY, error, generation, before, now), *kept,
             _condition(RECONCILING, true(RECONCILE_ERROR, message), generation, before, now)]
 
