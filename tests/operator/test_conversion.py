@@ -180,3 +180,77 @@ def test_conversion_tracking_never_changes_ready():
     assert by_type["Ready"]["status"] == "True"
     assert by_type[status.CONVERSION_TRACKING]["reason"] == "LogStreamsNotAllowed"
     assert status.CONVERSION_TRACKING not in {c["type"] for c in status.conditions([], 1, ok, ok, "t")}
+
+
+class StubPool:
+    """The Auth0 pool's log-stream calls, answered from a script."""
+
+    def __init__(self, answers):
+        self.answers, self.calls = list(answers), []
+
+    async def ensure_log_stream(self, credentials, desired, relay_ready):
+        self.calls.append(("ensure", desired, relay_ready))
+        return self.answers.pop(0)
+
+    async def remove_log_stream(self, credentials, desired):
+        self.calls.append(("remove", desired, None))
+        return ["log stream 'otp-relay-shop-prod' (lst_1)"]
+
+
+def _conversion_pass(monkeypatch, ch, pool, rolled_out, previous=None, mem=None):
+    import asyncio  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    from otp_operator import reconcile, rotation  # noqa: PLC0415
+    from otp_operator.auth0 import Auth0Credentials  # noqa: PLC0415
+    from otp_operator.runtime import ChannelMemory  # noqa: PLC0415
+
+    events: list[tuple[str, str]] = []
+    monkeypatch.setattr(reconcile, "_event", lambda body, reason, message, warning=False: events.append(
+        (reason, message)))
+    mem = mem or ChannelMemory(credentials_secret=ch.auth0.credentials_secret)  # protected already
+    rt = types.SimpleNamespace(auth0=pool, kube=object(), config=types.SimpleNamespace(drift_interval=600.0))
+    run = types.SimpleNamespace(body={}, mem=mem)
+    plan = rotation.SigningPlan(("k",), "k", rotation.SigningState.from_status(None))
+    relay = reconcile.RelayPhase(status.true("Available", "up"), 2, rolled_out, "sum", plan, ("t1", "t2"))
+    phase = reconcile.Auth0Phase(status.true("Synced", "s"), None, None, plan.state, [], previous)
+    asyncio.run(reconcile._track_conversion(rt, run, ch, relay, Auth0Credentials("d", "id", "secret"), None,
+                                            phase))
+    return phase, events, mem
+
+
+def test_the_auth0_phase_creates_the_stream_once_the_relay_is_ready_then_leaves_it(monkeypatch):
+    from otp_operator.auth0 import sync as auth0_sync  # noqa: PLC0415
+
+    ch = conversion_channel({})
+    pool = StubPool([auth0_sync.LogStreamResult(False, auth0_sync.LOG_STREAM_WAITING, "later"),
+                     auth0_sync.LogStreamResult(True, auth0_sync.LOG_STREAM_ACTIVE, "sends", "lst_1", created=True,
+                                                writes=1)])
+    phase, events, mem = _conversion_pass(monkeypatch, ch, pool, rolled_out=False)
+    assert (phase.conversion.status, pool.calls[0][2]) == ("Unknown", False)
+    phase, events, mem = _conversion_pass(monkeypatch, ch, pool, rolled_out=True, previous=phase.conversion, mem=mem)
+    [(_, desired, ready)] = pool.calls[1:]
+    assert ready and desired.tokens == ("t1", "t2") and desired.authorization == "Bearer t2"
+    assert desired.endpoint == "https://otp.shop.example/prod/v1/auth0-logs"
+    assert (phase.conversion.status, phase.conversion.reason) == ("True", "LogStreamActive")
+    assert [reason for reason, _ in events] == ["LogStreamCreated"]
+    assert all("t2" not in message for _, message in events)
+    _conversion_pass(monkeypatch, ch, pool, rolled_out=True, previous=phase.conversion, mem=mem)
+    assert len(pool.calls) == 2, "nothing changed: no Auth0 request before the drift interval"
+
+
+def test_turning_conversion_off_deletes_the_stream_and_drops_the_condition(monkeypatch):
+    pool = StubPool([])
+    phase, events, _ = _conversion_pass(monkeypatch, conversion_channel(None), pool, rolled_out=True,
+                                        previous=status.true("LogStreamActive", "sends"))
+    assert [call[0] for call in pool.calls] == ["remove"] and phase.conversion is None
+    assert [reason for reason, _ in events] == ["LogStreamDeleted"]
+    phase, _, _ = _conversion_pass(monkeypatch, conversion_channel(None), pool, rolled_out=True)
+    assert len(pool.calls) == 1 and phase.conversion is None, "never on: no Auth0 request at all"
+
+
+def test_the_log_tokens_roll_the_relay_only_with_conversion():
+    from otp_operator import reconcile  # noqa: PLC0415
+
+    assert reconcile._checksum("key", ["k"], ()) == reconcile._checksum("key", ["k"])
+    assert reconcile._checksum("key", ["k"], ("t1",)) != reconcile._checksum("key", ["k"], ("t1", "t2"))
