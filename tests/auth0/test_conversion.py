@@ -3,11 +3,9 @@ the Auth0 emulator (what a real tenant answers, its plan limit and scopes)."""
 
 from __future__ import annotations
 
-from otp_operator.auth0 import Auth0Credentials, Auth0Sync
-from otp_operator.auth0 import sync as auth0_sync
+from otp_operator.auth0 import Auth0Credentials, Auth0Sync, sync as auth0_sync
 from otp_operator.auth0.model import LOG_STREAM_SCOPES, DesiredLogStream
 from otp_sandbox.auth0_emulator.config import ALL_SCOPES
-
 from tests.fixtures.auth0 import make_client
 from tests.support.auth0 import Setup
 

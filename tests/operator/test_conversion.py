@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from otp_operator import names, receipt_tokens, render, spec, status
 from otp_operator.auth0.model import LOG_STREAM_FILTERS, DesiredLogStream, ObservedLogStream, plan_log_stream
 from otp_operator.spec import SpecError, parse_channel
-
 from tests.support.builders import OWNER, shop_spec
 
 ROOT = Path(__file__).resolve().parents[2]
