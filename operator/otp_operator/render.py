@@ -439,6 +439,7 @@ def relay_ingress(ch: ChannelSpec, owner: Mapping[str, Any]) -> dict[str, Any] |
                                 "service": {"name": names.relay_name(ch.name), "port": {"name": "http"}}
                             },
                         },
+                        *_auth0_logs_paths(ch),
                     ]
                 },
             }
@@ -452,6 +453,14 @@ def relay_ingress(ch: ChannelSpec, owner: Mapping[str, Any]) -> dict[str, Any] |
     if ingress.annotations:
         metadata["annotations"] = dict(ingress.annotations)
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec}
+
+
+def _auth0_logs_paths(ch: ChannelSpec) -> list[dict[str, Any]]:
+    """spec.conversion: Auth0's log stream posts to ``<path>/v1/auth0-logs``."""
+    if ch.conversion is None:
+        return []
+    return [{"path": ch.relay.path_prefix + names.RELAY_AUTH0_LOGS_PATH, "pathType": "Exact",
+             "backend": {"service": {"name": names.relay_name(ch.name), "port": {"name": "http"}}}}]
 
 
 def relay_network_policy(ch: ChannelSpec, deployment: Mapping[str, Any], owner: Mapping[str, Any],

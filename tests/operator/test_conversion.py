@@ -254,3 +254,12 @@ def test_the_log_tokens_roll_the_relay_only_with_conversion():
 
     assert reconcile._checksum("key", ["k"], ()) == reconcile._checksum("key", ["k"])
     assert reconcile._checksum("key", ["k"], ("t1",)) != reconcile._checksum("key", ["k"], ("t1", "t2"))
+
+
+def test_the_ingress_routes_the_log_stream_path_only_with_conversion():
+    def paths(ch):
+        ingress = next(m for m in render_for(ch).apply if m["kind"] == "Ingress")
+        return [(p["path"], p["pathType"]) for p in ingress["spec"]["rules"][0]["http"]["paths"]]
+
+    assert ("/prod/v1/auth0-logs", "Exact") in paths(conversion_channel({}))
+    assert all("auth0-logs" not in path for path, _ in paths(conversion_channel(None)))
