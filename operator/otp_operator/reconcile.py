@@ -281,10 +281,13 @@ class Outcome:
     auth0: status.Verdict
     routing: status.Verdict | None = None
     delivering: status.Verdict | None = None
-    conversion: status.Verdict | None = None
+    conversion: status.Verdict | None = None  # see conversion_decided
     fields: dict[str, Any] = dataclasses.field(default_factory=dict)
     delay: float | None = None
     suspended: bool = False
+    # False (a pass that stopped before the Auth0 phase): ConversionTracking stays as it was,
+    # so a stream still to delete is not forgotten
+    conversion_decided: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -389,7 +392,7 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
     delivering = status.delivering_verdict(run.current.get("canary"), ch.auth0.integration,
                                            ch.canary.masked if ch.canary else "", ch.canary is not None)
     return Outcome(relay.verdict, auth0.verdict, auth0.routing, delivering, auth0.conversion, fields,
-                   min(delays) if delays else None)
+                   min(delays) if delays else None, conversion_decided=True)
 
 
 async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, signing_secret: dict[str, Any] | None,
@@ -551,7 +554,8 @@ async def _finish(rt: Runtime, run: Pass, outcome: Outcome) -> float | None:
         conds = status.suspended_conditions(run.previous_conditions, run.generation, run.stamp)
     else:
         conds = status.conditions(run.previous_conditions, run.generation, outcome.relay, outcome.auth0, run.stamp,
-                                  outcome.routing, outcome.delivering, outcome.conversion)
+                                  outcome.routing, outcome.delivering, outcome.conversion if outcome.conversion_decided
+                                  else _previous_verdict(run.previous_conditions, status.CONVERSION_TRACKING))
     await _write_status(rt.kube, run.body, {"observedGeneration": run.generation, "conditions": conds,
                                             **outcome.fields})
     if outcome.suspended:

@@ -263,3 +263,27 @@ def test_the_ingress_routes_the_log_stream_path_only_with_conversion():
 
     assert ("/prod/v1/auth0-logs", "Exact") in paths(conversion_channel({}))
     assert all("auth0-logs" not in path for path, _ in paths(conversion_channel(None)))
+
+
+def test_a_pass_that_stops_early_keeps_conversion_tracking(monkeypatch):
+    import asyncio  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    from otp_operator import reconcile  # noqa: PLC0415
+    from otp_operator.runtime import ChannelMemory  # noqa: PLC0415
+
+    written = []
+
+    class Kube:
+        async def patch_channel_status(self, namespace, name, changed):
+            written.append(changed)
+
+    monkeypatch.setattr(reconcile, "_event", lambda *args, **kwargs: None)
+    before = status.conditions([], 1, status.true("Available", "up"), status.true("Synced", "s"), "t",
+                               conversion=status.true("LogStreamActive", "sends"))
+    body = {"metadata": {"namespace": "shop", "name": "prod"}, "status": {"conditions": before}}
+    run = reconcile.Pass(body, "shop", "prod", 2, body["status"], before, ChannelMemory(), "t2")
+    missing = status.false("SecretNotFound", "8x8 API key missing")
+    asyncio.run(reconcile._finish(types.SimpleNamespace(kube=Kube()), run, reconcile.Outcome(missing, missing)))
+    [conversion] = [c for c in written[0]["conditions"] if c["type"] == status.CONVERSION_TRACKING]
+    assert (conversion["status"], conversion["reason"]) == ("True", "LogStreamActive")
