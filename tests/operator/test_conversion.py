@@ -287,3 +287,42 @@ def test_a_pass_that_stops_early_keeps_conversion_tracking(monkeypatch):
     asyncio.run(reconcile._finish(types.SimpleNamespace(kube=Kube()), run, reconcile.Outcome(missing, missing)))
     [conversion] = [c for c in written[0]["conditions"] if c["type"] == status.CONVERSION_TRACKING]
     assert (conversion["status"], conversion["reason"]) == ("True", "LogStreamActive")
+
+
+def test_deleting_the_channel_deletes_its_log_stream(monkeypatch):
+    import asyncio  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    from otp_operator import handlers  # noqa: PLC0415
+
+    def b64(text: str) -> str:
+        return base64.b64encode(text.encode()).decode()
+
+    secrets = {"auth0-mgmt": {"data": {"client_id": b64("id"), "client_secret": b64("secret")}},
+               "prod-log-stream-token": secret_of(receipt_tokens.LOG_STREAM, ("t1", "t2"), "")}
+
+    class Kube:
+        async def get(self, api_version, kind, namespace, name):
+            return secrets.get(name)
+
+    class Pool:
+        removed: list = []
+
+        async def remove(self, credentials, **kwargs):
+            return []
+
+        async def remove_log_stream(self, credentials, desired):
+            self.removed.append(desired)
+            return ["log stream 'otp-relay-shop-prod' (lst_1)"]
+
+    events = []
+    monkeypatch.setattr(handlers.kopf, "info", lambda body, reason, message: events.append((reason, message)))
+    rt = types.SimpleNamespace(kube=Kube(), auth0=Pool())
+    body = {"metadata": {"namespace": "shop", "name": "prod"}, "status": {}}
+    asyncio.run(handlers._clean_up(rt, conversion_channel({}), body, 0))
+    [desired] = Pool.removed
+    assert desired.tokens == ("t1", "t2") and desired.name == "otp-relay-shop-prod"
+    assert events == [("Auth0Removed", "removed from Auth0: log stream 'otp-relay-shop-prod' (lst_1)")]
+    Pool.removed.clear()
+    asyncio.run(handlers._clean_up(rt, conversion_channel(None), body, 0))
+    assert Pool.removed == [], "never had conversion: no log-stream request"
