@@ -28,8 +28,9 @@ from typing import Any
 
 from .auth0 import Auth0Credentials, Auth0Sync, DesiredIntegration, SyncResult
 from .auth0.client import before_write
+from .auth0.model import DesiredLogStream
 from .auth0.ratelimit import TenantRateLimit
-from .auth0.sync import RoutingRecorder
+from .auth0.sync import LogStreamResult, RoutingRecorder
 
 Key = tuple[str, str, str]
 Guard = Callable[[], None]
@@ -142,6 +143,18 @@ class Auth0Pool:
         another channel's work changes the tenant's one phone provider."""
         async with self._turn(credentials, tenant_wide=True) as sync:
             return await sync.gateway.try_phone_provider(provider_id, to)
+
+    async def ensure_log_stream(self, credentials: Auth0Credentials, desired: DesiredLogStream,
+                                relay_ready: bool, *, guard: Guard | None = None) -> LogStreamResult:
+        async with self._turn(credentials, tenant_wide=False) as sync:
+            with _guarded(guard):
+                return await sync.ensure_log_stream(desired, relay_ready)
+
+    async def remove_log_stream(self, credentials: Auth0Credentials, desired: DesiredLogStream, *,
+                                guard: Guard | None = None) -> list[str]:
+        async with self._turn(credentials, tenant_wide=False) as sync:
+            with _guarded(guard):
+                return await sync.remove_log_stream(desired)
 
     def warm_up(self, credentials: Auth0Credentials) -> None:
         """Fetch (or reuse) this tenant's token in the background; failures surface later, in

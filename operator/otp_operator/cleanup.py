@@ -17,6 +17,7 @@ from . import names
 from .kube import KubeError
 from .runtime import Runtime
 from .spec import ChannelSpec
+from .status import CONVERSION_TRACKING
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,13 @@ def decide(ch: ChannelSpec, annotations: Mapping[str, str], recorded: Mapping[st
     if recorded and recorded.get("integration") and recorded.get("name"):
         targets.add((str(recorded["integration"]), str(recorded["name"])))
     return Remove(tuple(sorted(targets)), recorded)
+
+
+def has_log_stream(ch: ChannelSpec, conditions: Any) -> bool:
+    """Whether the channel may have an Auth0 log stream to delete: spec.conversion is on, or it
+    was (the ConversionTracking condition stays until the stream is gone)."""
+    return ch.conversion is not None or any(
+        (c or {}).get("type") == CONVERSION_TRACKING for c in conditions or ())
 
 
 def needs_credentials(ch: ChannelSpec) -> bool:

@@ -17,7 +17,8 @@ import kopf
 
 from . import cleanup, endpoints, metrics, names, secret_watch, status
 from .auth0 import Auth0Error
-from .reconcile import credentials_for, reconcile, report_deletion_blocked, report_error
+from .receipt_tokens import LOG_STREAM
+from .reconcile import credentials_for, desired_log_stream, reconcile, report_deletion_blocked, report_error
 from .runtime import ChannelDeleting, Runtime, jittered
 from .secrets import SecretProblem
 from .spec import SpecError, parse_channel
@@ -277,6 +278,10 @@ async def _clean_up(rt: Runtime, channel: Any, body: kopf.Body, retry: int) -> N
             matches = (recorded or {}).get("integration") == integration and (recorded or {}).get("name") == auth0_name
             removed += await rt.auth0.remove(credentials, owner=channel.owner, integration=integration,
                                              name=auth0_name, recorded=recorded if matches else None)
+        if cleanup.has_log_stream(channel, (body.get("status") or {}).get("conditions")):
+            tokens = LOG_STREAM.current(await rt.kube.get(
+                "v1", "Secret", channel.namespace, names.log_stream_token_secret_name(channel.name)))[0]
+            removed += await rt.auth0.remove_log_stream(credentials, desired_log_stream(channel, tuple(tokens)))
     except Auth0Error as error:
         metrics.AUTH0_CALLS.labels("remove", error.reason).inc()
         await _deletion_blocked(rt, body, error.reason,

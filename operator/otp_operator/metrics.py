@@ -9,7 +9,7 @@ RECONCILES = Counter(
     ["result"],
 )
 AUTH0_CALLS = Counter(
-    "otp_operator_auth0_calls_total", "Auth0 sync calls by operation (ensure, remove) and outcome.",
+    "otp_operator_auth0_calls_total", "Auth0 sync calls by operation (ensure, remove, log-stream) and outcome.",
     ["operation", "outcome"],
 )
 AUTH0_WRITES = Counter("otp_operator_auth0_writes_total", "Write requests the operator made to Auth0.")

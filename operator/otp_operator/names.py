@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from importlib import metadata
 
@@ -52,6 +53,7 @@ RELAY_APP_NAME = "otp-relay"
 ANNOTATION_ROTATE_SIGNING_KEY = f"{GROUP}/rotate-signing-key"
 ANNOTATION_SECRETS_CHECKSUM = f"{GROUP}/secrets-checksum"
 ANNOTATION_ROTATE_RECEIPT_TOKEN = f"{GROUP}/rotate-receipt-token"
+ANNOTATION_ROTATE_LOG_STREAM_TOKEN = f"{GROUP}/rotate-log-stream-token"
 ANNOTATION_PREFIX_KOPF = GROUP  # kopf's progress/diff-base annotations live under our group
 # Set on a channel being deleted: finish without removing the Auth0 side (it stays as it is).
 ANNOTATION_ABANDON_CLEANUP = f"{GROUP}/abandon-cleanup"
@@ -102,6 +104,13 @@ RELAY_DELIVERY_SUMMARY_PATH = "/v1/delivery-summary"  # on the admin port
 RECEIPT_TOKEN_MOUNT_DIR = "/var/run/otp-relay/receipts"
 RECEIPT_TOKEN_SECRET_KEY = "tokens"  # one token per line, newest last (the relay accepts each)
 RECEIPT_ROTATION_SECRET_KEY = "rotation"  # the rotation request the tokens answer (not mounted)
+# spec.conversion: the bearer tokens Auth0's log stream must send (same layout as the receipt tokens)
+RELAY_AUTH0_LOGS_PATH = "/v1/auth0-logs"
+LOG_TOKEN_MOUNT_DIR = "/var/run/otp-relay/log-stream"
+LOG_TOKEN_SECRET_KEY = "tokens"
+LOG_ROTATION_SECRET_KEY = "rotation"
+# Auth0 log stream names: at most 128 characters (longer ones are shortened with a digest).
+AUTH0_LOG_STREAM_NAME_MAX = 128
 
 DEFAULT_DRIFT_INTERVAL_SECONDS = 600.0
 DEFAULT_ROTATION_GRACE_SECONDS = 30.0  # the old signing key stays this long after Auth0 has the new one
@@ -144,6 +153,18 @@ def signing_key_secret_name(channel: str) -> str:
 
 def receipt_token_secret_name(channel: str) -> str:
     return f"{channel}-relay-receipt-token"
+
+
+def log_stream_token_secret_name(channel: str) -> str:
+    return f"{channel}-log-stream-token"
+
+
+def log_stream_name(namespace: str, channel: str) -> str:
+    """The channel's Auth0 log stream (namespaces <= 63 and channels <= 52 characters fit)."""
+    name = f"otp-relay-{namespace}-{channel}"
+    if len(name) <= AUTH0_LOG_STREAM_NAME_MAX:
+        return name
+    return name[:AUTH0_LOG_STREAM_NAME_MAX - 9] + "-" + hashlib.sha256(name.encode()).hexdigest()[:8]
 
 
 def selector_labels(channel: str) -> dict[str, str]:

@@ -16,8 +16,8 @@ from typing import Any, Literal, cast
 import kopf
 
 from . import cleanup, endpoints, metrics, names, receipt_tokens, render, rotation, secret_watch, selector_migration, status
-from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration, RoutingRefused, routing
-from .auth0.model import Integration
+from .auth0 import Auth0Credentials, Auth0Error, DesiredIntegration, RoutingRefused, routing, sync as auth0_sync
+from .auth0.model import DesiredLogStream, Integration
 from .kube import Applied, KubeApi, KubeError
 from .runtime import (
     ChannelMemory,
@@ -308,6 +308,9 @@ class Outcome:
     auth0: status.Verdict | status.Kept
     routing: status.Part = None
     delivering: status.Part = None
+    # KEPT (a pass that stopped before the Auth0 phase): ConversionTracking stays as it was,
+    # so a stream still to delete is not forgotten; None: conversion is off, no condition
+    conversion: status.Part = status.KEPT
     fields: dict[str, Any] = dataclasses.field(default_factory=dict)
     delay: float | None = None
     kind: Literal["pass", "suspended", "error", "deleting"] = "pass"
@@ -323,6 +326,7 @@ class RelayPhase:
     rolled_out: bool
     secrets_checksum: str
     signing_plan: rotation.SigningPlan
+    log_tokens: tuple[str, ...] = ()  # the log stream's bearer tokens (spec.conversion), oldest first
 
 
 @dataclasses.dataclass
@@ -332,6 +336,7 @@ class Auth0Phase:
     recorded: dict[str, Any] | None  # status.auth0
     signing_state: rotation.SigningState
     delays: list[float]
+    conversion: status.Verdict | None = None
 
 
 async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger,
@@ -356,7 +361,7 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
     except SpecError as error:
         verdict = status.false(error.reason, str(error))
         return Outcome(verdict, verdict)
-    if ch.suspend:  # the conditions stay as they were (status.suspended_conditions)
+    if ch.suspend:  # the conditions stay as they were (status.KEPT)
         return Outcome(status.KEPT, status.KEPT, status.KEPT, status.KEPT, kind="suspended")
 
     store = ch.relay.state_store
@@ -371,12 +376,13 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
                 run.mem, problem, STATE_PASSWORD, config.secret_grace, now) or secret_watch.STALLED_RECHECK)
         _secret_found(run.mem, STATE_PASSWORD)
 
-    sms_secret, creds_secret, signing_secret, deployment, receipt_secret = await asyncio.gather(
+    sms_secret, creds_secret, signing_secret, deployment, receipt_secret, log_secret = await asyncio.gather(
         secret_watch.read_referenced(rt, run.namespace, ch.sms.api_key.name),
         secret_watch.read_referenced(rt, run.namespace, ch.auth0.credentials_secret),
         rt.read("v1", "Secret", run.namespace, names.signing_key_secret_name(run.name)),
         rt.read("apps/v1", "Deployment", run.namespace, names.relay_name(run.name)),
         rt.read("v1", "Secret", run.namespace, names.receipt_token_secret_name(run.name)),
+        rt.read("v1", "Secret", run.namespace, names.log_stream_token_secret_name(run.name)),
     )
     try:
         api_key = secret_value(sms_secret, ch.sms.api_key, run.namespace)
@@ -386,7 +392,7 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
                                                                       config.secret_grace, now))
     _secret_found(run.mem, SMS_API_KEY)
 
-    relay = await _relay_phase(rt, run, ch, api_key, signing_secret, deployment, receipt_secret)
+    relay = await _relay_phase(rt, run, ch, api_key, signing_secret, deployment, receipt_secret, log_secret)
     if isinstance(relay, Outcome):
         return relay
     auth0 = await _auth0_phase(rt, run, ch, relay, creds_secret)
@@ -413,15 +419,23 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
         fields["canary"] = None  # spec.canary removed: its record goes (merge patch)
     delivering = status.delivering_verdict(run.current.get("canary"), ch.auth0.integration,
                                            ch.canary.masked if ch.canary else "", ch.canary is not None)
-    return Outcome(relay.verdict, auth0.verdict, auth0.routing, delivering, fields, min(delays) if delays else None)
+    return Outcome(relay.verdict, auth0.verdict, auth0.routing, delivering, auth0.conversion, fields,
+                   min(delays) if delays else None)
 
 
 async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, signing_secret: dict[str, Any] | None,
-                       deployment: dict[str, Any] | None, receipt_secret: dict[str, Any] | None) -> RelayPhase | Outcome:
+                       deployment: dict[str, Any] | None, receipt_secret: dict[str, Any] | None,
+                       log_secret: dict[str, Any] | None = None) -> RelayPhase | Outcome:
     """Plan the signing key, render the children and apply them when something changed."""
     config, known, meta = rt.config, run.mem.children, run.body["metadata"]
     keys_now = signing_keys(signing_secret)
-    rolled_out_now = render.relay_rollout(deployment, _checksum(api_key, keys_now)).rolled_out
+    # The log tokens are in the checksum: the relay pods roll when they change, so a rolled-out
+    # relay has loaded every token before Auth0's stream is moved to the newest.
+    log_tokens_now = tuple(receipt_tokens.LOG_STREAM.current(log_secret)[0])
+    log_plan = receipt_tokens.LOG_STREAM.plan(log_secret, receipt_tokens.LOG_STREAM.requested(
+        meta.get("annotations"))) if ch.conversion is not None else None
+    rolled_out_now = render.relay_rollout(deployment, _checksum(
+        api_key, keys_now, log_tokens_now if ch.conversion is not None else ())).rolled_out
     signing_plan = rotation.plan(
         keys_now,
         rotation.SigningState.from_status(run.current.get("signingKey")),
@@ -432,7 +446,7 @@ async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, si
         new_signing_key,
         config.key_propagation,
     )
-    secrets_checksum = _checksum(api_key, list(signing_plan.keys))
+    secrets_checksum = _checksum(api_key, list(signing_plan.keys), log_plan[0] if log_plan else ())
     children = render.render_children(
         ch,
         image=config.relay_image,
@@ -442,6 +456,8 @@ async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, si
         receipt_tokens=receipt_tokens.plan(
             receipt_secret, (meta.get("annotations") or {}).get(names.ANNOTATION_ROTATE_RECEIPT_TOKEN)),
         egress=config.egress,
+        # without spec.conversion: a Secret still there (it was on) is deleted
+        log_stream_tokens=log_plan or ((log_tokens_now, "") if log_secret is not None else None),
     )
     rendered_digests = {_key_of(m): digest(m) for m in children.apply}
     # Re-apply only when something changed, a child was touched by someone else, or on the
@@ -454,6 +470,7 @@ async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, si
             live_deployment = await _apply_children(rt, run.mem, run.body, children, {
                 ("Secret", names.signing_key_secret_name(run.name)): signing_secret,
                 ("Secret", names.receipt_token_secret_name(run.name)): receipt_secret,
+                ("Secret", names.log_stream_token_secret_name(run.name)): log_secret,
             })
         except KubeError as error:  # e.g. admission refused a child, quota, no Service IPs left
             known.dirty = True
@@ -463,7 +480,8 @@ async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, si
         _event(run.body, "SigningKey", signing_plan.event)
     rollout = render.relay_rollout(live_deployment, secrets_checksum)
     return RelayPhase(status.relay_verdict(live_deployment, rollout.rolled_out, rollout.available, rollout.message),
-                      rollout.available, rollout.rolled_out, secrets_checksum, signing_plan)
+                      rollout.available, rollout.rolled_out, secrets_checksum, signing_plan,
+                      log_plan[0] if log_plan else log_tokens_now)
 
 
 async def _auth0_phase(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhase,
@@ -471,7 +489,8 @@ async def _auth0_phase(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhas
     """Register (or check) the Auth0 side once the relay serves; prepare it while it rolls out."""
     config, mem, now = rt.config, run.mem, rt.clock.wall()
     phase = Auth0Phase(run.waiting_for_relay(), status.verdict_of(run.previous_conditions, status.PHONE_ROUTING),
-                       run.current.get("auth0"), relay.signing_plan.state, [])
+                       run.current.get("auth0"), relay.signing_plan.state, [],
+                       status.verdict_of(run.previous_conditions, status.CONVERSION_TRACKING))
     try:
         credentials = credentials_for(ch, creds_secret)
         mem.auth0.last_credentials = credentials
@@ -482,6 +501,7 @@ async def _auth0_phase(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhas
         if recheck is not None:
             phase.delays.append(recheck)
         return phase
+    await _track_conversion(rt, run, ch, relay, credentials, creds_secret, phase)
 
     desired = desired_integration(ch, relay.signing_plan.auth0_key)
     auth0_input = digest(ch.auth0, ch.relay.public_url, relay.signing_plan.auth0_key, credentials.client_id)
@@ -562,7 +582,7 @@ async def _finish(rt: Runtime, run: Pass, outcome: Outcome) -> float | None:
     them) for a pass, an unexpected error and a blocked deletion alike; a pass also counts
     itself and posts the Event of a new failure."""
     conds = status.conditions(run.previous_conditions, run.generation, outcome.relay, outcome.auth0, run.stamp,
-                              outcome.routing, outcome.delivering, ready=outcome.ready,
+                              outcome.routing, outcome.delivering, outcome.conversion, ready=outcome.ready,
                               suspended=outcome.kind == "suspended")
     finished = outcome.kind in ("pass", "suspended")
     await _write_status(rt.kube, run.body, {**({"observedGeneration": run.generation} if finished else {}),
@@ -647,8 +667,11 @@ async def _retire_previous_integration(
     return None
 
 
-def _checksum(api_key: str, keys: list[str]) -> str:
-    return checksum({"sms-api-key": api_key, "signing-keys": "\n".join(keys)})
+def _checksum(api_key: str, keys: list[str], log_tokens: tuple[str, ...] = ()) -> str:
+    values = {"sms-api-key": api_key, "signing-keys": "\n".join(keys)}
+    if log_tokens:  # absent without spec.conversion: other channels' pods do not roll
+        values["log-stream-tokens"] = "\n".join(log_tokens)
+    return checksum(values)
 
 
 def _secret_verdict(mem: ChannelMemory, problem: SecretProblem, what: str, grace: float, now: float) -> status.Verdict:
@@ -729,3 +752,58 @@ def _report(report: ReportMemory, body: Mapping[str, Any], result: str, message:
     if failing and report.last_reason != result:
         _event(body, result, message, warning=True)
     report.last_reason = result if failing else ""
+
+
+def desired_log_stream(ch: ChannelSpec, tokens: tuple[str, ...]) -> DesiredLogStream:
+    return DesiredLogStream(names.log_stream_name(ch.namespace, ch.name),
+                            ch.relay.public_url + names.RELAY_AUTH0_LOGS_PATH, tokens)
+
+
+async def _track_conversion(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhase,
+                            credentials: Auth0Credentials, creds_secret: dict[str, Any] | None,
+                            phase: Auth0Phase) -> None:
+    """spec.conversion's log stream (ConversionTracking): kept while it is on, deleted (and the
+    condition dropped) once it is off. The stream gets the newest token only from a rolled-out
+    relay (see the checksum in _relay_phase)."""
+    if ch.conversion is None and phase.conversion is None:
+        return  # never on, or its stream is gone already
+    mem, desired = run.mem, desired_log_stream(ch, relay.log_tokens)
+    stream_input = digest(desired.name, desired.endpoint, desired.tokens, ch.conversion is not None, relay.rolled_out,
+                    credentials.client_id)
+    if (ch.conversion is not None and phase.conversion is not None and mem.log_stream_checked
+            and mem.log_stream_checked[0] == stream_input
+            and rt.clock.monotonic() - mem.log_stream_checked[1] < rt.config.drift_interval
+            and phase.conversion.reason in (auth0_sync.LOG_STREAM_ACTIVE, auth0_sync.LOG_STREAM_WAITING)):
+        return
+    try:
+        await _protect_credentials(rt, run, ch, creds_secret)
+        if ch.conversion is None:
+            removed = await rt.auth0.remove_log_stream(credentials, desired, guard=run.guard(rt))
+            if removed:
+                _event(run.body, "LogStreamDeleted", f"spec.conversion is off: deleted {', '.join(removed)}")
+            phase.conversion, mem.log_stream_checked = None, None
+            return
+        result = await rt.auth0.ensure_log_stream(credentials, desired, relay.rolled_out,
+                                                       guard=run.guard(rt))
+    except Auth0Error as error:
+        metrics.AUTH0_CALLS.labels("log-stream", error.reason).inc()
+        phase.conversion = status.unknown(error.reason, error.message)
+        phase.delays.append(auth0_backoff(error, 1))
+        return
+    metrics.AUTH0_CALLS.labels("log-stream", "ok").inc()
+    metrics.AUTH0_WRITES.inc(result.writes)
+    mem.log_stream_checked = (stream_input, rt.clock.monotonic())
+    if result.reason == auth0_sync.LOG_STREAM_WAITING:
+        phase.conversion = status.unknown(result.reason, result.message)
+        return
+    phase.conversion = (status.true if result.ok else status.false)(result.reason, result.message)
+    if not result.ok:
+        phase.delays.append(STALLED_RECHECK)
+    where = f"Auth0 log stream {desired.name!r} on {ch.auth0.domain}"
+    if result.created:
+        _event(run.body, "LogStreamCreated", f"created {where} sending to {desired.endpoint}")
+    elif result.resumed:
+        _event(run.body, "LogStreamResumed", f"{where} was paused or suspended by Auth0: set back to active",
+               warning=True)
+    if result.updated:
+        _event(run.body, "LogStreamUpdated", f"updated {where}: {', '.join(result.updated)}")

@@ -13,6 +13,7 @@ from otp_relay import config as relay_config
 
 from . import endpoints, names, podtemplate
 from .egress import RelayEgress
+from .receipt_tokens import LOG_STREAM, RECEIPT, RotatingTokens
 from .spec import ChannelSpec, SpecError
 
 # The relay's memory bound with its default caps is ~242 MB (relay/README.md, "Memory bound").
@@ -82,14 +83,25 @@ def signing_key_secret(ch: ChannelSpec, keys: tuple[str, ...], owner: Mapping[st
     return _lines_secret(ch, names.signing_key_secret_name(ch.name), names.SIGNING_KEY_SECRET_KEY, keys, owner)
 
 
+def _token_secret(ch: ChannelSpec, name: str, kind: RotatingTokens, tokens: tuple[str, ...], rotation: str,
+                  owner: Mapping[str, Any]) -> dict[str, Any]:
+    """``rotation`` is the rotation request the tokens answer (kept in the Secret, so a request
+    is handled once)."""
+    secret = _lines_secret(ch, name, kind.token_key, tokens, owner)
+    secret["data"][kind.rotation_key] = base64.b64encode(rotation.encode()).decode()
+    return secret
+
+
 def receipt_token_secret(ch: ChannelSpec, tokens: tuple[str, ...], rotation: str,
                          owner: Mapping[str, Any]) -> dict[str, Any]:
-    """The tokens 8x8's receipts must carry in their path; ``rotation`` is the rotation request
-    they answer (kept in the Secret, so a request is handled once)."""
-    secret = _lines_secret(ch, names.receipt_token_secret_name(ch.name), names.RECEIPT_TOKEN_SECRET_KEY,
-                           tokens, owner)
-    secret["data"][names.RECEIPT_ROTATION_SECRET_KEY] = base64.b64encode(rotation.encode()).decode()
-    return secret
+    """The tokens 8x8's receipts must carry in their path."""
+    return _token_secret(ch, names.receipt_token_secret_name(ch.name), RECEIPT, tokens, rotation, owner)
+
+
+def log_stream_token_secret(ch: ChannelSpec, tokens: tuple[str, ...], rotation: str,
+                            owner: Mapping[str, Any]) -> dict[str, Any]:
+    """The bearer tokens the relay accepts from Auth0's log stream (spec.conversion)."""
+    return _token_secret(ch, names.log_stream_token_secret_name(ch.name), LOG_STREAM, tokens, rotation, owner)
 
 
 def limits_scope(ch: ChannelSpec) -> str:
@@ -185,6 +197,7 @@ def relay_env(ch: ChannelSpec) -> list[dict[str, str]]:
     if ch.canary is not None:
         env["OTP_RELAY_CANARY_NUMBER"] = ch.canary.to
     env.update(_voice_env(ch))
+    env.update(_conversion_env(ch))
     if ch.relay.path_prefix:
         env["OTP_RELAY_PATH_PREFIX"] = ch.relay.path_prefix
     return [{"name": key, "value": value} for key, value in env.items()]
@@ -201,6 +214,25 @@ def _voice_env(ch: ChannelSpec) -> dict[str, str]:
         env["OTP_RELAY_VOICE_PROFILES"] = ",".join(f"{locale}={profile}" for locale, profile in voice.profiles)
     if base_url := endpoints.voice_base_url(ch.sms.base_url):
         env["OTP_RELAY_VOICE_BASE_URL"] = base_url
+    return env
+
+
+def _conversion_env(ch: ChannelSpec) -> dict[str, str]:
+    """Only the blocking mode always goes to the relay; the other settings only when set (the
+    relay holds their defaults)."""
+    conversion = ch.conversion
+    if conversion is None:
+        return {}
+    env = {"OTP_RELAY_CONVERSION": "true",
+           "OTP_RELAY_LOG_TOKEN_FILE": f"{names.LOG_TOKEN_MOUNT_DIR}/{names.LOG_TOKEN_SECRET_KEY}",
+           "OTP_RELAY_CONVERSION_FAILURE_AFTER": conversion.failure_after,
+           "OTP_RELAY_CONVERSION_BLOCKING": conversion.mode}
+    optional = {"ALLOW": ",".join(conversion.allow) or None,
+                "MIN_SAMPLE": None if conversion.min_sample is None else str(conversion.min_sample),
+                "BLOCK_FOR": conversion.block_for,
+                "MAX_BLOCKED_SHARE": None if conversion.max_blocked_share_percent is None
+                else str(conversion.max_blocked_share_percent)}
+    env.update({f"OTP_RELAY_CONVERSION_{key}": value for key, value in optional.items() if value is not None})
     return env
 
 
@@ -260,6 +292,9 @@ def relay_deployment(
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+    if ch.conversion is not None:
+        container["volumeMounts"].append(
+            {"name": "log-stream-token", "mountPath": names.LOG_TOKEN_MOUNT_DIR, "readOnly": True})
     if ch.relay.state_store and ch.relay.state_store.password:
         container["volumeMounts"].append(
             {"name": "state-password", "mountPath": names.STATE_PASSWORD_MOUNT_DIR, "readOnly": True})
@@ -320,6 +355,7 @@ def relay_deployment(
                             },
                         },
                         {"name": "tmp", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}},
+                        *_log_token_volumes(ch),
                         *_state_store_volumes(ch),
                     ],
                 },
@@ -328,6 +364,16 @@ def relay_deployment(
     }
     podtemplate.apply(deployment["spec"]["template"], ch.relay.pod_template)
     return deployment
+
+
+def _log_token_volumes(ch: ChannelSpec) -> list[dict[str, Any]]:
+    if ch.conversion is None:
+        return []
+    return [{"name": "log-stream-token", "secret": {
+        "secretName": names.log_stream_token_secret_name(ch.name),
+        "items": [{"key": names.LOG_TOKEN_SECRET_KEY, "path": names.LOG_TOKEN_SECRET_KEY}],
+        "defaultMode": 0o444,
+    }}]
 
 
 def _state_store_volumes(ch: ChannelSpec) -> list[dict[str, Any]]:
@@ -393,6 +439,7 @@ def relay_ingress(ch: ChannelSpec, owner: Mapping[str, Any]) -> dict[str, Any] |
                                 "service": {"name": names.relay_name(ch.name), "port": {"name": "http"}}
                             },
                         },
+                        *_auth0_logs_paths(ch),
                     ]
                 },
             }
@@ -406,6 +453,14 @@ def relay_ingress(ch: ChannelSpec, owner: Mapping[str, Any]) -> dict[str, Any] |
     if ingress.annotations:
         metadata["annotations"] = dict(ingress.annotations)
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec}
+
+
+def _auth0_logs_paths(ch: ChannelSpec) -> list[dict[str, Any]]:
+    """spec.conversion: Auth0's log stream posts to ``<path>/v1/auth0-logs``."""
+    if ch.conversion is None:
+        return []
+    return [{"path": ch.relay.path_prefix + names.RELAY_AUTH0_LOGS_PATH, "pathType": "Exact",
+             "backend": {"service": {"name": names.relay_name(ch.name), "port": {"name": "http"}}}}]
 
 
 def relay_network_policy(ch: ChannelSpec, deployment: Mapping[str, Any], owner: Mapping[str, Any],
@@ -474,8 +529,11 @@ def render_children(
     owner: Mapping[str, Any],
     receipt_tokens: tuple[tuple[str, ...], str] | None = None,
     egress: RelayEgress = RelayEgress(),
+    log_stream_tokens: tuple[tuple[str, ...], str] | None = None,
 ) -> Children:
-    """``receipt_tokens``: (tokens, rotation request handled), see ``receipt_tokens.plan``."""
+    """``receipt_tokens``, ``log_stream_tokens``: (tokens, rotation request handled), see
+    ``RotatingTokens.plan``. The log stream's Secret is applied only with spec.conversion; without
+    it, ``log_stream_tokens`` given (the Secret exists) deletes it."""
     deployment = relay_deployment(ch, image, secrets_checksum, owner)
     apply: list[dict[str, Any]] = [
         signing_key_secret(ch, signing_keys, owner),
@@ -486,6 +544,11 @@ def render_children(
     if receipt_tokens is not None:
         apply.append(receipt_token_secret(ch, *receipt_tokens, owner))
     delete: list[ChildRef] = []
+    if ch.conversion is not None and log_stream_tokens is not None:
+        apply.append(log_stream_token_secret(ch, *log_stream_tokens, owner))
+    elif ch.conversion is None and log_stream_tokens is not None:
+        delete.append(ChildRef(names.SECRET.api_version, names.SECRET.kind, ch.namespace,
+                               names.log_stream_token_secret_name(ch.name)))
     name = names.relay_name(ch.name)
     for manifest, child in ((relay_ingress(ch, owner), names.INGRESS), (relay_pdb(ch, owner), names.POD_DISRUPTION_BUDGET)):
         if manifest is None:

@@ -94,6 +94,8 @@ class ChannelMemory:
     # found missing, the start of its own grace
     secrets_missing_since: dict[str, float] = field(default_factory=dict)
     last_trigger: tuple[Any, ...] = ()  # what of the channel's last event may start a reconcile
+    # spec.conversion: (digest of the log stream's input, monotonic time) of the last ensure
+    log_stream_checked: tuple[str, float] | None = None
 
 
 class Clock:

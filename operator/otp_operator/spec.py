@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,17 @@ CANARY_DEFAULT_EVERY = "6h"
 # try: within the relay's idempotency retention (30m) a second try is a replay (no SMS). The
 # CRD's CEL rule has the same minimum.
 CANARY_MIN_EVERY = "30m"
+# spec.conversion (the CRD has the same defaults and bounds; tests/operator/test_conversion.py
+# keeps them equal). 8x8 takes conversion feedback for 15 minutes after a send, so an unused code
+# must be reported failed before then.
+CONVERSION_DEFAULT_FAILURE_AFTER = "10m"
+CONVERSION_FEEDBACK_WINDOW = "15m"
+CONVERSION_MODES = ("off", "monitor", "enforce")
+CONVERSION_DEFAULT_MODE = "monitor"
+CONVERSION_MAX_ALLOW = 100
+CONVERSION_MIN_SAMPLE = 5
+CONVERSION_MIN_BLOCK_FOR = "5m"
+_ALLOW_ENTRY = re.compile(r"^(?:[A-Z]{2}|\+[0-9]{1,8})$")
 
 
 class SpecError(ValueError):
@@ -172,6 +184,20 @@ class VoiceSpec:
 
 
 @dataclass(frozen=True)
+class ConversionSpec:
+    """spec.conversion: learn from Auth0's log stream which codes were used (and tell 8x8), and
+    optionally block number prefixes whose codes go unused. None of the optional fields: the
+    relay's own default."""
+
+    failure_after: str
+    mode: str
+    allow: tuple[str, ...] = ()
+    min_sample: int | None = None
+    block_for: str | None = None
+    max_blocked_share_percent: int | None = None
+
+
+@dataclass(frozen=True)
 class ChannelSpec:
     namespace: str
     name: str
@@ -183,6 +209,7 @@ class ChannelSpec:
     deletion_policy: str = "Delete"  # Orphan: deleting the channel leaves the Auth0 side as it is
     canary: CanarySpec | None = None
     voice: VoiceSpec | None = None  # None: no calls (spec.voice absent or enabled: false)
+    conversion: ConversionSpec | None = None  # None: spec.conversion absent or enabled: false
 
     @property
     def owner(self) -> str:
@@ -325,6 +352,47 @@ def _voice(value: Mapping[str, Any] | None) -> VoiceSpec | None:
                      offer=bool(_get(value, "offer", False)))
 
 
+def _conversion(value: Mapping[str, Any] | None, replicas: int, state_store: StateStoreSpec | None
+                ) -> ConversionSpec | None:
+    if value is None or not _get(value, "enabled", True):
+        return None
+    failure_after = _get(value, "failureAfter", CONVERSION_DEFAULT_FAILURE_AFTER)
+    if window_seconds(failure_after, "spec.conversion.failureAfter") >= parse_duration(CONVERSION_FEEDBACK_WINDOW):
+        raise SpecError(f"spec.conversion.failureAfter must be less than {CONVERSION_FEEDBACK_WINDOW} (8x8 takes "
+                        f"conversion feedback only within 15 minutes of the send), not {failure_after!r}")
+    blocking = _get(value, "blocking", {}) or {}
+    mode = _get(blocking, "mode", CONVERSION_DEFAULT_MODE)
+    _one_of(mode, CONVERSION_MODES, "conversion.blocking.mode")
+    allow = _get(blocking, "allow", []) or []
+    if not isinstance(allow, list) or len(allow) > CONVERSION_MAX_ALLOW:
+        raise SpecError(f"spec.conversion.blocking.allow must be a list of at most {CONVERSION_MAX_ALLOW} entries")
+    for entry in allow:
+        if not isinstance(entry, str) or not _ALLOW_ENTRY.match(entry):
+            raise SpecError(f"spec.conversion.blocking.allow: {entry!r} is neither an ISO country code (two "
+                            "capital letters, e.g. GB) nor a number prefix (+ and 1 to 8 digits, e.g. +4477)")
+    min_sample = _get(blocking, "minSample")
+    if min_sample is not None and (isinstance(min_sample, bool) or not isinstance(min_sample, int)
+                                   or min_sample < CONVERSION_MIN_SAMPLE):
+        raise SpecError(f"spec.conversion.blocking.minSample must be an integer of at least "
+                        f"{CONVERSION_MIN_SAMPLE}, not {min_sample!r}")
+    block_for = _get(blocking, "blockFor")
+    if block_for is not None and window_seconds(block_for, "spec.conversion.blocking.blockFor") < parse_duration(
+            CONVERSION_MIN_BLOCK_FOR):
+        raise SpecError(f"spec.conversion.blocking.blockFor must be at least {CONVERSION_MIN_BLOCK_FOR}, "
+                        f"not {block_for!r}")
+    share = _get(blocking, "maxBlockedSharePercent")
+    if share is not None and (isinstance(share, bool) or not isinstance(share, int) or not 1 <= share <= 100):
+        raise SpecError(f"spec.conversion.blocking.maxBlockedSharePercent must be an integer from 1 to 100, "
+                        f"not {share!r}")
+    if replicas > 1 and state_store is None:
+        raise SpecError(f"spec.conversion with {replicas} replicas needs spec.relay.stateStore: Auth0's log "
+                        "stream posts each event to one replica, which must find the message another replica "
+                        "sent (and the conversion rule must count every replica's sends); set "
+                        "spec.relay.stateStore or spec.relay.replicas: 1")
+    return ConversionSpec(failure_after=failure_after, mode=mode, allow=tuple(dict.fromkeys(allow)),
+                          min_sample=min_sample, block_for=block_for, max_blocked_share_percent=share)
+
+
 def _policy_window(policy: Mapping[str, Any], field: str) -> str | None:
     """``spec.policy.<field>`` {limit, window} as the relay's ``LIMIT/WINDOW``, or None when unset."""
     value = _get(policy, field)
@@ -344,6 +412,8 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
     per_recipient = _get(policy, "perRecipient", {})
     relay = _get(spec, "relay", {})
     ingress = _get(relay, "ingress")
+    state_store = _state_store(_get(relay, "stateStore"))
+    replicas = int(_get(relay, "replicas", 2))
 
     domain = _require(_get(auth0, "domain"), "auth0.domain")
     if "/" in domain:
@@ -413,15 +483,16 @@ def parse_channel(namespace: str, name: str, spec: Mapping[str, Any]) -> Channel
             monitor_rules=tuple(_get(policy, "monitorRules", [])),
         ),
         relay=RelaySpec(
-            replicas=int(_get(relay, "replicas", 2)),
+            replicas=replicas,
             public_url=public_url.rstrip("/"),
             ingress=ingress_spec,
             resources=dict(_get(relay, "resources", {})),
-            state_store=_state_store(_get(relay, "stateStore")),
+            state_store=state_store,
             pod_template=dict(_get(relay, "podTemplate", {})),
         ),
         suspend=bool(_get(spec, "suspend", False)),
         deletion_policy=_one_of(_get(spec, "deletionPolicy", "Delete"), DELETION_POLICIES, "deletionPolicy"),
         canary=_canary(_get(spec, "canary")),
         voice=_voice(_get(spec, "voice")),
+        conversion=_conversion(spec.get("conversion"), replicas, state_store),
     )

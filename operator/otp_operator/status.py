@@ -20,6 +20,8 @@ AUTH0_SYNCED = "Auth0Synced"
 PHONE_ROUTING = "PhoneRouting"
 # The live canary (spec.canary): did Auth0's test message reach the test phone? Never part of Ready.
 DELIVERING = "Delivering"
+# spec.conversion: is Auth0's log stream feeding the relay? Never part of Ready; absent without it.
+CONVERSION_TRACKING = "ConversionTracking"
 RECONCILING = "Reconciling"
 STALLED = "Stalled"
 
@@ -220,6 +222,7 @@ def conditions(
     now: str,
     routing: Part = None,
     delivering: Part = None,
+    conversion: Part = None,
     *,
     ready: Verdict | None = None,
     suspended: bool = False,
@@ -227,7 +230,8 @@ def conditions(
     """The conditions every status write carries; previous ones keep their lastTransitionTime.
 
     Ready is the summary of the parts unless ``ready`` says otherwise (after an unexpected error
-    it is Unknown, never a stale True). ``delivering`` (the canary) never changes Ready. Reconciling
+    it is Unknown, never a stale True). ``delivering`` (the canary) and ``conversion``
+    (ConversionTracking) never change Ready. Reconciling
     or Stalled follow from Ready, except while ``suspended``: nothing is written then, so nothing
     is reconciling (and Ready keeps its status)."""
     before = {c.get("type", ""): c for c in previous or ()}
@@ -241,7 +245,7 @@ def conditions(
         ready = ready_verdict(relay, auth0, routing)
     result = [_condition(READY, ready, generation, before, now)]
     for type_, part in ((RELAY_AVAILABLE, relay), (AUTH0_SYNCED, auth0), (PHONE_ROUTING, routing),
-                        (DELIVERING, delivering)):
+                        (DELIVERING, delivering), (CONVERSION_TRACKING, conversion)):
         if isinstance(part, Kept):
             if type_ in before:
                 result.append(dict(before[type_]))

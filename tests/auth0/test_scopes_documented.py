@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from otp_operator.auth0.model import INTEGRATIONS, manage_routing_scopes_for, scopes_for
+from otp_operator.auth0.model import INTEGRATIONS, LOG_STREAM_SCOPES, manage_routing_scopes_for, scopes_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -38,3 +38,12 @@ def test_readme_and_example_list_the_scopes_the_pre_check_demands(integration):
     told = example["manageRouting"] | (example["manageRouting-phone-provider"]
                                        if integration == "phone-provider" else set())
     assert told == set(manage_routing_scopes_for(integration))
+
+
+def test_conversion_scopes_are_documented_apart_and_needed_only_with_it():
+    example = _example_rows()
+    assert example["conversion"] == set(LOG_STREAM_SCOPES)
+    section = ROOT.joinpath("README.md").read_text().split("## Auth0", 1)[1].split("\n## ", 1)[0]
+    told = section.split("With `spec.conversion`", 1)[1].split("\n\n", 1)[0]
+    assert set(re.findall(r"\w+:log_streams", told)) == set(LOG_STREAM_SCOPES)
+    assert all(not LOG_STREAM_SCOPES & scopes_for(integration) for integration in INTEGRATIONS)

@@ -82,6 +82,16 @@ def test_voice_gets_its_defaults(k8s_api, otpchannel_crd, namespace: str) -> Non
         "offer": False}
 
 
+def test_conversion_gets_the_defaults_spec_py_has(k8s_api, otpchannel_crd, namespace: str) -> None:
+    from otp_operator import spec as channel_spec  # noqa: PLC0415
+
+    body = minimal_channel(namespace, name="conversion")
+    body["spec"]["conversion"] = {}
+    assert create_channel(k8s_api, body)["spec"]["conversion"] == {
+        "enabled": True, "failureAfter": channel_spec.CONVERSION_DEFAULT_FAILURE_AFTER,
+        "blocking": {"mode": channel_spec.CONVERSION_DEFAULT_MODE}}
+
+
 def _set(body: dict, path: str, value) -> None:
     *parents, leaf = path.split(".")
     node = body["spec"]
@@ -141,6 +151,17 @@ INVALID_SPECS = {
     "voice profiles keyed by a non-locale": ("voice", {"callerId": "+6531234567", "profiles": {"English!": "en-GB-Emma"}},
                                              "voice.profiles keys must be locales"),
     "voice read too often": ("voice", {"callerId": "+6531234567", "repetition": 9}, "spec.voice.repetition"),
+    "conversion failure reported too late": ("conversion", {"failureAfter": "15m"},
+                                             "conversion.failureAfter must be a duration of at least 1s and less than 15m"),
+    "conversion mode unknown": ("conversion", {"blocking": {"mode": "block"}}, "spec.conversion.blocking.mode"),
+    "conversion allow entry not a country or prefix": (
+        "conversion", {"blocking": {"allow": ["gb"]}}, "conversion.blocking.allow entries must be"),
+    "conversion sample too small": ("conversion", {"blocking": {"minSample": 4}},
+                                    "spec.conversion.blocking.minSample"),
+    "conversion block too short": ("conversion", {"blocking": {"blockFor": "1m"}},
+                                   "conversion.blocking.blockFor must be a duration of at least 5m"),
+    "conversion blocked share over 100": ("conversion", {"blocking": {"maxBlockedSharePercent": 101}},
+                                          "spec.conversion.blocking.maxBlockedSharePercent"),
 }
 
 

@@ -13,8 +13,11 @@ from auth0.management.types import (
     ActionBindingWithRef,
     ActionSecretRequest,
     ActionTrigger,
+    CreateLogStreamHttpRequestBody,
     CustomProviderConfiguration,
     CustomProviderCredentials,
+    LogStreamFilter,
+    LogStreamHttpSink,
 )
 
 from .client import ManagementApi
@@ -23,10 +26,13 @@ from .model import (
     ACTION_RUNTIME,
     CUSTOM_PROVIDER,
     HOOK_TRIGGER,
+    LOG_STREAM_FILTERS,
     BindingRef,
+    DesiredLogStream,
     ObservedAction,
     ObservedBinding,
     ObservedHook,
+    ObservedLogStream,
     ObservedProvider,
 )
 from .routing import LEGACY_NOT_ALLOWED_CODE, SMS, USE_PHONE_PROVIDER, ObservedConnection, ObservedRouting, experience_in_effect
@@ -86,6 +92,35 @@ def _provider(raw: Any) -> ObservedProvider:
     methods = getattr(config, "delivery_methods", None) if config is not None else None
     return ObservedProvider(id=raw.id, name=str(raw.name), disabled=bool(raw.disabled),
                             delivery_methods=tuple(methods or ()))
+
+
+def _sink_value(sink: Any, attribute: str, key: str) -> str:
+    value = sink.get(key) if isinstance(sink, Mapping) else getattr(sink, attribute, None)
+    return str(value or "")
+
+
+def _log_stream(raw: Any) -> ObservedLogStream:
+    sink = getattr(raw, "sink", None)
+    filters = tuple(sorted(str((f.get("name") if isinstance(f, Mapping) else getattr(f, "name", None)) or "")
+                           for f in getattr(raw, "filters", None) or ()))
+    return ObservedLogStream(id=str(raw.id), name=str(raw.name or ""), type=str(raw.type or ""),
+                             status=str(raw.status or ""),
+                             endpoint=_sink_value(sink, "http_endpoint", "httpEndpoint"),
+                             authorization=_sink_value(sink, "http_authorization", "httpAuthorization"),
+                             content_format=_sink_value(sink, "http_content_format", "httpContentFormat"),
+                             content_type=_sink_value(sink, "http_content_type", "httpContentType"),
+                             filters=filters)
+
+
+def _http_sink(desired: DesiredLogStream) -> LogStreamHttpSink:
+    sink = desired.sink()
+    return LogStreamHttpSink(http_endpoint=sink["httpEndpoint"], http_authorization=sink["httpAuthorization"],
+                             http_content_format=sink["httpContentFormat"],
+                             http_content_type=sink["httpContentType"])
+
+
+def _filters() -> list[LogStreamFilter]:
+    return [LogStreamFilter(type="category", name=name) for name in LOG_STREAM_FILTERS]
 
 
 class Gateway:
@@ -288,6 +323,33 @@ class Gateway:
     async def set_selected_provider(self, provider: str) -> None:
         await self.api.call("PUT guardian phone provider", lambda: self.sdk.guardian.factors.phone.set_provider(
             provider=provider), write=True)
+
+    # --- log streams (spec.conversion) -----------------------------------------------------------
+
+    async def list_log_streams(self) -> list[ObservedLogStream]:
+        raw = await self.api.call("GET log streams", lambda: self.sdk.log_streams.list())
+        return [_log_stream(s) for s in raw or () if getattr(s, "id", None)]
+
+    async def create_log_stream(self, desired: DesiredLogStream) -> ObservedLogStream:
+        raw = await self.api.call("POST log stream", lambda: self.sdk.log_streams.create(
+            request=CreateLogStreamHttpRequestBody(name=desired.name, type="http", sink=_http_sink(desired),
+                                                   filters=_filters())), write=True)
+        return _log_stream(raw)
+
+    async def update_log_stream(self, stream_id: str, desired: DesiredLogStream, *, sink: bool, filters: bool,
+                                resume: bool) -> None:
+        fields: dict[str, Any] = {}
+        if sink:
+            fields["sink"] = _http_sink(desired)
+        if filters:
+            fields["filters"] = _filters()
+        if resume:
+            fields["status"] = "active"
+        await self.api.call("PATCH log stream", lambda: self.sdk.log_streams.update(stream_id, **fields),
+                            write=True)
+
+    async def delete_log_stream(self, stream_id: str) -> None:
+        await self.api.call("DELETE log stream", lambda: self.sdk.log_streams.delete(stream_id), write=True)
 
     # --- hooks ---------------------------------------------------------------------------------
 

@@ -551,3 +551,103 @@ def missing_scopes(required: Iterable[str], granted: Iterable[str] | None) -> li
     if granted is None:
         return []
     return sorted(set(required) - set(granted))
+
+
+# --- spec.conversion: the channel's Auth0 log stream -------------------------------------------
+
+# Needed only with spec.conversion (the README's scope table lists them apart).
+LOG_STREAM_SCOPES = frozenset({"read:log_streams", "create:log_streams", "update:log_streams",
+                               "delete:log_streams"})
+# Auth0's log categories the relay needs: the MFA phone events (gd_*) are in "other", and the
+# passwordless logins that use (or fail) a code are "s"/"f".
+LOG_STREAM_FILTERS = ("auth.login.fail", "auth.login.success", "other")
+LOG_STREAM_FORMAT = "JSONARRAY"
+LOG_STREAM_CONTENT_TYPE = "application/json"
+LOG_STREAM_ACTIVE = "active"
+
+
+@dataclass(frozen=True)
+class DesiredLogStream:
+    """The http log stream of one channel. ``tokens``: every token the relay accepts, oldest
+    first; the stream sends the newest. Never printed (``repr`` leaves the tokens out)."""
+
+    name: str
+    endpoint: str  # <publicUrl>/v1/auth0-logs
+    tokens: tuple[str, ...] = field(repr=False)
+
+    @property
+    def authorization(self) -> str:
+        return f"Bearer {self.tokens[-1]}"
+
+    def sink(self) -> dict[str, str]:
+        return {"httpEndpoint": self.endpoint, "httpAuthorization": self.authorization,
+                "httpContentFormat": LOG_STREAM_FORMAT, "httpContentType": LOG_STREAM_CONTENT_TYPE}
+
+
+@dataclass(frozen=True)
+class ObservedLogStream:
+    id: str
+    name: str
+    type: str
+    status: str
+    endpoint: str
+    authorization: str = field(repr=False)
+    content_format: str
+    content_type: str
+    filters: tuple[str, ...]  # category names, sorted
+
+
+@dataclass(frozen=True)
+class LogStreamPlan:
+    """What to write: ``create``; or PATCH ``sink``/``filters``/``resume`` on ``stream``;
+    ``conflict`` (someone else's stream has our name: never touched); ``changed`` names what a
+    PATCH corrects (never the token's value)."""
+
+    stream: ObservedLogStream | None
+    create: bool = False
+    sink: bool = False
+    filters: bool = False
+    resume: bool = False
+    conflict: str = ""
+    changed: tuple[str, ...] = ()
+
+    @property
+    def writes(self) -> bool:
+        return self.create or self.sink or self.filters or self.resume
+
+
+def is_our_log_stream(stream: ObservedLogStream, desired: DesiredLogStream) -> bool:
+    """Ours: it posts to our endpoint, or it carries one of our tokens (nobody else has them)."""
+    return stream.type == "http" and (
+        stream.endpoint == desired.endpoint
+        or any(hmac.compare_digest(stream.authorization, f"Bearer {t}") for t in desired.tokens))
+
+
+def plan_log_stream(desired: DesiredLogStream, streams: Sequence[ObservedLogStream],
+                    relay_ready: bool) -> LogStreamPlan:
+    """Pure. Without a ready relay nothing is written (the token moves, and a paused stream is
+    resumed, only once the relay serves and has loaded every token)."""
+    named = [s for s in streams if s.name == desired.name]
+    if not named:
+        return LogStreamPlan(None, create=relay_ready)
+    stream = named[0]
+    if not is_our_log_stream(stream, desired):
+        return LogStreamPlan(stream, conflict=(
+            f"a log stream named {desired.name!r} ({stream.id}) exists and is not this channel's: it is "
+            f"{'not an http stream' if stream.type != 'http' else 'sending to ' + stream.endpoint}; "
+            "the operator does not change it: delete or rename it"))
+    changed = []
+    if stream.endpoint != desired.endpoint:
+        changed.append("endpoint")
+    if not hmac.compare_digest(stream.authorization, desired.authorization):
+        changed.append("bearer token")
+    if (stream.content_format, stream.content_type) != (LOG_STREAM_FORMAT, LOG_STREAM_CONTENT_TYPE):
+        changed.append("content format")
+    sink = bool(changed)
+    filters = stream.filters != tuple(sorted(LOG_STREAM_FILTERS))
+    if filters:
+        changed.append("filters")
+    resume = stream.status != LOG_STREAM_ACTIVE
+    if not relay_ready:
+        return LogStreamPlan(stream, changed=tuple(changed))
+    return LogStreamPlan(stream, sink=sink, filters=filters, resume=resume, changed=tuple(changed))

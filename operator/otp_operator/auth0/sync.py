@@ -24,10 +24,12 @@ from .model import (
     ACTION_TRIGGERS,
     CUSTOM_PROVIDER,
     INTEGRATIONS,
+    LOG_STREAM_SCOPES,
     PASSWORDLESS_FLOW,
     Auth0Credentials,
     Conflict,
     DesiredIntegration,
+    DesiredLogStream,
     Integration,
     ObservedAction,
     ObservedBinding,
@@ -38,6 +40,7 @@ from .model import (
     build_target,
     describe_holder,
     foreign_provider_binding,
+    is_our_log_stream,
     is_ours,
     missing_scopes,
     pick_own_action,
@@ -46,6 +49,7 @@ from .model import (
     plan_binding_add,
     plan_binding_removal,
     plan_hook,
+    plan_log_stream,
     plan_provider,
     plan_provider_binding,
     recorded_matches,
@@ -106,6 +110,32 @@ class SyncResult:
         if self.routing is not None and self.routing.flows:
             status["routing"] = [flow.as_status() for flow in self.routing.flows]
         return status
+
+
+# ConversionTracking reasons (the condition's, see LogStreamResult).
+LOG_STREAM_ACTIVE = "LogStreamActive"
+LOG_STREAMS_NOT_ALLOWED = "LogStreamsNotAllowed"
+MISSING_SCOPE = "MissingScope"
+LOG_STREAM_SUSPENDED = "LogStreamSuspended"
+LOG_STREAM_CONFLICT = "LogStreamConflict"
+LOG_STREAM_WAITING = "WaitingForRelay"
+# Auth0's answer when the tenant's plan allows no more log streams.
+TOO_MANY_STREAMS_CODE = "too_many_entities"
+
+
+@dataclass(frozen=True)
+class LogStreamResult:
+    """One ensure of the channel's log stream: the ConversionTracking verdict and what changed
+    (``updated`` names fields, never a token)."""
+
+    ok: bool
+    reason: str
+    message: str
+    stream_id: str | None = None
+    created: bool = False
+    updated: tuple[str, ...] = ()
+    resumed: bool = False
+    writes: int = 0
 
 
 async def _first_read_alone(first: Callable[[], Awaitable[Any]], *rest: Callable[[], Awaitable[Any]]) -> list[Any]:
@@ -592,6 +622,91 @@ class Auth0Sync:
             else:
                 log.warning("not removing hook %r: %s", name, describe_holder("it", name, hook.owner))
         return removed
+
+    # --- spec.conversion: the log stream -----------------------------------------------------------
+
+    async def ensure_log_stream(self, desired: DesiredLogStream, relay_ready: bool) -> LogStreamResult:
+        """Create or correct the channel's log stream; no write when it matches. Refusals a
+        person must resolve (plan, scopes, a foreign stream) are results, not errors; other
+        Auth0 failures raise Auth0Error."""
+        domain = self.credentials.domain
+        for token in desired.tokens:
+            self.api.add_secret(token)
+        missing = await self._missing_log_stream_scopes()
+        if missing:
+            return LogStreamResult(False, MISSING_SCOPE, self._scope_message(missing))
+        writes_before = self.api.writes
+        try:
+            plan = plan_log_stream(desired, await self.gateway.list_log_streams(), relay_ready)
+            if plan.conflict:
+                return LogStreamResult(False, LOG_STREAM_CONFLICT, f"Auth0 tenant {domain}: {plan.conflict}",
+                                       plan.stream.id if plan.stream else None)
+            if plan.create:
+                stream = await self.gateway.create_log_stream(desired)
+                return LogStreamResult(True, LOG_STREAM_ACTIVE, self._active(desired, stream.id), stream.id,
+                                       created=True, writes=self.api.writes - writes_before)
+            if plan.stream is None:
+                return LogStreamResult(False, LOG_STREAM_WAITING, f"the log stream {desired.name!r} is created "
+                                       "on Auth0 tenant " f"{domain} once the relay is available")
+            stream = plan.stream
+            if plan.writes:
+                await self.gateway.update_log_stream(stream.id, desired, sink=plan.sink, filters=plan.filters,
+                                                     resume=plan.resume)
+            elif stream.status != "active":
+                return LogStreamResult(False, LOG_STREAM_SUSPENDED, (
+                    f"Auth0 tenant {domain} has the log stream {desired.name!r} ({stream.id}) {stream.status}: "
+                    "Auth0 stops a stream whose sink keeps failing; the operator sets it back to active once "
+                    "the relay is available (check the relay's public URL reaches /v1/auth0-logs)"), stream.id)
+            return LogStreamResult(True, LOG_STREAM_ACTIVE, self._active(desired, stream.id), stream.id,
+                                   updated=plan.changed if plan.writes else (), resumed=plan.resume,
+                                   writes=self.api.writes - writes_before)
+        except Auth0Error as error:
+            refused = self._log_streams_refused(error)
+            if refused is not None:
+                return LogStreamResult(*refused)
+            raise
+
+    async def remove_log_stream(self, desired: DesiredLogStream) -> list[str]:
+        """Delete the channel's log stream (never another's of the same name); [] when none."""
+        for token in desired.tokens:
+            self.api.add_secret(token)
+        missing = await self._missing_log_stream_scopes()
+        if missing:
+            raise Auth0Error(FORBIDDEN, self._scope_message(missing))
+        removed = []
+        for stream in await self.gateway.list_log_streams():
+            if stream.name != desired.name:
+                continue
+            if not is_our_log_stream(stream, desired):
+                log.warning("not removing log stream %r (%s): it sends to %s, not this channel's relay",
+                            stream.name, stream.id, stream.endpoint)
+                continue
+            await self.gateway.delete_log_stream(stream.id)
+            removed.append(f"log stream {stream.name!r} ({stream.id})")
+        return removed
+
+    async def _missing_log_stream_scopes(self) -> list[str]:
+        await self.api.tokens.token()
+        return missing_scopes(LOG_STREAM_SCOPES, self.api.tokens.granted_scopes)
+
+    def _scope_message(self, missing: list[str]) -> str:
+        return (f"Auth0 tenant {self.credentials.domain}: the client {self.credentials.client_id} lacks the "
+                f"scopes spec.conversion needs for the log stream; grant: {', '.join(missing)}")
+
+    def _active(self, desired: DesiredLogStream, stream_id: str) -> str:
+        return (f"Auth0 log stream {desired.name!r} ({stream_id}) on {self.credentials.domain} sends "
+                f"to {desired.endpoint}")
+
+    def _log_streams_refused(self, error: Auth0Error) -> tuple[bool, str, str] | None:
+        domain = self.credentials.domain
+        if error.status == 403 and "scope" in error.message.lower():
+            return False, MISSING_SCOPE, f"{error.message} (spec.conversion's log stream)"
+        if error.error_code == TOO_MANY_STREAMS_CODE or (error.status == 403 and "plan" in error.message.lower()):
+            return False, LOG_STREAMS_NOT_ALLOWED, (
+                f"Auth0 tenant {domain} refused the log stream spec.conversion needs: {error.message}. The "
+                "tenant's plan limits its log streams: delete an unused stream, move to a plan that allows "
+                "one more, or turn spec.conversion off")
+        return None
 
     # --- scopes --------------------------------------------------------------------------------
 
