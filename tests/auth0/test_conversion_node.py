@@ -15,17 +15,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from otp_sandbox.auth0_emulator.events import PhoneMessage, action_event, hook_args
-from otp_sandbox.auth0_emulator.runner import RUNNER_JS
 
 from otp_operator.auth0 import render
+from otp_sandbox.auth0_emulator.events import PhoneMessage, action_event, hook_args
+from otp_sandbox.auth0_emulator.runner import RUNNER_JS
 
 SIGNING_KEY = "signing-key-0001-abcdef"
 USER_ID = "auth0|sandbox-user-1"  # what the emulator's events carry
 MESSAGE = PhoneMessage(recipient="+6591234567", text="Your code is 482913", code="482913")
 TRIGGERS = {"phone-provider": "custom-phone-provider", "send-phone-message": "send-phone-message",
             "legacy-hook": "hook"}
-BLOCKED = {"type": "https://otprelay.io/problems/conversion-blocked", "title": "Conversion blocked",
+BLOCKED = {"type": "https://otp-relay.invalid/problems/conversion-blocked", "title": "Conversion blocked",
            "status": 403, "detail": "number prefix +6591 paused", "request_id": "r1"}
 
 
