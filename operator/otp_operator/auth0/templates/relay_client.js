@@ -133,6 +133,7 @@ function postToRelay(secrets, message) {
       });
       response.on('end', () => refused(problemType(Buffer.concat(chunks).toString('utf8'))));
       response.on('error', () => refused(false));
+      response.on('close', () => refused(false)); // cut short: after 'end' this changes nothing
     });
     request.on('timeout', () => {
       request.destroy();
