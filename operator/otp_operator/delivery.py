@@ -11,6 +11,12 @@ the relay's record of that canary send (the summary's ``canary``) into ``status.
 or notes that the relay was never called. The reconcile turns ``status.canary`` into the
 ``Delivering`` condition (``status.delivering_verdict``); this timer never writes conditions.
 
+With ``spec.conversion`` the summary's ``conversion`` (whether codes were used, per country and
+number prefix, the conversion rule's active blocks, 8x8 feedback) goes to
+``status.delivery.conversion`` and the ``otp_operator_channel_conversion_ratio`` gauge; the
+timer also processes the ``otprelay.io/lift-conversion-block`` annotation (``conversion_lift``),
+posting each lift to the relay signed like the legacy canary.
+
 A kopf timer, apart from the reconcile: every ``INTERVAL`` seconds it asks the relay's admin
 listener (through the channel's Service) for ``/v1/delivery-summary``. Deciding is pure
 (``delivery_status``, ``ratio_dropped``, ``channel_gauges``); the timer only reads and writes.
@@ -35,7 +41,7 @@ from otp_relay import signing
 from otp_relay.metrics import CHANNELS as DELIVERY_CHANNELS
 from otp_relay.webhook import STATES as VOICE_WEBHOOK_STATES
 
-from . import metrics, names, rotation, status
+from . import conversion_lift, metrics, names, rotation, status
 from .auth0.errors import Auth0Error
 from .secrets import signing_keys
 from .spec import ChannelSpec, SpecError, parse_channel
@@ -43,10 +49,16 @@ from .spec import ChannelSpec, SpecError, parse_channel
 INTERVAL = 60.0
 TIMEOUT = 3.0
 RELAY_CANARY_TIMEOUT = 10.0  # the relay answers a send within 6 s
+RELAY_LIFT_TIMEOUT = 5.0
 MIN_FINAL_RECEIPTS = 5  # fewer final receipts in the window say nothing about a ratio
 FIELDS = ("windowSeconds", "sent", "delivered", "undelivered", "ratio", "topFailureReason")
 CHANNEL_FIELDS = FIELDS[1:]  # per delivery channel (text, voice): the window is the summary's
 CANARY_STATES = ("sent", "rejected", "delivered", "undelivered")
+CONVERSION_MODES = ("off", "monitor", "enforce")
+MAX_WORST = 5  # countries and number prefixes in status.delivery.conversion
+MAX_BLOCKS = 50
+_COUNTRY = re.compile(r"^[A-Z]{2}$")
+_PREFIX = re.compile(r"^\+[1-9][0-9]{0,14}$")
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
 _CODE = re.compile(r"^[A-Za-z0-9_./-]{1,32}$")
 CHANNELS = names.CHANNEL_RESOURCE
@@ -99,6 +111,9 @@ async def fetch_summary(url: str) -> dict[str, Any]:
     canary = canary_record(data.get("canary"))
     if canary is not None:
         summary["canary"] = canary
+    conversion = conversion_record(data.get("conversion"))
+    if conversion is not None:
+        summary["conversion"] = conversion
     return summary
 
 
@@ -116,6 +131,95 @@ def _figures(data: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]
         elif isinstance(value, int) and not isinstance(value, bool) and value >= 0:
             figures[key] = value
     return figures
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**53 else None
+
+
+def _rate(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 <= value <= 1:
+        return round(float(value), 4)
+    return None
+
+
+def _iso(value: Any) -> str | None:
+    """An ISO 8601 time from the relay as ``_STAMP`` (UTC), or None."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        parsed = datetime.datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=datetime.timezone.utc)
+    return parsed.astimezone(datetime.timezone.utc).strftime(_STAMP)
+
+
+def _items(value: Any) -> list[Any]:
+    return value[:1000] if isinstance(value, list) else []
+
+
+def conversion_record(value: Any) -> dict[str, Any] | None:
+    """``status.delivery.conversion`` from the summary's ``conversion``: the totals, the worst
+    countries and number prefixes (prefixes only here, never as metric labels), the active
+    blocks, the 8x8 feedback and the log stream's last event; None without conversion."""
+    if not isinstance(value, dict) or value.get("enabled") is False:
+        return None
+    record: dict[str, Any] = {}
+    for field in ("sent", "success", "failure", "pending"):
+        if (count := _count(value.get(field))) is not None:
+            record[field] = count
+    if (rate := _rate(value.get("rate"))) is not None:
+        record["rate"] = rate
+    countries = value.get("countries")
+    if isinstance(countries, dict):
+        worst: list[dict[str, Any]] = []
+        for country, figures in countries.items():
+            if isinstance(country, str) and _COUNTRY.match(country) and isinstance(figures, dict):
+                rate = _rate(figures.get("rate"))
+                if rate is not None:
+                    worst.append({"country": country, "sent": _count(figures.get("sent")) or 0, "rate": rate})
+        worst.sort(key=lambda c: (c["rate"], -c["sent"], c["country"]))
+        if worst:
+            record["worstCountries"] = worst[:MAX_WORST]
+    rule: dict[str, Any] = value["rule"] if isinstance(value.get("rule"), dict) else {}
+    if rule.get("mode") in CONVERSION_MODES:
+        record["mode"] = rule["mode"]
+    prefixes: list[dict[str, Any]] = []
+    for item in _items(rule.get("prefixes")):
+        if isinstance(item, dict) and isinstance(item.get("key"), str) and _PREFIX.match(item["key"]):
+            rate = _rate(item.get("rate"))
+            if rate is not None:
+                prefixes.append({"prefix": item["key"], "sent": _count(item.get("sent")) or 0,
+                                 "converted": _count(item.get("converted")) or 0, "rate": rate})
+    prefixes.sort(key=lambda p: (p["rate"], -p["sent"], p["prefix"]))
+    if prefixes:
+        record["worstPrefixes"] = prefixes[:MAX_WORST]
+    blocks: list[dict[str, Any]] = []
+    for item in _items(rule.get("blocks")):
+        if not isinstance(item, dict) or item.get("kind") not in ("prefix", "country"):
+            continue
+        key, until = item.get("key"), _iso(item.get("until"))
+        pattern = _PREFIX if item["kind"] == "prefix" else _COUNTRY
+        if isinstance(key, str) and pattern.match(key) and until is not None:
+            block: dict[str, Any] = {"key": key, "kind": item["kind"], "until": until,
+                                     "enforced": item.get("enforced") is True}
+            if (level := _count(item.get("level"))) is not None:
+                block["level"] = level
+            blocks.append(block)
+    if blocks:
+        record["blocks"] = sorted(blocks, key=lambda b: b["until"])[:MAX_BLOCKS]
+    feedback = value.get("feedback")
+    if isinstance(feedback, dict):
+        counts = {field: count for field in ("posted", "failed")
+                  if (count := _count(feedback.get(field))) is not None}
+        if counts:
+            record["feedback"] = counts
+    log_stream = value.get("log_stream")
+    if isinstance(log_stream, dict) and (last := _iso(log_stream.get("last_event"))) is not None:
+        record["lastLogEvent"] = last
+    return record
 
 
 def _epoch(stamp: Any) -> float | None:
@@ -179,19 +283,44 @@ def _try_error(error: Auth0Error) -> str:
 def relay_messages_url(ch: ChannelSpec) -> str:
     """The relay's public path through its Service (what the registered code reaches through the
     public URL)."""
-    return (f"http://{names.relay_name(ch.name)}.{ch.namespace}.svc:{names.SERVICE_PORT}"
-            f"{ch.relay.path_prefix}{names.RELAY_PUBLIC_PATH}")
+    return _relay_public_url(ch, names.RELAY_PUBLIC_PATH)
 
 
-def relay_canary_request(to: str, key: str, now: float) -> tuple[dict[str, str], bytes]:
-    """Headers and body of the canary the operator sends itself in the legacy modes: the request
-    the registered code makes (signed the same way), with a text that differs at every try so
-    the relay's idempotency never takes it for a replay."""
-    body = json.dumps({"recipient": to, "text": f"otp-relay canary {_stamp(now)}",
-                       "message_type": "otp_verify", "delivery_method": "text"}).encode()
+def relay_lift_url(ch: ChannelSpec) -> str:
+    """The relay's conversion-lift route through its Service (signed like a send)."""
+    return _relay_public_url(ch, names.RELAY_CONVERSION_LIFT_PATH)
+
+
+def _relay_public_url(ch: ChannelSpec, path: str) -> str:
+    return f"http://{names.relay_name(ch.name)}.{ch.namespace}.svc:{names.SERVICE_PORT}{ch.relay.path_prefix}{path}"
+
+
+def signed_request(payload: Mapping[str, Any], key: str, now: float) -> tuple[dict[str, str], bytes]:
+    """Headers and body of a request to the relay's public routes, signed the way the registered
+    code signs its sends."""
+    body = json.dumps(payload).encode()
     timestamp = str(int(now))
     return ({"Content-Type": "application/json", "X-Otp-Timestamp": timestamp,
              "X-Otp-Signature": signing.sign(key, timestamp, body)}, body)
+
+
+def relay_canary_request(to: str, key: str, now: float) -> tuple[dict[str, str], bytes]:
+    """The canary the operator sends itself in the legacy modes: the request the registered code
+    makes, with a text that differs at every try so the relay's idempotency never takes it for a
+    replay."""
+    return signed_request({"recipient": to, "text": f"otp-relay canary {_stamp(now)}",
+                           "message_type": "otp_verify", "delivery_method": "text"}, key, now)
+
+
+async def _post_signed(runtime: Any, ch: ChannelSpec, url: str, request: Any, timeout: float) -> httpx.Response | None:
+    """POST ``request(key, now)`` (headers, body) to the relay, signed with the oldest key in the
+    Secret (the one every relay replica still accepts during a rotation); None without a key.
+    Raises ``httpx.HTTPError`` when the relay does not answer."""
+    keys = signing_keys(await runtime.read("v1", "Secret", ch.namespace, names.signing_key_secret_name(ch.name)))
+    if not keys:
+        return None
+    headers, body = request(keys[0], time.time())
+    return await _client().post(url, content=body, headers=headers, timeout=timeout)
 
 
 async def _ask_auth0(runtime: Any, ch: ChannelSpec, current: Mapping[str, Any]) -> tuple[bool, str | None]:
@@ -210,18 +339,16 @@ async def _ask_auth0(runtime: Any, ch: ChannelSpec, current: Mapping[str, Any]) 
 
 async def _ask_relay(runtime: Any, ch: ChannelSpec) -> tuple[bool, str | None]:
     """(asked, the relay's refusal): the legacy modes have no Auth0 test endpoint, so the
-    operator posts the registered code's request to the relay itself, signed with the oldest key
-    in the Secret (the one every relay replica still accepts during a rotation)."""
+    operator posts the registered code's request to the relay itself."""
     assert ch.canary is not None
-    keys = signing_keys(await runtime.read("v1", "Secret", ch.namespace, names.signing_key_secret_name(ch.name)))
-    if not keys:
-        return False, None
-    headers, body = relay_canary_request(ch.canary.to, keys[0], time.time())
+    to = ch.canary.to
     try:
-        answer = await _client().post(relay_messages_url(ch), content=body, headers=headers,
-                                      timeout=RELAY_CANARY_TIMEOUT)
+        answer = await _post_signed(runtime, ch, relay_messages_url(ch),
+                                    lambda key, now: relay_canary_request(to, key, now), RELAY_CANARY_TIMEOUT)
     except httpx.HTTPError as error:
         return True, f"no answer ({type(error).__name__})"
+    if answer is None:
+        return False, None
     return True, None if answer.status_code in (200, 202) else f"HTTP {answer.status_code}"
 
 
@@ -245,13 +372,59 @@ async def _canary_tick(runtime: Any, ch: ChannelSpec, current: Mapping[str, Any]
     return canary_tried(now, problem)
 
 
+def conversion_on(spec: Mapping[str, Any]) -> bool:
+    """``spec.conversion`` present and not disabled (read from the raw spec: the parsed channel
+    does not carry it here)."""
+    conversion = spec.get("conversion")
+    return isinstance(conversion, Mapping) and conversion.get("enabled", True) is not False
+
+
+async def _lift_one(runtime: Any, ch: ChannelSpec, key: str) -> tuple[str, str | None]:
+    try:
+        answer = await _post_signed(runtime, ch, relay_lift_url(ch),
+                                    lambda signing_key, now: signed_request({"key": key}, signing_key, now),
+                                    RELAY_LIFT_TIMEOUT)
+    except httpx.HTTPError as error:
+        return conversion_lift.outcome(None, None, f"no answer ({type(error).__name__})")
+    if answer is None:
+        return conversion_lift.outcome(None, None, "no signing key in the channel's Secret yet")
+    try:
+        parsed = answer.json() if answer.status_code == 200 and len(answer.content) <= 4096 else None
+    except ValueError:
+        parsed = None
+    return conversion_lift.outcome(answer.status_code, parsed)
+
+
+async def _lift_tick(runtime: Any, ch: ChannelSpec, body: Mapping[str, Any], spec: Mapping[str, Any],
+                     current: Mapping[str, Any]) -> dict[str, Any] | None:
+    """Process the lift annotation's value when it is new; the new ``status.conversionLift``, or
+    None when there is nothing to do."""
+    annotations = (body.get("metadata") or {}).get("annotations") or {}
+    lift = conversion_lift.pending(annotations.get(names.ANNOTATION_LIFT_CONVERSION_BLOCK), current.get("conversionLift"))
+    if lift is None or runtime is None:
+        return None
+    if lift.problem is None and not conversion_on(spec):
+        lift = conversion_lift.Lift(lift.marker, (), "spec.conversion is not set: there are no conversion blocks to lift")
+    if lift.problem is not None:
+        kopf.warn(dict(body), reason="ConversionLiftInvalid", message=lift.problem)
+        return conversion_lift.record(lift, [], _stamp(time.time()))
+    results: list[dict[str, Any]] = []
+    for key in lift.keys:
+        result, detail = await _lift_one(runtime, ch, key)
+        results.append({"key": key, "outcome": result, **({"detail": detail} if detail else {})})
+        warning, reason, message = conversion_lift.event(key, result, detail)
+        (kopf.warn if warning else kopf.info)(dict(body), reason=reason, message=message)
+        log.info("conversion block lift for %s/%s on %s: %s", ch.namespace, ch.name, key, result)
+    return conversion_lift.record(lift, results, _stamp(time.time()))
+
+
 def _stamp(at: float) -> str:
     return datetime.datetime.fromtimestamp(at, datetime.timezone.utc).strftime(_STAMP)
 
 
 def delivery_status(summary: Mapping[str, Any], previous: Mapping[str, Any] | None, stamp: str) -> dict[str, Any] | None:
     """The new ``status.delivery``, or None when the numbers did not change (no write)."""
-    if previous and all(previous.get(key) == summary.get(key) for key in (*FIELDS, "channels", "voiceWebhook")):
+    if previous and all(previous.get(key) == summary.get(key) for key in (*FIELDS, "channels", "voiceWebhook", "conversion")):
         return None
     return {**summary, "observedTime": stamp}
 
@@ -281,6 +454,9 @@ def channel_gauges(body_status: Mapping[str, Any], now: float) -> dict[str, floa
     ratio = (body_status.get("delivery") or {}).get("ratio")
     if ratio is not None:
         values["delivery_ratio"] = float(ratio)
+    conversion = (body_status.get("delivery") or {}).get("conversion") or {}
+    if conversion.get("rate") is not None:
+        values["conversion_ratio"] = float(conversion["rate"])
     delivering = status.find(conditions, status.DELIVERING)
     if delivering is not None:
         values["canary_delivering"] = {"True": 1.0, "False": 0.0}.get(str(delivering.get("status")), -1.0)
@@ -293,6 +469,10 @@ def _set_gauges(namespace: str, name: str, values: Mapping[str, float]) -> None:
     metrics.SIGNING_KEY_ROTATION_SECONDS.labels(namespace, name).set(values["rotation_seconds"])
     if "delivery_ratio" in values:
         metrics.CHANNEL_DELIVERY_RATIO.labels(namespace, name).set(values["delivery_ratio"])
+    if "conversion_ratio" in values:
+        metrics.CHANNEL_CONVERSION_RATIO.labels(namespace, name).set(values["conversion_ratio"])
+    else:
+        _remove(metrics.CHANNEL_CONVERSION_RATIO, namespace, name)
     if "canary_delivering" in values:
         metrics.CHANNEL_CANARY_DELIVERING.labels(namespace, name).set(values["canary_delivering"])
     else:
@@ -308,7 +488,7 @@ def _remove(gauge: Any, namespace: str, name: str) -> None:
 
 def forget(namespace: str, name: str) -> None:
     for gauge in (metrics.CHANNEL_READY, metrics.CHANNEL_AUTH0_SYNCED, metrics.SIGNING_KEY_ROTATION_SECONDS,
-                  metrics.CHANNEL_DELIVERY_RATIO, metrics.CHANNEL_CANARY_DELIVERING):
+                  metrics.CHANNEL_DELIVERY_RATIO, metrics.CHANNEL_CANARY_DELIVERING, metrics.CHANNEL_CONVERSION_RATIO):
         _remove(gauge, namespace, name)
 
 
@@ -342,6 +522,10 @@ async def poll_delivery(namespace: str, name: str, spec: Mapping[str, Any], body
                                   f"delivered in the last {new.get('windowSeconds', 0) // 60} minutes "
                                   f"(below {ch.policy.delivery_ratio_threshold:.0%}); most frequent failure: "
                                   f"{new.get('topFailureReason') or 'unknown'}")
+    lifted = await _lift_tick(getattr(memo, "runtime", None), ch, body, spec, current)
+    if lifted is not None:
+        patch.status["conversionLift"] = lifted
+        current["conversionLift"] = lifted
     if ch.canary is not None:
         canary = await _canary_tick(getattr(memo, "runtime", None), ch, current, record, read)
         if canary is not None and read and canary.get("lastTryTime") != (current.get("canary") or {}).get("lastTryTime"):

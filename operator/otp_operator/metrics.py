@@ -42,6 +42,11 @@ CHANNEL_CANARY_DELIVERING = Gauge(
     "otp_operator_channel_canary_delivering",
     "The channel's Delivering condition (spec.canary): 1 True, 0 False, -1 Unknown; absent without a canary.",
     ["namespace", "channel"])
+CHANNEL_CONVERSION_RATIO = Gauge(
+    "otp_operator_channel_conversion_ratio",
+    "Codes used / codes with an outcome in the relay's conversion figures (status.delivery.conversion.rate); "
+    "absent without spec.conversion or before the first outcome.",
+    ["namespace", "channel"])
 
 
 def serve(port: int, registry: CollectorRegistry = REGISTRY) -> None:

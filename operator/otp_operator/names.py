@@ -57,6 +57,9 @@ ANNOTATION_ROTATE_LOG_STREAM_TOKEN = f"{GROUP}/rotate-log-stream-token"
 ANNOTATION_PREFIX_KOPF = GROUP  # kopf's progress/diff-base annotations live under our group
 # Set on a channel being deleted: finish without removing the Auth0 side (it stays as it is).
 ANNOTATION_ABANDON_CLEANUP = f"{GROUP}/abandon-cleanup"
+# "<key>[,<key>...]" (a country "GB" or a number prefix "+4477"): the conversion blocks to lift,
+# once per value of the annotation.
+ANNOTATION_LIFT_CONVERSION_BLOCK = f"{GROUP}/lift-conversion-block"
 
 # The operator lists and watches only Secrets with this label (a server-side label selector), never
 # the cluster's others: its relay Secrets carry SECRET_RELAY, and a Secret an OtpChannel reads (8x8
@@ -82,6 +85,7 @@ RELAY_PORT = 8080
 RELAY_PORT_NAME = "http"
 SERVICE_PORT = 80
 RELAY_PUBLIC_PATH = "/v1/messages"  # all the public listener serves (and all the Ingress routes)
+RELAY_CONVERSION_LIFT_PATH = "/v1/conversion/lift"  # signed like a send; the operator calls it
 RELAY_ADMIN_PORT = 9090  # /healthz, /readyz, /metrics
 RELAY_ADMIN_PORT_NAME = "metrics"
 RELAY_PRESTOP_SECONDS = 5  # endpoints drop the pod before SIGTERM reaches it

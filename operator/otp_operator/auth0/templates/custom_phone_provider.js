@@ -11,6 +11,7 @@ exports.onExecuteCustomPhoneProvider = async (event, api) => {
     code: notification.code,
     locale: notification.locale,
     client_ip: event.request && event.request.ip,
+    user_id: event.user && event.user.user_id,
   });
   if (outcome.ok) return;
   if (outcome.retryable) {

@@ -10,6 +10,7 @@ module.exports = function (recipient, text, context, cb) {
     code: context && context.code,
     locale: context && context.language,
     client_ip: context && context.ip,
+    user_id: context && context.user && context.user.user_id,
   }).then(
     (outcome) => (outcome.ok ? cb(null, {}) : cb(new Error(outcome.reason))),
     () => cb(new Error('otp-relay: unexpected failure')),

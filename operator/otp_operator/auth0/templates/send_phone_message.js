@@ -9,6 +9,7 @@ exports.onExecuteSendPhoneMessage = async (event, api) => {
     code: options.code,
     locale: event.request && event.request.language,
     client_ip: event.request && event.request.ip,
+    user_id: event.user && event.user.user_id,
   });
   if (!outcome.ok) throw new Error(outcome.reason);
 };
