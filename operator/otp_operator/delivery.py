@@ -372,13 +372,6 @@ async def _canary_tick(runtime: Any, ch: ChannelSpec, current: Mapping[str, Any]
     return canary_tried(now, problem)
 
 
-def conversion_on(spec: Mapping[str, Any]) -> bool:
-    """``spec.conversion`` present and not disabled (read from the raw spec: the parsed channel
-    does not carry it here)."""
-    conversion = spec.get("conversion")
-    return isinstance(conversion, Mapping) and conversion.get("enabled", True) is not False
-
-
 async def _lift_one(runtime: Any, ch: ChannelSpec, key: str) -> tuple[str, str | None]:
     try:
         answer = await _post_signed(runtime, ch, relay_lift_url(ch),
@@ -395,15 +388,14 @@ async def _lift_one(runtime: Any, ch: ChannelSpec, key: str) -> tuple[str, str |
     return conversion_lift.outcome(answer.status_code, parsed)
 
 
-async def _lift_tick(runtime: Any, ch: ChannelSpec, body: Mapping[str, Any], spec: Mapping[str, Any],
-                     current: Mapping[str, Any]) -> dict[str, Any] | None:
+async def _lift_tick(runtime: Any, ch: ChannelSpec, body: Mapping[str, Any], current: Mapping[str, Any]) -> dict[str, Any] | None:
     """Process the lift annotation's value when it is new; the new ``status.conversionLift``, or
     None when there is nothing to do."""
     annotations = (body.get("metadata") or {}).get("annotations") or {}
     lift = conversion_lift.pending(annotations.get(names.ANNOTATION_LIFT_CONVERSION_BLOCK), current.get("conversionLift"))
     if lift is None or runtime is None:
         return None
-    if lift.problem is None and not conversion_on(spec):
+    if lift.problem is None and ch.conversion is None:
         lift = conversion_lift.Lift(lift.marker, (), "spec.conversion is not set: there are no conversion blocks to lift")
     if lift.problem is not None:
         kopf.warn(dict(body), reason="ConversionLiftInvalid", message=lift.problem)
@@ -522,7 +514,7 @@ async def poll_delivery(namespace: str, name: str, spec: Mapping[str, Any], body
                                   f"delivered in the last {new.get('windowSeconds', 0) // 60} minutes "
                                   f"(below {ch.policy.delivery_ratio_threshold:.0%}); most frequent failure: "
                                   f"{new.get('topFailureReason') or 'unknown'}")
-    lifted = await _lift_tick(getattr(memo, "runtime", None), ch, body, spec, current)
+    lifted = await _lift_tick(getattr(memo, "runtime", None), ch, body, current)
     if lifted is not None:
         patch.status["conversionLift"] = lifted
         current["conversionLift"] = lifted

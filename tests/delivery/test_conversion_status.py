@@ -22,7 +22,7 @@ SIGNING_KEY = "conversion-signing-key-0001"
 SPEC = {
     "auth0": {"domain": "shop.eu.auth0.com", "credentialsSecretRef": {"name": "auth0"}},
     "sms": {"subaccountId": "shop_otp", "apiKeySecretRef": {"name": "eightbyeight"}},
-    "relay": {"publicUrl": "https://otp.shop.example/prod", "ingress": {"host": "otp.shop.example"}},
+    "relay": {"publicUrl": "https://otp.shop.example/prod", "ingress": {"host": "otp.shop.example"}, "replicas": 1},
     "conversion": {"blocking": {"mode": "enforce"}},
 }
 COUNTRIES = {"GB": (100, 0.9), "SG": (40, 0.85), "ID": (30, 0.1), "NG": (25, 0.2), "US": (60, 0.95),

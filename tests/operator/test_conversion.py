@@ -188,11 +188,11 @@ class StubPool:
     def __init__(self, answers):
         self.answers, self.calls = list(answers), []
 
-    async def ensure_log_stream(self, credentials, desired, relay_ready):
+    async def ensure_log_stream(self, credentials, desired, relay_ready, guard=None):
         self.calls.append(("ensure", desired, relay_ready))
         return self.answers.pop(0)
 
-    async def remove_log_stream(self, credentials, desired):
+    async def remove_log_stream(self, credentials, desired, guard=None):
         self.calls.append(("remove", desired, None))
         return ["log stream 'otp-relay-shop-prod' (lst_1)"]
 
@@ -203,14 +203,17 @@ def _conversion_pass(monkeypatch, ch, pool, rolled_out, previous=None, mem=None)
 
     from otp_operator import reconcile, rotation  # noqa: PLC0415
     from otp_operator.auth0 import Auth0Credentials  # noqa: PLC0415
-    from otp_operator.runtime import ChannelMemory  # noqa: PLC0415
+    from otp_operator.runtime import ChannelMemory, Clock  # noqa: PLC0415
 
     events: list[tuple[str, str]] = []
     monkeypatch.setattr(reconcile, "_event", lambda body, reason, message, warning=False: events.append(
         (reason, message)))
-    mem = mem or ChannelMemory(credentials_secret=ch.auth0.credentials_secret)  # protected already
-    rt = types.SimpleNamespace(auth0=pool, kube=object(), config=types.SimpleNamespace(drift_interval=600.0))
-    run = types.SimpleNamespace(body={}, mem=mem)
+    if mem is None:
+        mem = ChannelMemory()
+        mem.auth0.credentials_secret = ch.auth0.credentials_secret  # protected already
+    rt = types.SimpleNamespace(auth0=pool, kube=object(), config=types.SimpleNamespace(drift_interval=600.0),
+                               clock=Clock())
+    run = types.SimpleNamespace(body={}, mem=mem, guard=lambda rt: None)
     plan = rotation.SigningPlan(("k",), "k", rotation.SigningState.from_status(None))
     relay = reconcile.RelayPhase(status.true("Available", "up"), 2, rolled_out, "sum", plan, ("t1", "t2"))
     phase = reconcile.Auth0Phase(status.true("Synced", "s"), None, None, plan.state, [], previous)
@@ -270,7 +273,7 @@ def test_a_pass_that_stops_early_keeps_conversion_tracking(monkeypatch):
     import types  # noqa: PLC0415
 
     from otp_operator import reconcile  # noqa: PLC0415
-    from otp_operator.runtime import ChannelMemory  # noqa: PLC0415
+    from otp_operator.runtime import ChannelMemory, Clock  # noqa: PLC0415
 
     written = []
 
@@ -282,9 +285,10 @@ def test_a_pass_that_stops_early_keeps_conversion_tracking(monkeypatch):
     before = status.conditions([], 1, status.true("Available", "up"), status.true("Synced", "s"), "t",
                                conversion=status.true("LogStreamActive", "sends"))
     body = {"metadata": {"namespace": "shop", "name": "prod"}, "status": {"conditions": before}}
-    run = reconcile.Pass(body, "shop", "prod", 2, body["status"], before, ChannelMemory(), "t2")
+    run = reconcile.Pass(body, "shop", "prod", 2, body["status"], before, ChannelMemory(), "t2", {})
     missing = status.false("SecretNotFound", "8x8 API key missing")
-    asyncio.run(reconcile._finish(types.SimpleNamespace(kube=Kube()), run, reconcile.Outcome(missing, missing)))
+    asyncio.run(reconcile._finish(types.SimpleNamespace(kube=Kube(), clock=Clock()), run,
+                                  reconcile.Outcome(missing, missing)))
     [conversion] = [c for c in written[0]["conditions"] if c["type"] == status.CONVERSION_TRACKING]
     assert (conversion["status"], conversion["reason"]) == ("True", "LogStreamActive")
 
@@ -311,7 +315,7 @@ def test_deleting_the_channel_deletes_its_log_stream(monkeypatch):
         async def remove(self, credentials, **kwargs):
             return []
 
-        async def remove_log_stream(self, credentials, desired):
+        async def remove_log_stream(self, credentials, desired, guard=None):
             self.removed.append(desired)
             return ["log stream 'otp-relay-shop-prod' (lst_1)"]
 
