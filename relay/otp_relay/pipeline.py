@@ -9,7 +9,8 @@
 
 ``SendPipeline.handle`` runs them and turns the result into one ``Answer`` and one ``SendLog``
 (the request's JSON log line). A step added to the pipeline goes in ``_send``: before the
-limits means before ``claim``, after a successful send means under ``case Accepted()``.
+limits means before ``claim``, after a successful send means after ``settle`` when the outcome
+is ``Accepted``.
 
 ``Intake`` is the connection guard's bookkeeping of a request and the bounded read of its body;
 the receipt path (``receipts.handle``) goes through the same one.
@@ -82,9 +83,9 @@ class SendLog:
     worker: int | None = None
     channel: str | None = None
     segments: int | None = None
-    would_refuse: str | None = None
     recipient: str | None = None
     country: str | None = None
+    would_refuse: str | None = None
     attempts: int | None = None
     state: str | None = None
     idempotent: str | None = None
