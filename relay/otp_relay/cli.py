@@ -66,7 +66,8 @@ async def serve(settings: config.Settings, worker: int = 0) -> None:
                           **HEADER_LIMITS)
     await runner.setup()
     await admin.setup()
-    context = relay.certificate.context if relay.certificate else None
+    certificate = relay.credentials.certificate
+    context = certificate.context if certificate else None
     site = GuardedSite(runner, relay.guard, settings.header_timeout, host=settings.host,
                        port=settings.port, ssl_context=context, backlog=1024, reuse_address=True,
                        reuse_port=settings.workers > 1)

@@ -6,8 +6,10 @@ import argparse
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import phonenumbers
@@ -70,186 +72,6 @@ class Rate:
         if int(match[1]) < 1:
             raise ValueError(f"the count must be positive, got {text!r}")
         return cls(limit=int(match[1]), window=float(seconds))
-
-
-@dataclass(frozen=True)
-class Settings:
-    host: str
-    port: int
-    base_url: str
-    subaccount: str
-    api_key_file: Path
-    signing_key_file: Path
-    sender: str | None
-    encoding: str
-    allowed_countries: frozenset[str]
-    per_recipient: Rate
-    global_limit: Rate
-    path_prefix: str
-    tls_cert_file: Path | None
-    tls_key_file: Path | None
-    key_reload_interval: float = 1.0
-    shutdown_timeout: float = 25.0
-    log_level: str = "INFO"
-    admin_host: str = "0.0.0.0"
-    admin_port: int = 9090
-    deadline: float = DEFAULT_DEADLINE
-    idempotency_retention: float = 1800.0
-    state_url: str | None = None
-    state_password_file: Path | None = None
-    state_ca_file: Path | None = None
-    state_prefix: str = ""
-    insecure_upstream: bool = False
-    max_connections: int = 1000
-    max_in_flight: int = 256
-    max_body_readers: int = MAX_READERS
-    body_min_rate: float = MIN_BODY_RATE
-    header_timeout: float = 5.0
-    body_timeout: float = 5.0
-    idle_timeout: float = 75.0
-    workers: int = 1
-    receipt_url: str | None = None
-    receipt_token_file: Path | None = None
-    max_idempotency_keys: int = MAX_IDEMPOTENCY_KEYS
-    allowed_number_types: frozenset[str] = frozenset()
-    allowed_non_geographic: frozenset[int] = frozenset()
-    max_segments: int = policy.DEFAULT_MAX_SEGMENTS
-    per_prefix: Rate = Rate.parse(policy.DEFAULT_PER_PREFIX)
-    prefix_digits: int = policy.DEFAULT_PREFIX_DIGITS
-    country_hour: Rate = Rate.parse(policy.DEFAULT_COUNTRY_HOUR)
-    country_day: Rate = Rate.parse(policy.DEFAULT_COUNTRY_DAY)
-    per_client_ip: Rate | None = None
-    monitor_rules: frozenset[str] = frozenset()
-    code_validity: float = float(parse_duration(policy.DEFAULT_CODE_VALIDITY))
-    canary_number: str | None = None
-    voice_enabled: bool = False
-    voice_base_url: str = VOICE_REGION_BASE_URLS["ap"]
-    voice_caller_id: str | None = None
-    voice_profile: str = DEFAULT_VOICE_PROFILE
-    voice_profiles: tuple[tuple[str, str], ...] = ()  # (normalised locale, profile)
-    voice_repetition: int = DEFAULT_VOICE_REPETITION
-    voice_per_recipient: Rate = Rate.parse(DEFAULT_VOICE_PER_RECIPIENT)
-
-    def voice_profile_for(self, locale: str | None) -> str:
-        """The speech profile for Auth0's ``locale`` (``en_US``, ``fr-FR``, ``de``): the exact
-        locale's, else its language's, else the default."""
-        if locale:
-            wanted = normalise_locale(locale)
-            table = dict(self.voice_profiles)
-            for candidate in (wanted, wanted.split("-")[0]):
-                if candidate in table:
-                    return table[candidate]
-        return self.voice_profile
-
-    @property
-    def scheme(self) -> str:
-        return "https" if self.tls_cert_file else "http"
-
-
-# (flag, env suffix, help); env var is OTP_RELAY_<suffix>
-_OPTIONS: list[tuple[str, str, str]] = [
-    ("--listen", "LISTEN", "HOST:PORT to serve /v1/messages on (default 0.0.0.0:8080)"),
-    ("--admin-listen", "ADMIN_LISTEN", "HOST:PORT for /healthz, /readyz, /metrics (default 0.0.0.0:9090)"),
-    ("--sms-region", "SMS_REGION", "8x8 region: ap (default), us, eu, id"),
-    ("--sms-base-url", "SMS_BASE_URL", "override the region's 8x8 base URL"),
-    ("--subaccount", "SUBACCOUNT", "8x8 subaccount id (required)"),
-    ("--api-key-file", "API_KEY_FILE", "file holding the 8x8 API key (re-read on change)"),
-    ("--signing-key-file", "SIGNING_KEY_FILE", "file with signing keys, one per line (re-read on change)"),
-    ("--sender", "SENDER", "sender id sent to 8x8 as 'source' (<= 16 chars)"),
-    ("--encoding", "ENCODING", "AUTO (default), GSM7 or UCS2"),
-    ("--allowed-countries", "ALLOWED_COUNTRIES", "comma list of ISO 3166 alpha-2 codes; empty = all"),
-    ("--per-recipient", "PER_RECIPIENT", f"per-recipient sliding window (default {DEFAULT_PER_RECIPIENT})"),
-    ("--global-limit", "GLOBAL_LIMIT", f"token bucket for the whole process (default {DEFAULT_GLOBAL_LIMIT})"),
-    ("--path-prefix", "PATH_PREFIX", "also serve under this path prefix, e.g. /prod"),
-    ("--tls-cert-file", "TLS_CERT_FILE", "serve HTTPS with this certificate chain"),
-    ("--tls-key-file", "TLS_KEY_FILE", "private key for --tls-cert-file"),
-    ("--key-reload-interval", "KEY_RELOAD_INTERVAL", "seconds between key-file checks (default 1)"),
-    ("--shutdown-timeout", "SHUTDOWN_TIMEOUT", "seconds to finish in-flight requests on SIGTERM (default 25)"),
-    ("--log-level", "LOG_LEVEL", "DEBUG, INFO (default), WARNING, ERROR"),
-    ("--deadline", "DEADLINE", "seconds within which every send is answered (default 6)"),
-    ("--idempotency-retention", "IDEMPOTENCY_RETENTION",
-     f"how long a message's key is remembered, >= 15m (default {DEFAULT_RETENTION})"),
-    ("--state-url", "STATE_URL", "redis:// or rediss:// URL of the shared state (default: in process)"),
-    ("--state-password-file", "STATE_PASSWORD_FILE", "file holding the state store's password"),
-    ("--state-ca-file", "STATE_CA_FILE", "CA bundle the rediss:// store's certificate is checked against "
-     "(default: SSL_CERT_FILE, else the system's)"),
-    ("--state-prefix", "STATE_PREFIX", "key prefix in the state store (default otp-relay:<subaccount>)"),
-    ("--insecure-upstream", "INSECURE_UPSTREAM", "allow an http:// 8x8 base URL (test sandboxes only)"),
-    ("--max-idempotency-keys", "MAX_IDEMPOTENCY_KEYS", "live keys the in-process store holds at most "
-     f"(~360 bytes each); the global limit over the retention must fit (default {MAX_IDEMPOTENCY_KEYS})"),
-    ("--max-connections", "MAX_CONNECTIONS", "open client connections at most (default 1000)"),
-    ("--max-in-flight", "MAX_IN_FLIGHT", "sends processed at once at most; more get 503 (default 256)"),
-    ("--max-body-readers", "MAX_BODY_READERS", "connections reading a request body at once; a new "
-     f"one evicts the oldest (default {MAX_READERS})"),
-    ("--body-min-rate", "BODY_MIN_RATE", "bytes/s a request body must keep up after its first second, "
-     f"else the connection gets 408 and is closed; 0 = no minimum (default {MIN_BODY_RATE})"),
-    ("--header-timeout", "HEADER_TIMEOUT", "seconds to receive a request's headers (default 5)"),
-    ("--body-timeout", "BODY_TIMEOUT", "seconds to receive a request's body (default 5)"),
-    ("--idle-timeout", "IDLE_TIMEOUT", "seconds an idle keep-alive connection is kept (default 75)"),
-    ("--workers", "WORKERS", "processes sharing the public port (SO_REUSEPORT); more than 1 needs "
-     "--state-url so limits and idempotency stay exact (default 1)"),
-    ("--allow-number-types", "ALLOW_NUMBER_TYPES", "number types that get a text besides MOBILE and "
-     "FIXED_LINE_OR_MOBILE, e.g. VOIP,PERSONAL_NUMBER (libphonenumber's names)"),
-    ("--allow-non-geographic", "ALLOW_NON_GEOGRAPHIC", "non-geographic calling codes that get a text, "
-     "e.g. 882 (default: none)"),
-    ("--max-segments", "MAX_SEGMENTS", f"SMS segments a text may need at most (default {policy.DEFAULT_MAX_SEGMENTS})"),
-    ("--per-prefix", "PER_PREFIX", f"window per number prefix (default {policy.DEFAULT_PER_PREFIX})"),
-    ("--prefix-digits", "PREFIX_DIGITS", f"digits a prefix leaves out (default {policy.DEFAULT_PREFIX_DIGITS})"),
-    ("--country-hour", "COUNTRY_HOUR", f"SMS segments per destination country per hour-long window "
-     f"(default {policy.DEFAULT_COUNTRY_HOUR})"),
-    ("--country-day", "COUNTRY_DAY", f"SMS segments per destination country per day-long window "
-     f"(default {policy.DEFAULT_COUNTRY_DAY})"),
-    ("--per-client-ip", "PER_CLIENT_IP", "window per end-user IP (IPv6 per /64), e.g. 10/1h (default: off)"),
-    ("--monitor-rules", "MONITOR_RULES", f"rules that only count and log what they would refuse: "
-     f"{', '.join(policy.RULES)}"),
-    ("--code-validity", "CODE_VALIDITY", f"how long a code is valid: every send carries expiry = now + "
-     f"this, so a late SMS is never delivered (default {policy.DEFAULT_CODE_VALIDITY})"),
-    ("--receipt-url", "RECEIPT_URL", "public URL 8x8 posts delivery receipts to, without the token "
-     "(e.g. https://otp.example.com/v1/receipts); sends carry <this>/<newest token>"),
-    ("--receipt-token-file", "RECEIPT_TOKEN_FILE", "file with receipt tokens, one per line, newest last "
-     "(re-read on change; every line is accepted)"),
-    ("--canary-number", "CANARY_NUMBER", "E.164 test number of the live canary: its sends skip the "
-     "users' limits and have their own cap of 12/h; its last attempt shows in /v1/delivery-summary "
-     "(default: no canary)"),
-    ("--voice", "VOICE", "true: delivery_method 'voice' places a text-to-speech call through 8x8's Voice "
-     "Messaging (callflows) API; false (default): voice requests get 422"),
-    ("--voice-base-url", "VOICE_BASE_URL", "override the region's 8x8 voice base URL (default: the "
-     "region's, e.g. https://voice.8x8.com)"),
-    ("--voice-caller-id", "VOICE_CALLER_ID", "E.164 number calls come from: one 8x8 whitelisted for the "
-     "subaccount (required with --voice)"),
-    ("--voice-profile", "VOICE_PROFILE", f"8x8 speech profile for locales without their own "
-     f"(default {DEFAULT_VOICE_PROFILE})"),
-    ("--voice-profiles", "VOICE_PROFILES", "per-locale speech profiles, e.g. "
-     "en_GB=en-GB-Emma,fr=fr-FR-DeniseNeural (a locale's own, else its language's, else the default)"),
-    ("--voice-repetition", "VOICE_REPETITION", f"times a call reads the message, 1-3 (default "
-     f"{DEFAULT_VOICE_REPETITION})"),
-    ("--voice-per-recipient", "VOICE_PER_RECIPIENT", f"per-recipient sliding window for calls, "
-     f"instead of --per-recipient (default {DEFAULT_VOICE_PER_RECIPIENT})"),
-]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="otp-relay",
-        description="Forward HMAC-signed OTP requests from Auth0 to the 8x8 SMS API.",
-        epilog="Every flag defaults to its OTP_RELAY_* environment variable.",
-    )
-    for flag, suffix, help_text in _OPTIONS:
-        parser.add_argument(flag, dest=suffix.lower(), default=None,
-                            help=f"{help_text} [env OTP_RELAY_{suffix}]")
-    return parser
-
-
-def _pick(args: argparse.Namespace, env: dict[str, str], suffix: str, default: str = "") -> str:
-    value = getattr(args, suffix.lower())
-    if value is None:
-        value = env.get(f"OTP_RELAY_{suffix}", default)
-    return value.strip()
-
-
-def _fail(suffix: str, problem: str) -> ConfigError:
-    flag = next(f for f, s, _ in _OPTIONS if s == suffix)
-    return ConfigError(f"{flag} / OTP_RELAY_{suffix}: {problem}")
 
 
 def _listen(text: str, suffix: str = "LISTEN") -> tuple[str, int]:
@@ -420,110 +242,334 @@ def _seconds(suffix: str, text: str) -> float:
     return value
 
 
+def _sender(suffix: str, text: str) -> str | None:
+    if len(text) > 16:
+        raise _fail(suffix, f"at most 16 characters, got {len(text)}")
+    return text or None
+
+
+def _encoding(suffix: str, text: str) -> str:
+    if text.upper() not in ENCODINGS:
+        raise _fail(suffix, f"use one of {', '.join(ENCODINGS)}, got {text.upper()!r}")
+    return text.upper()
+
+
+def _path_prefix(suffix: str, text: str) -> str:
+    prefix = text.rstrip("/")
+    if prefix and not prefix.startswith("/"):
+        raise _fail(suffix, f"must start with '/', got {prefix!r}")
+    return prefix
+
+
+def _log_level(suffix: str, text: str) -> str:
+    if text.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise _fail(suffix, f"use DEBUG, INFO, WARNING or ERROR, got {text.upper()!r}")
+    return text.upper()
+
+
+def _receipt_url(suffix: str, text: str) -> str | None:
+    url = text.rstrip("/")
+    if url and not url.startswith(("https://", "http://")):
+        raise _fail(suffix, f"expected an https:// URL, got {url!r}")
+    return url or None
+
+
+def _path(suffix: str, text: str) -> Path | None:
+    return Path(text) if text else None
+
+
+def _text(suffix: str, text: str) -> str:
+    return text
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting, written once: its flag, its ``OTP_RELAY_<suffix>`` variable, its default
+    (as a flag or variable would spell it; "" = not set), the ``Settings`` fields it fills and
+    how (``parse(suffix, text)``; None: ``load`` reads it together with others), its help."""
+
+    flag: str
+    suffix: str
+    help: str
+    default: str = ""
+    fields: tuple[str, ...] = ()
+    parse: Callable[[str, str], Any] | None = None
+    shown: str | None = None  # the default as --help says it, when not ``default``
+    required: bool = False
+
+    @property
+    def env(self) -> str:
+        return f"OTP_RELAY_{self.suffix}"
+
+    def help_text(self) -> str:
+        default = "required" if self.required else f"default {self.shown or self.default or 'none'}"
+        return f"{self.help} ({default}) [env {self.env}]"
+
+
+def _one(field: str, parse: Callable[[str, str], Any]) -> dict[str, Any]:
+    return {"fields": (field,), "parse": parse}
+
+
+# The one place a relay option is added: flag, variable, default, parser and help come from here.
+OPTIONS: tuple[Option, ...] = (
+    Option("--listen", "LISTEN", "HOST:PORT to serve /v1/messages on", "0.0.0.0:8080",
+           ("host", "port"), lambda suffix, text: _listen(text, suffix)),
+    Option("--admin-listen", "ADMIN_LISTEN", "HOST:PORT for /healthz, /readyz, /metrics", "0.0.0.0:9090",
+           ("admin_host", "admin_port"), lambda suffix, text: _listen(text, suffix)),
+    Option("--sms-region", "SMS_REGION", "8x8 region: ap, us, eu, id", "ap"),
+    Option("--sms-base-url", "SMS_BASE_URL", "override the region's 8x8 base URL", fields=("base_url",),
+           shown="the region's, e.g. https://sms.8x8.com"),
+    Option("--subaccount", "SUBACCOUNT", "8x8 subaccount id", fields=("subaccount",), required=True),
+    Option("--api-key-file", "API_KEY_FILE", "file holding the 8x8 API key (re-read on change)",
+           fields=("api_key_file",), required=True),
+    Option("--signing-key-file", "SIGNING_KEY_FILE", "file with signing keys, one per line (re-read on change)",
+           fields=("signing_key_file",), required=True),
+    Option("--sender", "SENDER", "sender id sent to 8x8 as 'source' (<= 16 chars)", **_one("sender", _sender)),
+    Option("--encoding", "ENCODING", "AUTO, GSM7 or UCS2", "AUTO", **_one("encoding", _encoding)),
+    Option("--allowed-countries", "ALLOWED_COUNTRIES", "comma list of ISO 3166 alpha-2 codes; empty = all",
+           shown="all", **_one("allowed_countries", lambda suffix, text: _countries(text))),
+    Option("--per-recipient", "PER_RECIPIENT", "per-recipient sliding window", DEFAULT_PER_RECIPIENT,
+           **_one("per_recipient", _rate)),
+    Option("--global-limit", "GLOBAL_LIMIT", "token bucket for the whole process", DEFAULT_GLOBAL_LIMIT,
+           **_one("global_limit", _rate)),
+    Option("--path-prefix", "PATH_PREFIX", "also serve under this path prefix, e.g. /prod",
+           **_one("path_prefix", _path_prefix)),
+    Option("--tls-cert-file", "TLS_CERT_FILE", "serve HTTPS with this certificate chain", shown="plain HTTP",
+           **_one("tls_cert_file", _path)),
+    Option("--tls-key-file", "TLS_KEY_FILE", "private key for --tls-cert-file", **_one("tls_key_file", _path)),
+    Option("--key-reload-interval", "KEY_RELOAD_INTERVAL", "seconds between key-file checks", "1",
+           **_one("key_reload_interval", _seconds)),
+    Option("--shutdown-timeout", "SHUTDOWN_TIMEOUT", "seconds to finish in-flight requests on SIGTERM", "25",
+           **_one("shutdown_timeout", _seconds)),
+    Option("--log-level", "LOG_LEVEL", "DEBUG, INFO, WARNING, ERROR", "INFO", **_one("log_level", _log_level)),
+    Option("--deadline", "DEADLINE", "seconds within which every send is answered", f"{DEFAULT_DEADLINE:g}",
+           **_one("deadline", _seconds)),
+    Option("--idempotency-retention", "IDEMPOTENCY_RETENTION", "how long a message's key is remembered, >= 15m",
+           DEFAULT_RETENTION, **_one("idempotency_retention", lambda suffix, text: _retention(text))),
+    Option("--state-url", "STATE_URL", "redis:// or rediss:// URL of the shared state", shown="in process",
+           **_one("state_url", lambda suffix, text: _state_url(text))),
+    Option("--state-password-file", "STATE_PASSWORD_FILE", "file holding the state store's password",
+           **_one("state_password_file", _path)),
+    Option("--state-ca-file", "STATE_CA_FILE", "CA bundle the rediss:// store's certificate is checked against",
+           shown="SSL_CERT_FILE, else the system's", **_one("state_ca_file", _path)),
+    Option("--state-prefix", "STATE_PREFIX", "key prefix in the state store", shown="otp-relay:<subaccount>",
+           **_one("state_prefix", _text)),
+    Option("--insecure-upstream", "INSECURE_UPSTREAM", "allow an http:// 8x8 base URL (test sandboxes only)",
+           shown="false", **_one("insecure_upstream", _flag)),
+    Option("--max-idempotency-keys", "MAX_IDEMPOTENCY_KEYS", "live keys the in-process store holds at most "
+           "(~360 bytes each); the global limit over the retention must fit", str(MAX_IDEMPOTENCY_KEYS),
+           **_one("max_idempotency_keys", _count)),
+    Option("--max-connections", "MAX_CONNECTIONS", "open client connections at most", "1000",
+           **_one("max_connections", _count)),
+    Option("--max-in-flight", "MAX_IN_FLIGHT", "sends processed at once at most; more get 503", "256",
+           **_one("max_in_flight", _count)),
+    Option("--max-body-readers", "MAX_BODY_READERS", "connections reading a request body at once; a new "
+           "one evicts the oldest", str(MAX_READERS), **_one("max_body_readers", _count)),
+    Option("--body-min-rate", "BODY_MIN_RATE", "bytes/s a request body must keep up after its first second, "
+           "else the connection gets 408 and is closed; 0 = no minimum", str(MIN_BODY_RATE),
+           **_one("body_min_rate", lambda suffix, text: _min_rate(text))),
+    Option("--header-timeout", "HEADER_TIMEOUT", "seconds to receive a request's headers", "5",
+           **_one("header_timeout", _seconds)),
+    Option("--body-timeout", "BODY_TIMEOUT", "seconds to receive a request's body", "5",
+           **_one("body_timeout", _seconds)),
+    Option("--idle-timeout", "IDLE_TIMEOUT", "seconds an idle keep-alive connection is kept", "75",
+           **_one("idle_timeout", _seconds)),
+    Option("--workers", "WORKERS", "processes sharing the public port (SO_REUSEPORT); more than 1 needs "
+           "--state-url so limits and idempotency stay exact", "1", **_one("workers", _count)),
+    Option("--allow-number-types", "ALLOW_NUMBER_TYPES", "number types that get a text besides MOBILE and "
+           "FIXED_LINE_OR_MOBILE, e.g. VOIP,PERSONAL_NUMBER (libphonenumber's names)",
+           **_one("allowed_number_types", lambda suffix, text: _names(suffix, text, _NUMBER_TYPES))),
+    Option("--allow-non-geographic", "ALLOW_NON_GEOGRAPHIC", "non-geographic calling codes that get a text, "
+           "e.g. 882", **_one("allowed_non_geographic", lambda suffix, text: _calling_codes(text))),
+    Option("--max-segments", "MAX_SEGMENTS", "SMS segments a text may need at most",
+           str(policy.DEFAULT_MAX_SEGMENTS), **_one("max_segments", _count)),
+    Option("--per-prefix", "PER_PREFIX", "window per number prefix", policy.DEFAULT_PER_PREFIX,
+           **_one("per_prefix", _rate)),
+    Option("--prefix-digits", "PREFIX_DIGITS", "digits a prefix leaves out", str(policy.DEFAULT_PREFIX_DIGITS),
+           **_one("prefix_digits", _count)),
+    Option("--country-hour", "COUNTRY_HOUR", "SMS segments per destination country per hour-long window",
+           policy.DEFAULT_COUNTRY_HOUR, **_one("country_hour", _rate)),
+    Option("--country-day", "COUNTRY_DAY", "SMS segments per destination country per day-long window",
+           policy.DEFAULT_COUNTRY_DAY, **_one("country_day", _rate)),
+    Option("--per-client-ip", "PER_CLIENT_IP", "window per end-user IP (IPv6 per /64), e.g. 10/1h", shown="off",
+           **_one("per_client_ip", lambda suffix, text: _rate(suffix, text) if text else None)),
+    Option("--monitor-rules", "MONITOR_RULES", "rules that only count and log what they would refuse: "
+           f"{', '.join(policy.RULES)}",
+           **_one("monitor_rules", lambda suffix, text: _names(suffix, text, frozenset(policy.RULES)))),
+    Option("--code-validity", "CODE_VALIDITY", "how long a code is valid: every send carries expiry = now + "
+           "this, so a late SMS is never delivered", policy.DEFAULT_CODE_VALIDITY,
+           **_one("code_validity", lambda suffix, text: float(_duration(suffix, text)))),
+    Option("--receipt-url", "RECEIPT_URL", "public URL 8x8 posts delivery receipts to, without the token "
+           "(e.g. https://otp.example.com/v1/receipts); sends carry <this>/<newest token>", shown="no receipts",
+           **_one("receipt_url", _receipt_url)),
+    Option("--receipt-token-file", "RECEIPT_TOKEN_FILE", "file with receipt tokens, one per line, newest last "
+           "(re-read on change; every line is accepted)", **_one("receipt_token_file", _path)),
+    Option("--canary-number", "CANARY_NUMBER", "E.164 test number of the live canary: its sends skip the "
+           "users' limits and have their own cap of 12/h; its last attempt shows in /v1/delivery-summary",
+           shown="no canary", **_one("canary_number", lambda suffix, text: _canary_number(text))),
+    Option("--voice", "VOICE", "true: delivery_method 'voice' places a text-to-speech call through 8x8's Voice "
+           "Messaging (callflows) API; false: voice requests get 422", shown="false",
+           **_one("voice_enabled", _flag)),
+    Option("--voice-base-url", "VOICE_BASE_URL", "override the region's 8x8 voice base URL",
+           fields=("voice_base_url",), shown="the region's, e.g. https://voice.8x8.com"),
+    Option("--voice-caller-id", "VOICE_CALLER_ID", "E.164 number calls come from: one 8x8 whitelisted for the "
+           "subaccount (required with --voice)", fields=("voice_caller_id",)),
+    Option("--voice-profile", "VOICE_PROFILE", "8x8 speech profile for locales without their own",
+           DEFAULT_VOICE_PROFILE, **_one("voice_profile", _voice_profile)),
+    Option("--voice-profiles", "VOICE_PROFILES", "per-locale speech profiles, e.g. "
+           "en_GB=en-GB-Emma,fr=fr-FR-DeniseNeural (a locale's own, else its language's, else the default)",
+           **_one("voice_profiles", lambda suffix, text: _voice_profiles(text))),
+    Option("--voice-repetition", "VOICE_REPETITION", "times a call reads the message, 1-3",
+           str(DEFAULT_VOICE_REPETITION), **_one("voice_repetition", lambda suffix, text: _repetition(text))),
+    Option("--voice-per-recipient", "VOICE_PER_RECIPIENT", "per-recipient sliding window for calls, "
+           "instead of --per-recipient", DEFAULT_VOICE_PER_RECIPIENT, **_one("voice_per_recipient", _rate)),
+)
+OPTION = {option.suffix: option for option in OPTIONS}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="otp-relay",
+        description="Forward HMAC-signed OTP requests from Auth0 to the 8x8 SMS API.",
+        epilog="Every flag defaults to its OTP_RELAY_* environment variable.",
+    )
+    for option in OPTIONS:
+        parser.add_argument(option.flag, dest=option.suffix.lower(), default=None, help=option.help_text())
+    return parser
+
+
+def _pick(args: argparse.Namespace, env: dict[str, str], suffix: str) -> str:
+    value = getattr(args, suffix.lower())
+    if value is None:
+        value = env.get(OPTION[suffix].env, OPTION[suffix].default)
+    return value.strip()
+
+
+def _fail(suffix: str, problem: str) -> ConfigError:
+    return ConfigError(f"{OPTION[suffix].flag} / {OPTION[suffix].env}: {problem}")
+
+
+def _default(suffix: str) -> Any:
+    """The value an option has when neither its flag nor its variable is set."""
+    option = OPTION[suffix]
+    assert option.parse is not None, suffix
+    return option.parse(suffix, option.default)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What ``load`` reads; every default is its option's (``OPTIONS``)."""
+
+    host: str
+    port: int
+    base_url: str
+    subaccount: str
+    api_key_file: Path
+    signing_key_file: Path
+    sender: str | None
+    encoding: str
+    allowed_countries: frozenset[str]
+    per_recipient: Rate
+    global_limit: Rate
+    path_prefix: str
+    tls_cert_file: Path | None
+    tls_key_file: Path | None
+    key_reload_interval: float = _default("KEY_RELOAD_INTERVAL")
+    shutdown_timeout: float = _default("SHUTDOWN_TIMEOUT")
+    log_level: str = _default("LOG_LEVEL")
+    admin_host: str = _default("ADMIN_LISTEN")[0]
+    admin_port: int = _default("ADMIN_LISTEN")[1]
+    deadline: float = _default("DEADLINE")
+    idempotency_retention: float = _default("IDEMPOTENCY_RETENTION")
+    state_url: str | None = _default("STATE_URL")
+    state_password_file: Path | None = _default("STATE_PASSWORD_FILE")
+    state_ca_file: Path | None = _default("STATE_CA_FILE")
+    state_prefix: str = _default("STATE_PREFIX")  # load(): otp-relay:<subaccount>
+    insecure_upstream: bool = _default("INSECURE_UPSTREAM")
+    max_connections: int = _default("MAX_CONNECTIONS")
+    max_in_flight: int = _default("MAX_IN_FLIGHT")
+    max_body_readers: int = _default("MAX_BODY_READERS")
+    body_min_rate: float = _default("BODY_MIN_RATE")
+    header_timeout: float = _default("HEADER_TIMEOUT")
+    body_timeout: float = _default("BODY_TIMEOUT")
+    idle_timeout: float = _default("IDLE_TIMEOUT")
+    workers: int = _default("WORKERS")
+    receipt_url: str | None = _default("RECEIPT_URL")
+    receipt_token_file: Path | None = _default("RECEIPT_TOKEN_FILE")
+    max_idempotency_keys: int = _default("MAX_IDEMPOTENCY_KEYS")
+    allowed_number_types: frozenset[str] = _default("ALLOW_NUMBER_TYPES")
+    allowed_non_geographic: frozenset[int] = _default("ALLOW_NON_GEOGRAPHIC")
+    max_segments: int = _default("MAX_SEGMENTS")
+    per_prefix: Rate = _default("PER_PREFIX")
+    prefix_digits: int = _default("PREFIX_DIGITS")
+    country_hour: Rate = _default("COUNTRY_HOUR")
+    country_day: Rate = _default("COUNTRY_DAY")
+    per_client_ip: Rate | None = _default("PER_CLIENT_IP")
+    monitor_rules: frozenset[str] = _default("MONITOR_RULES")
+    code_validity: float = _default("CODE_VALIDITY")
+    canary_number: str | None = _default("CANARY_NUMBER")
+    voice_enabled: bool = _default("VOICE")
+    voice_base_url: str = VOICE_REGION_BASE_URLS[OPTION["SMS_REGION"].default]  # the region's
+    voice_caller_id: str | None = None  # required with --voice
+    voice_profile: str = _default("VOICE_PROFILE")
+    voice_profiles: tuple[tuple[str, str], ...] = _default("VOICE_PROFILES")  # (normalised locale, profile)
+    voice_repetition: int = _default("VOICE_REPETITION")
+    voice_per_recipient: Rate = _default("VOICE_PER_RECIPIENT")
+
+    def voice_profile_for(self, locale: str | None) -> str:
+        """The speech profile for Auth0's ``locale`` (``en_US``, ``fr-FR``, ``de``): the exact
+        locale's, else its language's, else the default."""
+        if locale:
+            wanted = normalise_locale(locale)
+            table = dict(self.voice_profiles)
+            for candidate in (wanted, wanted.split("-")[0]):
+                if candidate in table:
+                    return table[candidate]
+        return self.voice_profile
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert_file else "http"
+
+
 def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Settings:
     """Settings from ``argv`` and ``env`` (defaults: the process's), or ConfigError."""
     env = dict(os.environ if env is None else env)
     args = build_parser().parse_args(argv)
-    pick = lambda suffix, default="": _pick(args, env, suffix, default)  # noqa: E731
+    pick = lambda suffix: _pick(args, env, suffix)  # noqa: E731
 
-    host, port = _listen(pick("LISTEN", "0.0.0.0:8080"))
-    admin_host, admin_port = _listen(pick("ADMIN_LISTEN", "0.0.0.0:9090"), "ADMIN_LISTEN")
-    region = pick("SMS_REGION", "ap").lower()
+    values: dict[str, Any] = {}
+    for option in OPTIONS:  # every option read on its own, in the table's order
+        if option.parse is not None:
+            parsed = option.parse(option.suffix, pick(option.suffix))
+            values.update(zip(option.fields, parsed) if len(option.fields) > 1 else {option.fields[0]: parsed})
+    region = pick("SMS_REGION").lower()
     if region not in REGION_BASE_URLS:
         raise _fail("SMS_REGION", f"unknown region {region!r}; use one of {', '.join(REGION_BASE_URLS)}")
-    base_url = (pick("SMS_BASE_URL") or REGION_BASE_URLS[region]).rstrip("/")
-    insecure = _flag("INSECURE_UPSTREAM", pick("INSECURE_UPSTREAM"))
-    if not base_url.startswith(("https://", "http://") if insecure else ("https://",)):
-        raise _fail("SMS_BASE_URL", f"expected an https:// URL, got {base_url!r}"
-                    + ("" if insecure else " (http:// only with --insecure-upstream)"))
-    voice_base_url = (pick("VOICE_BASE_URL") or VOICE_REGION_BASE_URLS[region]).rstrip("/")
-    if not voice_base_url.startswith(("https://", "http://") if insecure else ("https://",)):
-        raise _fail("VOICE_BASE_URL", f"expected an https:// URL, got {voice_base_url!r}"
-                    + ("" if insecure else " (http:// only with --insecure-upstream)"))
-    voice_enabled = _flag("VOICE", pick("VOICE"))
-    subaccount = pick("SUBACCOUNT")
+    insecure = values["insecure_upstream"]
+    for suffix, field, urls in (("SMS_BASE_URL", "base_url", REGION_BASE_URLS),
+                                ("VOICE_BASE_URL", "voice_base_url", VOICE_REGION_BASE_URLS)):
+        url = values[field] = (pick(suffix) or urls[region]).rstrip("/")
+        if not url.startswith(("https://", "http://") if insecure else ("https://",)):
+            raise _fail(suffix, f"expected an https:// URL, got {url!r}"
+                        + ("" if insecure else " (http:// only with --insecure-upstream)"))
+    subaccount = values["subaccount"] = pick("SUBACCOUNT")
     if not _SUBACCOUNT.match(subaccount):
         raise _fail("SUBACCOUNT", "required; 3-50 characters of A-Z a-z 0-9 - . _ &")
-    api_key_file, signing_key_file = pick("API_KEY_FILE"), pick("SIGNING_KEY_FILE")
-    if not api_key_file:
-        raise _fail("API_KEY_FILE", "required")
-    if not signing_key_file:
-        raise _fail("SIGNING_KEY_FILE", "required")
-    sender = pick("SENDER") or None
-    if sender is not None and len(sender) > 16:
-        raise _fail("SENDER", f"at most 16 characters, got {len(sender)}")
-    encoding = pick("ENCODING", "AUTO").upper()
-    if encoding not in ENCODINGS:
-        raise _fail("ENCODING", f"use one of {', '.join(ENCODINGS)}, got {encoding!r}")
-    prefix = pick("PATH_PREFIX").rstrip("/")
-    if prefix and not prefix.startswith("/"):
-        raise _fail("PATH_PREFIX", f"must start with '/', got {prefix!r}")
-    cert, key = pick("TLS_CERT_FILE"), pick("TLS_KEY_FILE")
-    if bool(cert) != bool(key):
+    for suffix in ("API_KEY_FILE", "SIGNING_KEY_FILE"):
+        if not pick(suffix):
+            raise _fail(suffix, "required")
+        values[OPTION[suffix].fields[0]] = Path(pick(suffix))
+    if bool(values["tls_cert_file"]) != bool(values["tls_key_file"]):
         raise _fail("TLS_CERT_FILE", "set both the TLS certificate and key files, or neither")
-    password_file = pick("STATE_PASSWORD_FILE")
-    workers = _count("WORKERS", pick("WORKERS", "1"))
-    if workers > 1 and not pick("STATE_URL"):
+    if values["workers"] > 1 and not values["state_url"]:
         raise _fail("WORKERS", "more than one worker needs --state-url: limits and idempotency "
                     "must stay exact across the pod's processes, never workers x the budget")
-    receipt_url, receipt_token_file = pick("RECEIPT_URL").rstrip("/"), pick("RECEIPT_TOKEN_FILE")
-    if receipt_url and not receipt_url.startswith(("https://", "http://")):
-        raise _fail("RECEIPT_URL", f"expected an https:// URL, got {receipt_url!r}")
-    if receipt_url and not receipt_token_file:
+    if values["receipt_url"] and not values["receipt_token_file"]:
         raise _fail("RECEIPT_TOKEN_FILE", "required with --receipt-url (the token goes in the path)")
-    log_level = pick("LOG_LEVEL", "INFO").upper()
-    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise _fail("LOG_LEVEL", f"use DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
-    settings = Settings(
-        host=host, port=port, base_url=base_url, subaccount=subaccount,
-        api_key_file=Path(api_key_file), signing_key_file=Path(signing_key_file),
-        sender=sender, encoding=encoding,
-        allowed_countries=_countries(pick("ALLOWED_COUNTRIES")),
-        per_recipient=_rate("PER_RECIPIENT", pick("PER_RECIPIENT", DEFAULT_PER_RECIPIENT)),
-        global_limit=_rate("GLOBAL_LIMIT", pick("GLOBAL_LIMIT", DEFAULT_GLOBAL_LIMIT)),
-        path_prefix=prefix,
-        tls_cert_file=Path(cert) if cert else None, tls_key_file=Path(key) if key else None,
-        key_reload_interval=_seconds("KEY_RELOAD_INTERVAL", pick("KEY_RELOAD_INTERVAL", "1")),
-        shutdown_timeout=_seconds("SHUTDOWN_TIMEOUT", pick("SHUTDOWN_TIMEOUT", "25")),
-        log_level=log_level,
-        admin_host=admin_host, admin_port=admin_port,
-        deadline=_seconds("DEADLINE", pick("DEADLINE", f"{DEFAULT_DEADLINE:g}")),
-        idempotency_retention=_retention(pick("IDEMPOTENCY_RETENTION", DEFAULT_RETENTION)),
-        state_url=_state_url(pick("STATE_URL")),
-        state_password_file=Path(password_file) if password_file else None,
-        state_ca_file=Path(pick("STATE_CA_FILE")) if pick("STATE_CA_FILE") else None,
-        state_prefix=pick("STATE_PREFIX") or f"otp-relay:{subaccount}",
-        insecure_upstream=insecure,
-        max_connections=_count("MAX_CONNECTIONS", pick("MAX_CONNECTIONS", "1000")),
-        max_in_flight=_count("MAX_IN_FLIGHT", pick("MAX_IN_FLIGHT", "256")),
-        max_body_readers=_count("MAX_BODY_READERS", pick("MAX_BODY_READERS", str(MAX_READERS))),
-        body_min_rate=_min_rate(pick("BODY_MIN_RATE", str(MIN_BODY_RATE))),
-        header_timeout=_seconds("HEADER_TIMEOUT", pick("HEADER_TIMEOUT", "5")),
-        body_timeout=_seconds("BODY_TIMEOUT", pick("BODY_TIMEOUT", "5")),
-        idle_timeout=_seconds("IDLE_TIMEOUT", pick("IDLE_TIMEOUT", "75")),
-        workers=workers,
-        receipt_url=receipt_url or None,
-        receipt_token_file=Path(receipt_token_file) if receipt_token_file else None,
-        max_idempotency_keys=_count("MAX_IDEMPOTENCY_KEYS", pick("MAX_IDEMPOTENCY_KEYS", str(MAX_IDEMPOTENCY_KEYS))),
-        allowed_number_types=_names("ALLOW_NUMBER_TYPES", pick("ALLOW_NUMBER_TYPES"), _NUMBER_TYPES),
-        allowed_non_geographic=_calling_codes(pick("ALLOW_NON_GEOGRAPHIC")),
-        max_segments=_count("MAX_SEGMENTS", pick("MAX_SEGMENTS", str(policy.DEFAULT_MAX_SEGMENTS))),
-        per_prefix=_rate("PER_PREFIX", pick("PER_PREFIX", policy.DEFAULT_PER_PREFIX)),
-        prefix_digits=_count("PREFIX_DIGITS", pick("PREFIX_DIGITS", str(policy.DEFAULT_PREFIX_DIGITS))),
-        country_hour=_rate("COUNTRY_HOUR", pick("COUNTRY_HOUR", policy.DEFAULT_COUNTRY_HOUR)),
-        country_day=_rate("COUNTRY_DAY", pick("COUNTRY_DAY", policy.DEFAULT_COUNTRY_DAY)),
-        per_client_ip=_rate("PER_CLIENT_IP", pick("PER_CLIENT_IP")) if pick("PER_CLIENT_IP") else None,
-        monitor_rules=_names("MONITOR_RULES", pick("MONITOR_RULES"), frozenset(policy.RULES)),
-        code_validity=float(_duration("CODE_VALIDITY", pick("CODE_VALIDITY", policy.DEFAULT_CODE_VALIDITY))),
-        canary_number=_canary_number(pick("CANARY_NUMBER")),
-        voice_enabled=voice_enabled,
-        voice_base_url=voice_base_url,
-        voice_caller_id=_caller_id(pick("VOICE_CALLER_ID"), voice_enabled),
-        voice_profile=_voice_profile("VOICE_PROFILE", pick("VOICE_PROFILE", DEFAULT_VOICE_PROFILE)),
-        voice_profiles=_voice_profiles(pick("VOICE_PROFILES")),
-        voice_repetition=_repetition(pick("VOICE_REPETITION", str(DEFAULT_VOICE_REPETITION))),
-        voice_per_recipient=_rate("VOICE_PER_RECIPIENT", pick("VOICE_PER_RECIPIENT", DEFAULT_VOICE_PER_RECIPIENT)),
-    )
+    values["state_prefix"] = values["state_prefix"] or f"otp-relay:{subaccount}"
+    values["voice_caller_id"] = _caller_id(pick("VOICE_CALLER_ID"), values["voice_enabled"])
+    settings = Settings(**values)
     if not settings.state_url:
         needed = keys_needed(settings.global_limit, settings.idempotency_retention, settings.deadline)
         if needed > settings.max_idempotency_keys:

@@ -36,18 +36,23 @@ import json
 import os
 import time
 from collections import Counter as Tally, OrderedDict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from .canary import shown as canary_shown
 from .config import Settings
-from .keys import WatchedFile, parse_signing_keys
+from .keys import WatchedFile
 from .logs import LineBudget, RequestLog
 from .metrics import CHANNELS
 from .upstream import valid_umid
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from .pipeline import Intake
 
 MAX_RECEIPT = 8 * 1024  # bytes; 8x8's receipts are well under 1 KiB
 MAX_REMEMBERED = 100_000  # sent umids kept in process (with the states seen for each)
@@ -384,11 +389,9 @@ class Receipts:
     recording of receipts (metrics, window) and of accepted sends."""
 
     def __init__(self, settings: Settings, store: ReceiptStore, registry: CollectorRegistry,
-                 on_reload: Callable[[str, bool], None] = lambda name, ok: None) -> None:
+                 tokens: ReceiptTokens | None = None) -> None:
         self.url = settings.receipt_url
-        self.tokens = (ReceiptTokens(WatchedFile("receipt_token", settings.receipt_token_file,
-                                                 parse_signing_keys, on_reload))
-                       if settings.receipt_token_file else None)
+        self.tokens = tokens  # reloaded with the other credentials (``credentials.Credentials``)
         self.store = store
         self.window = DeliveryWindow()
         self._writes: set[asyncio.Future] = set()
@@ -400,10 +403,6 @@ class Receipts:
     def _ratio(self) -> float:
         ratio = self.window.summary()["ratio"]
         return float("nan") if ratio is None else ratio
-
-    def refresh(self) -> None:
-        if self.tokens is not None:
-            self.tokens.refresh()
 
     def accepts(self, token: str) -> bool:
         return token_matches(self.tokens.accepted() if self.tokens is not None else None, token)
@@ -470,28 +469,26 @@ def store_for(state: Any, prefix: str) -> ReceiptStore:
 
 
 # --- HTTP (aiohttp) -------------------------------------------------------------------------
-async def handle(relay: Any, request: Any) -> Any:
+async def handle(desk: Receipts, intake: Intake, request: web.Request) -> web.Response:
     """``POST <prefix>/v1/receipts/{token}``: 404 exactly like an unknown path for a wrong token,
     200 for a receipt of a sent message (counted or a repeat), 503 for one of a umid not known
-    (yet), 400 for a body that is not one, 413 too big."""
+    (yet), 400 for a body that is not one, 413 too big. The connection guard's bookkeeping and
+    the bounded body read are the send path's (``intake``)."""
     from aiohttp import web  # noqa: PLC0415  the only aiohttp-specific part
 
-    desk: Receipts = relay.receipts
     if not desk.accepts(request.match_info["token"]):
         desk.metrics.requests.labels("bad_token").inc()
         raise web.HTTPNotFound()
-    relay.guard.request_started(request.transport)
     try:
-        async with asyncio.timeout(relay.settings.body_timeout):
-            raw = await request.read()  # bounded by the application's client_max_size
-        relay.guard.body_received(request.transport)
-        if len(raw) > MAX_RECEIPT:
-            raise web.HTTPRequestEntityTooLarge(MAX_RECEIPT, len(raw))
-        receipt = parse(raw)
-        if receipt is None:
-            desk.metrics.requests.labels("invalid").inc()
-            return web.Response(status=400, text="not an 8x8 delivery receipt or voice session summary")
-        fields = await desk.record(receipt)
+        with intake.serving(request):
+            raw = await intake.read(request)  # bounded by the application's client_max_size
+            if len(raw) > MAX_RECEIPT:
+                raise web.HTTPRequestEntityTooLarge(MAX_RECEIPT, len(raw))
+            receipt = parse(raw)
+            if receipt is None:
+                desk.metrics.requests.labels("invalid").inc()
+                return web.Response(status=400, text="not an 8x8 delivery receipt or voice session summary")
+            fields = await desk.record(receipt)
     except web.HTTPRequestEntityTooLarge:
         desk.metrics.requests.labels("too_large").inc()
         return web.Response(status=413, text="receipt too large")
@@ -501,8 +498,6 @@ async def handle(relay: Any, request: Any) -> Any:
     except OSError:  # the sender hung up mid-body (or the guard dropped it): nobody to answer
         desk.metrics.requests.labels("client_abort").inc()
         return web.Response(status=499, text="the connection closed before the body arrived")
-    finally:
-        relay.guard.request_finished(request.transport)
     desk.log(fields)
     if fields["outcome"] in ("unknown_umid", "unavailable"):
         # Not (yet) a message this relay knows: its receipt can come before the relay has read

@@ -28,11 +28,11 @@ from .state import (
     RELEASE,
     InFlight,
     Limited,
+    MaybeSent,
     Proceed,
     Replay,
     StateUnavailable,
     Timing,
-    Unknown,
     Verdict,
     recipient_limit,
     recipient_tag,
@@ -229,7 +229,7 @@ class RedisState:
         if kind == "replay":
             return Replay(value)
         if kind == "unknown":
-            return Unknown()
+            return MaybeSent()
         if kind == "inflight":
             return InFlight(float(value) / 1000)
         return Limited(recipient_limit(delivery) if kind == "recipient" else kind, float(value) / 1000)

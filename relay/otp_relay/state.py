@@ -64,7 +64,7 @@ class InFlight:
 
 
 @dataclass(frozen=True)
-class Unknown:
+class MaybeSent:
     """An earlier attempt may have reached 8x8; the key is never sent again."""
 
 
@@ -85,7 +85,7 @@ class Full:
     retry_after: float
 
 
-Verdict = Proceed | Replay | InFlight | Unknown | Limited | Full
+Verdict = Proceed | Replay | InFlight | MaybeSent | Limited | Full
 
 
 class StateUnavailable(Exception):
@@ -229,8 +229,8 @@ def _verdict_of(record: _Record, now: float, mark_unknown) -> Verdict:
     if record.state == "a":
         return Replay(record.umid)
     if record.state == "u":
-        return Unknown()
+        return MaybeSent()
     if now < record.in_flight_until:
         return InFlight(record.in_flight_until - now)
     mark_unknown()  # claimed but never settled: its relay died mid-send
-    return Unknown()
+    return MaybeSent()

@@ -16,6 +16,7 @@ import pytest
 
 from otp_operator import delivery
 from otp_relay import receipts
+from otp_relay.keys import WatchedFile, parse_signing_keys
 from tests.fixtures.redis import RedisServer
 from tests.fixtures.relay import RelayProcess, kubelet_volume, otp_body
 
@@ -308,7 +309,7 @@ def test_a_superseded_token_stops_working_after_the_grace(tmp_path: Path) -> Non
     path = tmp_path / "tokens"
     path.write_text(f"{TOKENS[1]}\n")
     now = [time.time()]
-    tokens = receipts.ReceiptTokens(receipts.WatchedFile("receipt_token", path, receipts.parse_signing_keys),
+    tokens = receipts.ReceiptTokens(WatchedFile("receipt_token", path, parse_signing_keys),
                                     grace=3600, clock=lambda: now[0])
     tokens.refresh()
     path.write_text(f"{TOKENS[1]}\nrcpt-newest-1\n")
@@ -321,7 +322,7 @@ def test_a_superseded_token_stops_working_after_the_grace(tmp_path: Path) -> Non
     assert tokens.accepted() == ["rcpt-newest-1"]  # one rotation revoked the leaked token
     # a relay started after the rotation: the grace runs from the file's modification time
     os.utime(path, (now[0] - 3500, now[0] - 3500))
-    later = receipts.ReceiptTokens(receipts.WatchedFile("receipt_token", path, receipts.parse_signing_keys),
+    later = receipts.ReceiptTokens(WatchedFile("receipt_token", path, parse_signing_keys),
                                    grace=3600, clock=lambda: now[0])
     later.refresh()
     assert TOKENS[1] in later.accepted()

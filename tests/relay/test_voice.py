@@ -16,7 +16,7 @@ from otp_relay import config, messages, upstream
 from otp_relay.state import idempotency_key
 from tests.fixtures.relay import otp_body, voice_body
 
-from otp_relay.app import Relay
+from otp_relay.pipeline import callflow
 from tests.eightbyeight.conftest import validate_voice
 
 from .test_units import BASE_ENV
@@ -228,11 +228,11 @@ def test_voice_text_that_is_only_markup_is_a_400() -> None:
 
 
 def test_the_callflow_the_relay_sends_is_8x8s_request_schema() -> None:
-    """What ``Relay._callflow`` builds, checked against 8x8's CallflowRequest (the schema copy
+    """What ``pipeline.callflow`` builds, checked against 8x8's CallflowRequest (the schema copy
     the emulator's tests use, spec/README.md)."""
     settings = config.load([], {**BASE_ENV, "OTP_RELAY_VOICE": "true", "OTP_RELAY_VOICE_CALLER_ID": CALLER_ID})
     otp = messages.parse(json.dumps(voice_body(locale="en_US")).encode(), voice=True)
-    flow = Relay(settings)._callflow(otp, time.gmtime(1796637900))
+    flow = callflow(settings, otp, time.gmtime(1796637900))
     validate_voice(flow, "CallflowRequest")
     # validUntil as the voice API documents it: YYYY-MM-DDTHH:MM:SS.SSSZ
     assert flow["clientActionId"] == otp.idempotency_key and flow["validUntil"] == "2026-12-07T10:05:00.000Z"
