@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import orjson
 from aiohttp import web
 
-from . import canary, messages, policy as sms_policy, receipts, signing, webhook
+from . import canary, conversion, messages, outcomes, policy as sms_policy, receipts, signing, webhook
 from .config import IN_FLIGHT_MARGIN, Settings
 from .connections import MAX_BODY, ConnectionGuard
 from .keys import WatchedFile, parse_api_key, parse_signing_keys
@@ -121,6 +121,10 @@ class Relay:
                                if settings.voice_enabled else None)
         # the subaccount's VSS webhook kept on this relay's receipt path (off without voice or
         # receipts); with --workers, worker 0 only (it serves the admin listener that reports it)
+        # conversion tracking (issue 26): records sends, the Auth0 log stream sink, 8x8 feedback
+        self.conversion = conversion.build(settings, self.state, self.metrics.registry, self.metrics.key_reload)
+        self.conversion.poster = conversion.Poster(self.upstream.call, lambda: self.api_key.value)
+        self.conversion.signing_keys = lambda: self.signing_keys.value or []
         tokens = self.receipts.tokens
         self.voice_webhook = webhook.VoiceWebhook(
             self.voice_upstream if tokens is not None and worker == 0 else None, settings.receipt_url,
@@ -132,6 +136,7 @@ class Relay:
         self.api_key.refresh()
         self.signing_keys.refresh()
         self.receipts.refresh()
+        self.conversion.refresh()
         self.voice_webhook.changed()
         if self.certificate is not None:
             self.certificate.refresh()
@@ -231,6 +236,8 @@ class Relay:
         segments = fields.get("segments", 1)  # a call costs one unit of the budgets
         assert isinstance(segments, int)
         is_canary = otp.recipient == self.settings.canary_number
+        if otp.delivery == "text" and not is_canary and (refused := await self._conversion_gate(otp, fields)):
+            return _problem(refused, request_id)
         try:  # the canary: none of the users' limits, its own cap instead
             verdict = await self.state.claim(otp.idempotency_key, otp.recipient, request_id, segments,
                                              (canary.cap_window(),) if is_canary else self._windows(otp, segments),
@@ -259,10 +266,14 @@ class Relay:
                 payload["clientIp"] = otp.client_ip
             if callback := self.receipts.callback_url():
                 payload["dlrCallbackUrl"] = callback
+            if self.conversion.enabled:  # 8x8 takes conversion feedback for SMS only
+                payload["track"] = "Outcome"
         outcome, attempts = await upstream.send(api_key, payload, started + self.settings.deadline)
         fields["attempts"] = attempts
         if isinstance(outcome, Accepted):  # recorded first: its receipts may be on their way
             self.receipts.sent(outcome.umid, otp.country, otp.delivery)
+            if otp.delivery == "text" and not is_canary:
+                await self.conversion.sent(outcome.umid, otp.recipient, otp.country, otp.subject)
         if is_canary:
             await self._canary_attempt(*_canary_outcome(outcome))
         await self._settle(otp.idempotency_key, outcome, fields)
@@ -281,6 +292,20 @@ class Relay:
             return _problem(Problem(504, "Outcome unknown", outcome.reason), request_id)
         headers = {"Retry-After": retry_after_header(outcome.retry_after or 1)}
         return _problem(Problem(503, "8x8 unavailable", outcome.reason, headers), request_id)
+
+    async def _conversion_gate(self, otp: messages.OtpRequest, fields: dict[str, object]) -> Problem | None:
+        """The conversion rule's verdict before the limits: a 403 when it enforces a block."""
+        gate = await self.conversion.check(otp.recipient, otp.country)
+        if not isinstance(gate, outcomes.Blocked):
+            return None
+        if not gate.enforced:
+            fields["would_refuse"] = ",".join(filter(None, (str(fields.get("would_refuse", "")), "conversion")))
+            return None
+        fields["outcome"] = "forbidden"
+        fields["detail"] = "conversion blocked"
+        return Problem(403, "Conversion blocked", conversion.BLOCKED_DETAIL,
+                       {"Retry-After": retry_after_header(max(1.0, gate.until - time.time()))},
+                       extra={"type": conversion.BLOCKED_TYPE})
 
     def _callflow(self, otp: messages.OtpRequest, valid_until: time.struct_time) -> dict[str, object]:
         """8x8's Voice Messaging request: call the recipient from the caller ID, read Auth0's
@@ -464,9 +489,12 @@ class Relay:
             await client.start()
         watcher = asyncio.create_task(self._watch())
         registrar = asyncio.create_task(self.voice_webhook.run())  # never awaited by sends or probes
+        scanner = asyncio.create_task(self.conversion.run()) if self.conversion.enabled else None
         yield
         watcher.cancel()
         registrar.cancel()
+        if scanner is not None:
+            scanner.cancel()
         for client in clients:
             await client.close()
         await self.state.close()
@@ -474,7 +502,17 @@ class Relay:
     def public_routes(self) -> dict[str, Handler]:
         """Every public ``POST`` path (each also served under ``--path-prefix``): the one
         place a public route is added."""
-        return {"/v1/messages": self.send, f"{receipts.RECEIPT_PATH}/{{token}}": self.receipt}
+        routes: dict[str, Handler] = {"/v1/messages": self.send, f"{receipts.RECEIPT_PATH}/{{token}}": self.receipt}
+        if self.settings.conversion:
+            routes[conversion.SINK_PATH] = self.auth0_logs
+            routes[conversion.LIFT_PATH] = self.conversion_lift
+        return routes
+
+    async def auth0_logs(self, request: web.Request) -> web.Response:
+        return await conversion.handle_sink(self, request)
+
+    async def conversion_lift(self, request: web.Request) -> web.Response:
+        return await conversion.handle_lift(self, request)
 
     async def receipt(self, request: web.Request) -> web.Response:
         return await receipts.handle(self, request)

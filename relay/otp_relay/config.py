@@ -6,6 +6,7 @@ import argparse
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
@@ -41,6 +42,8 @@ DEFAULT_DEADLINE = 6.0  # seconds
 MIN_RETENTION = 15 * 60  # covers Auth0's retries of one message
 MAX_IDEMPOTENCY_KEYS = 200_000  # live keys of the in-process store (~360 bytes each)
 IN_FLIGHT_MARGIN = 1.0  # seconds a claimed key stays "in flight" beyond the deadline
+DEFAULT_CONVERSION_FAILURE_AFTER = "10m"
+MAX_CONVERSION_FAILURE_AFTER = 15 * 60  # 8x8 takes feedback within 15 minutes of the send
 _TRUE, _FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
 
 
@@ -129,6 +132,10 @@ class Settings:
     voice_profiles: tuple[tuple[str, str], ...] = ()  # (normalised locale, profile)
     voice_repetition: int = DEFAULT_VOICE_REPETITION
     voice_per_recipient: Rate = Rate.parse(DEFAULT_VOICE_PER_RECIPIENT)
+    # conversion tracking (issue 26, ``conversion``)
+    conversion: bool = False
+    log_token_file: Path | None = None
+    conversion_failure_after: float = float(parse_duration(DEFAULT_CONVERSION_FAILURE_AFTER))
 
     def voice_profile_for(self, locale: str | None) -> str:
         """The speech profile for Auth0's ``locale`` (``en_US``, ``fr-FR``, ``de``): the exact
@@ -225,6 +232,13 @@ _OPTIONS: list[tuple[str, str, str]] = [
      f"{DEFAULT_VOICE_REPETITION})"),
     ("--voice-per-recipient", "VOICE_PER_RECIPIENT", f"per-recipient sliding window for calls, "
      f"instead of --per-recipient (default {DEFAULT_VOICE_PER_RECIPIENT})"),
+    ("--conversion", "CONVERSION", "true: SMS sends carry track=Outcome, the Auth0 log stream sink "
+     "learns which codes were used and 8x8 is told success/failure (needs --log-token-file; "
+     "default false)"),
+    ("--log-token-file", "LOG_TOKEN_FILE", "file with the Auth0 log stream's bearer tokens, one per "
+     "line, newest last (re-read on change; every line is accepted)"),
+    ("--conversion-failure-after", "CONVERSION_FAILURE_AFTER", "age at which an unused code is "
+     f"reported failure to 8x8, under 15m (default {DEFAULT_CONVERSION_FAILURE_AFTER})"),
 ]
 
 
@@ -420,6 +434,23 @@ def _seconds(suffix: str, text: str) -> float:
     return value
 
 
+def _conversion(pick: Callable[..., str]) -> tuple[bool, Path | None, float]:
+    """--conversion, --log-token-file (required together), --conversion-failure-after."""
+    enabled = _flag("CONVERSION", pick("CONVERSION"))
+    token_file = pick("LOG_TOKEN_FILE")
+    if enabled and not token_file:
+        raise _fail("LOG_TOKEN_FILE", "required with --conversion (the Auth0 log stream's bearer tokens)")
+    if token_file and not enabled:
+        raise _fail("CONVERSION", "--log-token-file is set but conversion tracking is off: set "
+                    "--conversion true, or drop the token file")
+    text = pick("CONVERSION_FAILURE_AFTER", DEFAULT_CONVERSION_FAILURE_AFTER)
+    seconds = _duration("CONVERSION_FAILURE_AFTER", text)
+    if not 0 < seconds < MAX_CONVERSION_FAILURE_AFTER:
+        raise _fail("CONVERSION_FAILURE_AFTER", f"must be above 0 and under 15m (8x8 takes feedback "
+                    f"within 15 minutes of the send), got {text!r}")
+    return enabled, Path(token_file) if token_file else None, float(seconds)
+
+
 def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Settings:
     """Settings from ``argv`` and ``env`` (defaults: the process's), or ConfigError."""
     env = dict(os.environ if env is None else env)
@@ -471,6 +502,7 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
         raise _fail("RECEIPT_URL", f"expected an https:// URL, got {receipt_url!r}")
     if receipt_url and not receipt_token_file:
         raise _fail("RECEIPT_TOKEN_FILE", "required with --receipt-url (the token goes in the path)")
+    conversion, log_token_file, failure_after = _conversion(pick)
     log_level = pick("LOG_LEVEL", "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
         raise _fail("LOG_LEVEL", f"use DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
@@ -523,6 +555,7 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
         voice_profiles=_voice_profiles(pick("VOICE_PROFILES")),
         voice_repetition=_repetition(pick("VOICE_REPETITION", str(DEFAULT_VOICE_REPETITION))),
         voice_per_recipient=_rate("VOICE_PER_RECIPIENT", pick("VOICE_PER_RECIPIENT", DEFAULT_VOICE_PER_RECIPIENT)),
+        conversion=conversion, log_token_file=log_token_file, conversion_failure_after=failure_after,
     )
     if not settings.state_url:
         needed = keys_needed(settings.global_limit, settings.idempotency_retention, settings.deadline)
