@@ -26,6 +26,7 @@ changes nothing. The sink never takes a send's in-flight slot.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -371,6 +372,11 @@ class Window:
         return total
 
 
+def _iso_ms(moment: float) -> str:
+    return (dt.datetime.fromtimestamp(moment, dt.UTC).isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"))
+
+
 def _rate(success: int, failure: int) -> float | None:
     return round(success / (success + failure), 4) if success + failure else None
 
@@ -530,7 +536,7 @@ class Tracker:
             for attempt in range(1, FEEDBACK_ATTEMPTS + 1):
                 api_key = poster.api_key()
                 now = self.clock()
-                stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+                stamp = _iso_ms(now)  # milliseconds: 8x8 refuses a time before its own acceptance
                 try:
                     status, _ = await poster.call("POST", f"messages/{record.umid}/feedback", api_key or "",
                                                   {"outcome": outcome, "timestamp": stamp},
