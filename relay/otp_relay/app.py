@@ -495,6 +495,7 @@ class Relay:
         registrar.cancel()
         if scanner is not None:
             scanner.cancel()
+        await self.conversion.close()
         for client in clients:
             await client.close()
         await self.state.close()

@@ -466,6 +466,7 @@ class Tracker:
         if not self.enabled:
             return
         now = self.clock()
+        country = country if len(country) == 2 and country.isalpha() else "ZZ"  # "001": non-geographic
         try:
             digest = self._digest(recipient)
             if digest is not None:
@@ -572,6 +573,14 @@ class Tracker:
                 await self.scan()
             except Exception:
                 log.exception("conversion: the failure scan failed")
+
+    async def close(self, grace: float = 2.0) -> None:
+        """At shutdown: let the feedback being posted finish for ``grace`` seconds, then stop."""
+        try:
+            await asyncio.wait_for(self.idle(), grace)
+        except TimeoutError:
+            for task in list(self._tasks):
+                task.cancel()
 
     async def idle(self) -> None:
         """Wait until every feedback started so far has been posted (tests, shutdown)."""

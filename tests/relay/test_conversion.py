@@ -210,6 +210,18 @@ async def test_a_forged_token_is_refused_and_counted_and_changes_nothing(relay_h
     assert emulator.feedback() == []
 
 
+async def test_a_new_log_token_is_taken_without_a_restart(relay_harness, emulator) -> None:
+    async with relay_harness() as h:
+        tokens = h.relay.settings.log_token_file
+        assert tokens is not None
+        assert (await h.logs([], token="logs-rotated-Zx81"))[0] == 401
+        tokens.write_text("logs-rotated-Zx81\n")
+        await h.relay.refresh()
+        assert (await h.logs([], token="logs-rotated-Zx81"))[0] == 200
+        assert (await h.logs([], token=LOG_TOKENS[1]))[0] == 401
+        assert (await h.summary())["log_stream"]["tokens"] == [conversion.token_id("logs-rotated-Zx81")]
+
+
 async def test_events_for_unknown_messages_change_nothing(relay_harness, emulator) -> None:
     async with relay_harness() as h:
         assert (await h.send(fresh_number()))[0] == 202
