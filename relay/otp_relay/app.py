@@ -119,12 +119,12 @@ class Relay:
                                             self.metrics.upstream_observer("voice"), pool_size=20,
                                             path="callflows", interpret=interpret_voice)
                                if settings.voice_enabled else None)
-        # the subaccount's VSS webhook kept on this relay's receipt path (off without voice or
-        # receipts); with --workers, worker 0 only (it serves the admin listener that reports it)
         # conversion tracking (issue 26): records sends, the Auth0 log stream sink, 8x8 feedback
         self.conversion = conversion.build(settings, self.state, self.metrics.registry, self.metrics.key_reload)
         self.conversion.poster = conversion.Poster(self.upstream.call, lambda: self.api_key.value)
         self.conversion.signing_keys = lambda: self.signing_keys.value or []
+        # the subaccount's VSS webhook kept on this relay's receipt path (off without voice or
+        # receipts); with --workers, worker 0 only (it serves the admin listener that reports it)
         tokens = self.receipts.tokens
         self.voice_webhook = webhook.VoiceWebhook(
             self.voice_upstream if tokens is not None and worker == 0 else None, settings.receipt_url,

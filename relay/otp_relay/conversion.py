@@ -459,7 +459,11 @@ class Tracker:
     async def check(self, recipient: str, country: str) -> outcomes.Gate:
         if not self.enabled:
             return outcomes.Allowed()
-        return await self.listener.check(recipient, country, self.clock())
+        try:
+            return await self.listener.check(recipient, country, self.clock())
+        except Exception:  # a broken rule must not stop real users' codes
+            log.exception("conversion: the listener's check failed; the send goes on")
+            return outcomes.Allowed()
 
     async def sent(self, umid: str, recipient: str, country: str, subject: str | None) -> None:
         """After 8x8 accepted an SMS: record it and tell the listener. Never raises."""

@@ -365,8 +365,12 @@ async def test_replicas_sharing_a_store_report_once(relay_harness, emulator, red
             await replica.relay.conversion.idle()
     assert sorted((f.destination, f.outcome) for f in emulator.feedback()) == sorted(
         [(used[1:], "success"), (unused[1:], "failure")])
-    assert not [k for k in redis_server.client().keys(f"*{shared['STATE_PREFIX']}*")
-                if redis_server.client().ttl(k) < 0]
+    client = redis_server.client()
+    keys = client.keys(f"*{shared['STATE_PREFIX']}*:conv:*")
+    assert keys and not [k for k in keys if client.ttl(k) < 0]  # every key expires
+    stored = " ".join(keys + [" ".join(client.hgetall(k).values()) for k in keys if client.type(k) == "hash"])
+    for secret in (used, used[1:], unused[1:], USER):  # digests only: no number, no user id
+        assert secret not in stored
 
 
 def test_the_options_are_required_together_and_bounded(tmp_path: Path) -> None:
