@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from . import canary, receipts, webhook
+from . import canary, conversion, pumping, receipts, webhook
 from .config import IN_FLIGHT_MARGIN, Settings
 from .connections import MAX_BODY, ConnectionGuard
 from .credentials import Credentials, reload_loop
@@ -74,10 +74,12 @@ class Relay:
                                             self.metrics.upstream_observer("voice"), pool_size=20,
                                             path="callflows", interpret=interpret_voice)
                                if settings.voice_enabled else None)
+        self.conversion = self._conversion(settings)
         self.pipeline = SendPipeline(settings, self.credentials, self._state, self.health, self.metrics,
                                      self.intake, self.receipts, self.canary, self.upstream,
                                      self.voice_upstream, lambda: self.ready,
-                                     worker if settings.workers > 1 else None)
+                                     worker if settings.workers > 1 else None,
+                                     self.conversion if settings.conversion else None)
         self.metrics.in_flight.set_function(lambda: self.pipeline.in_flight)
         # the subaccount's VSS webhook kept on this relay's receipt path (off without voice or
         # receipts); with --workers, worker 0 only (it serves the admin listener that reports it)
@@ -86,6 +88,18 @@ class Relay:
             self.voice_upstream if credentials.receipt_tokens is not None and worker == 0 else None,
             settings.receipt_url, lambda: credentials.newest_receipt_token,
             lambda: credentials.api_key.value, self.metrics.voice_webhook)
+
+    def _conversion(self, settings: Settings) -> conversion.Tracker:
+        """What the log stream teaches about each SMS (``conversion``), told to 8x8 and to the
+        conversion rule (``pumping``; in the shared store when there is one)."""
+        credentials, client = self.credentials, getattr(self._state, "client", None)
+        tracker = conversion.build(settings, self._state, self.metrics.registry, self.metrics.key_reload)
+        tracker.poster = conversion.Poster(self.upstream.call, lambda: credentials.api_key.value)
+        tracker.signing_keys = lambda: credentials.signing_keys.value or []
+        if settings.conversion:
+            tracker.listener = pumping.build_rule(settings.conversion_rule, client, settings.state_prefix,
+                                                  pumping.RuleMetrics(self.metrics.registry))
+        return tracker
 
     @property
     def state(self) -> State:
@@ -98,6 +112,7 @@ class Relay:
     # --- credentials, state store ------------------------------------------------------
     async def refresh(self) -> None:
         self.credentials.refresh()
+        self.conversion.refresh()
         self.voice_webhook.changed()
         if self._state.scope == "shared":
             self.health.answered(await self._state.check())
@@ -131,9 +146,13 @@ class Relay:
             await client.start()
         watcher = asyncio.create_task(reload_loop(self.settings.key_reload_interval, self.refresh))
         registrar = asyncio.create_task(self.voice_webhook.run())  # never awaited by sends or probes
+        scanner = asyncio.create_task(self.conversion.run()) if self.settings.conversion else None
         yield
         watcher.cancel()
         registrar.cancel()
+        if scanner is not None:
+            scanner.cancel()
+        await self.conversion.close()
         for client in clients:
             await client.close()
         await self._state.close()
@@ -142,10 +161,21 @@ class Relay:
     def public_routes(self) -> dict[str, Handler]:
         """Every public ``POST`` path (each also served under ``--path-prefix``): the one
         place a public route is added."""
-        return {"/v1/messages": self.pipeline.handle, f"{receipts.RECEIPT_PATH}/{{token}}": self.receipt}
+        routes: dict[str, Handler] = {"/v1/messages": self.pipeline.handle,
+                                      f"{receipts.RECEIPT_PATH}/{{token}}": self.receipt}
+        if self.settings.conversion:
+            routes[conversion.SINK_PATH] = self.auth0_logs
+            routes[conversion.LIFT_PATH] = self.conversion_lift
+        return routes
 
     async def receipt(self, request: web.Request) -> web.Response:
         return await receipts.handle(self.receipts, self.intake, request)
+
+    async def auth0_logs(self, request: web.Request) -> web.Response:
+        return await conversion.handle_sink(self.conversion, self.intake, request)
+
+    async def conversion_lift(self, request: web.Request) -> web.Response:
+        return await conversion.handle_lift(self.conversion, self.intake, self.credentials.verifier_keys, request)
 
     def make_app(self) -> web.Application:
         """The public application: only the routes above (and their prefixed twins)."""

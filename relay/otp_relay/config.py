@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 import phonenumbers
 
-from . import policy
+from . import policy, pumping
 from .connections import MAX_READERS, MIN_BODY_RATE
 from .durations import parse_duration
 
@@ -43,6 +43,8 @@ DEFAULT_DEADLINE = 6.0  # seconds
 MIN_RETENTION = 15 * 60  # covers Auth0's retries of one message
 MAX_IDEMPOTENCY_KEYS = 200_000  # live keys of the in-process store (~360 bytes each)
 IN_FLIGHT_MARGIN = 1.0  # seconds a claimed key stays "in flight" beyond the deadline
+DEFAULT_CONVERSION_FAILURE_AFTER = "10m"
+MAX_CONVERSION_FAILURE_AFTER = 15 * 60  # 8x8 takes feedback within 15 minutes of the send
 _TRUE, _FALSE = ("1", "true", "yes"), ("", "0", "false", "no")
 
 
@@ -282,6 +284,26 @@ def _text(suffix: str, text: str) -> str:
     return text
 
 
+def _failure_after(suffix: str, text: str) -> float:
+    seconds = _duration(suffix, text)
+    if not 0 < seconds < MAX_CONVERSION_FAILURE_AFTER:
+        raise _fail(suffix, f"must be above 0 and under 15m (8x8 takes feedback within 15 minutes of "
+                    f"the send), got {text!r}")
+    return float(seconds)
+
+
+def _conversion_rule(pick: Callable[[str], str]) -> pumping.RuleSettings:
+    """The conversion rule's settings (``pumping.RuleSettings``), read together."""
+    try:
+        return pumping.parse_settings(pick("CONVERSION_BLOCKING"), pick("CONVERSION_ALLOW"),
+                                      pick("CONVERSION_MIN_SAMPLE"), pick("CONVERSION_BLOCK_FOR"),
+                                      pick("CONVERSION_MAX_BLOCKED_SHARE"))
+    except ValueError as error:
+        message = str(error)
+        suffix = next((s for s in _RULE_OPTIONS if OPTION[s].env in message), "CONVERSION_BLOCKING")
+        raise _fail(suffix, message.replace(f"{OPTION[suffix].env}: ", "")) from None
+
+
 @dataclass(frozen=True)
 class Option:
     """One setting, written once: its flag, its ``OTP_RELAY_<suffix>`` variable, its default
@@ -423,7 +445,29 @@ OPTIONS: tuple[Option, ...] = (
            str(DEFAULT_VOICE_REPETITION), **_one("voice_repetition", lambda suffix, text: _repetition(text))),
     Option("--voice-per-recipient", "VOICE_PER_RECIPIENT", "per-recipient sliding window for calls, "
            "instead of --per-recipient", DEFAULT_VOICE_PER_RECIPIENT, **_one("voice_per_recipient", _rate)),
+    Option("--conversion", "CONVERSION", "true: SMS sends carry track=Outcome, the Auth0 log stream sink "
+           "learns which codes were used and 8x8 is told success/failure (needs --log-token-file)",
+           shown="false", **_one("conversion", _flag)),
+    Option("--log-token-file", "LOG_TOKEN_FILE", "file with the Auth0 log stream's bearer tokens, one per "
+           "line, newest last (re-read on change; every line is accepted)", **_one("log_token_file", _path)),
+    Option("--conversion-failure-after", "CONVERSION_FAILURE_AFTER", "age at which an unused code is "
+           "reported failure to 8x8, under 15m", DEFAULT_CONVERSION_FAILURE_AFTER,
+           **_one("conversion_failure_after", _failure_after)),
+    Option("--conversion-blocking", "CONVERSION_BLOCKING", "the conversion rule against SMS pumping: off, "
+           "monitor (count and log what it would block) or enforce", pumping.RuleSettings.mode,
+           fields=("conversion_rule",)),
+    Option("--conversion-allow", "CONVERSION_ALLOW", "countries (GB) and E.164 prefixes (+4477) the "
+           "conversion rule never blocks, comma separated", shown="none", fields=("conversion_rule",)),
+    Option("--conversion-min-sample", "CONVERSION_MIN_SAMPLE", "matured sends a prefix or country needs "
+           "before the rule may block it", str(pumping.RuleSettings.min_sample), fields=("conversion_rule",)),
+    Option("--conversion-block-for", "CONVERSION_BLOCK_FOR", "the first block; it doubles on each repeat "
+           "(up to 24h)", "1h", fields=("conversion_rule",)),
+    Option("--conversion-max-blocked-share", "CONVERSION_MAX_BLOCKED_SHARE", "percent of the last hour's "
+           "converting sends that blocked keys may hold", str(pumping.RuleSettings.max_blocked_share),
+           fields=("conversion_rule",)),
 )
+_RULE_OPTIONS = ("CONVERSION_BLOCKING", "CONVERSION_ALLOW", "CONVERSION_MIN_SAMPLE", "CONVERSION_BLOCK_FOR",
+                 "CONVERSION_MAX_BLOCKED_SHARE")
 OPTION = {option.suffix: option for option in OPTIONS}
 
 
@@ -515,6 +559,10 @@ class Settings:
     voice_profiles: tuple[tuple[str, str], ...] = _default("VOICE_PROFILES")  # (normalised locale, profile)
     voice_repetition: int = _default("VOICE_REPETITION")
     voice_per_recipient: Rate = _default("VOICE_PER_RECIPIENT")
+    conversion: bool = _default("CONVERSION")
+    log_token_file: Path | None = _default("LOG_TOKEN_FILE")
+    conversion_failure_after: float = _default("CONVERSION_FAILURE_AFTER")
+    conversion_rule: pumping.RuleSettings = pumping.RuleSettings()
 
     def voice_profile_for(self, locale: str | None) -> str:
         """The speech profile for Auth0's ``locale`` (``en_US``, ``fr-FR``, ``de``): the exact
@@ -567,6 +615,12 @@ def load(argv: list[str] | None = None, env: dict[str, str] | None = None) -> Se
                     "must stay exact across the pod's processes, never workers x the budget")
     if values["receipt_url"] and not values["receipt_token_file"]:
         raise _fail("RECEIPT_TOKEN_FILE", "required with --receipt-url (the token goes in the path)")
+    if values["conversion"] and not values["log_token_file"]:
+        raise _fail("LOG_TOKEN_FILE", "required with --conversion (the Auth0 log stream's bearer tokens)")
+    if values["log_token_file"] and not values["conversion"]:
+        raise _fail("CONVERSION", "--log-token-file is set but conversion tracking is off: set "
+                    "--conversion true, or drop the token file")
+    values["conversion_rule"] = _conversion_rule(pick)
     values["state_prefix"] = values["state_prefix"] or f"otp-relay:{subaccount}"
     values["voice_caller_id"] = _caller_id(pick("VOICE_CALLER_ID"), values["voice_enabled"])
     settings = Settings(**values)

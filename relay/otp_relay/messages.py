@@ -36,6 +36,7 @@ class OtpRequest:
     calling_code: int = 0
     delivery: str = "text"  # "text" (an SMS) or "voice" (a text-to-speech call)
     locale: str | None = None  # Auth0's, when well-formed (picks the call's voice)
+    subject: str | None = None  # HMAC-SHA256(signing key, Auth0 user id), hex: matches log events
 
 
 def _bad(detail: str) -> Problem:
@@ -51,6 +52,7 @@ def _optional_str(body: dict, name: str) -> str | None | Problem:
 
 _MARKUP = re.compile(r"<[^<>]{0,512}>")  # a TwiML/SSML tag (bounded: clients write the text)
 _SPACES = re.compile(r"\s+")
+_SUBJECT = re.compile(r"^[0-9a-f]{64}$")
 
 
 def spoken(text: str) -> str:
@@ -103,6 +105,11 @@ def parse(raw: bytes, voice: bool = False) -> OtpRequest | Problem:
         except ValueError:
             return _bad("'client_ip' is not an IP address")
 
+    subject = body.get("subject")
+    if subject is not None and (not isinstance(subject, str) or not _SUBJECT.match(subject)):
+        return Problem(422, "Invalid request", "'subject' must be 64 lowercase hex characters "
+                       "(HMAC-SHA256 of the user id under the signing key) or absent")
+
     classified = _classify(recipient)
     if isinstance(classified, Problem):
         return classified
@@ -126,6 +133,7 @@ def parse(raw: bytes, voice: bool = False) -> OtpRequest | Problem:
         calling_code=calling_code,
         delivery=delivery,
         locale=locale if valid_locale(locale) else None,  # a malformed one: the default voice
+        subject=subject,
     )
 
 

@@ -30,9 +30,10 @@ from typing import assert_never
 import orjson
 from aiohttp import web
 
-from . import canary, messages, policy as sms_policy, signing
+from . import canary, messages, outcomes, policy as sms_policy, signing
 from .config import Settings
 from .connections import MAX_BODY, ConnectionGuard
+from .conversion import BLOCKED_DETAIL, BLOCKED_TYPE, Tracker
 from .credentials import Credentials
 from .limits import retry_after_header
 from .logs import LineBudget, RequestLog, mask_number
@@ -143,23 +144,40 @@ class Intake:
         finally:
             self.guard.request_finished(transport)
 
-    async def read(self, request: web.Request) -> bytes:
+    async def read(self, request: web.Request, limit: int | None = None) -> bytes:
+        """The body; ``limit``: at most that many bytes instead of the application's
+        ``client_max_size`` (the log-stream sink's batches are larger than a send)."""
         if request.content.is_eof():  # the body came with the headers: no timer to arm
-            raw = await request.read()
+            raw = await _body(request, limit)
         else:
             async with asyncio.timeout(self.timeout):
-                raw = await request.read()
+                raw = await _body(request, limit)
         self.guard.body_received(request.transport)
         return raw
+
+
+async def _body(request: web.Request, limit: int | None) -> bytes:
+    if limit is None:
+        return await request.read()
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(64 * 1024):
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(limit, size)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 class SendPipeline:
     def __init__(self, settings: Settings, credentials: Credentials, state: State, health: StoreHealth,
                  metrics: RelayMetrics, intake: Intake, receipts: Receipts, canary_store: canary.CanaryStore | None,
                  upstream: EightByEight, voice_upstream: EightByEight | None,
-                 ready: Callable[[], bool], worker: int | None = None) -> None:
+                 ready: Callable[[], bool], worker: int | None = None,
+                 conversion: Tracker | None = None) -> None:
         self.settings, self.credentials, self.state, self.health = settings, credentials, state, health
         self.metrics, self.intake, self.receipts, self.canary = metrics, intake, receipts, canary_store
+        self.conversion = conversion  # None: tracking off
         self.upstream, self.voice_upstream, self._ready, self._worker = upstream, voice_upstream, ready, worker
         self.in_flight = 0
         self.rejections_log = LineBudget()
@@ -216,6 +234,8 @@ class SendPipeline:
             if api_key is None:
                 entry.outcome = "not_ready"
                 return _problem(_NOT_READY, entry.request_id)
+            if (refused := await self.gate(otp, entry)) is not None:
+                return _problem(refused, entry.request_id)
             verdict = await self.claim(otp, entry)
             if isinstance(verdict, Problem):
                 return _problem(verdict, entry.request_id)
@@ -298,6 +318,26 @@ class SendPipeline:
             entry.flag(rule)
         return monitored
 
+    # --- the conversion rule -------------------------------------------------------------
+    async def gate(self, otp: messages.OtpRequest, entry: SendLog) -> Problem | None:
+        """The conversion rule's verdict on an SMS before the limits (calls and the canary are
+        not tracked): a 403 when it enforces a block; a monitored block only flags the line."""
+        if self.conversion is None or otp.delivery != "text" or otp.recipient == self.settings.canary_number:
+            return None
+        match await self.conversion.check(otp.recipient, otp.country):
+            case outcomes.Allowed():
+                return None
+            case outcomes.Blocked(enforced=False):
+                entry.flag("conversion")
+                return None
+            case outcomes.Blocked(until=until):
+                entry.outcome, entry.detail = "forbidden", "conversion blocked"
+                return Problem(403, "Conversion blocked", BLOCKED_DETAIL,
+                               {"Retry-After": retry_after_header(max(1.0, until - time.time()))},
+                               extra={"type": BLOCKED_TYPE})
+            case gate:
+                assert_never(gate)
+
     # --- claim -------------------------------------------------------------------------
     async def claim(self, otp: messages.OtpRequest, entry: SendLog) -> Verdict | Problem:
         segments = entry.segments or 1  # a call costs one unit of the budgets
@@ -375,10 +415,15 @@ class SendPipeline:
                 payload["clientIp"] = otp.client_ip
             if callback := self.receipts.callback_url():
                 payload["dlrCallbackUrl"] = callback
+            if self.conversion is not None:  # 8x8 takes conversion feedback for SMS only
+                payload["track"] = "Outcome"
         outcome, attempts = await upstream.send(api_key, payload, started + self.settings.deadline)
         entry.attempts = attempts
         if isinstance(outcome, Accepted):  # recorded first: its receipts may be on their way
             self.receipts.sent(outcome.umid, otp.country, otp.delivery)
+            if (self.conversion is not None and otp.delivery == "text"
+                    and otp.recipient != self.settings.canary_number):
+                await self.conversion.sent(outcome.umid, otp.recipient, otp.country, otp.subject)
         if otp.recipient == self.settings.canary_number:
             await self._canary_attempt(*_canary_outcome(outcome))
         return outcome

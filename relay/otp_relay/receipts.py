@@ -517,6 +517,8 @@ async def summary(relay: Any, request: Any) -> Any:
         answer["voiceWebhook"] = relay.voice_webhook.state
     if relay.canary is not None and (shown := canary_shown(await relay.canary.last())) is not None:
         answer["canary"] = shown
+    if relay.conversion.enabled:  # issue 26 (conversion.Tracker); absent: tracking is off
+        answer["conversion"] = await relay.conversion.summary()
     return web.json_response(answer)
 
 
