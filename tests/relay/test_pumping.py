@@ -201,11 +201,12 @@ async def test_the_minimum_sample_is_respected(make_rule) -> None:
 
 
 async def test_nothing_is_blocked_when_the_whole_channel_stops_converting(make_rule) -> None:
-    """A broken log stream: no code looks used, anywhere."""
+    """A broken log stream or an Auth0 outage: hardly any code looks used, anywhere (1 in 12,
+    under the floor of 20 %), so the pumped prefix's none is no evidence."""
     traffic = Traffic(make_rule())
-    t = await warm(traffic, healthy_used=lambda i: False)
+    t = await warm(traffic, healthy_used=lambda i: i % 12 == 0)
     for m in range(10):
-        await traffic.minute(t + m * 60, pumped=20, healthy_used=lambda i: False)
+        await traffic.minute(t + m * 60, pumped=20, healthy_used=lambda i: i % 12 == 0)
     assert traffic.refused == {} and traffic.monitored == {}
     assert (await traffic.rule.summary(t + 700))["blocks"] == []
 
@@ -230,7 +231,7 @@ async def test_blocked_keys_never_hold_more_than_the_share_cap(make_rule) -> Non
 async def test_memory_is_bounded_under_a_flood_of_distinct_keys(make_rule, redis_server) -> None:
     rule = make_rule(max_keys=100, max_pending=500)
     for i in range(2000):
-        await rule.sent(Sent(f"flood-{i}", f"+1555{i:07d}", "US", T0 + i * 0.01))
+        await rule.sent(Sent(f"flood-{i}", f"+1555{i:04d}0000", "US", T0 + i * 0.01))  # 2,000 prefixes
     await rule.check("+15550000000", "US", T0 + 30)
     if isinstance(rule, MemoryRule):
         assert len(rule) <= 100 and len(rule._pending) <= 500
