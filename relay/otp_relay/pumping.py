@@ -54,7 +54,7 @@ class RuleSettings:
     min_sample: int = 10  # matured sends a key needs before it can be blocked (>= 5)
     window: int = 50  # matured sends remembered per key
     prefix_digits: int = 4  # digits dropped from the E.164 number: a key covers 10,000 numbers
-    maturity: float = 60.0  # seconds after which an unconverted send counts as not converted
+    maturity: float = 45.0  # seconds after which an unconverted send counts as not converted
     ratio: float = 0.25  # blocked below this share of the reference conversion
     floor: float = 0.2  # reference conversion under which nothing is blocked
     block_for: float = 3600.0  # the first block; doubles on each repeat
@@ -264,6 +264,9 @@ class _Block:
     held: float  # the key's converting sends of the last hour when it was blocked (estimated)
 
 
+_NOT_BLOCKED = _Block(0.0, False, 0, 0.0)
+
+
 class MemoryRule:
     """The rule for one process; memory bounded by ``max_keys`` and ``max_pending``."""
 
@@ -342,6 +345,8 @@ class MemoryRule:
             if pending.due > now:
                 break
             del self._pending[message_id]
+            if any(self._blocks.get(k, _NOT_BLOCKED).until > now for k in (pending.prefix, pending.country)):
+                continue  # sent before its key was blocked: already explained, not fresh evidence
             outcome = 1 if pending.converted else 0
             minute = self._minutes.setdefault(int(pending.due // _MINUTE), {})
             for bucket in ("", pending.country):

@@ -124,7 +124,14 @@ for _, id in ipairs(due) do
   local pend = P .. 'p:' .. id
   local v = redis.call('HMGET', pend, 'k', 'c', 'd', 'v')
   redis.call('DEL', pend)
+  local explained = false
   if v[1] then
+    for _, key in ipairs({v[1], v[2]}) do
+      local untl = tonumber(redis.call('HGET', P .. 'b:' .. key, 'u'))
+      if untl and untl > now then explained = true end
+    end
+  end
+  if v[1] and not explained then
     local outcome = tonumber(v[4]) or 0
     local bucket = P .. 'm:' .. math.floor(tonumber(v[3]) / 60000)
     redis.call('HINCRBY', bucket, 's', 1)
