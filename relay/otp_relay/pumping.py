@@ -60,7 +60,7 @@ class RuleSettings:
     block_for: float = 3600.0  # the first block; doubles on each repeat
     max_block: float = 86400.0
     clean_after: float = 86400.0  # a key not blocked for this long starts again at the first level
-    max_blocked_share: int = 25  # percent of the last hour's sends blocked keys may hold
+    max_blocked_share: int = 25  # percent of the last hour's converting sends blocked keys may hold
     allow: frozenset[str] = frozenset()  # countries ("GB") and E.164 prefixes ("+4477")
     max_keys: int = 20_000  # keys tracked at once (least recently used evicted)
     max_pending: int = 100_000  # sends awaiting maturity (oldest dropped uncounted)

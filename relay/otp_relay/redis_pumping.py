@@ -171,7 +171,7 @@ local function reference_of(leave_out)
   end
   return reference.c, reference.s
 end
-local created = {}
+local created, active = {}, nil
 if #order > 0 then
   redis.call('ZREMRANGEBYSCORE', P .. 'blocks', '-inf', now)
 end
@@ -195,11 +195,14 @@ for _, key in ipairs(order) do
       local c = redis.call('HMGET', P .. 'ch', 'h', 'n', 'm')
       local cc, cs = reference_of(nil)
       local channel = hour_sends(c[1], c[2], c[3], now) * cc / cs
-      local active = 0
-      for _, other in ipairs(redis.call('ZRANGE', P .. 'blocks', 0, -1)) do
-        active = active + (tonumber(redis.call('HGET', P .. 'b:' .. other, 'd')) or 0)
+      if not active then
+        active = 0
+        for _, other in ipairs(redis.call('ZRANGE', P .. 'blocks', 0, -1)) do
+          active = active + (tonumber(redis.call('HGET', P .. 'b:' .. other, 'd')) or 0)
+        end
       end
       if active + held <= share * channel then
+        active = active + held
         local level = 1
         local seen = redis.call('HMGET', P .. 'l:' .. key, 'l', 'f')
         if seen[1] and tonumber(seen[2]) > now then level = tonumber(seen[1]) + 1 end

@@ -9,9 +9,10 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import CollectorRegistry
 
 from otp_relay.outcomes import Allowed, Blocked, NoRule, Sent
-from otp_relay.pumping import MemoryRule, RuleSettings, build_rule, parse_settings
+from otp_relay.pumping import MemoryRule, RuleMetrics, RuleSettings, build_rule, parse_settings
 from otp_relay.redis_pumping import RedisRule
 from tests.fixtures.redis import RedisServer
 
@@ -25,15 +26,15 @@ _ids = itertools.count()
 async def make_rule(request, redis_server: RedisServer) -> AsyncIterator[Callable[..., object]]:
     clients: list[aioredis.Redis] = []
 
-    def make(**settings: object) -> object:
+    def make(metrics: RuleMetrics | None = None, **settings: object) -> object:
         values: dict[str, object] = {"mode": "enforce", **settings}
         rule_settings = RuleSettings(**values)  # type: ignore[arg-type]
         if request.param == "memory":
-            return MemoryRule(rule_settings)
+            return MemoryRule(rule_settings, metrics)
         client = aioredis.Redis.from_url(redis_server.url, password=redis_server.password,
                                          decode_responses=True)
         clients.append(client)
-        return RedisRule(rule_settings, client, f"test:pumping:{time.monotonic_ns()}")
+        return RedisRule(rule_settings, client, f"test:pumping:{time.monotonic_ns()}", metrics)
 
     yield make
     for client in clients:
@@ -105,6 +106,25 @@ async def test_enforce_blocks_the_pumped_prefix_and_not_its_healthy_neighbour(ma
     [block] = summary["blocks"]
     assert block["key"] == PUMPED and block["kind"] == "prefix" and block["level"] == 1
     assert summary["blocked"] == 1 and summary["would_block"] == 0
+
+
+async def test_blocks_are_counted_and_the_summary_shows_the_worst_keys(make_rule) -> None:
+    registry = CollectorRegistry()
+    traffic = Traffic(make_rule(RuleMetrics(registry)))
+    t = await warm(traffic)
+    for m in range(6):
+        await traffic.minute(t + m * 60, pumped=20, pumped_prefix="+44770080")
+        await traffic.minute(t + m * 60 + 1, healthy=0, pumped=5, pumped_prefix=NEIGHBOUR,
+                             pumped_used=lambda i: i % 2 == 0)
+    summary = await traffic.rule.summary(t + 400)
+    assert registry.get_sample_value("otp_relay_conversion_blocks_total", {"kind": "prefix", "mode": "enforce"}) == 1
+    assert registry.get_sample_value("otp_relay_conversion_blocks_active", {"kind": "prefix"}) == 1
+    assert registry.get_sample_value("otp_relay_conversion_blocks_active", {"kind": "country"}) == 0
+    rows = {row["key"]: row for row in summary["prefixes"]}
+    assert NEIGHBOUR in rows and "+44770080" not in rows  # a blocked key starts a new sample
+    assert 0.3 < rows[NEIGHBOUR]["rate"] < 0.7 and rows[NEIGHBOUR]["sent"] >= 10
+    assert [r["rate"] for r in summary["prefixes"]] == sorted(r["rate"] for r in summary["prefixes"])
+    assert len(summary["prefixes"]) <= 10
 
 
 async def test_monitor_counts_and_never_refuses(make_rule) -> None:
