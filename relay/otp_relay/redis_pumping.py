@@ -12,8 +12,9 @@ with the caller's ``now``. All names
 share the channel's hash tag. The scripts build record names from that tag, so on a Redis
 Cluster they stay on one shard.
 
-If the store does not answer, ``check`` allows (the claim that follows fails closed anyway) and
-the other calls drop what they were told.
+If the store does not answer, ``check`` allows (the claim that follows fails closed anyway),
+``sent`` and ``converted`` drop what they were told, ``summary`` says ``"error"``, and ``lift``
+raises ``StateUnavailable`` (the signed lift call should answer 503: nothing was lifted).
 """
 
 from __future__ import annotations

@@ -282,3 +282,34 @@ def test_off_is_no_rule_and_settings_are_checked() -> None:
                             ({"allow": ",".join(f"+44{i}" for i in range(101))}, "at most 100")]:
         with pytest.raises(ValueError, match=message):
             parse_settings(**{"mode": "enforce", **kwargs})
+
+
+async def test_replicas_sharing_a_store_see_one_rule(redis_server: RedisServer) -> None:
+    """Two relays on one Redis: sends through either count once, and a block started by one
+    refuses on the other; a lift through either ends it for both."""
+    prefix = f"test:pumping:replicas:{time.monotonic_ns()}"
+    clients = [aioredis.Redis.from_url(redis_server.url, password=redis_server.password, decode_responses=True)
+               for _ in range(2)]
+    try:
+        one, two = (RedisRule(RuleSettings(mode="enforce"), client, prefix) for client in clients)
+
+        class Alternating:
+            def __init__(self) -> None:
+                self.turn = itertools.cycle((one, two))
+
+            def __getattr__(self, name: str):
+                return getattr(next(self.turn), name)
+
+        traffic = Traffic(Alternating())
+        t = await warm(traffic)
+        for m in range(6):
+            await traffic.minute(t + m * 60, pumped=20)
+        assert traffic.sent["pumped"] <= 50 and traffic.refused["pumped"] > 0
+        assert isinstance(await one.check(PUMPED + "0001", "GB", t + 400), Blocked)
+        assert isinstance(await two.check(PUMPED + "0001", "GB", t + 400), Blocked)
+        assert await one.lift(PUMPED, t + 401) is True
+        assert await two.check(PUMPED + "0001", "GB", t + 402) == Allowed()
+        assert (await one.summary(t + 402))["reference"] == (await two.summary(t + 402))["reference"]
+    finally:
+        for client in clients:
+            await client.aclose()
