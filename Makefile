@@ -98,6 +98,7 @@ bench: controlplane bench-tools test-tools
 	$(BIN)/python bench/relay/run.py
 	$(BIN)/python bench/relay/slowloris.py
 	$(BIN)/python bench/operator/run.py
+	$(BIN)/python bench/fraud/run.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
