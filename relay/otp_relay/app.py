@@ -96,9 +96,10 @@ class Relay:
         tracker = conversion.build(settings, self._state, self.metrics.registry, self.metrics.key_reload)
         tracker.poster = conversion.Poster(self.upstream.call, lambda: credentials.api_key.value)
         tracker.signing_keys = lambda: credentials.signing_keys.value or []
+        rule_metrics = pumping.RuleMetrics(self.metrics.registry)  # exported (empty) when off too
         if settings.conversion:
             tracker.listener = pumping.build_rule(settings.conversion_rule, client, settings.state_prefix,
-                                                  pumping.RuleMetrics(self.metrics.registry))
+                                                  rule_metrics)
         return tracker
 
     @property

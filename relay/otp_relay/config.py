@@ -454,17 +454,16 @@ OPTIONS: tuple[Option, ...] = (
            "reported failure to 8x8, under 15m", DEFAULT_CONVERSION_FAILURE_AFTER,
            **_one("conversion_failure_after", _failure_after)),
     Option("--conversion-blocking", "CONVERSION_BLOCKING", "the conversion rule against SMS pumping: off, "
-           "monitor (count and log what it would block) or enforce", pumping.RuleSettings.mode,
-           fields=("conversion_rule",)),
+           "monitor (count and log what it would block) or enforce (with the four below, read together)",
+           pumping.RuleSettings.mode, fields=("conversion_rule",)),
     Option("--conversion-allow", "CONVERSION_ALLOW", "countries (GB) and E.164 prefixes (+4477) the "
-           "conversion rule never blocks, comma separated", shown="none", fields=("conversion_rule",)),
+           "conversion rule never blocks, comma separated", shown="none"),
     Option("--conversion-min-sample", "CONVERSION_MIN_SAMPLE", "matured sends a prefix or country needs "
-           "before the rule may block it", str(pumping.RuleSettings.min_sample), fields=("conversion_rule",)),
+           "before the rule may block it", str(pumping.RuleSettings.min_sample)),
     Option("--conversion-block-for", "CONVERSION_BLOCK_FOR", "the first block; it doubles on each repeat "
-           "(up to 24h)", "1h", fields=("conversion_rule",)),
+           "(up to 24h)", "1h"),
     Option("--conversion-max-blocked-share", "CONVERSION_MAX_BLOCKED_SHARE", "percent of the last hour's "
-           "converting sends that blocked keys may hold", str(pumping.RuleSettings.max_blocked_share),
-           fields=("conversion_rule",)),
+           "converting sends that blocked keys may hold", str(pumping.RuleSettings.max_blocked_share)),
 )
 _RULE_OPTIONS = ("CONVERSION_BLOCKING", "CONVERSION_ALLOW", "CONVERSION_MIN_SAMPLE", "CONVERSION_BLOCK_FOR",
                  "CONVERSION_MAX_BLOCKED_SHARE")

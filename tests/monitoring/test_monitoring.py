@@ -3,8 +3,6 @@ names the relay and the operator really export."""
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import json
 import re
 import shutil
@@ -16,7 +14,7 @@ import yaml
 from prometheus_client import REGISTRY, generate_latest
 
 from otp_operator import metrics as operator_metrics  # noqa: F401  registers the operator's metrics
-from otp_relay import metrics as relay_metrics, receipts
+from otp_relay import conversion, metrics as relay_metrics, pumping, receipts
 from tests.fixtures.relay import RelayProcess, relay_env
 
 HERE = Path(__file__).parent
@@ -24,13 +22,6 @@ FILES = HERE.parent.parent / "charts" / "otp-relay-operator" / "files"
 RULES = FILES / "prometheus-rules.yaml"
 DASHBOARD = FILES / "grafana-dashboard.json"
 _NAME = re.compile(r"\b(otp_[a-z0-9_]+)")
-# Issue 26's conversion metrics come from the relay's conversion tracker and conversion rule
-# (otp_relay.conversion, otp_relay.pumping), merged apart from the alerts: until the relay has
-# them, their names and label values are the shared contract's; once it has, it must export them.
-CONVERSION_METRICS = {"otp_relay_conversion_outcomes_total", "otp_relay_log_events_total",
-                      "otp_relay_conversion_blocks_total", "otp_relay_conversion_blocks_active",
-                      "otp_relay_conversion_feedback_total"}
-RELAY_HAS_CONVERSION = all(importlib.util.find_spec(f"otp_relay.{m}") for m in ("conversion", "pumping"))
 _SUFFIXES = {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
              "gauge": ("",), "summary": ("", "_sum", "_count", "_created")}
 
@@ -90,8 +81,7 @@ def test_every_metric_of_the_alerts_and_the_dashboard_is_exported(tmp_path: Path
     exported |= exported_names(generate_latest(REGISTRY).decode())
     used = used_metric_names()
     assert len(used) >= 10, sorted(used)
-    missing = {name: sorted(where) for name, where in used.items() if name not in exported
-               and (RELAY_HAS_CONVERSION or name not in CONVERSION_METRICS)}
+    missing = {name: sorted(where) for name, where in used.items() if name not in exported}
     assert not missing, f"used but exported by neither the relay nor the operator: {missing}"
 
 
@@ -150,10 +140,7 @@ def test_the_dashboard_is_grafana_json_with_unique_panel_ids() -> None:
     assert all(target["expr"] for panel in dashboard["panels"] for target in panel["targets"])
 
 
-@pytest.mark.skipif(not RELAY_HAS_CONVERSION, reason="the relay's conversion modules are not merged yet")
 def test_the_conversion_value_sets_are_the_relays() -> None:
-    conversion = importlib.import_module("otp_relay.conversion")
-    pumping = importlib.import_module("otp_relay.pumping")
     assert OWNED_LABEL_VALUES["otp_relay_conversion_outcomes_total", "outcome"] == set(conversion.OUTCOMES)
     assert OWNED_LABEL_VALUES["otp_relay_log_events_total", "result"] == set(conversion.LOG_RESULTS)
     assert OWNED_LABEL_VALUES["otp_relay_conversion_blocks_active", "kind"] == set(pumping.KINDS)
