@@ -7,6 +7,8 @@ import dataclasses
 import os
 import subprocess
 
+import pytest
+
 from otp_relay import config
 from tests.fixtures.relay import relay_command
 
@@ -58,3 +60,28 @@ def test_help_lists_every_option_with_its_variable_and_default() -> None:
                           ("--idempotency-retention", "30m"), ("--max-in-flight", "256"), ("--deadline", "6"),
                           ("--voice-per-recipient", "3/1h"), ("--code-validity", "5m")):
         assert f"(default {default})" in lines[flag], flag
+
+
+@pytest.mark.parametrize(("suffix", "value", "problem"), [
+    ("CONVERSION_BLOCKING", "block", "must be one of off, monitor, enforce"),
+    ("CONVERSION_MIN_SAMPLE", "3", "at least 5"),
+    ("CONVERSION_MIN_SAMPLE", "ten", "whole number"),
+    ("CONVERSION_BLOCK_FOR", "1m", "at least 5m"),
+    ("CONVERSION_ALLOW", "GB,gbx", "'gbx' is neither an ISO country"),
+    ("CONVERSION_MAX_BLOCKED_SHARE", "0", "1-100"),
+])
+def test_a_bad_conversion_rule_setting_names_its_own_flag(suffix: str, value: str, problem: str) -> None:
+    with pytest.raises(config.ConfigError) as refused:
+        config.load([], {**REQUIRED_ONLY, f"OTP_RELAY_{suffix}": value})
+    assert str(refused.value).startswith(f"{config.OPTION[suffix].flag} / OTP_RELAY_{suffix}: ")
+    assert problem in str(refused.value)
+
+
+def test_the_conversion_rule_settings_reach_the_relay_together() -> None:
+    loaded = config.load([], {**REQUIRED_ONLY, "OTP_RELAY_CONVERSION": "true", "OTP_RELAY_LOG_TOKEN_FILE": "/t",
+                              "OTP_RELAY_CONVERSION_BLOCKING": "enforce", "OTP_RELAY_CONVERSION_ALLOW": "gb,+4477",
+                              "OTP_RELAY_CONVERSION_MIN_SAMPLE": "20", "OTP_RELAY_CONVERSION_BLOCK_FOR": "2h",
+                              "OTP_RELAY_CONVERSION_MAX_BLOCKED_SHARE": "10%"})
+    rule = loaded.conversion_rule
+    assert (rule.mode, rule.allow, rule.min_sample, rule.block_for, rule.max_blocked_share) == (
+        "enforce", frozenset({"GB", "+4477"}), 20, 7200.0, 10)
