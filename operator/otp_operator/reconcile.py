@@ -382,7 +382,7 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
         rt.read("v1", "Secret", run.namespace, names.signing_key_secret_name(run.name)),
         rt.read("apps/v1", "Deployment", run.namespace, names.relay_name(run.name)),
         rt.read("v1", "Secret", run.namespace, names.receipt_token_secret_name(run.name)),
-        rt.read("v1", "Secret", run.namespace, names.log_stream_token_secret_name(run.name)),
+        _read_log_tokens(rt, run, ch),
     )
     try:
         api_key = secret_value(sms_secret, ch.sms.api_key, run.namespace)
@@ -421,6 +421,14 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
                                            ch.canary.masked if ch.canary else "", ch.canary is not None)
     return Outcome(relay.verdict, auth0.verdict, auth0.routing, delivering, auth0.conversion, fields,
                    min(delays) if delays else None)
+
+
+async def _read_log_tokens(rt: Runtime, run: Pass, ch: ChannelSpec) -> dict[str, Any] | None:
+    """The log stream's token Secret: read with spec.conversion, or while ConversionTracking
+    is still there (conversion was just turned off: the Secret goes); else no request at all."""
+    if ch.conversion is None and status.find(run.previous_conditions, status.CONVERSION_TRACKING) is None:
+        return None
+    return await rt.read("v1", "Secret", run.namespace, names.log_stream_token_secret_name(run.name))
 
 
 async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, signing_secret: dict[str, Any] | None,

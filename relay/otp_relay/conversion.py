@@ -10,7 +10,8 @@ and told to 8x8 (``POST .../messages/{umid}/feedback``).
   JSONLINES, JSONOBJECT of ``{log_id, data}``) with ``Authorization: Bearer <token>`` (every
   line of the token file). A "code used" event (MFA ``gd_auth_succeed`` /
   ``gd_enrollment_complete``, passwordless ``s``) is matched to the newest unresolved send of
-  that user in the last ``MATCH_WINDOW``: by subject, else by the number's digest.
+  that user in the last ``MATCH_WINDOW``: by the number's digest, else by subject (a number
+  names the message, a subject only the user).
 - A matched send is reported ``success`` at once; one still unresolved ``failure_after`` after
   it was sent is reported ``failure``. Each is claimed once (in Redis with ``--state-url``, so
   once across replicas) before it is posted; 5xx and timeouts are retried with backoff, never
@@ -184,8 +185,9 @@ class Store(Protocol):
         ...
 
     async def match(self, subjects: list[str], number: str | None, now: float) -> Record | None:
-        """Claim (as ``success``) the newest unresolved send of these subjects, else of this
-        number, sent within ``MATCH_WINDOW``."""
+        """Claim (as ``success``) the newest unresolved send to this number, else of these
+        subjects, sent within ``MATCH_WINDOW``. The number first: it names the message, while
+        one user may have been sent codes to two numbers (a subject names only the user)."""
         ...
 
     async def due(self, before: float, now: float) -> list[Record]:
@@ -232,7 +234,7 @@ class MemoryStore:
 
     async def match(self, subjects: list[str], number: str | None, now: float) -> Record | None:
         self._expire(now)
-        for index in [f"s:{s}" for s in subjects] + ([f"n:{number}"] if number else []):
+        for index in ([f"n:{number}"] if number else []) + [f"s:{s}" for s in subjects]:
             for umid in reversed(self._by.get(index, ())):
                 record = self._records.get(umid)
                 if record is None or record.at < now - MATCH_WINDOW:
@@ -318,7 +320,7 @@ class RedisStore:
             return False  # unanswered: treated as seen (an event must never count twice)
 
     async def match(self, subjects: list[str], number: str | None, now: float) -> Record | None:
-        keys = [f"{self._p}s:{s}" for s in subjects] + ([f"{self._p}n:{number}"] if number else [])
+        keys = ([f"{self._p}n:{number}"] if number else []) + [f"{self._p}s:{s}" for s in subjects]
         if not keys:
             return None
         try:

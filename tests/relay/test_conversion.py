@@ -174,6 +174,21 @@ async def test_a_used_code_is_reported_success_once_and_told_to_the_listener(rel
     assert summary["rule"] == {"mode": "fake", "prefixes": [], "blocks": []}
 
 
+async def test_one_user_sent_codes_to_two_numbers_the_event_s_number_names_the_message(
+        relay_harness, emulator) -> None:
+    """A subject names the user, a number the message: the code used is the one sent to the
+    number the event carries, even when a later code went to the same user's other number."""
+    used, other = fresh_number(), fresh_number()
+    subject = conversion.subject_for(KEY, USER)
+    async with relay_harness() as h:
+        assert (await h.send(used, subject=subject))[0] == 202
+        assert (await h.send(other, subject=subject))[0] == 202
+        assert await h.logs([mfa_used(used)]) == (200, {"results": {"matched": 1}})
+        await h.relay.conversion.idle()
+    [feedback] = emulator.feedback()
+    assert (feedback.destination, feedback.outcome) == (used[1:], "success")
+
+
 async def test_matching_by_number_in_every_stream_format(relay_harness, emulator) -> None:
     """Without a subject the number's digest matches (MFA: the authenticator's phone number,
     passwordless: the E.164 user name); JSONLINES and JSONOBJECT are read like JSONARRAY;
