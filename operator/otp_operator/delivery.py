@@ -222,6 +222,25 @@ def conversion_record(value: Any) -> dict[str, Any] | None:
     return record
 
 
+def started_blocks(previous: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    """The blocks of ``new`` (``status.delivery.conversion``) that ``previous`` did not have: a new
+    key, or the same key blocked again (another ``until``): one Event each, not one per poll."""
+    seen = {(b.get("key"), b.get("until")) for b in (previous or {}).get("blocks") or ()}
+    return [b for b in (new or {}).get("blocks") or () if (b.get("key"), b.get("until")) not in seen]
+
+
+def block_event(block: Mapping[str, Any]) -> tuple[bool, str, str]:
+    """(warning, reason, message) of a block that started."""
+    what = f"number prefix {block['key']}" if block["kind"] == "prefix" else f"country {block['key']}"
+    level = f", block {block['level']}" if block.get("level") else ""
+    lift = f"lift it with the annotation {names.ANNOTATION_LIFT_CONVERSION_BLOCK}={block['key']}"
+    if block.get("enforced"):
+        return True, "ConversionBlocked", (f"SMS to {what} are refused until {block['until']}{level}: its "
+                                           f"codes are not being used (SMS pumping?); {lift}")
+    return False, "ConversionBlockMonitored", (f"monitor mode: the conversion rule would refuse SMS to {what} "
+                                               f"until {block['until']}{level} (nothing is refused)")
+
+
 def _epoch(stamp: Any) -> float | None:
     try:
         return datetime.datetime.strptime(stamp, _STAMP).replace(tzinfo=datetime.timezone.utc).timestamp()
@@ -508,6 +527,9 @@ async def poll_delivery(namespace: str, name: str, spec: Mapping[str, Any], body
         if new is not None:
             patch.status["delivery"] = new
             current["delivery"] = new
+            for block in started_blocks((previous or {}).get("conversion"), new.get("conversion")):
+                warning, reason, message = block_event(block)
+                (kopf.warn if warning else kopf.info)(dict(body), reason=reason, message=message)
             if ratio_dropped(new, previous, ch.policy.delivery_ratio_threshold):
                 kopf.warn(dict(body), reason="DeliveryRatioLow",
                           message=f"{new['delivered']} of {new['delivered'] + new['undelivered']} messages "

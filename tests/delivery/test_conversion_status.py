@@ -174,6 +174,10 @@ class Channel:
         self.body["status"].update(patch.status)
         return patch.status
 
+    def lift_events(self) -> list[tuple[str, str]]:
+        """The Events of lifting (a block that starts has its own, ``ConversionBlocked``)."""
+        return [event for event in self.events if event[0] not in ("ConversionBlocked", "ConversionBlockMonitored")]
+
     def annotate(self, value: str) -> None:
         self.body["metadata"]["annotations"][names.ANNOTATION_LIFT_CONVERSION_BLOCK] = value
 
@@ -183,6 +187,27 @@ def test_the_timer_writes_conversion_and_sets_the_gauge(relay, monkeypatch) -> N
     assert written["delivery"]["conversion"] == delivery.conversion_record(CONVERSION)
     assert gauge("shop", "prod") == 0.7692
     assert relay.lifts == []  # no annotation: nothing lifted
+
+
+def test_a_block_that_starts_gets_one_event_and_a_repeat_another(relay, monkeypatch) -> None:
+    channel = Channel(relay, monkeypatch)
+    channel.tick()
+    [(reason, message)] = [(r, m) for r, m in channel.events if r.startswith("ConversionBlock")]
+    assert reason == "ConversionBlocked" and "+6281" in message and names.ANNOTATION_LIFT_CONVERSION_BLOCK in message
+    channel.events.clear()
+    channel.tick()  # the same summary: no new block, no Event
+    assert channel.events == []
+    before = {"blocks": [{"key": "+6281", "kind": "prefix", "until": "2026-12-07T23:58:00Z", "enforced": True}]}
+    again = {"blocks": [{"key": "+6281", "kind": "prefix", "until": "2026-12-08T01:58:00Z", "enforced": True,
+                         "level": 2},
+                        {"key": "ID", "kind": "country", "until": "2026-12-08T00:58:00Z", "enforced": False}]}
+    started = delivery.started_blocks(before, again)
+    assert [b["key"] for b in started] == ["+6281", "ID"]
+    events = [delivery.block_event(b) for b in started]
+    assert [(warning, reason) for warning, reason, _ in events] == [
+        (True, "ConversionBlocked"), (False, "ConversionBlockMonitored")]
+    assert "block 2" in events[0][2] and "nothing is refused" in events[1][2]
+    assert delivery.started_blocks(again, again) == []
 
 
 def test_each_key_is_lifted_once_by_a_signed_request(relay, monkeypatch) -> None:
@@ -196,7 +221,7 @@ def test_each_key_is_lifted_once_by_a_signed_request(relay, monkeypatch) -> None
                               body, time.time()) not in set(signing.Failure)
     assert lift["annotation"] == "+6281, GB" and lift["message"] == "processed"
     assert lift["results"] == [{"key": "+6281", "outcome": "lifted"}, {"key": "GB", "outcome": "not-blocked"}]
-    assert [reason for reason, _ in channel.events] == ["ConversionBlockLifted", "ConversionBlockNotFound"]
+    assert [reason for reason, _ in channel.lift_events()] == ["ConversionBlockLifted", "ConversionBlockNotFound"]
     channel.events.clear()
     assert "conversionLift" not in channel.tick()  # the annotation stays (GitOps): not lifted again
     assert len(relay.lifts) == 2 and channel.events == []
@@ -211,7 +236,7 @@ def test_invalid_keys_send_nothing_and_say_why(relay, monkeypatch) -> None:
     lift = channel.tick()["conversionLift"]
     assert relay.lifts == []
     assert "'44 77'" in lift["message"] and lift["results"] == []
-    assert channel.events == [("ConversionLiftInvalid", lift["message"])]
+    assert channel.lift_events() == [("ConversionLiftInvalid", lift["message"])]
 
 
 def test_a_refused_lift_is_reported_failed(relay, monkeypatch) -> None:
@@ -221,7 +246,7 @@ def test_a_refused_lift_is_reported_failed(relay, monkeypatch) -> None:
     lift = channel.tick()["conversionLift"]
     assert lift["results"] == [{"key": "+6281", "outcome": "failed", "detail": "relay answered HTTP 401"}]
     assert "set the annotation again" in lift["message"]
-    assert channel.events[0][0] == "ConversionBlockLiftFailed"
+    assert channel.lift_events()[0][0] == "ConversionBlockLiftFailed"
 
 
 def test_without_spec_conversion_nothing_is_sent(relay, monkeypatch) -> None:
