@@ -11,20 +11,29 @@ nginx upstream):
   * the relay process with its send handler replaced by a bare forward through its own client;
   * bare forwarders (bench/relay/forwarder.py): pyreqwest on aiohttp's, uvicorn's and granian's
     servers.
-With ``--each``: the relay as shipped and with one part stubbed at a time. Prints CPU µs per
-accepted request for every round and the lowest of each row. The gap between
-the shipped relay and its stubbed twin is what the relay's own work costs; the bare rows are the
-floor any relay on that server and client pays before doing anything.
+With ``--each``: the relay as shipped, with one part stubbed at a time, and with conversion
+tracking switched on (its rule off: ``NoRule``; the shipped default has tracking off). Prints CPU
+µs per accepted request for every round and the lowest of each row. The gap between the shipped
+relay and its stubbed twin is what the relay's own work costs; the bare rows are the floor any
+relay on that server and client pays before doing anything.
+
+The stubs replace methods of the relay's classes (``pipeline.SendPipeline.admit``, ``._log``,
+``.handle``, ``state.MemoryState.claim``/``settle``, ...). Each target is checked before anything
+runs: one that no longer exists, or whose parameters changed, raises ``StaleTarget`` (a patched
+name nothing calls would silently measure the unstubbed relay under the stub's label).
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -32,68 +41,106 @@ import run as bench  # noqa: E402
 
 PARTS = ("admission", "state", "receipts", "log", "metrics", "guard")
 STUBBED = ",".join(PARTS)
+BARE = "bare"
+CONVERSION = "conversion"  # not a stub: conversion tracking switched on (its rule off, NoRule)
 ROWS = {
     "relay as shipped": ("relay", ""),
     "relay, every check stubbed": ("relay", STUBBED),
-    "relay process, bare forward handler": ("relay", "bare"),
+    "relay process, bare forward handler": ("relay", BARE),
     "bare: aiohttp server + pyreqwest": ("forwarder", "aiohttp"),
     "bare: uvicorn server + pyreqwest": ("forwarder", "uvicorn"),
     "bare: granian server + pyreqwest": ("forwarder", "granian"),
 }
 
 
-def stub(parts: set[str]) -> None:
-    """Replace the named parts of the relay (in this process) before it starts."""
+class StaleTarget(RuntimeError):
+    """A part the ablation stubs is no longer where it looks: the relay changed shape."""
+
+
+def _replace(owner: type, name: str, stub: Callable[..., Any], apply: bool) -> None:
+    """Put ``stub`` in place of the method ``owner.name``. Raises ``StaleTarget`` when the relay
+    has no such method, or (for a stub that names its parameters) when its parameters differ:
+    patching a name nothing calls any more would measure the unstubbed relay under the stub's
+    label, with nothing to show it."""
+    where = f"{owner.__module__}.{owner.__qualname__}.{name}"
+    original = inspect.getattr_static(owner, name, None)
+    if original is None or not callable(original):
+        raise StaleTarget(f"{where} does not exist (any more): update bench/relay/ablation.py's stubs "
+                          "to the relay's current structure")
+    stub_parameters = inspect.signature(stub).parameters
+    if not any(p.kind is p.VAR_POSITIONAL for p in stub_parameters.values()):
+        expected = list(inspect.signature(original).parameters)
+        if list(stub_parameters) != expected:
+            raise StaleTarget(f"{where} takes ({', '.join(expected)}), the ablation's stub "
+                              f"({', '.join(stub_parameters)}): update bench/relay/ablation.py")
+    if apply:
+        setattr(owner, name, stub)
+
+
+def stub(parts: set[str], apply: bool = True) -> None:
+    """Replace the named parts of the relay (in this process) before it starts; with
+    ``apply=False`` only check that every target is still there (raises ``StaleTarget``)."""
     import dataclasses  # noqa: PLC0415
     import itertools  # noqa: PLC0415
 
     from aiohttp import web  # noqa: PLC0415
-    from otp_relay import app, connections, messages, metrics, receipts, state  # noqa: PLC0415
+    from otp_relay import connections, messages, metrics, pipeline, receipts, state  # noqa: PLC0415
 
+    unknown = parts - set(PARTS) - {BARE, CONVERSION}
+    if unknown:
+        raise StaleTarget(f"no such part to stub: {', '.join(sorted(unknown))}")
     fixed = messages.parse(b'{"recipient":"+6591000001","text":"Your code is 123456",'
                            b'"message_type":"otp_verify","delivery_method":"text"}')
     assert isinstance(fixed, messages.OtpRequest)
     numbers = itertools.count()
-    if "admission" in parts:
-        async def admit(self, request, fields):  # noqa: ANN001, ANN202
-            await request.read()
-            fields["authenticated"] = True
+    if "admission" in parts:  # readiness, signature, in-flight cap, JSON, policy; the body is still read
+        async def admit(self, request, entry):  # noqa: ANN001, ANN202
+            await self.intake.read(request)
+            entry.authenticated, entry.channel = True, fixed.delivery
             return dataclasses.replace(fixed, idempotency_key=f"{next(numbers):064x}")
-        app.Relay._admit = admit
+        _replace(pipeline.SendPipeline, "admit", admit, apply)
     if "state" in parts:
-        async def claim(self, key, recipient, request_id):  # noqa: ANN001, ANN202
+        async def claim(self, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
             return state.Proceed()
 
         async def settle(self, key, outcome, umid=""):  # noqa: ANN001, ANN202
             return None
-        state.MemoryState.claim, state.MemoryState.settle = claim, settle
+        _replace(state.MemoryState, "claim", claim, apply)
+        _replace(state.MemoryState, "settle", settle, apply)
     if "receipts" in parts:
-        receipts.Receipts.sent = lambda self, umid: None
-        receipts.Receipts.callback_url = lambda self: None
+        _replace(receipts.Receipts, "sent", lambda self, umid, country, channel="text": None, apply)
+        _replace(receipts.Receipts, "callback_url", lambda self: None, apply)
     if "log" in parts:
-        app.Relay._log = lambda self, fields: None
+        _replace(pipeline.SendPipeline, "_log", lambda self, entry: None, apply)
     if "metrics" in parts:
-        metrics.RelayMetrics.outcome = lambda self, name: None
-        metrics.RelayMetrics.upstream = lambda self, status, seconds: None
+        def observer(self, channel):  # noqa: ANN001, ANN202
+            return lambda status, seconds: None
+        _replace(metrics.RelayMetrics, "outcome", lambda self, name, channel=None: None, apply)
+        _replace(metrics.RelayMetrics, "upstream_observer", observer, apply)
     if "guard" in parts:
-        connections.ConnectionGuard.wrap = lambda self, factory: factory
-    if "bare" in parts:
-        async def send(self, request):  # noqa: ANN001, ANN202
+        _replace(connections.ConnectionGuard, "wrap", lambda self, factory: factory, apply)
+    if BARE in parts:
+        async def handle(self, request):  # noqa: ANN001, ANN202
             # keeps the connection guard's bookkeeping (else it drops the connection as one whose
             # headers never finished, header_timeout after its first request)
-            self.guard.request_started(request.transport)
+            guard = self.intake.guard
+            guard.request_started(request.transport)
             await request.read()
-            self.guard.body_received(request.transport)
+            guard.body_received(request.transport)
             await self.upstream.send("bench-api-key", {"destination": fixed.recipient, "text": fixed.text})
-            self.guard.request_finished(request.transport)
+            guard.request_finished(request.transport)
             return web.Response(status=202, body=b'{"id":"x"}', content_type="application/json")
-        app.Relay.send = send
+        _replace(pipeline.SendPipeline, "handle", handle, apply)
+        built_with = inspect.signature(pipeline.SendPipeline.__init__).parameters
+        if not {"intake", "upstream"} <= set(built_with):
+            raise StaleTarget("SendPipeline is no longer built with an intake and an upstream "
+                              "(the bare handler uses self.intake.guard and self.upstream)")
 
 
 def serve_stubbed() -> int:
     """The child process of a relay row: stub what ABLATION_STUBS names, then run the relay."""
     sys.path.insert(0, str(HERE.parent.parent / "relay"))
-    stub(set(filter(None, os.environ.get("ABLATION_STUBS", "").split(","))))
+    stub(set(filter(None, os.environ.get("ABLATION_STUBS", "").split(","))))  # raises before serving
     from otp_relay import cli  # noqa: PLC0415
 
     return cli.main([])
@@ -107,7 +154,9 @@ def main() -> int:
                         help="instead of the rows above: the relay as shipped and with one part stubbed at a time")
     args = parser.parse_args()
     bench.need_tools()
-    rows = ({"relay as shipped": ("relay", ""), **{f"relay, {part} stubbed": ("relay", part) for part in PARTS}}
+    stub(set(PARTS) | {BARE, CONVERSION}, apply=False)  # a stale target stops the run before any row
+    rows = ({"relay as shipped": ("relay", ""), **{f"relay, {part} stubbed": ("relay", part) for part in PARTS},
+             "relay, conversion tracking on (rule off)": ("relay", CONVERSION)}
             if args.each else ROWS)
     cpu: dict[str, list[float]] = {name: [] for name in rows}
     with tempfile.TemporaryDirectory(prefix="bench-ablation-") as tmp, ExitStack() as stack:
@@ -126,17 +175,27 @@ def main() -> int:
                     else:
                         env = bench.relay_env(workdir, port, admin_port, upstream)
                         env["ABLATION_STUBS"] = detail
+                        if CONVERSION in detail.split(","):
+                            (workdir / "logtokens").write_text("bench-log-token\n")
+                            env.update(OTP_RELAY_CONVERSION="true",
+                                       OTP_RELAY_LOG_TOKEN_FILE=str(workdir / "logtokens"))
                         process = bench.start(row_stack, [sys.executable, __file__, "--serve"], port,
                                               workdir / "relay.log", env)
                         bench.wait_ready(admin_port)
                     requests = bench.presigned(workdir / "load.tsv", 16000 * args.duration, f"b{round_no}x{index}")
                     result = bench.wrk(f"{name} (round {round_no + 1})", f"http://127.0.0.1:{port}/v1/messages",
                                        requests, args.duration, 32, server=process)
+                    if result.failed:
+                        print(f"  warning: {result.failed} requests of {name!r} failed", file=sys.stderr)
                     if result.cpu_us:
                         cpu[name].append(result.cpu_us)
     print(f"\nCPU µs per accepted request, round by round (load average now {os.getloadavg()[0]:.1f}):")
     for name, values in cpu.items():
-        print(f"  {name:<40} " + " ".join(f"{v:5.0f}" for v in values) + f"   lowest {min(values, default=0):.0f}")
+        print(f"  {name:<44} " + " ".join(f"{v:5.0f}" for v in values) + f"   lowest {min(values, default=0):.0f}")
+    shipped = min(cpu["relay as shipped"], default=0)
+    for name, values in cpu.items():
+        if name != "relay as shipped" and values and shipped:
+            print(f"  relay as shipped / {name}: {shipped / min(values):.2f}")
     return 0
 
 
