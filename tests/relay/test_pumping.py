@@ -156,13 +156,19 @@ async def test_a_country_whose_codes_go_unused_is_blocked(make_rule) -> None:
     assert [(b["key"], b["kind"]) for b in summary["blocks"]] == [("NG", "country")]
 
 
-async def test_the_block_expires_and_a_repeat_doubles(make_rule) -> None:
+async def pumped_until_blocked(make_rule) -> tuple[Traffic, Blocked]:
+    """Healthy traffic, then six minutes of a pump on PUMPED: its first block."""
     traffic = Traffic(make_rule())
     t = await warm(traffic)
     for m in range(6):
         await traffic.minute(t + m * 60, pumped=20)
     first = await traffic.rule.check(PUMPED + "0001", "GB", t + 360)
     assert isinstance(first, Blocked)
+    return traffic, first
+
+
+async def test_the_block_expires_and_a_repeat_doubles(make_rule) -> None:
+    traffic, first = await pumped_until_blocked(make_rule)
     after = first.until + 1
     assert await traffic.rule.check(PUMPED + "0001", "GB", after) == Allowed()
     # the pump comes back: blocked again, for twice as long
@@ -175,12 +181,7 @@ async def test_the_block_expires_and_a_repeat_doubles(make_rule) -> None:
 
 
 async def test_the_repeat_count_is_forgotten_after_a_clean_day(make_rule) -> None:
-    traffic = Traffic(make_rule())
-    t = await warm(traffic)
-    for m in range(6):
-        await traffic.minute(t + m * 60, pumped=20)
-    first = await traffic.rule.check(PUMPED + "0001", "GB", t + 360)
-    assert isinstance(first, Blocked)
+    traffic, first = await pumped_until_blocked(make_rule)
     later = first.until + 86400 + 60
     t = await warm(traffic, minutes=10, start=later, pumped=20)
     [block] = (await traffic.rule.summary(t))["blocks"]
