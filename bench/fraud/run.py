@@ -198,6 +198,7 @@ RELAY_ATTACKED = (("GB", "+447911100000"), *ATTACKED[1:])
 FAILURE_AFTER = 60  # seconds: --conversion-failure-after, shortened from the default 10m
 FEEDBACK_SLACK = 30.0  # seconds past failure_after (the 5 s failure scan, 8x8's answer) allowed
 FEEDBACK_LIMIT = 15 * 60  # 8x8's window
+PHASE_B_LIMIT = 9 * 60  # seconds: the passes are stopped past this, whatever they wait for
 BATCH_EVERY = 3.0  # seconds: how often the tenant's log stream posts what it has (<= 100 each)
 BATCH_MAX = 100
 SIGNING_KEY = "bench-fraud-signing-key-0123456789"
@@ -420,16 +421,6 @@ def start_relay(workdir: Path, emulator: Any, trust: Path, subaccount: str, api_
     return RelayProcess.start(workdir, env, name=subaccount)
 
 
-def _range_of(destination: str, ranges: tuple[tuple[str, str], ...]) -> int:
-    """The attacked range (index) whose block of 10,000 numbers holds ``destination`` (E.164
-    digits, with or without +), else -1."""
-    digits = destination.lstrip("+")
-    for index, (_, base) in enumerate(ranges):
-        if digits[:-4] == base[1:-4]:
-            return index
-    return -1
-
-
 def _iso_epoch(text: str) -> float:
     import datetime as dt
 
@@ -448,6 +439,7 @@ def relay_report(mixed: PassResult, clean: PassResult, ranges: tuple[tuple[str, 
              "|---|---|---|---|---|"]
     prefix_blocks = metric_value(mixed.metrics, "otp_relay_conversion_blocks_total", kind="prefix")
     country_blocks = metric_value(mixed.metrics, "otp_relay_conversion_blocks_total", kind="country")
+    range_of = {a.send.recipient.lstrip("+"): a.send.attack for a in mixed.answers}  # 8x8 drops the +
     worst_before = 0
     for index, (iso, base) in enumerate(ranges):
         pump = sorted((a for a in mixed.answers if a.send.attack == index), key=lambda a: a.scheduled)
@@ -459,7 +451,7 @@ def relay_report(mixed: PassResult, clean: PassResult, ranges: tuple[tuple[str, 
             worst_before = max(worst_before, 10**9)
         else:
             before = sum(1 for a in accepted if a.scheduled < blocked.scheduled)
-            before_8x8 = str(sum(1 for m in mixed.messages if _range_of(m.destination, ranges) == index
+            before_8x8 = str(sum(1 for m in mixed.messages if range_of.get(m.destination) == index
                                  and m.accepted_at and _iso_epoch(m.accepted_at) < blocked.answered))
             to_block = f"{blocked.scheduled - first:.0f}s"
             worst_before = max(worst_before, before, int(before_8x8))
@@ -551,9 +543,10 @@ async def phase_b(seed: int) -> bool:
             relays.append(mixed_relay)
             clean_relay = start_relay(work / "clean", emulator, trust, "bench_clean", "bench-api-key-clean-0001")
             relays.append(clean_relay)
-            mixed, clean = await asyncio.gather(
+            mixed, clean = await asyncio.wait_for(asyncio.gather(
                 replay(mixed_relay, emulator, "mixed", "bench_mixed", mixed_sends, seed),
-                replay(clean_relay, emulator, "legit only", "bench_clean", clean_sends, seed + 100))
+                replay(clean_relay, emulator, "legit only", "bench_clean", clean_sends, seed + 100)),
+                PHASE_B_LIMIT)
         finally:
             for relay in relays:
                 relay.stop()
