@@ -298,11 +298,9 @@ def _conversion_rule(pick: Callable[[str], str]) -> pumping.RuleSettings:
         return pumping.parse_settings(pick("CONVERSION_BLOCKING"), pick("CONVERSION_ALLOW"),
                                       pick("CONVERSION_MIN_SAMPLE"), pick("CONVERSION_BLOCK_FOR"),
                                       pick("CONVERSION_MAX_BLOCKED_SHARE"))
-    except ValueError as error:  # pumping's message names the setting; the flag is found from it
-        message = str(error)
-        suffix = next((suffix for suffix, words in _RULE_OPTIONS.items()
-                       if OPTION[suffix].env in message or any(w in message for w in words)), "CONVERSION_BLOCKING")
-        raise _fail(suffix, message.replace(f"{OPTION[suffix].env}: ", "").replace(f"{OPTION[suffix].env} ", "")) from None
+    except pumping.SettingError as error:
+        suffix = _RULE_OPTIONS.get(error.field, "CONVERSION_BLOCKING")
+        raise _fail(suffix, str(error).replace(f"{OPTION[suffix].env}: ", "").replace(f"{OPTION[suffix].env} ", "")) from None
 
 
 @dataclass(frozen=True)
@@ -466,10 +464,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("--conversion-max-blocked-share", "CONVERSION_MAX_BLOCKED_SHARE", "percent of the last hour's "
            "converting sends that blocked keys may hold", str(pumping.RuleSettings.max_blocked_share)),
 )
-_RULE_OPTIONS = {  # the options read into pumping.RuleSettings, and the words of its errors about each
-    "CONVERSION_ALLOW": ("allow",), "CONVERSION_MIN_SAMPLE": ("minimum sample",),
-    "CONVERSION_BLOCK_FOR": ("block duration",), "CONVERSION_MAX_BLOCKED_SHARE": ("blocked share",),
-    "CONVERSION_BLOCKING": ("mode",),
+_RULE_OPTIONS = {  # the RuleSettings fields these options set (the others keep pumping's defaults)
+    "mode": "CONVERSION_BLOCKING", "allow": "CONVERSION_ALLOW", "min_sample": "CONVERSION_MIN_SAMPLE",
+    "block_for": "CONVERSION_BLOCK_FOR", "max_blocked_share": "CONVERSION_MAX_BLOCKED_SHARE",
 }
 OPTION = {option.suffix: option for option in OPTIONS}
 

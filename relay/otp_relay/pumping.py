@@ -46,6 +46,14 @@ _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _PREFIX = re.compile(r"^\+[1-9][0-9]{0,14}$")
 
 
+class SettingError(ValueError):
+    """A rule setting is wrong; ``field`` is the ``RuleSettings`` field it is about."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 @dataclass(frozen=True)
 class RuleSettings:
     """Defaults and why: relay/README.md, "Conversion rule" (figures from bench/fraud)."""
@@ -71,53 +79,54 @@ class RuleSettings:
 
 def _validate(s: RuleSettings) -> None:
     if s.mode not in MODES:
-        raise ValueError(f"conversion blocking mode must be one of {', '.join(MODES)}, got {s.mode!r}")
+        raise SettingError("mode", f"conversion blocking mode must be one of {', '.join(MODES)}, got {s.mode!r}")
     if s.min_sample < 5:
-        raise ValueError(f"conversion minimum sample must be at least 5, got {s.min_sample}")
+        raise SettingError("min_sample", f"conversion minimum sample must be at least 5, got {s.min_sample}")
     if s.window < s.min_sample:
-        raise ValueError(f"conversion window ({s.window}) must hold the minimum sample ({s.min_sample})")
+        raise SettingError("window", f"conversion window ({s.window}) must hold the minimum sample ({s.min_sample})")
     if not 1 <= s.prefix_digits <= 8:
-        raise ValueError(f"conversion prefix digits must be 1-8, got {s.prefix_digits}")
+        raise SettingError("prefix_digits", f"conversion prefix digits must be 1-8, got {s.prefix_digits}")
     if not 5 <= s.maturity < 900:
-        raise ValueError(f"conversion maturity must be 5 s to under 15 m, got {s.maturity}")
+        raise SettingError("maturity", f"conversion maturity must be 5 s to under 15 m, got {s.maturity}")
     if not 0 < s.ratio < 1:
-        raise ValueError(f"conversion ratio must be between 0 and 1, got {s.ratio}")
+        raise SettingError("ratio", f"conversion ratio must be between 0 and 1, got {s.ratio}")
     if not 0 <= s.floor < 1:
-        raise ValueError(f"conversion floor must be in [0, 1), got {s.floor}")
+        raise SettingError("floor", f"conversion floor must be in [0, 1), got {s.floor}")
     if s.block_for < 300:
-        raise ValueError(f"conversion block duration must be at least 5m, got {s.block_for:g} s")
+        raise SettingError("block_for", f"conversion block duration must be at least 5m, got {s.block_for:g} s")
     if s.max_block < s.block_for:
-        raise ValueError("conversion maximum block must be at least the block duration")
+        raise SettingError("max_block", "conversion maximum block must be at least the block duration")
     if not 1 <= s.max_blocked_share <= 100:
-        raise ValueError(f"conversion max blocked share must be 1-100 (percent), got {s.max_blocked_share}")
+        raise SettingError("max_blocked_share",
+                           f"conversion max blocked share must be 1-100 (percent), got {s.max_blocked_share}")
     if len(s.allow) > MAX_ALLOW:
-        raise ValueError(f"conversion allow list holds at most {MAX_ALLOW} entries, got {len(s.allow)}")
+        raise SettingError("allow", f"conversion allow list holds at most {MAX_ALLOW} entries, got {len(s.allow)}")
     for entry in s.allow:
         if not (_COUNTRY.match(entry) or _PREFIX.match(entry)):
-            raise ValueError(f"conversion allow entry {entry!r} is neither an ISO country (GB) "
-                             "nor an E.164 prefix (+4477)")
+            raise SettingError("allow", f"conversion allow entry {entry!r} is neither an ISO country (GB) "
+                               "nor an E.164 prefix (+4477)")
     if s.max_keys < 1 or s.max_pending < 1:
-        raise ValueError("conversion max keys and max pending must be positive")
+        raise SettingError("max_keys", "conversion max keys and max pending must be positive")
 
 
 def parse_settings(mode: str = "monitor", allow: str = "", min_sample: str | None = None,
                    block_for: str | None = None, max_blocked_share: str | None = None,
                    **overrides: Any) -> RuleSettings:
     """The rule's settings from the relay's ``OTP_RELAY_CONVERSION_*`` values (strings; None or
-    "" = the default); ValueError names the setting that is wrong."""
+    "" = the default); SettingError names the setting that is wrong."""
     values: dict[str, Any] = {"mode": (mode or "monitor").strip().lower()}
     entries = [e.strip() for e in (allow or "").split(",") if e.strip()]
     values["allow"] = frozenset(e.upper() if _COUNTRY.match(e.upper()) else e for e in entries)
     if min_sample:
-        values["min_sample"] = _integer("OTP_RELAY_CONVERSION_MIN_SAMPLE", min_sample)
+        values["min_sample"] = _integer("min_sample", "OTP_RELAY_CONVERSION_MIN_SAMPLE", min_sample)
     if block_for:
         try:
             values["block_for"] = float(parse_duration(block_for.strip()))
         except ValueError as exc:
-            raise ValueError(f"OTP_RELAY_CONVERSION_BLOCK_FOR: {exc}") from None
+            raise SettingError("block_for", f"OTP_RELAY_CONVERSION_BLOCK_FOR: {exc}") from None
         values["max_block"] = max(RuleSettings.max_block, values["block_for"])
     if max_blocked_share:
-        values["max_blocked_share"] = _integer("OTP_RELAY_CONVERSION_MAX_BLOCKED_SHARE",
+        values["max_blocked_share"] = _integer("max_blocked_share", "OTP_RELAY_CONVERSION_MAX_BLOCKED_SHARE",
                                                max_blocked_share.strip().rstrip("%"))
     values.update(overrides)
     if values.get("window") is None and values.get("min_sample", 0) > RuleSettings.window:
@@ -125,11 +134,11 @@ def parse_settings(mode: str = "monitor", allow: str = "", min_sample: str | Non
     return RuleSettings(**values)
 
 
-def _integer(name: str, text: str) -> int:
+def _integer(field: str, name: str, text: str) -> int:
     try:
         return int(text.strip())
     except ValueError:
-        raise ValueError(f"{name} must be a whole number, got {text!r}") from None
+        raise SettingError(field, f"{name} must be a whole number, got {text!r}") from None
 
 
 def prefix_key(recipient: str, digits: int) -> str:
