@@ -44,6 +44,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from . import outcomes
 from .keys import WatchedFile, parse_signing_keys
+from .tally import MinuteTally
 
 if TYPE_CHECKING:  # pipeline imports this module
     from aiohttp import web
@@ -79,12 +80,7 @@ FEEDBACK_RESULTS = ("posted", "retried", "failed")
 OUTCOMES = ("success", "failure")
 TOP_COUNTRIES = 20
 _E164 = re.compile(r"^\+[1-9][0-9]{6,14}$")
-_HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _LOG_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
-
-
-def valid_subject(value: object) -> bool:
-    return isinstance(value, str) and bool(_HEX64.match(value))
 
 
 def subject_for(signing_key: str, user_id: str) -> str:
@@ -256,11 +252,23 @@ class MemoryStore:
         return found
 
 
-# KEYS: the record hash. ARGV: the outcome. 1 when this call claimed it.
-_CLAIM = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if redis.call('HSETNX', KEYS[1], 'r', ARGV[1]) == 0 then return 0 end
-return 1
+# KEYS: the pending set. ARGV: record key prefix, horizon ms, how many at most. Takes the pending
+# sends made before the horizon off the set and claims each one not claimed yet as failure:
+# {umid, time, country, ...} of those this call claimed.
+_DUE = """
+local umids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[2], 'LIMIT', 0, tonumber(ARGV[3]))
+local claimed = {}
+for _, umid in ipairs(umids) do
+  redis.call('ZREM', KEYS[1], umid)
+  local key = ARGV[1] .. umid
+  local at = redis.call('HGET', key, 't')
+  if at and redis.call('HSETNX', key, 'r', 'failure') == 1 then
+    table.insert(claimed, umid)
+    table.insert(claimed, at)
+    table.insert(claimed, redis.call('HGET', key, 'c') or 'ZZ')
+  end
+end
+return claimed
 """
 # KEYS: index sorted sets (subjects first, then the number); ARGV: record key prefix, horizon ms
 # The newest unresolved send of the first index that has one, claimed as success.
@@ -289,7 +297,7 @@ class RedisStore:
 
         self._client, self._p = client, f"{{{prefix}}}:conv:"
         self._errors = (RedisError, OSError)
-        self._claim = client.register_script(_CLAIM)
+        self._due = client.register_script(_DUE)
         self._match = client.register_script(_MATCH)
 
     async def sent(self, record: Record) -> None:
@@ -334,49 +342,17 @@ class RedisStore:
         return Record(umid, float(at), country, "", "")
 
     async def due(self, before: float, now: float) -> list[Record]:
-        pending = f"{self._p}pending"
         try:
-            umids = await self._client.zrangebyscore(pending, "-inf", int(before * 1000), start=0, num=500)
-            claimed = []
-            for umid in umids:
-                key = f"{self._p}u:{umid}"
-                values = await self._client.hmget(key, "t", "c")
-                won = await self._claim(keys=[key], args=["failure"])
-                await self._client.zrem(pending, umid)
-                if won and values[0]:
-                    claimed.append(Record(umid, float(values[0]), values[1] or "ZZ", "", ""))
-            return claimed
+            found = await self._due(keys=[f"{self._p}pending"], args=[f"{self._p}u:", int(before * 1000), 500])
         except self._errors:
             return []
+        return [Record(umid, float(at), country or "ZZ", "", "")
+                for umid, at, country in zip(found[0::3], found[1::3], found[2::3])]
 
 
 def store_for(state: Any, prefix: str) -> Store:
     client = getattr(state, "client", None)
     return RedisStore(client, prefix) if client is not None else MemoryStore()
-
-
-# --- the window the summary shows --------------------------------------------------------------
-class Window:
-    """Counts of this process over the last ``RECORD_TTL`` seconds, in one-minute slots."""
-
-    def __init__(self, clock: Callable[[], float] = time.time) -> None:
-        self._slots: deque[tuple[int, Tally[str]]] = deque()
-        self._clock = clock
-
-    def add(self, what: str, n: int = 1) -> None:
-        now = int(self._clock() // 60)
-        if not self._slots or self._slots[-1][0] != now:
-            self._slots.append((now, Tally()))
-        self._slots[-1][1][what] += n
-
-    def total(self) -> Tally[str]:
-        horizon = int(self._clock() // 60) - RECORD_TTL // 60
-        while self._slots and self._slots[0][0] <= horizon:
-            self._slots.popleft()
-        total: Tally[str] = Tally()
-        for _, slot in self._slots:
-            total.update(slot)
-        return total
 
 
 def _iso_ms(moment: float) -> str:
@@ -428,7 +404,7 @@ class Tracker:
 
     def __post_init__(self) -> None:
         self.metrics = ConversionMetrics(self.registry)
-        self.window = Window(self.clock)
+        self.window = MinuteTally(RECORD_TTL, self.clock)  # the summary's counts
         self.poster: Poster | None = None
         self.signing_keys: Callable[[], list[str]] = list
         self._number_key: tuple[str, bytes] = ("", b"")
@@ -482,8 +458,7 @@ class Tracker:
             digest = self._digest(recipient)
             if digest is not None:
                 await self.store.sent(Record(umid.lower(), now, country, digest, subject or ""))
-            self.window.add("sent")
-            self.window.add(f"sent:{country}")
+            self.window.add("sent", f"sent:{country}")
             await self.listener.sent(outcomes.Sent(umid.lower(), recipient, country, now))
         except Exception:
             log.exception("conversion: recording a send failed")
@@ -531,8 +506,7 @@ class Tracker:
 
     def _resolved(self, record: Record, outcome: str) -> None:
         self.metrics.outcomes.labels(record.country or "ZZ", outcome).inc()
-        self.window.add(outcome)
-        self.window.add(f"{outcome}:{record.country or 'ZZ'}")
+        self.window.add(outcome, f"{outcome}:{record.country or 'ZZ'}")
         task = asyncio.ensure_future(self._post(record, outcome))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

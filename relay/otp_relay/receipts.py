@@ -35,7 +35,7 @@ import hmac
 import json
 import os
 import time
-from collections import Counter as Tally, OrderedDict, deque
+from collections import Counter as Tally, OrderedDict
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -47,6 +47,7 @@ from .config import Settings
 from .keys import WatchedFile
 from .logs import LineBudget, RequestLog
 from .metrics import CHANNELS
+from .tally import MinuteTally
 from .upstream import valid_umid
 
 if TYPE_CHECKING:
@@ -64,7 +65,6 @@ DETAILS = ("delivered_to_operator", "delivered_to_recipient", "rejected_by_opera
 DELIVERED = frozenset({"delivered"})
 FAILED = frozenset({"undelivered", "rejected"})
 SUMMARY_WINDOW = 15 * 60  # seconds the delivery summary covers
-_BUCKET = 60  # seconds per slot of the window
 # 8x8's "SMS Delivery Receipt Error Codes" (and 99, Omni Shield's "Rejected by 8x8"): every other
 # code is folded to "other", so the error_code label and the failure reasons are fixed sets.
 ERROR_REASONS = {
@@ -328,21 +328,11 @@ class DeliveryWindow:
     slots, and the most frequent failure reason: in all, and per channel (text, voice)."""
 
     def __init__(self, window: float = SUMMARY_WINDOW, clock=time.monotonic) -> None:
-        self._slots: deque[tuple[int, Tally[str]]] = deque()
-        self._window, self._clock = window, clock
-
-    def _slot(self) -> Tally[str]:
-        now = int(self._clock() // _BUCKET)
-        if not self._slots or self._slots[-1][0] != now:
-            self._slots.append((now, Tally()))
-        while self._slots[0][0] <= now - self._window // _BUCKET:
-            self._slots.popleft()
-        return self._slots[-1][1]
+        self._tally = MinuteTally(window, clock)
+        self._window = window
 
     def add(self, what: str, channel: str = "text") -> None:
-        slot = self._slot()
-        slot[what] += 1
-        slot[f"{channel}|{what}"] += 1
+        self._tally.add(what, f"{channel}|{what}")
 
     @staticmethod
     def _figures(total: Tally[str], prefix: str = "") -> dict[str, Any]:
@@ -359,10 +349,7 @@ class DeliveryWindow:
     def summary(self) -> dict[str, Any]:
         """The figures of text and voice together (the fields the operator reads), and under
         ``channels`` each channel's own."""
-        self._slot()
-        total: Tally[str] = Tally()
-        for _, slot in self._slots:
-            total.update(slot)
+        total = self._tally.total()
         return {"windowSeconds": int(self._window), **self._figures(total),
                 "channels": {channel: self._figures(total, channel + "|") for channel in CHANNELS}}
 
