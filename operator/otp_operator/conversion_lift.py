@@ -19,7 +19,7 @@ from typing import Any
 MAX_KEYS = 20
 MAX_VALUE = 1024
 _COUNTRY = re.compile(r"^[A-Za-z]{2}$")
-_PREFIX = re.compile(r"^\+[1-9][0-9]{0,14}$")
+PREFIX = re.compile(r"^\+[1-9][0-9]{0,14}$")  # a number prefix the relay blocks (status shows them too)
 LIFTED, NOT_BLOCKED, FAILED = "lifted", "not-blocked", "failed"
 
 
@@ -53,7 +53,7 @@ def pending(annotation: Any, previous: Mapping[str, Any] | None) -> Lift | None:
             continue
         if _COUNTRY.match(key):
             key = key.upper()
-        elif not _PREFIX.match(key):
+        elif not PREFIX.match(key):
             invalid.append(key[:20])
             continue
         if key not in keys:

@@ -58,7 +58,6 @@ CONVERSION_MODES = ("off", "monitor", "enforce")
 MAX_WORST = 5  # countries and number prefixes in status.delivery.conversion
 MAX_BLOCKS = 50
 _COUNTRY = re.compile(r"^[A-Z]{2}$")
-_PREFIX = re.compile(r"^\+[1-9][0-9]{0,14}$")
 _STAMP = "%Y-%m-%dT%H:%M:%SZ"
 _CODE = re.compile(r"^[A-Za-z0-9_./-]{1,32}$")
 CHANNELS = names.CHANNEL_RESOURCE
@@ -188,7 +187,7 @@ def conversion_record(value: Any) -> dict[str, Any] | None:
         record["mode"] = rule["mode"]
     prefixes: list[dict[str, Any]] = []
     for item in _items(rule.get("prefixes")):
-        if isinstance(item, dict) and isinstance(item.get("key"), str) and _PREFIX.match(item["key"]):
+        if isinstance(item, dict) and isinstance(item.get("key"), str) and conversion_lift.PREFIX.match(item["key"]):
             rate = _rate(item.get("rate"))
             if rate is not None:
                 prefixes.append({"prefix": item["key"], "sent": _count(item.get("sent")) or 0,
@@ -201,7 +200,7 @@ def conversion_record(value: Any) -> dict[str, Any] | None:
         if not isinstance(item, dict) or item.get("kind") not in ("prefix", "country"):
             continue
         key, until = item.get("key"), _iso(item.get("until"))
-        pattern = _PREFIX if item["kind"] == "prefix" else _COUNTRY
+        pattern = conversion_lift.PREFIX if item["kind"] == "prefix" else _COUNTRY
         if isinstance(key, str) and pattern.match(key) and until is not None:
             block: dict[str, Any] = {"key": key, "kind": item["kind"], "until": until,
                                      "enforced": item.get("enforced") is True}
