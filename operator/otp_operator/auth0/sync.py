@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -632,7 +632,7 @@ class Auth0Sync:
         domain = self.credentials.domain
         for token in desired.tokens:
             self.api.add_secret(token)
-        missing = await self._missing_log_stream_scopes()
+        missing = await self._missing_scopes(LOG_STREAM_SCOPES)
         if missing:
             return LogStreamResult(False, MISSING_SCOPE, self._scope_message(missing))
         writes_before = self.api.writes
@@ -670,7 +670,7 @@ class Auth0Sync:
         """Delete the channel's log stream (never another's of the same name); [] when none."""
         for token in desired.tokens:
             self.api.add_secret(token)
-        missing = await self._missing_log_stream_scopes()
+        missing = await self._missing_scopes(LOG_STREAM_SCOPES)
         if missing:
             raise Auth0Error(FORBIDDEN, self._scope_message(missing))
         removed = []
@@ -685,9 +685,10 @@ class Auth0Sync:
             removed.append(f"log stream {stream.name!r} ({stream.id})")
         return removed
 
-    async def _missing_log_stream_scopes(self) -> list[str]:
+    async def _missing_scopes(self, required: Iterable[str]) -> list[str]:
+        """The scopes of ``required`` the tenant's token lacks (the token is fetched first)."""
         await self.api.tokens.token()
-        return missing_scopes(LOG_STREAM_SCOPES, self.api.tokens.granted_scopes)
+        return missing_scopes(required, self.api.tokens.granted_scopes)
 
     def _scope_message(self, missing: list[str]) -> str:
         return (f"Auth0 tenant {self.credentials.domain}: the client {self.credentials.client_id} lacks the "
@@ -713,10 +714,8 @@ class Auth0Sync:
     async def _check_scopes(self, integration: Integration, operation: str,
                             routing_writes: bool = False, passwordless: bool = True) -> None:
         """Refuse before any Management API request when the token lacks scopes we need."""
-        await self.api.tokens.token()
-        required = required_scopes(integration, operation, passwordless=passwordless,
-                                   routing_writes=routing_writes)
-        missing = missing_scopes(required, self.api.tokens.granted_scopes)
+        missing = await self._missing_scopes(required_scopes(integration, operation, passwordless=passwordless,
+                                                             routing_writes=routing_writes))
         if missing:
             raise Auth0Error(FORBIDDEN, f"Auth0 tenant {self.credentials.domain}: the client "
                              f"{self.credentials.client_id} lacks scopes needed to {operation} the "
