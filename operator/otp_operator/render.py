@@ -424,22 +424,11 @@ def relay_ingress(ch: ChannelSpec, owner: Mapping[str, Any]) -> dict[str, Any] |
                 "host": ingress.host,
                 "http": {
                     "paths": [
-                        {
-                            "path": ch.relay.path_prefix + names.RELAY_PUBLIC_PATH,
-                            "pathType": "Exact",
-                            "backend": {
-                                "service": {"name": names.relay_name(ch.name), "port": {"name": "http"}}
-                            },
-                        },
-                        {
-                            # Prefix: the token follows; an Exact path would put it in the Ingress
-                            "path": ch.relay.path_prefix + names.RELAY_RECEIPT_PATH,
-                            "pathType": "Prefix",
-                            "backend": {
-                                "service": {"name": names.relay_name(ch.name), "port": {"name": "http"}}
-                            },
-                        },
-                        *_auth0_logs_paths(ch),
+                        _relay_path(ch, names.RELAY_PUBLIC_PATH, "Exact"),
+                        # Prefix: the token follows; an Exact path would put it in the Ingress
+                        _relay_path(ch, names.RELAY_RECEIPT_PATH, "Prefix"),
+                        # spec.conversion: Auth0's log stream posts to <path>/v1/auth0-logs
+                        *([_relay_path(ch, names.RELAY_AUTH0_LOGS_PATH, "Exact")] if ch.conversion is not None else []),
                     ]
                 },
             }
@@ -455,12 +444,10 @@ def relay_ingress(ch: ChannelSpec, owner: Mapping[str, Any]) -> dict[str, Any] |
     return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": metadata, "spec": spec}
 
 
-def _auth0_logs_paths(ch: ChannelSpec) -> list[dict[str, Any]]:
-    """spec.conversion: Auth0's log stream posts to ``<path>/v1/auth0-logs``."""
-    if ch.conversion is None:
-        return []
-    return [{"path": ch.relay.path_prefix + names.RELAY_AUTH0_LOGS_PATH, "pathType": "Exact",
-             "backend": {"service": {"name": names.relay_name(ch.name), "port": {"name": "http"}}}}]
+def _relay_path(ch: ChannelSpec, path: str, path_type: str) -> dict[str, Any]:
+    """An Ingress path (under the channel's path prefix) to the relay's public port."""
+    return {"path": ch.relay.path_prefix + path, "pathType": path_type,
+            "backend": {"service": {"name": names.relay_name(ch.name), "port": {"name": "http"}}}}
 
 
 def relay_network_policy(ch: ChannelSpec, deployment: Mapping[str, Any], owner: Mapping[str, Any],
