@@ -775,12 +775,12 @@ async def _track_conversion(rt: Runtime, run: Pass, ch: ChannelSpec, relay: Rela
     relay (see the checksum in _relay_phase)."""
     if ch.conversion is None and phase.conversion is None:
         return  # never on, or its stream is gone already
-    mem, desired = run.mem, desired_log_stream(ch, relay.log_tokens)
-    stream_input = digest(desired.name, desired.endpoint, desired.tokens, ch.conversion is not None, relay.rolled_out,
-                    credentials.client_id)
-    if (ch.conversion is not None and phase.conversion is not None and mem.log_stream_checked
-            and mem.log_stream_checked[0] == stream_input
-            and rt.clock.monotonic() - mem.log_stream_checked[1] < rt.config.drift_interval
+    memory, desired = run.mem.auth0, desired_log_stream(ch, relay.log_tokens)
+    stream_input = digest(desired.name, desired.endpoint, desired.tokens, ch.conversion is not None,
+                          relay.rolled_out, credentials.client_id)
+    checked = memory.log_stream_checked
+    if (ch.conversion is not None and phase.conversion is not None and checked and checked[0] == stream_input
+            and rt.clock.monotonic() - checked[1] < rt.config.drift_interval
             and phase.conversion.reason in (auth0_sync.LOG_STREAM_ACTIVE, auth0_sync.LOG_STREAM_WAITING)):
         return
     try:
@@ -789,10 +789,9 @@ async def _track_conversion(rt: Runtime, run: Pass, ch: ChannelSpec, relay: Rela
             removed = await rt.auth0.remove_log_stream(credentials, desired, guard=run.guard(rt))
             if removed:
                 _event(run.body, "LogStreamDeleted", f"spec.conversion is off: deleted {', '.join(removed)}")
-            phase.conversion, mem.log_stream_checked = None, None
+            phase.conversion, memory.log_stream_checked = None, None
             return
-        result = await rt.auth0.ensure_log_stream(credentials, desired, relay.rolled_out,
-                                                       guard=run.guard(rt))
+        result = await rt.auth0.ensure_log_stream(credentials, desired, relay.rolled_out, guard=run.guard(rt))
     except Auth0Error as error:
         metrics.AUTH0_CALLS.labels("log-stream", error.reason).inc()
         phase.conversion = status.unknown(error.reason, error.message)
@@ -800,7 +799,7 @@ async def _track_conversion(rt: Runtime, run: Pass, ch: ChannelSpec, relay: Rela
         return
     metrics.AUTH0_CALLS.labels("log-stream", "ok").inc()
     metrics.AUTH0_WRITES.inc(result.writes)
-    mem.log_stream_checked = (stream_input, rt.clock.monotonic())
+    memory.log_stream_checked = (stream_input, rt.clock.monotonic())
     if result.reason == auth0_sync.LOG_STREAM_WAITING:
         phase.conversion = status.unknown(result.reason, result.message)
         return

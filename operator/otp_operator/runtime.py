@@ -76,6 +76,8 @@ class Auth0Memory:
     prepared: Prepared | None = None
     last_credentials: Any = None  # Auth0Credentials, kept for deletion after the Secret is gone
     credentials_secret: str = ""  # the Auth0 credentials Secret the last reconcile protected
+    # spec.conversion: (digest of the log stream's input, monotonic time) of the last ensure
+    log_stream_checked: tuple[str, float] | None = None
 
 
 @dataclass
@@ -94,8 +96,6 @@ class ChannelMemory:
     # found missing, the start of its own grace
     secrets_missing_since: dict[str, float] = field(default_factory=dict)
     last_trigger: tuple[Any, ...] = ()  # what of the channel's last event may start a reconcile
-    # spec.conversion: (digest of the log stream's input, monotonic time) of the last ensure
-    log_stream_checked: tuple[str, float] | None = None
 
 
 class Clock:
