@@ -44,7 +44,7 @@ from otp_relay.webhook import STATES as VOICE_WEBHOOK_STATES
 from . import conversion_lift, metrics, names, rotation, status
 from .auth0.errors import Auth0Error
 from .secrets import signing_keys
-from .spec import ChannelSpec, SpecError, parse_channel
+from .spec import CONVERSION_MODES, ChannelSpec, SpecError, parse_channel
 
 INTERVAL = 60.0
 TIMEOUT = 3.0
@@ -54,7 +54,6 @@ MIN_FINAL_RECEIPTS = 5  # fewer final receipts in the window say nothing about a
 FIELDS = ("windowSeconds", "sent", "delivered", "undelivered", "ratio", "topFailureReason")
 CHANNEL_FIELDS = FIELDS[1:]  # per delivery channel (text, voice): the window is the summary's
 CANARY_STATES = ("sent", "rejected", "delivered", "undelivered")
-CONVERSION_MODES = ("off", "monitor", "enforce")
 MAX_WORST = 5  # countries and number prefixes in status.delivery.conversion
 MAX_BLOCKS = 50
 _COUNTRY = re.compile(r"^[A-Z]{2}$")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from otp_relay import config as relay_config
+from otp_relay import config as relay_config, pumping
 from otp_relay.durations import parse_duration
 
 from . import names
@@ -31,7 +31,7 @@ CANARY_MIN_EVERY = "30m"
 # must be reported failed before then.
 CONVERSION_DEFAULT_FAILURE_AFTER = "10m"
 CONVERSION_FEEDBACK_WINDOW = "15m"
-CONVERSION_MODES = ("off", "monitor", "enforce")
+CONVERSION_MODES = pumping.MODES  # the relay's conversion rule decides what a mode is
 CONVERSION_DEFAULT_MODE = "monitor"
 CONVERSION_MAX_ALLOW = 100
 CONVERSION_MIN_SAMPLE = 5
