@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.server
 import json
 import subprocess
-import threading
 from collections.abc import Iterator
+from http.server import ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -19,6 +18,7 @@ import pytest
 from otp_operator.auth0 import render
 from otp_sandbox.auth0_emulator.events import PhoneMessage, action_event, hook_args
 from otp_sandbox.auth0_emulator.runner import RUNNER_JS
+from tests.support.http import JsonHandler, loopback_server
 
 SIGNING_KEY = "signing-key-0001-abcdef"
 USER_ID = "auth0|sandbox-user-1"  # what the emulator's events carry
@@ -29,7 +29,7 @@ BLOCKED = {"type": "https://otp-relay.invalid/problems/conversion-blocked", "tit
            "status": 403, "detail": "number prefix +6591 paused", "request_id": "r1"}
 
 
-class Relay(http.server.ThreadingHTTPServer):
+class Relay(ThreadingHTTPServer):
     status = 202
     answer: dict[str, Any] = {"id": "umid-1", "status": "queued"}
     bodies: list[dict[str, Any]]
@@ -37,27 +37,16 @@ class Relay(http.server.ThreadingHTTPServer):
 
 @pytest.fixture
 def relay() -> Iterator[Relay]:
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_POST(self) -> None:  # noqa: N802
             server: Relay = self.server  # type: ignore[assignment]
-            server.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-            payload = json.dumps(server.answer).encode()
-            self.send_response(server.status)
-            self.send_header("Content-Type", "application/json" if server.status < 400 else "application/problem+json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            server.bodies.append(json.loads(self.body()))
+            self.answer(server.status, server.answer,
+                        "application/json" if server.status < 400 else "application/problem+json")
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = Relay(("127.0.0.1", 0), Handler)
-    server.bodies = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with loopback_server(Handler, Relay) as server:
+        server.bodies = []
+        yield server
 
 
 def run(mode: str, relay: Relay, *, user: bool = True) -> dict[str, Any]:

@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from types import SimpleNamespace
 from typing import Any
 
@@ -17,6 +16,7 @@ import pytest
 
 from otp_operator import conversion_lift, delivery, names
 from otp_relay import signing
+from tests.support.http import JsonHandler, loopback_server
 
 SIGNING_KEY = "conversion-signing-key-0001"
 SPEC = {
@@ -117,35 +117,21 @@ class Relay(ThreadingHTTPServer):
 
 @pytest.fixture
 def relay():
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_GET(self) -> None:  # noqa: N802
-            self._answer(200, {"sent": 10, "conversion": CONVERSION})
+            self.answer(200, {"sent": 10, "conversion": CONVERSION})
 
         def do_POST(self) -> None:  # noqa: N802
             server: Relay = self.server  # type: ignore[assignment]
-            body = self.rfile.read(int(self.headers["Content-Length"]))
+            body = self.body()
             server.lifts.append((self.path, dict(self.headers), body))
             key = json.loads(body)["key"]
-            self._answer(server.lift_status, {"lifted": key in server.blocked})
+            self.answer(server.lift_status, {"lifted": key in server.blocked})
             server.blocked.discard(key)
 
-        def _answer(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = Relay(("127.0.0.1", 0), Handler)
-    server.lifts, server.blocked = [], {"+6281"}
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield server
-    server.shutdown()
-    server.server_close()
+    with loopback_server(Handler, Relay) as server:
+        server.lifts, server.blocked = [], {"+6281"}
+        yield server
 
 
 class Channel:

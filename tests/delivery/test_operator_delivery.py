@@ -11,6 +11,7 @@ import pytest
 
 from otp_operator import delivery, names, receipt_tokens, render
 from otp_operator.spec import SpecError, parse_channel
+from tests.support.http import JsonHandler, loopback_server
 
 OWNER = render.owner_reference("uid-1", "prod")
 SPEC = {
@@ -140,24 +141,10 @@ def test_the_timer_writes_the_summary_and_warns_once(monkeypatch, summary_server
 @pytest.fixture
 def summary_server():
     """A loopback HTTP server answering /v1/delivery-summary with ``SUMMARY`` (in a thread)."""
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(JsonHandler):
         def do_GET(self) -> None:  # noqa: N802
-            body = json.dumps(SUMMARY).encode()
-            self.send_response(200 if self.path == names.RELAY_DELIVERY_SUMMARY_PATH else 404)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer(200 if self.path == names.RELAY_DELIVERY_SUMMARY_PATH else 404, SUMMARY)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}{names.RELAY_DELIVERY_SUMMARY_PATH}"
-    server.shutdown()
+    with loopback_server(Handler) as server:
+        yield f"http://127.0.0.1:{server.server_port}{names.RELAY_DELIVERY_SUMMARY_PATH}"
