@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import kopf
@@ -31,12 +31,25 @@ def _runtime(memo: Any) -> Runtime:
     return memo.runtime
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No "last handled" copy of each channel: the operator has no create/update handlers (each
+    channel's loop reads the whole body), so kopf's annotation would only cost a PATCH and one more
+    watch event per spec change, and a deep copy of the body per event."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> None:
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=names.ANNOTATION_PREFIX_KOPF)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=names.ANNOTATION_PREFIX_KOPF, key="last-handled-configuration"
-    )
+    settings.persistence.diffbase_storage = NoDiffBase()
     settings.persistence.finalizer = f"{names.GROUP}/finalizer"
     settings.posting.reporting_component = names.OPERATOR_NAME
     settings.posting.loggers = False  # Events only from explicit kopf.info/warn, never log lines
@@ -152,8 +165,8 @@ def _child_changed(kind: str, type: str, namespace: str, labels: Mapping[str, st
     channel = labels.get(names.LABEL_CHANNEL)
     if channel:
         rt = _runtime(memo)
-        rt.observe_child(kind, namespace, channel, body, deleted=type == "DELETED")
-        rt.wakeups.kick(namespace, channel)
+        if rt.observe_child(kind, namespace, channel, body, deleted=type == "DELETED"):
+            rt.wakeups.kick(namespace, channel)
 
 
 def _watch(child: names.ChildKind) -> None:
@@ -183,11 +196,15 @@ async def channel_loop(namespace: str, name: str, uid: str, body: kopf.Body, mem
     try:
         while not stopped:
             wake.clear()
-            async with rt.reconcile_slots, guard.lock:  # never while the deletion handler runs
+            async with guard.lock:  # never while the deletion handler runs
                 if stopped or guard.deleting or body.get("metadata", {}).get("deletionTimestamp"):
                     break
+                deferred: list[Callable[[], Awaitable[None]]] = []
                 try:
-                    delay = await reconcile(rt, body, logger, channels_needing_credentials)
+                    async with rt.reconcile_slots:
+                        delay = await reconcile(rt, body, logger, channels_needing_credentials, deferred)
+                    for work in deferred:  # waits on Auth0 only: no slot held meanwhile
+                        await work()
                     failures = 0
                 except ChannelDeleting:
                     break

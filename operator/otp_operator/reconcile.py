@@ -10,7 +10,7 @@ import asyncio
 import dataclasses
 import datetime
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, cast
 
 import kopf
@@ -30,6 +30,7 @@ from .runtime import (
     child_token,
     digest,
     jittered,
+    rollout_signal,
 )
 from .secrets import SECRET_NOT_FOUND, SecretProblem, check_state_password, checksum, new_signing_key, secret_value, signing_keys
 from .spec import ChannelSpec, SpecError, parse_channel
@@ -100,9 +101,13 @@ async def _apply_children(
     secret, deployment, *rest = children.apply
     markers = {id(m): rt.cache.marker(m["kind"], m["metadata"]["namespace"], m["metadata"]["name"])
                for m in children.apply}
-    results: list[tuple[dict[str, Any], Applied]] = [(secret, await kube.apply(secret))]
-    applied = await asyncio.gather(selector_migration.apply_deployment(kube, deployment),
-                                   *(kube.apply(m) for m in rest))
+    known.applying = True
+    try:
+        results: list[tuple[dict[str, Any], Applied]] = [(secret, await kube.apply(secret))]
+        applied = await asyncio.gather(selector_migration.apply_deployment(kube, deployment),
+                                       *(kube.apply(m) for m in rest))
+    finally:
+        known.applying = False
     results.extend(zip((deployment, *rest), applied))
     changes = []
     for manifest, outcome in results:
@@ -111,10 +116,12 @@ async def _apply_children(
             changes.append(change)
         meta = manifest["metadata"]
         rt.cache.stored(manifest["kind"], meta["namespace"], meta["name"], outcome.obj, markers[id(manifest)])
-    known.applied_at = rt.clock.monotonic()
-    # Events that arrived during the apply were compared with tokens we did not have yet (our
-    # own create looks foreign then): judge them again, from the newest event of each child.
+    known.converged_at = None
+    # Events that arrived during the apply were not judged (our own create would look foreign
+    # before we had its token): judge them now, from the newest event of each child.
     known.dirty = any(_changed_by_others(rt, known, m) for m in children.apply)
+    if known.dirty:
+        rt.wakeups.kick(body["metadata"]["namespace"], body["metadata"]["name"])
     _child_events(body, changes)
     pending = [ref for ref in children.delete if child_key(ref.kind, ref.name) not in known.absent_confirmed]
     existed = await asyncio.gather(*(_delete_optional(rt, body, ref) for ref in pending))
@@ -277,14 +284,24 @@ class Pass:
     mem: ChannelMemory
     stamp: str
     credentials_index: Mapping[Any, Any]  # kopf's channels_needing_credentials (kept live by kopf)
+    # Where a pass leaves work that only waits on Auth0 (the head start while the relay rolls
+    # out), for its caller to run after the pass; None: the pass runs it itself.
+    deferred: list[Callable[[], Awaitable[None]]] | None = None
 
     @classmethod
-    def of(cls, rt: Runtime, body: Mapping[str, Any], credentials_index: Mapping[Any, Any] | None = None) -> "Pass":
+    def of(cls, rt: Runtime, body: Mapping[str, Any], credentials_index: Mapping[Any, Any] | None = None,
+           deferred: list[Callable[[], Awaitable[None]]] | None = None) -> "Pass":
         meta = body["metadata"]
         current = body.get("status") or {}
         return cls(body, meta["namespace"], meta["name"], int(meta.get("generation") or 1), current,
                    current.get("conditions") or [], rt.memory(meta["namespace"], meta["name"]), rt.clock.stamp(),
-                   credentials_index if credentials_index is not None else {})
+                   credentials_index if credentials_index is not None else {}, deferred)
+
+    async def later(self, work: Callable[[], Awaitable[None]]) -> None:
+        if self.deferred is None:
+            await work()
+        else:
+            self.deferred.append(work)
 
     def guard(self, rt: Runtime) -> Callable[[], None]:
         """Run before each Auth0 write of this pass: stops it once the channel's deletion began."""
@@ -340,10 +357,11 @@ class Auth0Phase:
 
 
 async def reconcile(rt: Runtime, body: Mapping[str, Any], logger: logging.Logger,
-                    credentials_index: Mapping[Any, Any] | None = None) -> float | None:
+                    credentials_index: Mapping[Any, Any] | None = None,
+                    deferred: list[Callable[[], Awaitable[None]]] | None = None) -> float | None:
     """Bring one channel to its desired state; returns seconds until it should run again.
-    ``credentials_index``: kopf's channels_needing_credentials index."""
-    run = Pass.of(rt, body, credentials_index)
+    ``credentials_index``: kopf's channels_needing_credentials index; ``deferred``: see Pass."""
+    run = Pass.of(rt, body, credentials_index, deferred)
     report = run.mem.report
     if run.generation not in report.generation_seen_at:
         created = _creation_time(body["metadata"]) if run.generation == 1 else None
@@ -378,7 +396,8 @@ async def _phases(rt: Runtime, run: Pass) -> Outcome:
 
     sms_secret, creds_secret, signing_secret, deployment, receipt_secret, log_secret = await asyncio.gather(
         secret_watch.read_referenced(rt, run.namespace, ch.sms.api_key.name),
-        secret_watch.read_referenced(rt, run.namespace, ch.auth0.credentials_secret),
+        secret_watch.read_referenced(rt, run.namespace, ch.auth0.credentials_secret,
+                                     names.FINALIZER_CREDENTIALS_IN_USE if cleanup.needs_credentials(ch) else None),
         rt.read("v1", "Secret", run.namespace, names.signing_key_secret_name(run.name)),
         rt.read("apps/v1", "Deployment", run.namespace, names.relay_name(run.name)),
         rt.read("v1", "Secret", run.namespace, names.receipt_token_secret_name(run.name)),
@@ -468,11 +487,13 @@ async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, si
         log_stream_tokens=log_plan or ((log_tokens_now, "") if log_secret is not None else None),
     )
     rendered_digests = {_key_of(m): digest(m) for m in children.apply}
+    first_pass = child_key(names.SECRET.kind, names.signing_key_secret_name(run.name)) not in known.tokens
     # Re-apply only when something changed, a child was touched by someone else, or on the
     # drift timer (which also catches edits the watch cannot tell apart, e.g. labels).
     live_deployment = deployment
     if (known.dirty or any(known.digests.get(k) != d for k, d in rendered_digests.items())
-            or rt.clock.monotonic() - known.applied_at >= config.drift_interval
+            or (known.converged_at is not None
+                and rt.clock.monotonic() - known.converged_at >= config.drift_interval)
             or any(child_key(ref.kind, ref.name) not in known.absent_confirmed for ref in children.delete)):
         try:
             live_deployment = await _apply_children(rt, run.mem, run.body, children, {
@@ -484,9 +505,14 @@ async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, si
             known.dirty = True
             return Outcome(status.false("ApplyFailed", f"applying the relay's objects failed: {error.message}"),
                            run.waiting_for_relay(), delay=jittered(30.0))
-    if signing_plan.event:
+    # A channel's first key comes with its Secret, which the Created Event names already.
+    if signing_plan.event and (keys_now or not first_pass):
         _event(run.body, "SigningKey", signing_plan.event)
     rollout = render.relay_rollout(live_deployment, secrets_checksum)
+    known.secrets_checksum = secrets_checksum
+    known.rollout_seen = rollout_signal(live_deployment, secrets_checksum)
+    if known.converged_at is None and (rollout.rolled_out or ch.relay.replicas == 0):
+        known.converged_at = rt.clock.monotonic()
     return RelayPhase(status.relay_verdict(live_deployment, rollout.rolled_out, rollout.available, rollout.message),
                       rollout.available, rollout.rolled_out, secrets_checksum, signing_plan,
                       log_plan[0] if log_plan else log_tokens_now)
@@ -522,7 +548,7 @@ async def _auth0_phase(rt: Runtime, run: Pass, ch: ChannelSpec, relay: RelayPhas
         if phase.recorded or (mem.auth0.prepared and mem.auth0.prepared.auth0_input == auth0_input):
             rt.auth0.warm_up(credentials)
         else:
-            await _prepare_auth0(rt, run, credentials, desired, auth0_input)
+            await run.later(lambda: _prepare_auth0(rt, run, credentials, desired, auth0_input))
         return phase
 
     since_check = rt.clock.monotonic() - mem.auth0.checked_at

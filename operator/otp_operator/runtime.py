@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NewType
 
-from . import metrics, names
+from . import metrics, names, render, status
 from .egress import RelayEgress
 from .endpoints import EndpointPolicy
 from .kube import KubeApi
@@ -57,7 +57,12 @@ class ChildrenMemory:
     digests: dict[ChildKey, str] = field(default_factory=dict)  # -> digest of what we applied
     absent_confirmed: set[ChildKey] = field(default_factory=set)  # children the spec dropped, seen gone
     dirty: bool = True  # a child changed (or vanished) other than by our last apply
-    applied_at: float = 0.0  # monotonic time of the last full apply
+    applying: bool = False  # an apply is in flight: its events are judged once it answered
+    # Monotonic time the relay was first seen rolled out (or scaled to 0) after our last apply;
+    # None until then. The drift timer counts from here: it never re-applies what has not converged.
+    converged_at: float | None = None
+    secrets_checksum: str = ""  # of the last pass, for reading the Deployment's events
+    rollout_seen: tuple[Any, ...] | None = None  # rollout_signal the last pass saw
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,14 @@ def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
         slim["spec"] = {"replicas": spec.get("replicas", 1),
                         "template": {"metadata": {"annotations": template_meta.get("annotations") or {}}}}
     return copy.deepcopy(slim)
+
+
+def rollout_signal(deployment: Mapping[str, Any] | None, secrets_checksum: str) -> tuple[Any, ...]:
+    """What of the relay Deployment a channel's status reflects: a watch event that leaves it as
+    it was (the controller's intermediate status updates) starts no pass."""
+    rollout = render.relay_rollout(deployment, secrets_checksum)
+    verdict = status.relay_verdict(deployment, rollout.rolled_out, rollout.available, rollout.message)
+    return rollout.rolled_out, rollout.available, verdict.status, verdict.reason
 
 
 def child_token(obj: Mapping[str, Any]) -> tuple[str, str]:
@@ -270,15 +283,22 @@ class Runtime:
         self.cache.stored(kind, namespace, name, obj, marker)
         return obj
 
-    def observe_child(self, kind: str, namespace: str, channel: str, obj: Mapping[str, Any], deleted: bool) -> None:
-        """A watch event for one of a channel's children: cache it; mark the channel dirty
-        when the child differs from what our last apply produced."""
+    def observe_child(self, kind: str, namespace: str, channel: str, obj: Mapping[str, Any], deleted: bool) -> bool:
+        """A watch event for one of a channel's children: cache it; whether the channel should
+        look at it: the child differs from what our last apply produced (it is marked dirty), or
+        the relay's rollout moved. Our own applies coming back start no pass."""
         name = (obj.get("metadata") or {}).get("name", "")
         memory = self.memories.get((namespace, channel))
         self.cache.observed(kind, namespace, name, None if deleted else obj)
-        if memory is not None:
-            if deleted or memory.children.tokens.get(child_key(kind, name)) != child_token(obj):
-                memory.children.dirty = True
+        if memory is None:
+            return True
+        known = memory.children
+        if known.applying:
+            return False  # the apply judges its events once it has the tokens (_changed_by_others)
+        if deleted or known.tokens.get(child_key(kind, name)) != child_token(obj):
+            known.dirty = True
+            return True
+        return kind == names.DEPLOYMENT.kind and rollout_signal(obj, known.secrets_checksum) != known.rollout_seen
 
     def forget(self, namespace: str, name: str) -> None:
         memory = self.memories.pop((namespace, name), None)

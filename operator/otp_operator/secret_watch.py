@@ -54,14 +54,27 @@ def recheck_missing(missing_for: float, grace: float) -> float:
     return min(max(1.0, missing_for), MISSING_RECHECK, grace - missing_for + 0.5)
 
 
-async def read_referenced(rt: Runtime, namespace: str, name: str) -> dict[str, Any] | None:
-    """A referenced Secret (None when missing), labelled so that its changes arrive by the watch."""
+async def read_referenced(rt: Runtime, namespace: str, name: str,
+                          finalizer: str | None = None) -> dict[str, Any] | None:
+    """A referenced Secret (None when missing), labelled so that its changes arrive by the watch;
+    ``finalizer``: put on in the same request as the label (unless the Secret changed since the
+    read: then only the label, and the finalizer is left to its own request)."""
     secret = await rt.read("v1", "Secret", namespace, name)
     if secret is None or watched(secret):
         return secret
     marker = rt.cache.marker("Secret", namespace, name)
-    labelled = await rt.kube.patch("v1", "Secret", namespace, name,
-                                   {"metadata": {"labels": {names.LABEL_SECRET: names.SECRET_REFERENCED}}})
+    meta = secret.get("metadata") or {}
+    label = {"labels": {names.LABEL_SECRET: names.SECRET_REFERENCED}}
+    finalizers = list(meta.get("finalizers") or [])
+    labelled = None
+    if finalizer and finalizer not in finalizers:
+        try:  # resourceVersion: refused (409) if the finalizers changed since the read
+            labelled = await rt.kube.patch("v1", "Secret", namespace, name, {"metadata": {
+                **label, "finalizers": [*finalizers, finalizer], "resourceVersion": meta.get("resourceVersion")}})
+        except KubeError as error:
+            log.debug("Secret %s/%s changed since read, labelling it alone: %s", namespace, name, error)
+    if labelled is None:
+        labelled = await rt.kube.patch("v1", "Secret", namespace, name, {"metadata": label})
     if labelled is None:  # deleted since the read
         return None
     rt.cache.stored("Secret", namespace, name, labelled, marker)

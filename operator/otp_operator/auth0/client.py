@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _RETRYABLE = {408, 429, 500, 502, 503, 504}
+# An idle connection to a tenant is kept this long (httpx's default is 5 s): a channel's
+# activation comes 5-60 s after its head start, while its relay rolls out. Below the idle
+# timeouts of common HTTP servers and proxies (60 s and more), so they seldom close it first.
+KEEPALIVE_SECONDS = 30.0
 
 # Set by Auth0Pool around each call from its caller's guard: runs before every write request and
 # raises to stop the operation, e.g. when the channel being synced started to be deleted.
@@ -187,6 +191,7 @@ class ManagementApi:
         # tenant when given; see ratelimit.py), and every answer corrects it.
         self.limit = limit or TenantRateLimit(credentials.domain)
         self._http = httpx.AsyncClient(timeout=self.policy.timeout, verify=_tls_context(),
+                                       limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
                                        event_hooks={"request": [self._before_request],
                                                     "response": [self._after_response]})
         self.tokens = TokenSource(credentials, self._http, self.policy)
