@@ -3,11 +3,12 @@
 One client-side rate limiter per tenant (`TenantRateLimit`, fed by Auth0's x-ratelimit-*
 headers), shared by every sync of that tenant whatever its credentials: Auth0's bucket is the
 tenant's. Bounds concurrent Auth0 work per tenant (many channels on one tenant queue here) and
-the open syncs: each holds an HTTP client and, while in use, a TLS connection (~50 KB on the
-client; a new one costs ~2 ms of CPU for its handshake). A sync stays open while its channel
-waits for its relay (prepare, then activate ~5-60 s later: one handshake, not two) and is closed
-once idle for ``IDLE_CLOSE`` seconds, or, least recently used first, when more than ``max_open``
-are open; the token of a closed one is kept for its reopening (a few hundred bytes, not a request).
+the open syncs. Every tenant's requests share one connection pool (an aiohttp session): an idle
+connection (~50 KB; a new one costs a TLS handshake) is kept ``KEEPALIVE_SECONDS``, long enough for
+a channel's activation to follow its head start (~5-60 s later, once its relay rolled out) on
+the same connection. A sync (an SDK client, ~10 KB) idle for ``IDLE_CLOSE`` seconds is closed, and,
+least recently used first, any beyond ``max_open``; the token of a closed one is kept for its
+reopening (a few hundred bytes, not a request).
 
 ``ensure``, ``prepare`` and ``remove`` take the caller's ``guard``: run before each of that
 call's Auth0 writes, it raises to stop the call (a reconcile passes one that stops once its
@@ -29,8 +30,10 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
+import aiohttp
+
 from .auth0 import Auth0Credentials, Auth0Sync, DesiredIntegration, SyncResult
-from .auth0.client import KEEPALIVE_SECONDS, before_write
+from .auth0.client import KEEPALIVE_SECONDS, before_write, new_session
 from .auth0.model import DesiredLogStream
 from .auth0.ratelimit import TenantRateLimit
 from .auth0.sync import LogStreamResult, RoutingRecorder
@@ -67,6 +70,7 @@ class Auth0Pool:
         self._tokens: dict[Key, Any] = {}  # tokens of closed syncs, for their reopening
         self._limits: dict[str, TenantRateLimit] = {}  # per tenant domain, kept while we run
         self._tenant_wide: dict[str, asyncio.Lock] = {}  # per tenant domain, see the docstring
+        self._session: aiohttp.ClientSession | None = None  # every tenant's connections
 
     @staticmethod
     def _key(credentials: Auth0Credentials) -> Key:
@@ -85,7 +89,9 @@ class Auth0Pool:
                 for old in [k for k in self._tokens if k[:2] == key[:2] and k != key]:
                     del self._tokens[old]
                 limit = self._limits.setdefault(credentials.domain, TenantRateLimit(credentials.domain))
-                sync = Auth0Sync(credentials, limit=limit)
+                if self._session is None:
+                    self._session = new_session()
+                sync = Auth0Sync(credentials, limit=limit, session=self._session)
                 if key in self._tokens:
                     sync.api.tokens.restore(self._tokens.pop(key))
                 self._syncs[key] = sync
@@ -190,3 +196,6 @@ class Auth0Pool:
                 await sync.aclose()
             self._syncs.clear()
             self._tokens.clear()
+            if self._session is not None:
+                await self._session.close()
+                self._session = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import secrets
@@ -171,16 +172,21 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.log_level != "DEBUG":
         # kopf logs every successful watch handler at INFO; with a Secret watch that is noise.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    kopf.run(
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
-        standalone=args.peering is None,
-        peering_name=args.peering,
-        priority=peering_priority(args.peering, args.priority),
-        liveness_endpoint=args.liveness,
-        memo=kopf.Memo(runtime=Runtime(config, KubeApi.from_environment())),
-    )
+    import uvloop
 
+    # uvloop, as kopf's own CLI uses when installed: its transports and TLS are compiled, and the
+    # operator is mostly I/O (watch streams, Kubernetes and Auth0 requests).
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        kopf.run(
+            loop=runner.get_loop(),
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            standalone=args.peering is None,
+            peering_name=args.peering,
+            priority=peering_priority(args.peering, args.priority),
+            liveness_endpoint=args.liveness,
+            memo=kopf.Memo(runtime=Runtime(config, KubeApi.from_environment())),
+        )
 
 if __name__ == "__main__":
     main()

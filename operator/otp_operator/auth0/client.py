@@ -19,10 +19,12 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import aiohttp
 import httpx
 from auth0.management.client import AsyncAuth0
 from auth0.management.core.api_error import ApiError
 from auth0.management.core.parse_error import ParsingError
+from httpx_aiohttp import AiohttpTransport
 
 from .errors import UNAVAILABLE, Auth0Error, error_for_response, rate_limit_reset, redact
 from .model import Auth0Credentials
@@ -167,6 +169,28 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
+def new_session() -> aiohttp.ClientSession:
+    """One connection pool for every tenant (Auth0Pool owns it): idle connections close after
+    KEEPALIVE_SECONDS; the number open is bounded by each tenant's concurrency."""
+    connector = aiohttp.TCPConnector(ssl=_tls_context(), keepalive_timeout=KEEPALIVE_SECONDS, limit=0)
+    return aiohttp.ClientSession(connector=connector)
+
+
+class _SharedSessionTransport(AiohttpTransport):
+    """httpx over a session owned by someone else: closing one tenant's client leaves it open."""
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _transport(session: aiohttp.ClientSession | None) -> AiohttpTransport:
+    """The SDK's httpx requests sent by aiohttp (measured: about half the CPU per request of
+    httpx's own transport, see operator/README.md), over ``session`` or a session of its own."""
+    if session is not None:
+        return _SharedSessionTransport(verify=_tls_context(), client=session)
+    return AiohttpTransport(verify=_tls_context(), limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS))
+
+
 async def _landed(write: Awaitable[T]) -> T:
     """A write already sent takes effect at Auth0 even when we stop waiting for it. If our task
     is cancelled (kopf cancels a deleted channel's loop), wait for the answer before unwinding,
@@ -184,14 +208,15 @@ class ManagementApi:
     """`AsyncAuth0` for one tenant plus the retry/refresh/error policy around every call."""
 
     def __init__(self, credentials: Auth0Credentials, policy: RetryPolicy | None = None,
-                 secrets: tuple[str, ...] = (), limit: TenantRateLimit | None = None) -> None:
+                 secrets: tuple[str, ...] = (), limit: TenantRateLimit | None = None,
+                 session: aiohttp.ClientSession | None = None) -> None:
+        """``session``: the connection pool shared with other tenants (default: one of its own)."""
         self.credentials = credentials
         self.policy = policy or RetryPolicy()
         # Every Management API request passes the tenant's limiter (shared by all syncs of the
         # tenant when given; see ratelimit.py), and every answer corrects it.
         self.limit = limit or TenantRateLimit(credentials.domain)
-        self._http = httpx.AsyncClient(timeout=self.policy.timeout, verify=_tls_context(),
-                                       limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS),
+        self._http = httpx.AsyncClient(timeout=self.policy.timeout, transport=_transport(session),
                                        event_hooks={"request": [self._before_request],
                                                     "response": [self._after_response]})
         self.tokens = TokenSource(credentials, self._http, self.policy)
