@@ -147,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--metrics-port must be a TCP port, not {args.metrics_port}")
     import kopf  # imported late so `--help` stays fast
 
-    from . import delivery, handlers, metrics  # noqa: F401  (registers the handlers)
+    from . import delivery, handlers, metrics, watch_json  # noqa: F401  (registers the handlers)
     from .kube import KubeApi
     from .runtime import OperatorConfig, Runtime
 
@@ -173,6 +173,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         # kopf logs every successful watch handler at INFO; with a Secret watch that is noise.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     import uvloop
+
+    watch_json.install()
 
     # uvloop, as kopf's own CLI uses when installed: its transports and TLS are compiled, and the
     # operator is mostly I/O (watch streams, Kubernetes and Auth0 requests).
