@@ -203,8 +203,9 @@ async def channel_loop(namespace: str, name: str, uid: str, body: kopf.Body, mem
                 try:
                     async with rt.reconcile_slots:
                         delay = await reconcile(rt, body, logger, channels_needing_credentials, deferred)
-                    for work in deferred:  # waits on Auth0 only: no slot held meanwhile
-                        await work()
+                    for work in deferred:  # waits on Auth0 only: no reconcile slot held meanwhile
+                        async with rt.auth0_slots:
+                            await work()
                     failures = 0
                 except ChannelDeleting:
                     break

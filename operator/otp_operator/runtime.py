@@ -251,6 +251,9 @@ class Runtime:
         self.memories: dict[tuple[str, str], ChannelMemory] = {}
         self.cache = ObjectCache(config.cache_ttl, self.clock.monotonic)
         self.reconcile_slots = asyncio.Semaphore(config.max_concurrent_reconciles)
+        # The same bound for deferred Auth0 work (Pass.deferred), held apart so that channels
+        # waiting on Auth0 never keep others from their Kubernetes work.
+        self.auth0_slots = asyncio.Semaphore(config.max_concurrent_reconciles)
         self.guards: dict[str, ChannelGuard] = {}  # by channel uid (a re-created channel is another)
 
     def guard(self, uid: str) -> ChannelGuard:

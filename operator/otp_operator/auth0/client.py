@@ -169,10 +169,11 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def new_session() -> aiohttp.ClientSession:
-    """One connection pool for every tenant (Auth0Pool owns it): idle connections close after
-    KEEPALIVE_SECONDS; the number open is bounded by each tenant's concurrency."""
-    connector = aiohttp.TCPConnector(ssl=_tls_context(), keepalive_timeout=KEEPALIVE_SECONDS, limit=0)
+def new_session(per_tenant: int = 4) -> aiohttp.ClientSession:
+    """One connection pool for every tenant (Auth0Pool owns it): at most ``per_tenant``
+    connections to each tenant (each a TLS handshake), idle ones closed after KEEPALIVE_SECONDS."""
+    connector = aiohttp.TCPConnector(ssl=_tls_context(), keepalive_timeout=KEEPALIVE_SECONDS, limit=0,
+                                     limit_per_host=per_tenant)
     return aiohttp.ClientSession(connector=connector)
 
 
