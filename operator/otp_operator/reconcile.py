@@ -163,6 +163,10 @@ async def _delete_optional(rt: Runtime, body: Mapping[str, Any], ref: render.Chi
     """Delete a child the spec no longer asks for, if it exists and is ours; whether it did."""
     if rt.cache.known(ref.kind, ref.namespace, ref.name):
         current = rt.cache.get(ref.kind, ref.namespace, ref.name)
+    elif not body.get("status"):
+        # The channel's first pass: nothing can point to its new uid yet, and a child carrying
+        # its labels would have come through the watch (into the cache).
+        return False
     else:
         current = await rt.kube.find(ref.api_version, ref.kind, ref.namespace, ref.name)
     if current is None or not owned_by(current, body["metadata"]["uid"], body["metadata"]["name"]):
