@@ -44,7 +44,9 @@ def group_of(filename: str) -> str:
     if "otp_operator" in parts:
         below = parts[len(parts) - 1 - parts[::-1].index("otp_operator"):]
         return ".".join(below).removesuffix(".py")
-    if (parts and parts[-1] == "ssl.py") or "ssl" in parts:
+    if filename.startswith("<frozen importlib"):
+        return "importlib (code of imported modules)"
+    if (parts and parts[-1] in ("ssl.py", "sslproto.py")) or "ssl" in parts:  # sslproto: asyncio's TLS buffers
         return "ssl"
     for group, names in _PACKAGES:
         if any(name in parts for name in names):
@@ -63,11 +65,7 @@ def build_report(limit: int = TOP) -> dict[str, Any]:
     """The report as a JSON-ready dict (tracemalloc must be tracing)."""
     if not tracemalloc.is_tracing():
         raise RuntimeError(f"tracemalloc is not tracing (set {FRAMES_ENV})")
-    snapshot = tracemalloc.take_snapshot().filter_traces((
-        tracemalloc.Filter(False, tracemalloc.__file__),
-        tracemalloc.Filter(False, "<frozen importlib._bootstrap>"),
-        tracemalloc.Filter(False, "<frozen importlib._bootstrap_external>"),
-    ))
+    snapshot = tracemalloc.take_snapshot().filter_traces((tracemalloc.Filter(False, tracemalloc.__file__),))
     groups: dict[str, list[int]] = {}
     for stat in snapshot.statistics("filename"):
         entry = groups.setdefault(group_of(stat.traceback[0].filename), [0, 0])
