@@ -9,7 +9,7 @@ import os
 import secrets
 from collections.abc import Sequence
 
-from . import egress, endpoints, names
+from . import egress, endpoints, memory_report, names
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -129,6 +129,10 @@ def peering_priority(peering: str | None, priority: int | None) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
+    try:
+        memory_report.install_from_environment()  # before kopf is imported: its memory is traced too
+    except ValueError as error:
+        parser.error(str(error))
     _positive(parser, args.drift_interval, "--drift-interval")
     _positive(parser, args.rotation_grace, "--rotation-grace")
     if args.secret_grace < 0:
