@@ -41,6 +41,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ from otp_sandbox.processes import SANDBOX_ENDPOINT_ARGS  # noqa: E402
 
 GROUP, VERSION, PLURAL = "otprelay.io", "v1alpha1", "otpchannels"
 INTEGRATIONS = ("phone-provider", "send-phone-message", "legacy-hook")
+CREATE_THREADS = 8  # the floor and the operator rounds create their channels alike
 LATENCY_MS = 100
 RATE_LIMIT = RateLimit(capacity=20, refill_per_second=10.0)
 MEASURED_DRIFT = 20.0
@@ -286,7 +288,6 @@ def listed(items: Iterable[tuple[str, float]], signed: bool = False) -> str:
 def floor_round(api: client.ApiClient, namespace: str, count: int,
                 pod_ready_seconds: float) -> dict[tuple[str, str], float]:
     """Create ``count`` channels and their children directly; returns when each was created."""
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
     from kubernetes.dynamic import DynamicClient  # noqa: PLC0415
 
@@ -306,7 +307,7 @@ def floor_round(api: client.ApiClient, namespace: str, count: int,
                 kinds[key] = dynamic.resources.get(api_version=key[0], kind=key[1])
             kinds[key].create(body=manifest, namespace=namespace)
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(CREATE_THREADS) as pool:
         list(pool.map(create, range(count)))
     return applied
 
@@ -423,11 +424,17 @@ class Bench:
         self.round_no += 1
         cpu_before, served_before = cpu_by_process(), apiserver_requests(self.api)
         applied: dict[tuple[str, str], float] = {}
-        for i, (tenant, secret_name) in enumerate(tenants):
+
+        def create(i: int) -> None:
+            tenant, secret_name = tenants[i]
             body = channel_body(r.namespace, f"ch{i}", tenant.domain, INTEGRATIONS[i % len(INTEGRATIONS)], secret_name,
                                 self.args.pod_ready_seconds)
-            self.custom.create_namespaced_custom_object(GROUP, VERSION, r.namespace, PLURAL, body)
             applied[(r.namespace, f"ch{i}")] = time.time()
+            self.custom.create_namespaced_custom_object(GROUP, VERSION, r.namespace, PLURAL, body)
+
+        # From CREATE_THREADS threads, as the floor creates its channels: the same apply rate.
+        with ThreadPoolExecutor(CREATE_THREADS) as pool:
+            list(pool.map(create, range(count)))
         ready, available = self.watcher.ready, self.watcher.available
         wait_for(applied, ready, self.args.ready_timeout, poll=0.5)
         r.cpu = cpu_since(cpu_before)
