@@ -90,7 +90,7 @@ class Auth0Pool:
                     del self._tokens[old]
                 limit = self._limits.setdefault(credentials.domain, TenantRateLimit(credentials.domain))
                 if self._session is None:
-                    self._session = new_session(self._concurrency)
+                    self._session = new_session()
                 sync = Auth0Sync(credentials, limit=limit, session=self._session)
                 if key in self._tokens:
                     sync.api.tokens.restore(self._tokens.pop(key))

@@ -6,6 +6,7 @@ needs. Credentials come from the same kubeconfig / in-cluster config kopf uses.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import ssl
 import time
@@ -51,6 +52,7 @@ class KubeApi:
         self._host = configuration.host.rstrip("/")
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        self._slots = asyncio.Semaphore(max_connections)  # requests in flight (see _session_)
         self._token_checked = 0.0
 
     @classmethod
@@ -72,9 +74,13 @@ class KubeApi:
 
     async def _session_(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=self._max_connections)
-            # No total timeout: waiting for a pooled connection under load is not a failure.
-            timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60)
+            # No connection limit in the connector: a connect that timed out while others
+            # waited for its slot could leave every later request waiting for ever (seen at
+            # 500 channels; aio-libs/aiohttp#9670). The semaphore in _request bounds them.
+            connector = aiohttp.TCPConnector(ssl=self._ssl_context(), limit=0, keepalive_timeout=30)
+            # No total timeout: waiting for a pooled connection under load is not a failure;
+            # nor is a connect that an API server busy with a burst takes long to accept.
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=60)
             self._session = aiohttp.ClientSession(connector=connector, timeout=timeout)
         return self._session
 
@@ -103,7 +109,7 @@ class KubeApi:
             headers["Content-Type"] = content_type
             data = json.dumps(body)
         metrics.KUBE_REQUESTS.labels(verb).inc()
-        async with session.request(verb, self._host + path, params=params, data=data, headers=headers) as response:
+        async with self._slots, session.request(verb, self._host + path, params=params, data=data, headers=headers) as response:
             text = await response.text()
             payload = json.loads(text) if text else None
             if response.status >= 400 and response.status != 404:

@@ -169,11 +169,12 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def new_session(per_tenant: int = 4) -> aiohttp.ClientSession:
-    """One connection pool for every tenant (Auth0Pool owns it): at most ``per_tenant``
-    connections to each tenant (each a TLS handshake), idle ones closed after KEEPALIVE_SECONDS."""
-    connector = aiohttp.TCPConnector(ssl=_tls_context(), keepalive_timeout=KEEPALIVE_SECONDS, limit=0,
-                                     limit_per_host=per_tenant)
+def new_session() -> aiohttp.ClientSession:
+    """One connection pool for every tenant (Auth0Pool owns it), idle connections closed after
+    KEEPALIVE_SECONDS. No connection limit: the tenant's concurrency bounds its connections, and
+    a connector limit can leave requests waiting for ever after a connect timed out
+    (aio-libs/aiohttp#9670)."""
+    connector = aiohttp.TCPConnector(ssl=_tls_context(), keepalive_timeout=KEEPALIVE_SECONDS, limit=0)
     return aiohttp.ClientSession(connector=connector)
 
 
