@@ -13,7 +13,8 @@ nginx upstream):
     servers.
 With ``--each``: the relay as shipped, with one part stubbed at a time, and with conversion
 tracking switched on (its rule off: ``NoRule``; the shipped default has tracking off). Prints CPU
-µs per accepted request for every round and the lowest of each row. The gap between the shipped
+µs per accepted request for every round and the lowest of each row, and the idle RSS of one
+``otp-relay`` process started with the defaults (before the rows, before any request). The gap between the shipped
 relay and its stubbed twin is what the relay's own work costs; the bare rows are the floor any
 relay on that server and client pays before doing anything.
 
@@ -163,6 +164,7 @@ def main() -> int:
         workdir = Path(tmp)
         up_port = bench.start_upstream(stack, workdir)
         upstream = f"http://127.0.0.1:{up_port}"
+        idle = bench.idle_rss_mb(workdir, upstream)
         print(bench.HEADER)
         for round_no in range(args.rounds):
             for index, (name, (kind, detail)) in enumerate(rows.items()):
@@ -192,6 +194,7 @@ def main() -> int:
     print(f"\nCPU µs per accepted request, round by round (load average now {os.getloadavg()[0]:.1f}):")
     for name, values in cpu.items():
         print(f"  {name:<44} " + " ".join(f"{v:5.0f}" for v in values) + f"   lowest {min(values, default=0):.0f}")
+    print(f"  idle RSS of one otp-relay process (defaults, before any request): {idle:.1f} MB")
     shipped = min(cpu["relay as shipped"], default=0)
     for name, values in cpu.items():
         if name != "relay as shipped" and values and shipped:
