@@ -196,7 +196,9 @@ class MemoryState:
         wall = time.time()  # fixed windows follow the wall clock (the same in every replica)
         would: list[str] = []
         for window in windows:
-            counts = self._windows.setdefault(window.rule, FixedWindows())
+            counts = self._windows.get(window.rule)
+            if counts is None:
+                counts = self._windows[window.rule] = FixedWindows()
             wait = counts.retry_after(window.tag, window.limit, window.seconds, window.cost, wall)
             if wait is not None:
                 if not window.monitor:
