@@ -11,11 +11,14 @@ nginx upstream):
   * the relay process with its send handler replaced by a bare forward through its own client;
   * bare forwarders (bench/relay/forwarder.py): pyreqwest on aiohttp's, uvicorn's and granian's
     servers.
-With ``--each``: the relay as shipped, with one part stubbed at a time, and with conversion
-tracking switched on (its rule off: ``NoRule``; the shipped default has tracking off). Prints CPU
-µs per accepted request for every round and the lowest of each row. The gap between the shipped
-relay and its stubbed twin is what the relay's own work costs; the bare rows are the floor any
-relay on that server and client pays before doing anything.
+With ``--against TREE``: also the relay as shipped from another source tree (TREE/relay), for a
+before/after in one run. With ``--each``: the relay as shipped, with one part stubbed at a time,
+and with conversion tracking switched on (its rule off: ``NoRule``; the shipped default has
+tracking off). Prints CPU µs per accepted request for every round and the lowest of each row,
+and the idle RSS of one ``otp-relay`` process started with the defaults (before the rows, before
+any request). The gap between the shipped relay and its stubbed twin is what the relay's own
+work costs; the bare rows are the floor any relay on that server and client pays before doing
+anything.
 
 The stubs replace methods of the relay's classes (``pipeline.SendPipeline.admit``, ``._log``,
 ``.handle``, ``state.MemoryState.claim``/``settle``, ...). Each target is checked before anything
@@ -152,17 +155,25 @@ def main() -> int:
     parser.add_argument("--duration", type=int, default=8, help="seconds per row and round")
     parser.add_argument("--each", action="store_true",
                         help="instead of the rows above: the relay as shipped and with one part stubbed at a time")
+    parser.add_argument("--against", type=Path, metavar="TREE",
+                        help="also a row of the relay as shipped from another source tree (TREE/relay, e.g. a "
+                             "worktree of main): a before/after in the same run")
     args = parser.parse_args()
     bench.need_tools()
     stub(set(PARTS) | {BARE, CONVERSION}, apply=False)  # a stale target stops the run before any row
     rows = ({"relay as shipped": ("relay", ""), **{f"relay, {part} stubbed": ("relay", part) for part in PARTS},
              "relay, conversion tracking on (rule off)": ("relay", CONVERSION)}
-            if args.each else ROWS)
+            if args.each else dict(ROWS))
+    if args.against:
+        if not (args.against / "relay" / "otp_relay").is_dir():
+            parser.error(f"--against: no relay/otp_relay under {args.against}")
+        rows[f"relay as shipped, {args.against.name}"] = ("against", str(args.against.resolve() / "relay"))
     cpu: dict[str, list[float]] = {name: [] for name in rows}
     with tempfile.TemporaryDirectory(prefix="bench-ablation-") as tmp, ExitStack() as stack:
         workdir = Path(tmp)
         up_port = bench.start_upstream(stack, workdir)
         upstream = f"http://127.0.0.1:{up_port}"
+        idle = bench.idle_rss_mb(workdir, upstream)
         print(bench.HEADER)
         for round_no in range(args.rounds):
             for index, (name, (kind, detail)) in enumerate(rows.items()):
@@ -172,6 +183,11 @@ def main() -> int:
                         command = [sys.executable, str(HERE / "forwarder.py"), str(port), upstream + bench.PATH,
                                    "pyreqwest", detail]
                         process = bench.start(row_stack, command, port, workdir / "forwarder.log")
+                    elif kind == "against":
+                        env = {**bench.relay_env(workdir, port, admin_port, upstream), "PYTHONPATH": detail}
+                        process = bench.start(row_stack, [sys.executable, "-m", "otp_relay"], port,
+                                              workdir / "against.log", env)
+                        bench.wait_ready(admin_port)
                     else:
                         env = bench.relay_env(workdir, port, admin_port, upstream)
                         env["ABLATION_STUBS"] = detail
@@ -192,6 +208,7 @@ def main() -> int:
     print(f"\nCPU µs per accepted request, round by round (load average now {os.getloadavg()[0]:.1f}):")
     for name, values in cpu.items():
         print(f"  {name:<44} " + " ".join(f"{v:5.0f}" for v in values) + f"   lowest {min(values, default=0):.0f}")
+    print(f"  idle RSS of one otp-relay process (defaults, before any request): {idle:.1f} MB")
     shipped = min(cpu["relay as shipped"], default=0)
     for name, values in cpu.items():
         if name != "relay as shipped" and values and shipped:

@@ -217,6 +217,26 @@ def peak_rss_mb(pids: list[int]) -> float:
     return peak
 
 
+def rss_mb(pid: int) -> float:
+    """The resident set of process ``pid`` now (VmRSS, MB)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def idle_rss_mb(workdir: Path, upstream: str, settle: float = 2.0) -> float:
+    """VmRSS of one ``otp-relay`` process with the defaults (and the bench's keys and limits),
+    ``settle`` seconds after it answered ready, before any request."""
+    port, admin_port = free_port(), free_port()
+    with ExitStack() as stack:
+        process = start(stack, [str(Path(sys.executable).with_name("otp-relay"))], port,
+                        workdir / "idle-relay.log", relay_env(workdir, port, admin_port, upstream))
+        wait_ready(admin_port)
+        time.sleep(settle)
+        return rss_mb(process.pid)
+
+
 def wrk(name: str, url: str, requests_file: Path, duration: int, connections: int, pause_ms: int = 0,
         server: subprocess.Popen | None = None, store: subprocess.Popen | None = None) -> Result:
     command = pinned(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--timeout", "5s",

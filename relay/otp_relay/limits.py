@@ -10,6 +10,7 @@ With N replicas behind a load balancer, a recipient can get up to N x the per-re
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 
 from .config import Rate
 
@@ -33,8 +34,8 @@ class RecipientWindow:
         if sends is None:
             return None
         cutoff = now - self._window
-        if sends[0] <= cutoff:
-            sends[:] = [t for t in sends if t > cutoff]
+        if sends and sends[0] <= cutoff:  # empty once all expired and a later check refused the send
+            del sends[:bisect_right(sends, cutoff)]  # oldest first: the clock only moves forward
         if len(sends) < self._limit:
             return None
         return sends[0] + self._window - now

@@ -148,6 +148,7 @@ class MemoryState:
         self._clock = clock
         self._timing = timing
         self._keys: OrderedDict[str, _Record] = OrderedDict()
+        self._first_expires = 0.0  # at most the oldest record's expiry (nothing expires before it)
         self._max_keys = max_keys
         self._recipients = {"text": RecipientWindow(per_recipient),
                             "voice": RecipientWindow(voice_per_recipient or per_recipient)}
@@ -158,10 +159,15 @@ class MemoryState:
         return len(self._keys)
 
     def _expire(self, now: float) -> None:
+        if now < self._first_expires:  # the oldest record cannot have expired yet
+            return
         keys = self._keys
         while keys:
             key, record = next(iter(keys.items()))
             if record.expires > now:
+                # records are appended with ever later expiry, so the oldest one's only moves
+                # later (removed, or moved to the end): a lower bound until the next check
+                self._first_expires = record.expires
                 return
             del keys[key]
 
@@ -190,7 +196,9 @@ class MemoryState:
         wall = time.time()  # fixed windows follow the wall clock (the same in every replica)
         would: list[str] = []
         for window in windows:
-            counts = self._windows.setdefault(window.rule, FixedWindows())
+            counts = self._windows.get(window.rule)
+            if counts is None:
+                counts = self._windows[window.rule] = FixedWindows()
             wait = counts.retry_after(window.tag, window.limit, window.seconds, window.cost, wall)
             if wait is not None:
                 if not window.monitor:

@@ -217,6 +217,18 @@ async def test_memory_state_limits_and_bound() -> None:
     assert len(state) == 1
 
 
+async def test_a_recipient_window_emptied_by_a_refused_claim_still_decides() -> None:
+    """A claim that finds all of a recipient's sends expired, then is refused by a later check
+    (here: the store is full), leaves that recipient's window empty; the next claim to the
+    number is still decided (it once raised IndexError: an internal error for the caller)."""
+    clock = Clock()
+    state = MemoryState(config.Rate(1, 60), config.Rate(100, 1), Timing(900, 7), max_keys=1, clock=clock)
+    assert await state.claim("a", "+6591234567", "r") == Proceed()
+    clock.now += 61
+    assert await state.claim("b", "+6591234567", "r") == Full(839.0)
+    assert await state.claim("c", "+6591234567", "r") == Full(839.0)
+
+
 def test_redis_is_imported_only_with_a_state_store() -> None:
     """Without ``--state-url`` the relay never loads redis-py (~7 MB of every worker's RSS)."""
     code = "import sys, otp_relay.cli, otp_relay.app; print('redis' in sys.modules)"
@@ -247,3 +259,14 @@ def test_the_tls_store_client_checks_certificate_and_host_name(tmp_path) -> None
     settings = config.load([], {**BASE_ENV, "OTP_RELAY_STATE_URL": "rediss://redis.example:6380/0",
                                 "OTP_RELAY_STATE_CA_FILE": str(ca)})
     assert settings.state_ca_file == ca
+
+
+def test_request_ids_are_distinct_random_hex_across_pool_refills() -> None:
+    """X-Request-Id (and 8x8's clientMessageId): 32 lowercase hex digits, never repeated, also
+    where one pooled random read ends and the next begins."""
+    from otp_relay.pipeline import RequestIds  # noqa: PLC0415
+
+    ids = RequestIds(batch=4)
+    drawn = [ids.next() for _ in range(10)]
+    assert all(re.fullmatch(r"[0-9a-f]{32}", value) for value in drawn)
+    assert len(set(drawn)) == len(drawn)
