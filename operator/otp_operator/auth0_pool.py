@@ -3,11 +3,11 @@
 One client-side rate limiter per tenant (`TenantRateLimit`, fed by Auth0's x-ratelimit-*
 headers), shared by every sync of that tenant whatever its credentials: Auth0's bucket is the
 tenant's. Bounds concurrent Auth0 work per tenant (many channels on one tenant queue here) and
-the open syncs. Every tenant's requests share one connection pool (an aiohttp session): an idle
-connection (~50 KB; a new one costs a TLS handshake) is kept ``KEEPALIVE_SECONDS``, long enough for
-a channel's activation to follow its head start (~5-60 s later, once its relay rolled out) on
-the same connection. A sync (an SDK client, ~10 KB) idle for ``IDLE_CLOSE`` seconds is closed, and,
-least recently used first, any beyond ``max_open``; the token of a closed one is kept for its
+the open syncs. Every tenant's requests share one connection pool (an aiohttp session), with
+bounds on the requests (and so the connections) in flight per tenant and for all of them, and
+idle connections closed after ``KEEPALIVE_SECONDS`` (see auth0/client.py). A sync (an SDK client,
+~10 KB) idle for ``IDLE_CLOSE`` seconds is closed, and, least recently used first, any beyond
+``max_open``; the token of a closed one is kept for its
 reopening (a few hundred bytes, not a request).
 
 ``ensure``, ``prepare`` and ``remove`` take the caller's ``guard``: run before each of that
@@ -30,10 +30,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from typing import Any
 
-import aiohttp
-
 from .auth0 import Auth0Credentials, Auth0Sync, DesiredIntegration, SyncResult
-from .auth0.client import KEEPALIVE_SECONDS, before_write, new_session
+from .auth0.client import Connections, before_write, new_connections
 from .auth0.model import DesiredLogStream
 from .auth0.ratelimit import TenantRateLimit
 from .auth0.sync import LogStreamResult, RoutingRecorder
@@ -52,7 +50,7 @@ def _guarded(guard: Guard | None) -> Iterator[None]:
         before_write.reset(token)
 
 
-IDLE_CLOSE = KEEPALIVE_SECONDS
+IDLE_CLOSE = 30.0  # seconds an unused sync (its SDK client, its token) stays open
 
 
 class Auth0Pool:
@@ -70,7 +68,7 @@ class Auth0Pool:
         self._tokens: dict[Key, Any] = {}  # tokens of closed syncs, for their reopening
         self._limits: dict[str, TenantRateLimit] = {}  # per tenant domain, kept while we run
         self._tenant_wide: dict[str, asyncio.Lock] = {}  # per tenant domain, see the docstring
-        self._session: aiohttp.ClientSession | None = None  # every tenant's connections
+        self._connections: Connections | None = None  # every tenant's
 
     @staticmethod
     def _key(credentials: Auth0Credentials) -> Key:
@@ -89,9 +87,9 @@ class Auth0Pool:
                 for old in [k for k in self._tokens if k[:2] == key[:2] and k != key]:
                     del self._tokens[old]
                 limit = self._limits.setdefault(credentials.domain, TenantRateLimit(credentials.domain))
-                if self._session is None:
-                    self._session = new_session()
-                sync = Auth0Sync(credentials, limit=limit, session=self._session)
+                if self._connections is None:
+                    self._connections = new_connections()
+                sync = Auth0Sync(credentials, limit=limit, connections=self._connections)
                 if key in self._tokens:
                     sync.api.tokens.restore(self._tokens.pop(key))
                 self._syncs[key] = sync
@@ -196,6 +194,6 @@ class Auth0Pool:
                 await sync.aclose()
             self._syncs.clear()
             self._tokens.clear()
-            if self._session is not None:
-                await self._session.close()
-                self._session = None
+            if self._connections is not None:
+                await self._connections.session.close()
+                self._connections = None

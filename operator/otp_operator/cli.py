@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import secrets
@@ -151,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--metrics-port must be a TCP port, not {args.metrics_port}")
     import kopf  # imported late so `--help` stays fast
 
-    from . import delivery, handlers, metrics, watch_json  # noqa: F401  (registers the handlers)
+    from . import delivery, handlers, metrics, tls_buffers, watch_json  # noqa: F401  (registers the handlers)
     from .kube import KubeApi
     from .runtime import OperatorConfig, Runtime
 
@@ -176,23 +175,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args.log_level != "DEBUG":
         # kopf logs every successful watch handler at INFO; with a Secret watch that is noise.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
-    import uvloop
-
     watch_json.install()
+    tls_buffers.install()
+    kopf.run(
+        clusterwide=not args.namespace,
+        namespaces=args.namespace,
+        standalone=args.peering is None,
+        peering_name=args.peering,
+        priority=peering_priority(args.peering, args.priority),
+        liveness_endpoint=args.liveness,
+        memo=kopf.Memo(runtime=Runtime(config, KubeApi.from_environment())),
+    )
 
-    # uvloop, as kopf's own CLI uses when installed: its transports and TLS are compiled, and the
-    # operator is mostly I/O (watch streams, Kubernetes and Auth0 requests).
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        kopf.run(
-            loop=runner.get_loop(),
-            clusterwide=not args.namespace,
-            namespaces=args.namespace,
-            standalone=args.peering is None,
-            peering_name=args.peering,
-            priority=peering_priority(args.peering, args.priority),
-            liveness_endpoint=args.liveness,
-            memo=kopf.Memo(runtime=Runtime(config, KubeApi.from_environment())),
-        )
 
 if __name__ == "__main__":
     main()

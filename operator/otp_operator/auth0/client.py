@@ -9,6 +9,7 @@ for up to 60 s per attempt and also retry 409s, which would hang `ensure()` in a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -34,10 +35,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _RETRYABLE = {408, 429, 500, 502, 503, 504}
-# An idle connection to a tenant is kept this long (httpx's default is 5 s): a channel's
-# activation comes 5-60 s after its head start, while its relay rolls out. Below the idle
-# timeouts of common HTTP servers and proxies (60 s and more), so they seldom close it first.
-KEEPALIVE_SECONDS = 30.0
+# Connections: each costs a TLS handshake to open and its buffers while open (with a few hundred
+# tenants busy at once, most of the operator's memory). So a tenant's credentials have at most
+# TENANT_IN_FLIGHT requests (and connections) at a time, every tenant together at most
+# Connections.in_flight, and an idle connection is closed after KEEPALIVE_SECONDS.
+TENANT_IN_FLIGHT = 2
+KEEPALIVE_SECONDS = 10.0
 
 # Set by Auth0Pool around each call from its caller's guard: runs before every write request and
 # raises to stop the operation, e.g. when the channel being synced started to be deleted.
@@ -169,13 +172,19 @@ def _tls_context() -> ssl.SSLContext:
     return httpx.create_ssl_context()
 
 
-def new_session() -> aiohttp.ClientSession:
-    """One connection pool for every tenant (Auth0Pool owns it), idle connections closed after
-    KEEPALIVE_SECONDS. No connection limit: the tenant's concurrency bounds its connections, and
-    a connector limit can leave requests waiting for ever after a connect timed out
-    (aio-libs/aiohttp#9670)."""
+@dataclass
+class Connections:
+    """The connection pool every tenant shares (Auth0Pool owns it) and the bound on requests in
+    flight through it. No connection limit in the connector itself: one can leave requests
+    waiting for ever after a connect timed out (aio-libs/aiohttp#9670); the semaphore bounds them."""
+
+    session: aiohttp.ClientSession
+    in_flight: asyncio.Semaphore
+
+
+def new_connections(in_flight: int = 64) -> Connections:
     connector = aiohttp.TCPConnector(ssl=_tls_context(), keepalive_timeout=KEEPALIVE_SECONDS, limit=0)
-    return aiohttp.ClientSession(connector=connector)
+    return Connections(aiohttp.ClientSession(connector=connector), asyncio.Semaphore(in_flight))
 
 
 class _SharedSessionTransport(AiohttpTransport):
@@ -185,11 +194,11 @@ class _SharedSessionTransport(AiohttpTransport):
         pass
 
 
-def _transport(session: aiohttp.ClientSession | None) -> AiohttpTransport:
+def _transport(connections: Connections | None) -> AiohttpTransport:
     """The SDK's httpx requests sent by aiohttp (measured: about half the CPU per request of
-    httpx's own transport, see operator/README.md), over ``session`` or a session of its own."""
-    if session is not None:
-        return _SharedSessionTransport(verify=_tls_context(), client=session)
+    httpx's own transport, see operator/README.md), over the shared pool or one of its own."""
+    if connections is not None:
+        return _SharedSessionTransport(verify=_tls_context(), client=connections.session)
     return AiohttpTransport(verify=_tls_context(), limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS))
 
 
@@ -211,14 +220,14 @@ class ManagementApi:
 
     def __init__(self, credentials: Auth0Credentials, policy: RetryPolicy | None = None,
                  secrets: tuple[str, ...] = (), limit: TenantRateLimit | None = None,
-                 session: aiohttp.ClientSession | None = None) -> None:
-        """``session``: the connection pool shared with other tenants (default: one of its own)."""
+                 connections: Connections | None = None) -> None:
+        """``connections``: the pool shared with other tenants (default: one of its own)."""
         self.credentials = credentials
         self.policy = policy or RetryPolicy()
         # Every Management API request passes the tenant's limiter (shared by all syncs of the
         # tenant when given; see ratelimit.py), and every answer corrects it.
         self.limit = limit or TenantRateLimit(credentials.domain)
-        self._http = httpx.AsyncClient(timeout=self.policy.timeout, transport=_transport(session),
+        self._http = httpx.AsyncClient(timeout=self.policy.timeout, transport=_transport(connections),
                                        event_hooks={"request": [self._before_request],
                                                     "response": [self._after_response]})
         self.tokens = TokenSource(credentials, self._http, self.policy)
@@ -231,6 +240,8 @@ class ManagementApi:
             max_retries=0,
         )
         self._secrets = (credentials.client_secret, *secrets)
+        self._in_flight = asyncio.Semaphore(TENANT_IN_FLIGHT)
+        self._shared_in_flight = connections.in_flight if connections is not None else None
         self.requests = 0
         self.writes = 0
 
@@ -264,7 +275,8 @@ class ManagementApi:
             self.requests += 1
             self.writes += write
             try:
-                return await (_landed(request()) if write else request())
+                async with self._in_flight, self._shared_in_flight or contextlib.nullcontext():
+                    return await (_landed(request()) if write else request())
             except ApiError as exc:
                 status = exc.status_code or 0
                 headers = {k.lower(): v for k, v in (exc.headers or {}).items()}

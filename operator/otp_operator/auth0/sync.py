@@ -16,10 +16,8 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any
 
-import aiohttp
-
 from . import routing
-from .client import ManagementApi, RetryPolicy
+from .client import Connections, ManagementApi, RetryPolicy
 from .errors import BUILD_FAILED, CONFLICT, FORBIDDEN, UNAVAILABLE, Auth0Error, RoutingRefused
 from .gateway import Gateway
 from .model import (
@@ -180,11 +178,11 @@ class Auth0Sync:
     def __init__(self, credentials: Auth0Credentials, *, policy: RetryPolicy | None = None,
                  build_timeout: float = 30.0, deploy_timeout: float = 60.0,
                  settle_timeout: float = 15.0, limit: TenantRateLimit | None = None,
-                 session: aiohttp.ClientSession | None = None) -> None:
+                 connections: Connections | None = None) -> None:
         """`limit`: the tenant's shared rate limiter (Auth0Pool passes one per tenant);
-        `session`: the connection pool shared by every tenant (Auth0Pool's)."""
+        `connections`: the connection pool shared by every tenant (Auth0Pool's)."""
         self.credentials = credentials
-        self.api = ManagementApi(credentials, policy, limit=limit, session=session)
+        self.api = ManagementApi(credentials, policy, limit=limit, connections=connections)
         self.gateway = Gateway(self.api)
         self.build_timeout = build_timeout
         self.deploy_timeout = deploy_timeout
