@@ -205,6 +205,8 @@ async def channel_loop(namespace: str, name: str, uid: str, body: kopf.Body, mem
                         delay = await reconcile(rt, body, logger, channels_needing_credentials, deferred)
                     for work in deferred:  # waits on Auth0 only: no reconcile slot held meanwhile
                         async with rt.auth0_slots:
+                            if wake.is_set():  # kicked while queued (its relay is up, say): the next
+                                break  # pass does what is needed at once, not a head start first
                             await work()
                     failures = 0
                 except ChannelDeleting:
