@@ -266,6 +266,20 @@ async def deletion_began_mid_sync(world: World) -> None:
     world.rt.mark_deleting(UID)  # seen by the delete handler while this channel's loop runs
 
 
+DRIFT = OperatorConfig().drift_interval
+
+
+async def still_rolling_out_past_drift(world: World) -> None:
+    world.with_secrets()
+    await world.run()
+    world.clock.now += DRIFT + 1  # the relay has not rolled out yet (pods still starting, say)
+
+
+async def rolled_out_past_drift(world: World) -> None:
+    await nothing_changed(world)
+    world.clock.now += DRIFT + 1
+
+
 @dataclasses.dataclass(frozen=True)
 class Row:
     name: str
@@ -322,6 +336,11 @@ ROWS = [
     Row("Auth0 unavailable: backoff, and the condition says what failed", auth0_unavailable,
         ready=("False", UNAVAILABLE), status_writes=1, auth0=("ensure",), delay=(1.6, 2.4),
         progress=status.RECONCILING, also=_says_what_failed),
+    # The drift timer counts from convergence: it never re-applies what has not converged once.
+    Row("relay still rolling out after the drift interval: nothing re-applied", still_rolling_out_past_drift,
+        ready=("False", "Progressing"), status_writes=0, delay=(59.9, 60.1), progress=status.RECONCILING),
+    Row("rolled out, drift interval passed: children re-applied, Auth0 checked", rolled_out_past_drift,
+        ready=("True", "Ready"), status_writes=1, children=CHILDREN, auth0=("ensure",), progress=None),
     Row("deletion began: the pass stops before its first apply", deletion_began,
         ready=None, status_writes=0, also=_nothing_labelled_or_applied),
     Row("deletion began during the pass: stops before the Auth0 write", deletion_began_mid_sync,
@@ -374,3 +393,27 @@ async def test_a_blocked_deletion_says_why_through_the_one_writer(monkeypatch: p
     assert "observedGeneration" not in world.kube.status_writes[0]
     assert world.auth0.calls == ["remove", "remove"]
     assert [reason for reason, _ in world.events] == [UNAVAILABLE]
+
+
+async def test_only_child_events_that_matter_start_a_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our own applies coming back and the controller's intermediate status updates start no
+    pass; the relay becoming available, and an edit by someone else, do."""
+    world = World(monkeypatch)
+    world.with_secrets()
+    await world.run()
+    deployment = copy.deepcopy(world.kube.objects["Deployment", NAMESPACE, names.relay_name(NAME)])
+    service = copy.deepcopy(world.kube.objects["Service", NAMESPACE, names.relay_name(NAME)])
+
+    def seen(obj: dict[str, Any]) -> bool:
+        return world.rt.observe_child(obj["kind"], NAMESPACE, NAME, copy.deepcopy(obj), deleted=False)
+
+    assert not seen(deployment) and not seen(service)  # what our apply left
+    deployment["status"] = {"observedGeneration": deployment["metadata"]["generation"], "replicas": 1,
+                            "updatedReplicas": 1, "availableReplicas": 0}
+    assert not seen(deployment)  # still waiting for its replica: the status already says so
+    deployment["status"] |= {"availableReplicas": 1, "conditions": [{"type": "Available", "status": "True"}]}
+    assert seen(deployment)
+    service["metadata"]["generation"] = int(service["metadata"].get("generation") or 0) + 1  # someone's edit
+    service["metadata"]["resourceVersion"] = "edited-by-someone"
+    assert seen(service)
+    assert world.rt.memory(NAMESPACE, NAME).children.dirty
