@@ -150,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         parser.error(f"--metrics-port must be a TCP port, not {args.metrics_port}")
     import kopf  # imported late so `--help` stays fast
 
-    from . import delivery, handlers, metrics, tls_buffers, watch_json  # noqa: F401  (registers the handlers)
+    from . import delivery, handlers, heap, metrics, tls_buffers, watch_json  # noqa: F401  (registers the handlers)
     from .kube import KubeApi
     from .runtime import OperatorConfig, Runtime
 
@@ -168,6 +168,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         peering_lifetime=args.peering_lifetime,
         secret_grace=args.secret_grace,
     )
+    heap.limit_arenas()  # before the metrics server's thread starts
     if args.metrics_port is not None:
         metrics.serve(args.metrics_port)
     kopf.configure(verbose=args.log_level == "DEBUG")

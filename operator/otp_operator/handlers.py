@@ -15,7 +15,7 @@ from typing import Any
 
 import kopf
 
-from . import cleanup, endpoints, metrics, names, secret_watch, status
+from . import cleanup, endpoints, heap, metrics, names, secret_watch, status
 from .auth0 import Auth0Error
 from .receipt_tokens import LOG_STREAM
 from .reconcile import credentials_for, desired_log_stream, reconcile, report_deletion_blocked, report_error
@@ -69,8 +69,16 @@ async def configure(settings: kopf.OperatorSettings, memo: Any, **_: Any) -> Non
     settings.watching.label_selectors["v1", "secrets"] = names.SECRET_WATCH_SELECTOR
 
 
+@kopf.on.startup()
+async def start_heap_trimming(memo: Any, **_: Any) -> None:
+    memo.heap_trimming = asyncio.ensure_future(heap.trim_periodically())
+
+
 @kopf.on.cleanup()
 async def shutdown(memo: Any, **_: Any) -> None:
+    trimming = getattr(memo, "heap_trimming", None)
+    if trimming is not None:
+        trimming.cancel()
     await _runtime(memo).close()
 
 
