@@ -39,7 +39,7 @@ _RETRYABLE = {408, 429, 500, 502, 503, 504}
 # tenants busy at once, most of the operator's memory). So a tenant's credentials have at most
 # TENANT_IN_FLIGHT requests (and connections) at a time, every tenant together at most
 # Connections.in_flight, and an idle connection is closed after KEEPALIVE_SECONDS.
-TENANT_IN_FLIGHT = 4
+TENANT_IN_FLIGHT = 2
 KEEPALIVE_SECONDS = 10.0
 
 # Set by Auth0Pool around each call from its caller's guard: runs before every write request and
@@ -182,7 +182,7 @@ class Connections:
     in_flight: asyncio.Semaphore
 
 
-def new_connections(in_flight: int = 128) -> Connections:
+def new_connections(in_flight: int = 64) -> Connections:
     connector = aiohttp.TCPConnector(ssl=_tls_context(), keepalive_timeout=KEEPALIVE_SECONDS, limit=0)
     return Connections(aiohttp.ClientSession(connector=connector), asyncio.Semaphore(in_flight))
 

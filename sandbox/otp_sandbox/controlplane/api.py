@@ -34,8 +34,9 @@ def is_ok(http: httpx.Client, path: str) -> bool:
 def fake_node(name: str) -> dict[str, Any]:
     """A Node that kwok manages (selected by annotation, no taint, so ordinary Pods land on it)."""
     key, value = FAKE_NODE_ANNOTATION
-    # More pods than a kubelet's default 110: kwok runs none, and benchmarks schedule hundreds.
-    resources = {"cpu": "32", "memory": "256Gi", "pods": "5000", "ephemeral-storage": "100Gi"}
+    # More pods than a kubelet's default 110, and room for their requests (a relay pod asks for
+    # 50m CPU: 32 cores held 640): kwok runs none, and benchmarks schedule hundreds.
+    resources = {"cpu": "256", "memory": "2Ti", "pods": "5000", "ephemeral-storage": "1Ti"}
     return {
         "apiVersion": "v1",
         "kind": "Node",
