@@ -195,8 +195,8 @@ class _SharedSessionTransport(AiohttpTransport):
 
 
 def _transport(connections: Connections | None) -> AiohttpTransport:
-    """The SDK's httpx requests sent by aiohttp (measured: about half the CPU per request of
-    httpx's own transport, see operator/README.md), over the shared pool or one of its own."""
+    """The SDK's httpx requests sent by aiohttp (measured: about a third of the CPU per request of
+    httpx's own transport, see bench/operator/README.md), over the shared pool or one of its own."""
     if connections is not None:
         return _SharedSessionTransport(verify=_tls_context(), client=connections.session)
     return AiohttpTransport(verify=_tls_context(), limits=httpx.Limits(keepalive_expiry=KEEPALIVE_SECONDS))
