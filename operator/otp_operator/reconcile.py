@@ -30,6 +30,7 @@ from .runtime import (
     child_token,
     digest,
     jittered,
+    read_rollout,
     rollout_signal,
 )
 from .secrets import SECRET_NOT_FOUND, SecretProblem, check_state_password, checksum, new_signing_key, secret_value, signing_keys
@@ -512,13 +513,12 @@ async def _relay_phase(rt: Runtime, run: Pass, ch: ChannelSpec, api_key: str, si
     # A channel's first key comes with its Secret, which the Created Event names already.
     if signing_plan.event and (keys_now or not first_pass):
         _event(run.body, "SigningKey", signing_plan.event)
-    rollout = render.relay_rollout(live_deployment, secrets_checksum)
+    rollout, verdict = read_rollout(live_deployment, secrets_checksum)
     known.secrets_checksum = secrets_checksum
-    known.rollout_seen = rollout_signal(live_deployment, secrets_checksum)
+    known.rollout_seen = rollout_signal(rollout, verdict)
     if known.converged_at is None and (rollout.rolled_out or ch.relay.replicas == 0):
         known.converged_at = rt.clock.monotonic()
-    return RelayPhase(status.relay_verdict(live_deployment, rollout.rolled_out, rollout.available, rollout.message),
-                      rollout.available, rollout.rolled_out, secrets_checksum, signing_plan,
+    return RelayPhase(verdict, rollout.available, rollout.rolled_out, secrets_checksum, signing_plan,
                       log_plan[0] if log_plan else log_tokens_now)
 
 

@@ -157,11 +157,15 @@ def _slim(obj: Mapping[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(slim)
 
 
-def rollout_signal(deployment: Mapping[str, Any] | None, secrets_checksum: str) -> tuple[Any, ...]:
+def read_rollout(deployment: Mapping[str, Any] | None, secrets_checksum: str) -> tuple[render.Rollout, status.Verdict]:
+    """The relay Deployment's rollout and the RelayAvailable verdict of it."""
+    rollout = render.relay_rollout(deployment, secrets_checksum)
+    return rollout, status.relay_verdict(deployment, rollout.rolled_out, rollout.available, rollout.message)
+
+
+def rollout_signal(rollout: render.Rollout, verdict: status.Verdict) -> tuple[Any, ...]:
     """What of the relay Deployment a channel's status reflects: a watch event that leaves it as
     it was (the controller's intermediate status updates) starts no pass."""
-    rollout = render.relay_rollout(deployment, secrets_checksum)
-    verdict = status.relay_verdict(deployment, rollout.rolled_out, rollout.available, rollout.message)
     return rollout.rolled_out, rollout.available, verdict.status, verdict.reason
 
 
@@ -301,7 +305,7 @@ class Runtime:
         if deleted or known.tokens.get(child_key(kind, name)) != child_token(obj):
             known.dirty = True
             return True
-        return kind == names.DEPLOYMENT.kind and rollout_signal(obj, known.secrets_checksum) != known.rollout_seen
+        return kind == names.DEPLOYMENT.kind and rollout_signal(*read_rollout(obj, known.secrets_checksum)) != known.rollout_seen
 
     def forget(self, namespace: str, name: str) -> None:
         memory = self.memories.pop((namespace, name), None)
